@@ -1,0 +1,23 @@
+//! Pure campaign core: validated specs, CEL conditions and the deterministic state machine.
+//!
+//! Architecture invariant: this crate performs no I/O, reads no clock, spawns no thread and
+//! draws no random number. Its dependency tree holds no tokio, sled, rdkafka or tonic (the
+//! test command checks this with `cargo tree`). Time arrives as an argument; effects leave
+//! as data ([`Effect`]) for the runtime to carry out.
+
+pub mod bindings;
+pub mod catalog;
+pub mod condition;
+pub mod graph;
+pub mod key;
+pub mod machine;
+pub mod spec;
+pub mod split;
+pub mod time;
+pub mod validate;
+
+pub use catalog::{Catalog, CatalogError};
+pub use machine::{Core, Effect, EnrollCause, Input, SkipReason, TimerId, Transition};
+pub use spec::Campaign;
+pub use time::{SpanMillis, UnixMillis};
+pub use validate::{Issue, SpecErrors, compile};

@@ -1,0 +1,716 @@
+//! The state machine: `step(state, input, now) -> Transition { state, effects }`, pure and deterministic.
+//!
+//! The unit of state is one contact with its journeys in every campaign, so that a
+//! START_CAMPAIGN action, immediate transitions and (later) frequency caps across campaigns
+//! resolve inside one step. Timers and actions are effects: data for the runtime to carry
+//! out. Nothing here reads a clock, does I/O or draws a random number.
+
+use std::sync::Arc;
+
+use canvass_proto::{v1, wkt};
+use cel::Value;
+
+use crate::{
+    bindings,
+    catalog::Catalog,
+    condition::{Bindings, Condition},
+    key::idempotency_key,
+    spec::{Campaign, Reentry, StateIdx, Trigger},
+    split::{self, Arm},
+    time::{SpanMillis, UnixMillis},
+};
+
+/// Most states one input may move a contact through by immediate transitions in one campaign.
+pub const MAX_IMMEDIATE_CHAIN: usize = 64;
+/// Most nested START_CAMPAIGN enrollments one input may cause.
+pub const MAX_ENROLL_DEPTH: usize = 16;
+/// The response group of held-out contacts.
+pub const HOLDOUT_GROUP: &str = "holdout";
+/// Event type whose attributes (`product`, `amount`, `order_id`) are added to the contact's purchases.
+pub const PURCHASE_EVENT: &str = "purchase";
+
+/// An input to the core. Each one is appended to the log before its effects are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Creates or replaces the contact's profile; its journeys are kept.
+    UpsertContact(v1::Contact),
+    /// Evaluates a campaign's audience for the contact and enrolls it if it matches.
+    Launch {
+        /// The campaign launched.
+        campaign_id: String,
+    },
+    /// A touchpoint event.
+    Event(v1::TouchpointEvent),
+    /// A timer scheduled by an earlier step came due.
+    TimerFired(TimerId),
+}
+
+/// Identifies a timeout: the `transition`-th transition of the state the contact entered at
+/// `entry_seq`. A timer whose entry has been left is stale and fires to no effect.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimerId {
+    /// The contact.
+    pub contact_id: String,
+    /// The campaign.
+    pub campaign_id: String,
+    /// The state entry that scheduled it.
+    pub entry_seq: u64,
+    /// Index of the `after` transition in that state.
+    pub transition: u32,
+}
+
+/// Why a contact entered (or tried to enter) a campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollCause {
+    /// The campaign's audience matched at launch.
+    Launch,
+    /// An entry trigger matched this event.
+    Trigger {
+        /// The event's id.
+        event_id: String,
+    },
+    /// A START_CAMPAIGN action of another campaign.
+    StartedBy {
+        /// The campaign that started it.
+        campaign_id: String,
+    },
+}
+
+/// Why an enrollment did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The contact is already in the campaign.
+    AlreadyActive,
+    /// The re-entry policy forbids entering again.
+    ReentryNotAllowed,
+    /// The re-entry cooldown has not passed.
+    CooldownNotOver,
+    /// No such campaign is loaded.
+    UnknownCampaign,
+    /// Too many nested START_CAMPAIGN enrollments.
+    TooDeep,
+}
+
+/// Something the runtime must record or carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// The contact entered the campaign.
+    Enrolled {
+        /// Campaign.
+        campaign_id: String,
+        /// Version entered.
+        version: u32,
+        /// Split variant, empty without a split.
+        variant: String,
+        /// Held out by the split.
+        holdout: bool,
+        /// Why.
+        cause: EnrollCause,
+    },
+    /// An enrollment was refused.
+    EnrollmentSkipped {
+        /// Campaign.
+        campaign_id: String,
+        /// Why.
+        reason: SkipReason,
+    },
+    /// The contact entered a state.
+    StateEntered {
+        /// Campaign.
+        campaign_id: String,
+        /// The state left, if any.
+        from: Option<String>,
+        /// The state entered.
+        to: String,
+        /// Entry number.
+        entry_seq: u64,
+    },
+    /// An action to deliver.
+    Action(v1::Action),
+    /// Arm a timer.
+    ScheduleTimer {
+        /// Which.
+        id: TimerId,
+        /// When it is due.
+        due: UnixMillis,
+    },
+    /// Disarm a timer (its state was left before it fired).
+    CancelTimer(TimerId),
+    /// A goal state was reached.
+    GoalReached {
+        /// Campaign.
+        campaign_id: String,
+        /// The goal state.
+        state: String,
+    },
+    /// A terminal state was reached: the journey is over.
+    Completed {
+        /// Campaign.
+        campaign_id: String,
+        /// The terminal state.
+        state: String,
+    },
+    /// A condition could not be evaluated; it was treated as false.
+    ConditionFailed {
+        /// Campaign.
+        campaign_id: String,
+        /// The condition's path in the spec.
+        path: String,
+        /// The interpreter's message.
+        error: String,
+    },
+    /// The input could not be applied as the spec intends (the state is still consistent).
+    Fault {
+        /// Campaign.
+        campaign_id: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The contact's new state.
+    pub state: v1::ContactState,
+    /// What the runtime must do, in order.
+    pub effects: Vec<Effect>,
+}
+
+/// The core: a catalog of campaigns and the step function over it.
+#[derive(Debug, Clone, Default)]
+pub struct Core {
+    catalog: Arc<Catalog>,
+}
+
+impl Core {
+    /// A core over these campaigns.
+    #[must_use]
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog: Arc::new(catalog),
+        }
+    }
+
+    /// The campaigns.
+    #[must_use]
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Applies one input to one contact's state at processing time `now`.
+    #[must_use]
+    pub fn step(&self, state: &v1::ContactState, input: &Input, now: UnixMillis) -> Transition {
+        let mut run = Run {
+            catalog: &self.catalog,
+            state: state.clone(),
+            effects: Vec::new(),
+            now,
+            contact_value: None,
+            cause_event: None,
+            enroll_depth: 0,
+        };
+        match input {
+            Input::UpsertContact(contact) => {
+                run.state.contact = Some(contact.clone());
+            }
+            Input::Launch { campaign_id } => run.launch(campaign_id),
+            Input::Event(event) => run.event(event),
+            Input::TimerFired(timer) => run.timer(timer),
+        }
+        Transition {
+            state: run.state,
+            effects: run.effects,
+        }
+    }
+}
+
+/// One step in progress.
+struct Run<'a> {
+    catalog: &'a Catalog,
+    state: v1::ContactState,
+    effects: Vec<Effect>,
+    now: UnixMillis,
+    /// The contact's CEL value, built on first use (the contact does not change after that).
+    contact_value: Option<Value>,
+    cause_event: Option<&'a v1::TouchpointEvent>,
+    enroll_depth: usize,
+}
+
+impl<'a> Run<'a> {
+    fn contact_id(&self) -> &str {
+        self.state.contact.as_ref().map_or("", |c| c.id.as_str())
+    }
+
+    fn journey_index(&self, campaign_id: &str) -> Result<usize, usize> {
+        self.state
+            .campaigns
+            .binary_search_by(|j| j.campaign_id.as_str().cmp(campaign_id))
+    }
+
+    fn contact_cel(&mut self) -> Value {
+        let now = self.now;
+        let contact = self.state.contact.clone().unwrap_or_default();
+        self.contact_value
+            .get_or_insert_with(|| bindings::contact_value(&contact, now))
+            .clone()
+    }
+
+    /// Evaluates `condition`; an evaluation error is reported and counts as false.
+    fn holds(
+        &mut self,
+        campaign: &Campaign,
+        condition: &Condition,
+        path: String,
+        journey: Option<usize>,
+    ) -> bool {
+        let mut b = Bindings::default()
+            .with("contact", self.contact_cel())
+            .with("campaign", bindings::campaign_value(&campaign.spec));
+        if let Some(e) = self.cause_event {
+            b = b.with("event", bindings::event_value(e));
+        }
+        if let Some(j) = journey {
+            b = b.with(
+                "state",
+                bindings::state_value(&self.state.campaigns[j], self.now),
+            );
+        }
+        match condition.eval(&b) {
+            Ok(v) => v,
+            Err(e) => {
+                self.effects.push(Effect::ConditionFailed {
+                    campaign_id: campaign.id().to_string(),
+                    path,
+                    error: e.0,
+                });
+                false
+            }
+        }
+    }
+
+    fn launch(&mut self, campaign_id: &str) {
+        if self.state.contact.is_none() {
+            return;
+        }
+        let Some(campaign) = self.catalog.latest(campaign_id) else {
+            self.skip(campaign_id, SkipReason::UnknownCampaign);
+            return;
+        };
+        let Some(audience) = &campaign.audience else {
+            return;
+        };
+        if self.holds(campaign, audience, "audience.filter".into(), None) {
+            self.enroll(campaign, EnrollCause::Launch);
+        }
+    }
+
+    fn event(&mut self, event: &'a v1::TouchpointEvent) {
+        self.cause_event = Some(event);
+        let contact = self.state.contact.get_or_insert_with(|| v1::Contact {
+            id: event.contact_id.clone(),
+            ..Default::default()
+        });
+        if event.r#type == PURCHASE_EVENT {
+            contact.purchases.push(purchase_from(event));
+        }
+        let in_scope = |id: &str| event.campaign_id.is_empty() || event.campaign_id == id;
+
+        // Journeys that were active before the event see it; enrollments it causes do not.
+        let active: Vec<String> = self
+            .state
+            .campaigns
+            .iter()
+            .filter(|j| j.status() == v1::JourneyStatus::Active && in_scope(&j.campaign_id))
+            .map(|j| j.campaign_id.clone())
+            .collect();
+        for campaign_id in &active {
+            self.advance_on_event(campaign_id, event);
+        }
+
+        for campaign in self.catalog.latest_all() {
+            if active.iter().any(|a| a == campaign.id()) || !in_scope(campaign.id()) {
+                continue;
+            }
+            for (i, trigger) in campaign.entry_triggers.iter().enumerate() {
+                if trigger.event_type != event.r#type {
+                    continue;
+                }
+                let matched = match &trigger.guard {
+                    None => true,
+                    Some(g) => self.holds(campaign, g, format!("entryTriggers[{i}].guard"), None),
+                };
+                if matched {
+                    self.enroll(
+                        campaign,
+                        EnrollCause::Trigger {
+                            event_id: event.id.clone(),
+                        },
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    fn advance_on_event(&mut self, campaign_id: &str, event: &v1::TouchpointEvent) {
+        let Some((j, campaign, at)) = self.current(campaign_id) else {
+            return;
+        };
+        let state = &campaign.states[at];
+        for (t, transition) in state.transitions.iter().enumerate() {
+            let Trigger::Event { event_type, guard } = &transition.trigger else {
+                continue;
+            };
+            if *event_type != event.r#type {
+                continue;
+            }
+            let passes = match guard {
+                None => true,
+                Some(g) => {
+                    let path = format!("states.{}.transitions[{t}].onEvent.guard", state.id);
+                    self.holds(campaign, g, path, Some(j))
+                }
+            };
+            if passes {
+                self.leave_and_enter(campaign, at, transition.to);
+                return;
+            }
+        }
+    }
+
+    fn timer(&mut self, timer: &TimerId) {
+        let Some((j, campaign, at)) = self.current(&timer.campaign_id) else {
+            return;
+        };
+        if self.state.campaigns[j].entry_seq != timer.entry_seq {
+            return; // Stale: the state it was armed for has been left.
+        }
+        let Some(transition) = usize::try_from(timer.transition)
+            .ok()
+            .and_then(|t| campaign.states[at].transitions.get(t))
+        else {
+            return;
+        };
+        if matches!(transition.trigger, Trigger::After(_)) {
+            self.leave_and_enter(campaign, at, transition.to);
+        }
+    }
+
+    /// The active journey in `campaign_id`, its campaign version and its current state.
+    fn current(&mut self, campaign_id: &str) -> Option<(usize, &'a Campaign, StateIdx)> {
+        let j = self.journey_index(campaign_id).ok()?;
+        let journey = &self.state.campaigns[j];
+        if journey.status() != v1::JourneyStatus::Active {
+            return None;
+        }
+        let version = journey.campaign_version;
+        let state_id = journey.state.clone();
+        let Some(campaign) = self.catalog.get(campaign_id, version) else {
+            self.fault(campaign_id, format!("version {version} is not loaded"));
+            return None;
+        };
+        let Some(at) = campaign.state_index(&state_id) else {
+            self.fault(
+                campaign_id,
+                format!("state `{state_id}` is not in version {version}"),
+            );
+            return None;
+        };
+        Some((j, campaign, at))
+    }
+
+    fn leave_and_enter(&mut self, campaign: &'a Campaign, from: StateIdx, to: StateIdx) {
+        let Ok(j) = self.journey_index(campaign.id()) else {
+            return;
+        };
+        let entry_seq = self.state.campaigns[j].entry_seq;
+        for (t, transition) in campaign.states[from].transitions.iter().enumerate() {
+            if matches!(transition.trigger, Trigger::After(_)) {
+                self.effects
+                    .push(Effect::CancelTimer(self.timer_id(campaign, entry_seq, t)));
+            }
+        }
+        self.enter(campaign, Some(from), to);
+    }
+
+    fn timer_id(&self, campaign: &Campaign, entry_seq: u64, transition: usize) -> TimerId {
+        TimerId {
+            contact_id: self.contact_id().to_string(),
+            campaign_id: campaign.id().to_string(),
+            entry_seq,
+            transition: u32::try_from(transition).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Enters `to`, then follows immediate transitions until the contact settles.
+    fn enter(&mut self, campaign: &'a Campaign, mut from: Option<StateIdx>, mut to: StateIdx) {
+        for _ in 0..MAX_IMMEDIATE_CHAIN {
+            let Ok(j) = self.journey_index(campaign.id()) else {
+                return;
+            };
+            let state = &campaign.states[to];
+            let journey = &mut self.state.campaigns[j];
+            journey.entry_seq += 1;
+            journey.state.clone_from(&state.id);
+            journey.state_entered_at = Some(self.now.to_proto());
+            if let Some(group) = &state.response_group {
+                journey.response_group.clone_from(group);
+            }
+            let entry_seq = journey.entry_seq;
+            self.effects.push(Effect::StateEntered {
+                campaign_id: campaign.id().to_string(),
+                from: from.map(|f| campaign.states[f].id.clone()),
+                to: state.id.clone(),
+                entry_seq,
+            });
+            if state.goal {
+                self.state.campaigns[j].goal_reached = true;
+                self.effects.push(Effect::GoalReached {
+                    campaign_id: campaign.id().to_string(),
+                    state: state.id.clone(),
+                });
+            }
+            self.emit_actions(campaign, to, j);
+            let Ok(j) = self.journey_index(campaign.id()) else {
+                return;
+            };
+            if state.terminal {
+                let journey = &mut self.state.campaigns[j];
+                journey.set_status(v1::JourneyStatus::Completed);
+                journey.exited_at = Some(self.now.to_proto());
+                self.effects.push(Effect::Completed {
+                    campaign_id: campaign.id().to_string(),
+                    state: state.id.clone(),
+                });
+                return;
+            }
+            match self.immediate_target(campaign, to, j) {
+                Some(next) => {
+                    from = Some(to);
+                    to = next;
+                }
+                None => {
+                    for (t, transition) in state.transitions.iter().enumerate() {
+                        if let Trigger::After(span) = transition.trigger {
+                            let id = self.timer_id(campaign, entry_seq, t);
+                            self.effects.push(Effect::ScheduleTimer {
+                                id,
+                                due: self.now.plus(span),
+                            });
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        self.fault(
+            campaign.id(),
+            format!("immediate transitions did not settle after {MAX_IMMEDIATE_CHAIN} states; stopped in `{}`", campaign.states[to].id),
+        );
+    }
+
+    fn immediate_target(
+        &mut self,
+        campaign: &Campaign,
+        at: StateIdx,
+        journey: usize,
+    ) -> Option<StateIdx> {
+        let state = &campaign.states[at];
+        // Immediate guards see no event: the state may have been entered by a timer.
+        let cause = self.cause_event.take();
+        let mut target = None;
+        for (t, transition) in state.transitions.iter().enumerate() {
+            let Trigger::Immediately(guard) = &transition.trigger else {
+                continue;
+            };
+            let passes = match guard {
+                None => true,
+                Some(g) => {
+                    let path = format!("states.{}.transitions[{t}].immediately.guard", state.id);
+                    self.holds(campaign, g, path, Some(journey))
+                }
+            };
+            if passes {
+                target = Some(transition.to);
+                break;
+            }
+        }
+        self.cause_event = cause;
+        target
+    }
+
+    fn emit_actions(&mut self, campaign: &'a Campaign, at: StateIdx, j: usize) {
+        let state = &campaign.states[at];
+        for (k, spec) in state.actions.iter().enumerate() {
+            let journey = &self.state.campaigns[j];
+            let kind = spec.kind();
+            let (cost, currency) = campaign
+                .budget
+                .as_ref()
+                .map(|b| (b.cost_of(kind).to_string(), b.currency.clone()))
+                .unwrap_or_default();
+            let respond_by = (kind == v1::ActionKind::SalesHandoff)
+                .then(|| {
+                    spec.sla
+                        .as_ref()
+                        .map(|d| self.now.plus(SpanMillis::from_proto(d)).to_proto())
+                })
+                .flatten();
+            let action = v1::Action {
+                idempotency_key: idempotency_key(
+                    campaign.id(),
+                    journey.campaign_version,
+                    self.contact_id(),
+                    journey.entry_seq,
+                    k,
+                ),
+                kind: spec.kind,
+                campaign_id: campaign.id().to_string(),
+                campaign_version: journey.campaign_version,
+                contact_id: self.contact_id().to_string(),
+                state: state.id.clone(),
+                action_index: u32::try_from(k).unwrap_or(u32::MAX),
+                template: spec.template.clone(),
+                params: spec.params.clone(),
+                emitted_at: Some(self.now.to_proto()),
+                respond_by,
+                target_campaign: spec.target_campaign.clone(),
+                cost,
+                currency,
+                variant: journey.variant.clone(),
+                cause_event_id: self.cause_event.map(|e| e.id.clone()).unwrap_or_default(),
+            };
+            self.effects.push(Effect::Action(action));
+            if kind == v1::ActionKind::StartCampaign {
+                match self.catalog.latest(&spec.target_campaign) {
+                    Some(target) => self.enroll(
+                        target,
+                        EnrollCause::StartedBy {
+                            campaign_id: campaign.id().to_string(),
+                        },
+                    ),
+                    None => self.skip(&spec.target_campaign, SkipReason::UnknownCampaign),
+                }
+            }
+        }
+    }
+
+    fn enroll(&mut self, campaign: &'a Campaign, cause: EnrollCause) {
+        if self.enroll_depth >= MAX_ENROLL_DEPTH {
+            self.skip(campaign.id(), SkipReason::TooDeep);
+            return;
+        }
+        let j = match self.journey_index(campaign.id()) {
+            Ok(j) => {
+                let journey = &self.state.campaigns[j];
+                if journey.status() == v1::JourneyStatus::Active {
+                    self.skip(campaign.id(), SkipReason::AlreadyActive);
+                    return;
+                }
+                let left = journey
+                    .exited_at
+                    .as_ref()
+                    .map(UnixMillis::from_proto)
+                    .unwrap_or_default();
+                match campaign.reentry {
+                    Reentry::Never => {
+                        self.skip(campaign.id(), SkipReason::ReentryNotAllowed);
+                        return;
+                    }
+                    Reentry::AfterCooldown(cooldown) if left.plus(cooldown) > self.now => {
+                        self.skip(campaign.id(), SkipReason::CooldownNotOver);
+                        return;
+                    }
+                    Reentry::AfterCooldown(_) | Reentry::Always => j,
+                }
+            }
+            Err(at) => {
+                let journey = v1::ContactCampaignState {
+                    campaign_id: campaign.id().to_string(),
+                    ..Default::default()
+                };
+                self.state.campaigns.insert(at, journey);
+                at
+            }
+        };
+        let arm = campaign
+            .split
+            .as_ref()
+            .map(|s| split::assign(s, campaign.id(), self.contact_id()));
+        let now = Some(self.now.to_proto());
+        let journey = &mut self.state.campaigns[j];
+        journey.campaign_version = campaign.version();
+        journey.enrolled_at.clone_from(&now);
+        journey.enrollments += 1;
+        journey.goal_reached = false;
+        journey.exited_at = None;
+        journey.response_group.clear();
+        journey.state.clear();
+        journey.state_entered_at = None;
+        journey.variant.clear();
+        let holdout = arm == Some(Arm::Holdout);
+        let mut initial = campaign.initial_state;
+        if holdout {
+            journey.set_status(v1::JourneyStatus::Holdout);
+            journey.response_group = HOLDOUT_GROUP.to_string();
+            // Held-out contacts leave at once: they are tracked, never contacted.
+            journey.exited_at = now;
+        } else {
+            journey.set_status(v1::JourneyStatus::Active);
+            if let Some(Arm::Treated(Some(v))) = arm {
+                journey.variant.clone_from(&v.id);
+                initial = v.initial_state.unwrap_or(initial);
+            }
+        }
+        self.effects.push(Effect::Enrolled {
+            campaign_id: campaign.id().to_string(),
+            version: campaign.version(),
+            variant: self.state.campaigns[j].variant.clone(),
+            holdout,
+            cause,
+        });
+        if !holdout {
+            self.enroll_depth += 1;
+            self.enter(campaign, None, initial);
+            self.enroll_depth -= 1;
+        }
+    }
+
+    fn skip(&mut self, campaign_id: &str, reason: SkipReason) {
+        self.effects.push(Effect::EnrollmentSkipped {
+            campaign_id: campaign_id.to_string(),
+            reason,
+        });
+    }
+
+    fn fault(&mut self, campaign_id: &str, reason: String) {
+        self.effects.push(Effect::Fault {
+            campaign_id: campaign_id.to_string(),
+            reason,
+        });
+    }
+}
+
+/// The purchase a "purchase" event records: `attrs.product`, `attrs.amount` (number or
+/// decimal string), `attrs.order_id`, at the event's time.
+fn purchase_from(event: &v1::TouchpointEvent) -> v1::Purchase {
+    let field = |name: &str| {
+        event
+            .attrs
+            .as_ref()
+            .and_then(|a| a.fields.get(name))
+            .and_then(|v| v.kind.as_ref())
+    };
+    let text = |name: &str| match field(name) {
+        Some(wkt::value::Kind::StringValue(s)) => s.clone(),
+        Some(wkt::value::Kind::NumberValue(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    v1::Purchase {
+        product: text("product"),
+        amount: text("amount"),
+        at: event.occurred_at.clone(),
+        order_id: text("order_id"),
+    }
+}

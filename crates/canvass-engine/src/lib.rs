@@ -1,0 +1,10 @@
+//! The canvass runtime: feeds inputs and due timers to the pure core and applies its effects.
+//!
+//! Architecture invariant: the engine decides *when* an input is applied and *what is done*
+//! with the effects; it never decides what a campaign does (that is the core's step).
+
+pub mod simulate;
+pub mod summary;
+
+pub use simulate::{LogEntry, Simulator, replay};
+pub use summary::Summary;

@@ -1,0 +1,94 @@
+//! Reading the canonical proto3 JSON form with errors that name the field, line and column.
+
+use std::fmt;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A JSON document that does not decode into the expected message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct JsonError {
+    /// Path of the offending field in lowerCamelCase JSON form (`states[2].transitions[0].after`);
+    /// empty when the document itself is malformed.
+    pub path: String,
+    /// 1-based line in the text given.
+    pub line: usize,
+    /// 1-based column in that line.
+    pub column: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(
+                f,
+                "line {} column {}: {}",
+                self.line, self.column, self.reason
+            )
+        } else {
+            write!(
+                f,
+                "line {} column {}: field `{}`: {}",
+                self.line, self.column, self.path, self.reason
+            )
+        }
+    }
+}
+
+/// Decodes a message from its canonical JSON form.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, JsonError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        error(
+            if path == "." { String::new() } else { path },
+            &e.into_inner(),
+        )
+    })?;
+    de.end().map_err(|e| error(String::new(), &e))?;
+    Ok(value)
+}
+
+fn error(path: String, e: &serde_json::Error) -> JsonError {
+    let mut reason = strip_position(&e.to_string());
+    if e.classify() == serde_json::error::Category::Syntax {
+        reason = format!("invalid JSON: {reason}");
+    } else if TIME_PARSE_ERRORS.iter().any(|m| reason.starts_with(m)) {
+        reason = format!("{reason} (expected an RFC 3339 time such as 2026-03-01T09:00:00Z)");
+    }
+    JsonError {
+        path,
+        line: e.line(),
+        column: e.column(),
+        reason,
+    }
+}
+
+/// chrono's messages when a Timestamp string does not parse; they do not say what was expected.
+const TIME_PARSE_ERRORS: [&str; 5] = [
+    "premature end of input",
+    "input contains invalid characters",
+    "input is out of range",
+    "trailing input",
+    "input is not enough for unique date and time",
+];
+
+/// Encodes a message in its canonical JSON form on one line.
+pub fn to_string<T: Serialize>(message: &T) -> String {
+    // Generated messages serialize infallibly: every map key is a string.
+    serde_json::to_string(message).unwrap_or_default()
+}
+
+/// Encodes a message in its canonical JSON form, indented for people.
+pub fn to_string_pretty<T: Serialize>(message: &T) -> String {
+    serde_json::to_string_pretty(message).unwrap_or_default()
+}
+
+/// serde_json appends " at line L column C"; the position is reported separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(cut) => message[..cut].to_string(),
+        None => message.to_string(),
+    }
+}

@@ -1,0 +1,20 @@
+//! Generated protobuf types of the `canvass.v1` API; serde impls follow the canonical proto3 JSON mapping.
+//!
+//! Nothing but generated code and thin conveniences lives here: every other crate talks
+//! in these types at its edges.
+
+/// The `canvass.v1` package.
+pub mod v1 {
+    #![allow(
+        missing_docs,
+        clippy::all,
+        unused_qualifications,
+        missing_debug_implementations
+    )]
+    include!(concat!(env!("OUT_DIR"), "/canvass.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/canvass.v1.serde.rs"));
+}
+
+pub mod json;
+
+pub use pbjson_types as wkt;

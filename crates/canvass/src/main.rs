@@ -1,0 +1,63 @@
+//! The `canvass` command line: validate, simulate and draw campaign specs.
+
+mod graph;
+mod input;
+mod simulate;
+mod validate;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// canvass: an event-sourced campaign orchestration engine.
+#[derive(Debug, Parser)]
+#[command(name = "canvass", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checks campaign specs and reports every problem with its path in the spec.
+    Validate {
+        /// Spec files (canonical JSON, or binary protobuf with a .pb/.binpb extension).
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+    },
+    /// Runs campaigns over contacts and events on a virtual clock and reports the outcome.
+    Simulate(simulate::Args),
+    /// Prints a campaign's state machine as a Mermaid or Graphviz diagram.
+    Graph {
+        /// The spec file.
+        spec: PathBuf,
+        /// Diagram language.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+/// Exit code for a run that found problems in its input (bad spec, bad line with --strict).
+const EXIT_INVALID_INPUT: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { specs } => validate::run(&specs),
+        Command::Simulate(args) => simulate::run(&args),
+        Command::Graph { spec, format } => graph::run(&spec, format),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_INVALID_INPUT)
+        }
+    }
+}
