@@ -142,13 +142,26 @@ impl Bindings {
     }
 }
 
-/// First line of a parser error, without the grammar's long token list.
+/// First line of a parser error, as `line L column C: message`, without the grammar's long
+/// token list.
 fn syntax_message(err: &cel::ParseErrors) -> String {
     let text = err.to_string();
     let first = text.lines().next().unwrap_or("syntax error").trim();
-    match first.find(" expecting {") {
-        Some(cut) => first[..cut].to_string(),
-        None => first.to_string(),
+    let first = match first.find(" expecting {") {
+        Some(cut) => &first[..cut],
+        None => first,
+    };
+    let rest = first
+        .trim_start_matches("ERROR: ")
+        .trim_start_matches("<input>:");
+    let mut parts = rest.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(line), Some(col), Some(msg))
+            if line.parse::<u32>().is_ok() && col.parse::<u32>().is_ok() =>
+        {
+            format!("line {line} column {col}: {}", msg.trim())
+        }
+        _ => first.to_string(),
     }
 }
 

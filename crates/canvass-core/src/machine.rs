@@ -373,7 +373,7 @@ impl<'a> Run<'a> {
                 }
             };
             if passes {
-                self.leave_and_enter(campaign, at, transition.to);
+                self.leave_and_enter(campaign, at, transition.to, None);
                 return;
             }
         }
@@ -393,7 +393,7 @@ impl<'a> Run<'a> {
             return;
         };
         if matches!(transition.trigger, Trigger::After(_)) {
-            self.leave_and_enter(campaign, at, transition.to);
+            self.leave_and_enter(campaign, at, transition.to, Some(timer.transition));
         }
     }
 
@@ -420,13 +420,21 @@ impl<'a> Run<'a> {
         Some((j, campaign, at))
     }
 
-    fn leave_and_enter(&mut self, campaign: &'a Campaign, from: StateIdx, to: StateIdx) {
+    /// Leaves `from`, disarming its timers but `fired`, the one firing now (if any).
+    fn leave_and_enter(
+        &mut self,
+        campaign: &'a Campaign,
+        from: StateIdx,
+        to: StateIdx,
+        fired: Option<u32>,
+    ) {
         let Ok(j) = self.journey_index(campaign.id()) else {
             return;
         };
         let entry_seq = self.state.campaigns[j].entry_seq;
         for (t, transition) in campaign.states[from].transitions.iter().enumerate() {
-            if matches!(transition.trigger, Trigger::After(_)) {
+            let is_fired = fired.is_some_and(|f| u32::try_from(t).is_ok_and(|t| t == f));
+            if matches!(transition.trigger, Trigger::After(_)) && !is_fired {
                 self.effects
                     .push(Effect::CancelTimer(self.timer_id(campaign, entry_seq, t)));
             }

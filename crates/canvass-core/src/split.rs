@@ -91,7 +91,7 @@ mod tests {
             .collect();
         assert_eq!(arms, PINNED_ARMS);
     }
-    const PINNED_ARMS: &str = "";
+    const PINNED_ARMS: &str = "HHBHHAHHHAHHBHBB";
 
     #[test]
     fn shares_follow_holdout_and_weights() {
@@ -112,14 +112,15 @@ mod tests {
 
     #[test]
     fn the_seed_reshuffles() {
+        let held_out = |s: &Split| -> Vec<bool> {
+            (0..64)
+                .map(|i| assign(s, "camp", &format!("c-{i}")) == Arm::Holdout)
+                .collect()
+        };
         let mut s = split(5000, &[]);
-        let before: Vec<_> = (0..64)
-            .map(|i| assign(&s, "camp", &format!("c-{i}")))
-            .collect();
+        let before = held_out(&s);
         s.seed = 8;
-        let after: Vec<_> = (0..64)
-            .map(|i| assign(&s, "camp", &format!("c-{i}")))
-            .collect();
+        let after = held_out(&s);
         assert_ne!(before, after);
     }
 }

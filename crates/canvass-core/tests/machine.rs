@@ -1,0 +1,698 @@
+//! The state machine, one behaviour per test: inputs in, a trace of the effects out.
+
+use canvass_core::{Catalog, Core, Effect, EnrollCause, Input, TimerId, UnixMillis, compile};
+use canvass_proto::{json, v1};
+use expect_test::{Expect, expect};
+
+/// 2026-01-01T00:00:00Z: traces print times as hours after it.
+const T0: i64 = 1_767_225_600_000;
+const HOUR: i64 = 3_600_000;
+
+struct World {
+    core: Core,
+    state: v1::ContactState,
+    timers: Vec<(UnixMillis, TimerId)>,
+    seq: u32,
+}
+
+fn world(specs: &[&str]) -> World {
+    let mut catalog = Catalog::new();
+    for spec in specs {
+        let spec: v1::CampaignSpec = json::from_str(spec).expect("spec JSON");
+        catalog.insert(compile(&spec).expect("valid spec")).unwrap();
+    }
+    World {
+        core: Core::new(catalog),
+        state: v1::ContactState::default(),
+        timers: Vec::new(),
+        seq: 0,
+    }
+}
+
+fn hours(ms: i64) -> String {
+    format!("+{}h", (ms - T0) / HOUR)
+}
+
+impl World {
+    fn apply(&mut self, input: Input, at_hours: i64) -> String {
+        let now = UnixMillis(T0 + at_hours * HOUR);
+        let t = self.core.step(&self.state, &input, now);
+        // The same input on the same state always gives the same transition.
+        assert_eq!(t, self.core.step(&self.state, &input, now));
+        self.state = t.state;
+        let mut out = String::new();
+        for e in &t.effects {
+            match e {
+                Effect::ScheduleTimer { id, due } => self.timers.push((*due, id.clone())),
+                Effect::CancelTimer(id) => self.timers.retain(|(_, t)| t != id),
+                _ => {}
+            }
+            out.push_str(&render(e));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn contact(&mut self, contact: &str) -> String {
+        let c: v1::Contact = json::from_str(contact).unwrap();
+        self.apply(Input::UpsertContact(c), 0)
+    }
+
+    fn launch(&mut self, campaign: &str) -> String {
+        self.apply(
+            Input::Launch {
+                campaign_id: campaign.into(),
+            },
+            0,
+        )
+    }
+
+    fn event(&mut self, at_hours: i64, kind: &str, attrs: &str) -> String {
+        self.seq += 1;
+        let contact = self
+            .state
+            .contact
+            .as_ref()
+            .map_or("p1".to_string(), |c| c.id.clone());
+        let text = format!(
+            r#"{{"id": "ev{}", "type": "{kind}", "contactId": "{contact}", "occurredAt": "2026-01-01T00:00:00Z", "attrs": {attrs}}}"#,
+            self.seq
+        );
+        let e: v1::TouchpointEvent = json::from_str(&text).unwrap();
+        self.apply(Input::Event(e), at_hours)
+    }
+
+    /// Fires the earliest armed timer at its due time.
+    fn fire_next(&mut self) -> String {
+        self.timers.sort();
+        let (due, id) = self.timers.remove(0);
+        let at = (due.0 - T0) / HOUR;
+        format!(
+            "@{}\n{}",
+            hours(due.0),
+            self.apply(Input::TimerFired(id), at)
+        )
+    }
+
+    fn journey(&self, campaign: &str) -> &v1::ContactCampaignState {
+        self.state
+            .campaigns
+            .iter()
+            .find(|j| j.campaign_id == campaign)
+            .expect("journey")
+    }
+}
+
+fn render(e: &Effect) -> String {
+    match e {
+        Effect::Enrolled {
+            campaign_id,
+            version,
+            variant,
+            holdout,
+            cause,
+        } => {
+            let cause = match cause {
+                EnrollCause::Launch => "launch".to_string(),
+                EnrollCause::Trigger { event_id } => format!("trigger {event_id}"),
+                EnrollCause::StartedBy { campaign_id } => format!("started by {campaign_id}"),
+            };
+            let variant = if variant.is_empty() {
+                String::new()
+            } else {
+                format!(" variant={variant}")
+            };
+            let holdout = if *holdout { " holdout" } else { "" };
+            format!("enrolled {campaign_id} v{version}{variant}{holdout} ({cause})")
+        }
+        Effect::EnrollmentSkipped {
+            campaign_id,
+            reason,
+        } => format!("skipped {campaign_id}: {reason:?}"),
+        Effect::StateEntered {
+            campaign_id,
+            from,
+            to,
+            entry_seq,
+        } => {
+            format!(
+                "{campaign_id}: {} -> {to} (e{entry_seq})",
+                from.as_deref().unwrap_or("*")
+            )
+        }
+        Effect::Action(a) => {
+            let mut s = format!(
+                "action {} {}",
+                a.kind().as_str_name().trim_start_matches("ACTION_KIND_"),
+                a.idempotency_key
+            );
+            if !a.template.is_empty() {
+                s.push_str(&format!(" template={}", a.template));
+            }
+            if let Some(by) = &a.respond_by {
+                s.push_str(&format!(
+                    " respond_by={}",
+                    hours(UnixMillis::from_proto(by).0)
+                ));
+            }
+            if !a.cost.is_empty() {
+                s.push_str(&format!(" cost={} {}", a.cost, a.currency));
+            }
+            if !a.cause_event_id.is_empty() {
+                s.push_str(&format!(" cause={}", a.cause_event_id));
+            }
+            s
+        }
+        Effect::ScheduleTimer { id, due } => {
+            format!(
+                "timer {} e{} t{} due {}",
+                id.campaign_id,
+                id.entry_seq,
+                id.transition,
+                hours(due.0)
+            )
+        }
+        Effect::CancelTimer(id) => format!(
+            "cancel timer {} e{} t{}",
+            id.campaign_id, id.entry_seq, id.transition
+        ),
+        Effect::GoalReached { campaign_id, state } => format!("goal {campaign_id} {state}"),
+        Effect::Completed { campaign_id, state } => format!("completed {campaign_id} in {state}"),
+        Effect::ConditionFailed {
+            campaign_id,
+            path,
+            error,
+        } => format!("condition failed {campaign_id} {path}: {error}"),
+        Effect::Fault {
+            campaign_id,
+            reason,
+        } => format!("fault {campaign_id}: {reason}"),
+    }
+}
+
+fn check(actual: String, expected: Expect) {
+    expected.assert_eq(&actual);
+}
+
+/// The reference campaign's core, small enough to read in a test.
+const TRIAL: &str = r#"{
+  "id": "trial", "version": 1, "initialState": "invited",
+  "audience": {"filter": "contact.purchases.exists(p, p.product == 'A')"},
+  "states": [
+    {"id": "invited", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "invite"}],
+     "transitions": [{"to": "confirmed", "onEvent": {"type": "trial.confirmed"}}, {"to": "no_reply", "after": "604800s"}]},
+    {"id": "no_reply", "responseGroup": "no_reply", "actions": [{"kind": "ACTION_KIND_POSTAL_MAIL", "template": "letter"}],
+     "transitions": [{"to": "confirmed", "onEvent": {"type": "trial.confirmed"}}, {"to": "lapsed", "after": "1209600s"}]},
+    {"id": "confirmed", "responseGroup": "confirmed", "actions": [{"kind": "ACTION_KIND_TRIAL_OFFER", "params": {"product": "B"}}],
+     "transitions": [
+       {"to": "high", "onEvent": {"type": "trial.rated", "guard": "event.attrs.rating >= 4"}},
+       {"to": "low", "onEvent": {"type": "trial.rated", "guard": "event.attrs.rating < 4"}}]},
+    {"id": "high", "responseGroup": "rated_high", "goal": true, "terminal": true,
+     "actions": [{"kind": "ACTION_KIND_SALES_HANDOFF", "sla": "172800s"}]},
+    {"id": "low", "responseGroup": "rated_low", "terminal": true,
+     "actions": [{"kind": "ACTION_KIND_START_CAMPAIGN", "targetCampaign": "survey"}]},
+    {"id": "lapsed", "terminal": true}
+  ],
+  "budget": {"currency": "EUR", "costPerAction": {"EMAIL": "0.02", "SALES_HANDOFF": "25.00"}}
+}"#;
+
+const SURVEY: &str = r#"{
+  "id": "survey", "version": 1, "initialState": "asked",
+  "states": [
+    {"id": "asked", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "survey"}],
+     "transitions": [{"to": "answered", "onEvent": {"type": "survey.completed"}}, {"to": "answered", "onEvent": {"type": "trial.rated"}}]},
+    {"id": "answered", "responseGroup": "answered", "terminal": true, "goal": true}
+  ]
+}"#;
+
+const BUYER: &str = r#"{"id": "p1", "purchases": [{"product": "A", "amount": "100"}]}"#;
+
+#[test]
+fn launch_enrolls_the_audience_and_arms_the_timeout() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    check(w.contact(BUYER), expect![""]);
+    check(
+        w.launch("trial"),
+        expect![[r#"
+            enrolled trial v1 (launch)
+            trial: * -> invited (e1)
+            action EMAIL trial/v1/e1/a0/p1 template=invite cost=0.02 EUR
+            timer trial e1 t1 due +168h
+        "#]],
+    );
+}
+
+#[test]
+fn contacts_outside_the_audience_are_not_enrolled() {
+    let mut w = world(&[TRIAL]);
+    w.contact(r#"{"id": "p2", "purchases": [{"product": "C"}]}"#);
+    check(w.launch("trial"), expect![""]);
+    assert!(w.state.campaigns.is_empty());
+}
+
+#[test]
+fn an_event_moves_the_contact_and_cancels_the_timeout() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    check(
+        w.event(30, "trial.confirmed", "{}"),
+        expect![[r#"
+            cancel timer trial e1 t1
+            trial: invited -> confirmed (e2)
+            action TRIAL_OFFER trial/v1/e2/a0/p1 cost=0 EUR cause=ev1
+        "#]],
+    );
+    assert!(w.timers.is_empty());
+    assert_eq!(w.journey("trial").response_group, "confirmed");
+}
+
+#[test]
+fn a_timeout_fires_after_its_duration_from_state_entry() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    check(
+        w.fire_next(),
+        expect![[r#"
+            @+168h
+            trial: invited -> no_reply (e2)
+            action POSTAL_MAIL trial/v1/e2/a0/p1 template=letter cost=0 EUR
+            timer trial e2 t1 due +504h
+        "#]],
+    );
+    check(
+        w.fire_next(),
+        expect![[r#"
+            @+504h
+            trial: no_reply -> lapsed (e3)
+            completed trial in lapsed
+        "#]],
+    );
+    // The last grouped state decides the group: lapsed has none, so the contact stays "no_reply".
+    assert_eq!(w.journey("trial").response_group, "no_reply");
+    assert_eq!(w.journey("trial").status(), v1::JourneyStatus::Completed);
+}
+
+#[test]
+fn a_stale_timer_fires_to_no_effect() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    let stale = w.timers[0].1.clone();
+    w.event(1, "trial.confirmed", "{}");
+    check(w.apply(Input::TimerFired(stale), 168), expect![""]);
+    assert_eq!(w.journey("trial").state, "confirmed");
+}
+
+#[test]
+fn guards_choose_the_first_matching_transition() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.event(1, "trial.confirmed", "{}");
+    check(
+        w.event(50, "trial.rated", r#"{"rating": 5}"#),
+        expect![[r#"
+            trial: confirmed -> high (e3)
+            goal trial high
+            action SALES_HANDOFF trial/v1/e3/a0/p1 respond_by=+98h cost=25.00 EUR cause=ev2
+            completed trial in high
+        "#]],
+    );
+    assert!(w.journey("trial").goal_reached);
+}
+
+#[test]
+fn an_event_whose_guards_all_fail_leaves_the_contact_where_it_is() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.event(1, "trial.confirmed", "{}");
+    // An event of another type is ignored; a guard that cannot be evaluated counts as false
+    // and is reported.
+    check(w.event(2, "email.opened", "{}"), expect![""]);
+    check(
+        w.event(3, "trial.rated", r#"{"stars": 5}"#),
+        expect![[r#"
+            condition failed trial states.confirmed.transitions[0].onEvent.guard: No such key: rating
+            condition failed trial states.confirmed.transitions[1].onEvent.guard: No such key: rating
+        "#]],
+    );
+    assert_eq!(w.journey("trial").state, "confirmed");
+}
+
+#[test]
+fn start_campaign_enrolls_into_the_sub_campaign_in_the_same_step() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.event(1, "trial.confirmed", "{}");
+    // The survey listens for trial.rated too, but it did not exist for this contact before
+    // the event, so the event that started it does not move it.
+    check(
+        w.event(2, "trial.rated", r#"{"rating": 2}"#),
+        expect![[r#"
+            trial: confirmed -> low (e3)
+            action START_CAMPAIGN trial/v1/e3/a0/p1 cost=0 EUR cause=ev2
+            enrolled survey v1 (started by trial)
+            survey: * -> asked (e1)
+            action EMAIL survey/v1/e1/a0/p1 template=survey cause=ev2
+            completed trial in low
+        "#]],
+    );
+    check(
+        w.event(3, "survey.completed", "{}"),
+        expect![[r#"
+            survey: asked -> answered (e2)
+            goal survey answered
+            completed survey in answered
+        "#]],
+    );
+}
+
+#[test]
+fn a_missing_sub_campaign_is_reported_not_ignored() {
+    let mut w = world(&[TRIAL]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.event(1, "trial.confirmed", "{}");
+    check(
+        w.event(2, "trial.rated", r#"{"rating": 1}"#),
+        expect![[r#"
+            trial: confirmed -> low (e3)
+            action START_CAMPAIGN trial/v1/e3/a0/p1 cost=0 EUR cause=ev2
+            skipped survey: UnknownCampaign
+            completed trial in low
+        "#]],
+    );
+}
+
+const ROUTER: &str = r#"{
+  "id": "router", "version": 1, "initialState": "sort",
+  "entryTriggers": [{"eventType": "signup", "guard": "event.attrs.plan != 'free'"}],
+  "reentry": {"mode": "REENTRY_MODE_AFTER_COOLDOWN", "cooldown": "86400s"},
+  "states": [
+    {"id": "sort", "transitions": [
+      {"to": "vip", "immediately": {"guard": "contact.attrs.tier == 'A'"}},
+      {"to": "standard", "immediately": {}}]},
+    {"id": "vip", "responseGroup": "vip", "actions": [{"kind": "ACTION_KIND_PHONE_CALL", "template": "vip-call"}],
+     "transitions": [{"to": "done", "immediately": {}}]},
+    {"id": "standard", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "welcome"}],
+     "transitions": [{"to": "done", "after": "3600s"}]},
+    {"id": "done", "terminal": true}
+  ]
+}"#;
+
+#[test]
+fn immediate_transitions_branch_on_guards_and_chain_until_the_contact_settles() {
+    let mut w = world(&[ROUTER]);
+    w.contact(r#"{"id": "p1", "attrs": {"tier": "A"}}"#);
+    check(
+        w.event(0, "signup", r#"{"plan": "pro"}"#),
+        expect![[r#"
+            enrolled router v1 (trigger ev1)
+            router: * -> sort (e1)
+            router: sort -> vip (e2)
+            action PHONE_CALL router/v1/e2/a0/p1 template=vip-call cause=ev1
+            router: vip -> done (e3)
+            completed router in done
+        "#]],
+    );
+    let mut w = world(&[ROUTER]);
+    w.contact(r#"{"id": "p1", "attrs": {"tier": "C"}}"#);
+    check(
+        w.event(0, "signup", r#"{"plan": "pro"}"#),
+        expect![[r#"
+            enrolled router v1 (trigger ev1)
+            router: * -> sort (e1)
+            router: sort -> standard (e2)
+            action EMAIL router/v1/e2/a0/p1 template=welcome cause=ev1
+            timer router e2 t0 due +1h
+        "#]],
+    );
+}
+
+#[test]
+fn entry_triggers_respect_their_guard_and_the_reentry_cooldown() {
+    let mut w = world(&[ROUTER]);
+    w.contact(r#"{"id": "p1", "attrs": {"tier": "A"}}"#);
+    check(w.event(0, "signup", r#"{"plan": "free"}"#), expect![""]);
+    w.event(1, "signup", r#"{"plan": "pro"}"#);
+    check(
+        w.event(10, "signup", r#"{"plan": "pro"}"#),
+        expect![[r#"
+            skipped router: CooldownNotOver
+        "#]],
+    );
+    // Left at +1h; the one-day cooldown is over at +25h (inclusive).
+    check(
+        w.event(25, "signup", r#"{"plan": "pro"}"#),
+        expect![[r#"
+            enrolled router v1 (trigger ev4)
+            router: * -> sort (e4)
+            router: sort -> vip (e5)
+            action PHONE_CALL router/v1/e5/a0/p1 template=vip-call cause=ev4
+            router: vip -> done (e6)
+            completed router in done
+        "#]],
+    );
+    // Entry sequence numbers keep growing across enrollments: idempotency keys never repeat.
+    assert_eq!(w.journey("router").enrollments, 2);
+}
+
+#[test]
+fn reentry_never_and_always() {
+    let never = ROUTER.replace(
+        r#""mode": "REENTRY_MODE_AFTER_COOLDOWN", "cooldown": "86400s""#,
+        r#""mode": "REENTRY_MODE_NEVER""#,
+    );
+    let mut w = world(&[&never]);
+    w.contact(r#"{"id": "p1", "attrs": {"tier": "A"}}"#);
+    w.event(0, "signup", r#"{"plan": "pro"}"#);
+    check(
+        w.event(1000, "signup", r#"{"plan": "pro"}"#),
+        expect![[r#"
+        skipped router: ReentryNotAllowed
+    "#]],
+    );
+
+    let always = ROUTER.replace(
+        r#""mode": "REENTRY_MODE_AFTER_COOLDOWN", "cooldown": "86400s""#,
+        r#""mode": "REENTRY_MODE_ALWAYS""#,
+    );
+    let mut w = world(&[&always]);
+    w.contact(r#"{"id": "p1", "attrs": {"tier": "C"}}"#);
+    w.event(0, "signup", r#"{"plan": "pro"}"#);
+    // Still inside (waiting in `standard`): a contact is never in a campaign twice, so the
+    // trigger is not even tried.
+    check(w.event(0, "signup", r#"{"plan": "pro"}"#), expect![""]);
+    w.fire_next();
+    check(
+        w.event(2, "signup", r#"{"plan": "pro"}"#),
+        expect![[r#"
+            enrolled router v1 (trigger ev3)
+            router: * -> sort (e4)
+            router: sort -> standard (e5)
+            action EMAIL router/v1/e5/a0/p1 template=welcome cause=ev3
+            timer router e5 t0 due +3h
+        "#]],
+    );
+}
+
+const SPLIT: &str = r#"{
+  "id": "ab", "version": 1, "initialState": "a",
+  "audience": {"filter": "true"},
+  "split": {"seed": 3, "holdoutBasisPoints": 2000, "variants": [{"id": "control", "weight": 1}, {"id": "bold", "weight": 1, "initialState": "b"}]},
+  "states": [
+    {"id": "a", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "plain"}], "terminal": true},
+    {"id": "b", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "bold"}], "terminal": true}
+  ]
+}"#;
+
+#[test]
+fn the_split_is_a_hash_holdouts_get_nothing_and_variants_may_start_elsewhere() {
+    let mut traces = String::new();
+    for id in ["p1", "p2", "p3", "p4", "p5", "p6"] {
+        let mut w = world(&[SPLIT]);
+        w.contact(&format!(r#"{{"id": "{id}"}}"#));
+        traces.push_str(&format!("{id}:\n{}", w.launch("ab")));
+        if w.journey("ab").status() == v1::JourneyStatus::Holdout {
+            assert_eq!(w.journey("ab").response_group, "holdout");
+        }
+    }
+    check(
+        traces,
+        expect![[r#"
+            p1:
+            enrolled ab v1 variant=bold (launch)
+            ab: * -> b (e1)
+            action EMAIL ab/v1/e1/a0/p1 template=bold
+            completed ab in b
+            p2:
+            enrolled ab v1 holdout (launch)
+            p3:
+            enrolled ab v1 variant=control (launch)
+            ab: * -> a (e1)
+            action EMAIL ab/v1/e1/a0/p3 template=plain
+            completed ab in a
+            p4:
+            enrolled ab v1 variant=bold (launch)
+            ab: * -> b (e1)
+            action EMAIL ab/v1/e1/a0/p4 template=bold
+            completed ab in b
+            p5:
+            enrolled ab v1 variant=bold (launch)
+            ab: * -> b (e1)
+            action EMAIL ab/v1/e1/a0/p5 template=bold
+            completed ab in b
+            p6:
+            enrolled ab v1 variant=control (launch)
+            ab: * -> a (e1)
+            action EMAIL ab/v1/e1/a0/p6 template=plain
+            completed ab in a
+        "#]],
+    );
+}
+
+#[test]
+fn an_event_addressed_to_one_campaign_moves_only_that_campaign() {
+    let other = TRIAL.replace(r#""id": "trial""#, r#""id": "trial2""#);
+    let mut w = world(&[TRIAL, &other, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.launch("trial2");
+    let e: v1::TouchpointEvent = json::from_str(
+        r#"{"id": "x", "type": "trial.confirmed", "contactId": "p1", "campaignId": "trial2", "occurredAt": "2026-01-01T01:00:00Z"}"#,
+    )
+    .unwrap();
+    check(
+        w.apply(Input::Event(e), 1),
+        expect![[r#"
+            cancel timer trial2 e1 t1
+            trial2: invited -> confirmed (e2)
+            action TRIAL_OFFER trial2/v1/e2/a0/p1 cost=0 EUR cause=x
+        "#]],
+    );
+    assert_eq!(w.journey("trial").state, "invited");
+}
+
+const LOYAL: &str = r#"{
+  "id": "loyal", "version": 1, "initialState": "watch",
+  "entryTriggers": [{"eventType": "purchase", "guard": "contact.purchase_count > 2"}],
+  "states": [
+    {"id": "watch", "transitions": [
+      {"to": "thank", "immediately": {"guard": "contact.total_spent >= 100.0 && contact.days_since_last_purchase == 0"}},
+      {"to": "done", "immediately": {}}]},
+    {"id": "thank", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "thanks"}], "transitions": [{"to": "done", "immediately": {}}]},
+    {"id": "done", "terminal": true}
+  ]
+}"#;
+
+#[test]
+fn purchase_events_extend_the_contact_history_seen_by_conditions() {
+    let mut w = world(&[LOYAL]);
+    w.contact(r#"{"id": "p1", "purchases": [{"product": "A", "amount": "40", "at": "2025-12-01T00:00:00Z"}]}"#);
+    check(
+        w.event(0, "purchase", r#"{"product": "B", "amount": 30}"#),
+        expect![""],
+    );
+    check(
+        w.event(
+            5,
+            "purchase",
+            r#"{"product": "C", "amount": "35.5", "order_id": "o-3"}"#,
+        ),
+        expect![[r#"
+            enrolled loyal v1 (trigger ev2)
+            loyal: * -> watch (e1)
+            loyal: watch -> thank (e2)
+            action EMAIL loyal/v1/e2/a0/p1 template=thanks cause=ev2
+            loyal: thank -> done (e3)
+            completed loyal in done
+        "#]],
+    );
+    let purchases = &w.state.contact.as_ref().unwrap().purchases;
+    assert_eq!(purchases.len(), 3);
+    assert_eq!(
+        (
+            purchases[2].product.as_str(),
+            purchases[2].amount.as_str(),
+            purchases[2].order_id.as_str()
+        ),
+        ("C", "35.5", "o-3")
+    );
+}
+
+#[test]
+fn an_event_for_a_contact_without_a_profile_creates_one() {
+    let mut w = world(&[ROUTER]);
+    check(
+        w.event(0, "signup", r#"{"plan": "pro"}"#),
+        expect![[r#"
+            enrolled router v1 (trigger ev1)
+            router: * -> sort (e1)
+            condition failed router states.sort.transitions[0].immediately.guard: No such key: tier
+            router: sort -> standard (e2)
+            action EMAIL router/v1/e2/a0/p1 template=welcome cause=ev1
+            timer router e2 t0 due +1h
+        "#]],
+    );
+    assert_eq!(w.state.contact.as_ref().unwrap().id, "p1");
+}
+
+#[test]
+fn guarded_immediate_loops_are_stopped_and_reported() {
+    let spin = r#"{
+      "id": "spin", "version": 1, "initialState": "a", "audience": {"filter": "true"},
+      "states": [
+        {"id": "a", "transitions": [{"to": "b", "immediately": {"guard": "state.entry_seq < 1000"}}, {"to": "z", "after": "60s"}]},
+        {"id": "b", "transitions": [{"to": "a", "immediately": {"guard": "true"}}]},
+        {"id": "z", "terminal": true}
+      ]
+    }"#;
+    let mut w = world(&[spin]);
+    w.contact(r#"{"id": "p1"}"#);
+    let trace = w.launch("spin");
+    assert!(
+        trace.ends_with(
+            "fault spin: immediate transitions did not settle after 64 states; stopped in `a`\n"
+        ),
+        "{trace}"
+    );
+    assert_eq!(w.journey("spin").entry_seq, 64);
+}
+
+#[test]
+fn idempotency_keys_are_stable_across_runs_and_unique_across_entries() {
+    let always = ROUTER.replace(
+        r#""mode": "REENTRY_MODE_AFTER_COOLDOWN", "cooldown": "86400s""#,
+        r#""mode": "REENTRY_MODE_ALWAYS""#,
+    );
+    // Three enrollments of the same contact, each leaving through the one-hour timeout.
+    let run = || {
+        let mut w = world(&[&always]);
+        w.contact(r#"{"id": "p1"}"#);
+        let mut trace = String::new();
+        for at in [0, 2, 4] {
+            trace.push_str(&w.event(at, "signup", r#"{"plan": "pro"}"#));
+            trace.push_str(&w.fire_next());
+        }
+        trace
+    };
+    let first = run();
+    assert_eq!(first, run());
+    let keys: Vec<&str> = first
+        .lines()
+        .filter_map(|l| l.strip_prefix("action EMAIL "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "router/v1/e2/a0/p1",
+            "router/v1/e5/a0/p1",
+            "router/v1/e8/a0/p1"
+        ]
+    );
+}
