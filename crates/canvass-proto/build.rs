@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types")
+        // The more specific path wins: our Timestamp writes the canonical Z-normalized form.
+        .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
         // BTreeMap keeps map fields in a fixed order: encoding is deterministic.
         .btree_map(["."]);
     config.compile_protos(&protos, &[root, include])?;

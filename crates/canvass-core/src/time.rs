@@ -42,10 +42,7 @@ impl UnixMillis {
 impl fmt::Display for UnixMillis {
     /// RFC 3339 in UTC, with milliseconds only when there are some.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match chrono::DateTime::from_timestamp_millis(self.0) {
-            Some(t) => f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-            None => write!(f, "{}ms", self.0),
-        }
+        write!(f, "{}", self.to_proto())
     }
 }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::{Serialize, de::DeserializeOwned};
+use serde_json::error::Category;
 
 /// A JSON document that does not decode into the expected message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,31 +53,23 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, JsonError> {
 
 fn error(path: String, e: &serde_json::Error) -> JsonError {
     let mut reason = strip_position(&e.to_string());
-    if e.classify() == serde_json::error::Category::Syntax {
+    let malformed = matches!(e.classify(), Category::Syntax | Category::Eof);
+    if malformed {
         reason = format!("invalid JSON: {reason}");
-    } else if TIME_PARSE_ERRORS.iter().any(|m| reason.starts_with(m)) {
-        reason = format!("{reason} (expected an RFC 3339 time such as 2026-03-01T09:00:00Z)");
     }
     JsonError {
-        path,
+        // Where the document itself is malformed, no field is to blame.
+        path: if malformed { String::new() } else { path },
         line: e.line(),
         column: e.column(),
         reason,
     }
 }
 
-/// chrono's messages when a Timestamp string does not parse; they do not say what was expected.
-const TIME_PARSE_ERRORS: [&str; 5] = [
-    "premature end of input",
-    "input contains invalid characters",
-    "input is out of range",
-    "trailing input",
-    "input is not enough for unique date and time",
-];
-
 /// Encodes a message in its canonical JSON form on one line.
 pub fn to_string<T: Serialize>(message: &T) -> String {
-    // Generated messages serialize infallibly: every map key is a string.
+    // Generated messages serialize infallibly: every map key is a string, and timestamps
+    // the engine writes are in range.
     serde_json::to_string(message).unwrap_or_default()
 }
 

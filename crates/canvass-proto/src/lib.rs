@@ -16,5 +16,11 @@ pub mod v1 {
 }
 
 pub mod json;
+mod timestamp;
 
-pub use pbjson_types as wkt;
+/// Well-known types with their canonical JSON forms: pbjson's, but for `Timestamp`.
+pub mod wkt {
+    pub use pbjson_types::*;
+
+    pub use crate::timestamp::Timestamp;
+}
