@@ -125,8 +125,8 @@ pub enum Effect {
         /// Entry number.
         entry_seq: u64,
     },
-    /// An action to deliver.
-    Action(v1::Action),
+    /// An action to deliver (boxed: it is much larger than the other effects).
+    Action(Box<v1::Action>),
     /// Arm a timer.
     ScheduleTimer {
         /// Which.
@@ -589,7 +589,7 @@ impl<'a> Run<'a> {
                 variant: journey.variant.clone(),
                 cause_event_id: self.cause_event.map(|e| e.id.clone()).unwrap_or_default(),
             };
-            self.effects.push(Effect::Action(action));
+            self.effects.push(Effect::Action(Box::new(action)));
             if kind == v1::ActionKind::StartCampaign {
                 match self.catalog.latest(&spec.target_campaign) {
                     Some(target) => self.enroll(
@@ -718,7 +718,7 @@ fn purchase_from(event: &v1::TouchpointEvent) -> v1::Purchase {
     v1::Purchase {
         product: text("product"),
         amount: text("amount"),
-        at: event.occurred_at.clone(),
+        at: event.occurred_at,
         order_id: text("order_id"),
     }
 }

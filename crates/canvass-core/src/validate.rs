@@ -406,13 +406,13 @@ impl Checker {
                 format!("required for {}", kind_name(kind)),
             );
         }
-        if let Some(param) = needs_param {
-            if a.params.get(param).is_none_or(|v| v.trim().is_empty()) {
-                self.report(
-                    format!("{path}.params.{param}"),
-                    format!("required for {}", kind_name(kind)),
-                );
-            }
+        if let Some(param) = needs_param
+            && a.params.get(param).is_none_or(|v| v.trim().is_empty())
+        {
+            self.report(
+                format!("{path}.params.{param}"),
+                format!("required for {}", kind_name(kind)),
+            );
         }
         match (kind, &a.sla) {
             (K::SalesHandoff, Some(d)) => {
@@ -559,18 +559,15 @@ impl Checker {
                 _ => None,
             })
         };
-        let mut reported = HashSet::new();
-        for start in 0..states.len() {
+        for (start, path) in paths.iter().enumerate() {
             let mut at = start;
             for _ in 0..states.len() {
                 let Some(to) = next(at) else { break };
                 if to == start {
-                    if reported.insert(start) {
-                        self.report(
-                            &paths[start],
-                            "unguarded immediate transitions form a cycle through this state",
-                        );
-                    }
+                    self.report(
+                        path,
+                        "unguarded immediate transitions form a cycle through this state",
+                    );
                     break;
                 }
                 at = to;

@@ -1,5 +1,7 @@
 //! The state machine, one behaviour per test: inputs in, a trace of the effects out.
 
+#![allow(clippy::unwrap_used)]
+
 use canvass_core::{Catalog, Core, Effect, EnrollCause, Input, TimerId, UnixMillis, compile};
 use canvass_proto::{json, v1};
 use expect_test::{Expect, expect};

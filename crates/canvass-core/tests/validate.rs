@@ -1,5 +1,7 @@
 //! Spec validation: each kind of problem is reported with its path and reason, all at once.
 
+#![allow(clippy::unwrap_used)]
+
 use canvass_core::compile;
 use canvass_proto::{json, v1};
 use expect_test::{Expect, expect};

@@ -6,5 +6,5 @@
 pub mod simulate;
 pub mod summary;
 
-pub use simulate::{LogEntry, Simulator, replay};
+pub use simulate::{LogEntry, Output, Simulator, replay};
 pub use summary::Summary;

@@ -21,6 +21,17 @@ pub struct LogEntry {
     pub input: Input,
 }
 
+/// One effect of a step, with when and for whom it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Virtual time of the step.
+    pub at: UnixMillis,
+    /// The contact stepped.
+    pub contact_id: String,
+    /// The effect.
+    pub effect: Effect,
+}
+
 /// Runs campaigns over contacts and events on a virtual clock, in memory.
 #[derive(Debug)]
 pub struct Simulator {
@@ -35,7 +46,7 @@ pub struct Simulator {
     profiled: HashSet<String>,
     log: Vec<LogEntry>,
     record_log: bool,
-    output: Vec<(UnixMillis, Effect)>,
+    output: Vec<Output>,
     counters: Counters,
 }
 
@@ -157,8 +168,8 @@ impl Simulator {
         self.timers.len()
     }
 
-    /// Takes the effects produced since the last call, each with its virtual time.
-    pub fn take_output(&mut self) -> Vec<(UnixMillis, Effect)> {
+    /// Takes the effects produced since the last call.
+    pub fn take_output(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.output)
     }
 
@@ -207,9 +218,13 @@ impl Simulator {
                 _ => {}
             }
         }
-        self.contacts.insert(contact_id, transition.state);
         self.output
-            .extend(transition.effects.into_iter().map(|e| (at, e)));
+            .extend(transition.effects.into_iter().map(|effect| Output {
+                at,
+                contact_id: contact_id.clone(),
+                effect,
+            }));
+        self.contacts.insert(contact_id, transition.state);
     }
 }
 

@@ -1,6 +1,8 @@
 //! The canonical proto3 JSON mapping: specs round-trip JSON -> proto -> JSON, and bad JSON
 //! is reported with the field's path.
 
+#![allow(clippy::unwrap_used)]
+
 use canvass_proto::{json, v1};
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};

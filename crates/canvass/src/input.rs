@@ -120,13 +120,22 @@ pub fn dangling(catalog: &Catalog) -> Vec<Issue> {
     catalog.dangling_references()
 }
 
+/// The messages of a JSON-lines file, and its lines that could not be read.
+#[derive(Debug)]
+pub struct JsonLines<T> {
+    /// Good lines, in file order.
+    pub good: Vec<T>,
+    /// One error per bad line.
+    pub bad: Vec<InputError>,
+}
+
 /// Reads a JSON-lines file of messages; blank lines are skipped. `check` adds
 /// message-specific requirements (missing required fields). Each bad line becomes an
-/// [`InputError`]; good lines are returned with their line numbers.
+/// [`InputError`].
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(
     path: &Path,
     check: impl Fn(&T) -> Option<(&'static str, String)>,
-) -> anyhow::Result<(Vec<(usize, T)>, Vec<InputError>)> {
+) -> anyhow::Result<JsonLines<T>> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut good = Vec::new();
@@ -149,11 +158,11 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(
             )),
             Ok(msg) => match check(&msg) {
                 Some((field, reason)) => bad.push(at(Some(field.to_string()), reason)),
-                None => good.push((n, msg)),
+                None => good.push(msg),
             },
         }
     }
-    Ok((good, bad))
+    Ok(JsonLines { good, bad })
 }
 
 /// Requirements on a contact line.

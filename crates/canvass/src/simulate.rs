@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use canvass_core::{Core, Effect, UnixMillis, time::DAY_MILLIS, validate::kind_name};
 use canvass_engine::{
-    Simulator, Summary,
+    Output, Simulator, Summary,
     summary::{ClockSummary, InputSummary},
 };
 use canvass_proto::{json, v1};
@@ -66,12 +66,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INVALID_INPUT));
     }
 
-    let (contacts, bad_contacts) =
-        input::read_jsonl::<v1::Contact>(&args.contacts, input::check_contact)?;
-    let (events, bad_events) =
-        input::read_jsonl::<v1::TouchpointEvent>(&args.events, input::check_event)?;
-    let malformed = bad_contacts.len() + bad_events.len();
-    for e in bad_contacts.iter().chain(&bad_events) {
+    let contacts = input::read_jsonl::<v1::Contact>(&args.contacts, input::check_contact)?;
+    let events = input::read_jsonl::<v1::TouchpointEvent>(&args.events, input::check_event)?;
+    let malformed = contacts.bad.len() + events.bad.len();
+    for e in contacts.bad.iter().chain(&events.bad) {
         eprintln!("error: {e}");
     }
     if args.strict && malformed > 0 {
@@ -79,7 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INVALID_INPUT));
     }
 
-    let mut events: Vec<v1::TouchpointEvent> = events.into_iter().map(|(_, e)| e).collect();
+    let mut events = events.good;
     let time_of = |e: &v1::TouchpointEvent| {
         e.occurred_at
             .as_ref()
@@ -100,10 +98,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(input::parse_instant)
         .transpose()?;
-    if let Some(until) = until {
-        if until < start {
-            bail!("--until is before the start ({})", start);
-        }
+    if let Some(until) = until
+        && until < start
+    {
+        bail!("--until is before the start ({start})");
     }
 
     let core = Core::new(catalog);
@@ -114,7 +112,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         json: args.json,
     };
 
-    for (_, contact) in contacts {
+    for contact in contacts.good {
         sim.upsert_contact(contact);
     }
     for id in &launch_order {
@@ -172,8 +170,13 @@ struct Printer<W: Write> {
 }
 
 impl<W: Write> Printer<W> {
-    fn effects(&mut self, effects: Vec<(UnixMillis, Effect)>) -> anyhow::Result<()> {
-        for (at, effect) in effects {
+    fn effects(&mut self, outputs: Vec<Output>) -> anyhow::Result<()> {
+        for Output {
+            at,
+            contact_id,
+            effect,
+        } in outputs
+        {
             match effect {
                 Effect::Action(a) => self.action(&a)?,
                 Effect::ConditionFailed {
@@ -181,12 +184,14 @@ impl<W: Write> Printer<W> {
                     path,
                     error,
                 } => {
-                    eprintln!("warning: {at}: {campaign_id}: {path}: {error} (treated as false)");
+                    eprintln!(
+                        "warning: {at}: {campaign_id}: contact {contact_id}: {path}: {error} (treated as false)"
+                    );
                 }
                 Effect::Fault {
                     campaign_id,
                     reason,
-                } => eprintln!("warning: {at}: {campaign_id}: {reason}"),
+                } => eprintln!("warning: {at}: {campaign_id}: contact {contact_id}: {reason}"),
                 _ => {}
             }
         }
