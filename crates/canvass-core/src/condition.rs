@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc};
 
-use cel::{Context, Program, Value};
+use cel::{Context, Env, Program, Value};
 
 /// The CEL variables a condition may name, fixed by where the condition sits in the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +58,19 @@ pub enum CompileError {
     },
 }
 
+/// The standard CEL environment (functions and macros), built once per spec and shared by
+/// all its conditions: building it is far costlier than evaluating a guard.
+#[must_use]
+pub fn standard_env() -> Arc<Env> {
+    Arc::new(Env::stdlib())
+}
+
 /// A compiled CEL condition that must evaluate to a boolean.
 #[derive(Clone)]
 pub struct Condition {
     source: Arc<str>,
     program: Arc<Program>,
+    env: Arc<Env>,
 }
 
 impl fmt::Debug for Condition {
@@ -72,8 +80,9 @@ impl fmt::Debug for Condition {
 }
 
 impl Condition {
-    /// Parses `source` and checks that it names only variables `scope` provides.
-    pub fn compile(source: &str, scope: Scope) -> Result<Self, CompileError> {
+    /// Parses `source` and checks that it names only variables `scope` provides. `env` is
+    /// the environment it will run in (see [`standard_env`]).
+    pub fn compile(source: &str, scope: Scope, env: &Arc<Env>) -> Result<Self, CompileError> {
         let program =
             Program::compile(source).map_err(|e| CompileError::Syntax(syntax_message(&e)))?;
         let bound = comprehension_variables(source);
@@ -93,6 +102,7 @@ impl Condition {
         Ok(Self {
             source: source.into(),
             program: Arc::new(program),
+            env: Arc::clone(env),
         })
     }
 
@@ -105,8 +115,7 @@ impl Condition {
     /// Evaluates the condition. A missing key, a type mismatch or a non-boolean result is an
     /// error, which callers treat as "does not match" and report.
     pub fn eval(&self, bindings: &Bindings) -> Result<bool, EvalError> {
-        let root = Context::default();
-        let mut ctx = root.new_inner_scope();
+        let mut ctx = Context::with_env(Arc::clone(&self.env));
         for (name, value) in &bindings.values {
             ctx.add_variable_from_value(*name, value.clone());
         }
@@ -210,7 +219,12 @@ mod tests {
 
     #[test]
     fn guards_compare_numbers_across_int_and_double() {
-        let c = Condition::compile("event.attrs.rating >= 4", Scope::EventTransition).unwrap();
+        let c = Condition::compile(
+            "event.attrs.rating >= 4",
+            Scope::EventTransition,
+            &standard_env(),
+        )
+        .unwrap();
         assert_eq!(c.eval(&event_with_rating(Value::Int(5))), Ok(true));
         assert_eq!(c.eval(&event_with_rating(Value::Float(3.5))), Ok(false));
         assert_eq!(c.eval(&event_with_rating(Value::Int(4))), Ok(true));
@@ -218,20 +232,31 @@ mod tests {
 
     #[test]
     fn a_missing_key_is_an_error_not_a_silent_false() {
-        let c = Condition::compile("event.attrs.score >= 4", Scope::EventTransition).unwrap();
+        let c = Condition::compile(
+            "event.attrs.score >= 4",
+            Scope::EventTransition,
+            &standard_env(),
+        )
+        .unwrap();
         assert!(c.eval(&event_with_rating(Value::Int(5))).is_err());
     }
 
     #[test]
     fn non_boolean_results_are_errors() {
-        let c = Condition::compile("event.attrs.rating", Scope::EventTransition).unwrap();
+        let c = Condition::compile(
+            "event.attrs.rating",
+            Scope::EventTransition,
+            &standard_env(),
+        )
+        .unwrap();
         let err = c.eval(&event_with_rating(Value::Int(5))).unwrap_err();
         assert!(err.0.contains("expected a boolean"), "{err}");
     }
 
     #[test]
     fn syntax_errors_are_reported_briefly() {
-        let err = Condition::compile("event.type ==", Scope::EventTransition).unwrap_err();
+        let err = Condition::compile("event.type ==", Scope::EventTransition, &standard_env())
+            .unwrap_err();
         let CompileError::Syntax(msg) = err else {
             panic!("{err:?}")
         };
@@ -242,20 +267,21 @@ mod tests {
     #[test]
     fn variables_are_checked_against_the_scope() {
         assert_eq!(
-            Condition::compile("event.type == 'x'", Scope::Audience).unwrap_err(),
+            Condition::compile("event.type == 'x'", Scope::Audience, &standard_env()).unwrap_err(),
             CompileError::UnavailableVariable {
                 name: "event".into(),
                 available: "contact, campaign".into()
             }
         );
         assert!(matches!(
-            Condition::compile("contat.tags.size() > 0", Scope::Audience).unwrap_err(),
+            Condition::compile("contat.tags.size() > 0", Scope::Audience, &standard_env()).unwrap_err(),
             CompileError::UnknownVariable { name, .. } if name == "contat"
         ));
         assert!(
             Condition::compile(
                 "contact.purchases.exists(p, p.product == 'A')",
-                Scope::Audience
+                Scope::Audience,
+                &standard_env(),
             )
             .is_ok()
         );

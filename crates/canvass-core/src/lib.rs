@@ -21,3 +21,15 @@ pub use machine::{Core, Effect, EnrollCause, Input, SkipReason, TimerId, Transit
 pub use spec::Campaign;
 pub use time::{SpanMillis, UnixMillis};
 pub use validate::{Issue, SpecErrors, compile};
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn cel_types_can_be_shared_between_threads() {
+        assert_send_sync::<cel::Value>();
+        assert_send_sync::<std::sync::Arc<cel::Env>>();
+        assert_send_sync::<crate::Core>();
+    }
+}

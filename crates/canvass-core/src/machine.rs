@@ -266,7 +266,7 @@ impl<'a> Run<'a> {
     ) -> bool {
         let mut b = Bindings::default()
             .with("contact", self.contact_cel())
-            .with("campaign", bindings::campaign_value(&campaign.spec));
+            .with("campaign", campaign.cel_value.clone());
         if let Some(e) = self.cause_event {
             b = b.with("event", bindings::event_value(e));
         }

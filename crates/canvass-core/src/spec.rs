@@ -30,6 +30,8 @@ pub struct Campaign {
     /// Spend limits and action costs.
     pub budget: Option<Budget>,
     pub(crate) state_index: HashMap<String, StateIdx>,
+    /// `campaign` as CEL sees it; it never changes, so it is built once.
+    pub(crate) cel_value: cel::Value,
 }
 
 impl Campaign {

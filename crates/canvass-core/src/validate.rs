@@ -4,13 +4,14 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     fmt,
     str::FromStr,
+    sync::Arc,
 };
 
 use canvass_proto::{v1, wkt};
 use rust_decimal::Decimal;
 
 use crate::{
-    condition::{Condition, Scope},
+    condition::{Condition, Scope, standard_env},
     spec::{self, Campaign, Reentry, StateIdx, Trigger},
     time::SpanMillis,
 };
@@ -79,7 +80,10 @@ pub fn id_problem(id: &str) -> Option<String> {
 
 /// Validates and compiles a spec. Reports every problem found, not only the first.
 pub fn compile(spec: &v1::CampaignSpec) -> Result<Campaign, SpecErrors> {
-    let mut c = Checker::default();
+    let mut c = Checker {
+        issues: Vec::new(),
+        env: standard_env(),
+    };
     let campaign = c.campaign(spec);
     match campaign {
         Some(campaign) if c.issues.is_empty() => Ok(campaign),
@@ -90,9 +94,9 @@ pub fn compile(spec: &v1::CampaignSpec) -> Result<Campaign, SpecErrors> {
     }
 }
 
-#[derive(Default)]
 struct Checker {
     issues: Vec<Issue>,
+    env: Arc<cel::Env>,
 }
 
 impl Checker {
@@ -104,7 +108,7 @@ impl Checker {
     }
 
     fn condition(&mut self, path: &str, source: &str, scope: Scope) -> Option<Condition> {
-        match Condition::compile(source, scope) {
+        match Condition::compile(source, scope, &self.env) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.report(path, e.to_string());
@@ -231,6 +235,7 @@ impl Checker {
             split,
             budget: budget.flatten(),
             state_index,
+            cel_value: crate::bindings::campaign_value(spec),
         })
     }
 
