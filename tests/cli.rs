@@ -341,3 +341,43 @@ fn a_missing_input_file_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn spending_past_the_budget_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let tight = dir.path().join("tight.json");
+    let text = std::fs::read_to_string(example("campaign.json"))
+        .unwrap()
+        .replace(r#""total": "5000.00""#, r#""total": "3000.00""#);
+    std::fs::write(&tight, text).unwrap();
+    let args = |json: bool| {
+        let mut a = vec![
+            "simulate".to_string(),
+            "--spec".into(),
+            tight.display().to_string(),
+            "--spec".into(),
+            path("survey.json"),
+            "--contacts".into(),
+            path("contacts.jsonl"),
+            "--events".into(),
+            path("events.jsonl"),
+            "--start".into(),
+            "2026-03-02T09:00:00Z".into(),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let out = canvass(&args(false).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        stdout(&out)
+            .contains("  cost:            3094.84 EUR of 3000.00 budget: OVER BUDGET by 94.84")
+    );
+    let out = canvass(&args(true).iter().map(String::as_str).collect::<Vec<_>>());
+    let summary = json_lines(&stdout(&out)).pop().unwrap();
+    assert_eq!(
+        summary["summary"]["campaigns"][1]["budgetRemaining"],
+        "-94.84"
+    );
+}

@@ -209,7 +209,7 @@ def campaign(key, cid):
     return {"id": cid, "contacts": e["contacts"], "completed": e["contacts"], "active": 0, "holdout": 0,
             "goalReached": e["goal"], "states": dict(sorted(e["states"].items())),
             "responseGroups": dict(sorted(e["groups"].items())), "actionsByKind": dict(sorted(e["actions"].items())),
-            "cost": f"{cost:.2f}"}
+            "cost": f"{cost:.2f}", **({"budget": "5000.00", "budgetRemaining": f"{5000 - cost:.2f}"} if key == "invite" else {})}
 
 
 last_event = max(datetime.strptime(e["occurredAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) for e in events)

@@ -148,6 +148,10 @@ pub struct CampaignSummary {
     /// Total budget; absent if unlimited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<String>,
+    /// Budget minus cost; negative when the actions emitted cost more than the budget.
+    /// Absent if unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_remaining: Option<String>,
 }
 
 impl Summary {
@@ -213,15 +217,12 @@ impl Summary {
                     *actions_by_kind.entry(kind.clone()).or_default() += n;
                 }
             }
-            c.cost = counters
-                .cost
-                .get(id)
-                .copied()
-                .unwrap_or_default()
-                .to_string();
+            let cost = counters.cost.get(id).copied().unwrap_or_default();
+            c.cost = cost.to_string();
             if let Some(budget) = core.catalog().latest(id).and_then(|c| c.budget.as_ref()) {
                 c.currency.clone_from(&budget.currency);
                 c.budget = budget.total.map(|t| t.to_string());
+                c.budget_remaining = budget.total.map(|t| (t - cost).to_string());
             }
         }
         Summary {

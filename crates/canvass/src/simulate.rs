@@ -265,11 +265,13 @@ impl<W: Write> Printer<W> {
                 "  actions:         {}",
                 counts(&c.actions_by_kind)
             )?;
-            let budget = c
-                .budget
-                .as_ref()
-                .map(|b| format!(" of {b} budget"))
-                .unwrap_or_default();
+            let budget = match (&c.budget, &c.budget_remaining) {
+                (Some(b), Some(r)) if r.starts_with('-') => {
+                    format!(" of {b} budget: OVER BUDGET by {}", &r[1..])
+                }
+                (Some(b), _) => format!(" of {b} budget"),
+                _ => String::new(),
+            };
             writeln!(
                 self.out,
                 "  cost:            {} {}{budget}",
