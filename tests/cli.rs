@@ -381,3 +381,47 @@ fn spending_past_the_budget_is_flagged() {
         "-94.84"
     );
 }
+
+#[test]
+fn events_before_the_start_are_history_applied_before_the_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"id":"h1","type":"purchase","contactId":"c-0303","occurredAt":"2026-02-20T10:00:00Z","attrs":{"product":"A","amount":150}}"#,
+            "\n",
+            r#"{"id":"h2","type":"trial.confirmed","contactId":"c-0303","occurredAt":"2026-03-03T10:00:00Z"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let out = canvass(&[
+        "simulate",
+        "--spec",
+        &path("campaign.json"),
+        "--spec",
+        &path("survey.json"),
+        "--contacts",
+        &path("contacts.jsonl"),
+        "--events",
+        events.to_str().unwrap(),
+        "--start",
+        "2026-03-02T09:00:00Z",
+        "--until",
+        "2026-03-04T00:00:00Z",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let summary = &lines.last().unwrap()["summary"];
+    // The 172 buyers of A in the contacts file, plus c-0303 who bought A before the launch.
+    assert_eq!(summary["campaigns"][1]["contacts"], 173);
+    assert_eq!(summary["campaigns"][1]["states"]["confirmed"], 1);
+    assert_eq!(summary["clock"]["start"], "2026-03-02T09:00:00Z");
+    let first = &lines[0]["action"];
+    assert_eq!(
+        first["emittedAt"], "2026-03-02T09:00:00Z",
+        "nothing is sent before the launch"
+    );
+}

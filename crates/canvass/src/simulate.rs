@@ -56,7 +56,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID_INPUT));
         }
     };
-    let launch_order: Vec<String> = campaigns.iter().map(|(_, c)| c.id().to_string()).collect();
+    // Each campaign launches once (its newest version), in the order its specs were given.
+    let mut launch_order: Vec<String> = Vec::new();
+    for (_, c) in &campaigns {
+        if !launch_order.iter().any(|id| id == c.id()) {
+            launch_order.push(c.id().to_string());
+        }
+    }
     let catalog = input::catalog(campaigns)?;
     let dangling = input::dangling(&catalog);
     if !dangling.is_empty() {
@@ -105,7 +111,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     let core = Core::new(catalog);
-    let mut sim = Simulator::new(core, start);
+    // Events before the launch are history: they are applied at their own times first (a
+    // purchase made before the launch counts for the audience).
+    let clock = events.first().map_or(start, |e| time_of(e).min(start));
+    let mut sim = Simulator::new(core, clock);
     let stdout = io::stdout();
     let mut out = Printer {
         out: BufWriter::new(stdout.lock()),
@@ -115,10 +124,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     for contact in contacts.good {
         sim.upsert_contact(contact);
     }
-    for id in &launch_order {
-        sim.launch(id);
-    }
-    out.effects(sim.take_output())?;
+    let mut launched = false;
+    let launch = |sim: &mut Simulator| {
+        sim.advance_to(start);
+        for id in &launch_order {
+            sim.launch(id);
+        }
+    };
     let mut events_after_until = 0u64;
     let last_event = events.last().map(time_of);
     for event in events {
@@ -126,8 +138,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             events_after_until += 1;
             continue;
         }
+        if !launched && time_of(&event) >= start {
+            launch(&mut sim);
+            launched = true;
+        }
         sim.ingest(event);
         out.effects(sim.take_output())?;
+    }
+    if !launched {
+        launch(&mut sim);
     }
     match until {
         Some(u) => sim.advance_to(u),
