@@ -7,7 +7,7 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let protos = ["campaign", "action", "contact", "state"]
+    let protos = ["campaign", "action", "contact", "state", "log"]
         .map(|name| root.join(format!("canvass/v1/{name}.proto")));
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
@@ -26,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         // The more specific path wins: our Timestamp writes the canonical Z-normalized form.
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
+        .extern_path(".google.protobuf.Struct", "crate::wkt::Struct")
+        .extern_path(".google.protobuf.Value", "crate::wkt::Value")
+        .extern_path(".google.protobuf.ListValue", "crate::wkt::ListValue")
         // BTreeMap keeps map fields in a fixed order: encoding is deterministic.
         .btree_map(["."]);
     config.compile_protos(&protos, &[root, include])?;

@@ -3,6 +3,8 @@
 //! Architecture invariant: the engine decides *when* an input is applied and *what is done*
 //! with the effects; it never decides what a campaign does (that is the core's step).
 
+pub mod durable;
+pub mod runtime;
 pub mod simulate;
 pub mod summary;
 

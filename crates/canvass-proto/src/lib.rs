@@ -16,11 +16,16 @@ pub mod v1 {
 }
 
 pub mod json;
+mod structs;
 mod timestamp;
 
-/// Well-known types with their canonical JSON forms: pbjson's, but for `Timestamp`.
+/// Well-known types with their canonical JSON forms: pbjson's, but for `Timestamp` (Z-normalized)
+/// and `Struct`/`Value`/`ListValue` (ordered fields, so that encoding is deterministic).
 pub mod wkt {
     pub use pbjson_types::*;
 
-    pub use crate::timestamp::Timestamp;
+    pub use crate::{
+        structs::{ListValue, NullValue, Struct, Value, value},
+        timestamp::Timestamp,
+    };
 }

@@ -2,6 +2,7 @@
 
 mod graph;
 mod input;
+mod run;
 mod simulate;
 mod validate;
 
@@ -27,6 +28,13 @@ enum Command {
     },
     /// Runs campaigns over contacts and events on a virtual clock and reports the outcome.
     Simulate(simulate::Args),
+    /// Runs the durable engine: inputs are logged in the data directory, state is kept there,
+    /// actions are delivered as JSON lines.
+    Run(run::RunArgs),
+    /// Throws the projections away and rebuilds them from the log.
+    Replay(run::ReplayArgs),
+    /// Prints what a data directory holds.
+    Inspect(run::InspectArgs),
     /// Prints a campaign's state machine as a Mermaid or Graphviz diagram.
     Graph {
         /// The spec file.
@@ -51,6 +59,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { specs } => validate::run(&specs),
         Command::Simulate(args) => simulate::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Replay(args) => run::replay(&args),
+        Command::Inspect(args) => run::inspect(&args),
         Command::Graph { spec, format } => graph::run(&spec, format),
     };
     match result {

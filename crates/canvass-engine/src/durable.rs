@@ -1,0 +1,775 @@
+//! The durable engine: inputs are appended to the log and applied to the projections in
+//! group-committed atomic batches; actions leave through the outbox.
+//!
+//! One call to [`Engine::ingest`] is one group commit: every input of the call, every timer
+//! that falls due meanwhile, their log entries, the state they change, the actions they emit
+//! and the source offsets they advance go to the store in one atomic batch, flushed before
+//! the call returns. [`Engine::replay`] applies the same log entries through the same code
+//! ([`Pending::apply`]), which is why replay rebuilds the projections byte for byte.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use canvass_core::{Catalog, Core, Effect, Input, SpanMillis, TimerId, UnixMillis, compile};
+use canvass_proto::v1::{self, campaign_command, log_entry};
+use canvass_store::{EMBEDDED_PARTITION, LOG_SCHEMA_VERSION, Store, WriteBatch};
+use rust_decimal::Decimal;
+
+/// Engine failures: storage failures stop the engine; nothing half-written is visible.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed; the batch in progress was not applied.
+    #[error(transparent)]
+    Store(#[from] canvass_store::Error),
+    /// A spec stored in the log no longer compiles (written by an incompatible engine).
+    #[error("stored spec {id} v{version} does not compile: {reason}")]
+    StoredSpec {
+        /// Campaign id.
+        id: String,
+        /// Version.
+        version: u32,
+        /// The problems.
+        reason: String,
+    },
+}
+
+/// Result of engine operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where processing time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockMode {
+    /// The wall clock, read once per group commit; timers fire when it passes their due time.
+    Wall,
+    /// Event time: the clock is the latest event time seen, and timers fire when it passes
+    /// their due time. The outcome depends only on the input order, not on speed or batching.
+    Event,
+}
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where processing time comes from.
+    pub clock: ClockMode,
+    /// How long event ids are remembered to recognise duplicates.
+    pub dedupe_retention: SpanMillis,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            clock: ClockMode::Wall,
+            dedupe_retention: SpanMillis(7 * canvass_core::time::DAY_MILLIS),
+        }
+    }
+}
+
+/// One input read from a source, or a line that could not be read as one.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// A well-formed input (boxed: it is large).
+    Record(Box<v1::IngestRecord>),
+    /// A line that is not an input: parked as a dead letter.
+    Malformed {
+        /// The raw bytes, unchanged.
+        payload: Vec<u8>,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+/// An input with where it came from.
+#[derive(Debug, Clone)]
+pub struct Sourced {
+    /// The input.
+    pub incoming: Incoming,
+    /// Source position; the source's stored offset moves to `next_offset` with this input.
+    pub position: Option<v1::SourcePosition>,
+}
+
+/// What one group commit did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Log entries appended.
+    pub entries: u64,
+    /// Timers that fired.
+    pub timers_fired: u64,
+    /// Actions queued in the outbox.
+    pub actions: u64,
+    /// Events ignored as duplicates.
+    pub duplicates: u64,
+    /// Inputs parked as dead letters.
+    pub dead_letters: u64,
+}
+
+/// Requirements the JSON mapping cannot express.
+pub fn check_record(record: &v1::IngestRecord) -> Option<String> {
+    use v1::ingest_record::Input;
+    let missing = |field: &str| Some(format!("field `{field}`: required"));
+    match &record.input {
+        None => Some("the record holds none of `contact`, `event`, `command`".into()),
+        Some(Input::Contact(c)) if c.id.trim().is_empty() => missing("contact.id"),
+        Some(Input::Event(e)) if e.id.trim().is_empty() => missing("event.id"),
+        Some(Input::Event(e)) if e.r#type.trim().is_empty() => missing("event.type"),
+        Some(Input::Event(e)) if e.contact_id.trim().is_empty() => missing("event.contactId"),
+        Some(Input::Event(e)) if e.occurred_at.is_none() => missing("event.occurredAt"),
+        _ => None,
+    }
+}
+
+/// The durable engine over one store.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    core: Core,
+    options: EngineOptions,
+    /// The latest processing time applied: the clock never goes back.
+    clock: UnixMillis,
+}
+
+impl Engine {
+    /// Opens the engine on a store, loading the campaigns its log has defined.
+    pub fn open(store: Store, options: EngineOptions) -> Result<Self> {
+        let catalog = load_catalog(&store)?;
+        let last = store.last_seq()?;
+        let clock = if last == 0 {
+            UnixMillis::default()
+        } else {
+            store
+                .log_from(last)
+                .next()
+                .transpose()?
+                .and_then(|e| e.applied_at.as_ref().map(UnixMillis::from_proto))
+                .unwrap_or_default()
+        };
+        Ok(Self {
+            store,
+            core: Core::new(catalog),
+            options,
+            clock,
+        })
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The processing clock (latest time applied).
+    #[must_use]
+    pub fn clock(&self) -> UnixMillis {
+        self.clock
+    }
+
+    /// Applies a batch of inputs as one group commit at wall time `wall_now` (ignored with the
+    /// event clock), firing the timers that fall due before each input.
+    pub fn ingest(&mut self, inputs: Vec<Sourced>, wall_now: UnixMillis) -> Result<BatchReport> {
+        let mut pending = Pending::new(
+            &self.store,
+            self.core.clone(),
+            self.options.clone(),
+            self.clock,
+        )?;
+        if self.options.clock == ClockMode::Wall {
+            pending.fire_due(wall_now.max(self.clock))?;
+        }
+        for input in inputs {
+            pending.accept(input, wall_now)?;
+        }
+        self.finish(pending)
+    }
+
+    /// Fires the timers due at or before `now` (with the event clock: at or before the clock).
+    pub fn tick(&mut self, wall_now: UnixMillis) -> Result<BatchReport> {
+        let mut pending = Pending::new(
+            &self.store,
+            self.core.clone(),
+            self.options.clone(),
+            self.clock,
+        )?;
+        let now = match self.options.clock {
+            ClockMode::Wall => wall_now.max(self.clock),
+            ClockMode::Event => self.clock,
+        };
+        pending.fire_due(now)?;
+        self.finish(pending)
+    }
+
+    fn finish(&mut self, pending: Pending) -> Result<BatchReport> {
+        let (batch, report, core, clock) = pending.into_batch();
+        self.store.commit(batch)?;
+        self.core = core;
+        self.clock = clock;
+        Ok(report)
+    }
+
+    /// Delivers queued actions through `dispatch` (at most `limit`), then logs their
+    /// acknowledgements and removes them from the outbox in one commit. An action is removed
+    /// only after `dispatch` returned: a crash in between delivers it again, under the same
+    /// idempotency key.
+    pub fn dispatch(
+        &mut self,
+        limit: usize,
+        dispatch: &mut dyn FnMut(&[v1::Action]) -> std::io::Result<()>,
+    ) -> Result<usize, DispatchError> {
+        let queued = self.store.outbox(limit).map_err(Error::from)?;
+        if queued.is_empty() {
+            return Ok(0);
+        }
+        let actions: Vec<v1::Action> = queued.iter().map(|(_, a)| a.clone()).collect();
+        dispatch(&actions).map_err(DispatchError::Deliver)?;
+        let acks = v1::ActionAcks {
+            acks: queued
+                .iter()
+                .map(|((seq, index), a)| v1::ActionAck {
+                    idempotency_key: a.idempotency_key.clone(),
+                    contact_id: a.contact_id.clone(),
+                    outcome: v1::DeliveryOutcome::Delivered as i32,
+                    detail: String::new(),
+                    outbox_seq: *seq,
+                    outbox_index: *index,
+                })
+                .collect(),
+        };
+        let mut pending = Pending::new(
+            &self.store,
+            self.core.clone(),
+            self.options.clone(),
+            self.clock,
+        )?;
+        pending.append(log_entry::Input::ActionAcks(acks), None, self.clock)?;
+        self.finish(pending)?;
+        Ok(actions.len())
+    }
+
+    /// Throws the projections away and rebuilds them from the log. Returns the entries applied.
+    pub fn replay(store: &Store, options: EngineOptions) -> Result<u64> {
+        store.clear_projections()?;
+        let mut pending = Pending::new(
+            store,
+            Core::default(),
+            options.clone(),
+            UnixMillis::default(),
+        )?;
+        let mut applied = 0;
+        // Read the whole log first in bounded chunks: each chunk is one commit.
+        let mut from = 1;
+        loop {
+            let entries: Vec<v1::LogEntry> =
+                store.log_from(from).take(4096).collect::<Result<_, _>>()?;
+            if entries.is_empty() {
+                break;
+            }
+            for entry in &entries {
+                pending.apply(entry)?;
+                applied += 1;
+            }
+            from = entries.last().map_or(from, |e| e.seq + 1);
+            let (batch, _, core, clock) = pending.into_batch();
+            store.commit(batch)?;
+            pending = Pending::new(store, core, options.clone(), clock)?;
+        }
+        Ok(applied)
+    }
+}
+
+/// Why actions could not be dispatched.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The store failed.
+    #[error(transparent)]
+    Engine(#[from] Error),
+    /// The receiver failed; the actions stay queued.
+    #[error("delivering actions failed: {0}")]
+    Deliver(std::io::Error),
+}
+
+fn load_catalog(store: &Store) -> Result<Catalog> {
+    let mut catalog = Catalog::new();
+    for spec in store.specs()? {
+        let campaign = compile(&spec).map_err(|e| Error::StoredSpec {
+            id: spec.id.clone(),
+            version: spec.version,
+            reason: e.to_string(),
+        })?;
+        // Versions are unique by key in the store.
+        let _ = catalog.insert(campaign);
+    }
+    Ok(catalog)
+}
+
+/// A group commit in progress: the batch to write and an overlay of everything it changed,
+/// so that later inputs of the same batch read their predecessors' writes.
+struct Pending {
+    store: Store,
+    core: Core,
+    options: EngineOptions,
+    clock: UnixMillis,
+    next_seq: u64,
+    next_dead_letter: u64,
+    batch: WriteBatch,
+    report: BatchReport,
+    contacts: HashMap<String, v1::ContactState>,
+    counters: BTreeMap<String, (v1::CampaignCounters, Decimal)>,
+    /// Timers armed in this batch, in firing order, and the due time of every timer the
+    /// batch touched (`None`: disarmed).
+    timers_armed: BTreeSet<(UnixMillis, TimerId)>,
+    timer_due: HashMap<TimerId, Option<UnixMillis>>,
+    /// Event ids remembered (`Some(at)`) or forgotten (`None`) in this batch.
+    events: HashMap<String, Option<UnixMillis>>,
+    events_by_time: BTreeSet<(UnixMillis, String)>,
+    offsets: BTreeMap<String, u64>,
+    /// Actions emitted so far by the log entry being applied.
+    action_index: u32,
+}
+
+impl Pending {
+    fn new(store: &Store, core: Core, options: EngineOptions, clock: UnixMillis) -> Result<Self> {
+        Ok(Self {
+            next_seq: store.last_seq()? + 1,
+            next_dead_letter: store.dead_letter_count()? + 1,
+            store: store.clone(),
+            core,
+            options,
+            clock,
+            batch: WriteBatch::new(),
+            report: BatchReport::default(),
+            contacts: HashMap::new(),
+            counters: BTreeMap::new(),
+            timers_armed: BTreeSet::new(),
+            timer_due: HashMap::new(),
+            events: HashMap::new(),
+            events_by_time: BTreeSet::new(),
+            offsets: BTreeMap::new(),
+            action_index: 0,
+        })
+    }
+
+    fn into_batch(mut self) -> (WriteBatch, BatchReport, Core, UnixMillis) {
+        for (id, state) in &self.contacts {
+            debug_assert_eq!(
+                state.contact.as_ref().map(|c| c.id.as_str()),
+                Some(id.as_str())
+            );
+            self.batch.put_contact(EMBEDDED_PARTITION, state);
+        }
+        for (campaign, (counters, cost)) in &mut self.counters {
+            counters.cost = cost.to_string();
+            self.batch.put_counters(campaign, counters);
+        }
+        for (source, next) in &self.offsets {
+            self.batch.set_offset(source, *next);
+        }
+        (self.batch, self.report, self.core, self.clock)
+    }
+
+    fn seen(&self, event_id: &str) -> Result<bool> {
+        match self.events.get(event_id) {
+            Some(known) => Ok(known.is_some()),
+            None => Ok(self.store.seen_event(event_id)?),
+        }
+    }
+
+    /// Accepts one input from a source: dedupe, dead-letter or append and apply.
+    fn accept(&mut self, input: Sourced, wall_now: UnixMillis) -> Result<()> {
+        let Sourced { incoming, position } = input;
+        if let Some(p) = &position {
+            self.offsets.insert(p.source.clone(), p.next_offset);
+        }
+        let record = match incoming {
+            Incoming::Malformed { payload, reason } => {
+                self.dead_letter(payload, reason, position, wall_now);
+                return Ok(());
+            }
+            Incoming::Record(r) => *r,
+        };
+        if let Some(reason) = check_record(&record) {
+            let payload = prost::Message::encode_to_vec(&record);
+            self.dead_letter(payload, reason, position, wall_now);
+            return Ok(());
+        }
+        use v1::ingest_record::Input as R;
+        let record_time = record.at.as_ref().map(UnixMillis::from_proto);
+        let (input, event_time) = match record.input {
+            // Rejected by check_record above.
+            None => return Ok(()),
+            Some(R::Event(e)) => {
+                if self.seen(&e.id)? {
+                    self.report.duplicates += 1;
+                    return Ok(());
+                }
+                let t = e.occurred_at.as_ref().map(UnixMillis::from_proto);
+                (log_entry::Input::Event(e), t)
+            }
+            Some(R::Contact(c)) => (log_entry::Input::ContactUpsert(c), record_time),
+            Some(R::Command(c)) => {
+                if let Err(reason) = self.check_command(&c) {
+                    let payload = prost::Message::encode_to_vec(&c);
+                    self.dead_letter(payload, reason, position, wall_now);
+                    return Ok(());
+                }
+                (log_entry::Input::Command(c), record_time)
+            }
+        };
+        let now = match self.options.clock {
+            ClockMode::Wall => wall_now.max(self.clock),
+            ClockMode::Event => event_time.unwrap_or(self.clock).max(self.clock),
+        };
+        if self.options.clock == ClockMode::Event {
+            self.fire_due(now)?;
+        }
+        self.append(input, position, now)
+    }
+
+    /// Why a command cannot be accepted, if it cannot.
+    fn check_command(&self, c: &v1::CampaignCommand) -> Result<(), String> {
+        match &c.command {
+            None => Err("the command is empty".into()),
+            Some(campaign_command::Command::PutSpec(spec)) => {
+                compile(spec).map_err(|e| e.to_string())?;
+                if self.core.catalog().get(&spec.id, spec.version).is_some() {
+                    return Err(format!(
+                        "campaign `{}` version {} is already loaded",
+                        spec.id, spec.version
+                    ));
+                }
+                Ok(())
+            }
+            Some(campaign_command::Command::Launch(id)) => match self.core.catalog().latest(id) {
+                None => Err(format!("unknown campaign `{id}`")),
+                Some(c) if c.audience.is_none() => {
+                    Err(format!("campaign `{id}` has no audience to launch"))
+                }
+                Some(_) => Ok(()),
+            },
+        }
+    }
+
+    fn dead_letter(
+        &mut self,
+        payload: Vec<u8>,
+        reason: String,
+        source: Option<v1::SourcePosition>,
+        now: UnixMillis,
+    ) {
+        let letter = v1::DeadLetter {
+            source,
+            payload,
+            reason,
+            rejected_at: Some(now.to_proto()),
+        };
+        self.batch.put_dead_letter(self.next_dead_letter, &letter);
+        self.next_dead_letter += 1;
+        self.report.dead_letters += 1;
+    }
+
+    /// Fires, in (due, id) order, every armed timer due at or before `now`.
+    fn fire_due(&mut self, now: UnixMillis) -> Result<()> {
+        while let Some((due, id)) = self.next_timer()? {
+            if due > now {
+                break;
+            }
+            let fired = v1::TimerFired {
+                contact_id: id.contact_id.clone(),
+                campaign_id: id.campaign_id.clone(),
+                entry_seq: id.entry_seq,
+                transition: id.transition,
+                due: Some(due.to_proto()),
+            };
+            let at = match self.options.clock {
+                ClockMode::Event => due.max(self.clock),
+                ClockMode::Wall => now,
+            };
+            self.report.timers_fired += 1;
+            self.append(log_entry::Input::TimerFired(fired), None, at)?;
+        }
+        Ok(())
+    }
+
+    /// The earliest armed timer, from the store and this batch together.
+    fn next_timer(&self) -> Result<Option<(UnixMillis, TimerId)>> {
+        let mut stored = None;
+        for t in self.store.timers(None) {
+            let (due, id) = t?;
+            // A timer this batch disarmed (or re-armed elsewhere) is not what the store says.
+            if self.timer_due.contains_key(&id) {
+                continue;
+            }
+            stored = Some((due, id));
+            break;
+        }
+        let armed = self.timers_armed.first().cloned();
+        Ok(match (stored, armed) {
+            (Some(s), Some(a)) => Some(s.min(a)),
+            (s, a) => s.or(a),
+        })
+    }
+
+    /// Appends an input to the log and applies it.
+    fn append(
+        &mut self,
+        input: log_entry::Input,
+        source: Option<v1::SourcePosition>,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let entry = v1::LogEntry {
+            schema_version: LOG_SCHEMA_VERSION,
+            seq: self.next_seq,
+            applied_at: Some(now.to_proto()),
+            source,
+            input: Some(input),
+        };
+        self.batch.append_log(&entry);
+        self.report.entries += 1;
+        self.apply(&entry)
+    }
+
+    /// Applies one log entry to the projections (live, or in replay).
+    fn apply(&mut self, entry: &v1::LogEntry) -> Result<()> {
+        let now = entry
+            .applied_at
+            .as_ref()
+            .map(UnixMillis::from_proto)
+            .unwrap_or(self.clock);
+        self.clock = self.clock.max(now);
+        self.next_seq = entry.seq + 1;
+        self.action_index = 0;
+        self.batch.set_last_seq(entry.seq);
+        if let Some(p) = &entry.source {
+            self.offsets.insert(p.source.clone(), p.next_offset);
+        }
+        self.expire_events(now)?;
+        match &entry.input {
+            None => {}
+            Some(log_entry::Input::ContactUpsert(c)) => {
+                self.step(
+                    &c.id.clone(),
+                    &Input::UpsertContact(c.clone()),
+                    now,
+                    entry.seq,
+                )?;
+            }
+            Some(log_entry::Input::Event(e)) => {
+                self.events.insert(e.id.clone(), Some(now));
+                self.events_by_time.insert((now, e.id.clone()));
+                self.batch.remember_event(&e.id, now);
+                self.step(
+                    &e.contact_id.clone(),
+                    &Input::Event(e.clone()),
+                    now,
+                    entry.seq,
+                )?;
+            }
+            Some(log_entry::Input::TimerFired(t)) => {
+                let id = TimerId {
+                    contact_id: t.contact_id.clone(),
+                    campaign_id: t.campaign_id.clone(),
+                    entry_seq: t.entry_seq,
+                    transition: t.transition,
+                };
+                self.disarm(&id)?;
+                self.step(
+                    &id.contact_id.clone(),
+                    &Input::TimerFired(id.clone()),
+                    now,
+                    entry.seq,
+                )?;
+            }
+            Some(log_entry::Input::ActionAcks(acks)) => {
+                for ack in &acks.acks {
+                    self.acknowledge(ack)?;
+                }
+            }
+            Some(log_entry::Input::Command(c)) => self.command(c, now, entry.seq)?,
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, c: &v1::CampaignCommand, now: UnixMillis, seq: u64) -> Result<()> {
+        match &c.command {
+            None => {}
+            Some(campaign_command::Command::PutSpec(spec)) => {
+                let campaign = compile(spec).map_err(|e| Error::StoredSpec {
+                    id: spec.id.clone(),
+                    version: spec.version,
+                    reason: e.to_string(),
+                })?;
+                let mut catalog = self.core.catalog().clone();
+                let _ = catalog.insert(campaign);
+                self.core = Core::new(catalog);
+                self.batch.put_spec(spec);
+            }
+            Some(campaign_command::Command::Launch(id)) => {
+                // Every contact known now: those stored and those this batch created.
+                let mut ids: BTreeSet<String> = self.contacts.keys().cloned().collect();
+                for contact in self.store.contact_ids(EMBEDDED_PARTITION) {
+                    ids.insert(contact?);
+                }
+                for contact in ids {
+                    self.step(
+                        &contact,
+                        &Input::Launch {
+                            campaign_id: id.clone(),
+                        },
+                        now,
+                        seq,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn contact(&mut self, id: &str) -> Result<v1::ContactState> {
+        if let Some(s) = self.contacts.get(id) {
+            return Ok(s.clone());
+        }
+        Ok(self
+            .store
+            .contact(EMBEDDED_PARTITION, id)?
+            .unwrap_or_default())
+    }
+
+    fn step(&mut self, contact_id: &str, input: &Input, now: UnixMillis, seq: u64) -> Result<()> {
+        let before = self.contact(contact_id)?;
+        if before.contact.is_none() && matches!(input, Input::Launch { .. } | Input::TimerFired(_))
+        {
+            return Ok(());
+        }
+        let transition = self.core.step(&before, input, now);
+        for effect in &transition.effects {
+            self.effect(effect, seq)?;
+        }
+        self.regroup(contact_id, &before, &transition.state);
+        self.contacts
+            .insert(contact_id.to_string(), transition.state);
+        Ok(())
+    }
+
+    /// Moves the contact between response-group index entries.
+    fn regroup(&mut self, contact_id: &str, before: &v1::ContactState, after: &v1::ContactState) {
+        let groups = |s: &v1::ContactState| -> BTreeSet<(String, String)> {
+            s.campaigns
+                .iter()
+                .filter(|j| !j.response_group.is_empty())
+                .map(|j| (j.campaign_id.clone(), j.response_group.clone()))
+                .collect()
+        };
+        let (old, new) = (groups(before), groups(after));
+        for (campaign, group) in old.difference(&new) {
+            self.batch.remove_from_group(campaign, group, contact_id);
+        }
+        for (campaign, group) in new.difference(&old) {
+            self.batch.add_to_group(campaign, group, contact_id);
+        }
+    }
+
+    fn counters(&mut self, campaign: &str) -> Result<&mut (v1::CampaignCounters, Decimal)> {
+        if !self.counters.contains_key(campaign) {
+            let stored = self.store.counters(campaign)?;
+            let cost = stored.cost.parse().unwrap_or_default();
+            self.counters.insert(campaign.to_string(), (stored, cost));
+        }
+        Ok(self.counters.get_mut(campaign).expect("inserted above"))
+    }
+
+    fn effect(&mut self, effect: &Effect, seq: u64) -> Result<()> {
+        match effect {
+            Effect::Enrolled {
+                campaign_id,
+                holdout,
+                ..
+            } => {
+                let c = &mut self.counters(campaign_id)?.0;
+                c.enrollments += 1;
+                if *holdout {
+                    c.holdouts += 1;
+                }
+            }
+            Effect::StateEntered { campaign_id, .. } => {
+                self.counters(campaign_id)?.0.state_entries += 1
+            }
+            Effect::GoalReached { campaign_id, .. } => self.counters(campaign_id)?.0.goals += 1,
+            Effect::Completed { campaign_id, .. } => self.counters(campaign_id)?.0.completions += 1,
+            Effect::ConditionFailed { campaign_id, .. } => {
+                self.counters(campaign_id)?.0.condition_failures += 1
+            }
+            Effect::Action(action) => {
+                let counters = self.counters(&action.campaign_id)?;
+                counters.0.actions += 1;
+                counters.1 += action.cost.parse::<Decimal>().unwrap_or_default();
+                // Numbered per log entry: one entry (a launch) may step many contacts.
+                let position = (seq, self.action_index);
+                self.action_index += 1;
+                self.batch.put_outbox(position, action);
+                self.report.actions += 1;
+            }
+            Effect::ScheduleTimer { id, due } => {
+                self.timers_armed.insert((*due, id.clone()));
+                self.timer_due.insert(id.clone(), Some(*due));
+                self.batch.put_timer(*due, id);
+            }
+            Effect::CancelTimer(id) => self.disarm(id)?,
+            Effect::EnrollmentSkipped { .. } | Effect::Fault { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn disarm(&mut self, id: &TimerId) -> Result<()> {
+        let due = match self.timer_due.get(id) {
+            Some(known) => *known,
+            None => self.store.timer_due(id)?,
+        };
+        if let Some(due) = due {
+            self.timers_armed.remove(&(due, id.clone()));
+            self.batch.remove_timer(due, id);
+        }
+        self.timer_due.insert(id.clone(), None);
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, ack: &v1::ActionAck) -> Result<()> {
+        self.batch.remove_outbox((ack.outbox_seq, ack.outbox_index));
+        // Campaign ids hold no '/': the key starts with the campaign.
+        let campaign = ack
+            .idempotency_key
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let counters = &mut self.counters(&campaign)?.0;
+        match v1::DeliveryOutcome::try_from(ack.outcome) {
+            Ok(v1::DeliveryOutcome::Failed) => counters.failed += 1,
+            _ => counters.delivered += 1,
+        }
+        Ok(())
+    }
+
+    /// Forgets event ids seen longer ago than the retention window before `now`. Done per
+    /// log entry, so that live processing and replay forget the same ids at the same point.
+    fn expire_events(&mut self, now: UnixMillis) -> Result<()> {
+        let cutoff = UnixMillis(now.0.saturating_sub(self.options.dedupe_retention.0));
+        let mut expired: Vec<(UnixMillis, String)> = Vec::new();
+        for seen in self.store.events_seen_before(cutoff) {
+            let (at, id) = seen?;
+            // Already forgotten (or seen again) in this batch: the store is out of date.
+            if !self.events.contains_key(&id) {
+                expired.push((at, id));
+            }
+        }
+        while let Some((at, id)) = self
+            .events_by_time
+            .first()
+            .filter(|(at, _)| *at < cutoff)
+            .cloned()
+        {
+            self.events_by_time.remove(&(at, id.clone()));
+            expired.push((at, id));
+        }
+        for (at, id) in expired {
+            self.events.insert(id.clone(), None);
+            self.batch.forget_event(&id, at);
+        }
+        Ok(())
+    }
+}

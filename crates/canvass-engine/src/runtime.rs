@@ -1,0 +1,318 @@
+//! The running engine: a source thread feeding a group-commit loop, timers on the clock, and
+//! the outbox drained to a sink after each commit.
+//!
+//! Backpressure: the source thread hands lines over through a bounded channel, so a slow
+//! store slows the reader instead of filling memory.
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender},
+    thread,
+    time::{Duration, Instant},
+};
+
+use canvass_core::UnixMillis;
+use canvass_proto::{json, v1};
+
+use crate::durable::{DispatchError, Engine, Error, Incoming, Sourced};
+
+/// How the loop batches and waits.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Most inputs in one group commit.
+    pub max_batch: usize,
+    /// Longest wait for more inputs once one has arrived, before committing.
+    pub max_wait: Duration,
+    /// Keep reading at the end of the input (tail it) instead of stopping.
+    pub follow: bool,
+    /// Bound of the channel between the source thread and the loop.
+    pub channel_capacity: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 4096,
+            max_wait: Duration::from_millis(2),
+            follow: false,
+            channel_capacity: 16_384,
+        }
+    }
+}
+
+/// What the loop did, in total.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Group commits made.
+    pub commits: u64,
+    /// Log entries appended.
+    pub entries: u64,
+    /// Timers fired.
+    pub timers_fired: u64,
+    /// Actions delivered to the sink.
+    pub delivered: u64,
+    /// Duplicate events ignored.
+    pub duplicates: u64,
+    /// Dead letters parked.
+    pub dead_letters: u64,
+}
+
+/// Why the loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The engine (its store) failed: input is no longer accepted.
+    #[error(transparent)]
+    Engine(#[from] Error),
+    /// The sink failed: undelivered actions stay in the outbox.
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    /// The source failed.
+    #[error("reading the input failed: {0}")]
+    Source(io::Error),
+}
+
+enum Item {
+    Input(Sourced),
+    End,
+    Failed(io::Error),
+}
+
+/// A JSON-lines input: a file (resumable from a byte offset) or standard input.
+#[derive(Debug, Clone)]
+pub enum InputSpec {
+    /// A file; its source name is `file:<canonical path>`.
+    File(PathBuf),
+    /// Standard input; it cannot be resumed.
+    Stdin,
+}
+
+impl InputSpec {
+    /// The name offsets are stored under, if the input can be resumed.
+    pub fn source_name(&self) -> io::Result<Option<String>> {
+        match self {
+            InputSpec::File(p) => Ok(Some(format!("file:{}", p.canonicalize()?.display()))),
+            InputSpec::Stdin => Ok(None),
+        }
+    }
+}
+
+fn parse(line: &[u8], position: Option<v1::SourcePosition>) -> Sourced {
+    let at = position
+        .as_ref()
+        .map(|p| format!("byte offset {}: ", p.offset))
+        .unwrap_or_default();
+    let incoming = match std::str::from_utf8(line) {
+        Err(e) => Incoming::Malformed {
+            payload: line.to_vec(),
+            reason: format!("{at}not UTF-8: {e}"),
+        },
+        Ok(text) => match json::from_str::<v1::IngestRecord>(text.trim_end()) {
+            Ok(record) => Incoming::Record(Box::new(record)),
+            Err(e) => Incoming::Malformed {
+                payload: line.to_vec(),
+                reason: format!("{at}{e}"),
+            },
+        },
+    };
+    Sourced { incoming, position }
+}
+
+fn spawn_reader(
+    input: InputSpec,
+    resume: Option<u64>,
+    follow: bool,
+    tx: SyncSender<Item>,
+) -> io::Result<()> {
+    let name = input.source_name()?;
+    let mut reader: Box<dyn BufRead + Send> = match &input {
+        InputSpec::File(path) => {
+            let mut f = File::open(path)?;
+            f.seek(SeekFrom::Start(resume.unwrap_or(0)))?;
+            Box::new(BufReader::new(f))
+        }
+        InputSpec::Stdin => Box::new(BufReader::new(io::stdin())),
+    };
+    let mut offset = resume.unwrap_or(0);
+    thread::Builder::new()
+        .name("canvass-source".into())
+        .spawn(move || {
+            let mut line = Vec::new();
+            loop {
+                match reader.read_until(b'\n', &mut line) {
+                    Err(e) => {
+                        let _ = tx.send(Item::Failed(e));
+                        return;
+                    }
+                    Ok(0) if follow => thread::sleep(Duration::from_millis(20)),
+                    Ok(0) => {
+                        let _ = tx.send(Item::End);
+                        return;
+                    }
+                    Ok(n) => {
+                        // A line still being written (no newline yet) is read again when complete.
+                        if follow && line.last() != Some(&b'\n') {
+                            continue;
+                        }
+                        let start = offset;
+                        offset += n as u64;
+                        let text = std::mem::take(&mut line);
+                        if text.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        let position = name.as_ref().map(|source| v1::SourcePosition {
+                            source: source.clone(),
+                            offset: start,
+                            next_offset: offset,
+                        });
+                        if tx.send(Item::Input(parse(&text, position))).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Writes delivered actions as canonical JSON lines to a file (appended, synced to disk
+/// before the actions count as delivered) or to standard output.
+#[derive(Debug)]
+pub struct JsonlSink {
+    out: SinkTarget,
+}
+
+#[derive(Debug)]
+enum SinkTarget {
+    File(File),
+    Stdout,
+}
+
+impl JsonlSink {
+    /// Appends to `path`.
+    pub fn file(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            out: SinkTarget::File(File::options().create(true).append(true).open(path)?),
+        })
+    }
+
+    /// Writes to standard output.
+    #[must_use]
+    pub fn stdout() -> Self {
+        Self {
+            out: SinkTarget::Stdout,
+        }
+    }
+
+    /// Writes the actions; returns once they are durable (file) or flushed (stdout).
+    pub fn deliver(&mut self, actions: &[v1::Action]) -> io::Result<()> {
+        let mut text = String::new();
+        for a in actions {
+            text.push_str(&json::to_string(a));
+            text.push('\n');
+        }
+        match &mut self.out {
+            SinkTarget::File(f) => {
+                f.write_all(text.as_bytes())?;
+                f.sync_data()
+            }
+            SinkTarget::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(text.as_bytes())?;
+                out.flush()
+            }
+        }
+    }
+}
+
+/// The wall clock, in the core's terms.
+#[must_use]
+pub fn wall_clock() -> UnixMillis {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs the engine over an input until it ends (or forever with `follow`), delivering
+/// actions to `sink` after every commit.
+pub fn run(
+    engine: &mut Engine,
+    input: InputSpec,
+    sink: &mut JsonlSink,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
+    let resume = match input.source_name().map_err(RunError::Source)? {
+        Some(name) => engine.store().offset(&name).map_err(Error::from)?,
+        None => None,
+    };
+    let (tx, rx) = mpsc::sync_channel(options.channel_capacity);
+    spawn_reader(input, resume, options.follow, tx).map_err(RunError::Source)?;
+    let mut report = RunReport::default();
+    // Anything left in the outbox by an earlier run goes out first.
+    drain(engine, sink, &mut report)?;
+    loop {
+        let (batch, ended) = next_batch(&rx, options)?;
+        let now = wall_clock();
+        let r = if batch.is_empty() {
+            engine.tick(now)?
+        } else {
+            engine.ingest(batch, now)?
+        };
+        if r.entries > 0 || r.dead_letters > 0 || r.duplicates > 0 {
+            report.commits += 1;
+        }
+        report.entries += r.entries;
+        report.timers_fired += r.timers_fired;
+        report.duplicates += r.duplicates;
+        report.dead_letters += r.dead_letters;
+        drain(engine, sink, &mut report)?;
+        if ended {
+            return Ok(report);
+        }
+    }
+}
+
+fn drain(
+    engine: &mut Engine,
+    sink: &mut JsonlSink,
+    report: &mut RunReport,
+) -> Result<(), RunError> {
+    loop {
+        let n = engine.dispatch(1024, &mut |actions| sink.deliver(actions))?;
+        if n == 0 {
+            return Ok(());
+        }
+        report.delivered += n as u64;
+    }
+}
+
+/// Waits up to 50 ms for a first input, then up to `max_wait` for more, up to `max_batch`.
+fn next_batch(rx: &Receiver<Item>, options: &RunOptions) -> Result<(Vec<Sourced>, bool), RunError> {
+    let mut batch = Vec::new();
+    let first = match rx.recv_timeout(Duration::from_millis(50)) {
+        Ok(item) => item,
+        Err(RecvTimeoutError::Timeout) => return Ok((batch, false)),
+        Err(RecvTimeoutError::Disconnected) => return Ok((batch, true)),
+    };
+    let deadline = Instant::now() + options.max_wait;
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        match item {
+            Item::Input(s) => batch.push(s),
+            Item::End => return Ok((batch, true)),
+            Item::Failed(e) => return Err(RunError::Source(e)),
+        }
+        if batch.len() >= options.max_batch {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        next = match rx.recv_timeout(left) {
+            Ok(item) => Some(item),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Ok((batch, true)),
+        };
+    }
+    Ok((batch, false))
+}

@@ -1,0 +1,210 @@
+//! Key layout of the one sled tree: a namespace byte, then big-endian fields so that byte
+//! order is the order we scan in.
+//!
+//! Everything lives in one tree so that all the writes of a group commit go in one
+//! `apply_batch`, which sled applies atomically, even across a crash.
+
+use canvass_core::{TimerId, UnixMillis};
+
+/// The event log: `L` + seq.
+pub const LOG: u8 = b'L';
+/// Contact states: `C` + partition + contact id.
+pub const CONTACT: u8 = b'C';
+/// Response-group membership: `G` + campaign + 0 + group + 0 + contact.
+pub const GROUP: u8 = b'G';
+/// Per-campaign counters: `N` + campaign.
+pub const COUNTERS: u8 = b'N';
+/// Timers by due time: `T` + due + timer key.
+pub const TIMER: u8 = b'T';
+/// Timers by id, to find a timer's due time when it is cancelled: `t` + timer key.
+pub const TIMER_BY_ID: u8 = b't';
+/// Actions not yet delivered: `O` + log seq + action index.
+pub const OUTBOX: u8 = b'O';
+/// Source offsets: `S` + source name.
+pub const OFFSET: u8 = b'S';
+/// Event ids seen: `D` + event id.
+pub const DEDUPE: u8 = b'D';
+/// Event ids by the time they were seen, for expiry: `d` + time + event id.
+pub const DEDUPE_BY_TIME: u8 = b'd';
+/// Campaign specs: `P` + campaign + 0 + version.
+pub const SPEC: u8 = b'P';
+/// Dead letters: `X` + number.
+pub const DEAD_LETTER: u8 = b'X';
+/// Metadata: `M` + name.
+pub const META: u8 = b'M';
+
+/// The namespaces rebuilt from the log by replay. Dead letters and metadata are not.
+pub const PROJECTIONS: [u8; 11] = [
+    CONTACT,
+    GROUP,
+    COUNTERS,
+    TIMER,
+    TIMER_BY_ID,
+    OUTBOX,
+    OFFSET,
+    DEDUPE,
+    DEDUPE_BY_TIME,
+    SPEC,
+    META,
+];
+
+/// Partition of the embedded sources: one engine owns everything.
+pub const EMBEDDED_PARTITION: u16 = 0;
+
+pub fn log(seq: u64) -> Vec<u8> {
+    let mut k = vec![LOG];
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn contact(partition: u16, id: &str) -> Vec<u8> {
+    let mut k = vec![CONTACT];
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub fn group_prefix(campaign: &str, group: &str) -> Vec<u8> {
+    let mut k = vec![GROUP];
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
+    k.extend_from_slice(group.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn group(campaign: &str, group: &str, contact: &str) -> Vec<u8> {
+    let mut k = group_prefix(campaign, group);
+    k.extend_from_slice(contact.as_bytes());
+    k
+}
+
+pub fn counters(campaign: &str) -> Vec<u8> {
+    let mut k = vec![COUNTERS];
+    k.extend_from_slice(campaign.as_bytes());
+    k
+}
+
+/// Signed millis as big-endian bytes that sort like the numbers (sign bit flipped).
+pub fn time(t: UnixMillis) -> [u8; 8] {
+    #[allow(clippy::cast_sign_loss)]
+    let flipped = (t.0 as u64) ^ (1 << 63);
+    flipped.to_be_bytes()
+}
+
+pub fn time_from(bytes: &[u8]) -> Option<UnixMillis> {
+    let b: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    #[allow(clippy::cast_possible_wrap)]
+    Some(UnixMillis((u64::from_be_bytes(b) ^ (1 << 63)) as i64))
+}
+
+/// Timer id as bytes: contact, campaign (0-terminated), entry seq, transition. Parses back.
+pub fn timer_id(id: &TimerId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.contact_id.len() + id.campaign_id.len() + 14);
+    k.extend_from_slice(&id.entry_seq.to_be_bytes());
+    k.extend_from_slice(&id.transition.to_be_bytes());
+    k.extend_from_slice(id.campaign_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.contact_id.as_bytes());
+    k
+}
+
+pub fn timer_id_from(bytes: &[u8]) -> Option<TimerId> {
+    let entry_seq = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let transition = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+    let rest = bytes.get(12..)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    Some(TimerId {
+        campaign_id: String::from_utf8(rest[..nul].to_vec()).ok()?,
+        contact_id: String::from_utf8(rest[nul + 1..].to_vec()).ok()?,
+        entry_seq,
+        transition,
+    })
+}
+
+pub fn timer(due: UnixMillis, id: &TimerId) -> Vec<u8> {
+    let mut k = vec![TIMER];
+    k.extend_from_slice(&time(due));
+    k.extend_from_slice(&timer_id(id));
+    k
+}
+
+pub fn timer_by_id(id: &TimerId) -> Vec<u8> {
+    let mut k = vec![TIMER_BY_ID];
+    k.extend_from_slice(&timer_id(id));
+    k
+}
+
+pub fn outbox(seq: u64, index: u32) -> Vec<u8> {
+    let mut k = vec![OUTBOX];
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn offset(source: &str) -> Vec<u8> {
+    let mut k = vec![OFFSET];
+    k.extend_from_slice(source.as_bytes());
+    k
+}
+
+pub fn dedupe(event_id: &str) -> Vec<u8> {
+    let mut k = vec![DEDUPE];
+    k.extend_from_slice(event_id.as_bytes());
+    k
+}
+
+pub fn dedupe_by_time(at: UnixMillis, event_id: &str) -> Vec<u8> {
+    let mut k = vec![DEDUPE_BY_TIME];
+    k.extend_from_slice(&time(at));
+    k.extend_from_slice(event_id.as_bytes());
+    k
+}
+
+pub fn spec(campaign: &str, version: u32) -> Vec<u8> {
+    let mut k = vec![SPEC];
+    k.extend_from_slice(campaign.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+pub fn dead_letter(n: u64) -> Vec<u8> {
+    let mut k = vec![DEAD_LETTER];
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_keys_sort_like_times() {
+        let times = [i64::MIN, -1_000, -1, 0, 1, 1_000, i64::MAX].map(UnixMillis);
+        let keys: Vec<[u8; 8]> = times.iter().map(|t| time(*t)).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        for t in times {
+            assert_eq!(time_from(&time(t)), Some(t));
+        }
+    }
+
+    #[test]
+    fn timer_ids_parse_back_whatever_the_contact_id() {
+        for contact in ["c-1", "a\0b", "", "ünïcode/with:separators"] {
+            let id = TimerId {
+                contact_id: contact.into(),
+                campaign_id: "camp".into(),
+                entry_seq: 7,
+                transition: 2,
+            };
+            assert_eq!(timer_id_from(&timer_id(&id)), Some(id));
+        }
+    }
+}

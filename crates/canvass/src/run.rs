@@ -1,0 +1,216 @@
+//! `canvass run`, `canvass replay` and `canvass inspect`: the durable engine over a data directory.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use canvass_core::SpanMillis;
+use canvass_engine::{
+    durable::{ClockMode, Engine, EngineOptions, Incoming, Sourced},
+    runtime::{self, InputSpec, JsonlSink, RunOptions},
+};
+use canvass_proto::v1;
+use canvass_store::{Store, StoreOptions};
+
+use crate::input;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Clock {
+    /// Wall-clock time; timers fire as real time passes.
+    Wall,
+    /// Event time; timers fire as event times pass. The outcome depends only on the input.
+    Event,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Data directory (created if missing): the log and its projections.
+    #[arg(long)]
+    data: PathBuf,
+    /// JSON-lines input, one IngestRecord ({"contact": ...}, {"event": ...} or
+    /// {"command": ...}) per line; `-` for standard input. A file is resumed where the last
+    /// run stopped.
+    #[arg(long, default_value = "-")]
+    input: String,
+    /// Where delivered actions go, as JSON lines (appended); `-` for standard output.
+    #[arg(long, default_value = "-")]
+    actions: String,
+    /// Campaign specs to load before reading the input (skipped if that version is loaded).
+    #[arg(long = "spec")]
+    specs: Vec<PathBuf>,
+    /// Where processing time comes from.
+    #[arg(long, value_enum, default_value_t = Clock::Wall)]
+    clock: Clock,
+    /// Keep tailing the input and firing timers instead of stopping at its end.
+    #[arg(long)]
+    follow: bool,
+    /// Most inputs per group commit.
+    #[arg(long, default_value_t = 4096)]
+    max_batch: usize,
+    /// Longest wait, in milliseconds, for more inputs before a group commit.
+    #[arg(long, default_value_t = 2)]
+    max_wait_ms: u64,
+    /// How long event ids are remembered to recognise duplicates, in hours.
+    #[arg(long, default_value_t = 168)]
+    dedupe_hours: i64,
+    /// sled page cache, in MiB.
+    #[arg(long, default_value_t = 64)]
+    cache_mib: u64,
+}
+
+fn open(data: &std::path::Path, cache_mib: u64) -> anyhow::Result<Store> {
+    Store::open(
+        data,
+        StoreOptions {
+            cache_capacity: cache_mib * 1024 * 1024,
+            ..StoreOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open the data directory {}", data.display()))
+}
+
+fn engine_options(clock: Clock, dedupe_hours: i64) -> EngineOptions {
+    EngineOptions {
+        clock: match clock {
+            Clock::Wall => ClockMode::Wall,
+            Clock::Event => ClockMode::Event,
+        },
+        dedupe_retention: SpanMillis(dedupe_hours * 3_600_000),
+    }
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.data, args.cache_mib)?;
+    let mut engine = Engine::open(store, engine_options(args.clock, args.dedupe_hours))?;
+
+    // Specs given on the command line are loaded through the log like any other command.
+    let mut commands = Vec::new();
+    for path in &args.specs {
+        let spec = input::read_spec(path)?;
+        let loaded = engine
+            .store()
+            .specs()?
+            .iter()
+            .any(|s| s.id == spec.id && s.version == spec.version);
+        if !loaded {
+            commands.push(Sourced {
+                incoming: Incoming::Record(Box::new(v1::IngestRecord {
+                    input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
+                        actor: "cli".into(),
+                        reason: format!("canvass run --spec {}", path.display()),
+                        command: Some(v1::campaign_command::Command::PutSpec(spec)),
+                    })),
+                    at: None,
+                })),
+                position: None,
+            });
+        }
+    }
+    if !commands.is_empty() {
+        let before = engine.store().dead_letter_count()?;
+        engine.ingest(commands, runtime::wall_clock())?;
+        for letter in engine
+            .store()
+            .dead_letters()?
+            .iter()
+            .skip(usize::try_from(before).unwrap_or(0))
+        {
+            eprintln!("error: spec rejected: {}", letter.reason);
+        }
+    }
+
+    let input = if args.input == "-" {
+        InputSpec::Stdin
+    } else {
+        InputSpec::File(PathBuf::from(&args.input))
+    };
+    let mut sink = if args.actions == "-" {
+        JsonlSink::stdout()
+    } else {
+        JsonlSink::file(std::path::Path::new(&args.actions))
+            .with_context(|| format!("cannot open {}", args.actions))?
+    };
+    let options = RunOptions {
+        max_batch: args.max_batch.max(1),
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        follow: args.follow,
+        ..RunOptions::default()
+    };
+    let report = runtime::run(&mut engine, input, &mut sink, &options)?;
+    eprintln!(
+        "applied {} inputs in {} commits: {} timers fired, {} actions delivered, {} duplicates ignored, {} dead letters",
+        report.entries,
+        report.commits,
+        report.timers_fired,
+        report.delivered,
+        report.duplicates,
+        report.dead_letters
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Data directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// How long event ids are remembered, in hours (as given to `run`).
+    #[arg(long, default_value_t = 168)]
+    dedupe_hours: i64,
+}
+
+pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.data, 64)?;
+    let started = std::time::Instant::now();
+    let applied = Engine::replay(&store, engine_options(Clock::Wall, args.dedupe_hours))?;
+    eprintln!(
+        "rebuilt the projections from {applied} log entries in {:.1?}",
+        started.elapsed()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Data directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// List the contacts of this response group (`CAMPAIGN/GROUP`).
+    #[arg(long)]
+    group: Option<String>,
+}
+
+pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.data, 64)?;
+    if let Some(g) = &args.group {
+        let (campaign, group) = g.split_once('/').context("--group takes CAMPAIGN/GROUP")?;
+        for id in store.group_members(campaign, group) {
+            println!("{}", id?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("log entries:   {}", store.last_seq()?);
+    println!(
+        "contacts:      {}",
+        store.contact_ids(canvass_store::EMBEDDED_PARTITION).count()
+    );
+    println!("timers armed:  {}", store.timers(None).count());
+    println!("outbox:        {}", store.outbox(usize::MAX)?.len());
+    println!("dead letters:  {}", store.dead_letter_count()?);
+    for spec in store.specs()? {
+        let c = store.counters(&spec.id)?;
+        println!(
+            "campaign {} v{}: {} enrolled ({} held out), {} actions ({} delivered, {} failed), {} goals, {} completed, cost {}",
+            spec.id,
+            spec.version,
+            c.enrollments,
+            c.holdouts,
+            c.actions,
+            c.delivered,
+            c.failed,
+            c.goals,
+            c.completions,
+            if c.cost.is_empty() { "0" } else { &c.cost }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
