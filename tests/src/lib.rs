@@ -84,3 +84,61 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The reference example as one input stream for `canvass run`, with `copies` copies of
+/// every contact and event (ids suffixed `-k<n>`) so that the run lasts: the specs, the
+/// contacts, the launch, then the events in time order, then the malformed lines. Contacts
+/// and commands carry the launch time, for the event clock.
+///
+/// # Panics
+/// If the example files are missing or not what the generator wrote.
+#[must_use]
+pub fn reference_stream(copies: usize) -> String {
+    use serde_json::{Value, json};
+    const LAUNCH: &str = "2026-03-02T09:00:00Z";
+    let read = |name: &str| std::fs::read_to_string(example(name)).expect("example file");
+    let spec = |name: &str| -> Value { serde_json::from_str(&read(name)).expect("spec JSON") };
+    let mut lines = vec![
+        json!({"at": LAUNCH, "command": {"actor": "ops", "putSpec": spec("campaign.json")}}),
+        json!({"at": LAUNCH, "command": {"actor": "ops", "putSpec": spec("survey.json")}}),
+    ];
+    let contacts: Vec<Value> = read("contacts.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("contact"))
+        .collect();
+    for k in 0..copies {
+        for c in &contacts {
+            let mut c = c.clone();
+            c["id"] = json!(format!("{}-k{k}", c["id"].as_str().unwrap_or_default()));
+            lines.push(json!({"at": LAUNCH, "contact": c}));
+        }
+    }
+    lines.push(json!({"at": LAUNCH, "command": {"actor": "ops", "launch": "b-trial-invite"}}));
+    let mut events = Vec::new();
+    let mut malformed = Vec::new();
+    for line in read("events.jsonl").lines() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(e) => events.push(e),
+            Err(_) => malformed.push(line.to_string()),
+        }
+    }
+    let mut copied = Vec::new();
+    for k in 0..copies {
+        for e in &events {
+            let mut e = e.clone();
+            e["id"] = json!(format!("{}-k{k}", e["id"].as_str().unwrap_or_default()));
+            if let Some(c) = e.get("contactId").and_then(Value::as_str) {
+                e["contactId"] = json!(format!("{c}-k{k}"));
+            }
+            copied.push(e);
+        }
+    }
+    copied.sort_by(|a, b| a["occurredAt"].as_str().cmp(&b["occurredAt"].as_str()));
+    lines.extend(copied.into_iter().map(|e| json!({ "event": e })));
+    let mut text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    for m in malformed {
+        text.push_str(&m);
+        text.push('\n');
+    }
+    text
+}

@@ -321,6 +321,9 @@ struct Pending {
     offsets: BTreeMap<String, u64>,
     /// Actions emitted so far by the log entry being applied.
     action_index: u32,
+    /// Sources whose last position in this batch was not logged (a duplicate, a dead
+    /// letter): a bare entry records it, so that offsets too can be rebuilt from the log.
+    unlogged: BTreeMap<String, v1::SourcePosition>,
 }
 
 impl Pending {
@@ -342,10 +345,23 @@ impl Pending {
             events_by_time: BTreeSet::new(),
             offsets: BTreeMap::new(),
             action_index: 0,
+            unlogged: BTreeMap::new(),
         })
     }
 
     fn into_batch(mut self) -> (WriteBatch, BatchReport, Core, UnixMillis) {
+        for position in std::mem::take(&mut self.unlogged).into_values() {
+            let entry = v1::LogEntry {
+                schema_version: LOG_SCHEMA_VERSION,
+                seq: self.next_seq,
+                applied_at: Some(self.clock.to_proto()),
+                source: Some(position),
+                input: None,
+            };
+            self.next_seq += 1;
+            self.batch.append_log(&entry);
+            self.report.entries += 1;
+        }
         for (id, state) in &self.contacts {
             debug_assert_eq!(
                 state.contact.as_ref().map(|c| c.id.as_str()),
@@ -375,6 +391,8 @@ impl Pending {
         let Sourced { incoming, position } = input;
         if let Some(p) = &position {
             self.offsets.insert(p.source.clone(), p.next_offset);
+            // Until the input is logged, only a bare entry would account for this position.
+            self.unlogged.insert(p.source.clone(), p.clone());
         }
         let record = match incoming {
             Incoming::Malformed { payload, reason } => {
