@@ -324,6 +324,11 @@ struct Pending {
     /// Sources whose last position in this batch was not logged (a duplicate, a dead
     /// letter): a bare entry records it, so that offsets too can be rebuilt from the log.
     unlogged: BTreeMap<String, v1::SourcePosition>,
+    /// Where the scan of the store's timers resumes, and whether it has run out.
+    timer_cursor: Option<(UnixMillis, TimerId)>,
+    stored_timers_done: bool,
+    /// Where the scan of the store's remembered event ids resumes.
+    dedupe_cursor: Option<(UnixMillis, String)>,
 }
 
 impl Pending {
@@ -346,6 +351,9 @@ impl Pending {
             offsets: BTreeMap::new(),
             action_index: 0,
             unlogged: BTreeMap::new(),
+            timer_cursor: None,
+            stored_timers_done: false,
+            dedupe_cursor: None,
         })
     }
 
@@ -505,16 +513,23 @@ impl Pending {
     }
 
     /// The earliest armed timer, from the store and this batch together.
-    fn next_timer(&self) -> Result<Option<(UnixMillis, TimerId)>> {
+    fn next_timer(&mut self) -> Result<Option<(UnixMillis, TimerId)>> {
+        // The store does not change during a batch and its valid timers only get fewer (the
+        // batch disarms them), so the scan resumes where the last one stopped.
         let mut stored = None;
-        for t in self.store.timers(None) {
-            let (due, id) = t?;
-            // A timer this batch disarmed (or re-armed elsewhere) is not what the store says.
-            if self.timer_due.contains_key(&id) {
-                continue;
+        if !self.stored_timers_done {
+            let from = self.timer_cursor.as_ref().map(|(due, id)| (*due, id));
+            for t in self.store.timers(from) {
+                let (due, id) = t?;
+                // A timer this batch disarmed (or re-armed) is not what the store says.
+                if self.timer_due.contains_key(&id) {
+                    continue;
+                }
+                stored = Some((due, id));
+                break;
             }
-            stored = Some((due, id));
-            break;
+            self.stored_timers_done = stored.is_none();
+            self.timer_cursor.clone_from(&stored);
         }
         let armed = self.timers_armed.first().cloned();
         Ok(match (stored, armed) {
@@ -768,12 +783,23 @@ impl Pending {
     fn expire_events(&mut self, now: UnixMillis) -> Result<()> {
         let cutoff = UnixMillis(now.0.saturating_sub(self.options.dedupe_retention.0));
         let mut expired: Vec<(UnixMillis, String)> = Vec::new();
-        for seen in self.store.events_seen_before(cutoff) {
+        let from = self
+            .dedupe_cursor
+            .as_ref()
+            .map(|(at, id)| (*at, id.as_str()));
+        let mut last = None;
+        for seen in self.store.events_seen_before(cutoff, from) {
             let (at, id) = seen?;
+            last = Some((at, id.clone()));
             // Already forgotten (or seen again) in this batch: the store is out of date.
             if !self.events.contains_key(&id) {
                 expired.push((at, id));
             }
+        }
+        // The store does not change during a batch: what was scanned need not be again.
+        if let Some((at, mut id)) = last {
+            id.push('\0');
+            self.dedupe_cursor = Some((at, id));
         }
         while let Some((at, id)) = self
             .events_by_time

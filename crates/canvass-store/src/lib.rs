@@ -185,34 +185,32 @@ impl Store {
         Ok(self.db.contains_key(keys::dedupe(id))?)
     }
 
-    /// Remembered event ids seen before `before`, oldest first.
+    /// Remembered event ids seen before `before`, oldest first, from `from` (inclusive).
     pub fn events_seen_before(
         &self,
         before: UnixMillis,
+        from: Option<(UnixMillis, &str)>,
     ) -> impl Iterator<Item = Result<(UnixMillis, String)>> + '_ {
         let mut end = vec![keys::DEDUPE_BY_TIME];
         end.extend_from_slice(&keys::time(before));
-        self.db
-            .range(vec![keys::DEDUPE_BY_TIME]..end)
-            .keys()
-            .map(|k| {
-                let k = k?;
-                let at = keys::time_from(&k[1..]).unwrap_or_default();
-                Ok((at, String::from_utf8_lossy(&k[9..]).into_owned()))
-            })
+        let start = match from {
+            Some((at, id)) => keys::dedupe_by_time(at, id),
+            None => vec![keys::DEDUPE_BY_TIME],
+        };
+        self.db.range(start..end).keys().map(|k| {
+            let k = k?;
+            let at = keys::time_from(&k[1..]).unwrap_or_default();
+            Ok((at, String::from_utf8_lossy(&k[9..]).into_owned()))
+        })
     }
 
-    /// The earliest armed timers, in (due, id) order, starting after `after` (exclusive).
+    /// The armed timers in (due, id) order, from `from` (inclusive) or from the earliest.
     pub fn timers(
         &self,
-        after: Option<(UnixMillis, &TimerId)>,
+        from: Option<(UnixMillis, &TimerId)>,
     ) -> impl Iterator<Item = Result<(UnixMillis, TimerId)>> + '_ {
-        let start = match after {
-            Some((due, id)) => {
-                let mut k = keys::timer(due, id);
-                k.push(0); // just past it
-                k
-            }
+        let start = match from {
+            Some((due, id)) => keys::timer(due, id),
             None => vec![keys::TIMER],
         };
         self.db.range(start..vec![keys::TIMER + 1]).keys().map(|k| {
