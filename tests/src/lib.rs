@@ -98,10 +98,19 @@ pub fn reference_stream(copies: usize) -> String {
     const LAUNCH: &str = "2026-03-02T09:00:00Z";
     let read = |name: &str| std::fs::read_to_string(example(name)).expect("example file");
     let spec = |name: &str| -> Value { serde_json::from_str(&read(name)).expect("spec JSON") };
-    let mut lines = vec![
-        json!({"at": LAUNCH, "command": {"actor": "ops", "putSpec": spec("campaign.json")}}),
-        json!({"at": LAUNCH, "command": {"actor": "ops", "putSpec": spec("survey.json")}}),
-    ];
+    let mut lines = Vec::new();
+    // Each campaign is written, submitted, approved by someone else, and launched.
+    for (file, id) in [
+        ("survey.json", "b-improvement-survey"),
+        ("campaign.json", "b-trial-invite"),
+    ] {
+        let version = json!({"campaignId": id, "version": 1});
+        lines.push(json!({"at": LAUNCH, "command": {"actor": "marketer", "putSpec": spec(file)}}));
+        lines.push(json!({"at": LAUNCH, "command": {"actor": "marketer", "submit": version}}));
+        lines.push(json!({"at": LAUNCH, "command": {"actor": "manager", "approve": version}}));
+    }
+    lines
+        .push(json!({"at": LAUNCH, "command": {"actor": "ops", "launch": "b-improvement-survey"}}));
     let contacts: Vec<Value> = read("contacts.jsonl")
         .lines()
         .map(|l| serde_json::from_str(l).expect("contact"))

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod condition;
 pub mod graph;
 pub mod key;
+pub mod lifecycle;
 pub mod machine;
 pub mod spec;
 pub mod split;

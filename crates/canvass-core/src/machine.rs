@@ -43,6 +43,22 @@ pub enum Input {
     Event(v1::TouchpointEvent),
     /// A timer scheduled by an earlier step came due.
     TimerFired(TimerId),
+    /// The campaign resumed: timeouts held while it was paused fire now.
+    Resume {
+        /// The campaign.
+        campaign_id: String,
+    },
+    /// The campaign stopped: the contact's journey in it ends now.
+    Stop {
+        /// The campaign.
+        campaign_id: String,
+    },
+    /// A new version of the campaign became active: the contact moves onto it if the new
+    /// version maps its current state.
+    Migrate {
+        /// The campaign.
+        campaign_id: String,
+    },
 }
 
 /// Identifies a timeout: the `transition`-th transition of the state the contact entered at
@@ -89,6 +105,8 @@ pub enum SkipReason {
     UnknownCampaign,
     /// Too many nested START_CAMPAIGN enrollments.
     TooDeep,
+    /// The campaign is not running (draft, awaiting approval, paused, completed, stopped).
+    NotRunning,
 }
 
 /// Something the runtime must record or carry out.
@@ -149,6 +167,26 @@ pub enum Effect {
         campaign_id: String,
         /// The terminal state.
         state: String,
+    },
+    /// The campaign was stopped while the contact was inside.
+    Stopped {
+        /// Campaign.
+        campaign_id: String,
+        /// The state the contact was in.
+        state: String,
+    },
+    /// The contact moved onto a new version of the campaign.
+    Migrated {
+        /// Campaign.
+        campaign_id: String,
+        /// The version left.
+        from_version: u32,
+        /// The version entered.
+        to_version: u32,
+        /// The state left.
+        from_state: String,
+        /// The state entered.
+        to_state: String,
     },
     /// A condition could not be evaluated; it was treated as false.
     ConditionFailed {
@@ -217,6 +255,9 @@ impl Core {
             Input::Launch { campaign_id } => run.launch(campaign_id),
             Input::Event(event) => run.event(event),
             Input::TimerFired(timer) => run.timer(timer),
+            Input::Resume { campaign_id } => run.resume(campaign_id),
+            Input::Stop { campaign_id } => run.stop(campaign_id),
+            Input::Migrate { campaign_id } => run.migrate(campaign_id),
         }
         Transition {
             state: run.state,
@@ -293,8 +334,7 @@ impl<'a> Run<'a> {
         if self.state.contact.is_none() {
             return;
         }
-        let Some(campaign) = self.catalog.latest(campaign_id) else {
-            self.skip(campaign_id, SkipReason::UnknownCampaign);
+        let Some(campaign) = self.enrollable(campaign_id) else {
             return;
         };
         let Some(audience) = &campaign.audience else {
@@ -303,6 +343,30 @@ impl<'a> Run<'a> {
         if self.holds(campaign, audience, "audience.filter".into(), None) {
             self.enroll(campaign, EnrollCause::Launch);
         }
+    }
+
+    /// The version of `campaign_id` contacts may enter now, or why none (reported).
+    fn enrollable(&mut self, campaign_id: &str) -> Option<&'a Campaign> {
+        let catalog = self.catalog;
+        match catalog.active(campaign_id) {
+            Some(c) if catalog.status(campaign_id) == v1::CampaignStatus::Running => Some(c),
+            None if catalog.latest(campaign_id).is_none() => {
+                self.skip(campaign_id, SkipReason::UnknownCampaign);
+                None
+            }
+            _ => {
+                self.skip(campaign_id, SkipReason::NotRunning);
+                None
+            }
+        }
+    }
+
+    /// Whether contacts inside the campaign move (running, or completed and draining).
+    fn moves(&self, campaign_id: &str) -> bool {
+        matches!(
+            self.catalog.status(campaign_id),
+            v1::CampaignStatus::Running | v1::CampaignStatus::Completed
+        )
     }
 
     fn event(&mut self, event: &'a v1::TouchpointEvent) {
@@ -322,13 +386,14 @@ impl<'a> Run<'a> {
             .campaigns
             .iter()
             .filter(|j| j.status() == v1::JourneyStatus::Active && in_scope(&j.campaign_id))
+            .filter(|j| self.moves(&j.campaign_id))
             .map(|j| j.campaign_id.clone())
             .collect();
         for campaign_id in &active {
             self.advance_on_event(campaign_id, event);
         }
 
-        for campaign in self.catalog.latest_all() {
+        for campaign in self.catalog.enrolling() {
             if active.iter().any(|a| a == campaign.id()) || !in_scope(campaign.id()) {
                 continue;
             }
@@ -386,6 +451,18 @@ impl<'a> Run<'a> {
         if self.state.campaigns[j].entry_seq != timer.entry_seq {
             return; // Stale: the state it was armed for has been left.
         }
+        match self.catalog.status(&timer.campaign_id) {
+            v1::CampaignStatus::Paused => {
+                // Held until the campaign resumes.
+                let held = &mut self.state.campaigns[j].held_timers;
+                if !held.contains(&timer.transition) {
+                    held.push(timer.transition);
+                }
+                return;
+            }
+            v1::CampaignStatus::Running | v1::CampaignStatus::Completed => {}
+            _ => return,
+        }
         let Some(transition) = usize::try_from(timer.transition)
             .ok()
             .and_then(|t| campaign.states[at].transitions.get(t))
@@ -394,6 +471,106 @@ impl<'a> Run<'a> {
         };
         if matches!(transition.trigger, Trigger::After(_)) {
             self.leave_and_enter(campaign, at, transition.to, Some(timer.transition));
+        }
+    }
+
+    fn resume(&mut self, campaign_id: &str) {
+        let Ok(j) = self.journey_index(campaign_id) else {
+            return;
+        };
+        let journey = &mut self.state.campaigns[j];
+        let held = std::mem::take(&mut journey.held_timers);
+        let entry_seq = journey.entry_seq;
+        let contact_id = self.contact_id().to_string();
+        // The first of them in spec order wins, as it would have had it fired on time.
+        if let Some(transition) = held.into_iter().min() {
+            let id = TimerId {
+                contact_id,
+                campaign_id: campaign_id.to_string(),
+                entry_seq,
+                transition,
+            };
+            self.timer(&id);
+        }
+    }
+
+    fn stop(&mut self, campaign_id: &str) {
+        let Some((j, campaign, at)) = self.current(campaign_id) else {
+            return;
+        };
+        let entry_seq = self.state.campaigns[j].entry_seq;
+        for (t, transition) in campaign.states[at].transitions.iter().enumerate() {
+            if matches!(transition.trigger, Trigger::After(_)) {
+                self.effects
+                    .push(Effect::CancelTimer(self.timer_id(campaign, entry_seq, t)));
+            }
+        }
+        let journey = &mut self.state.campaigns[j];
+        journey.set_status(v1::JourneyStatus::Stopped);
+        journey.exited_at = Some(self.now.to_proto());
+        journey.held_timers.clear();
+        let state = journey.state.clone();
+        self.effects.push(Effect::Stopped {
+            campaign_id: campaign_id.to_string(),
+            state,
+        });
+    }
+
+    fn migrate(&mut self, campaign_id: &str) {
+        let Some(target) = self.catalog.active(campaign_id) else {
+            return;
+        };
+        let Some((j, from, at)) = self.current(campaign_id) else {
+            return;
+        };
+        if from.version() == target.version() {
+            return;
+        }
+        let mapped = target
+            .spec
+            .migrations
+            .iter()
+            .find(|m| m.from_version == from.version())
+            .and_then(|m| m.states.get(&from.states[at].id))
+            .and_then(|to| target.state_index(to));
+        let Some(to) = mapped else {
+            return;
+        };
+        let journey = &self.state.campaigns[j];
+        let (entry_seq, entered) = (journey.entry_seq, journey.state_entered_at);
+        for (t, transition) in from.states[at].transitions.iter().enumerate() {
+            if matches!(transition.trigger, Trigger::After(_)) {
+                self.effects
+                    .push(Effect::CancelTimer(self.timer_id(from, entry_seq, t)));
+            }
+        }
+        // A new entry number (so timers and keys stay unique) but the same entry time: the
+        // contact did not re-enter, gets no actions again, and its timeouts keep counting.
+        let journey = &mut self.state.campaigns[j];
+        journey.campaign_version = target.version();
+        journey.entry_seq += 1;
+        journey.state.clone_from(&target.states[to].id);
+        journey.held_timers.clear();
+        if let Some(group) = &target.states[to].response_group {
+            journey.response_group.clone_from(group);
+        }
+        let new_seq = journey.entry_seq;
+        let entered_at = entered.as_ref().map_or(self.now, UnixMillis::from_proto);
+        self.effects.push(Effect::Migrated {
+            campaign_id: campaign_id.to_string(),
+            from_version: from.version(),
+            to_version: target.version(),
+            from_state: from.states[at].id.clone(),
+            to_state: target.states[to].id.clone(),
+        });
+        for (t, transition) in target.states[to].transitions.iter().enumerate() {
+            if let Trigger::After(span) = transition.trigger {
+                let id = self.timer_id(target, new_seq, t);
+                self.effects.push(Effect::ScheduleTimer {
+                    id,
+                    due: entered_at.plus(span).max(self.now),
+                });
+            }
         }
     }
 
@@ -590,16 +767,15 @@ impl<'a> Run<'a> {
                 cause_event_id: self.cause_event.map(|e| e.id.clone()).unwrap_or_default(),
             };
             self.effects.push(Effect::Action(Box::new(action)));
-            if kind == v1::ActionKind::StartCampaign {
-                match self.catalog.latest(&spec.target_campaign) {
-                    Some(target) => self.enroll(
-                        target,
-                        EnrollCause::StartedBy {
-                            campaign_id: campaign.id().to_string(),
-                        },
-                    ),
-                    None => self.skip(&spec.target_campaign, SkipReason::UnknownCampaign),
-                }
+            if kind == v1::ActionKind::StartCampaign
+                && let Some(target) = self.enrollable(&spec.target_campaign)
+            {
+                self.enroll(
+                    target,
+                    EnrollCause::StartedBy {
+                        campaign_id: campaign.id().to_string(),
+                    },
+                );
             }
         }
     }

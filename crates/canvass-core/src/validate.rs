@@ -214,6 +214,7 @@ impl Checker {
             .map(|(s, path)| self.state(spec, s, path, &lookup))
             .collect();
         let split = spec.split.as_ref().map(|s| self.split(s, &lookup));
+        self.migrations(spec, &lookup);
         let budget = spec.budget.as_ref().map(|b| self.budget(b));
 
         let mut roots: Vec<StateIdx> = initial_state.into_iter().collect();
@@ -495,6 +496,38 @@ impl Checker {
             seed: s.seed,
             holdout_basis_points: s.holdout_basis_points.min(10_000),
             variants,
+        }
+    }
+
+    fn migrations(&mut self, spec: &v1::CampaignSpec, lookup: &dyn Fn(&str) -> Option<StateIdx>) {
+        let mut seen = HashSet::new();
+        for (i, m) in spec.migrations.iter().enumerate() {
+            let path = format!("migrations[{i}]");
+            if m.from_version == 0 || m.from_version >= spec.version {
+                self.report(
+                    format!("{path}.fromVersion"),
+                    format!(
+                        "must be an earlier version (1 to {})",
+                        spec.version.saturating_sub(1)
+                    ),
+                );
+            } else if !seen.insert(m.from_version) {
+                self.report(
+                    format!("{path}.fromVersion"),
+                    format!("version {} is mapped twice", m.from_version),
+                );
+            }
+            for (from, to) in &m.states {
+                if let Some(p) = id_problem(from) {
+                    self.report(format!("{path}.states"), p);
+                }
+                if lookup(to).is_none() {
+                    self.report(
+                        format!("{path}.states.{from}"),
+                        format!("unknown state `{to}`"),
+                    );
+                }
+            }
         }
     }
 

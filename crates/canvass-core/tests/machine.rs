@@ -23,6 +23,7 @@ fn world(specs: &[&str]) -> World {
         let spec: v1::CampaignSpec = json::from_str(spec).expect("spec JSON");
         catalog.insert(compile(&spec).expect("valid spec")).unwrap();
     }
+    catalog.run_all_latest();
     World {
         core: Core::new(catalog),
         state: v1::ContactState::default(),
@@ -94,6 +95,13 @@ impl World {
             hours(due.0),
             self.apply(Input::TimerFired(id), at)
         )
+    }
+
+    /// Changes the catalog: sets a campaign's status, or loads and activates a new version.
+    fn catalog(&mut self, change: impl FnOnce(&mut Catalog)) {
+        let mut catalog = self.core.catalog().clone();
+        change(&mut catalog);
+        self.core = Core::new(catalog);
     }
 
     fn journey(&self, campaign: &str) -> &v1::ContactCampaignState {
@@ -189,6 +197,16 @@ fn render(e: &Effect) -> String {
             campaign_id,
             reason,
         } => format!("fault {campaign_id}: {reason}"),
+        Effect::Stopped { campaign_id, state } => format!("stopped {campaign_id} in {state}"),
+        Effect::Migrated {
+            campaign_id,
+            from_version,
+            to_version,
+            from_state,
+            to_state,
+        } => format!(
+            "migrated {campaign_id} v{from_version} {from_state} -> v{to_version} {to_state}"
+        ),
     }
 }
 
@@ -696,5 +714,112 @@ fn idempotency_keys_are_stable_across_runs_and_unique_across_entries() {
             "router/v1/e5/a0/p1",
             "router/v1/e8/a0/p1"
         ]
+    );
+}
+
+#[test]
+fn a_campaign_that_is_not_running_enrolls_no_one() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.catalog(|c| c.set_status("trial", v1::CampaignStatus::Approved));
+    w.contact(BUYER);
+    check(
+        w.launch("trial"),
+        expect![[r#"
+        skipped trial: NotRunning
+    "#]],
+    );
+}
+
+#[test]
+fn pausing_holds_timeouts_and_ignores_events_until_the_resume() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.catalog(|c| c.set_status("trial", v1::CampaignStatus::Paused));
+    check(w.event(10, "trial.confirmed", "{}"), expect![""]);
+    check(
+        w.fire_next(),
+        expect![[r#"
+        @+168h
+    "#]],
+    );
+    assert_eq!(w.journey("trial").held_timers, [1]);
+    w.catalog(|c| c.set_status("trial", v1::CampaignStatus::Running));
+    check(
+        w.apply(
+            Input::Resume {
+                campaign_id: "trial".into(),
+            },
+            200,
+        ),
+        expect![[r#"
+            trial: invited -> no_reply (e2)
+            action POSTAL_MAIL trial/v1/e2/a0/p1 template=letter cost=0 EUR
+            timer trial e2 t1 due +536h
+        "#]],
+    );
+    assert!(w.journey("trial").held_timers.is_empty());
+}
+
+#[test]
+fn stopping_ends_the_journey_and_disarms_its_timers() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.catalog(|c| c.set_status("trial", v1::CampaignStatus::Stopped));
+    check(
+        w.apply(
+            Input::Stop {
+                campaign_id: "trial".into(),
+            },
+            5,
+        ),
+        expect![[r#"
+            cancel timer trial e1 t1
+            stopped trial in invited
+        "#]],
+    );
+    assert_eq!(w.journey("trial").status(), v1::JourneyStatus::Stopped);
+    check(w.event(6, "trial.confirmed", "{}"), expect![""]);
+}
+
+#[test]
+fn a_new_version_takes_over_contacts_in_the_states_it_maps() {
+    let v2 = TRIAL
+        .replace(r#""version": 1"#, r#""version": 2"#)
+        .replace(r#""template": "letter""#, r#""template": "letter-v2""#)
+        .replace(r#""604800s""#, r#""259200s""#)
+        .replace(r#""initialState": "invited","#, r#""initialState": "invited", "migrations": [{"fromVersion": 1, "states": {"invited": "invited"}}],"#);
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.catalog(|c| {
+        let spec: v1::CampaignSpec = json::from_str(&v2).unwrap();
+        c.insert(compile(&spec).unwrap()).unwrap();
+        c.activate("trial", 2);
+    });
+    // Still waiting in `invited`, entered at +0h: v2 waits 3 days instead of 7, counted
+    // from the original entry.
+    check(
+        w.apply(
+            Input::Migrate {
+                campaign_id: "trial".into(),
+            },
+            10,
+        ),
+        expect![[r#"
+            cancel timer trial e1 t1
+            migrated trial v1 invited -> v2 invited
+            timer trial e2 t1 due +72h
+        "#]],
+    );
+    check(
+        w.fire_next(),
+        expect![[r#"
+            @+72h
+            trial: invited -> no_reply (e3)
+            action POSTAL_MAIL trial/v2/e3/a0/p1 template=letter-v2 cost=0 EUR
+            timer trial e3 t1 due +408h
+        "#]],
     );
 }

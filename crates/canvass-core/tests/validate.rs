@@ -270,3 +270,20 @@ fn the_reference_campaigns_are_valid() {
         assert_eq!(problems(&text), "ok", "{file}");
     }
 }
+
+#[test]
+fn migrations_must_come_from_earlier_versions_into_known_states() {
+    check(
+        r#"{"id": "c1", "version": 2, "initialState": "a",
+            "migrations": [
+              {"fromVersion": 1, "states": {"old": "a", "older": "zz"}},
+              {"fromVersion": 1, "states": {}},
+              {"fromVersion": 2, "states": {}}],
+            "states": [{"id": "a", "terminal": true}]}"#,
+        expect![[r#"
+            migrations[0].states.older: unknown state `zz`
+            migrations[1].fromVersion: version 1 is mapped twice
+            migrations[2].fromVersion: must be an earlier version (1 to 1)
+        "#]],
+    );
+}

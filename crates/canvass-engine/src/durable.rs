@@ -9,8 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use canvass_core::{Catalog, Core, Effect, Input, SpanMillis, TimerId, UnixMillis, compile};
-use canvass_proto::v1::{self, campaign_command, log_entry};
+use canvass_core::{
+    Catalog, Core, Effect, Input, SpanMillis, TimerId, UnixMillis,
+    lifecycle::{self, FollowUp},
+};
+use canvass_proto::v1::{self, log_entry};
 use canvass_store::{EMBEDDED_PARTITION, LOG_SCHEMA_VERSION, Store, WriteBatch};
 use rust_decimal::Decimal;
 
@@ -285,17 +288,12 @@ pub enum DispatchError {
 }
 
 fn load_catalog(store: &Store) -> Result<Catalog> {
-    let mut catalog = Catalog::new();
-    for spec in store.specs()? {
-        let campaign = compile(&spec).map_err(|e| Error::StoredSpec {
-            id: spec.id.clone(),
-            version: spec.version,
-            reason: e.to_string(),
-        })?;
-        // Versions are unique by key in the store.
-        let _ = catalog.insert(campaign);
-    }
-    Ok(catalog)
+    let specs = store.specs()?;
+    lifecycle::catalog_from(&specs, &store.lifecycles()?).map_err(|e| Error::StoredSpec {
+        id: e.campaign_id.clone(),
+        version: 0,
+        reason: e.to_string(),
+    })
 }
 
 /// A group commit in progress: the batch to write and an overlay of everything it changed,
@@ -329,6 +327,8 @@ struct Pending {
     stored_timers_done: bool,
     /// Where the scan of the store's remembered event ids resumes.
     dedupe_cursor: Option<(UnixMillis, String)>,
+    /// Campaign lifecycles changed in this batch.
+    lifecycles: BTreeMap<String, v1::CampaignLifecycle>,
 }
 
 impl Pending {
@@ -354,6 +354,7 @@ impl Pending {
             timer_cursor: None,
             stored_timers_done: false,
             dedupe_cursor: None,
+            lifecycles: BTreeMap::new(),
         })
     }
 
@@ -380,6 +381,9 @@ impl Pending {
         for (campaign, (counters, cost)) in &mut self.counters {
             counters.cost = cost.to_string();
             self.batch.put_counters(campaign, counters);
+        }
+        for l in self.lifecycles.values() {
+            self.batch.put_lifecycle(l);
         }
         for (source, next) in &self.offsets {
             self.batch.set_offset(source, *next);
@@ -429,7 +433,7 @@ impl Pending {
             }
             Some(R::Contact(c)) => (log_entry::Input::ContactUpsert(c), record_time),
             Some(R::Command(c)) => {
-                if let Err(reason) = self.check_command(&c) {
+                if let Err(reason) = self.check_command(&c)? {
                     let payload = prost::Message::encode_to_vec(&c);
                     self.dead_letter(payload, reason, position, wall_now);
                     return Ok(());
@@ -448,27 +452,20 @@ impl Pending {
     }
 
     /// Why a command cannot be accepted, if it cannot.
-    fn check_command(&self, c: &v1::CampaignCommand) -> Result<(), String> {
-        match &c.command {
-            None => Err("the command is empty".into()),
-            Some(campaign_command::Command::PutSpec(spec)) => {
-                compile(spec).map_err(|e| e.to_string())?;
-                if self.core.catalog().get(&spec.id, spec.version).is_some() {
-                    return Err(format!(
-                        "campaign `{}` version {} is already loaded",
-                        spec.id, spec.version
-                    ));
-                }
-                Ok(())
-            }
-            Some(campaign_command::Command::Launch(id)) => match self.core.catalog().latest(id) {
-                None => Err(format!("unknown campaign `{id}`")),
-                Some(c) if c.audience.is_none() => {
-                    Err(format!("campaign `{id}` has no audience to launch"))
-                }
-                Some(_) => Ok(()),
-            },
+    fn check_command(&mut self, c: &v1::CampaignCommand) -> Result<Result<(), String>> {
+        let Some(cmd) = &c.command else {
+            return Ok(Err("the command is empty".into()));
+        };
+        let current = self.lifecycle(lifecycle::campaign_of(cmd))?;
+        Ok(lifecycle::check(c, current.as_ref()))
+    }
+
+    /// A campaign's lifecycle as this batch sees it.
+    fn lifecycle(&mut self, id: &str) -> Result<Option<v1::CampaignLifecycle>> {
+        if let Some(l) = self.lifecycles.get(id) {
+            return Ok(Some(l.clone()));
         }
+        Ok(self.store.lifecycle(id)?)
     }
 
     fn dead_letter(
@@ -619,36 +616,32 @@ impl Pending {
     }
 
     fn command(&mut self, c: &v1::CampaignCommand, now: UnixMillis, seq: u64) -> Result<()> {
-        match &c.command {
-            None => {}
-            Some(campaign_command::Command::PutSpec(spec)) => {
-                let campaign = compile(spec).map_err(|e| Error::StoredSpec {
-                    id: spec.id.clone(),
-                    version: spec.version,
-                    reason: e.to_string(),
-                })?;
-                let mut catalog = self.core.catalog().clone();
-                let _ = catalog.insert(campaign);
-                self.core = Core::new(catalog);
-                self.batch.put_spec(spec);
-            }
-            Some(campaign_command::Command::Launch(id)) => {
-                // Every contact known now: those stored and those this batch created.
-                let mut ids: BTreeSet<String> = self.contacts.keys().cloned().collect();
-                for contact in self.store.contact_ids(EMBEDDED_PARTITION) {
-                    ids.insert(contact?);
-                }
-                for contact in ids {
-                    self.step(
-                        &contact,
-                        &Input::Launch {
-                            campaign_id: id.clone(),
-                        },
-                        now,
-                        seq,
-                    )?;
-                }
-            }
+        let Some(cmd) = &c.command else {
+            return Ok(());
+        };
+        let id = lifecycle::campaign_of(cmd).to_string();
+        let mut record = self.lifecycle(&id)?.unwrap_or_default();
+        let mut catalog = self.core.catalog().clone();
+        let follow = lifecycle::apply(c, &mut record, &mut catalog, now);
+        self.core = Core::new(catalog);
+        if let v1::campaign_command::Command::PutSpec(spec) = cmd {
+            self.batch.put_spec(spec);
+        }
+        self.lifecycles.insert(id, record);
+        let (campaign_id, make): (String, fn(String) -> Input) = match follow {
+            FollowUp::Nothing => return Ok(()),
+            FollowUp::Launch(id) => (id, |campaign_id| Input::Launch { campaign_id }),
+            FollowUp::Migrate(id) => (id, |campaign_id| Input::Migrate { campaign_id }),
+            FollowUp::Resume(id) => (id, |campaign_id| Input::Resume { campaign_id }),
+            FollowUp::Stop(id) => (id, |campaign_id| Input::Stop { campaign_id }),
+        };
+        // Every contact known now: those stored and those this batch created.
+        let mut ids: BTreeSet<String> = self.contacts.keys().cloned().collect();
+        for contact in self.store.contact_ids(EMBEDDED_PARTITION) {
+            ids.insert(contact?);
+        }
+        for contact in ids {
+            self.step(&contact, &make(campaign_id.clone()), now, seq)?;
         }
         Ok(())
     }
@@ -743,7 +736,10 @@ impl Pending {
                 self.batch.put_timer(*due, id);
             }
             Effect::CancelTimer(id) => self.disarm(id)?,
-            Effect::EnrollmentSkipped { .. } | Effect::Fault { .. } => {}
+            Effect::EnrollmentSkipped { .. }
+            | Effect::Fault { .. }
+            | Effect::Stopped { .. }
+            | Effect::Migrated { .. } => {}
         }
         Ok(())
     }

@@ -129,6 +129,8 @@ pub struct CampaignSummary {
     pub completed: u64,
     /// Contacts held out by the split.
     pub holdout: u64,
+    /// Contacts whose journey ended because the campaign was stopped.
+    pub stopped: u64,
     /// Contacts that reached a goal state.
     pub goal_reached: u64,
     /// Contacts by current (or final) state.
@@ -191,6 +193,7 @@ impl Summary {
                     v1::JourneyStatus::Active => c.active += 1,
                     v1::JourneyStatus::Completed => c.completed += 1,
                     v1::JourneyStatus::Holdout => c.holdout += 1,
+                    v1::JourneyStatus::Stopped => c.stopped += 1,
                     v1::JourneyStatus::Unspecified => {}
                 }
                 if j.goal_reached {

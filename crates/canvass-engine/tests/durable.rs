@@ -33,27 +33,41 @@ fn record(text: &str) -> Sourced {
     }
 }
 
-fn command(json_command: &str) -> String {
-    format!(r#"{{"at": "{LAUNCH}", "command": {{"actor": "ops", {json_command}}}}}"#)
+fn command(actor: &str, json_command: &str) -> String {
+    format!(r#"{{"at": "{LAUNCH}", "command": {{"actor": "{actor}", {json_command}}}}}"#)
+}
+
+/// Loads a spec version and takes it through approval to launch, each step by its own actor.
+fn publish(lines: &mut Vec<String>, spec: &str, id: &str, version: u32) {
+    let version_ref = format!(r#"{{"campaignId": "{id}", "version": {version}}}"#);
+    lines.push(command("marketer", &format!(r#""putSpec": {spec}"#)));
+    lines.push(command("marketer", &format!(r#""submit": {version_ref}"#)));
+    lines.push(command("manager", &format!(r#""approve": {version_ref}"#)));
 }
 
 /// The reference campaign as an input stream; `v2_after` puts a second version of the
-/// campaign in after that many events.
+/// campaign in after that many events, one that takes over the contacts waiting in `no_reply`.
 fn stream(v2_after: Option<usize>) -> Vec<String> {
-    let mut lines = vec![
-        command(&format!(r#""putSpec": {}"#, example("campaign.json"))),
-        command(&format!(r#""putSpec": {}"#, example("survey.json"))),
-    ];
+    let mut lines = Vec::new();
+    publish(
+        &mut lines,
+        &example("survey.json"),
+        "b-improvement-survey",
+        1,
+    );
+    lines.push(command("ops", r#""launch": "b-improvement-survey""#));
+    publish(&mut lines, &example("campaign.json"), "b-trial-invite", 1);
     for c in example("contacts.jsonl").lines() {
         lines.push(format!(r#"{{"at": "{LAUNCH}", "contact": {c}}}"#));
     }
-    lines.push(command(r#""launch": "b-trial-invite""#));
+    lines.push(command("ops", r#""launch": "b-trial-invite""#));
     for (i, e) in example("events.jsonl").lines().enumerate() {
         if Some(i) == v2_after {
             let v2 = example("campaign.json")
-                .replace(r#""version": 1"#, r#""version": 2"#)
+                .replace(r#""version": 1"#, r#""version": 2, "migrations": [{"fromVersion": 1, "states": {"no_reply": "no_reply"}}]"#)
                 .replace("b-trial-letter", "b-trial-letter-v2");
-            lines.push(command(&format!(r#""putSpec": {v2}"#)));
+            publish(&mut lines, &v2, "b-trial-invite", 2);
+            lines.push(command("ops", r#""launch": "b-trial-invite""#));
         }
         lines.push(if e.starts_with('{') {
             format!(r#"{{"event": {e}}}"#)
@@ -197,8 +211,8 @@ fn bad_commands_are_parked_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let bad_spec = example("campaign.json").replace(r#""to": "lapsed""#, r#""to": "nowhere""#);
     let lines = vec![
-        command(r#""launch": "ghost""#),
-        command(&format!(r#""putSpec": {bad_spec}"#)),
+        command("ops", r#""launch": "ghost""#),
+        command("marketer", &format!(r#""putSpec": {bad_spec}"#)),
     ];
     let (store, _) = run(dir.path(), &lines, 10);
     let letters = store.dead_letters().unwrap();
@@ -256,4 +270,64 @@ fn a_damaged_log_entry_is_reported_with_its_sequence_number() {
             .to_string()
             .starts_with("log entry 3")
     );
+}
+
+#[test]
+fn the_lifecycle_is_enforced_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = example("survey.json");
+    let r = r#"{"campaignId": "b-improvement-survey", "version": 1}"#;
+    let lines = vec![
+        command("marketer", &format!(r#""putSpec": {spec}"#)),
+        command("ops", r#""launch": "b-improvement-survey""#),
+        command("marketer", &format!(r#""approve": {r}"#)),
+        command("marketer", &format!(r#""submit": {r}"#)),
+        command("marketer", &format!(r#""approve": {r}"#)),
+        command("manager", &format!(r#""reject": {r}"#)),
+        command("manager", &format!(r#""approve": {r}"#)),
+        command("ops", r#""resume": "b-improvement-survey""#),
+        command("ops", r#""launch": "b-improvement-survey""#),
+        command("ops", r#""pause": "b-improvement-survey""#),
+        command("", r#""resume": "b-improvement-survey""#),
+        command("ops", r#""stop": "b-improvement-survey""#),
+        command("ops", r#""launch": "b-improvement-survey""#),
+    ];
+    let (store, _) = run(dir.path(), &lines, 3);
+    let reasons: Vec<String> = store
+        .dead_letters()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "campaign `b-improvement-survey` has no approved version to launch",
+            "version 1 of `b-improvement-survey` is not awaiting approval",
+            "`marketer` wrote version 1 of `b-improvement-survey` and cannot review it: another person must",
+            "field `reason`: required to reject",
+            "campaign `b-improvement-survey` is APPROVED: cannot resume",
+            "field `actor`: required",
+            "campaign `b-improvement-survey` is STOPPED: cannot launch",
+        ]
+    );
+    let l = store.lifecycle("b-improvement-survey").unwrap().unwrap();
+    assert_eq!(l.status(), v1::CampaignStatus::Stopped);
+    let history: Vec<String> = l
+        .history
+        .iter()
+        .map(|h| format!("{} by {}", h.change, h.actor))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "put v1 by marketer",
+            "submit v1 by marketer",
+            "approve v1 by manager",
+            "launch v1 by ops",
+            "pause by ops",
+            "stop by ops"
+        ]
+    );
+    assert_eq!(l.versions[0].reviewer, "manager");
 }

@@ -54,6 +54,7 @@ fn core() -> Core {
         let spec: v1::CampaignSpec = json::from_str(&text).unwrap();
         catalog.insert(compile(&spec).unwrap()).unwrap();
     }
+    catalog.run_all_latest();
     Core::new(catalog)
 }
 
@@ -268,6 +269,9 @@ fn check_invariants(
                 }
                 v1::JourneyStatus::Holdout => {
                     prop_assert!(j.state.is_empty() && j.response_group == "holdout");
+                }
+                v1::JourneyStatus::Stopped => {
+                    prop_assert!(false, "{id}: nothing stops campaigns here")
                 }
                 v1::JourneyStatus::Unspecified => {
                     prop_assert!(false, "{id}: journey without status")

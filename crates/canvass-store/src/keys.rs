@@ -28,13 +28,15 @@ pub const DEDUPE: u8 = b'D';
 pub const DEDUPE_BY_TIME: u8 = b'd';
 /// Campaign specs: `P` + campaign + 0 + version.
 pub const SPEC: u8 = b'P';
+/// Campaign lifecycles: `Q` + campaign.
+pub const LIFECYCLE: u8 = b'Q';
 /// Dead letters: `X` + number.
 pub const DEAD_LETTER: u8 = b'X';
 /// Metadata: `M` + name.
 pub const META: u8 = b'M';
 
 /// The namespaces rebuilt from the log by replay. Dead letters and metadata are not.
-pub const PROJECTIONS: [u8; 11] = [
+pub const PROJECTIONS: [u8; 12] = [
     CONTACT,
     GROUP,
     COUNTERS,
@@ -45,6 +47,7 @@ pub const PROJECTIONS: [u8; 11] = [
     DEDUPE,
     DEDUPE_BY_TIME,
     SPEC,
+    LIFECYCLE,
     META,
 ];
 
@@ -166,6 +169,12 @@ pub fn spec(campaign: &str, version: u32) -> Vec<u8> {
     k.extend_from_slice(campaign.as_bytes());
     k.push(0);
     k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+pub fn lifecycle(campaign: &str) -> Vec<u8> {
+    let mut k = vec![LIFECYCLE];
+    k.extend_from_slice(campaign.as_bytes());
     k
 }
 

@@ -256,6 +256,20 @@ impl Store {
             .collect()
     }
 
+    /// Every campaign's lifecycle, by campaign id.
+    pub fn lifecycles(&self) -> Result<Vec<v1::CampaignLifecycle>> {
+        self.db
+            .scan_prefix([keys::LIFECYCLE])
+            .values()
+            .map(|v| decode("campaign lifecycle", &v?))
+            .collect()
+    }
+
+    /// One campaign's lifecycle.
+    pub fn lifecycle(&self, campaign: &str) -> Result<Option<v1::CampaignLifecycle>> {
+        self.get("campaign lifecycle", &keys::lifecycle(campaign))
+    }
+
     /// The dead letters, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<v1::DeadLetter>> {
         self.db
@@ -464,6 +478,14 @@ impl WriteBatch {
     /// Stores a campaign spec version.
     pub fn put_spec(&mut self, spec: &v1::CampaignSpec) {
         self.put(keys::spec(&spec.id, spec.version), spec.encode_to_vec());
+    }
+
+    /// Stores a campaign's lifecycle.
+    pub fn put_lifecycle(&mut self, lifecycle: &v1::CampaignLifecycle) {
+        self.put(
+            keys::lifecycle(&lifecycle.campaign_id),
+            lifecycle.encode_to_vec(),
+        );
     }
 
     /// Parks a dead letter as number `n` (numbers follow [`Store::dead_letter_count`]).

@@ -112,6 +112,8 @@ pub fn catalog(campaigns: Vec<(PathBuf, Campaign)>) -> anyhow::Result<Catalog> {
             .insert(campaign)
             .with_context(|| format!("{}", path.display()))?;
     }
+    // A simulation runs what it is given: the newest version of each campaign.
+    catalog.run_all_latest();
     Ok(catalog)
 }
 

@@ -196,12 +196,16 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     println!("timers armed:  {}", store.timers(None).count());
     println!("outbox:        {}", store.outbox(usize::MAX)?.len());
     println!("dead letters:  {}", store.dead_letter_count()?);
-    for spec in store.specs()? {
-        let c = store.counters(&spec.id)?;
+    for l in store.lifecycles()? {
+        let c = store.counters(&l.campaign_id)?;
+        let status = l
+            .status()
+            .as_str_name()
+            .trim_start_matches("CAMPAIGN_STATUS_");
         println!(
-            "campaign {} v{}: {} enrolled ({} held out), {} actions ({} delivered, {} failed), {} goals, {} completed, cost {}",
-            spec.id,
-            spec.version,
+            "campaign {} ({status}, active v{}): {} enrolled ({} held out), {} actions ({} delivered, {} failed), {} goals, {} completed, cost {}",
+            l.campaign_id,
+            l.active_version,
             c.enrollments,
             c.holdouts,
             c.actions,
@@ -211,6 +215,15 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             c.completions,
             if c.cost.is_empty() { "0" } else { &c.cost }
         );
+        for change in &l.history {
+            let at = change.at.map(|t| t.to_string()).unwrap_or_default();
+            let reason = if change.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", change.reason)
+            };
+            println!("  {at}  {} by {}{reason}", change.change, change.actor);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,267 @@
+//! Campaign lifecycle: draft -> pending approval -> approved -> running -> paused ->
+//! completed / stopped, with a new version taking over a running campaign.
+//!
+//! Pure rules: [`check`] says whether a command may be accepted and why not; [`apply`]
+//! carries an accepted command out on the lifecycle record and the catalog, and says which
+//! per-contact input the engine must then feed to every contact.
+
+use canvass_proto::v1::{self, CampaignStatus as S, VersionStatus as V, campaign_command::Command};
+
+use crate::{Catalog, UnixMillis, compile};
+
+/// What the engine must do for every known contact after a command was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Nothing.
+    Nothing,
+    /// Evaluate the audience and enroll matching contacts (the first launch).
+    Launch(String),
+    /// Move contacts onto the newly active version where it maps their state.
+    Migrate(String),
+    /// Fire the timeouts held while paused.
+    Resume(String),
+    /// End every journey.
+    Stop(String),
+}
+
+fn version(l: &v1::CampaignLifecycle, v: u32) -> Option<&v1::VersionLifecycle> {
+    l.versions.iter().find(|x| x.version == v)
+}
+
+fn newest_approved(l: &v1::CampaignLifecycle) -> Option<u32> {
+    l.versions
+        .iter()
+        .filter(|v| v.status() == V::Approved)
+        .map(|v| v.version)
+        .max()
+}
+
+fn name(status: S) -> &'static str {
+    status.as_str_name().trim_start_matches("CAMPAIGN_STATUS_")
+}
+
+/// Whether `command` may be accepted given the campaign's lifecycle (`None`: unknown
+/// campaign) and the catalog. The error says why not, for the dead-letter record.
+pub fn check(
+    command: &v1::CampaignCommand,
+    lifecycle: Option<&v1::CampaignLifecycle>,
+) -> Result<(), String> {
+    if command.actor.trim().is_empty() {
+        return Err("field `actor`: required".into());
+    }
+    let Some(cmd) = &command.command else {
+        return Err("the command is empty".into());
+    };
+    if let Command::PutSpec(spec) = cmd {
+        compile(spec).map_err(|e| e.to_string())?;
+        if let Some(l) = lifecycle {
+            let newest = l.versions.iter().map(|v| v.version).max().unwrap_or(0);
+            if spec.version <= newest {
+                return Err(format!(
+                    "campaign `{}` already has version {newest}: a new version must be higher",
+                    spec.id
+                ));
+            }
+            if matches!(l.status(), S::Stopped | S::Completed) {
+                return Err(format!("campaign `{}` is {}", spec.id, name(l.status())));
+            }
+        }
+        return Ok(());
+    }
+    let id = campaign_of(cmd);
+    let Some(l) = lifecycle else {
+        return Err(format!("unknown campaign `{id}`"));
+    };
+    let status = l.status();
+    let need = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "campaign `{id}` is {}: cannot {what}",
+                name(status)
+            ))
+        }
+    };
+    match cmd {
+        Command::PutSpec(_) => Ok(()),
+        Command::Submit(r) | Command::Approve(r) | Command::Reject(r) => {
+            let Some(v) = version(l, r.version) else {
+                return Err(format!("campaign `{id}` has no version {}", r.version));
+            };
+            match cmd {
+                Command::Submit(_) if v.status() != V::Draft => {
+                    Err(format!("version {} of `{id}` is not a draft", r.version))
+                }
+                Command::Approve(_) | Command::Reject(_) if v.status() != V::PendingApproval => {
+                    Err(format!(
+                        "version {} of `{id}` is not awaiting approval",
+                        r.version
+                    ))
+                }
+                Command::Approve(_) | Command::Reject(_) if v.author == command.actor => {
+                    Err(format!(
+                        "`{}` wrote version {} of `{id}` and cannot review it: another person must",
+                        command.actor, r.version
+                    ))
+                }
+                Command::Reject(_) if command.reason.trim().is_empty() => {
+                    Err("field `reason`: required to reject".into())
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::Launch(_) => {
+            need(!matches!(status, S::Stopped | S::Completed), "launch")?;
+            match newest_approved(l) {
+                Some(_) => Ok(()),
+                None => Err(format!("campaign `{id}` has no approved version to launch")),
+            }
+        }
+        Command::Pause(_) => need(status == S::Running, "pause"),
+        Command::Resume(_) => need(status == S::Paused, "resume"),
+        Command::Complete(_) => need(matches!(status, S::Running | S::Paused), "complete"),
+        Command::Stop(_) => need(
+            matches!(status, S::Running | S::Paused | S::Completed),
+            "stop",
+        ),
+    }
+}
+
+/// The campaign a command is about.
+#[must_use]
+pub fn campaign_of(cmd: &Command) -> &str {
+    match cmd {
+        Command::PutSpec(s) => &s.id,
+        Command::Submit(r) | Command::Approve(r) | Command::Reject(r) => &r.campaign_id,
+        Command::Launch(id)
+        | Command::Pause(id)
+        | Command::Resume(id)
+        | Command::Complete(id)
+        | Command::Stop(id) => id,
+    }
+}
+
+/// Carries out an accepted command on the campaign's lifecycle record (created for a new
+/// campaign) and on the catalog.
+pub fn apply(
+    command: &v1::CampaignCommand,
+    lifecycle: &mut v1::CampaignLifecycle,
+    catalog: &mut Catalog,
+    now: UnixMillis,
+) -> FollowUp {
+    let Some(cmd) = &command.command else {
+        return FollowUp::Nothing;
+    };
+    let id = campaign_of(cmd).to_string();
+    lifecycle.campaign_id.clone_from(&id);
+    let set_version = |l: &mut v1::CampaignLifecycle, v: u32, status: V, reviewer: Option<&str>| {
+        if let Some(x) = l.versions.iter_mut().find(|x| x.version == v) {
+            x.set_status(status);
+            if let Some(r) = reviewer {
+                x.reviewer = r.to_string();
+            }
+        }
+    };
+    let (change, follow) = match cmd {
+        Command::PutSpec(spec) => {
+            if let Ok(c) = compile(spec) {
+                let _ = catalog.insert(c);
+            }
+            if lifecycle.status() == S::Unspecified {
+                lifecycle.set_status(S::Draft);
+            }
+            lifecycle.versions.push(v1::VersionLifecycle {
+                version: spec.version,
+                status: V::Draft as i32,
+                author: command.actor.clone(),
+                reviewer: String::new(),
+            });
+            (format!("put v{}", spec.version), FollowUp::Nothing)
+        }
+        Command::Submit(r) => {
+            set_version(lifecycle, r.version, V::PendingApproval, None);
+            if matches!(lifecycle.status(), S::Draft | S::Approved) {
+                lifecycle.set_status(S::PendingApproval);
+            }
+            (format!("submit v{}", r.version), FollowUp::Nothing)
+        }
+        Command::Approve(r) => {
+            set_version(lifecycle, r.version, V::Approved, Some(&command.actor));
+            if lifecycle.status() == S::PendingApproval {
+                lifecycle.set_status(S::Approved);
+            }
+            (format!("approve v{}", r.version), FollowUp::Nothing)
+        }
+        Command::Reject(r) => {
+            set_version(lifecycle, r.version, V::Rejected, Some(&command.actor));
+            if lifecycle.status() == S::PendingApproval {
+                lifecycle.set_status(S::Draft);
+            }
+            (format!("reject v{}", r.version), FollowUp::Nothing)
+        }
+        Command::Launch(_) => {
+            let v = newest_approved(lifecycle).unwrap_or(0);
+            let first = lifecycle.active_version == 0;
+            if !first {
+                let old = lifecycle.active_version;
+                set_version(lifecycle, old, V::Retired, None);
+            }
+            set_version(lifecycle, v, V::Active, None);
+            lifecycle.active_version = v;
+            catalog.activate(&id, v);
+            if !matches!(lifecycle.status(), S::Running | S::Paused) {
+                lifecycle.set_status(S::Running);
+            }
+            let follow = if first {
+                FollowUp::Launch(id.clone())
+            } else {
+                FollowUp::Migrate(id.clone())
+            };
+            (format!("launch v{v}"), follow)
+        }
+        Command::Pause(_) => {
+            lifecycle.set_status(S::Paused);
+            ("pause".to_string(), FollowUp::Nothing)
+        }
+        Command::Resume(_) => {
+            lifecycle.set_status(S::Running);
+            ("resume".to_string(), FollowUp::Resume(id.clone()))
+        }
+        Command::Complete(_) => {
+            lifecycle.set_status(S::Completed);
+            ("complete".to_string(), FollowUp::Nothing)
+        }
+        Command::Stop(_) => {
+            lifecycle.set_status(S::Stopped);
+            ("stop".to_string(), FollowUp::Stop(id.clone()))
+        }
+    };
+    catalog.set_status(&id, lifecycle.status());
+    lifecycle.history.push(v1::LifecycleChange {
+        at: Some(now.to_proto()),
+        actor: command.actor.clone(),
+        reason: command.reason.clone(),
+        change,
+        status: lifecycle.status,
+    });
+    follow
+}
+
+/// Rebuilds a catalog from stored specs and lifecycles.
+pub fn catalog_from(
+    specs: &[v1::CampaignSpec],
+    lifecycles: &[v1::CampaignLifecycle],
+) -> Result<Catalog, crate::SpecErrors> {
+    let mut catalog = Catalog::new();
+    for spec in specs {
+        let _ = catalog.insert(compile(spec)?);
+    }
+    for l in lifecycles {
+        catalog.set_status(&l.campaign_id, l.status());
+        if l.active_version != 0 {
+            catalog.activate(&l.campaign_id, l.active_version);
+        }
+    }
+    Ok(catalog)
+}
