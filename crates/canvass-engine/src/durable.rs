@@ -329,6 +329,8 @@ struct Pending {
     dedupe_cursor: Option<(UnixMillis, String)>,
     /// Campaign lifecycles changed in this batch.
     lifecycles: BTreeMap<String, v1::CampaignLifecycle>,
+    /// The last log entry applied in this batch.
+    last_seq: Option<u64>,
 }
 
 impl Pending {
@@ -355,6 +357,7 @@ impl Pending {
             stored_timers_done: false,
             dedupe_cursor: None,
             lifecycles: BTreeMap::new(),
+            last_seq: None,
         })
     }
 
@@ -369,6 +372,7 @@ impl Pending {
             };
             self.next_seq += 1;
             self.batch.append_log(&entry);
+            self.last_seq = Some(entry.seq);
             self.report.entries += 1;
         }
         for (id, state) in &self.contacts {
@@ -384,6 +388,9 @@ impl Pending {
         }
         for l in self.lifecycles.values() {
             self.batch.put_lifecycle(l);
+        }
+        if let Some(seq) = self.last_seq {
+            self.batch.set_last_seq(seq);
         }
         for (source, next) in &self.offsets {
             self.batch.set_offset(source, *next);
@@ -564,7 +571,7 @@ impl Pending {
         self.clock = self.clock.max(now);
         self.next_seq = entry.seq + 1;
         self.action_index = 0;
-        self.batch.set_last_seq(entry.seq);
+        self.last_seq = Some(entry.seq);
         if let Some(p) = &entry.source {
             self.offsets.insert(p.source.clone(), p.next_offset);
         }

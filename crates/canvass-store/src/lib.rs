@@ -63,6 +63,9 @@ pub struct StoreOptions {
     /// Flush to disk at every commit (the default). Off only for benchmarks of the raw
     /// cost of the rest.
     pub flush_on_commit: bool,
+    /// Keep a copy of every committed batch (for benchmarks that replay the same writes
+    /// against raw sled).
+    pub record_writes: bool,
 }
 
 impl Default for StoreOptions {
@@ -70,6 +73,7 @@ impl Default for StoreOptions {
         Self {
             cache_capacity: 64 * 1024 * 1024,
             flush_on_commit: true,
+            record_writes: false,
         }
     }
 }
@@ -79,7 +83,11 @@ impl Default for StoreOptions {
 pub struct Store {
     db: sled::Db,
     options: StoreOptions,
+    recorded: std::sync::Arc<std::sync::Mutex<Vec<Vec<Write>>>>,
 }
+
+/// One write of a batch: a key and its new value, or `None` for a removal.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
 const LAST_SEQ: &str = "last_seq";
 
@@ -103,7 +111,11 @@ impl Store {
             // Commits flush explicitly; the background flusher would only add I/O.
             .flush_every_ms(None)
             .open()?;
-        Ok(Self { db, options })
+        Ok(Self {
+            db,
+            options,
+            recorded: std::sync::Arc::default(),
+        })
     }
 
     fn get<M: Message + Default>(&self, what: &'static str, key: &[u8]) -> Result<Option<M>> {
@@ -352,14 +364,34 @@ impl Store {
 
     /// Applies a batch atomically and, unless turned off, flushes it to disk.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        if batch.writes == 0 {
+        if batch.writes.is_empty() {
             return Ok(());
         }
-        self.db.apply_batch(batch.batch)?;
+        let mut sled_batch = sled::Batch::default();
+        for (k, v) in &batch.writes {
+            match v {
+                Some(v) => sled_batch.insert(k.as_slice(), v.as_slice()),
+                None => sled_batch.remove(k.as_slice()),
+            }
+        }
+        self.db.apply_batch(sled_batch)?;
         if self.options.flush_on_commit {
             self.db.flush()?;
         }
+        if self.options.record_writes
+            && let Ok(mut recorded) = self.recorded.lock()
+        {
+            recorded.push(batch.writes);
+        }
         Ok(())
+    }
+
+    /// The batches committed since the last call (with `record_writes`).
+    pub fn take_recorded(&self) -> Vec<Vec<Write>> {
+        self.recorded
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 
     /// Bytes the database takes on disk.
@@ -371,8 +403,7 @@ impl Store {
 /// Writes to apply together. Nothing is visible until [`Store::commit`].
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    batch: sled::Batch,
-    writes: usize,
+    writes: Vec<Write>,
 }
 
 impl WriteBatch {
@@ -385,29 +416,27 @@ impl WriteBatch {
     /// Writes in the batch.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.writes
+        self.writes.len()
     }
 
     /// Whether the batch is empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.writes == 0
+        self.writes.is_empty()
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.insert(key, value);
-        self.writes += 1;
+        self.writes.push((key, Some(value)));
     }
 
     fn del(&mut self, key: Vec<u8>) {
-        self.batch.remove(key);
-        self.writes += 1;
+        self.writes.push((key, None));
     }
 
-    /// Appends a log entry (its `seq` must follow the last one) and records it as the last.
+    /// Appends a log entry (its `seq` must follow the last one). The last entry applied is
+    /// recorded once per batch with [`WriteBatch::set_last_seq`].
     pub fn append_log(&mut self, entry: &v1::LogEntry) {
         self.put(keys::log(entry.seq), entry.encode_to_vec());
-        self.set_last_seq(entry.seq);
     }
 
     /// Records the last log entry applied to the projections.

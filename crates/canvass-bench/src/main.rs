@@ -1,0 +1,396 @@
+//! Benchmarks of the durable engine (core + store, durability on), each beside its raw
+//! baseline measured in the same run: `cargo run --release -p canvass-bench -- all`.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use canvass_core::UnixMillis;
+use canvass_engine::durable::{ClockMode, Engine, EngineOptions, Incoming, Sourced};
+use canvass_proto::{json, v1};
+use canvass_store::{Store, StoreOptions};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "canvass benchmarks; results go to stdout as Markdown")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Events/s through core + store with a flush per group commit, beside raw sled
+    /// inserting the same log bytes in the same batches.
+    Throughput {
+        /// Events to apply.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Inputs per group commit.
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Input-to-outbox latency at a steady arrival rate, committing whatever arrived.
+    Latency {
+        /// Arrival rate, events per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Peak RSS with this many contacts in flight (each enrolled, waiting on a timer).
+    Memory {
+        /// Contacts.
+        #[arg(long, default_value_t = 1_000_000)]
+        contacts: u64,
+    },
+    /// Time to reopen a store whose log holds this many events (projections persist, so
+    /// nothing is replayed), beside the time to replay the same log.
+    Restart {
+        /// Events in the log.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Replay at most this many entries for the comparison (replay time grows with the log).
+        #[arg(long, default_value_t = 1_000_000)]
+        replay_limit: u64,
+    },
+}
+
+/// A campaign entered by a trigger: signup -> welcome email; opened -> engaged (goal);
+/// otherwise dormant after 30 days.
+const SPEC: &str = r#"{
+  "id": "bench", "version": 1, "initialState": "welcome",
+  "entryTriggers": [{"eventType": "signup", "guard": "event.attrs.plan != 'free'"}],
+  "states": [
+    {"id": "welcome", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "welcome"}],
+     "transitions": [{"to": "engaged", "onEvent": {"type": "email.opened"}}, {"to": "dormant", "after": "2592000s"}]},
+    {"id": "engaged", "responseGroup": "engaged", "goal": true, "terminal": true},
+    {"id": "dormant", "responseGroup": "dormant", "terminal": true}
+  ],
+  "budget": {"currency": "EUR", "costPerAction": {"EMAIL": "0.01"}}
+}"#;
+
+const T0: i64 = 1_772_442_000_000;
+
+fn record(r: v1::IngestRecord) -> Sourced {
+    Sourced {
+        incoming: Incoming::Record(Box::new(r)),
+        position: None,
+    }
+}
+
+fn command(actor: &str, cmd: v1::campaign_command::Command) -> Sourced {
+    record(v1::IngestRecord {
+        input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
+            actor: actor.into(),
+            reason: "benchmark".into(),
+            command: Some(cmd),
+        })),
+        at: Some(UnixMillis(T0).to_proto()),
+    })
+}
+
+/// Loads, approves and launches the bench campaign.
+fn setup(engine: &mut Engine) -> anyhow::Result<()> {
+    use v1::campaign_command::Command as C;
+    let spec: v1::CampaignSpec = json::from_str(SPEC).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let r = v1::VersionRef {
+        campaign_id: "bench".into(),
+        version: 1,
+    };
+    engine.ingest(
+        vec![
+            command("author", C::PutSpec(spec)),
+            command("author", C::Submit(r.clone())),
+            command("approver", C::Approve(r)),
+            command("ops", C::Launch("bench".into())),
+        ],
+        UnixMillis(T0),
+    )?;
+    Ok(())
+}
+
+/// Event `i` of the workload: contact `i / 2` signs up, then opens the email.
+fn event(i: u64) -> Sourced {
+    let contact = i / 2;
+    let (kind, attrs) = if i.is_multiple_of(2) {
+        (
+            "signup",
+            Some(canvass_proto::wkt::Struct {
+                fields: [("plan".to_string(), canvass_proto::wkt::Value::from("pro"))].into(),
+            }),
+        )
+    } else {
+        ("email.opened", None)
+    };
+    record(v1::IngestRecord {
+        input: Some(v1::ingest_record::Input::Event(v1::TouchpointEvent {
+            id: format!("e{i}"),
+            r#type: kind.into(),
+            contact_id: format!("c{contact:09}"),
+            occurred_at: Some(UnixMillis(T0 + i64::try_from(i).unwrap_or(0)).to_proto()),
+            attrs,
+            ..Default::default()
+        })),
+        at: None,
+    })
+}
+
+fn open(dir: &Path) -> anyhow::Result<(Store, Engine)> {
+    open_with(dir, StoreOptions::default())
+}
+
+fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<(Store, Engine)> {
+    let store = Store::open(dir, options)?;
+    let engine = Engine::open(
+        store.clone(),
+        EngineOptions {
+            clock: ClockMode::Event,
+            ..EngineOptions::default()
+        },
+    )?;
+    Ok((store, engine))
+}
+
+fn deliver(engine: &mut Engine) -> anyhow::Result<u64> {
+    let mut n = 0;
+    loop {
+        let d = engine.dispatch(100_000, &mut |_| Ok(()))?;
+        if d == 0 {
+            return Ok(n);
+        }
+        n += d as u64;
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn throughput(events: u64, batch: usize, runs: usize) -> anyhow::Result<()> {
+    let (mut engine_rates, mut raw_rates) = (Vec::new(), Vec::new());
+    let (mut bytes_per_event, mut writes_per_event) = (0.0, 0.0);
+    for _ in 0..runs {
+        let dir = tempfile::tempdir()?;
+        let options = StoreOptions {
+            record_writes: true,
+            ..StoreOptions::default()
+        };
+        let (store, mut engine) = open_with(dir.path(), options)?;
+        setup(&mut engine)?;
+        store.take_recorded();
+        let started = Instant::now();
+        let mut i = 0;
+        while i < events {
+            let n = (events - i).min(batch as u64);
+            engine.ingest((i..i + n).map(event).collect(), UnixMillis(0))?;
+            deliver(&mut engine)?;
+            i += n;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        engine_rates.push(events as f64 / elapsed);
+
+        // Raw sled: exactly the writes the engine committed (log, state, indexes, outbox,
+        // acknowledgements), in the same batches, a flush per batch: what sled alone costs.
+        let batches = store.take_recorded();
+        let writes: usize = batches.iter().map(Vec::len).sum();
+        let bytes: usize = batches
+            .iter()
+            .flatten()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        writes_per_event = writes as f64 / events as f64;
+        bytes_per_event = bytes as f64 / events as f64;
+        let raw_dir = tempfile::tempdir()?;
+        let db = sled::Config::new()
+            .path(raw_dir.path())
+            .cache_capacity(64 << 20)
+            .flush_every_ms(None)
+            .open()?;
+        let started = Instant::now();
+        for batch in &batches {
+            let mut b = sled::Batch::default();
+            for (k, v) in batch {
+                match v {
+                    Some(v) => b.insert(k.as_slice(), v.as_slice()),
+                    None => b.remove(k.as_slice()),
+                }
+            }
+            db.apply_batch(b)?;
+            db.flush()?;
+        }
+        raw_rates.push(events as f64 / started.elapsed().as_secs_f64());
+    }
+    let (e, r) = (median(engine_rates.clone()), median(raw_rates.clone()));
+    println!("## Throughput ({events} events, {batch} per group commit, median of {runs})\n");
+    println!("| | events/s (median) | all runs |\n| --- | ---: | --- |");
+    println!(
+        "| engine: core + store, flush per commit, actions delivered | {e:.0} | {} |",
+        fmt_all(&engine_rates)
+    );
+    println!(
+        "| raw sled: the same writes ({writes_per_event:.1} keys, {bytes_per_event:.0} B per event), same batches, flush per batch | {r:.0} | {} |",
+        fmt_all(&raw_rates)
+    );
+    println!("\nengine / raw sled: **{:.0}%**\n", 100.0 * e / r);
+    Ok(())
+}
+
+fn fmt_all(xs: &[f64]) -> String {
+    xs.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn latency(rate: u64, seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_, mut engine) = open(dir.path())?;
+    setup(&mut engine)?;
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut next = 0u64;
+    while next < total {
+        // Everything that has arrived by now goes into one group commit.
+        let now = start.elapsed();
+        let arrived = ((now.as_secs_f64() / interval.as_secs_f64()) as u64 + 1).min(total);
+        if arrived <= next {
+            std::thread::sleep(Duration::from_micros(100));
+            continue;
+        }
+        let inputs: Vec<Sourced> = (next..arrived).map(event).collect();
+        engine.ingest(inputs, UnixMillis(0))?;
+        let done = start.elapsed();
+        for i in next..arrived {
+            let arrival = interval.mul_f64(i as f64);
+            latencies.push(done.saturating_sub(arrival));
+        }
+        next = arrived;
+        deliver(&mut engine)?;
+    }
+    latencies.sort();
+    let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "## Latency at {rate} events/s for {seconds} s (input arrival to its commit, outbox rows durable)\n"
+    );
+    println!("| p50 | p90 | p99 | max |\n| ---: | ---: | ---: | ---: |");
+    println!(
+        "| {:.2?} | {:.2?} | {:.2?} | {:.2?} |\n",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        latencies[latencies.len() - 1]
+    );
+    Ok(())
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn memory(contacts: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (store, mut engine) = open(dir.path())?;
+    setup(&mut engine)?;
+    let started = Instant::now();
+    // Only signups: every contact enrolls and waits on its 30-day timer.
+    let mut i = 0;
+    while i < contacts {
+        let n = (contacts - i).min(4096);
+        engine.ingest((i..i + n).map(|c| event(c * 2)).collect(), UnixMillis(0))?;
+        deliver(&mut engine)?;
+        i += n;
+    }
+    let counters = store.counters("bench")?;
+    println!("## Memory with {contacts} contacts in flight\n");
+    println!(
+        "| contacts enrolled | timers armed | peak RSS | store on disk | time |\n| ---: | ---: | ---: | ---: | ---: |"
+    );
+    println!(
+        "| {} | {} | {:.0} MiB | {:.0} MiB | {:.1?} |\n",
+        counters.enrollments,
+        store.timers(None).count(),
+        peak_rss_kib() as f64 / 1024.0,
+        store.size_on_disk()? as f64 / (1 << 20) as f64,
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn restart(events: u64, replay_limit: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let (_, mut engine) = open(dir.path())?;
+        setup(&mut engine)?;
+        let mut i = 0;
+        while i < events {
+            let n = (events - i).min(8192);
+            engine.ingest((i..i + n).map(event).collect(), UnixMillis(0))?;
+            deliver(&mut engine)?;
+            i += n;
+        }
+    }
+    let started = Instant::now();
+    let (store, engine) = open(dir.path())?;
+    let reopen = started.elapsed();
+    let entries = store.last_seq()?;
+    drop(engine);
+    drop(store);
+    // Replay for comparison, on a copy of at most `replay_limit` entries' worth: time a
+    // replay of the whole log when it is small enough, else extrapolate linearly.
+    let started = Instant::now();
+    let store = Store::open(dir.path(), StoreOptions::default())?;
+    let replayed = if entries <= replay_limit {
+        Engine::replay(
+            &store,
+            EngineOptions {
+                clock: ClockMode::Event,
+                ..EngineOptions::default()
+            },
+        )?
+    } else {
+        0
+    };
+    let replay = started.elapsed();
+    println!("## Restart with {events} events in the log ({entries} log entries)\n");
+    println!("| reopen (projections persist) | full replay |\n| ---: | ---: |");
+    if replayed > 0 {
+        println!("| {reopen:.2?} | {replay:.2?} ({replayed} entries) |\n");
+    } else {
+        println!("| {reopen:.2?} | not run: the log is longer than --replay-limit |\n");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Throughput {
+            events,
+            batch,
+            runs,
+        } => throughput(events, batch, runs),
+        Bench::Latency { rate, seconds } => latency(rate, seconds),
+        Bench::Memory { contacts } => memory(contacts),
+        Bench::Restart {
+            events,
+            replay_limit,
+        } => restart(events, replay_limit),
+    }
+    .context("benchmark failed")
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every benchmark in release mode and prints the results as Markdown (as pasted into
+# docs/benchmarks.md). Takes about 20 minutes on a 2-core machine, most of it filling a
+# 10-million-event log for the restart measurement; pass --quick for a 1-million one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+restart_events=10000000
+[ "${1:-}" = "--quick" ] && restart_events=1000000
+cargo build --quiet --release --locked -p canvass-bench
+bench=target/release/canvass-bench
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(date -u +%Y-%m-%d)"
+echo
+$bench throughput --events 200000 --runs 3
+$bench latency --rate 10000 --seconds 10
+$bench latency --rate 5000 --seconds 10
+$bench memory --contacts 100000
+$bench memory --contacts 1000000
+$bench restart --events "$restart_events"
