@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark in release mode and prints the results as Markdown (as pasted into
-# docs/benchmarks.md). Takes about 20 minutes on a 2-core machine, most of it filling a
+# docs/benchmarks.md). Takes about 25 minutes on a 2-core machine, most of it filling a
 # 10-million-event log for the restart measurement; pass --quick for a 1-million one.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -35,6 +35,16 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// One throughput run (used by `throughput`, which runs each in its own process).
+    #[command(hide = true)]
+    ThroughputOnce {
+        /// Events to apply.
+        #[arg(long)]
+        events: u64,
+        /// Inputs per group commit.
+        #[arg(long)]
+        batch: usize,
+    },
     /// Input-to-outbox latency at a steady arrival rate, committing whatever arrived.
     Latency {
         /// Arrival rate, events per second.
@@ -57,7 +67,7 @@ enum Bench {
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
         /// Replay at most this many entries for the comparison (replay time grows with the log).
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 2_000_000)]
         replay_limit: u64,
     },
 }
@@ -169,65 +179,111 @@ fn deliver(engine: &mut Engine) -> anyhow::Result<u64> {
     }
 }
 
+/// Lets the disk settle between measurements: the previous phase's dirty pages would
+/// otherwise be written back during the next one.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
 
+/// One throughput run, in this process: prints `engine raw writes-per-event bytes-per-event`.
+fn throughput_once(events: u64, batch: usize) -> anyhow::Result<()> {
+    settle();
+    let dir = tempfile::tempdir()?;
+    let options = StoreOptions {
+        record_writes: true,
+        ..StoreOptions::default()
+    };
+    let (store, mut engine) = open_with(dir.path(), options)?;
+    setup(&mut engine)?;
+    store.take_recorded();
+    let started = Instant::now();
+    let mut i = 0;
+    while i < events {
+        let n = (events - i).min(batch as u64);
+        engine.ingest((i..i + n).map(event).collect(), UnixMillis(0))?;
+        deliver(&mut engine)?;
+        i += n;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let engine_rate = events as f64 / elapsed;
+
+    // Raw sled: exactly the writes the engine committed (log, state, indexes, outbox,
+    // acknowledgements), in the same batches, a flush per batch: what sled alone costs.
+    let batches = store.take_recorded();
+    let writes: usize = batches.iter().map(Vec::len).sum();
+    let bytes: usize = batches
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+        .sum();
+    let writes_per_event = writes as f64 / events as f64;
+    let bytes_per_event = bytes as f64 / events as f64;
+    drop(engine);
+    drop(store);
+    drop(dir);
+    settle();
+    let raw_dir = tempfile::tempdir()?;
+    let db = sled::Config::new()
+        .path(raw_dir.path())
+        .cache_capacity(64 << 20)
+        .flush_every_ms(None)
+        .open()?;
+    let started = Instant::now();
+    for batch in &batches {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch {
+            match v {
+                Some(v) => b.insert(k.as_slice(), v.as_slice()),
+                None => b.remove(k.as_slice()),
+            }
+        }
+        db.apply_batch(b)?;
+        db.flush()?;
+    }
+    let raw_rate = events as f64 / started.elapsed().as_secs_f64();
+    println!("{engine_rate} {raw_rate} {writes_per_event} {bytes_per_event}");
+    Ok(())
+}
+
+/// Each run in a fresh process: sled keeps process-wide state (its epoch-based garbage
+/// collector among it), and later runs in the same process were measured up to 2x slower.
 fn throughput(events: u64, batch: usize, runs: usize) -> anyhow::Result<()> {
     let (mut engine_rates, mut raw_rates) = (Vec::new(), Vec::new());
     let (mut bytes_per_event, mut writes_per_event) = (0.0, 0.0);
+    let exe = std::env::current_exe()?;
     for _ in 0..runs {
-        let dir = tempfile::tempdir()?;
-        let options = StoreOptions {
-            record_writes: true,
-            ..StoreOptions::default()
-        };
-        let (store, mut engine) = open_with(dir.path(), options)?;
-        setup(&mut engine)?;
-        store.take_recorded();
-        let started = Instant::now();
-        let mut i = 0;
-        while i < events {
-            let n = (events - i).min(batch as u64);
-            engine.ingest((i..i + n).map(event).collect(), UnixMillis(0))?;
-            deliver(&mut engine)?;
-            i += n;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        engine_rates.push(events as f64 / elapsed);
-
-        // Raw sled: exactly the writes the engine committed (log, state, indexes, outbox,
-        // acknowledgements), in the same batches, a flush per batch: what sled alone costs.
-        let batches = store.take_recorded();
-        let writes: usize = batches.iter().map(Vec::len).sum();
-        let bytes: usize = batches
-            .iter()
-            .flatten()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum();
-        writes_per_event = writes as f64 / events as f64;
-        bytes_per_event = bytes as f64 / events as f64;
-        let raw_dir = tempfile::tempdir()?;
-        let db = sled::Config::new()
-            .path(raw_dir.path())
-            .cache_capacity(64 << 20)
-            .flush_every_ms(None)
-            .open()?;
-        let started = Instant::now();
-        for batch in &batches {
-            let mut b = sled::Batch::default();
-            for (k, v) in batch {
-                match v {
-                    Some(v) => b.insert(k.as_slice(), v.as_slice()),
-                    None => b.remove(k.as_slice()),
-                }
-            }
-            db.apply_batch(b)?;
-            db.flush()?;
-        }
-        raw_rates.push(events as f64 / started.elapsed().as_secs_f64());
+        let out = std::process::Command::new(&exe)
+            .args([
+                "throughput-once",
+                "--events",
+                &events.to_string(),
+                "--batch",
+                &batch.to_string(),
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "a run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        anyhow::ensure!(v.len() == 4, "unexpected run output: {text}");
+        engine_rates.push(v[0]);
+        raw_rates.push(v[1]);
+        writes_per_event = v[2];
+        bytes_per_event = v[3];
     }
+
     let (e, r) = (median(engine_rates.clone()), median(raw_rates.clone()));
     println!("## Throughput ({events} events, {batch} per group commit, median of {runs})\n");
     println!("| | events/s (median) | all runs |\n| --- | ---: | --- |");
@@ -385,6 +441,7 @@ fn main() -> anyhow::Result<()> {
             batch,
             runs,
         } => throughput(events, batch, runs),
+        Bench::ThroughputOnce { events, batch } => throughput_once(events, batch),
         Bench::Latency { rate, seconds } => latency(rate, seconds),
         Bench::Memory { contacts } => memory(contacts),
         Bench::Restart {
