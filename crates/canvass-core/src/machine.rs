@@ -499,12 +499,7 @@ impl<'a> Run<'a> {
             return;
         };
         let entry_seq = self.state.campaigns[j].entry_seq;
-        for (t, transition) in campaign.states[at].transitions.iter().enumerate() {
-            if matches!(transition.trigger, Trigger::After(_)) {
-                self.effects
-                    .push(Effect::CancelTimer(self.timer_id(campaign, entry_seq, t)));
-            }
-        }
+        self.disarm_timers(campaign, at, entry_seq, None);
         let journey = &mut self.state.campaigns[j];
         journey.set_status(v1::JourneyStatus::Stopped);
         journey.exited_at = Some(self.now.to_proto());
@@ -538,12 +533,7 @@ impl<'a> Run<'a> {
         };
         let journey = &self.state.campaigns[j];
         let (entry_seq, entered) = (journey.entry_seq, journey.state_entered_at);
-        for (t, transition) in from.states[at].transitions.iter().enumerate() {
-            if matches!(transition.trigger, Trigger::After(_)) {
-                self.effects
-                    .push(Effect::CancelTimer(self.timer_id(from, entry_seq, t)));
-            }
-        }
+        self.disarm_timers(from, at, entry_seq, None);
         // A new entry number (so timers and keys stay unique) but the same entry time: the
         // contact did not re-enter, gets no actions again, and its timeouts keep counting.
         let journey = &mut self.state.campaigns[j];
@@ -609,14 +599,26 @@ impl<'a> Run<'a> {
             return;
         };
         let entry_seq = self.state.campaigns[j].entry_seq;
-        for (t, transition) in campaign.states[from].transitions.iter().enumerate() {
-            let is_fired = fired.is_some_and(|f| u32::try_from(t).is_ok_and(|t| t == f));
-            if matches!(transition.trigger, Trigger::After(_)) && !is_fired {
+        self.disarm_timers(campaign, from, entry_seq, fired);
+        self.enter(campaign, Some(from), to);
+    }
+
+    /// Cancels the timeouts the state entry `entry_seq` of state `at` armed, but `except`
+    /// (the one firing now, if any).
+    fn disarm_timers(
+        &mut self,
+        campaign: &Campaign,
+        at: StateIdx,
+        entry_seq: u64,
+        except: Option<u32>,
+    ) {
+        for (t, transition) in campaign.states[at].transitions.iter().enumerate() {
+            let firing = except.is_some_and(|f| u32::try_from(t).is_ok_and(|t| t == f));
+            if matches!(transition.trigger, Trigger::After(_)) && !firing {
                 self.effects
                     .push(Effect::CancelTimer(self.timer_id(campaign, entry_seq, t)));
             }
         }
-        self.enter(campaign, Some(from), to);
     }
 
     fn timer_id(&self, campaign: &Campaign, entry_seq: u64, transition: usize) -> TimerId {
