@@ -176,6 +176,16 @@ fn spawn_reader(
     Ok(())
 }
 
+/// Where actions go when they leave the outbox. The Kafka and gRPC deliveries plug in here.
+///
+/// `deliver` returns once the receiver has the actions durably; only then are they removed
+/// from the outbox. An error leaves them queued, to be delivered again (under the same
+/// idempotency keys) on the next drain or after a restart.
+pub trait Dispatcher {
+    /// Delivers a batch of actions, in order.
+    fn deliver(&mut self, actions: &[v1::Action]) -> io::Result<()>;
+}
+
 /// Writes delivered actions as canonical JSON lines to a file (appended, synced to disk
 /// before the actions count as delivered) or to standard output.
 #[derive(Debug)]
@@ -204,9 +214,11 @@ impl JsonlSink {
             out: SinkTarget::Stdout,
         }
     }
+}
 
+impl Dispatcher for JsonlSink {
     /// Writes the actions; returns once they are durable (file) or flushed (stdout).
-    pub fn deliver(&mut self, actions: &[v1::Action]) -> io::Result<()> {
+    fn deliver(&mut self, actions: &[v1::Action]) -> io::Result<()> {
         let mut text = String::new();
         for a in actions {
             text.push_str(&json::to_string(a));
@@ -240,7 +252,7 @@ pub fn wall_clock() -> UnixMillis {
 pub fn run(
     engine: &mut Engine,
     input: InputSpec,
-    sink: &mut JsonlSink,
+    sink: &mut dyn Dispatcher,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
     let resume = match input.source_name().map_err(RunError::Source)? {
@@ -276,7 +288,7 @@ pub fn run(
 
 fn drain(
     engine: &mut Engine,
-    sink: &mut JsonlSink,
+    sink: &mut dyn Dispatcher,
     report: &mut RunReport,
 ) -> Result<(), RunError> {
     loop {
