@@ -258,6 +258,20 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 56);
+    let out = Command::new(canvass_bin())
+        .args(["inspect", "--data", data.to_str().unwrap(), "--contacts"])
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        304,
+        "303 contacts in the file and one known only from its events"
+    );
+    assert_eq!(lines[0]["contact"]["id"], "c-0001-k0");
     // Every action reached the sink exactly once in a run without crashes.
     assert_eq!(
         actions(&actions_file).values().map(Vec::len).sum::<usize>(),

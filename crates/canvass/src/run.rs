@@ -177,6 +177,10 @@ pub struct InspectArgs {
     /// List the contacts of this response group (`CAMPAIGN/GROUP`).
     #[arg(long)]
     group: Option<String>,
+    /// Print every contact's state as a line of canonical JSON, in contact id order (two
+    /// data directories that processed the same input print the same lines).
+    #[arg(long, conflicts_with = "group")]
+    contacts: bool,
 }
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
@@ -185,6 +189,15 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         let (campaign, group) = g.split_once('/').context("--group takes CAMPAIGN/GROUP")?;
         for id in store.group_members(campaign, group) {
             println!("{}", id?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.contacts {
+        let partition = canvass_store::EMBEDDED_PARTITION;
+        for id in store.contact_ids(partition) {
+            if let Some(state) = store.contact(partition, &id?)? {
+                println!("{}", canvass_proto::json::to_string(&state));
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
