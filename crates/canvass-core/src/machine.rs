@@ -153,7 +153,12 @@ pub enum Effect {
         due: UnixMillis,
     },
     /// Disarm a timer (its state was left before it fired).
-    CancelTimer(TimerId),
+    CancelTimer {
+        /// Which.
+        id: TimerId,
+        /// When it was due (the store finds it by due time).
+        due: UnixMillis,
+    },
     /// A goal state was reached.
     GoalReached {
         /// Campaign.
@@ -558,7 +563,8 @@ impl<'a> Run<'a> {
                 let id = self.timer_id(target, new_seq, t);
                 self.effects.push(Effect::ScheduleTimer {
                     id,
-                    due: entered_at.plus(span).max(self.now),
+                    // Possibly already past: it then fires at once.
+                    due: entered_at.plus(span),
                 });
             }
         }
@@ -612,11 +618,22 @@ impl<'a> Run<'a> {
         entry_seq: u64,
         except: Option<u32>,
     ) {
+        // Timeouts are measured from the entry, so their due times follow from it.
+        let entered = self
+            .journey_index(campaign.id())
+            .ok()
+            .and_then(|j| self.state.campaigns[j].state_entered_at.as_ref())
+            .map_or(self.now, UnixMillis::from_proto);
         for (t, transition) in campaign.states[at].transitions.iter().enumerate() {
             let firing = except.is_some_and(|f| u32::try_from(t).is_ok_and(|t| t == f));
-            if matches!(transition.trigger, Trigger::After(_)) && !firing {
-                self.effects
-                    .push(Effect::CancelTimer(self.timer_id(campaign, entry_seq, t)));
+            if let Trigger::After(span) = transition.trigger
+                && !firing
+            {
+                let id = self.timer_id(campaign, entry_seq, t);
+                self.effects.push(Effect::CancelTimer {
+                    id,
+                    due: entered.plus(span),
+                });
             }
         }
     }

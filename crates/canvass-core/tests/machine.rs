@@ -47,7 +47,13 @@ impl World {
         for e in &t.effects {
             match e {
                 Effect::ScheduleTimer { id, due } => self.timers.push((*due, id.clone())),
-                Effect::CancelTimer(id) => self.timers.retain(|(_, t)| t != id),
+                Effect::CancelTimer { id, due } => {
+                    assert!(
+                        self.timers.contains(&(*due, id.clone())),
+                        "cancelled a timer that is not armed: {id:?} at {due:?}"
+                    );
+                    self.timers.retain(|(_, t)| t != id);
+                }
                 _ => {}
             }
             out.push_str(&render(e));
@@ -182,7 +188,7 @@ fn render(e: &Effect) -> String {
                 hours(due.0)
             )
         }
-        Effect::CancelTimer(id) => format!(
+        Effect::CancelTimer { id, .. } => format!(
             "cancel timer {} e{} t{}",
             id.campaign_id, id.entry_seq, id.transition
         ),

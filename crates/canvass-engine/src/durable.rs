@@ -604,7 +604,8 @@ impl Pending {
                     entry_seq: t.entry_seq,
                     transition: t.transition,
                 };
-                self.disarm(&id)?;
+                let due = t.due.as_ref().map_or(now, UnixMillis::from_proto);
+                self.disarm(&id, due);
                 self.step(
                     &id.contact_id.clone(),
                     &Input::TimerFired(id.clone()),
@@ -742,7 +743,7 @@ impl Pending {
                 self.timer_due.insert(id.clone(), Some(*due));
                 self.batch.put_timer(*due, id);
             }
-            Effect::CancelTimer(id) => self.disarm(id)?,
+            Effect::CancelTimer { id, due } => self.disarm(id, *due),
             Effect::EnrollmentSkipped { .. }
             | Effect::Fault { .. }
             | Effect::Stopped { .. }
@@ -751,17 +752,10 @@ impl Pending {
         Ok(())
     }
 
-    fn disarm(&mut self, id: &TimerId) -> Result<()> {
-        let due = match self.timer_due.get(id) {
-            Some(known) => *known,
-            None => self.store.timer_due(id)?,
-        };
-        if let Some(due) = due {
-            self.timers_armed.remove(&(due, id.clone()));
-            self.batch.remove_timer(due, id);
-        }
+    fn disarm(&mut self, id: &TimerId, due: UnixMillis) {
+        self.timers_armed.remove(&(due, id.clone()));
+        self.batch.remove_timer(due, id);
         self.timer_due.insert(id.clone(), None);
-        Ok(())
     }
 
     fn acknowledge(&mut self, ack: &v1::ActionAck) -> Result<()> {

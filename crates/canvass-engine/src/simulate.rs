@@ -1,7 +1,7 @@
 //! Simulation on a virtual clock: timers fire at their due times, interleaved with event
 //! times, so a seven-day timeout takes no real time and every run gives the same result.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use canvass_core::{Core, Effect, Input, TimerId, UnixMillis};
 use canvass_proto::v1;
@@ -39,7 +39,6 @@ pub struct Simulator {
     contacts: BTreeMap<String, v1::ContactState>,
     /// Armed timers in firing order: due time, then timer id (a total, deterministic order).
     timers: BTreeSet<(UnixMillis, TimerId)>,
-    timer_due: HashMap<TimerId, UnixMillis>,
     clock: UnixMillis,
     seen_events: HashSet<String>,
     /// Contacts whose profile was loaded (as opposed to created by an event).
@@ -58,7 +57,6 @@ impl Simulator {
             core,
             contacts: BTreeMap::new(),
             timers: BTreeSet::new(),
-            timer_due: HashMap::new(),
             clock: start,
             seen_events: HashSet::new(),
             profiled: HashSet::new(),
@@ -140,7 +138,6 @@ impl Simulator {
                 break;
             }
             self.timers.remove(&(due, id.clone()));
-            self.timer_due.remove(&id);
             self.clock = self.clock.max(due);
             self.counters.timers_fired += 1;
             let contact = id.contact_id.clone();
@@ -208,12 +205,9 @@ impl Simulator {
             match effect {
                 Effect::ScheduleTimer { id, due } => {
                     self.timers.insert((*due, id.clone()));
-                    self.timer_due.insert(id.clone(), *due);
                 }
-                Effect::CancelTimer(id) => {
-                    if let Some(due) = self.timer_due.remove(id) {
-                        self.timers.remove(&(due, id.clone()));
-                    }
+                Effect::CancelTimer { id, due } => {
+                    self.timers.remove(&(*due, id.clone()));
                 }
                 _ => {}
             }

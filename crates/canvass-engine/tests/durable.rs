@@ -195,6 +195,10 @@ fn the_store_holds_what_the_simulation_computes() {
         actions.iter().map(|a| a.idempotency_key.as_str()).collect();
     assert_eq!(keys.len(), actions.len());
     assert!(store.outbox(10).unwrap().is_empty());
+    // No timer row is left behind: only the four 30-day timeouts not yet due when the
+    // stream ends (contacts who confirmed late and never rated) are armed.
+    let armed: Vec<_> = store.timers(None).collect::<Result<_, _>>().unwrap();
+    assert_eq!(armed.len(), 4, "{armed:?}");
     // The three malformed lines and the one duplicate were not applied; the malformed ones
     // are parked with their reasons.
     let letters = store.dead_letters().unwrap();

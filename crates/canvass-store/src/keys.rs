@@ -16,8 +16,6 @@ pub const GROUP: u8 = b'G';
 pub const COUNTERS: u8 = b'N';
 /// Timers by due time: `T` + due + timer key.
 pub const TIMER: u8 = b'T';
-/// Timers by id, to find a timer's due time when it is cancelled: `t` + timer key.
-pub const TIMER_BY_ID: u8 = b't';
 /// Actions not yet delivered: `O` + log seq + action index.
 pub const OUTBOX: u8 = b'O';
 /// Source offsets: `S` + source name.
@@ -36,12 +34,11 @@ pub const DEAD_LETTER: u8 = b'X';
 pub const META: u8 = b'M';
 
 /// The namespaces rebuilt from the log by replay. Dead letters and metadata are not.
-pub const PROJECTIONS: [u8; 12] = [
+pub const PROJECTIONS: [u8; 11] = [
     CONTACT,
     GROUP,
     COUNTERS,
     TIMER,
-    TIMER_BY_ID,
     OUTBOX,
     OFFSET,
     DEDUPE,
@@ -128,12 +125,6 @@ pub fn timer_id_from(bytes: &[u8]) -> Option<TimerId> {
 pub fn timer(due: UnixMillis, id: &TimerId) -> Vec<u8> {
     let mut k = vec![TIMER];
     k.extend_from_slice(&time(due));
-    k.extend_from_slice(&timer_id(id));
-    k
-}
-
-pub fn timer_by_id(id: &TimerId) -> Vec<u8> {
-    let mut k = vec![TIMER_BY_ID];
     k.extend_from_slice(&timer_id(id));
     k
 }

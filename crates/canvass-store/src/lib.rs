@@ -239,14 +239,6 @@ impl Store {
         })
     }
 
-    /// When an armed timer is due.
-    pub fn timer_due(&self, id: &TimerId) -> Result<Option<UnixMillis>> {
-        Ok(self
-            .db
-            .get(keys::timer_by_id(id))?
-            .and_then(|v| keys::time_from(&v)))
-    }
-
     /// Undelivered actions in emission order, at most `limit`, with their outbox positions.
     pub fn outbox(&self, limit: usize) -> Result<Vec<((u64, u32), v1::Action)>> {
         let mut out = Vec::new();
@@ -468,13 +460,11 @@ impl WriteBatch {
     /// Arms a timer.
     pub fn put_timer(&mut self, due: UnixMillis, id: &TimerId) {
         self.put(keys::timer(due, id), Vec::new());
-        self.put(keys::timer_by_id(id), keys::time(due).to_vec());
     }
 
-    /// Disarms a timer.
+    /// Disarms a timer (the core knows when it was due: timeouts count from the state entry).
     pub fn remove_timer(&mut self, due: UnixMillis, id: &TimerId) {
         self.del(keys::timer(due, id));
-        self.del(keys::timer_by_id(id));
     }
 
     /// Queues an action for delivery.
