@@ -246,7 +246,18 @@ fn a_damaged_log_entry_is_reported_with_its_sequence_number() {
     }
     // Damage entry 3 and give entry 4 a future schema version, with sled itself.
     {
-        let db = sled::open(dir.path()).unwrap();
+        // The store closed a moment ago may still hold sled's lock while its threads wind down.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::open(dir.path()) {
+                Ok(db) => break db,
+                Err(e) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                    eprintln!("retrying: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let key = |seq: u64| [&[b'L'][..], &seq.to_be_bytes()].concat();
         db.insert(key(3), &b"\xff\xff not protobuf"[..]).unwrap();
         let mut e4 = v1::LogEntry::decode(db.get(key(4)).unwrap().unwrap().as_ref()).unwrap();

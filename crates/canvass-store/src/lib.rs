@@ -42,6 +42,9 @@ pub enum Error {
         /// Its version.
         version: u32,
     },
+    /// Another process holds the data directory.
+    #[error("the data directory {0} is in use by another process")]
+    InUse(String),
     /// A stored record does not decode.
     #[error("stored {what} does not decode: {reason}")]
     CorruptRecord {
@@ -51,6 +54,9 @@ pub enum Error {
         reason: String,
     },
 }
+
+/// How long [`Store::open`] waits for a data directory another handle is releasing.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Result of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -104,13 +110,30 @@ fn u64_value(bytes: &[u8]) -> u64 {
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
+    ///
+    /// sled locks the directory; a handle closed a moment ago may still hold the lock while
+    /// its threads wind down, so a lock conflict is retried for up to [`LOCK_WAIT`] before it
+    /// is reported as [`Error::InUse`].
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_capacity)
-            // Commits flush explicitly; the background flusher would only add I/O.
-            .flush_every_ms(None)
-            .open()?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(options.cache_capacity)
+                // Commits flush explicitly; the background flusher would only add I/O.
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    if started.elapsed() >= LOCK_WAIT {
+                        return Err(Error::InUse(dir.display().to_string()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(Self {
             db,
             options,
@@ -510,5 +533,27 @@ impl WriteBatch {
     /// Parks a dead letter as number `n` (numbers follow [`Store::dead_letter_count`]).
     pub fn put_dead_letter(&mut self, n: u64, letter: &v1::DeadLetter) {
         self.put(keys::dead_letter(n), letter.encode_to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_held_by_another_handle_is_reported_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::InUse(_)), "{err}");
+    }
+
+    #[test]
+    fn a_directory_closed_a_moment_ago_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..20 {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            drop(store);
+        }
     }
 }
