@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use canvass_core::{Campaign, Catalog, Issue, compile};
+use canvass_core::{Campaign, Catalog, compile};
 use canvass_proto::{json, v1};
 use prost::Message as _;
 
@@ -115,11 +115,6 @@ pub fn catalog(campaigns: Vec<(PathBuf, Campaign)>) -> anyhow::Result<Catalog> {
     // A simulation runs what it is given: the newest version of each campaign.
     catalog.run_all_latest();
     Ok(catalog)
-}
-
-/// START_CAMPAIGN targets missing from the catalog.
-pub fn dangling(catalog: &Catalog) -> Vec<Issue> {
-    catalog.dangling_references()
 }
 
 /// The messages of a JSON-lines file, and its lines that could not be read.

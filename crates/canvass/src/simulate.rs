@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     let catalog = input::catalog(campaigns)?;
-    let dangling = input::dangling(&catalog);
+    let dangling = catalog.dangling_references();
     if !dangling.is_empty() {
         for issue in &dangling {
             eprintln!("error: {issue}");

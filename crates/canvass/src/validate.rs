@@ -27,7 +27,7 @@ pub fn run(specs: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 .collect();
             let catalog = input::catalog(campaigns)?;
             // A sub-campaign may be validated on its own; a missing target is only a warning here.
-            for issue in input::dangling(&catalog) {
+            for issue in catalog.dangling_references() {
                 eprintln!("warning: {issue}");
             }
             for n in names {
