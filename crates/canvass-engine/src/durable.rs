@@ -130,9 +130,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the engine on a store, loading the campaigns its log has defined.
+    /// Opens the engine on a store, loading the campaigns its log has defined and applying
+    /// again the log entries written after the last checkpoint (a crash lost their effects
+    /// held in memory; the log kept the entries).
     pub fn open(store: Store, options: EngineOptions) -> Result<Self> {
         let catalog = load_catalog(&store)?;
+        let applied = store.applied_seq()?;
+        let (core, _) = apply_log(&store, &options, applied + 1, Core::new(catalog), UnixMillis::default())?;
         let last = store.last_seq()?;
         let clock = if last == 0 {
             UnixMillis::default()
@@ -146,7 +150,7 @@ impl Engine {
         };
         Ok(Self {
             store,
-            core: Core::new(catalog),
+            core,
             options,
             clock,
         })
@@ -245,35 +249,50 @@ impl Engine {
         Ok(actions.len())
     }
 
-    /// Throws the projections away and rebuilds them from the log. Returns the entries applied.
+    /// Throws the projections away and rebuilds them from the log, durably. Returns the
+    /// entries applied.
     pub fn replay(store: &Store, options: EngineOptions) -> Result<u64> {
         store.clear_projections()?;
-        let mut pending = Pending::new(
-            store,
-            Core::default(),
-            options.clone(),
-            UnixMillis::default(),
-        )?;
-        let mut applied = 0;
-        // Read the whole log first in bounded chunks: each chunk is one commit.
-        let mut from = 1;
-        loop {
-            let entries: Vec<v1::LogEntry> =
-                store.log_from(from).take(4096).collect::<Result<_, _>>()?;
-            if entries.is_empty() {
-                break;
-            }
-            for entry in &entries {
-                pending.apply(entry)?;
-                applied += 1;
-            }
-            from = entries.last().map_or(from, |e| e.seq + 1);
-            let (batch, _, core, clock) = pending.into_batch();
-            store.commit(batch)?;
-            pending = Pending::new(store, core, options.clone(), clock)?;
-        }
+        let (_, applied) = apply_log(store, &options, 1, Core::default(), UnixMillis::default())?;
+        store.checkpoint()?;
         Ok(applied)
     }
+
+    /// Writes the projections held in memory to the store (see [`Store::checkpoint`]): a
+    /// restart then has no log tail to apply again.
+    pub fn checkpoint(&self) -> Result<()> {
+        Ok(self.store.checkpoint()?)
+    }
+}
+
+/// Applies the log from `from` to its end to the projections, through the same code as live
+/// processing, in bounded chunks (one commit each). Returns the catalog it leaves and the
+/// entries applied.
+fn apply_log(
+    store: &Store,
+    options: &EngineOptions,
+    from: u64,
+    core: Core,
+    clock: UnixMillis,
+) -> Result<(Core, u64)> {
+    let mut pending = Pending::new(store, core, options.clone(), clock)?;
+    let mut applied = 0;
+    let mut from = from;
+    loop {
+        let entries: Vec<v1::LogEntry> = store.log_from(from).take(4096).collect::<Result<_, _>>()?;
+        if entries.is_empty() {
+            break;
+        }
+        for entry in &entries {
+            pending.apply(entry)?;
+            applied += 1;
+        }
+        from = entries.last().map_or(from, |e| e.seq + 1);
+        let (batch, _, core, clock) = pending.into_batch();
+        store.commit(batch)?;
+        pending = Pending::new(store, core, options.clone(), clock)?;
+    }
+    Ok((pending.core, applied))
 }
 
 /// Why actions could not be dispatched.
@@ -313,9 +332,6 @@ struct Pending {
     /// batch touched (`None`: disarmed).
     timers_armed: BTreeSet<(UnixMillis, TimerId)>,
     timer_due: HashMap<TimerId, Option<UnixMillis>>,
-    /// Event ids remembered (`Some(at)`) or forgotten (`None`) in this batch.
-    events: HashMap<String, Option<UnixMillis>>,
-    events_by_time: BTreeSet<(UnixMillis, String)>,
     offsets: BTreeMap<String, u64>,
     /// Actions emitted so far by the log entry being applied.
     action_index: u32,
@@ -325,8 +341,6 @@ struct Pending {
     /// Where the scan of the store's timers resumes, and whether it has run out.
     timer_cursor: Option<(UnixMillis, TimerId)>,
     stored_timers_done: bool,
-    /// Where the scan of the store's remembered event ids resumes.
-    dedupe_cursor: Option<(UnixMillis, String)>,
     /// Campaign lifecycles changed in this batch.
     lifecycles: BTreeMap<String, v1::CampaignLifecycle>,
     /// The last log entry applied in this batch.
@@ -348,14 +362,11 @@ impl Pending {
             counters: BTreeMap::new(),
             timers_armed: BTreeSet::new(),
             timer_due: HashMap::new(),
-            events: HashMap::new(),
-            events_by_time: BTreeSet::new(),
             offsets: BTreeMap::new(),
             action_index: 0,
             unlogged: BTreeMap::new(),
             timer_cursor: None,
             stored_timers_done: false,
-            dedupe_cursor: None,
             lifecycles: BTreeMap::new(),
             last_seq: None,
         })
@@ -376,11 +387,7 @@ impl Pending {
             self.report.entries += 1;
         }
         for (id, state) in &self.contacts {
-            debug_assert_eq!(
-                state.contact.as_ref().map(|c| c.id.as_str()),
-                Some(id.as_str())
-            );
-            self.batch.put_contact(EMBEDDED_PARTITION, state);
+            self.batch.put_contact(EMBEDDED_PARTITION, id, state);
         }
         for (campaign, (counters, cost)) in &mut self.counters {
             counters.cost = cost.to_string();
@@ -398,11 +405,19 @@ impl Pending {
         (self.batch, self.report, self.core, self.clock)
     }
 
-    fn seen(&self, event_id: &str) -> Result<bool> {
-        match self.events.get(event_id) {
-            Some(known) => Ok(known.is_some()),
-            None => Ok(self.store.seen_event(event_id)?),
-        }
+    /// Whether the contact's event `event_id` was applied within the retention window
+    /// before `now`.
+    fn seen(&mut self, contact_id: &str, event_id: &str, now: UnixMillis) -> Result<bool> {
+        let cutoff = self.dedupe_cutoff(now);
+        Ok(self
+            .contact(contact_id)?
+            .recent_events
+            .iter()
+            .any(|e| e.id == event_id && e.applied_at.as_ref().map(UnixMillis::from_proto) >= Some(cutoff)))
+    }
+
+    fn dedupe_cutoff(&self, now: UnixMillis) -> UnixMillis {
+        UnixMillis(now.0.saturating_sub(self.options.dedupe_retention.0))
     }
 
     /// Accepts one input from a source: dedupe, dead-letter or append and apply.
@@ -431,11 +446,11 @@ impl Pending {
             // Rejected by check_record above.
             None => return Ok(()),
             Some(R::Event(e)) => {
-                if self.seen(&e.id)? {
+                let t = e.occurred_at.as_ref().map(UnixMillis::from_proto);
+                if self.seen(&e.contact_id, &e.id, self.processing_time(t, wall_now))? {
                     self.report.duplicates += 1;
                     return Ok(());
                 }
-                let t = e.occurred_at.as_ref().map(UnixMillis::from_proto);
                 (log_entry::Input::Event(e), t)
             }
             Some(R::Contact(c)) => (log_entry::Input::ContactUpsert(c), record_time),
@@ -448,14 +463,19 @@ impl Pending {
                 (log_entry::Input::Command(c), record_time)
             }
         };
-        let now = match self.options.clock {
-            ClockMode::Wall => wall_now.max(self.clock),
-            ClockMode::Event => event_time.unwrap_or(self.clock).max(self.clock),
-        };
+        let now = self.processing_time(event_time, wall_now);
         if self.options.clock == ClockMode::Event {
             self.fire_due(now)?;
         }
         self.append(input, position, now)
+    }
+
+    /// The time an input arriving now is applied at: the clock never goes back.
+    fn processing_time(&self, event_time: Option<UnixMillis>, wall_now: UnixMillis) -> UnixMillis {
+        match self.options.clock {
+            ClockMode::Wall => wall_now.max(self.clock),
+            ClockMode::Event => event_time.unwrap_or(self.clock).max(self.clock),
+        }
     }
 
     /// Why a command cannot be accepted, if it cannot.
@@ -575,7 +595,6 @@ impl Pending {
         if let Some(p) = &entry.source {
             self.offsets.insert(p.source.clone(), p.next_offset);
         }
-        self.expire_events(now)?;
         match &entry.input {
             None => {}
             Some(log_entry::Input::ContactUpsert(c)) => {
@@ -587,15 +606,19 @@ impl Pending {
                 )?;
             }
             Some(log_entry::Input::Event(e)) => {
-                self.events.insert(e.id.clone(), Some(now));
-                self.events_by_time.insert((now, e.id.clone()));
-                self.batch.remember_event(&e.id, now);
                 self.step(
                     &e.contact_id.clone(),
                     &Input::Event(e.clone()),
                     now,
                     entry.seq,
                 )?;
+                // Remembered in the row the event changed: no index of its own to write.
+                if let Some(state) = self.contacts.get_mut(&e.contact_id) {
+                    state.recent_events.push(v1::SeenEvent {
+                        id: e.id.clone(),
+                        applied_at: Some(now.to_proto()),
+                    });
+                }
             }
             Some(log_entry::Input::TimerFired(t)) => {
                 let id = TimerId {
@@ -665,16 +688,29 @@ impl Pending {
     }
 
     fn step(&mut self, contact_id: &str, input: &Input, now: UnixMillis, seq: u64) -> Result<()> {
-        let before = self.contact(contact_id)?;
-        if before.contact.is_none() && matches!(input, Input::Launch { .. } | Input::TimerFired(_))
+        let mut before = self.contact(contact_id)?;
+        if before.contact.is_none()
+            && matches!(
+                input,
+                Input::Launch { .. }
+                    | Input::TimerFired(_)
+                    | Input::Migrate { .. }
+                    | Input::Resume { .. }
+                    | Input::Stop { .. }
+            )
         {
             return Ok(());
         }
-        let transition = self.core.step(&before, input, now);
+        // The core never sees the dedupe memory; it is pruned whenever the row is written.
+        let cutoff = self.dedupe_cutoff(now);
+        let mut recent = std::mem::take(&mut before.recent_events);
+        recent.retain(|e| e.applied_at.as_ref().map(UnixMillis::from_proto) >= Some(cutoff));
+        let mut transition = self.core.step(&before, input, now);
         for effect in &transition.effects {
             self.effect(effect, seq)?;
         }
         self.regroup(contact_id, &before, &transition.state);
+        transition.state.recent_events = recent;
         self.contacts
             .insert(contact_id.to_string(), transition.state);
         Ok(())
@@ -771,45 +807,6 @@ impl Pending {
         match v1::DeliveryOutcome::try_from(ack.outcome) {
             Ok(v1::DeliveryOutcome::Failed) => counters.failed += 1,
             _ => counters.delivered += 1,
-        }
-        Ok(())
-    }
-
-    /// Forgets event ids seen longer ago than the retention window before `now`. Done per
-    /// log entry, so that live processing and replay forget the same ids at the same point.
-    fn expire_events(&mut self, now: UnixMillis) -> Result<()> {
-        let cutoff = UnixMillis(now.0.saturating_sub(self.options.dedupe_retention.0));
-        let mut expired: Vec<(UnixMillis, String)> = Vec::new();
-        let from = self
-            .dedupe_cursor
-            .as_ref()
-            .map(|(at, id)| (*at, id.as_str()));
-        let mut last = None;
-        for seen in self.store.events_seen_before(cutoff, from) {
-            let (at, id) = seen?;
-            last = Some((at, id.clone()));
-            // Already forgotten (or seen again) in this batch: the store is out of date.
-            if !self.events.contains_key(&id) {
-                expired.push((at, id));
-            }
-        }
-        // The store does not change during a batch: what was scanned need not be again.
-        if let Some((at, mut id)) = last {
-            id.push('\0');
-            self.dedupe_cursor = Some((at, id));
-        }
-        while let Some((at, id)) = self
-            .events_by_time
-            .first()
-            .filter(|(at, _)| *at < cutoff)
-            .cloned()
-        {
-            self.events_by_time.remove(&(at, id.clone()));
-            expired.push((at, id));
-        }
-        for (at, id) in expired {
-            self.events.insert(id.clone(), None);
-            self.batch.forget_event(&id, at);
         }
         Ok(())
     }

@@ -281,6 +281,8 @@ pub fn run(
         report.dead_letters += r.dead_letters;
         drain(engine, sink, &mut report)?;
         if ended {
+            // Not needed for safety; the next start then has no log tail to apply again.
+            engine.checkpoint()?;
             return Ok(report);
         }
     }

@@ -258,11 +258,15 @@ fn a_damaged_log_entry_is_reported_with_its_sequence_number() {
                 Err(e) => panic!("{e}"),
             }
         };
-        let key = |seq: u64| [&[b'L'][..], &seq.to_be_bytes()].concat();
-        db.insert(key(3), &b"\xff\xff not protobuf"[..]).unwrap();
-        let mut e4 = v1::LogEntry::decode(db.get(key(4)).unwrap().unwrap().as_ref()).unwrap();
+        // The five entries went in one commit: one frame, stored under the first entry's seq.
+        let key = [&[b'L'][..], &1u64.to_be_bytes()].concat();
+        let mut frame = v1::LogFrame::decode(db.get(&key).unwrap().unwrap().as_ref()).unwrap();
+        assert_eq!(frame.entries.len(), 5);
+        frame.entries[2] = b"\xff\xff not protobuf".to_vec();
+        let mut e4 = v1::LogEntry::decode(frame.entries[3].as_slice()).unwrap();
         e4.schema_version = 99;
-        db.insert(key(4), e4.encode_to_vec()).unwrap();
+        frame.entries[3] = e4.encode_to_vec();
+        db.insert(&key, frame.encode_to_vec()).unwrap();
         db.flush().unwrap();
     }
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();

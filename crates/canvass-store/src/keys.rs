@@ -20,10 +20,6 @@ pub const TIMER: u8 = b'T';
 pub const OUTBOX: u8 = b'O';
 /// Source offsets: `S` + source name.
 pub const OFFSET: u8 = b'S';
-/// Event ids seen: `D` + event id.
-pub const DEDUPE: u8 = b'D';
-/// Event ids by the time they were seen, for expiry: `d` + time + event id.
-pub const DEDUPE_BY_TIME: u8 = b'd';
 /// Campaign specs: `P` + campaign + 0 + version.
 pub const SPEC: u8 = b'P';
 /// Campaign lifecycles: `Q` + campaign.
@@ -32,21 +28,20 @@ pub const LIFECYCLE: u8 = b'Q';
 pub const DEAD_LETTER: u8 = b'X';
 /// Metadata: `M` + name.
 pub const META: u8 = b'M';
+/// A checkpoint being written: `K` + its last log seq + chunk number (`K` + seq alone: the
+/// header, present once every chunk is).
+pub const CHECKPOINT: u8 = b'K';
 
 /// The namespaces rebuilt from the log by replay. Dead letters and metadata are not.
-pub const PROJECTIONS: [u8; 11] = [
-    CONTACT,
-    GROUP,
-    COUNTERS,
-    TIMER,
-    OUTBOX,
-    OFFSET,
-    DEDUPE,
-    DEDUPE_BY_TIME,
-    SPEC,
-    LIFECYCLE,
-    META,
+pub const PROJECTIONS: [u8; 8] = [
+    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, OFFSET, SPEC, LIFECYCLE,
 ];
+
+/// The namespaces written at every commit, straight to sled; the other projections wait
+/// for a checkpoint.
+pub fn written_at_commit(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&(LOG | OFFSET | DEAD_LETTER)))
+}
 
 /// Partition of the embedded sources: one engine owns everything.
 pub const EMBEDDED_PARTITION: u16 = 0;
@@ -142,19 +137,6 @@ pub fn offset(source: &str) -> Vec<u8> {
     k
 }
 
-pub fn dedupe(event_id: &str) -> Vec<u8> {
-    let mut k = vec![DEDUPE];
-    k.extend_from_slice(event_id.as_bytes());
-    k
-}
-
-pub fn dedupe_by_time(at: UnixMillis, event_id: &str) -> Vec<u8> {
-    let mut k = vec![DEDUPE_BY_TIME];
-    k.extend_from_slice(&time(at));
-    k.extend_from_slice(event_id.as_bytes());
-    k
-}
-
 pub fn spec(campaign: &str, version: u32) -> Vec<u8> {
     let mut k = vec![SPEC];
     k.extend_from_slice(campaign.as_bytes());
@@ -172,6 +154,19 @@ pub fn lifecycle(campaign: &str) -> Vec<u8> {
 pub fn dead_letter(n: u64) -> Vec<u8> {
     let mut k = vec![DEAD_LETTER];
     k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+pub fn checkpoint_chunk(through: u64, chunk: u32) -> Vec<u8> {
+    let mut k = vec![CHECKPOINT];
+    k.extend_from_slice(&through.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+pub fn checkpoint_header(through: u64) -> Vec<u8> {
+    let mut k = vec![CHECKPOINT];
+    k.extend_from_slice(&through.to_be_bytes());
     k
 }
 

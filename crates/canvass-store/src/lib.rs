@@ -1,13 +1,21 @@
 //! The canvass store: the event log and everything derived from it, over sled.
 //!
 //! Architecture invariant: nothing outside this crate names sled. Every write goes through a
-//! [`WriteBatch`] applied by [`Store::commit`] in one atomic sled batch, followed (by default)
-//! by a flush to disk before `commit` returns: nothing may become visible outside the engine
-//! (an action, an offset, an answer) before the batch that caused it is durable.
+//! [`WriteBatch`] handed to [`Store::commit`]: its log entries (one frame), offsets and dead
+//! letters go to sled in one atomic batch, flushed before `commit` returns, so nothing may
+//! become visible outside the engine (an action, an offset, an answer) before the input that
+//! caused it is durable. Its projection changes wait in memory for a checkpoint, which writes
+//! them atomically (a redo record makes a sliced write atomic) together with the log position
+//! they reach; after a crash the engine applies the log from that position again.
 
 mod keys;
+mod memtable;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use memtable::{Layers, Memtable, Scan};
 
 use canvass_core::{TimerId, UnixMillis};
 use canvass_proto::v1;
@@ -53,6 +61,9 @@ pub enum Error {
         /// The decoder's message.
         reason: String,
     },
+    /// A checkpoint failed earlier; the store takes no more writes.
+    #[error("a checkpoint failed, the store takes no more writes: {0}")]
+    CheckpointFailed(String),
 }
 
 /// How long [`Store::open`] waits for a data directory another handle is releasing.
@@ -69,9 +80,17 @@ pub struct StoreOptions {
     /// Flush to disk at every commit (the default). Off only for benchmarks of the raw
     /// cost of the rest.
     pub flush_on_commit: bool,
-    /// Keep a copy of every committed batch (for benchmarks that replay the same writes
-    /// against raw sled).
+    /// Keep a copy of every batch written to sled (for benchmarks that replay the same
+    /// writes against raw sled).
     pub record_writes: bool,
+    /// Projection changes held in memory before a checkpoint writes them to sled, in bytes.
+    /// Memory holds at most about twice this (one table filling, one being written).
+    pub checkpoint_bytes: usize,
+    /// Log entries applied before a checkpoint, whatever their size: bounds the log tail a
+    /// restart re-applies.
+    pub checkpoint_entries: u64,
+    /// Write checkpoints on a thread of their own (the default), so commits go on meanwhile.
+    pub background_checkpoints: bool,
 }
 
 impl Default for StoreOptions {
@@ -80,22 +99,43 @@ impl Default for StoreOptions {
             cache_capacity: 64 * 1024 * 1024,
             flush_on_commit: true,
             record_writes: false,
+            checkpoint_bytes: 32 * 1024 * 1024,
+            checkpoint_entries: 200_000,
+            background_checkpoints: true,
         }
     }
 }
 
-/// The store. Cheap to clone: clones share the same database.
+/// The store. Cheap to clone: clones share the same database and the same in-memory
+/// projection changes.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
     options: StoreOptions,
-    recorded: std::sync::Arc<std::sync::Mutex<Vec<Vec<Write>>>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    layers: RwLock<Layers>,
+    /// Sequence number of the last log entry written.
+    log_end: AtomicU64,
+    recorded: Mutex<Vec<Vec<Write>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
+    /// Why a background checkpoint failed, if one did.
+    failed: Mutex<Option<String>>,
 }
 
 /// One write of a batch: a key and its new value, or `None` for a removal.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
-const LAST_SEQ: &str = "last_seq";
+/// The last log entry the projections in sled include.
+const CHECKPOINT_SEQ: &str = "checkpoint_seq";
+/// Writes per sled batch when a checkpoint is applied: sled holds one lock per batch, and
+/// commits wait for it.
+const CHECKPOINT_SLICE: usize = 256;
+/// Bytes per stored chunk of a checkpoint's redo record.
+const CHECKPOINT_CHUNK: usize = 1 << 20;
 
 fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::CorruptRecord {
@@ -108,8 +148,12 @@ fn u64_value(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, finishing a checkpoint a crash interrupted.
     ///
     /// sled locks the directory; a handle closed a moment ago may still hold the lock while
     /// its threads wind down, so a lock conflict is retried for up to [`LOCK_WAIT`] before it
@@ -134,18 +178,53 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         };
-        Ok(Self {
+        let store = Self {
             db,
             options,
-            recorded: std::sync::Arc::default(),
-        })
+            shared: Arc::new(Shared {
+                layers: RwLock::new(Layers::new()),
+                log_end: AtomicU64::new(0),
+                recorded: Mutex::default(),
+                checkpointer: Mutex::default(),
+                failed: Mutex::default(),
+            }),
+        };
+        store.finish_interrupted_checkpoint()?;
+        let end = store.find_log_end()?;
+        store.shared.log_end.store(end, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    fn layers(&self) -> Layers {
+        self.shared
+            .layers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.layers().get(key) {
+            Some(v) => Ok(v),
+            None => Ok(self.db.get(key)?.map(|v| v.to_vec())),
+        }
     }
 
     fn get<M: Message + Default>(&self, what: &'static str, key: &[u8]) -> Result<Option<M>> {
-        match self.db.get(key)? {
+        match self.get_raw(key)? {
             Some(v) => decode(what, &v).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The keys from `start` (inclusive) to `end` (exclusive), memory and sled together.
+    fn scan(&self, start: Vec<u8>, end: Vec<u8>) -> Scan {
+        Scan::new(&self.layers(), &self.db, start, end)
+    }
+
+    fn scan_prefix(&self, prefix: Vec<u8>) -> Scan {
+        let end = prefix_end(&prefix);
+        self.scan(prefix, end)
     }
 
     fn meta(&self, name: &str) -> Result<u64> {
@@ -154,7 +233,39 @@ impl Store {
 
     /// Sequence number of the last log entry (0 for an empty log).
     pub fn last_seq(&self) -> Result<u64> {
-        self.meta(LAST_SEQ)
+        Ok(self.shared.log_end.load(Ordering::SeqCst))
+    }
+
+    /// The last log entry whose effects the projections hold, in memory or in sled. Entries
+    /// after it were written but not applied (a crash came between): see
+    /// [`Store::checkpoint_seq`].
+    pub fn applied_seq(&self) -> Result<u64> {
+        let layers = self.layers();
+        let in_memory = std::iter::once(&layers.active)
+            .chain(layers.frozen.as_ref())
+            .map(|t| t.through())
+            .max()
+            .unwrap_or(0);
+        Ok(in_memory.max(self.checkpoint_seq()?))
+    }
+
+    /// The last log entry whose effects the projections in sled include: a restart applies
+    /// the log after it again.
+    pub fn checkpoint_seq(&self) -> Result<u64> {
+        self.meta(CHECKPOINT_SEQ)
+    }
+
+    fn find_log_end(&self) -> Result<u64> {
+        let Some(kv) = self.db.scan_prefix([keys::LOG]).next_back() else {
+            return Ok(0);
+        };
+        let (k, v) = kv?;
+        let first = u64_value(&k[1..]);
+        let frame = v1::LogFrame::decode(v.as_ref()).map_err(|e| Error::CorruptLog {
+            seq: first,
+            reason: format!("the frame starting here does not decode: {e}"),
+        })?;
+        Ok(first + frame.entries.len() as u64 - 1)
     }
 
     /// Dead letters parked so far (they are numbered from 1).
@@ -177,13 +288,8 @@ impl Store {
     pub fn contact_ids(&self, partition: u16) -> impl Iterator<Item = Result<String>> + '_ {
         let prefix = keys::contact(partition, "");
         let skip = prefix.len();
-        self.db.scan_prefix(prefix).keys().map(move |k| {
-            let k = k?;
-            String::from_utf8(k[skip..].to_vec()).map_err(|e| Error::CorruptRecord {
-                what: "contact key",
-                reason: e.to_string(),
-            })
-        })
+        self.scan_prefix(prefix)
+            .map(move |kv| utf8("contact key", &kv?.0[skip..]))
     }
 
     /// A campaign's counters (zero if it has none yet).
@@ -201,42 +307,13 @@ impl Store {
     ) -> impl Iterator<Item = Result<String>> + '_ {
         let prefix = keys::group_prefix(campaign, group);
         let skip = prefix.len();
-        self.db.scan_prefix(prefix).keys().map(move |k| {
-            let k = k?;
-            String::from_utf8(k[skip..].to_vec()).map_err(|e| Error::CorruptRecord {
-                what: "group key",
-                reason: e.to_string(),
-            })
-        })
+        self.scan_prefix(prefix)
+            .map(move |kv| utf8("group key", &kv?.0[skip..]))
     }
 
     /// The offset to resume `source` from.
     pub fn offset(&self, source: &str) -> Result<Option<u64>> {
         Ok(self.db.get(keys::offset(source))?.map(|v| u64_value(&v)))
-    }
-
-    /// Whether an event with this id was applied (within the retention window).
-    pub fn seen_event(&self, id: &str) -> Result<bool> {
-        Ok(self.db.contains_key(keys::dedupe(id))?)
-    }
-
-    /// Remembered event ids seen before `before`, oldest first, from `from` (inclusive).
-    pub fn events_seen_before(
-        &self,
-        before: UnixMillis,
-        from: Option<(UnixMillis, &str)>,
-    ) -> impl Iterator<Item = Result<(UnixMillis, String)>> + '_ {
-        let mut end = vec![keys::DEDUPE_BY_TIME];
-        end.extend_from_slice(&keys::time(before));
-        let start = match from {
-            Some((at, id)) => keys::dedupe_by_time(at, id),
-            None => vec![keys::DEDUPE_BY_TIME],
-        };
-        self.db.range(start..end).keys().map(|k| {
-            let k = k?;
-            let at = keys::time_from(&k[1..]).unwrap_or_default();
-            Ok((at, String::from_utf8_lossy(&k[9..]).into_owned()))
-        })
     }
 
     /// The armed timers in (due, id) order, from `from` (inclusive) or from the earliest.
@@ -248,8 +325,8 @@ impl Store {
             Some((due, id)) => keys::timer(due, id),
             None => vec![keys::TIMER],
         };
-        self.db.range(start..vec![keys::TIMER + 1]).keys().map(|k| {
-            let k = k?;
+        self.scan(start, vec![keys::TIMER + 1]).map(|kv| {
+            let (k, _) = kv?;
             let due = keys::time_from(&k[1..]);
             let id = keys::timer_id_from(&k[9..]);
             match (due, id) {
@@ -265,7 +342,7 @@ impl Store {
     /// Undelivered actions in emission order, at most `limit`, with their outbox positions.
     pub fn outbox(&self, limit: usize) -> Result<Vec<((u64, u32), v1::Action)>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix([keys::OUTBOX]).take(limit) {
+        for kv in self.scan_prefix(vec![keys::OUTBOX]).take(limit) {
             let (k, v) = kv?;
             let seq = u64_value(&k[1..9]);
             let index = k[9..13].try_into().map(u32::from_be_bytes).unwrap_or(0);
@@ -276,19 +353,15 @@ impl Store {
 
     /// Every campaign spec version loaded, by campaign id then version.
     pub fn specs(&self) -> Result<Vec<v1::CampaignSpec>> {
-        self.db
-            .scan_prefix([keys::SPEC])
-            .values()
-            .map(|v| decode("campaign spec", &v?))
+        self.scan_prefix(vec![keys::SPEC])
+            .map(|kv| decode("campaign spec", &kv?.1))
             .collect()
     }
 
     /// Every campaign's lifecycle, by campaign id.
     pub fn lifecycles(&self) -> Result<Vec<v1::CampaignLifecycle>> {
-        self.db
-            .scan_prefix([keys::LIFECYCLE])
-            .values()
-            .map(|v| decode("campaign lifecycle", &v?))
+        self.scan_prefix(vec![keys::LIFECYCLE])
+            .map(|kv| decode("campaign lifecycle", &kv?.1))
             .collect()
     }
 
@@ -309,48 +382,31 @@ impl Store {
     /// The log from `from` (inclusive), checked: sequence numbers without gaps, known schema
     /// version, decodable entries. A bad entry is an error naming its sequence number.
     pub fn log_from(&self, from: u64) -> impl Iterator<Item = Result<v1::LogEntry>> + '_ {
-        let mut expected = from.max(1);
-        self.db
-            .range(keys::log(from)..keys::log(u64::MAX))
-            .map(move |kv| {
-                let (k, v) = kv?;
-                let seq = u64_value(&k[1..]);
-                if seq != expected {
-                    return Err(Error::CorruptLog {
-                        seq: expected,
-                        reason: format!("missing (next entry is {seq})"),
-                    });
-                }
-                expected += 1;
-                let entry: v1::LogEntry =
-                    v1::LogEntry::decode(v.as_ref()).map_err(|e| Error::CorruptLog {
-                        seq,
-                        reason: format!("does not decode: {e}"),
-                    })?;
-                if entry.schema_version != LOG_SCHEMA_VERSION {
-                    return Err(Error::UnknownLogVersion {
-                        seq,
-                        version: entry.schema_version,
-                    });
-                }
-                if entry.seq != seq {
-                    return Err(Error::CorruptLog {
-                        seq,
-                        reason: format!("envelope says seq {}", entry.seq),
-                    });
-                }
-                Ok(entry)
-            })
+        let from = from.max(1);
+        // The frame holding `from` starts at or before it.
+        let start = self
+            .db
+            .range(keys::log(0)..=keys::log(from))
+            .keys()
+            .next_back()
+            .and_then(Result::ok)
+            .map_or_else(|| keys::log(from), |k| k.to_vec());
+        LogIter {
+            frames: self.db.range(start..keys::log(u64::MAX)),
+            frame: Vec::new().into_iter(),
+            next_in_frame: 0,
+            expected: from,
+            from,
+        }
     }
 
-    /// Every key and value of the projections (everything but the log and dead letters), in
-    /// key order: what replay must rebuild byte for byte.
+    /// Every key and value of the projections (everything but the log, dead letters and
+    /// metadata), in key order: what replay must rebuild byte for byte.
     pub fn projection_dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
         for ns in keys::PROJECTIONS {
-            for kv in self.db.scan_prefix([ns]) {
-                let (k, v) = kv?;
-                out.push((k.to_vec(), v.to_vec()));
+            for kv in self.scan_prefix(vec![ns]) {
+                out.push(kv?);
             }
         }
         out.sort();
@@ -359,6 +415,12 @@ impl Store {
 
     /// Deletes every projection (not the log, not the dead letters), durably.
     pub fn clear_projections(&self) -> Result<()> {
+        self.wait_for_checkpoint()?;
+        *self
+            .shared
+            .layers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Layers::new();
         for ns in keys::PROJECTIONS {
             loop {
                 let mut batch = sled::Batch::default();
@@ -373,40 +435,203 @@ impl Store {
                 self.db.apply_batch(batch)?;
             }
         }
+        self.db.remove(keys::meta(CHECKPOINT_SEQ))?;
         self.db.flush()?;
         Ok(())
     }
 
-    /// Applies a batch atomically and, unless turned off, flushes it to disk.
+    fn check_failed(&self) -> Result<()> {
+        match lock(&self.shared.failed).as_ref() {
+            Some(reason) => Err(Error::CheckpointFailed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes a batch durable: its log entries (one frame), offsets and dead letters go to
+    /// sled in one atomic batch, flushed (unless turned off) before this returns; its
+    /// projection changes then join the in-memory table a later checkpoint writes. A crash
+    /// before that checkpoint loses nothing: the log holds what the table held.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        if batch.writes.is_empty() {
+        self.check_failed()?;
+        let WriteBatch {
+            log,
+            first_seq,
+            at_commit,
+            projections,
+            applied_through,
+        } = batch;
+        let mut writes = at_commit;
+        if let Some(first) = first_seq {
+            let frame = v1::LogFrame { entries: log };
+            let last = first + frame.entries.len() as u64 - 1;
+            writes.push((keys::log(first), Some(frame.encode_to_vec())));
+            self.write(writes, self.options.flush_on_commit)?;
+            self.shared.log_end.store(last, Ordering::SeqCst);
+        } else if !writes.is_empty() {
+            self.write(writes, self.options.flush_on_commit)?;
+        }
+        if projections.is_empty() && applied_through.is_none() {
             return Ok(());
         }
-        let mut sled_batch = sled::Batch::default();
-        for (k, v) in &batch.writes {
-            match v {
-                Some(v) => sled_batch.insert(k.as_slice(), v.as_slice()),
-                None => sled_batch.remove(k.as_slice()),
-            }
-        }
-        self.db.apply_batch(sled_batch)?;
-        if self.options.flush_on_commit {
-            self.db.flush()?;
-        }
-        if self.options.record_writes
-            && let Ok(mut recorded) = self.recorded.lock()
+        let active = self.layers().active;
+        active.apply(projections, applied_through.unwrap_or(0), applied_through);
+        if active.bytes() >= self.options.checkpoint_bytes
+            || active.entries() >= self.options.checkpoint_entries
         {
-            recorded.push(batch.writes);
+            self.start_checkpoint()?;
         }
         Ok(())
     }
 
-    /// The batches committed since the last call (with `record_writes`).
+    /// Applies writes to sled in one atomic batch.
+    fn write(&self, writes: Vec<Write>, flush: bool) -> Result<()> {
+        write_to(&self.db, &writes, flush)?;
+        if self.options.record_writes {
+            lock(&self.shared.recorded).push(writes);
+        }
+        Ok(())
+    }
+
+    /// Writes every projection change held in memory to sled, durably, and waits for it.
+    /// Not needed for safety (the log holds everything); it shortens the next restart.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.check_failed()?;
+        self.start_checkpoint()?;
+        self.wait_for_checkpoint()
+    }
+
+    fn wait_for_checkpoint(&self) -> Result<()> {
+        let running = lock(&self.shared.checkpointer).take();
+        if let Some(handle) = running {
+            match handle.join() {
+                Ok(result) => result?,
+                Err(_) => return Err(Error::CheckpointFailed("the checkpoint panicked".into())),
+            }
+        }
+        self.check_failed()
+    }
+
+    /// Freezes the active table and writes it to sled, on a thread of its own unless
+    /// turned off. A checkpoint still running is waited for first: memory holds at most one
+    /// table being written and one filling.
+    fn start_checkpoint(&self) -> Result<()> {
+        self.wait_for_checkpoint()?;
+        let frozen = {
+            let mut layers = self
+                .shared
+                .layers
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if layers.active.is_empty() {
+                return Ok(());
+            }
+            let frozen = std::mem::take(&mut layers.active);
+            layers.frozen = Some(Arc::clone(&frozen));
+            frozen
+        };
+        let store = self.clone();
+        let run = move || {
+            let result = store.write_checkpoint(&frozen);
+            match &result {
+                Ok(()) => {
+                    let mut layers = store
+                        .shared
+                        .layers
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if layers.frozen.as_ref().is_some_and(|f| Arc::ptr_eq(f, &frozen)) {
+                        layers.frozen = None;
+                    }
+                }
+                // The table stays readable; no more commits are taken.
+                Err(e) => *lock(&store.shared.failed) = Some(e.to_string()),
+            }
+            result
+        };
+        if self.options.background_checkpoints {
+            let handle = std::thread::Builder::new()
+                .name("canvass-checkpoint".into())
+                .spawn(run)
+                .map_err(|e| Error::CheckpointFailed(format!("cannot start a thread: {e}")))?;
+            *lock(&self.shared.checkpointer) = Some(handle);
+            Ok(())
+        } else {
+            run()
+        }
+    }
+
+    /// Writes a frozen table to sled. sled applies a batch under one lock that commits
+    /// wait for, so a large table goes in slices; to keep the checkpoint atomic all the
+    /// same, its writes are first stored as a redo record, which a restart finishes
+    /// applying if a crash came in between (see [`Store::open`]).
+    fn write_checkpoint(&self, table: &Memtable) -> Result<()> {
+        let through = table.through();
+        // A removal of a key sled never had is no write at all.
+        let mut writes = Vec::new();
+        for (k, v) in table.writes() {
+            if v.is_some() || self.db.contains_key(&k)? {
+                writes.push((k, v));
+            }
+        }
+        let record = encode_writes(&writes);
+        let chunks: Vec<&[u8]> = record.chunks(CHECKPOINT_CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let key = keys::checkpoint_chunk(through, u32::try_from(i).unwrap_or(u32::MAX));
+            self.write(vec![(key, Some(chunk.to_vec()))], false)?;
+        }
+        let count = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        self.write(
+            vec![(
+                keys::checkpoint_header(through),
+                Some(count.to_be_bytes().to_vec()),
+            )],
+            true,
+        )?;
+        for slice in writes.chunks(CHECKPOINT_SLICE) {
+            self.write(slice.to_vec(), false)?;
+        }
+        self.write(finish_checkpoint(through, count), true)
+    }
+
+    /// Applies a checkpoint whose redo record is complete but whose end was not written.
+    fn finish_interrupted_checkpoint(&self) -> Result<()> {
+        let mut header = None;
+        let mut stale = Vec::new();
+        for kv in self.db.scan_prefix([keys::CHECKPOINT]) {
+            let (k, v) = kv?;
+            if k.len() == 9 {
+                header = Some((u64_value(&k[1..]), u32::from_be_bytes(
+                    v.as_ref().try_into().unwrap_or_default(),
+                )));
+            } else {
+                stale.push((k.to_vec(), None));
+            }
+        }
+        let Some((through, count)) = header else {
+            // Chunks without a header: the crash came before the checkpoint began to apply.
+            if !stale.is_empty() {
+                write_to(&self.db, &stale, true)?;
+            }
+            return Ok(());
+        };
+        let mut record = Vec::new();
+        for i in 0..count {
+            let chunk = self.db.get(keys::checkpoint_chunk(through, i))?.ok_or_else(|| {
+                Error::CorruptRecord {
+                    what: "checkpoint",
+                    reason: format!("chunk {i} of the checkpoint through {through} is missing"),
+                }
+            })?;
+            record.extend_from_slice(&chunk);
+        }
+        let mut writes = decode_writes(&record)?;
+        writes.extend(finish_checkpoint(through, count));
+        write_to(&self.db, &writes, true)
+    }
+
+    /// The batches written to sled since the last call (with `record_writes`).
     pub fn take_recorded(&self) -> Vec<Vec<Write>> {
-        self.recorded
-            .lock()
-            .map(|mut r| std::mem::take(&mut *r))
-            .unwrap_or_default()
+        std::mem::take(&mut *lock(&self.shared.recorded))
     }
 
     /// Bytes the database takes on disk.
@@ -415,10 +640,194 @@ impl Store {
     }
 }
 
+/// Walks the log frame by frame, entry by entry.
+struct LogIter {
+    frames: sled::Iter,
+    /// The entries of the current frame not yet read, and the seq of the first of them.
+    frame: std::vec::IntoIter<Vec<u8>>,
+    next_in_frame: u64,
+    expected: u64,
+    from: u64,
+}
+
+impl LogIter {
+    fn next_bytes(&mut self) -> Option<Result<(u64, Vec<u8>)>> {
+        loop {
+            if let Some(bytes) = self.frame.next() {
+                let seq = self.next_in_frame;
+                self.next_in_frame += 1;
+                if seq < self.from {
+                    continue;
+                }
+                return Some(Ok((seq, bytes)));
+            }
+            let (k, v) = match self.frames.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let first = u64_value(&k[1..]);
+            match v1::LogFrame::decode(v.as_ref()) {
+                Ok(frame) => {
+                    self.frame = frame.entries.into_iter();
+                    self.next_in_frame = first;
+                }
+                Err(e) => {
+                    return Some(Err(Error::CorruptLog {
+                        seq: first,
+                        reason: format!("the frame starting here does not decode: {e}"),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for LogIter {
+    type Item = Result<v1::LogEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (seq, bytes) = match self.next_bytes()? {
+            Ok(item) => item,
+            Err(e) => return Some(Err(e)),
+        };
+        if seq != self.expected {
+            let missing = self.expected;
+            self.expected = seq + 1;
+            return Some(Err(Error::CorruptLog {
+                seq: missing,
+                reason: format!("missing (next entry is {seq})"),
+            }));
+        }
+        self.expected += 1;
+        let entry = match v1::LogEntry::decode(bytes.as_slice()) {
+            Ok(entry) => entry,
+            Err(e) => {
+                return Some(Err(Error::CorruptLog {
+                    seq,
+                    reason: format!("does not decode: {e}"),
+                }));
+            }
+        };
+        if entry.schema_version != LOG_SCHEMA_VERSION {
+            return Some(Err(Error::UnknownLogVersion {
+                seq,
+                version: entry.schema_version,
+            }));
+        }
+        if entry.seq != seq {
+            return Some(Err(Error::CorruptLog {
+                seq,
+                reason: format!("envelope says seq {}", entry.seq),
+            }));
+        }
+        Some(Ok(entry))
+    }
+}
+
+fn write_to(db: &sled::Db, writes: &[Write], flush: bool) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+            None => batch.remove(k.as_slice()),
+        }
+    }
+    db.apply_batch(batch)?;
+    if flush {
+        db.flush()?;
+    }
+    Ok(())
+}
+
+/// The writes that end a checkpoint: its mark, and its redo record removed.
+fn finish_checkpoint(through: u64, chunks: u32) -> Vec<Write> {
+    let mut writes = vec![
+        (
+            keys::meta(CHECKPOINT_SEQ),
+            Some(through.to_be_bytes().to_vec()),
+        ),
+        (keys::checkpoint_header(through), None),
+    ];
+    writes.extend((0..chunks).map(|i| (keys::checkpoint_chunk(through, i), None)));
+    writes
+}
+
+/// A redo record: for each write, key length, key, then 0 (removal) or 1, value length
+/// and value; lengths as big-endian u32.
+fn encode_writes(writes: &[Write]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in writes {
+        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        out.extend_from_slice(k);
+        match v {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+    }
+    out
+}
+
+fn decode_writes(mut bytes: &[u8]) -> Result<Vec<Write>> {
+    let corrupt = || Error::CorruptRecord {
+        what: "checkpoint",
+        reason: "the redo record is truncated".into(),
+    };
+    let take = |bytes: &mut &[u8], n: usize| -> Result<Vec<u8>> {
+        let (head, rest) = bytes.split_at_checked(n).ok_or_else(corrupt)?;
+        *bytes = rest;
+        Ok(head.to_vec())
+    };
+    let len = |b: Vec<u8>| u32::from_be_bytes(b.try_into().unwrap_or_default()) as usize;
+    let mut writes = Vec::new();
+    while !bytes.is_empty() {
+        let n = len(take(&mut bytes, 4)?);
+        let key = take(&mut bytes, n)?;
+        let value = match take(&mut bytes, 1)?[0] {
+            0 => None,
+            _ => {
+                let n = len(take(&mut bytes, 4)?);
+                Some(take(&mut bytes, n)?)
+            }
+        };
+        writes.push((key, value));
+    }
+    Ok(writes)
+}
+
+fn utf8(what: &'static str, bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| Error::CorruptRecord {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// The first key after every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
 /// Writes to apply together. Nothing is visible until [`Store::commit`].
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    writes: Vec<Write>,
+    /// Encoded log entries, consecutive from `first_seq`.
+    log: Vec<Vec<u8>>,
+    first_seq: Option<u64>,
+    /// Offsets and dead letters: durable with the log.
+    at_commit: Vec<Write>,
+    /// Everything else: held in memory until a checkpoint.
+    projections: Vec<Write>,
+    applied_through: Option<u64>,
 }
 
 impl WriteBatch {
@@ -428,40 +837,53 @@ impl WriteBatch {
         Self::default()
     }
 
-    /// Writes in the batch.
+    /// Writes in the batch (log entries included).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.writes.len()
+        self.log.len() + self.at_commit.len() + self.projections.len()
     }
 
     /// Whether the batch is empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.len() == 0 && self.applied_through.is_none()
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.push((key, Some(value)));
+        self.push((key, Some(value)));
     }
 
     fn del(&mut self, key: Vec<u8>) {
-        self.writes.push((key, None));
+        self.push((key, None));
+    }
+
+    fn push(&mut self, write: Write) {
+        if keys::written_at_commit(&write.0) {
+            self.at_commit.push(write);
+        } else {
+            self.projections.push(write);
+        }
     }
 
     /// Appends a log entry (its `seq` must follow the last one). The last entry applied is
     /// recorded once per batch with [`WriteBatch::set_last_seq`].
     pub fn append_log(&mut self, entry: &v1::LogEntry) {
-        self.put(keys::log(entry.seq), entry.encode_to_vec());
+        debug_assert_eq!(
+            self.first_seq.map(|f| f + self.log.len() as u64),
+            self.first_seq.map(|_| entry.seq),
+            "log entries of a batch are consecutive"
+        );
+        self.first_seq.get_or_insert(entry.seq);
+        self.log.push(entry.encode_to_vec());
     }
 
-    /// Records the last log entry applied to the projections.
+    /// Records the last log entry whose effects this batch holds.
     pub fn set_last_seq(&mut self, seq: u64) {
-        self.put(keys::meta(LAST_SEQ), seq.to_be_bytes().to_vec());
+        self.applied_through = Some(seq);
     }
 
-    /// Stores a contact's state.
-    pub fn put_contact(&mut self, partition: u16, state: &v1::ContactState) {
-        let id = state.contact.as_ref().map_or("", |c| c.id.as_str());
+    /// Stores a contact's state under its id.
+    pub fn put_contact(&mut self, partition: u16, id: &str, state: &v1::ContactState) {
         self.put(keys::contact(partition, id), state.encode_to_vec());
     }
 
@@ -503,18 +925,6 @@ impl WriteBatch {
     /// Records where to resume a source.
     pub fn set_offset(&mut self, source: &str, next: u64) {
         self.put(keys::offset(source), next.to_be_bytes().to_vec());
-    }
-
-    /// Remembers an event id, seen at `at`.
-    pub fn remember_event(&mut self, id: &str, at: UnixMillis) {
-        self.put(keys::dedupe(id), keys::time(at).to_vec());
-        self.put(keys::dedupe_by_time(at, id), Vec::new());
-    }
-
-    /// Forgets an event id (its retention window has passed).
-    pub fn forget_event(&mut self, id: &str, at: UnixMillis) {
-        self.del(keys::dedupe(id));
-        self.del(keys::dedupe_by_time(at, id));
     }
 
     /// Stores a campaign spec version.

@@ -1,0 +1,268 @@
+//! Projection changes held in memory until a checkpoint writes them to sled, and reads that
+//! see them on top of what sled holds.
+//!
+//! The log is what makes a commit durable; the projections are a function of the log, so
+//! their writes can wait: several changes of one key between checkpoints reach sled once,
+//! and a key created and removed in between (a timer armed then cancelled, an action queued
+//! then delivered) never reaches it. Reads look in the active table, then in the table being
+//! checkpointed, then in sled: the newest layer holding a key wins, and a removal (`None`)
+//! hides what lies below it.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::{Result, Write};
+
+/// Changes to projection keys since the last checkpoint: a value, or `None` for a removal.
+#[derive(Debug, Default)]
+pub(crate) struct Memtable {
+    map: RwLock<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Bytes written into the table (keys and values, overwrites included): its bound.
+    bytes: AtomicUsize,
+    /// Log entries applied into the table.
+    entries: AtomicU64,
+    /// The last log entry whose changes the table holds (0: none).
+    through: AtomicU64,
+}
+
+impl Memtable {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    pub(crate) fn apply(&self, writes: Vec<Write>, first: u64, through: Option<u64>) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        let mut bytes = 0;
+        for (k, v) in writes {
+            bytes += k.len() + v.as_ref().map_or(0, Vec::len);
+            map.insert(k, v);
+        }
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(through) = through {
+            let before = self.through.swap(through, Ordering::Relaxed);
+            let from = if before == 0 { first } else { before + 1 };
+            self.entries
+                .fetch_add((through + 1).saturating_sub(from), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn through(&self) -> u64 {
+        self.through.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+            && self.through() == 0
+    }
+
+    /// Every change, in key order.
+    pub(crate) fn writes(&self) -> Vec<Write> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The first change after `from` and before `end`. One short lock per step: the table
+    /// may change between steps, and a scan sees each key at most once.
+    fn next_after(&self, from: &Bound<Vec<u8>>, end: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        map.range::<[u8], _>((from.as_ref().map(Vec::as_slice), Bound::Excluded(end)))
+            .next()
+            .map(|(k, v)| (k.clone(), v.clone()))
+    }
+}
+
+/// The in-memory layers, newest first.
+#[derive(Debug, Clone)]
+pub(crate) struct Layers {
+    pub(crate) active: Arc<Memtable>,
+    /// The table a checkpoint is writing to sled, readable until it is there.
+    pub(crate) frozen: Option<Arc<Memtable>>,
+}
+
+impl Layers {
+    pub(crate) fn new() -> Self {
+        Self {
+            active: Arc::default(),
+            frozen: None,
+        }
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.active
+            .get(key)
+            .or_else(|| self.frozen.as_ref().and_then(|f| f.get(key)))
+    }
+}
+
+type Item = (Vec<u8>, Option<Vec<u8>>);
+
+enum Source {
+    Memory {
+        table: Arc<Memtable>,
+        from: Bound<Vec<u8>>,
+        end: Vec<u8>,
+    },
+    Disk(sled::Iter),
+}
+
+impl Source {
+    fn next(&mut self) -> Option<Result<Item>> {
+        match self {
+            Self::Memory { table, from, end } => {
+                let item = table.next_after(from, end)?;
+                *from = Bound::Excluded(item.0.clone());
+                Some(Ok(item))
+            }
+            Self::Disk(iter) => iter.next().map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
+                    .map_err(Into::into)
+            }),
+        }
+    }
+}
+
+/// A range of keys as the layers and sled together hold it, in key order.
+pub(crate) struct Scan {
+    /// Newest first; `heads[i]` is the next item of `sources[i]` not yet consumed.
+    sources: Vec<Source>,
+    heads: Vec<Option<Item>>,
+    started: bool,
+}
+
+impl Scan {
+    pub(crate) fn new(layers: &Layers, db: &sled::Db, start: Vec<u8>, end: Vec<u8>) -> Self {
+        let mut sources = Vec::with_capacity(3);
+        for table in std::iter::once(&layers.active).chain(layers.frozen.as_ref()) {
+            sources.push(Source::Memory {
+                table: Arc::clone(table),
+                from: Bound::Included(start.clone()),
+                end: end.clone(),
+            });
+        }
+        sources.push(Source::Disk(db.range(start..end)));
+        let heads = vec![None; sources.len()];
+        Self {
+            sources,
+            heads,
+            started: false,
+        }
+    }
+
+    fn refill(&mut self, i: usize) -> Result<()> {
+        self.heads[i] = self.sources[i].next().transpose()?;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                self.refill(i)?;
+            }
+        }
+        loop {
+            let Some(key) = self.heads.iter().flatten().map(|(k, _)| k).min().cloned() else {
+                return Ok(None);
+            };
+            // The newest layer holding the key decides; the older ones move past it.
+            let mut value = None;
+            let mut decided = false;
+            for i in 0..self.heads.len() {
+                if self.heads[i].as_ref().is_some_and(|(k, _)| *k == key) {
+                    let (_, v) = self.heads[i].take().unwrap_or_default();
+                    if !decided {
+                        value = v;
+                        decided = true;
+                    }
+                    self.refill(i)?;
+                }
+            }
+            if let Some(v) = value {
+                return Ok(Some((key, v)));
+            }
+        }
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(writes: &[(&str, Option<&str>)]) -> Arc<Memtable> {
+        let t = Memtable::default();
+        t.apply(
+            writes
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+                .collect(),
+            1,
+            None,
+        );
+        Arc::new(t)
+    }
+
+    #[test]
+    fn the_newest_layer_wins_and_removals_hide_older_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        for k in ["a", "b", "c", "d"] {
+            db.insert(k, "disk").unwrap();
+        }
+        let layers = Layers {
+            active: table(&[("b", None), ("c", Some("active")), ("e", Some("active"))]),
+            frozen: Some(table(&[("b", Some("frozen")), ("c", Some("frozen")), ("d", None)])),
+        };
+        let seen: Vec<(String, String)> = Scan::new(&layers, &db, b"a".to_vec(), b"z".to_vec())
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
+            })
+            .collect();
+        let expected = [("a", "disk"), ("c", "active"), ("e", "active")];
+        assert_eq!(
+            seen,
+            expected.map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(layers.get(b"b"), Some(None));
+        assert_eq!(layers.get(b"d"), Some(None));
+        assert_eq!(layers.get(b"c"), Some(Some(b"active".to_vec())));
+        assert_eq!(layers.get(b"a"), None, "not in memory: read sled");
+    }
+
+    #[test]
+    fn the_entry_count_follows_the_log_sequence() {
+        let t = Memtable::default();
+        t.apply(Vec::new(), 5, Some(9));
+        t.apply(Vec::new(), 10, Some(10));
+        assert_eq!((t.entries(), t.through()), (6, 10));
+    }
+}
