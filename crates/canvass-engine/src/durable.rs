@@ -136,7 +136,13 @@ impl Engine {
     pub fn open(store: Store, options: EngineOptions) -> Result<Self> {
         let catalog = load_catalog(&store)?;
         let applied = store.applied_seq()?;
-        let (core, _) = apply_log(&store, &options, applied + 1, Core::new(catalog), UnixMillis::default())?;
+        let (core, _) = apply_log(
+            &store,
+            &options,
+            applied + 1,
+            Core::new(catalog),
+            UnixMillis::default(),
+        )?;
         let last = store.last_seq()?;
         let clock = if last == 0 {
             UnixMillis::default()
@@ -279,7 +285,8 @@ fn apply_log(
     let mut applied = 0;
     let mut from = from;
     loop {
-        let entries: Vec<v1::LogEntry> = store.log_from(from).take(4096).collect::<Result<_, _>>()?;
+        let entries: Vec<v1::LogEntry> =
+            store.log_from(from).take(4096).collect::<Result<_, _>>()?;
         if entries.is_empty() {
             break;
         }
@@ -409,11 +416,9 @@ impl Pending {
     /// before `now`.
     fn seen(&mut self, contact_id: &str, event_id: &str, now: UnixMillis) -> Result<bool> {
         let cutoff = self.dedupe_cutoff(now);
-        Ok(self
-            .contact(contact_id)?
-            .recent_events
-            .iter()
-            .any(|e| e.id == event_id && e.applied_at.as_ref().map(UnixMillis::from_proto) >= Some(cutoff)))
+        Ok(self.contact(contact_id)?.recent_events.iter().any(|e| {
+            e.id == event_id && e.applied_at.as_ref().map(UnixMillis::from_proto) >= Some(cutoff)
+        }))
     }
 
     fn dedupe_cutoff(&self, now: UnixMillis) -> UnixMillis {

@@ -134,8 +134,12 @@ const CHECKPOINT_SEQ: &str = "checkpoint_seq";
 /// Writes per sled batch when a checkpoint is applied: sled holds one lock per batch, and
 /// commits wait for it.
 const CHECKPOINT_SLICE: usize = 256;
-/// Bytes per stored chunk of a checkpoint's redo record.
-const CHECKPOINT_CHUNK: usize = 1 << 20;
+/// Bytes per stored chunk of a checkpoint's redo record, and the most a log frame holds
+/// (unless one entry is larger). sled rewrites a whole node when it splits or consolidates
+/// one, and writes a node over a quarter of a segment (128 KiB by default) to a file of its
+/// own: values kept well under that keep those rewrites cheap.
+const CHECKPOINT_CHUNK: usize = 16 * 1024;
+const FRAME_BYTES: usize = 16 * 1024;
 
 fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::CorruptRecord {
@@ -462,9 +466,8 @@ impl Store {
         } = batch;
         let mut writes = at_commit;
         if let Some(first) = first_seq {
-            let frame = v1::LogFrame { entries: log };
-            let last = first + frame.entries.len() as u64 - 1;
-            writes.push((keys::log(first), Some(frame.encode_to_vec())));
+            let last = first + log.len() as u64 - 1;
+            writes.extend(frames(first, log));
             self.write(writes, self.options.flush_on_commit)?;
             self.shared.log_end.store(last, Ordering::SeqCst);
         } else if !writes.is_empty() {
@@ -473,8 +476,20 @@ impl Store {
         if projections.is_empty() && applied_through.is_none() {
             return Ok(());
         }
-        let active = self.layers().active;
-        active.apply(projections, applied_through.unwrap_or(0), applied_through);
+        let layers = self.layers();
+        let held_below = |k: &[u8]| -> Result<bool> {
+            match layers.frozen.as_ref().and_then(|f| f.get(k)) {
+                Some(v) => Ok(v.is_some()),
+                None => Ok(self.db.contains_key(k)?),
+            }
+        };
+        let active = &layers.active;
+        active.apply(
+            projections,
+            applied_through.unwrap_or(0),
+            applied_through,
+            &held_below,
+        )?;
         if active.bytes() >= self.options.checkpoint_bytes
             || active.entries() >= self.options.checkpoint_entries
         {
@@ -539,7 +554,11 @@ impl Store {
                         .layers
                         .write()
                         .unwrap_or_else(PoisonError::into_inner);
-                    if layers.frozen.as_ref().is_some_and(|f| Arc::ptr_eq(f, &frozen)) {
+                    if layers
+                        .frozen
+                        .as_ref()
+                        .is_some_and(|f| Arc::ptr_eq(f, &frozen))
+                    {
                         layers.frozen = None;
                     }
                 }
@@ -600,9 +619,10 @@ impl Store {
         for kv in self.db.scan_prefix([keys::CHECKPOINT]) {
             let (k, v) = kv?;
             if k.len() == 9 {
-                header = Some((u64_value(&k[1..]), u32::from_be_bytes(
-                    v.as_ref().try_into().unwrap_or_default(),
-                )));
+                header = Some((
+                    u64_value(&k[1..]),
+                    u32::from_be_bytes(v.as_ref().try_into().unwrap_or_default()),
+                ));
             } else {
                 stale.push((k.to_vec(), None));
             }
@@ -616,12 +636,13 @@ impl Store {
         };
         let mut record = Vec::new();
         for i in 0..count {
-            let chunk = self.db.get(keys::checkpoint_chunk(through, i))?.ok_or_else(|| {
-                Error::CorruptRecord {
+            let chunk = self
+                .db
+                .get(keys::checkpoint_chunk(through, i))?
+                .ok_or_else(|| Error::CorruptRecord {
                     what: "checkpoint",
                     reason: format!("chunk {i} of the checkpoint through {through} is missing"),
-                }
-            })?;
+                })?;
             record.extend_from_slice(&chunk);
         }
         let mut writes = decode_writes(&record)?;
@@ -722,6 +743,26 @@ impl Iterator for LogIter {
         }
         Some(Ok(entry))
     }
+}
+
+/// Log entries from `first` on, as frames of at most [`FRAME_BYTES`] (or one entry).
+fn frames(first: u64, entries: Vec<Vec<u8>>) -> Vec<Write> {
+    let mut out = Vec::new();
+    let mut frame = v1::LogFrame::default();
+    let (mut start, mut size) = (first, 0);
+    for (seq, entry) in (first..).zip(entries) {
+        if !frame.entries.is_empty() && size + entry.len() > FRAME_BYTES {
+            let full = std::mem::take(&mut frame);
+            out.push((keys::log(start), Some(full.encode_to_vec())));
+            (start, size) = (seq, 0);
+        }
+        size += entry.len() + 3;
+        frame.entries.push(entry);
+    }
+    if !frame.entries.is_empty() {
+        out.push((keys::log(start), Some(frame.encode_to_vec())));
+    }
+    out
 }
 
 fn write_to(db: &sled::Db, writes: &[Write], flush: bool) -> Result<()> {

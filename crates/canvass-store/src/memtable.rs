@@ -18,7 +18,7 @@ use crate::{Result, Write};
 /// Changes to projection keys since the last checkpoint: a value, or `None` for a removal.
 #[derive(Debug, Default)]
 pub(crate) struct Memtable {
-    map: RwLock<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    map: RwLock<BTreeMap<Vec<u8>, Slot>>,
     /// Bytes written into the table (keys and values, overwrites included): its bound.
     bytes: AtomicUsize,
     /// Log entries applied into the table.
@@ -27,21 +27,47 @@ pub(crate) struct Memtable {
     through: AtomicU64,
 }
 
+#[derive(Debug, Clone)]
+struct Slot {
+    value: Option<Vec<u8>>,
+    /// No older layer holds the key: removing it leaves nothing to hide, so the slot goes
+    /// (a timer armed and cancelled, an action queued and delivered, between checkpoints).
+    fresh: bool,
+}
+
 impl Memtable {
     pub(crate) fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
         self.map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .cloned()
+            .map(|s| s.value.clone())
     }
 
-    pub(crate) fn apply(&self, writes: Vec<Write>, first: u64, through: Option<u64>) {
+    /// Applies writes; `held_below` tells whether an older layer (or sled) holds a key.
+    pub(crate) fn apply(
+        &self,
+        writes: Vec<Write>,
+        first: u64,
+        through: Option<u64>,
+        held_below: &dyn Fn(&[u8]) -> Result<bool>,
+    ) -> Result<()> {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         let mut bytes = 0;
-        for (k, v) in writes {
-            bytes += k.len() + v.as_ref().map_or(0, Vec::len);
-            map.insert(k, v);
+        for (k, value) in writes {
+            bytes += k.len() + value.as_ref().map_or(0, Vec::len);
+            match map.get_mut(&k) {
+                Some(slot) if slot.fresh && value.is_none() => {
+                    map.remove(&k);
+                }
+                Some(slot) => slot.value = value,
+                None => {
+                    let fresh = !held_below(&k)?;
+                    if !(fresh && value.is_none()) {
+                        map.insert(k, Slot { value, fresh });
+                    }
+                }
+            }
         }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Some(through) = through {
@@ -50,6 +76,7 @@ impl Memtable {
             self.entries
                 .fetch_add((through + 1).saturating_sub(from), Ordering::Relaxed);
         }
+        Ok(())
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -78,7 +105,7 @@ impl Memtable {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, s)| (k.clone(), s.value.clone()))
             .collect()
     }
 
@@ -88,7 +115,7 @@ impl Memtable {
         let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
         map.range::<[u8], _>((from.as_ref().map(Vec::as_slice), Bound::Excluded(end)))
             .next()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, s)| (k.clone(), s.value.clone()))
     }
 }
 
@@ -226,7 +253,9 @@ mod tests {
                 .collect(),
             1,
             None,
-        );
+            &|_| Ok(true),
+        )
+        .unwrap();
         Arc::new(t)
     }
 
@@ -239,7 +268,11 @@ mod tests {
         }
         let layers = Layers {
             active: table(&[("b", None), ("c", Some("active")), ("e", Some("active"))]),
-            frozen: Some(table(&[("b", Some("frozen")), ("c", Some("frozen")), ("d", None)])),
+            frozen: Some(table(&[
+                ("b", Some("frozen")),
+                ("c", Some("frozen")),
+                ("d", None),
+            ])),
         };
         let seen: Vec<(String, String)> = Scan::new(&layers, &db, b"a".to_vec(), b"z".to_vec())
             .map(|kv| {
@@ -248,10 +281,7 @@ mod tests {
             })
             .collect();
         let expected = [("a", "disk"), ("c", "active"), ("e", "active")];
-        assert_eq!(
-            seen,
-            expected.map(|(k, v)| (k.to_string(), v.to_string()))
-        );
+        assert_eq!(seen, expected.map(|(k, v)| (k.to_string(), v.to_string())));
         assert_eq!(layers.get(b"b"), Some(None));
         assert_eq!(layers.get(b"d"), Some(None));
         assert_eq!(layers.get(b"c"), Some(Some(b"active".to_vec())));
@@ -261,8 +291,21 @@ mod tests {
     #[test]
     fn the_entry_count_follows_the_log_sequence() {
         let t = Memtable::default();
-        t.apply(Vec::new(), 5, Some(9));
-        t.apply(Vec::new(), 10, Some(10));
+        t.apply(Vec::new(), 5, Some(9), &|_| Ok(false)).unwrap();
+        t.apply(Vec::new(), 10, Some(10), &|_| Ok(false)).unwrap();
         assert_eq!((t.entries(), t.through()), (6, 10));
+    }
+
+    #[test]
+    fn a_key_no_older_layer_holds_leaves_no_trace_when_removed() {
+        let t = Memtable::default();
+        let below = |k: &[u8]| Ok(k == b"old");
+        let put = |k: &str| (k.as_bytes().to_vec(), Some(b"v".to_vec()));
+        let del = |k: &str| (k.as_bytes().to_vec(), None);
+        t.apply(vec![put("new"), put("old")], 1, None, &below)
+            .unwrap();
+        t.apply(vec![del("new"), del("old"), del("never")], 1, None, &below)
+            .unwrap();
+        assert_eq!(t.writes(), vec![(b"old".to_vec(), None)]);
     }
 }
