@@ -150,7 +150,7 @@ enum Source {
         from: Bound<Vec<u8>>,
         end: Vec<u8>,
     },
-    Disk(sled::Iter),
+    Disk(Box<sled::Iter>),
 }
 
 impl Source {
@@ -187,7 +187,7 @@ impl Scan {
                 end: end.clone(),
             });
         }
-        sources.push(Source::Disk(db.range(start..end)));
+        sources.push(Source::Disk(Box::new(db.range(start..end))));
         let heads = vec![None; sources.len()];
         Self {
             sources,
