@@ -694,15 +694,7 @@ impl Pending {
 
     fn step(&mut self, contact_id: &str, input: &Input, now: UnixMillis, seq: u64) -> Result<()> {
         let mut before = self.contact(contact_id)?;
-        if before.contact.is_none()
-            && matches!(
-                input,
-                Input::Launch { .. }
-                    | Input::TimerFired(_)
-                    | Input::Migrate { .. }
-                    | Input::Resume { .. }
-                    | Input::Stop { .. }
-            )
+        if before.contact.is_none() && matches!(input, Input::Launch { .. } | Input::TimerFired(_))
         {
             return Ok(());
         }
