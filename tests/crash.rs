@@ -7,6 +7,7 @@
 
 use std::{
     collections::BTreeMap,
+    io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -34,6 +35,9 @@ fn run_args(data: &Path, input: &Path, actions: &Path) -> Vec<String> {
         "8",
         "--max-wait-ms",
         "1",
+        // Checkpoints every few batches, so that kills land before, during and after them.
+        "--checkpoint-entries",
+        "50",
     ]
     .iter()
     .map(ToString::to_string)
@@ -47,6 +51,32 @@ fn spawn(args: &[String]) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// Starts the binary and waits until it says it is ready (its store is open and the log
+/// tail applied), so that kills are timed from when it ingests, however slow the start.
+fn spawn_ready(args: &[String]) -> std::process::Child {
+    let mut child = Command::new(canvass_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // Reads stderr to its end so that the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("ready:") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        let status = child.try_wait().unwrap();
+        panic!("the engine did not say it was ready within 2 minutes ({status:?})");
+    }
+    child
 }
 
 /// A small deterministic generator: the seed is printed so a failure can be replayed.
@@ -113,11 +143,9 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
         dir.path().join("clean"),
         dir.path().join("clean-actions.jsonl"),
     );
+    let mut child = spawn_ready(&run_args(&clean, &input, &clean_actions));
     let started = Instant::now();
-    let status = spawn(&run_args(&clean, &input, &clean_actions))
-        .wait()
-        .unwrap();
-    assert!(status.success());
+    assert!(child.wait().unwrap().success());
     let clean_time = started.elapsed();
 
     // The same stream, killed again and again. Each life lasts a random share of the clean
@@ -142,9 +170,11 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
     // a busy machine still leaves the killed runs far from the end of the stream.
     let life = clean_time.as_millis() as u64 / (4 * KILLS as u64);
     let mut kills = 0;
+    // Kills after which a restart had to apply a log tail again over a checkpoint.
+    let mut tails_after_a_checkpoint = 0;
     while kills < KILLS {
-        let mut child = spawn(&args);
-        std::thread::sleep(Duration::from_millis(20 + rng.below(life.max(1) + 1)));
+        let mut child = spawn_ready(&args);
+        std::thread::sleep(Duration::from_millis(rng.below(life.max(1) + 1)));
         match child.try_wait().unwrap() {
             Some(status) => panic!(
                 "the run finished ({status}) after only {kills} kills: the stream is too short"
@@ -153,11 +183,22 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 kills += 1;
+                let store = Store::open(&crashed, StoreOptions::default()).unwrap();
+                let (checkpoint, end) =
+                    (store.checkpoint_seq().unwrap(), store.last_seq().unwrap());
+                eprintln!("kill {kills}: checkpoint {checkpoint}, log end {end}");
+                if checkpoint > 0 && checkpoint < end {
+                    tails_after_a_checkpoint += 1;
+                }
             }
         }
     }
     // Then let it finish.
     assert!(spawn(&args).wait().unwrap().success());
+    assert!(
+        tails_after_a_checkpoint > 0,
+        "no kill left a log tail after a checkpoint: the test did not exercise that path"
+    );
 
     assert_eq!(
         inputs(&crashed),

@@ -584,6 +584,16 @@ impl Store {
     /// same, its writes are first stored as a redo record, which a restart finishes
     /// applying if a crash came in between (see [`Store::open`]).
     fn write_checkpoint(&self, table: &Memtable) -> Result<()> {
+        let (through, count, writes) = self.write_redo_record(table)?;
+        for slice in writes.chunks(CHECKPOINT_SLICE) {
+            self.write(slice.to_vec(), false)?;
+        }
+        self.write(finish_checkpoint(through, count), true)
+    }
+
+    /// The first half of a checkpoint: its writes stored durably as a redo record.
+    /// Returns the last log seq it covers, the record's chunk count, and the writes.
+    fn write_redo_record(&self, table: &Memtable) -> Result<(u64, u32, Vec<Write>)> {
         let through = table.through();
         // A removal of a key sled never had is no write at all.
         let mut writes = Vec::new();
@@ -606,10 +616,7 @@ impl Store {
             )],
             true,
         )?;
-        for slice in writes.chunks(CHECKPOINT_SLICE) {
-            self.write(slice.to_vec(), false)?;
-        }
-        self.write(finish_checkpoint(through, count), true)
+        Ok((through, count, writes))
     }
 
     /// Applies a checkpoint whose redo record is complete but whose end was not written.
@@ -997,6 +1004,134 @@ mod tests {
         let _held = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
         assert!(matches!(err, Error::InUse(_)), "{err}");
+    }
+
+    fn foreground() -> StoreOptions {
+        StoreOptions {
+            background_checkpoints: false,
+            ..StoreOptions::default()
+        }
+    }
+
+    fn contact(id: &str, tags: usize) -> v1::ContactState {
+        v1::ContactState {
+            contact: Some(v1::Contact {
+                id: id.to_string(),
+                // Tags make the rows big enough for the redo record to span chunks.
+                tags: (0..tags).map(|i| format!("tag-{i}")).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Commits `contacts` rows (and removes `c0`'s previous row if asked) under log entry `seq`.
+    fn commit_rows(store: &Store, seq: u64, contacts: usize, remove_first: bool) {
+        let mut batch = WriteBatch::new();
+        batch.append_log(&v1::LogEntry {
+            schema_version: LOG_SCHEMA_VERSION,
+            seq,
+            ..Default::default()
+        });
+        for i in 0..contacts {
+            batch.put_contact(0, &format!("c{i}"), &contact(&format!("c{i}"), 40));
+        }
+        if remove_first {
+            batch.del(keys::contact(0, "c0"));
+        }
+        batch.set_last_seq(seq);
+        store.commit(batch).unwrap();
+    }
+
+    /// Freezes the active table and writes only its redo record, as a crash between the
+    /// redo record and the end of the checkpoint would leave it.
+    fn write_only_the_redo_record(store: &Store) -> u32 {
+        let table = {
+            let mut layers = store.shared.layers.write().unwrap();
+            std::mem::take(&mut layers.active)
+        };
+        let (_, chunks, _) = store.write_redo_record(&table).unwrap();
+        chunks
+    }
+
+    fn redo_keys(store: &Store) -> usize {
+        store.db.scan_prefix([keys::CHECKPOINT]).count()
+    }
+
+    #[test]
+    fn a_checkpoint_interrupted_after_its_redo_record_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), foreground()).unwrap();
+            commit_rows(&store, 1, 3, false);
+            store.checkpoint().unwrap();
+            assert_eq!(store.checkpoint_seq().unwrap(), 1);
+            // A second batch replaces every row and removes one that sled holds.
+            commit_rows(&store, 2, 200, true);
+            let chunks = write_only_the_redo_record(&store);
+            assert!(chunks > 1, "the record should span chunks, got {chunks}");
+            // Nothing of the second batch is in sled yet: only its redo record.
+            assert!(store.db.contains_key(keys::contact(0, "c0")).unwrap());
+            assert!(!store.db.contains_key(keys::contact(0, "c5")).unwrap());
+            assert_eq!(store.checkpoint_seq().unwrap(), 1);
+            assert_eq!(redo_keys(&store), chunks as usize + 1);
+        }
+        let store = Store::open(dir.path(), foreground()).unwrap();
+        assert_eq!(store.checkpoint_seq().unwrap(), 2);
+        assert_eq!(store.applied_seq().unwrap(), 2);
+        assert_eq!(
+            redo_keys(&store),
+            0,
+            "the redo record is removed once applied"
+        );
+        assert!(!store.db.contains_key(keys::contact(0, "c0")).unwrap());
+        assert_eq!(
+            store.contact(0, "c199").unwrap(),
+            Some(contact("c199", 40)),
+            "the rows come from sled after the redo"
+        );
+    }
+
+    #[test]
+    fn a_redo_record_without_its_header_is_discarded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), foreground()).unwrap();
+            commit_rows(&store, 1, 200, false);
+            let chunks = write_only_the_redo_record(&store);
+            // The crash came while the chunks were written: the header is missing.
+            store.db.remove(keys::checkpoint_header(1)).unwrap();
+            store.db.flush().unwrap();
+            assert_eq!(redo_keys(&store), chunks as usize);
+        }
+        let store = Store::open(dir.path(), foreground()).unwrap();
+        assert_eq!(redo_keys(&store), 0);
+        assert_eq!(store.checkpoint_seq().unwrap(), 0);
+        assert_eq!(
+            store.applied_seq().unwrap(),
+            0,
+            "the log tail must be applied again"
+        );
+        assert_eq!(store.contact(0, "c0").unwrap(), None);
+        assert_eq!(store.last_seq().unwrap(), 1, "the log itself is durable");
+    }
+
+    #[test]
+    fn a_redo_record_missing_a_chunk_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), foreground()).unwrap();
+            commit_rows(&store, 1, 200, false);
+            write_only_the_redo_record(&store);
+            store.db.remove(keys::checkpoint_chunk(1, 1)).unwrap();
+            store.db.flush().unwrap();
+        }
+        let err = Store::open(dir.path(), foreground()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("chunk 1 of the checkpoint through 1"),
+            "{err}"
+        );
     }
 
     #[test]

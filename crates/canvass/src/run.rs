@@ -55,17 +55,18 @@ pub struct RunArgs {
     /// sled page cache, in MiB.
     #[arg(long, default_value_t = 64)]
     cache_mib: u64,
+    /// Most log entries applied between two checkpoints of the projections; bounds what a
+    /// restart re-applies.
+    #[arg(long, default_value_t = StoreOptions::default().checkpoint_entries)]
+    checkpoint_entries: u64,
+    /// Most projection bytes held in memory before a checkpoint, in MiB.
+    #[arg(long, default_value_t = 32)]
+    checkpoint_mib: usize,
 }
 
-fn open(data: &std::path::Path, cache_mib: u64) -> anyhow::Result<Store> {
-    Store::open(
-        data,
-        StoreOptions {
-            cache_capacity: cache_mib * 1024 * 1024,
-            ..StoreOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot open the data directory {}", data.display()))
+fn open(data: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
+    Store::open(data, options)
+        .with_context(|| format!("cannot open the data directory {}", data.display()))
 }
 
 fn engine_options(clock: Clock, dedupe_hours: i64) -> EngineOptions {
@@ -79,8 +80,24 @@ fn engine_options(clock: Clock, dedupe_hours: i64) -> EngineOptions {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.data, args.cache_mib)?;
+    let store = open(
+        &args.data,
+        StoreOptions {
+            cache_capacity: args.cache_mib * 1024 * 1024,
+            checkpoint_entries: args.checkpoint_entries.max(1),
+            checkpoint_bytes: args.checkpoint_mib.max(1) * 1024 * 1024,
+            ..StoreOptions::default()
+        },
+    )?;
+    let opening = std::time::Instant::now();
     let mut engine = Engine::open(store, engine_options(args.clock, args.dedupe_hours))?;
+    // Operators (and the crash test) learn here that the engine is up and where it resumed.
+    eprintln!(
+        "ready: log ends at {}, projections checkpointed through {} ({} ms to open)",
+        engine.store().last_seq()?,
+        engine.store().checkpoint_seq()?,
+        opening.elapsed().as_millis()
+    );
 
     // Specs given on the command line are loaded through the log like any other command.
     let mut commands = Vec::new();
@@ -159,7 +176,7 @@ pub struct ReplayArgs {
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.data, 64)?;
+    let store = open(&args.data, StoreOptions::default())?;
     let started = std::time::Instant::now();
     let applied = Engine::replay(&store, engine_options(Clock::Wall, args.dedupe_hours))?;
     eprintln!(
@@ -184,7 +201,7 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.data, 64)?;
+    let store = open(&args.data, StoreOptions::default())?;
     if let Some(g) = &args.group {
         let (campaign, group) = g.split_once('/').context("--group takes CAMPAIGN/GROUP")?;
         for id in store.group_members(campaign, group) {
