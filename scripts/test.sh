@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and every test of the workspace, as CI does. Needs only the Rust toolchain.
+# Runs every check and every test of the workspace, as CI does. Needs only the Rust toolchain:
+# it installs (once, into ~/.cargo/bin) and starts a real Kafka-protocol broker for the Kafka
+# tests, and stops it at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== the core is pure"
 scripts/check-core-purity.sh
+
+echo "== kafka broker (tansu, on loopback)"
+scripts/kafka.sh install
+broker_dir=$(mktemp -d)
+trap 'scripts/kafka.sh stop "$broker_dir"; rm -rf "$broker_dir"' EXIT
+port=19092
+while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+  port=$((port + 1))
+done
+scripts/kafka.sh start "$broker_dir" "$port"
+export CANVASS_TEST_KAFKA="127.0.0.1:$port"
 
 echo "== cargo test"
 cargo test --workspace --locked

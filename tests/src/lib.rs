@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: building and running the real `canvass` binary.
 
+pub mod broker;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},

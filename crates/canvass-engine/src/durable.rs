@@ -55,6 +55,9 @@ pub struct EngineOptions {
     pub clock: ClockMode,
     /// How long event ids are remembered to recognise duplicates.
     pub dedupe_retention: SpanMillis,
+    /// Queue command results and dead letters as publications for outside topics (audit,
+    /// dead letters), drained by [`Engine::publish`]. Off for sources without such topics.
+    pub publish: bool,
 }
 
 impl Default for EngineOptions {
@@ -62,6 +65,7 @@ impl Default for EngineOptions {
         Self {
             clock: ClockMode::Wall,
             dedupe_retention: SpanMillis(7 * canvass_core::time::DAY_MILLIS),
+            publish: false,
         }
     }
 }
@@ -75,6 +79,8 @@ pub enum Incoming {
     Malformed {
         /// The raw bytes, unchanged.
         payload: Vec<u8>,
+        /// The record's key, unchanged (empty for sources without keys).
+        key: Vec<u8>,
         /// Why it was rejected.
         reason: String,
     },
@@ -255,6 +261,27 @@ impl Engine {
         Ok(actions.len())
     }
 
+    /// Hands queued publications (at most `limit`, oldest first) to `publish`, then removes
+    /// them in one commit. They are removed only after `publish` returned: a crash in
+    /// between publishes them again.
+    pub fn publish(
+        &mut self,
+        limit: usize,
+        publish: &mut dyn FnMut(&[Queued]) -> std::io::Result<()>,
+    ) -> Result<usize, DispatchError> {
+        let queued = self.store.publications(limit).map_err(Error::from)?;
+        if queued.is_empty() {
+            return Ok(0);
+        }
+        publish(&queued).map_err(DispatchError::Deliver)?;
+        let mut batch = WriteBatch::new();
+        for (n, _) in &queued {
+            batch.remove_publication(*n);
+        }
+        self.store.commit(batch).map_err(Error::from)?;
+        Ok(queued.len())
+    }
+
     /// Throws the projections away and rebuilds them from the log, durably. Returns the
     /// entries applied.
     pub fn replay(store: &Store, options: EngineOptions) -> Result<u64> {
@@ -302,6 +329,9 @@ fn apply_log(
     Ok((pending.core, applied))
 }
 
+/// A publication queued in the store, with its number.
+pub type Queued = (u64, v1::Publication);
+
 /// Why actions could not be dispatched.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -331,6 +361,7 @@ struct Pending {
     clock: UnixMillis,
     next_seq: u64,
     next_dead_letter: u64,
+    next_publication: u64,
     batch: WriteBatch,
     report: BatchReport,
     contacts: HashMap<String, v1::ContactState>,
@@ -359,6 +390,7 @@ impl Pending {
         Ok(Self {
             next_seq: store.last_seq()? + 1,
             next_dead_letter: store.dead_letter_count()? + 1,
+            next_publication: store.last_publication()? + 1,
             store: store.clone(),
             core,
             options,
@@ -434,8 +466,13 @@ impl Pending {
             self.unlogged.insert(p.source.clone(), p.clone());
         }
         let record = match incoming {
-            Incoming::Malformed { payload, reason } => {
-                self.dead_letter(payload, reason, position, wall_now);
+            Incoming::Malformed {
+                payload,
+                key,
+                reason,
+            } => {
+                let letter = self.park(payload, key, reason, position, wall_now);
+                self.queue(v1::publication::Kind::DeadLetter(letter));
                 return Ok(());
             }
             Incoming::Record(r) => *r,
@@ -462,7 +499,14 @@ impl Pending {
             Some(R::Command(c)) => {
                 if let Err(reason) = self.check_command(&c)? {
                     let payload = prost::Message::encode_to_vec(&c);
-                    self.dead_letter(payload, reason, position, wall_now);
+                    self.park(
+                        payload,
+                        Vec::new(),
+                        reason.clone(),
+                        position.clone(),
+                        wall_now,
+                    );
+                    self.queue_result(c, Err(reason), position, wall_now);
                     return Ok(());
                 }
                 (log_entry::Input::Command(c), record_time)
@@ -472,7 +516,48 @@ impl Pending {
         if self.options.clock == ClockMode::Event {
             self.fire_due(now)?;
         }
-        self.append(input, position, now)
+        let command = match &input {
+            log_entry::Input::Command(c) if self.options.publish => Some(c.clone()),
+            _ => None,
+        };
+        let seq = self.next_seq;
+        self.append(input, position.clone(), now)?;
+        if let Some(c) = command {
+            self.queue_result(c, Ok(seq), position, now);
+        }
+        Ok(())
+    }
+
+    /// Queues a command's result for the audit topic (when publishing).
+    fn queue_result(
+        &mut self,
+        command: v1::CampaignCommand,
+        result: std::result::Result<u64, String>,
+        source: Option<v1::SourcePosition>,
+        now: UnixMillis,
+    ) {
+        let (accepted, seq, reason) = match result {
+            Ok(seq) => (true, seq, String::new()),
+            Err(reason) => (false, 0, reason),
+        };
+        self.queue(v1::publication::Kind::CommandResult(v1::CommandResult {
+            command: Some(command),
+            accepted,
+            reason,
+            seq,
+            source,
+            decided_at: Some(now.to_proto()),
+        }));
+    }
+
+    fn queue(&mut self, kind: v1::publication::Kind) {
+        if !self.options.publish {
+            return;
+        }
+        let publication = v1::Publication { kind: Some(kind) };
+        self.batch
+            .put_publication(self.next_publication, &publication);
+        self.next_publication += 1;
     }
 
     /// The time an input arriving now is applied at: the clock never goes back.
@@ -500,6 +585,7 @@ impl Pending {
         Ok(self.store.lifecycle(id)?)
     }
 
+    /// Parks an input that cannot be used, and queues it for the dead-letter topic.
     fn dead_letter(
         &mut self,
         payload: Vec<u8>,
@@ -507,15 +593,30 @@ impl Pending {
         source: Option<v1::SourcePosition>,
         now: UnixMillis,
     ) {
+        let letter = self.park(payload, Vec::new(), reason, source, now);
+        self.queue(v1::publication::Kind::DeadLetter(letter));
+    }
+
+    /// Parks an input in the dead-letter tree, with the reason.
+    fn park(
+        &mut self,
+        payload: Vec<u8>,
+        key: Vec<u8>,
+        reason: String,
+        source: Option<v1::SourcePosition>,
+        now: UnixMillis,
+    ) -> v1::DeadLetter {
         let letter = v1::DeadLetter {
             source,
             payload,
             reason,
             rejected_at: Some(now.to_proto()),
+            key,
         };
         self.batch.put_dead_letter(self.next_dead_letter, &letter);
         self.next_dead_letter += 1;
         self.report.dead_letters += 1;
+        letter
     }
 
     /// Fires, in (due, id) order, every armed timer due at or before `now`.

@@ -106,12 +106,14 @@ fn parse(line: &[u8], position: Option<v1::SourcePosition>) -> Sourced {
     let incoming = match std::str::from_utf8(line) {
         Err(e) => Incoming::Malformed {
             payload: line.to_vec(),
+            key: Vec::new(),
             reason: format!("{at}not UTF-8: {e}"),
         },
         Ok(text) => match json::from_str::<v1::IngestRecord>(text.trim_end()) {
             Ok(record) => Incoming::Record(Box::new(record)),
             Err(e) => Incoming::Malformed {
                 payload: line.to_vec(),
+                key: Vec::new(),
                 reason: format!("{at}{e}"),
             },
         },

@@ -24,6 +24,7 @@ fn record(text: &str) -> Sourced {
         Ok(r) => Incoming::Record(Box::new(r)),
         Err(e) => Incoming::Malformed {
             payload: text.as_bytes().to_vec(),
+            key: Vec::new(),
             reason: e.to_string(),
         },
     };

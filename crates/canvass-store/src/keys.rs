@@ -26,6 +26,8 @@ pub const SPEC: u8 = b'P';
 pub const LIFECYCLE: u8 = b'Q';
 /// Dead letters: `X` + number.
 pub const DEAD_LETTER: u8 = b'X';
+/// Publications waiting for a broker: `U` + number.
+pub const PUBLICATION: u8 = b'U';
 /// Metadata: `M` + name.
 pub const META: u8 = b'M';
 /// A checkpoint being written: `K` + its last log seq + chunk number (`K` + seq alone: the
@@ -40,7 +42,10 @@ pub const PROJECTIONS: [u8; 8] = [
 /// The namespaces written at every commit, straight to sled; the other projections wait
 /// for a checkpoint.
 pub fn written_at_commit(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&(LOG | OFFSET | DEAD_LETTER)))
+    matches!(
+        key.first(),
+        Some(&(LOG | OFFSET | DEAD_LETTER | PUBLICATION))
+    )
 }
 
 /// Partition of the embedded sources: one engine owns everything.
@@ -153,6 +158,12 @@ pub fn lifecycle(campaign: &str) -> Vec<u8> {
 
 pub fn dead_letter(n: u64) -> Vec<u8> {
     let mut k = vec![DEAD_LETTER];
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+pub fn publication(n: u64) -> Vec<u8> {
+    let mut k = vec![PUBLICATION];
     k.extend_from_slice(&n.to_be_bytes());
     k
 }

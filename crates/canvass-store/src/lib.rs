@@ -283,6 +283,29 @@ impl Store {
             .map_or(0, |k| u64_value(&k[1..])))
     }
 
+    /// The number of the last publication queued (0: none queued).
+    pub fn last_publication(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .scan_prefix([keys::PUBLICATION])
+            .keys()
+            .next_back()
+            .transpose()?
+            .map_or(0, |k| u64_value(&k[1..])))
+    }
+
+    /// Publications waiting for a broker, oldest first, at most `limit`.
+    pub fn publications(&self, limit: usize) -> Result<Vec<(u64, v1::Publication)>> {
+        self.db
+            .scan_prefix([keys::PUBLICATION])
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((u64_value(&k[1..]), decode("publication", &v)?))
+            })
+            .collect()
+    }
+
     /// A contact's state.
     pub fn contact(&self, partition: u16, id: &str) -> Result<Option<v1::ContactState>> {
         self.get("contact state", &keys::contact(partition, id))
@@ -991,6 +1014,16 @@ impl WriteBatch {
     /// Parks a dead letter as number `n` (numbers follow [`Store::dead_letter_count`]).
     pub fn put_dead_letter(&mut self, n: u64, letter: &v1::DeadLetter) {
         self.put(keys::dead_letter(n), letter.encode_to_vec());
+    }
+
+    /// Queues a publication under number `n` (after [`Store::last_publication`]).
+    pub fn put_publication(&mut self, n: u64, publication: &v1::Publication) {
+        self.put(keys::publication(n), publication.encode_to_vec());
+    }
+
+    /// Removes a publication the broker acknowledged.
+    pub fn remove_publication(&mut self, n: u64) {
+        self.del(keys::publication(n));
     }
 }
 

@@ -1,6 +1,11 @@
 //! `canvass run`, `canvass replay` and `canvass inspect`: the durable engine over a data directory.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use canvass_core::SpanMillis;
@@ -8,6 +13,7 @@ use canvass_engine::{
     durable::{ClockMode, Engine, EngineOptions, Incoming, Sourced},
     runtime::{self, InputSpec, JsonlSink, RunOptions},
 };
+use canvass_kafka::{KafkaConfig, KafkaRunOptions};
 use canvass_proto::v1;
 use canvass_store::{Store, StoreOptions};
 
@@ -26,6 +32,19 @@ pub struct RunArgs {
     /// Data directory (created if missing): the log and its projections.
     #[arg(long)]
     data: PathBuf,
+    /// Consume touchpoints and commands from Kafka and publish actions, audit records and
+    /// dead letters there, instead of `--input`/`--actions`. Settings come from
+    /// `--kafka-config` and `CANVASS_KAFKA_*` variables (see docs/operations.md).
+    #[arg(long, conflicts_with_all = ["input", "actions", "follow"])]
+    kafka: bool,
+    /// Kafka settings file (TOML); implies `--kafka`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "actions", "follow"])]
+    kafka_config: Option<PathBuf>,
+    /// With Kafka: stop cleanly once the records the topics held when their partitions were
+    /// assigned are applied and everything is published (by default the engine runs until
+    /// SIGTERM or SIGINT).
+    #[arg(long)]
+    exit_when_caught_up: bool,
     /// JSON-lines input, one IngestRecord ({"contact": ...}, {"event": ...} or
     /// {"command": ...}) per line; `-` for standard input. A file is resumed where the last
     /// run stopped.
@@ -69,13 +88,14 @@ fn open(data: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> 
         .with_context(|| format!("cannot open the data directory {}", data.display()))
 }
 
-fn engine_options(clock: Clock, dedupe_hours: i64) -> EngineOptions {
+fn engine_options(clock: Clock, dedupe_hours: i64, publish: bool) -> EngineOptions {
     EngineOptions {
         clock: match clock {
             Clock::Wall => ClockMode::Wall,
             Clock::Event => ClockMode::Event,
         },
         dedupe_retention: SpanMillis(dedupe_hours * 3_600_000),
+        publish,
     }
 }
 
@@ -90,7 +110,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let opening = std::time::Instant::now();
-    let mut engine = Engine::open(store, engine_options(args.clock, args.dedupe_hours))?;
+    let kafka = args.kafka || args.kafka_config.is_some();
+    let mut engine = Engine::open(store, engine_options(args.clock, args.dedupe_hours, kafka))?;
     // Operators (and the crash test) learn here that the engine is up and where it resumed.
     eprintln!(
         "ready: log ends at {}, projections checkpointed through {} ({} ms to open)",
@@ -146,6 +167,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         JsonlSink::file(std::path::Path::new(&args.actions))
             .with_context(|| format!("cannot open {}", args.actions))?
     };
+    if kafka {
+        return run_kafka(engine, args);
+    }
     let options = RunOptions {
         max_batch: args.max_batch.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -165,6 +189,35 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_kafka(engine: Engine, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let config = KafkaConfig::load(args.kafka_config.as_deref())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    let options = KafkaRunOptions {
+        exit_when_caught_up: args.exit_when_caught_up,
+        stop: Some(stop),
+    };
+    eprintln!(
+        "consuming {} and {} from {} as group {}",
+        config.topics.touchpoints, config.topics.control, config.brokers, config.group_id
+    );
+    let report = canvass_kafka::run(engine, &config, &options)?;
+    eprintln!(
+        "consumed {} records ({} already applied): {} log entries, {} duplicates ignored, {} dead letters; published {} actions and {} audit records or dead letters",
+        report.records,
+        report.skipped,
+        report.entries,
+        report.duplicates,
+        report.dead_letters,
+        report.actions_published,
+        report.publications
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// Data directory.
@@ -178,7 +231,10 @@ pub struct ReplayArgs {
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.data, StoreOptions::default())?;
     let started = std::time::Instant::now();
-    let applied = Engine::replay(&store, engine_options(Clock::Wall, args.dedupe_hours))?;
+    let applied = Engine::replay(
+        &store,
+        engine_options(Clock::Wall, args.dedupe_hours, false),
+    )?;
     eprintln!(
         "rebuilt the projections from {applied} log entries in {:.1?}",
         started.elapsed()

@@ -1,0 +1,435 @@
+//! Records to inputs and outputs to records: payload formats, keys, headers, source names.
+//! Pure: no client here, so every rule is tested without a broker.
+
+use canvass_core::UnixMillis;
+use canvass_engine::durable::{Incoming, Sourced, check_record};
+use canvass_proto::{json, v1};
+
+use crate::config::Format;
+
+/// Header naming a payload's format.
+pub const CONTENT_TYPE: &str = "content-type";
+/// Header carrying an action's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Dead-letter headers: why, and where the record came from.
+pub const DLQ_REASON: &str = "canvass-reason";
+/// The topic a dead letter was read from.
+pub const DLQ_TOPIC: &str = "canvass-source-topic";
+/// Its partition.
+pub const DLQ_PARTITION: &str = "canvass-source-partition";
+/// Its offset.
+pub const DLQ_OFFSET: &str = "canvass-source-offset";
+/// Audit header: `accepted` or `rejected`.
+pub const AUDIT_RESULT: &str = "canvass-result";
+
+/// What a topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `IngestRecord`s holding a touchpoint event or a contact upsert, keyed by contact id.
+    Touchpoints,
+    /// `CampaignCommand`s.
+    Control,
+}
+
+/// A consumed record, as the decoder needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Payload, if any.
+    pub payload: Option<&'a [u8]>,
+    /// The `content-type` header, if any (lossy UTF-8).
+    pub content_type: Option<&'a str>,
+    /// The record's timestamp, in milliseconds since the epoch, if it has one.
+    pub timestamp: Option<i64>,
+}
+
+/// The name a partition's offset is stored under.
+#[must_use]
+pub fn source_name(topic: &str, partition: i32) -> String {
+    format!("kafka:{topic}/{partition}")
+}
+
+/// The topic and partition of a source name made by [`source_name`].
+#[must_use]
+pub fn parse_source_name(name: &str) -> Option<(&str, i32)> {
+    let rest = name.strip_prefix("kafka:")?;
+    let (topic, partition) = rest.rsplit_once('/')?;
+    Some((topic, partition.parse().ok()?))
+}
+
+/// Decodes a record into an input: a well-formed record, or the record unchanged with the
+/// reason it cannot be used (a dead letter). Never fails.
+#[must_use]
+pub fn decode(record: &RecordView<'_>, role: Role, default_format: Format) -> Sourced {
+    let offset = u64::try_from(record.offset).unwrap_or(0);
+    let position = v1::SourcePosition {
+        source: source_name(record.topic, record.partition),
+        offset,
+        next_offset: offset + 1,
+    };
+    let incoming = match decode_input(record, role, default_format) {
+        Ok(input) => Incoming::Record(Box::new(input)),
+        Err(reason) => Incoming::Malformed {
+            payload: record.payload.unwrap_or_default().to_vec(),
+            key: record.key.unwrap_or_default().to_vec(),
+            reason,
+        },
+    };
+    Sourced {
+        incoming,
+        position: Some(position),
+    }
+}
+
+fn decode_input(
+    record: &RecordView<'_>,
+    role: Role,
+    default_format: Format,
+) -> Result<v1::IngestRecord, String> {
+    let format = match record.content_type {
+        None => default_format,
+        Some(value) => Format::from_content_type(value).ok_or_else(|| {
+            format!(
+                "header {CONTENT_TYPE}: `{value}` is neither {} nor {}",
+                Format::Json.content_type(),
+                Format::Protobuf.content_type()
+            )
+        })?,
+    };
+    let payload = record.payload.ok_or("the record has no payload")?;
+    let mut input = match role {
+        Role::Touchpoints => {
+            let input: v1::IngestRecord = parse(payload, format, "IngestRecord")?;
+            check_touchpoint(&input, record.key)?;
+            input
+        }
+        Role::Control => {
+            let command: v1::CampaignCommand = parse(payload, format, "CampaignCommand")?;
+            v1::IngestRecord {
+                input: Some(v1::ingest_record::Input::Command(command)),
+                at: None,
+            }
+        }
+    };
+    // A contact upsert or a command without its own time happened when it was produced
+    // (what the event clock goes by; the wall clock ignores it).
+    if input.at.is_none() {
+        input.at = record.timestamp.map(|ms| UnixMillis(ms).to_proto());
+    }
+    Ok(input)
+}
+
+fn parse<M>(payload: &[u8], format: Format, what: &str) -> Result<M, String>
+where
+    M: prost::Message + Default + serde::de::DeserializeOwned,
+{
+    match format {
+        Format::Json => {
+            let text = std::str::from_utf8(payload).map_err(|e| format!("not UTF-8: {e}"))?;
+            json::from_str(text.trim_end()).map_err(|e| format!("not a JSON {what}: {e}"))
+        }
+        Format::Protobuf => M::decode(payload).map_err(|e| format!("not a protobuf {what}: {e}")),
+    }
+}
+
+/// A touchpoint record must hold an event or a contact, have its required fields, and be
+/// keyed by its contact id: partitions, ordering and dedupe are per contact.
+fn check_touchpoint(input: &v1::IngestRecord, key: Option<&[u8]>) -> Result<(), String> {
+    use v1::ingest_record::Input;
+    let contact_id = match &input.input {
+        Some(Input::Event(e)) => &e.contact_id,
+        Some(Input::Contact(c)) => &c.id,
+        Some(Input::Command(_)) => {
+            return Err(
+                "a campaign command on the touchpoints topic: commands go to the control topic"
+                    .into(),
+            );
+        }
+        None => return Err(check_record(input).unwrap_or_default()),
+    };
+    if let Some(reason) = check_record(input) {
+        return Err(reason);
+    }
+    let key = key.ok_or("the record has no key: touchpoints are keyed by contact id")?;
+    if key != contact_id.as_bytes() {
+        return Err(format!(
+            "the record's key `{}` is not its contact id `{contact_id}`: touchpoints are keyed by contact id",
+            String::from_utf8_lossy(key)
+        ));
+    }
+    Ok(())
+}
+
+/// A record to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Key (`None`: the record has none).
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(&'static str, Vec<u8>)>,
+}
+
+fn encode<M: prost::Message + serde::Serialize>(message: &M, format: Format) -> Vec<u8> {
+    match format {
+        Format::Json => json::to_string(message).into_bytes(),
+        Format::Protobuf => message.encode_to_vec(),
+    }
+}
+
+/// An action for the actions topic: keyed by contact, its idempotency key in a header.
+#[must_use]
+pub fn action_record(topic: &str, action: &v1::Action, format: Format) -> OutRecord {
+    OutRecord {
+        topic: topic.to_string(),
+        key: Some(action.contact_id.clone().into_bytes()),
+        payload: encode(action, format),
+        headers: vec![
+            (IDEMPOTENCY_KEY, action.idempotency_key.clone().into_bytes()),
+            (CONTENT_TYPE, format.content_type().as_bytes().to_vec()),
+        ],
+    }
+}
+
+/// A queued publication as a record: command results to the audit topic (keyed by
+/// campaign), dead letters to the dead-letter topic (unchanged, the reason and origin in
+/// headers).
+#[must_use]
+pub fn publication_record(
+    publication: &v1::Publication,
+    audit_topic: &str,
+    dead_letter_topic: &str,
+    format: Format,
+) -> Option<OutRecord> {
+    match publication.kind.as_ref()? {
+        v1::publication::Kind::CommandResult(result) => {
+            let campaign = result
+                .command
+                .as_ref()
+                .and_then(|c| c.command.as_ref())
+                .map(canvass_core::lifecycle::campaign_of)
+                .unwrap_or_default();
+            let outcome = if result.accepted {
+                "accepted"
+            } else {
+                "rejected"
+            };
+            Some(OutRecord {
+                topic: audit_topic.to_string(),
+                key: Some(campaign.as_bytes().to_vec()),
+                payload: encode(result, format),
+                headers: vec![
+                    (CONTENT_TYPE, format.content_type().as_bytes().to_vec()),
+                    (AUDIT_RESULT, outcome.as_bytes().to_vec()),
+                ],
+            })
+        }
+        v1::publication::Kind::DeadLetter(letter) => {
+            let mut headers = vec![(DLQ_REASON, letter.reason.clone().into_bytes())];
+            if let Some(position) = &letter.source {
+                let (topic, partition) = parse_source_name(&position.source)
+                    .map_or((position.source.as_str(), None), |(t, p)| (t, Some(p)));
+                headers.push((DLQ_TOPIC, topic.as_bytes().to_vec()));
+                if let Some(partition) = partition {
+                    headers.push((DLQ_PARTITION, partition.to_string().into_bytes()));
+                }
+                headers.push((DLQ_OFFSET, position.offset.to_string().into_bytes()));
+            }
+            Some(OutRecord {
+                topic: dead_letter_topic.to_string(),
+                // A record consumed without a key is stored with an empty one.
+                key: (!letter.key.is_empty()).then(|| letter.key.clone()),
+                payload: letter.payload.clone(),
+                headers,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    fn view<'a>(key: Option<&'a [u8]>, payload: &'a [u8]) -> RecordView<'a> {
+        RecordView {
+            topic: "tp",
+            partition: 2,
+            offset: 41,
+            key,
+            payload: Some(payload),
+            content_type: None,
+            timestamp: Some(1_772_442_000_000),
+        }
+    }
+
+    fn reason(sourced: &Sourced) -> String {
+        match &sourced.incoming {
+            Incoming::Malformed { reason, .. } => reason.clone(),
+            Incoming::Record(r) => panic!("accepted: {r:?}"),
+        }
+    }
+
+    const EVENT: &str = r#"{"event":{"id":"e1","type":"email.opened","contactId":"c1","occurredAt":"2026-03-02T09:00:00Z"}}"#;
+
+    #[test]
+    fn a_touchpoint_keyed_by_its_contact_is_an_input_at_its_position() {
+        let s = decode(
+            &view(Some(b"c1"), EVENT.as_bytes()),
+            Role::Touchpoints,
+            Format::Json,
+        );
+        assert!(matches!(s.incoming, Incoming::Record(_)));
+        let p = s.position.unwrap();
+        assert_eq!(
+            (p.source.as_str(), p.offset, p.next_offset),
+            ("kafka:tp/2", 41, 42)
+        );
+        assert_eq!(parse_source_name(&p.source), Some(("tp", 2)));
+    }
+
+    #[test]
+    fn protobuf_is_chosen_by_header_or_by_default() {
+        let record: v1::IngestRecord = json::from_str(EVENT).unwrap();
+        let bytes = record.encode_to_vec();
+        let mut v = view(Some(b"c1"), &bytes);
+        let s = decode(&v, Role::Touchpoints, Format::Protobuf);
+        assert!(matches!(s.incoming, Incoming::Record(_)));
+        v.content_type = Some("application/x-protobuf");
+        let s = decode(&v, Role::Touchpoints, Format::Json);
+        assert!(matches!(s.incoming, Incoming::Record(_)));
+        v.content_type = Some("text/csv");
+        assert!(reason(&decode(&v, Role::Touchpoints, Format::Json)).contains("text/csv"));
+    }
+
+    #[test]
+    fn unusable_records_keep_payload_and_key_with_a_reason() {
+        let s = decode(&view(Some(b"k"), b"{nope"), Role::Touchpoints, Format::Json);
+        match &s.incoming {
+            Incoming::Malformed {
+                payload,
+                key,
+                reason,
+            } => {
+                assert_eq!(payload, b"{nope");
+                assert_eq!(key, b"k");
+                assert!(reason.starts_with("not a JSON IngestRecord"), "{reason}");
+            }
+            Incoming::Record(_) => panic!("accepted"),
+        }
+        let wrong_key = decode(
+            &view(Some(b"c2"), EVENT.as_bytes()),
+            Role::Touchpoints,
+            Format::Json,
+        );
+        assert!(reason(&wrong_key).contains("key `c2` is not its contact id `c1`"));
+        let no_key = decode(
+            &view(None, EVENT.as_bytes()),
+            Role::Touchpoints,
+            Format::Json,
+        );
+        assert!(reason(&no_key).contains("no key"));
+        let missing = decode(
+            &view(
+                Some(b"c1"),
+                br#"{"event":{"id":"e1","contactId":"c1","occurredAt":"2026-03-02T09:00:00Z"}}"#,
+            ),
+            Role::Touchpoints,
+            Format::Json,
+        );
+        assert!(reason(&missing).contains("event.type"));
+        let command = decode(
+            &view(Some(b"c1"), br#"{"command":{"actor":"ann","launch":"x"}}"#),
+            Role::Touchpoints,
+            Format::Json,
+        );
+        assert!(reason(&command).contains("control topic"));
+    }
+
+    #[test]
+    fn control_records_are_commands() {
+        let s = decode(
+            &view(None, br#"{"actor":"ann","reason":"go","launch":"welcome"}"#),
+            Role::Control,
+            Format::Json,
+        );
+        match s.incoming {
+            Incoming::Record(r) => {
+                assert!(matches!(
+                    r.input,
+                    Some(v1::ingest_record::Input::Command(ref c)) if c.actor == "ann"
+                ));
+                assert_eq!(
+                    r.at.as_ref().map(UnixMillis::from_proto),
+                    Some(UnixMillis(1_772_442_000_000)),
+                    "a command without a time takes the record's"
+                );
+            }
+            Incoming::Malformed { reason, .. } => panic!("{reason}"),
+        }
+    }
+
+    #[test]
+    fn dead_letters_go_out_unchanged_with_their_origin() {
+        let letter = v1::DeadLetter {
+            source: Some(v1::SourcePosition {
+                source: source_name("tp", 3),
+                offset: 7,
+                next_offset: 8,
+            }),
+            payload: b"{nope".to_vec(),
+            reason: "bad".into(),
+            rejected_at: None,
+            key: b"c9".to_vec(),
+        };
+        let p = v1::Publication {
+            kind: Some(v1::publication::Kind::DeadLetter(letter)),
+        };
+        let r = publication_record(&p, "audit", "dlq", Format::Json).unwrap();
+        assert_eq!(r.topic, "dlq");
+        assert_eq!(r.key.as_deref(), Some(&b"c9"[..]));
+        assert_eq!(r.payload, b"{nope");
+        assert_eq!(
+            r.headers,
+            vec![
+                (DLQ_REASON, b"bad".to_vec()),
+                (DLQ_TOPIC, b"tp".to_vec()),
+                (DLQ_PARTITION, b"3".to_vec()),
+                (DLQ_OFFSET, b"7".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn command_results_are_keyed_by_campaign() {
+        let p = v1::Publication {
+            kind: Some(v1::publication::Kind::CommandResult(v1::CommandResult {
+                command: Some(v1::CampaignCommand {
+                    actor: "ann".into(),
+                    reason: String::new(),
+                    command: Some(v1::campaign_command::Command::Launch("welcome".into())),
+                }),
+                accepted: false,
+                reason: "not approved".into(),
+                ..Default::default()
+            })),
+        };
+        let r = publication_record(&p, "audit", "dlq", Format::Json).unwrap();
+        assert_eq!(r.topic, "audit");
+        assert_eq!(r.key.as_deref(), Some(&b"welcome"[..]));
+        assert!(r.headers.contains(&(AUDIT_RESULT, b"rejected".to_vec())));
+        let text = String::from_utf8(r.payload).unwrap();
+        assert!(text.contains("\"reason\":\"not approved\""), "{text}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Kafka in and out: touchpoints and operators' commands consumed by a consumer group with
+//! exactly-once effect (offsets stored beside the effects), actions, audit records and dead
+//! letters published and removed from the store only once the broker acknowledged them.
+
+pub mod codec;
+pub mod config;
+pub mod runtime;
+
+pub use config::{Format, KafkaConfig};
+pub use runtime::{KafkaReport, KafkaRunOptions, RunError, run};

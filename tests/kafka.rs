@@ -1,0 +1,582 @@
+//! The real binary on a real Kafka-protocol broker: the reference campaign through topics
+//! alone, dead letters, the audit trail, SIGKILLs mid-stream, several partitions, and a
+//! broker restart.
+
+// Tests fail loudly on any unexpected value.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use canvass_proto::{json, v1};
+use canvass_store::{Store, StoreOptions};
+use canvass_tests::{
+    broker::{Broker, Consumed, Produce, broker, unique},
+    canvass_bin, example, reference_stream,
+};
+use serde_json::Value;
+
+/// The five topics of one engine, named for one test.
+struct Topics {
+    touchpoints: String,
+    control: String,
+    actions: String,
+    audit: String,
+    dead_letters: String,
+}
+
+impl Topics {
+    fn create(broker: &Broker, test: &str, touchpoint_partitions: i32) -> Self {
+        let name = |role: &str| unique(&format!("{test}.{role}"));
+        let topics = Self {
+            touchpoints: name("touchpoints"),
+            control: name("control"),
+            actions: name("actions"),
+            audit: name("audit"),
+            dead_letters: name("dlq"),
+        };
+        broker.create_topic(&topics.touchpoints, touchpoint_partitions);
+        broker.create_topic(&topics.control, 1);
+        broker.create_topic(&topics.actions, 3);
+        broker.create_topic(&topics.audit, 1);
+        broker.create_topic(&topics.dead_letters, 1);
+        topics
+    }
+
+    /// A settings file for the engine.
+    fn config(&self, dir: &Path, broker: &Broker, group: &str) -> PathBuf {
+        let path = dir.join(format!("{group}.toml"));
+        let text = format!(
+            r#"brokers = "{}"
+group_id = "{group}"
+max_wait_ms = 5
+# Below max.poll.interval.ms: a publish waiting on a broker that is away must not cost the
+# engine its group membership.
+publish_timeout_ms = 5000
+
+[topics]
+touchpoints = "{}"
+control = "{}"
+actions = "{}"
+audit = "{}"
+dead_letters = "{}"
+
+[consumer]
+# A killed engine's membership lapses quickly, so that its restart is assigned soon (the
+# broker waits up to the rebalance timeout, max.poll.interval.ms, for a member to rejoin).
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"max.poll.interval.ms" = "10000"
+"#,
+            broker.address,
+            self.touchpoints,
+            self.control,
+            self.actions,
+            self.audit,
+            self.dead_letters
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+fn engine_args(data: &Path, config: &Path, clock: &str) -> Vec<String> {
+    [
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--kafka-config",
+        config.to_str().unwrap(),
+        "--clock",
+        clock,
+        "--exit-when-caught-up",
+        "--checkpoint-entries",
+        "100",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+/// Starts the engine and waits until its store is open; stderr is echoed for diagnosis.
+fn start_engine(args: &[String]) -> Child {
+    start_engine_watching(args).0
+}
+
+/// Starts the engine; the receiver gets a message each time it reports progress (records
+/// applied).
+fn start_engine_watching(args: &[String]) -> (Child, std::sync::mpsc::Receiver<()>) {
+    let mut child = Command::new(canvass_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (working_tx, working_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("(CONFWARN)") {
+                continue;
+            }
+            eprintln!("  engine: {line}");
+            if line.starts_with("ready:") {
+                let _ = ready_tx.send(());
+            }
+            if line.starts_with("progress:") {
+                let _ = working_tx.send(());
+            }
+        }
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        panic!("the engine did not start: {:?}", child.try_wait());
+    }
+    (child, working_rx)
+}
+
+/// Runs the engine until it has consumed everything and goes idle.
+fn run_engine_until_idle(args: &[String]) {
+    let status = start_engine(args).wait().unwrap();
+    assert!(status.success(), "the engine failed: {status}");
+}
+
+/// The reference stream split into what must reach the engine in order: the first commands
+/// (specs, approvals, the survey's launch), the contacts, the trial's launch, the events and
+/// malformed lines. Kafka orders records within a partition only, so each phase is consumed
+/// before the next is produced.
+struct Phases {
+    commands: Vec<Produce>,
+    contacts: Vec<Produce>,
+    launch: Vec<Produce>,
+    events: Vec<Produce>,
+    malformed: Vec<String>,
+}
+
+fn millis(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn phases(topics: &Topics, copies: usize) -> Phases {
+    let mut p = Phases {
+        commands: Vec::new(),
+        contacts: Vec::new(),
+        launch: Vec::new(),
+        events: Vec::new(),
+        malformed: Vec::new(),
+    };
+    for line in reference_stream(copies).lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            p.malformed.push(line.to_string());
+            continue;
+        };
+        if let Some(command) = v.get("command") {
+            let record = Produce {
+                topic: topics.control.clone(),
+                key: None,
+                payload: command.to_string().into_bytes(),
+                timestamp: v["at"].as_str().map(millis),
+                headers: Vec::new(),
+            };
+            if p.contacts.is_empty() {
+                p.commands.push(record);
+            } else {
+                p.launch.push(record);
+            }
+        } else if let Some(contact) = v.get("contact") {
+            p.contacts.push(Produce {
+                topic: topics.touchpoints.clone(),
+                key: Some(contact["id"].as_str().unwrap().as_bytes().to_vec()),
+                payload: line.as_bytes().to_vec(),
+                timestamp: None,
+                headers: Vec::new(),
+            });
+        } else if let Some(event) = v.get("event") {
+            p.events.push(Produce {
+                topic: topics.touchpoints.clone(),
+                // An event without its contact id (a bad record) goes without a key.
+                key: event["contactId"].as_str().map(|c| c.as_bytes().to_vec()),
+                payload: line.as_bytes().to_vec(),
+                timestamp: None,
+                headers: Vec::new(),
+            });
+        } else {
+            // A well-formed JSON line that is not an input: also a dead letter.
+            p.malformed.push(line.to_string());
+        }
+    }
+    p
+}
+
+fn malformed_records(topics: &Topics, lines: &[String]) -> Vec<Produce> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| Produce {
+            topic: topics.touchpoints.clone(),
+            key: Some(format!("malformed-{i}").into_bytes()),
+            payload: line.as_bytes().to_vec(),
+            timestamp: None,
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+/// Feeds the first three phases, each consumed before the next is produced.
+fn set_up(broker: &Broker, phases: &Phases, args: &[String]) {
+    for phase in [&phases.commands, &phases.contacts, &phases.launch] {
+        broker.produce(phase);
+        run_engine_until_idle(args);
+    }
+}
+
+fn actions_by_key(records: &[Consumed]) -> BTreeMap<String, Vec<String>> {
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in records {
+        let key = r
+            .header("idempotency-key")
+            .expect("every action has its idempotency key as a header");
+        by_key.entry(key).or_default().push(r.text());
+    }
+    by_key
+}
+
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The projections, and apart the stored offsets (their keys name the topics, which differ
+/// between runs).
+fn projections(data: &Path) -> (Vec<KeyValue>, Vec<Vec<u8>>) {
+    let dump = Store::open(data, StoreOptions::default())
+        .unwrap()
+        .projection_dump()
+        .unwrap();
+    let (offsets, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|(k, _)| k[0] == b'S');
+    (rest, offsets.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Checks the actions topic and the response groups against the reference outcome (times
+/// `copies`); returns the expected outcome.
+fn assert_reference_outcome(broker: &Broker, topics: &Topics, data: &Path, copies: u64) -> Value {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(example("expected.json")).unwrap()).unwrap();
+
+    // Actions: each key once (no crash here), and by campaign and kind what the reference
+    // expects.
+    let actions = broker.read_all(&topics.actions);
+    let by_key = actions_by_key(&actions);
+    assert!(
+        by_key
+            .values()
+            .all(|lines| lines.iter().all(|l| l == &lines[0])),
+        "two different actions under one idempotency key"
+    );
+    let mut by_kind: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for lines in by_key.values() {
+        let action: v1::Action = json::from_str(&lines[0]).unwrap();
+        let kind = action
+            .kind()
+            .as_str_name()
+            .trim_start_matches("ACTION_KIND_")
+            .to_string();
+        *by_kind
+            .entry((action.campaign_id.clone(), kind))
+            .or_default() += 1;
+    }
+    for r in &actions {
+        let action: v1::Action = json::from_str(&r.text()).unwrap();
+        assert_eq!(
+            r.key.as_deref(),
+            Some(action.contact_id.as_bytes()),
+            "keyed by contact"
+        );
+    }
+    let store = Store::open(data, StoreOptions::default()).unwrap();
+    for campaign in expected["campaigns"].as_array().unwrap() {
+        let id = campaign["id"].as_str().unwrap();
+        for (kind, count) in campaign["actionsByKind"].as_object().unwrap() {
+            assert_eq!(
+                by_kind
+                    .get(&(id.to_string(), kind.clone()))
+                    .copied()
+                    .unwrap_or(0),
+                count.as_u64().unwrap() * copies,
+                "{id}: {kind} actions on the actions topic"
+            );
+        }
+        // Group by group, from the engine's response-group index.
+        for (group, count) in campaign["responseGroups"].as_object().unwrap() {
+            let members = store.group_members(id, group).count() as u64;
+            assert_eq!(
+                members,
+                count.as_u64().unwrap() * copies,
+                "{id}: group {group}"
+            );
+        }
+    }
+    assert_eq!(
+        store.outbox(usize::MAX).unwrap().len(),
+        0,
+        "everything published"
+    );
+    expected
+}
+
+#[test]
+fn the_reference_campaign_runs_through_kafka_alone() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "reference", 1);
+    let config = topics.config(dir.path(), &broker, &unique("reference"));
+    let data = dir.path().join("data");
+    let args = engine_args(&data, &config, "event");
+
+    let p = phases(&topics, 1);
+    set_up(&broker, &p, &args);
+    // A refused command: the author approves their own version.
+    broker.produce(&[Produce {
+        topic: topics.control.clone(),
+        payload: br#"{"actor":"marketer","approve":{"campaignId":"b-trial-invite","version":1}}"#
+            .to_vec(),
+        ..Produce::default()
+    }]);
+    let mut last = p.events.clone();
+    last.extend(malformed_records(&topics, &p.malformed));
+    broker.produce(&last);
+    run_engine_until_idle(&args);
+
+    let expected = assert_reference_outcome(&broker, &topics, &data, 1);
+    let store = Store::open(&data, StoreOptions::default()).unwrap();
+
+    // Without a crash, each key went out exactly once.
+    let actions = broker.read_all(&topics.actions);
+    assert_eq!(
+        actions_by_key(&actions).len(),
+        actions.len(),
+        "a key was published twice"
+    );
+
+    // Dead letters: unchanged, with the reason and where they came from.
+    let touchpoints = broker.read_all(&topics.touchpoints);
+    let letters = broker.read_all(&topics.dead_letters);
+    assert_eq!(
+        letters.len() as u64,
+        expected["inputs"]["malformedLines"].as_u64().unwrap(),
+        "{letters:?}"
+    );
+    for letter in &letters {
+        let offset: i64 = letter
+            .header("canvass-source-offset")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let original = touchpoints.iter().find(|r| r.offset == offset).unwrap();
+        assert_eq!(letter.payload, original.payload, "payload unchanged");
+        assert_eq!(letter.key, original.key, "key unchanged");
+        assert_eq!(
+            letter.header("canvass-source-topic").unwrap(),
+            topics.touchpoints
+        );
+        assert_eq!(letter.header("canvass-source-partition").unwrap(), "0");
+        assert!(!letter.header("canvass-reason").unwrap().is_empty());
+    }
+    assert_eq!(store.dead_letter_count().unwrap(), letters.len() as u64 + 1);
+
+    // The audit trail: every command's result, the refused one with its reason.
+    let audit = broker.read_all(&topics.audit);
+    let results: Vec<v1::CommandResult> = audit
+        .iter()
+        .map(|r| json::from_str(&r.text()).unwrap())
+        .collect();
+    let accepted = p.commands.len() + p.launch.len();
+    assert_eq!(results.len(), accepted + 1);
+    assert!(results[..accepted].iter().all(|r| r.accepted && r.seq > 0));
+    let refused = &results[accepted];
+    assert!(!refused.accepted);
+    assert!(
+        refused.reason.contains("is not awaiting approval"),
+        "{}",
+        refused.reason
+    );
+    assert_eq!(
+        audit[accepted].header("canvass-result").unwrap(),
+        "rejected"
+    );
+    assert_eq!(audit[accepted].key.as_deref(), Some(&b"b-trial-invite"[..]));
+}
+
+#[test]
+fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+
+    // One uninterrupted run, and one killed again and again, on topics of their own.
+    let mut outcomes = Vec::new();
+    for (name, kills) in [("clean", 0), ("killed", 5)] {
+        let topics = Topics::create(&broker, name, 1);
+        let config = topics.config(dir.path(), &broker, &unique(name));
+        let data = dir.path().join(name);
+        let args = engine_args(&data, &config, "event");
+        let p = phases(&topics, 4);
+        set_up(&broker, &p, &args);
+        broker.produce(&p.events);
+        let set_up_end = Store::open(&data, StoreOptions::default())
+            .unwrap()
+            .last_seq()
+            .unwrap();
+        let mut ends = Vec::new();
+        for k in 0..kills {
+            let (mut child, working) = start_engine_watching(&args);
+            // Once it applies records, let it work a moment, then kill it without warning.
+            working
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the engine applies records");
+            std::thread::sleep(Duration::from_millis(50 * k));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            // The killed member's session lapses before its successor joins (Tansu 0.6 was
+            // seen never to assign a member that joined while a killed one still counted).
+            std::thread::sleep(Duration::from_secs(7));
+            ends.push(
+                Store::open(&data, StoreOptions::default())
+                    .unwrap()
+                    .last_seq()
+                    .unwrap(),
+            );
+        }
+        run_engine_until_idle(&args);
+        let end = Store::open(&data, StoreOptions::default())
+            .unwrap()
+            .last_seq()
+            .unwrap();
+        if kills > 0 {
+            eprintln!(
+                "log end after set-up {set_up_end}, after each kill {ends:?}, at the end {end}"
+            );
+            assert!(
+                ends.iter().any(|&e| e > set_up_end && e < end),
+                "no kill landed mid-stream (log ends {ends:?}, set-up {set_up_end}, end {end})"
+            );
+        }
+        outcomes.push((data, broker.read_all(&topics.actions)));
+    }
+    let (clean_data, clean_actions) = &outcomes[0];
+    let (killed_data, killed_actions) = &outcomes[1];
+
+    let expected = actions_by_key(clean_actions);
+    let delivered = actions_by_key(killed_actions);
+    assert!(expected.values().all(|v| v.len() == 1));
+    assert_eq!(
+        expected.keys().collect::<BTreeSet<_>>(),
+        delivered.keys().collect::<BTreeSet<_>>(),
+        "idempotency keys on the actions topic differ from the clean run's"
+    );
+    for (key, lines) in &delivered {
+        assert!(
+            lines.iter().all(|l| l == &expected[key][0]),
+            "two different actions under {key}"
+        );
+    }
+    assert_eq!(
+        projections(clean_data),
+        projections(killed_data),
+        "final state differs"
+    );
+}
+
+/// A broker of the test's own, on a free port, keeping its data in `dir` (sqlite).
+struct OwnBroker {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl OwnBroker {
+    fn script() -> PathBuf {
+        canvass_tests::repo_root().join("scripts/kafka.sh")
+    }
+
+    fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let broker = Self {
+            dir: dir.to_path_buf(),
+            port,
+        };
+        broker.up();
+        broker
+    }
+
+    fn up(&self) {
+        let status = Command::new(Self::script())
+            .args(["start", self.dir.to_str().unwrap(), &self.port.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "the test's own broker did not start");
+    }
+
+    fn down(&self) {
+        let status = Command::new(Self::script())
+            .args(["stop", self.dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .args(["stop", self.dir.to_str().unwrap()])
+            .status();
+    }
+}
+
+#[test]
+fn the_engine_survives_a_broker_restart() {
+    // The suite's broker must be there (it installed tansu); this test runs one of its own.
+    let _ = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let own = OwnBroker::start(&dir.path().join("broker"));
+    let broker = Broker::at(&format!("127.0.0.1:{}", own.port));
+    let topics = Topics::create(&broker, "restart", 1);
+    let config = topics.config(dir.path(), &broker, &unique("restart"));
+    let data = dir.path().join("data");
+    let args = engine_args(&data, &config, "event");
+    let copies = 3;
+    let p = phases(&topics, copies);
+    set_up(&broker, &p, &args);
+    broker.produce(&p.events);
+
+    let (mut engine, working) = start_engine_watching(&args);
+    working
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the engine applies records");
+    // The broker goes away mid-stream and comes back with its data (sqlite).
+    own.down();
+    std::thread::sleep(Duration::from_secs(2));
+    own.up();
+    let status = engine.wait().unwrap();
+    assert!(
+        status.success(),
+        "the engine failed across the broker restart: {status}"
+    );
+
+    assert_reference_outcome(&broker, &topics, &data, copies as u64);
+    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store
+            .offset(&format!("kafka:{}/0", topics.touchpoints))
+            .unwrap(),
+        Some((p.contacts.len() + p.events.len()) as u64),
+        "every touchpoint applied, once"
+    );
+}
