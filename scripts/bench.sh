@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark in release mode and prints the results as Markdown (as pasted into
 # docs/benchmarks.md). Takes about 25 minutes on a 2-core machine, most of it filling a
-# 10-million-event log for the restart measurement; pass --quick for a 1-million one.
+# 10-million-event log for the restart measurement; pass --quick for a 1-million one. The
+# Kafka benchmark installs (once) and starts a broker of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 restart_events=10000000
@@ -16,3 +17,13 @@ $bench latency --rate 5000 --seconds 10
 $bench memory --contacts 100000
 $bench memory --contacts 1000000
 $bench restart --events "$restart_events"
+
+# Kafka end to end beside a plain consumer, on a broker of its own (in-memory storage).
+broker_dir=$(mktemp -d)
+trap 'scripts/kafka.sh stop "$broker_dir"; rm -rf "$broker_dir"' EXIT
+port=19192
+while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+  port=$((port + 1))
+done
+TANSU_STORAGE=memory scripts/kafka.sh start "$broker_dir" "$port" >&2
+$bench kafka --broker "127.0.0.1:$port" --events 50000 --runs 3 2> >(grep -v CONFWARN >&2)

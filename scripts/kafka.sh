@@ -4,6 +4,7 @@
 #   scripts/kafka.sh install          install tansu into ~/.cargo/bin unless it is there
 #   scripts/kafka.sh start DIR [PORT] start a broker keeping its data in DIR (sqlite), wait
 #                                     until it answers; its pid goes to DIR/tansu.pid
+#                                     (TANSU_STORAGE=memory keeps the data in memory)
 #   scripts/kafka.sh stop DIR         stop the broker started with DIR
 set -euo pipefail
 
@@ -39,11 +40,15 @@ start() {
   install
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
+  local storage="sqlite://tansu.db"
+  if [[ "${TANSU_STORAGE:-sqlite}" == memory ]]; then
+    storage="memory://tansu/"
+  fi
   # Tansu reads the path of a sqlite URL as relative: run it from its data directory.
   (cd "$dir" && exec "$TANSU" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "sqlite://tansu.db" \
+    --storage-engine "$storage" \
     >"$dir/tansu.log" 2>&1) &
   local pid=$!
   echo "$pid" >"$dir/tansu.pid"

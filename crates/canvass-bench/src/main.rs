@@ -13,6 +13,8 @@ use canvass_proto::{json, v1};
 use canvass_store::{Store, StoreOptions};
 use clap::{Parser, Subcommand};
 
+mod kafka;
+
 #[derive(Debug, Parser)]
 #[command(about = "canvass benchmarks; results go to stdout as Markdown")]
 struct Cli {
@@ -59,6 +61,22 @@ enum Bench {
         /// Contacts.
         #[arg(long, default_value_t = 1_000_000)]
         contacts: u64,
+    },
+    /// Kafka end to end (touchpoints topic -> state -> actions topic) beside a plain
+    /// consumer reading the same topic from the same broker.
+    Kafka {
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        broker: String,
+        /// Records on the touchpoints topic.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Partitions of the touchpoints topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Time to reopen a store whose log holds this many events (projections persist, so
     /// nothing is replayed), beside the time to replay the same log.
@@ -455,6 +473,12 @@ fn main() -> anyhow::Result<()> {
         Bench::ThroughputOnce { events, batch } => throughput_once(events, batch),
         Bench::Latency { rate, seconds } => latency(rate, seconds),
         Bench::Memory { contacts } => memory(contacts),
+        Bench::Kafka {
+            broker,
+            events,
+            partitions,
+            runs,
+        } => kafka::kafka(&broker, events, partitions, runs),
         Bench::Restart {
             events,
             replay_limit,

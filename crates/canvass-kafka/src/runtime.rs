@@ -68,6 +68,8 @@ pub struct KafkaReport {
     pub publications: u64,
     /// Partition assignments and revocations received.
     pub assignments: u64,
+    /// From the first record consumed to the last commit or publication that followed.
+    pub busy: Option<Duration>,
 }
 
 /// Why the loop stopped with an error.
@@ -111,8 +113,10 @@ pub fn run(
     let mut assignments = 0;
     let mut backoff = Backoff::default();
     let mut progress = Progress::default();
+    let mut first_record: Option<Instant> = None;
+    let mut last_activity = (0, 0, 0);
     loop {
-        gather(&consumer, config);
+        let consumed = gather(&consumer, config);
         let (assigned_now, owned) = {
             let state = consumer.context().lock();
             (state.report.assignments, state.next.clone())
@@ -162,12 +166,33 @@ pub fn run(
             .stop
             .as_ref()
             .is_some_and(|s| s.load(Ordering::SeqCst));
+        {
+            let mut state = consumer.context().lock();
+            let r = &mut state.report;
+            if r.records > 0 {
+                let first = *first_record.get_or_insert_with(Instant::now);
+                let activity = (r.entries, r.actions_published, r.publications);
+                if activity != last_activity {
+                    last_activity = activity;
+                    r.busy = Some(first.elapsed());
+                }
+            }
+        }
         let caught_up = options.exit_when_caught_up
             && published
+            && consumed == 0
             && !owned.is_empty()
             && owned
                 .iter()
                 .all(|(p, next)| ends.get(p).is_some_and(|end| next >= end));
+        if caught_up {
+            let mut at: Vec<String> = owned
+                .iter()
+                .map(|((t, p), next)| format!("{t}/{p}@{next}"))
+                .collect();
+            at.sort();
+            eprintln!("caught up: {}", at.join(" "));
+        }
         if stop || caught_up {
             let mut state = consumer.context().lock();
             state.commit_pending()?;

@@ -1,0 +1,199 @@
+//! End-to-end Kafka throughput (touchpoints topic -> state -> actions topic) beside the raw
+//! consume-only rate of the same topic from the same broker, measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use canvass_engine::durable::{ClockMode, Engine, EngineOptions, Incoming};
+use canvass_kafka::{KafkaConfig, KafkaRunOptions};
+use canvass_store::{Store, StoreOptions};
+use rdkafka::{
+    ClientConfig, Message as _,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer as _},
+    producer::{FutureProducer, FutureRecord},
+};
+
+use crate::{event, median, settle, setup};
+
+fn unique(role: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("bench.{role}-{nanos}")
+}
+
+fn client(broker: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", broker);
+    c
+}
+
+/// Creates the engine's five topics and fills the touchpoints topic with `events` records of
+/// the bench workload (not timed).
+fn prepare(broker: &str, events: u64, partitions: i32) -> anyhow::Result<KafkaConfig> {
+    let mut config = KafkaConfig {
+        brokers: broker.to_string(),
+        ..KafkaConfig::default()
+    };
+    config.topics.touchpoints = unique("touchpoints");
+    config.topics.control = unique("control");
+    config.topics.actions = unique("actions");
+    config.topics.audit = unique("audit");
+    config.topics.dead_letters = unique("dlq");
+    let admin: AdminClient<DefaultClientContext> = client(broker).create()?;
+    let topics = [
+        NewTopic::new(
+            &config.topics.touchpoints,
+            partitions,
+            TopicReplication::Fixed(1),
+        ),
+        NewTopic::new(&config.topics.control, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(
+            &config.topics.actions,
+            partitions,
+            TopicReplication::Fixed(1),
+        ),
+        NewTopic::new(&config.topics.audit, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(&config.topics.dead_letters, 1, TopicReplication::Fixed(1)),
+    ];
+    for r in futures::executor::block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("cannot create {t}: {e}"))?;
+    }
+    let producer: FutureProducer = client(broker)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let mut pending = Vec::new();
+    for i in 0..events {
+        let Incoming::Record(record) = event(i).incoming else {
+            unreachable!("the workload is well-formed")
+        };
+        let Some(canvass_proto::v1::ingest_record::Input::Event(e)) = &record.input else {
+            unreachable!("the workload is events")
+        };
+        let key = e.contact_id.clone();
+        let payload = canvass_proto::json::to_string(record.as_ref());
+        pending.push(
+            producer
+                .send_result(
+                    FutureRecord::to(&config.topics.touchpoints)
+                        .key(&key)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)?,
+        );
+        if pending.len() >= 10_000 {
+            for d in futures::executor::block_on(futures::future::join_all(pending.drain(..))) {
+                d?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    for d in futures::executor::block_on(futures::future::join_all(pending)) {
+        d?.map_err(|(e, _)| e)?;
+    }
+    Ok(config)
+}
+
+/// Records/s of a plain consumer reading the topic to its end, from its first record.
+fn raw_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = client(&config.brokers)
+        .set("group.id", unique("raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[&config.topics.touchpoints])?;
+    let mut seen = 0;
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < events {
+        anyhow::ensure!(Instant::now() < deadline, "raw consumer stuck at {seen}");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            std::hint::black_box(m.payload());
+            first.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    let elapsed = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    Ok(events as f64 / elapsed)
+}
+
+/// Records/s through the engine: consumed, logged and applied with durability on, actions
+/// published to the actions topic and acknowledged, from its first record to caught up.
+fn engine_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path(), StoreOptions::default())?;
+    let mut engine = Engine::open(
+        store,
+        EngineOptions {
+            clock: ClockMode::Event,
+            publish: true,
+            ..EngineOptions::default()
+        },
+    )?;
+    setup(&mut engine)?;
+    let mut config = config.clone();
+    config.group_id = unique("engine");
+    let report = canvass_kafka::run(
+        engine,
+        &config,
+        &KafkaRunOptions {
+            exit_when_caught_up: true,
+            stop: None,
+        },
+    )?;
+    anyhow::ensure!(
+        report.records == events,
+        "the engine consumed {} records, not {events}",
+        report.records
+    );
+    let elapsed = report
+        .busy
+        .context("the engine consumed nothing")?
+        .as_secs_f64();
+    Ok(events as f64 / elapsed)
+}
+
+pub fn kafka(broker: &str, events: u64, partitions: i32, runs: usize) -> anyhow::Result<()> {
+    let (mut engine_rates, mut raw_rates) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let config = prepare(broker, events, partitions)?;
+        settle();
+        let raw = raw_consume(&config, events)?;
+        settle();
+        let engine = engine_consume(&config, events)?;
+        eprintln!("run {run}: engine {engine:.0} records/s, raw consume {raw:.0} records/s");
+        engine_rates.push(engine);
+        raw_rates.push(raw);
+    }
+    let ratios: Vec<f64> = engine_rates
+        .iter()
+        .zip(&raw_rates)
+        .map(|(e, r)| e / r)
+        .collect();
+    println!("| measure | median | runs |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| engine, Kafka -> state -> actions topic (records/s) | {:.0} | {} |",
+        median(engine_rates.clone()),
+        crate::fmt_all(&engine_rates)
+    );
+    println!(
+        "| raw consume-only, same topic (records/s) | {:.0} | {} |",
+        median(raw_rates.clone()),
+        crate::fmt_all(&raw_rates)
+    );
+    println!(
+        "| engine / raw | {:.0}% | {} |",
+        100.0 * median(ratios.clone()),
+        ratios
+            .iter()
+            .map(|r| format!("{:.0}%", 100.0 * r))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
