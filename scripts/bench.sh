@@ -21,9 +21,6 @@ $bench restart --events "$restart_events"
 # Kafka end to end beside a plain consumer, on a broker of its own (in-memory storage).
 broker_dir=$(mktemp -d)
 trap 'scripts/kafka.sh stop "$broker_dir"; rm -rf "$broker_dir"' EXIT
-port=19192
-while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-  port=$((port + 1))
-done
+port=$(scripts/kafka.sh free-port 19192)
 TANSU_STORAGE=memory scripts/kafka.sh start "$broker_dir" "$port" >&2
 $bench kafka --broker "127.0.0.1:$port" --events 50000 --runs 3 2> >(grep -v CONFWARN >&2)

@@ -6,6 +6,7 @@
 #                                     until it answers; its pid goes to DIR/tansu.pid
 #                                     (TANSU_STORAGE=memory keeps the data in memory)
 #   scripts/kafka.sh stop DIR         stop the broker started with DIR
+#   scripts/kafka.sh free-port [FROM] print the first port from FROM (19092) nothing listens on
 set -euo pipefail
 
 TANSU_VERSION="0.6.0"
@@ -73,9 +74,18 @@ stop() {
   rm -f "$dir/tansu.pid"
 }
 
+free_port() {
+  local port=${1:-19092}
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    port=$((port + 1))
+  done
+  echo "$port"
+}
+
 case "${1:-}" in
   install) install ;;
+  free-port) free_port "${2:-19092}" ;;
   start) start "${2:?data directory}" "${3:-9092}" ;;
   stop) stop "${2:?data directory}" ;;
-  *) sed -n '2,8p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
 esac

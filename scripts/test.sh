@@ -24,10 +24,7 @@ echo "== kafka broker (tansu, on loopback)"
 scripts/kafka.sh install
 broker_dir=$(mktemp -d)
 trap 'scripts/kafka.sh stop "$broker_dir"; rm -rf "$broker_dir"' EXIT
-port=19092
-while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-  port=$((port + 1))
-done
+port=$(scripts/kafka.sh free-port 19092)
 scripts/kafka.sh start "$broker_dir" "$port"
 export CANVASS_TEST_KAFKA="127.0.0.1:$port"
 

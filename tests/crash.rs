@@ -7,7 +7,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -15,7 +14,7 @@ use std::{
 
 use canvass_proto::v1;
 use canvass_store::{Store, StoreOptions};
-use canvass_tests::{canvass_bin, reference_stream};
+use canvass_tests::{canvass_bin, reference_stream, start_ready};
 
 /// Kills required before the run may finish.
 const KILLS: usize = 20;
@@ -53,30 +52,10 @@ fn spawn(args: &[String]) -> std::process::Child {
         .unwrap()
 }
 
-/// Starts the binary and waits until it says it is ready (its store is open and the log
-/// tail applied), so that kills are timed from when it ingests, however slow the start.
+/// Starts the binary and waits until it is ready, so that kills are timed from when it
+/// ingests, however slow the start.
 fn spawn_ready(args: &[String]) -> std::process::Child {
-    let mut child = Command::new(canvass_bin())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    // Reads stderr to its end so that the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("ready:") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
-        let status = child.try_wait().unwrap();
-        panic!("the engine did not say it was ready within 2 minutes ({status:?})");
-    }
-    child
+    start_ready(args, false).child
 }
 
 /// A small deterministic generator: the seed is printed so a failure can be replayed.

@@ -7,9 +7,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -17,7 +16,7 @@ use canvass_proto::{json, v1};
 use canvass_store::{Store, StoreOptions};
 use canvass_tests::{
     broker::{Broker, Consumed, Produce, broker, unique},
-    canvass_bin, example, reference_stream,
+    example, reference_stream, start_ready,
 };
 use serde_json::Value;
 
@@ -105,39 +104,7 @@ fn engine_args(data: &Path, config: &Path, clock: &str) -> Vec<String> {
 
 /// Starts the engine and waits until its store is open; stderr is echoed for diagnosis.
 fn start_engine(args: &[String]) -> Child {
-    start_engine_watching(args).0
-}
-
-/// Starts the engine; the receiver gets a message each time it reports progress (records
-/// applied).
-fn start_engine_watching(args: &[String]) -> (Child, std::sync::mpsc::Receiver<()>) {
-    let mut child = Command::new(canvass_bin())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (working_tx, working_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("(CONFWARN)") {
-                continue;
-            }
-            eprintln!("  engine: {line}");
-            if line.starts_with("ready:") {
-                let _ = ready_tx.send(());
-            }
-            if line.starts_with("progress:") {
-                let _ = working_tx.send(());
-            }
-        }
-    });
-    if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
-        panic!("the engine did not start: {:?}", child.try_wait());
-    }
-    (child, working_rx)
+    start_ready(args, true).child
 }
 
 /// Runs the engine until it has consumed everything and goes idle.
@@ -432,11 +399,13 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
             .unwrap();
         let mut ends = Vec::new();
         for k in 0..kills {
-            let (mut child, working) = start_engine_watching(&args);
+            let mut running = start_ready(&args, true);
             // Once it applies records, let it work a moment, then kill it without warning.
-            working
-                .recv_timeout(Duration::from_secs(120))
-                .expect("the engine applies records");
+            assert!(
+                running.wait_for("progress:", Duration::from_secs(120)),
+                "the engine applies no records"
+            );
+            let child = &mut running.child;
             std::thread::sleep(Duration::from_millis(50 * k));
             child.kill().unwrap();
             child.wait().unwrap();
@@ -556,15 +525,16 @@ fn the_engine_survives_a_broker_restart() {
     set_up(&broker, &p, &args);
     broker.produce(&p.events);
 
-    let (mut engine, working) = start_engine_watching(&args);
-    working
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the engine applies records");
+    let mut engine = start_ready(&args, true);
+    assert!(
+        engine.wait_for("progress:", Duration::from_secs(120)),
+        "the engine applies no records"
+    );
     // The broker goes away mid-stream and comes back with its data (sqlite).
     own.down();
     std::thread::sleep(Duration::from_secs(2));
     own.up();
-    let status = engine.wait().unwrap();
+    let status = engine.child.wait().unwrap();
     assert!(
         status.success(),
         "the engine failed across the broker restart: {status}"

@@ -3,9 +3,14 @@
 pub mod broker;
 
 use std::{
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Output},
-    sync::OnceLock,
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        OnceLock,
+        mpsc::{Receiver, channel},
+    },
+    time::Duration,
 };
 
 /// The repository root.
@@ -152,4 +157,75 @@ pub fn reference_stream(copies: usize) -> String {
         text.push('\n');
     }
     text
+}
+
+/// A running `canvass` whose standard error is read line by line on a thread of its own (so
+/// that it never blocks on a full pipe).
+#[derive(Debug)]
+pub struct Running {
+    /// The process.
+    pub child: Child,
+    /// Its standard error lines printed after the `ready:` line.
+    pub lines: Receiver<String>,
+}
+
+impl Running {
+    /// Waits up to `timeout` for a line starting with `prefix`; whether one came.
+    #[must_use]
+    pub fn wait_for(&self, prefix: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+/// Starts `canvass` and waits until it says it is ready (its store is open and the log tail
+/// applied), so that what a test times starts when the engine works, however slow its start.
+/// With `echo`, its standard error is repeated on the test's, indented.
+///
+/// # Panics
+/// If it does not start, or does not say it is ready within two minutes.
+#[must_use]
+pub fn start_ready(args: &[String], echo: bool) -> Running {
+    let mut child = Command::new(canvass_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("canvass starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (ready_tx, ready_rx) = channel();
+    let (lines_tx, lines_rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // librdkafka's notes about properties meant for the other client.
+            if line.contains("(CONFWARN)") {
+                continue;
+            }
+            if echo {
+                eprintln!("  engine: {line}");
+            }
+            if line.starts_with("ready:") {
+                let _ = ready_tx.send(());
+            } else {
+                let _ = lines_tx.send(line);
+            }
+        }
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        panic!(
+            "canvass did not say it was ready within 2 minutes: {:?}",
+            child.try_wait()
+        );
+    }
+    Running {
+        child,
+        lines: lines_rx,
+    }
 }
