@@ -114,6 +114,9 @@ pub fn run(
     let mut backoff = Backoff::default();
     let mut progress = Progress::default();
     let mut first_record: Option<Instant> = None;
+    // The last record or assignment: the end is trusted only after a quiet second, because a
+    // broker may report as its end the first offset of its last batch (Tansu 0.6 does).
+    let mut last_input = Instant::now();
     let mut last_activity = (0, 0, 0);
     loop {
         let consumed = gather(&consumer, config);
@@ -121,6 +124,9 @@ pub fn run(
             let state = consumer.context().lock();
             (state.report.assignments, state.next.clone())
         };
+        if consumed > 0 || assigned_now != assignments {
+            last_input = Instant::now();
+        }
         if options.exit_when_caught_up && assigned_now != assignments {
             // Retried at the next turn if the broker does not answer.
             match end_offsets(&consumer, &owned) {
@@ -181,6 +187,7 @@ pub fn run(
         let caught_up = options.exit_when_caught_up
             && published
             && consumed == 0
+            && last_input.elapsed() >= Duration::from_secs(1)
             && !owned.is_empty()
             && owned
                 .iter()
