@@ -38,6 +38,8 @@ fn prepare(broker: &str, events: u64, partitions: i32) -> anyhow::Result<KafkaCo
         brokers: broker.to_string(),
         ..KafkaConfig::default()
     };
+    // CANVASS_KAFKA_* variables tune the engine's side as they would in production.
+    config.apply_env(std::env::vars())?;
     config.topics.touchpoints = unique("touchpoints");
     config.topics.control = unique("control");
     config.topics.actions = unique("actions");
