@@ -471,15 +471,14 @@ impl Pending {
                 key,
                 reason,
             } => {
-                let letter = self.park(payload, key, reason, position, wall_now);
-                self.queue(v1::publication::Kind::DeadLetter(letter));
+                self.dead_letter(payload, key, reason, position, wall_now);
                 return Ok(());
             }
             Incoming::Record(r) => *r,
         };
         if let Some(reason) = check_record(&record) {
             let payload = prost::Message::encode_to_vec(&record);
-            self.dead_letter(payload, reason, position, wall_now);
+            self.dead_letter(payload, Vec::new(), reason, position, wall_now);
             return Ok(());
         }
         use v1::ingest_record::Input as R;
@@ -589,11 +588,12 @@ impl Pending {
     fn dead_letter(
         &mut self,
         payload: Vec<u8>,
+        key: Vec<u8>,
         reason: String,
         source: Option<v1::SourcePosition>,
         now: UnixMillis,
     ) {
-        let letter = self.park(payload, Vec::new(), reason, source, now);
+        let letter = self.park(payload, key, reason, source, now);
         self.queue(v1::publication::Kind::DeadLetter(letter));
     }
 

@@ -274,9 +274,14 @@ impl Store {
 
     /// Dead letters parked so far (they are numbered from 1).
     pub fn dead_letter_count(&self) -> Result<u64> {
+        self.last_number(keys::DEAD_LETTER)
+    }
+
+    /// The highest number under a namespace keyed by big-endian numbers (0: none).
+    fn last_number(&self, namespace: u8) -> Result<u64> {
         Ok(self
             .db
-            .scan_prefix([keys::DEAD_LETTER])
+            .scan_prefix([namespace])
             .keys()
             .next_back()
             .transpose()?
@@ -285,13 +290,7 @@ impl Store {
 
     /// The number of the last publication queued (0: none queued).
     pub fn last_publication(&self) -> Result<u64> {
-        Ok(self
-            .db
-            .scan_prefix([keys::PUBLICATION])
-            .keys()
-            .next_back()
-            .transpose()?
-            .map_or(0, |k| u64_value(&k[1..])))
+        self.last_number(keys::PUBLICATION)
     }
 
     /// Publications waiting for a broker, oldest first, at most `limit`.
