@@ -66,8 +66,8 @@ pub struct KafkaReport {
     pub actions_published: u64,
     /// Audit records and dead letters published.
     pub publications: u64,
-    /// Partition assignments and revocations received.
-    pub assignments: u64,
+    /// Rebalances seen: partition assignments and revocations.
+    pub rebalances: u64,
     /// From the first record consumed to the last commit or publication that followed.
     pub busy: Option<Duration>,
 }
@@ -110,7 +110,9 @@ pub fn run(
     // End offsets of the assigned partitions when they were assigned (with
     // `exit_when_caught_up`), refreshed at each assignment.
     let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-    let mut assignments = 0;
+    // The rebalances seen so far, and whether `ends` holds the current assignment's ends.
+    let mut rebalances = 0;
+    let mut ends_known = false;
     let mut backoff = Backoff::default();
     let mut progress = Progress::default();
     let mut first_record: Option<Instant> = None;
@@ -120,19 +122,24 @@ pub fn run(
     let mut last_activity = (0, 0, 0);
     loop {
         let consumed = gather(&consumer, config);
-        let (assigned_now, owned) = {
+        let (rebalances_now, owned) = {
             let state = consumer.context().lock();
-            (state.report.assignments, state.next.clone())
+            (state.report.rebalances, state.next.clone())
         };
-        if consumed > 0 || assigned_now != assignments {
+        if rebalances_now != rebalances {
+            rebalances = rebalances_now;
+            ends_known = false;
             last_input = Instant::now();
         }
-        if options.exit_when_caught_up && assigned_now != assignments {
+        if consumed > 0 {
+            last_input = Instant::now();
+        }
+        if options.exit_when_caught_up && !ends_known {
             // Retried at the next turn if the broker does not answer.
             match end_offsets(&consumer, &owned) {
                 Ok(found) => {
                     ends = found;
-                    assignments = assigned_now;
+                    ends_known = true;
                 }
                 Err(e) => eprintln!("warning: kafka: cannot read end offsets yet: {e}"),
             }
@@ -185,6 +192,7 @@ pub fn run(
             }
         }
         let caught_up = options.exit_when_caught_up
+            && ends_known
             && published
             && consumed == 0
             && last_input.elapsed() >= Duration::from_secs(1)
@@ -193,12 +201,7 @@ pub fn run(
                 .iter()
                 .all(|(p, next)| ends.get(p).is_some_and(|end| next >= end));
         if caught_up {
-            let mut at: Vec<String> = owned
-                .iter()
-                .map(|((t, p), next)| format!("{t}/{p}@{next}"))
-                .collect();
-            at.sort();
-            eprintln!("caught up: {}", at.join(" "));
+            eprintln!("caught up: {}", positions(&owned));
         }
         if stop || caught_up {
             let mut state = consumer.context().lock();
@@ -411,7 +414,7 @@ impl State {
     }
 
     fn on_assign(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
-        self.report.assignments += 1;
+        self.report.rebalances += 1;
         for mut elem in tpl.elements() {
             let name = codec::source_name(elem.topic(), elem.partition());
             let stored = self.engine.store().offset(&name)?;
@@ -435,7 +438,7 @@ impl State {
     }
 
     fn on_revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
-        self.report.assignments += 1;
+        self.report.rebalances += 1;
         self.commit_pending()?;
         for elem in tpl.elements() {
             let name = codec::source_name(elem.topic(), elem.partition());
@@ -592,19 +595,24 @@ impl Progress {
             return;
         }
         self.last = Some(Instant::now());
-        let mut positions: Vec<String> = committed
-            .iter()
-            .map(|((topic, partition), next)| format!("{topic}/{partition}@{next}"))
-            .collect();
-        positions.sort();
         eprintln!(
             "progress: {} records, {} log entries, {} actions published; at {}",
             report.records,
             report.entries,
             report.actions_published,
-            positions.join(" ")
+            positions(committed)
         );
     }
+}
+
+/// Next offsets as `TOPIC/PARTITION@OFFSET`, sorted, space-separated.
+fn positions(next: &HashMap<(String, i32), i64>) -> String {
+    let mut at: Vec<String> = next
+        .iter()
+        .map(|((topic, partition), offset)| format!("{topic}/{partition}@{offset}"))
+        .collect();
+    at.sort();
+    at.join(" ")
 }
 
 /// Retry pacing for publishing after a failure: 100 ms doubling to 5 s.
