@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
 
 mod kafka;
 
+// The same allocator as the `canvass` binary, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "canvass benchmarks; results go to stdout as Markdown")]
 struct Cli {
