@@ -75,6 +75,9 @@ impl Default for EngineOptions {
 pub enum Incoming {
     /// A well-formed input (boxed: it is large).
     Record(Box<v1::IngestRecord>),
+    /// Results reported for delivered actions (by the gRPC delivery): logged, and the
+    /// actions leave the outbox. Acknowledgements of actions no longer queued are dropped.
+    Acks(v1::ActionAcks),
     /// A line that is not an input: parked as a dead letter.
     Malformed {
         /// The raw bytes, unchanged.
@@ -108,6 +111,30 @@ pub struct BatchReport {
     pub duplicates: u64,
     /// Inputs parked as dead letters.
     pub dead_letters: u64,
+    /// What became of each input given to [`Engine::ingest`], in order.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// What became of one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Appended to the log as entry `seq` and applied.
+    Logged {
+        /// Its log entry.
+        seq: u64,
+    },
+    /// Its event id (or, for acknowledgements, every action) was already applied.
+    Duplicate,
+    /// Not an input (malformed, a required field missing): parked as a dead letter.
+    DeadLetter {
+        /// Why.
+        reason: String,
+    },
+    /// A command the campaign's lifecycle does not allow now: parked, not applied.
+    Refused {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Requirements the JSON mapping cannot express.
@@ -247,6 +274,8 @@ impl Engine {
                     detail: String::new(),
                     outbox_seq: *seq,
                     outbox_index: *index,
+                    // A transport's acknowledgement: kept short, campaigns do not see it.
+                    ..Default::default()
                 })
                 .collect(),
         };
@@ -383,6 +412,10 @@ struct Pending {
     lifecycles: BTreeMap<String, v1::CampaignLifecycle>,
     /// The last log entry applied in this batch.
     last_seq: Option<u64>,
+    /// What became of each input accepted, in order.
+    outcomes: Vec<Outcome>,
+    /// Outbox positions acknowledged in this batch.
+    acked: BTreeSet<(u64, u32)>,
 }
 
 impl Pending {
@@ -408,6 +441,8 @@ impl Pending {
             stored_timers_done: false,
             lifecycles: BTreeMap::new(),
             last_seq: None,
+            outcomes: Vec::new(),
+            acked: BTreeSet::new(),
         })
     }
 
@@ -441,6 +476,7 @@ impl Pending {
         for (source, next) in &self.offsets {
             self.batch.set_offset(source, *next);
         }
+        self.report.outcomes = self.outcomes;
         (self.batch, self.report, self.core, self.clock)
     }
 
@@ -471,13 +507,20 @@ impl Pending {
                 key,
                 reason,
             } => {
+                self.outcomes.push(Outcome::DeadLetter {
+                    reason: reason.clone(),
+                });
                 self.dead_letter(payload, key, reason, position, wall_now);
                 return Ok(());
             }
+            Incoming::Acks(acks) => return self.accept_acks(acks, position, wall_now),
             Incoming::Record(r) => *r,
         };
         if let Some(reason) = check_record(&record) {
             let payload = prost::Message::encode_to_vec(&record);
+            self.outcomes.push(Outcome::DeadLetter {
+                reason: reason.clone(),
+            });
             self.dead_letter(payload, Vec::new(), reason, position, wall_now);
             return Ok(());
         }
@@ -490,6 +533,7 @@ impl Pending {
                 let t = e.occurred_at.as_ref().map(UnixMillis::from_proto);
                 if self.seen(&e.contact_id, &e.id, self.processing_time(t, wall_now))? {
                     self.report.duplicates += 1;
+                    self.outcomes.push(Outcome::Duplicate);
                     return Ok(());
                 }
                 (log_entry::Input::Event(e), t)
@@ -497,6 +541,9 @@ impl Pending {
             Some(R::Contact(c)) => (log_entry::Input::ContactUpsert(c), record_time),
             Some(R::Command(c)) => {
                 if let Err(reason) = self.check_command(&c)? {
+                    self.outcomes.push(Outcome::Refused {
+                        reason: reason.clone(),
+                    });
                     let payload = prost::Message::encode_to_vec(&c);
                     self.park(
                         payload,
@@ -521,9 +568,37 @@ impl Pending {
         };
         let seq = self.next_seq;
         self.append(input, position.clone(), now)?;
+        self.outcomes.push(Outcome::Logged { seq });
         if let Some(c) = command {
             self.queue_result(c, Ok(seq), position, now);
         }
+        Ok(())
+    }
+
+    /// Logs the acknowledgements of actions still queued; the others (acknowledged before)
+    /// are dropped, so an action is counted once however often it is reported.
+    fn accept_acks(
+        &mut self,
+        mut acks: v1::ActionAcks,
+        position: Option<v1::SourcePosition>,
+        wall_now: UnixMillis,
+    ) -> Result<()> {
+        let mut kept = Vec::with_capacity(acks.acks.len());
+        for ack in acks.acks {
+            let at = (ack.outbox_seq, ack.outbox_index);
+            if self.acked.insert(at) && self.store.outbox_holds(at)? {
+                kept.push(ack);
+            }
+        }
+        if kept.is_empty() {
+            self.outcomes.push(Outcome::Duplicate);
+            return Ok(());
+        }
+        acks.acks = kept;
+        let now = self.processing_time(None, wall_now);
+        let seq = self.next_seq;
+        self.append(log_entry::Input::ActionAcks(acks), position, now)?;
+        self.outcomes.push(Outcome::Logged { seq });
         Ok(())
     }
 
@@ -745,6 +820,10 @@ impl Pending {
             Some(log_entry::Input::ActionAcks(acks)) => {
                 for ack in &acks.acks {
                     self.acknowledge(ack)?;
+                    if ack.executed {
+                        let event = executed_event(ack, now);
+                        self.step(&ack.contact_id, &Input::Event(event), now, entry.seq)?;
+                    }
                 }
             }
             Some(log_entry::Input::Command(c)) => self.command(c, now, entry.seq)?,
@@ -903,9 +982,57 @@ impl Pending {
             .to_string();
         let counters = &mut self.counters(&campaign)?.0;
         match v1::DeliveryOutcome::try_from(ack.outcome) {
-            Ok(v1::DeliveryOutcome::Failed) => counters.failed += 1,
+            Ok(v1::DeliveryOutcome::Failed | v1::DeliveryOutcome::Bounced) => counters.failed += 1,
             _ => counters.delivered += 1,
         }
         Ok(())
+    }
+}
+
+/// The event a contact's campaigns see when the service that carried out one of its actions
+/// reports back: `action.delivered`, `action.bounced`, `action.failed` or
+/// `opportunity.created`, with the action's key, campaign, kind, detail and opportunity id
+/// as attributes.
+fn executed_event(ack: &v1::ActionAck, now: UnixMillis) -> v1::TouchpointEvent {
+    use canvass_proto::wkt::Value;
+    let r#type = match v1::DeliveryOutcome::try_from(ack.outcome) {
+        Ok(v1::DeliveryOutcome::Delivered) => "action.delivered",
+        Ok(v1::DeliveryOutcome::Bounced) => "action.bounced",
+        Ok(v1::DeliveryOutcome::OpportunityCreated) => "opportunity.created",
+        _ => "action.failed",
+    };
+    let kind = v1::ActionKind::try_from(ack.kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("ACTION_KIND_")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let mut fields = BTreeMap::new();
+    fields.insert(
+        "idempotencyKey".to_string(),
+        Value::from(ack.idempotency_key.as_str()),
+    );
+    fields.insert(
+        "campaignId".to_string(),
+        Value::from(ack.campaign_id.as_str()),
+    );
+    fields.insert("kind".to_string(), Value::from(kind.as_str()));
+    fields.insert("detail".to_string(), Value::from(ack.detail.as_str()));
+    if !ack.opportunity_id.is_empty() {
+        fields.insert(
+            "opportunityId".to_string(),
+            Value::from(ack.opportunity_id.as_str()),
+        );
+    }
+    v1::TouchpointEvent {
+        id: format!("result:{}", ack.idempotency_key),
+        r#type: r#type.to_string(),
+        contact_id: ack.contact_id.clone(),
+        occurred_at: Some(now.to_proto()),
+        attrs: Some(canvass_proto::wkt::Struct { fields }),
+        // Only the campaign whose action it was sees the result.
+        campaign_id: ack.campaign_id.clone(),
+        ..Default::default()
     }
 }

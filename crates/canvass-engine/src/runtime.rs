@@ -2,21 +2,31 @@
 //! the outbox drained to a sink after each commit.
 //!
 //! Backpressure: the source thread hands lines over through a bounded channel, so a slow
-//! store slows the reader instead of filling memory.
+//! store slows the reader instead of filling memory. Other front ends (the gRPC server)
+//! submit through the same channel with an [`Inbox`]: a full channel is refused at once
+//! ([`Busy::Full`]), never queued without bound, and each submission is answered once its
+//! group commit is durable.
 
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, Seek, SeekFrom, Write},
+    ops::Range,
     path::{Path, PathBuf},
-    sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+    },
     thread,
     time::{Duration, Instant},
 };
 
+use futures::channel::oneshot;
+
 use canvass_core::UnixMillis;
 use canvass_proto::{json, v1};
 
-use crate::durable::{DispatchError, Engine, Error, Incoming, Sourced};
+use crate::durable::{DispatchError, Engine, Error, Incoming, Outcome, Sourced};
 
 /// How the loop batches and waits.
 #[derive(Debug, Clone)]
@@ -75,8 +85,88 @@ pub enum RunError {
 
 enum Item {
     Input(Sourced),
+    Request(Request),
     End,
     Failed(io::Error),
+}
+
+/// Inputs submitted through an [`Inbox`], answered after their commit.
+struct Request {
+    inputs: Vec<Sourced>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The answer to a submission: what became of each input, in order, once durable; or why
+/// the engine could not apply them (it stopped).
+pub type Reply = Result<Vec<Outcome>, String>;
+
+/// Why a submission was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Busy {
+    /// The engine's queue is full: try again later (backpressure).
+    #[error("the engine's input queue is full")]
+    Full,
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Submits inputs to the running loop from other threads. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    tx: SyncSender<Item>,
+}
+
+impl Inbox {
+    /// Queues inputs for the next group commit; the receiver gets the outcome once it is
+    /// durable. Refused at once when the queue is full.
+    pub fn submit(&self, inputs: Vec<Sourced>) -> Result<oneshot::Receiver<Reply>, Busy> {
+        let (reply, answer) = oneshot::channel();
+        match self.tx.try_send(Item::Request(Request { inputs, reply })) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => Err(Busy::Full),
+            Err(TrySendError::Disconnected(_)) => Err(Busy::Stopped),
+        }
+    }
+}
+
+/// The loop's end of the channel that sources and inboxes feed.
+#[derive(Debug)]
+pub struct Intake {
+    tx: SyncSender<Item>,
+    rx: Receiver<Item>,
+}
+
+/// A channel for the run loop, bounded to `capacity` queued items (a submission counts as
+/// one, whatever its size).
+#[must_use]
+pub fn channel(capacity: usize) -> (Inbox, Intake) {
+    let (tx, rx) = mpsc::sync_channel(capacity);
+    (Inbox { tx: tx.clone() }, Intake { tx, rx })
+}
+
+/// What feeds the loop and when it stops.
+#[derive(Default)]
+pub struct Sources {
+    /// A JSON-lines input, if any.
+    pub input: Option<InputSpec>,
+    /// The channel that inboxes feed; without one, the loop makes its own.
+    pub intake: Option<Intake>,
+    /// Keep running after the input ends (something else submits), until `stop`.
+    pub serve: bool,
+    /// Set (by a signal handler) to stop cleanly after the current commit.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Called after every commit with the log's last sequence number.
+    pub after_commit: Option<Box<dyn FnMut(u64) + Send>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("input", &self.input)
+            .field("serve", &self.serve)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A JSON-lines input: a file (resumable from a byte offset) or standard input.
@@ -249,40 +339,82 @@ pub fn wall_clock() -> UnixMillis {
     UnixMillis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Runs the engine over an input until it ends (or forever with `follow`), delivering
-/// actions to `sink` after every commit.
+/// Runs the engine over its sources until the input ends (or, with `follow` or `serve`,
+/// until `stop`), delivering actions to `sink` after every commit. Without a sink the outbox
+/// is left to another delivery (the gRPC one), which reads it from the store.
 pub fn run(
     engine: &mut Engine,
-    input: InputSpec,
-    sink: &mut dyn Dispatcher,
+    sources: Sources,
+    mut sink: Option<&mut dyn Dispatcher>,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
-    let resume = match input.source_name().map_err(RunError::Source)? {
-        Some(name) => engine.store().offset(&name).map_err(Error::from)?,
-        None => None,
-    };
-    let (tx, rx) = mpsc::sync_channel(options.channel_capacity);
-    spawn_reader(input, resume, options.follow, tx).map_err(RunError::Source)?;
+    let Sources {
+        input,
+        intake,
+        serve,
+        stop,
+        mut after_commit,
+    } = sources;
+    let Intake { tx, rx } = intake.unwrap_or_else(|| channel(options.channel_capacity).1);
+    let has_input = input.is_some();
+    // Without an input only inboxes feed the loop: it ends on `stop`, not when they are all
+    // dropped, so it keeps a sender of its own.
+    let mut _kept_open = None;
+    if let Some(input) = input {
+        let resume = match input.source_name().map_err(RunError::Source)? {
+            Some(name) => engine.store().offset(&name).map_err(Error::from)?,
+            None => None,
+        };
+        spawn_reader(input, resume, options.follow, tx).map_err(RunError::Source)?;
+    } else {
+        _kept_open = Some(tx);
+    }
     let mut report = RunReport::default();
     // Anything left in the outbox by an earlier run goes out first.
-    drain(engine, sink, &mut report)?;
+    if let Some(sink) = sink.as_deref_mut() {
+        drain(engine, sink, &mut report)?;
+    }
+    let mut input_ended = !has_input;
     loop {
-        let (batch, ended) = next_batch(&rx, options)?;
+        let (batch, replies, ended) = next_batch(&rx, options)?;
+        input_ended |= ended;
         let now = wall_clock();
-        let r = if batch.is_empty() {
-            engine.tick(now)?
+        let result = if batch.is_empty() {
+            engine.tick(now)
         } else {
-            engine.ingest(batch, now)?
+            engine.ingest(batch, now)
         };
+        let r = match result {
+            Ok(r) => r,
+            Err(e) => {
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(format!("the engine stopped: {e}")));
+                }
+                return Err(e.into());
+            }
+        };
+        for (range, reply) in replies {
+            let _ = reply.send(Ok(r
+                .outcomes
+                .get(range)
+                .map(<[_]>::to_vec)
+                .unwrap_or_default()));
+        }
         if r.entries > 0 || r.dead_letters > 0 || r.duplicates > 0 {
             report.commits += 1;
+            if let Some(hook) = after_commit.as_mut() {
+                hook(engine.store().last_seq().map_err(Error::from)?);
+            }
         }
         report.entries += r.entries;
         report.timers_fired += r.timers_fired;
         report.duplicates += r.duplicates;
         report.dead_letters += r.dead_letters;
-        drain(engine, sink, &mut report)?;
-        if ended {
+        if let Some(sink) = sink.as_deref_mut() {
+            drain(engine, sink, &mut report)?;
+        }
+        let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        if stopping || (input_ended && !serve) {
             // Not needed for safety; the next start then has no log tail to apply again.
             engine.checkpoint()?;
             return Ok(report);
@@ -304,20 +436,33 @@ fn drain(
     }
 }
 
+/// Submissions of a batch and where their inputs sit in it.
+type Replies = Vec<(Range<usize>, oneshot::Sender<Reply>)>;
+
 /// Waits up to 50 ms for a first input, then up to `max_wait` for more, up to `max_batch`.
-fn next_batch(rx: &Receiver<Item>, options: &RunOptions) -> Result<(Vec<Sourced>, bool), RunError> {
+/// Returns the batch, the submissions to answer, and whether the input ended.
+fn next_batch(
+    rx: &Receiver<Item>,
+    options: &RunOptions,
+) -> Result<(Vec<Sourced>, Replies, bool), RunError> {
     let mut batch = Vec::new();
+    let mut replies = Vec::new();
     let first = match rx.recv_timeout(Duration::from_millis(50)) {
         Ok(item) => item,
-        Err(RecvTimeoutError::Timeout) => return Ok((batch, false)),
-        Err(RecvTimeoutError::Disconnected) => return Ok((batch, true)),
+        Err(RecvTimeoutError::Timeout) => return Ok((batch, replies, false)),
+        Err(RecvTimeoutError::Disconnected) => return Ok((batch, replies, true)),
     };
     let deadline = Instant::now() + options.max_wait;
     let mut next = Some(first);
     while let Some(item) = next.take() {
         match item {
             Item::Input(s) => batch.push(s),
-            Item::End => return Ok((batch, true)),
+            Item::Request(Request { inputs, reply }) => {
+                let start = batch.len();
+                batch.extend(inputs);
+                replies.push((start..batch.len(), reply));
+            }
+            Item::End => return Ok((batch, replies, true)),
             Item::Failed(e) => return Err(RunError::Source(e)),
         }
         if batch.len() >= options.max_batch {
@@ -327,8 +472,8 @@ fn next_batch(rx: &Receiver<Item>, options: &RunOptions) -> Result<(Vec<Sourced>
         next = match rx.recv_timeout(left) {
             Ok(item) => Some(item),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return Ok((batch, true)),
+            Err(RecvTimeoutError::Disconnected) => return Ok((batch, replies, true)),
         };
     }
-    Ok((batch, false))
+    Ok((batch, replies, false))
 }

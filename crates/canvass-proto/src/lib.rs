@@ -15,6 +15,11 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/canvass.v1.serde.rs"));
 }
 
+/// The encoded `FileDescriptorSet` of every `canvass.v1` file and its imports (for gRPC
+/// server reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/canvass_descriptor.bin"));
+
 pub mod json;
 mod structs;
 mod timestamp;

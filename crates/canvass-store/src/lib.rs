@@ -331,9 +331,26 @@ impl Store {
         campaign: &str,
         group: &str,
     ) -> impl Iterator<Item = Result<String>> + '_ {
+        self.group_members_after(campaign, group, None)
+    }
+
+    /// The contacts of a response group whose ids sort after `after` (a page's last), in id
+    /// order.
+    pub fn group_members_after(
+        &self,
+        campaign: &str,
+        group: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<String>> + '_ {
         let prefix = keys::group_prefix(campaign, group);
         let skip = prefix.len();
-        self.scan_prefix(prefix)
+        let end = prefix_end(&prefix);
+        let mut start = prefix;
+        if let Some(after) = after {
+            start.extend_from_slice(after.as_bytes());
+            start.push(0);
+        }
+        self.scan(start, end)
             .map(move |kv| utf8("group key", &kv?.0[skip..]))
     }
 
@@ -367,8 +384,32 @@ impl Store {
 
     /// Undelivered actions in emission order, at most `limit`, with their outbox positions.
     pub fn outbox(&self, limit: usize) -> Result<Vec<((u64, u32), v1::Action)>> {
+        self.outbox_after(None, limit)
+    }
+
+    /// Whether the action at an outbox position is still undelivered.
+    pub fn outbox_holds(&self, (seq, index): (u64, u32)) -> Result<bool> {
+        Ok(self.get_raw(&keys::outbox(seq, index))?.is_some())
+    }
+
+    /// Undelivered actions after `after` (exclusive; `None` from the first), in emission
+    /// order, at most `limit`.
+    pub fn outbox_after(
+        &self,
+        after: Option<(u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<((u64, u32), v1::Action)>> {
+        let start = match after {
+            // The smallest key above the position's own.
+            Some((seq, index)) => {
+                let mut k = keys::outbox(seq, index);
+                k.push(0);
+                k
+            }
+            None => vec![keys::OUTBOX],
+        };
         let mut out = Vec::new();
-        for kv in self.scan_prefix(vec![keys::OUTBOX]).take(limit) {
+        for kv in self.scan(start, vec![keys::OUTBOX + 1]).take(limit) {
             let (k, v) = kv?;
             let seq = u64_value(&k[1..9]);
             let index = k[9..13].try_into().map(u32::from_be_bytes).unwrap_or(0);

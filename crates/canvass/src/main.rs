@@ -3,6 +3,7 @@
 mod graph;
 mod input;
 mod run;
+mod serve;
 mod simulate;
 mod validate;
 

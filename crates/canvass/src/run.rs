@@ -45,14 +45,20 @@ pub struct RunArgs {
     /// SIGTERM or SIGINT).
     #[arg(long)]
     exit_when_caught_up: bool,
+    /// Serve the gRPC API with these settings (TOML: listen address, tokens, TLS,
+    /// executors; see docs/operations.md). The engine then runs until SIGTERM or SIGINT;
+    /// actions go to executors and pullers unless `--actions` is given.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kafka", "kafka_config"])]
+    grpc_config: Option<PathBuf>,
     /// JSON-lines input, one IngestRecord ({"contact": ...}, {"event": ...} or
-    /// {"command": ...}) per line; `-` for standard input. A file is resumed where the last
-    /// run stopped.
-    #[arg(long, default_value = "-")]
-    input: String,
-    /// Where delivered actions go, as JSON lines (appended); `-` for standard output.
-    #[arg(long, default_value = "-")]
-    actions: String,
+    /// {"command": ...}) per line; `-` for standard input (the default without
+    /// `--grpc-config`). A file is resumed where the last run stopped.
+    #[arg(long)]
+    input: Option<String>,
+    /// Where delivered actions go, as JSON lines (appended); `-` for standard output (the
+    /// default without `--grpc-config`).
+    #[arg(long)]
+    actions: Option<String>,
     /// Campaign specs to load before reading the input (skipped if that version is loaded).
     #[arg(long = "spec")]
     specs: Vec<PathBuf>,
@@ -156,27 +162,40 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let input = if args.input == "-" {
-        InputSpec::Stdin
-    } else {
-        InputSpec::File(PathBuf::from(&args.input))
-    };
-    let mut sink = if args.actions == "-" {
-        JsonlSink::stdout()
-    } else {
-        JsonlSink::file(std::path::Path::new(&args.actions))
-            .with_context(|| format!("cannot open {}", args.actions))?
-    };
     if kafka {
         return run_kafka(engine, args);
     }
+    let serving = args.grpc_config.is_some();
+    let input = match args.input.as_deref() {
+        None if serving => None,
+        None | Some("-") => Some(InputSpec::Stdin),
+        Some(path) => Some(InputSpec::File(PathBuf::from(path))),
+    };
+    let mut sink = match args.actions.as_deref() {
+        None if serving => None,
+        None | Some("-") => Some(JsonlSink::stdout()),
+        Some(path) => Some(
+            JsonlSink::file(std::path::Path::new(path))
+                .with_context(|| format!("cannot open {path}"))?,
+        ),
+    };
     let options = RunOptions {
         max_batch: args.max_batch.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
         follow: args.follow,
         ..RunOptions::default()
     };
-    let report = runtime::run(&mut engine, input, &mut sink, &options)?;
+    let sink = sink.as_mut().map(|s| s as &mut dyn runtime::Dispatcher);
+    let report = match &args.grpc_config {
+        Some(path) => crate::serve::run_serving(&mut engine, path, input, sink, &options)?,
+        None => {
+            let sources = runtime::Sources {
+                input,
+                ..runtime::Sources::default()
+            };
+            runtime::run(&mut engine, sources, sink, &options)?
+        }
+    };
     eprintln!(
         "applied {} inputs in {} commits: {} timers fired, {} actions delivered, {} duplicates ignored, {} dead letters",
         report.entries,

@@ -1,0 +1,365 @@
+//! `CampaignService`: specs and the lifecycle, every change a logged command with its caller.
+
+use canvass_engine::durable::Outcome;
+use canvass_proto::{
+    json,
+    v1::{self, campaign_command::Command},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    Shared, api::campaign_service_server::CampaignService, auth::Rpc, invalid, page_size, required,
+    storage,
+};
+
+pub(crate) struct Campaigns(pub(crate) Shared);
+
+/// Every problem of a spec, as (path, reason).
+fn violations(spec: &v1::CampaignSpec) -> Vec<(String, String)> {
+    match canvass_core::validate::compile(spec) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.issues.into_iter().map(|i| (i.path, i.reason)).collect(),
+    }
+}
+
+fn checked_spec(spec: Option<v1::CampaignSpec>) -> Result<v1::CampaignSpec, Status> {
+    let spec = spec.ok_or_else(|| required("spec"))?;
+    let problems = violations(&spec);
+    if problems.is_empty() {
+        Ok(spec)
+    } else {
+        Err(invalid(
+            &format!(
+                "campaign `{}` has {} problem(s); see the BadRequest details",
+                spec.id,
+                problems.len()
+            ),
+            problems,
+        ))
+    }
+}
+
+fn version_ref(campaign_id: &str, version: u32) -> Result<v1::VersionRef, Status> {
+    if version == 0 {
+        return Err(required("version"));
+    }
+    Ok(v1::VersionRef {
+        campaign_id: campaign_id.to_string(),
+        version,
+    })
+}
+
+fn nonempty<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.trim().is_empty() {
+        Err(required(field))
+    } else {
+        Ok(value)
+    }
+}
+
+impl Campaigns {
+    fn lifecycle(&self, id: &str) -> Result<Option<v1::CampaignLifecycle>, Status> {
+        self.0.store.lifecycle(id).map_err(storage)
+    }
+
+    fn existing(&self, id: &str) -> Result<v1::CampaignLifecycle, Status> {
+        self.lifecycle(id)?
+            .ok_or_else(|| Status::not_found(format!("no campaign `{id}`")))
+    }
+
+    /// Logs a command as the caller; returns its log entry and the campaign afterwards.
+    async fn command(
+        &self,
+        caller: &crate::Caller,
+        campaign_id: &str,
+        reason: String,
+        command: Command,
+    ) -> Result<(u64, v1::CampaignLifecycle), Status> {
+        let record = v1::IngestRecord {
+            input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
+                actor: caller.identity.clone(),
+                reason,
+                command: Some(command),
+            })),
+            at: None,
+        };
+        match self.0.submit_one(record).await? {
+            Outcome::Logged { seq } => Ok((seq, self.existing(campaign_id)?)),
+            Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
+            Outcome::DeadLetter { reason } => Err(Status::invalid_argument(reason)),
+            Outcome::Duplicate => Err(Status::already_exists("already applied")),
+        }
+    }
+
+    /// A lifecycle step of an existing campaign.
+    async fn step(
+        &self,
+        caller: &crate::Caller,
+        campaign_id: &str,
+        reason: String,
+        command: Command,
+    ) -> Result<(u64, v1::CampaignLifecycle), Status> {
+        let id = nonempty("campaign_id", campaign_id)?;
+        self.existing(id)?;
+        self.command(caller, id, reason, command).await
+    }
+}
+
+#[tonic::async_trait]
+impl CampaignService for Campaigns {
+    async fn create_campaign(
+        &self,
+        request: Request<v1::CreateCampaignRequest>,
+    ) -> Result<Response<v1::CreateCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::CreateCampaign)?;
+        let r = request.into_inner();
+        let spec = checked_spec(r.spec)?;
+        if self.lifecycle(&spec.id)?.is_some() {
+            return Err(Status::already_exists(format!(
+                "campaign `{}` exists; NewCampaignVersion adds a version",
+                spec.id
+            )));
+        }
+        let id = spec.id.clone();
+        let (seq, lifecycle) = self
+            .command(&caller, &id, r.reason, Command::PutSpec(spec))
+            .await?;
+        Ok(Response::new(v1::CreateCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn validate_campaign(
+        &self,
+        request: Request<v1::ValidateCampaignRequest>,
+    ) -> Result<Response<v1::ValidateCampaignResponse>, Status> {
+        self.0.auth.check(&request, Rpc::ValidateCampaign)?;
+        let spec = request.into_inner().spec.ok_or_else(|| required("spec"))?;
+        let violations: Vec<v1::Violation> = violations(&spec)
+            .into_iter()
+            .map(|(path, reason)| v1::Violation { path, reason })
+            .collect();
+        Ok(Response::new(v1::ValidateCampaignResponse {
+            valid: violations.is_empty(),
+            violations,
+        }))
+    }
+
+    async fn get_campaign(
+        &self,
+        request: Request<v1::GetCampaignRequest>,
+    ) -> Result<Response<v1::GetCampaignResponse>, Status> {
+        self.0.auth.check(&request, Rpc::GetCampaign)?;
+        let id = request.into_inner().campaign_id;
+        let lifecycle = self.existing(nonempty("campaign_id", &id)?)?;
+        let counters = self.0.store.counters(&id).map_err(storage)?;
+        Ok(Response::new(v1::GetCampaignResponse {
+            lifecycle: Some(lifecycle),
+            counters: Some(counters),
+        }))
+    }
+
+    async fn list_campaigns(
+        &self,
+        request: Request<v1::ListCampaignsRequest>,
+    ) -> Result<Response<v1::ListCampaignsResponse>, Status> {
+        self.0.auth.check(&request, Rpc::ListCampaigns)?;
+        let r = request.into_inner();
+        let size = page_size(r.page_size);
+        let mut campaigns: Vec<v1::CampaignLifecycle> = self
+            .0
+            .store
+            .lifecycles()
+            .map_err(storage)?
+            .into_iter()
+            .filter(|l| r.page_token.is_empty() || l.campaign_id.as_str() > r.page_token.as_str())
+            .take(size + 1)
+            .collect();
+        let next_page_token = if campaigns.len() > size {
+            campaigns.truncate(size);
+            campaigns
+                .last()
+                .map(|l| l.campaign_id.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListCampaignsResponse {
+            campaigns,
+            next_page_token,
+        }))
+    }
+
+    async fn submit_campaign(
+        &self,
+        request: Request<v1::SubmitCampaignRequest>,
+    ) -> Result<Response<v1::SubmitCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::SubmitCampaign)?;
+        let r = request.into_inner();
+        let target = version_ref(&r.campaign_id, r.version)?;
+        let (seq, lifecycle) = self
+            .step(&caller, &r.campaign_id, r.reason, Command::Submit(target))
+            .await?;
+        Ok(Response::new(v1::SubmitCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn approve_campaign(
+        &self,
+        request: Request<v1::ApproveCampaignRequest>,
+    ) -> Result<Response<v1::ApproveCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::ApproveCampaign)?;
+        let r = request.into_inner();
+        let target = version_ref(&r.campaign_id, r.version)?;
+        let (seq, lifecycle) = self
+            .step(&caller, &r.campaign_id, r.reason, Command::Approve(target))
+            .await?;
+        Ok(Response::new(v1::ApproveCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn reject_campaign(
+        &self,
+        request: Request<v1::RejectCampaignRequest>,
+    ) -> Result<Response<v1::RejectCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::RejectCampaign)?;
+        let r = request.into_inner();
+        let target = version_ref(&r.campaign_id, r.version)?;
+        let (seq, lifecycle) = self
+            .step(&caller, &r.campaign_id, r.reason, Command::Reject(target))
+            .await?;
+        Ok(Response::new(v1::RejectCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn launch_campaign(
+        &self,
+        request: Request<v1::LaunchCampaignRequest>,
+    ) -> Result<Response<v1::LaunchCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::LaunchCampaign)?;
+        let r = request.into_inner();
+        let command = Command::Launch(r.campaign_id.clone());
+        let (seq, lifecycle) = self
+            .step(&caller, &r.campaign_id, r.reason, command)
+            .await?;
+        Ok(Response::new(v1::LaunchCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn pause_campaign(
+        &self,
+        request: Request<v1::PauseCampaignRequest>,
+    ) -> Result<Response<v1::PauseCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::PauseCampaign)?;
+        let r = request.into_inner();
+        let command = Command::Pause(r.campaign_id.clone());
+        let (seq, lifecycle) = self
+            .step(&caller, &r.campaign_id, r.reason, command)
+            .await?;
+        Ok(Response::new(v1::PauseCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn resume_campaign(
+        &self,
+        request: Request<v1::ResumeCampaignRequest>,
+    ) -> Result<Response<v1::ResumeCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::ResumeCampaign)?;
+        let r = request.into_inner();
+        let command = Command::Resume(r.campaign_id.clone());
+        let (seq, lifecycle) = self
+            .step(&caller, &r.campaign_id, r.reason, command)
+            .await?;
+        Ok(Response::new(v1::ResumeCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn complete_campaign(
+        &self,
+        request: Request<v1::CompleteCampaignRequest>,
+    ) -> Result<Response<v1::CompleteCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::CompleteCampaign)?;
+        let r = request.into_inner();
+        let command = Command::Complete(r.campaign_id.clone());
+        let (seq, lifecycle) = self
+            .step(&caller, &r.campaign_id, r.reason, command)
+            .await?;
+        Ok(Response::new(v1::CompleteCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn stop_campaign(
+        &self,
+        request: Request<v1::StopCampaignRequest>,
+    ) -> Result<Response<v1::StopCampaignResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::StopCampaign)?;
+        let r = request.into_inner();
+        let command = Command::Stop(r.campaign_id.clone());
+        let (seq, lifecycle) = self
+            .step(&caller, &r.campaign_id, r.reason, command)
+            .await?;
+        Ok(Response::new(v1::StopCampaignResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn new_campaign_version(
+        &self,
+        request: Request<v1::NewCampaignVersionRequest>,
+    ) -> Result<Response<v1::NewCampaignVersionResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::NewCampaignVersion)?;
+        let r = request.into_inner();
+        let spec = checked_spec(r.spec)?;
+        let id = spec.id.clone();
+        self.existing(&id)?;
+        let (seq, lifecycle) = self
+            .command(&caller, &id, r.reason, Command::PutSpec(spec))
+            .await?;
+        Ok(Response::new(v1::NewCampaignVersionResponse {
+            seq,
+            lifecycle: Some(lifecycle),
+        }))
+    }
+
+    async fn get_campaign_spec(
+        &self,
+        request: Request<v1::GetCampaignSpecRequest>,
+    ) -> Result<Response<v1::GetCampaignSpecResponse>, Status> {
+        self.0.auth.check(&request, Rpc::GetCampaignSpec)?;
+        let r = request.into_inner();
+        let id = nonempty("campaign_id", &r.campaign_id)?;
+        let spec = self
+            .0
+            .store
+            .specs()
+            .map_err(storage)?
+            .into_iter()
+            .filter(|s| s.id == id && (r.version == 0 || s.version == r.version))
+            .max_by_key(|s| s.version)
+            .ok_or_else(|| match r.version {
+                0 => Status::not_found(format!("no campaign `{id}`")),
+                v => Status::not_found(format!("campaign `{id}` has no version {v}")),
+            })?;
+        let json = json::to_string(&spec);
+        Ok(Response::new(v1::GetCampaignSpecResponse {
+            spec: Some(spec),
+            json,
+        }))
+    }
+}

@@ -1,0 +1,202 @@
+//! `ContactService`: profiles in (durable before the answer), state, history and groups out.
+
+use canvass_engine::durable::{Outcome, check_record};
+use canvass_proto::v1::{self, log_entry};
+use canvass_store::EMBEDDED_PARTITION;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    Shared, api::contact_service_server::ContactService, auth::Rpc, invalid, page_size, required,
+    sourced, storage,
+};
+
+pub(crate) struct Contacts(pub(crate) Shared);
+
+/// Log entries a history call reads at most before it answers with what it found and a
+/// token to continue: the history is a scan of the log, so one call must stay bounded.
+const HISTORY_SCAN: usize = 200_000;
+
+/// Contacts per chunk of a stream: each chunk is one submission, durable before the next.
+const STREAM_CHUNK: usize = 512;
+
+fn upsert_record(contact: Option<v1::Contact>) -> Result<v1::IngestRecord, Status> {
+    let contact = contact.ok_or_else(|| required("contact"))?;
+    let record = v1::IngestRecord {
+        input: Some(v1::ingest_record::Input::Contact(contact)),
+        at: None,
+    };
+    if let Some(reason) = check_record(&record) {
+        return Err(invalid(
+            &reason,
+            vec![("contact.id".into(), "required".into())],
+        ));
+    }
+    Ok(record)
+}
+
+fn logged(outcome: &Outcome) -> Result<u64, Status> {
+    match outcome {
+        Outcome::Logged { seq } => Ok(*seq),
+        Outcome::DeadLetter { reason } | Outcome::Refused { reason } => {
+            Err(Status::invalid_argument(reason.clone()))
+        }
+        Outcome::Duplicate => Ok(0),
+    }
+}
+
+/// Whether a log entry changed the contact (campaign commands are campaign history).
+fn concerns(entry: &v1::LogEntry, contact_id: &str) -> bool {
+    match &entry.input {
+        Some(log_entry::Input::ContactUpsert(c)) => c.id == contact_id,
+        Some(log_entry::Input::Event(e)) => e.contact_id == contact_id,
+        Some(log_entry::Input::TimerFired(t)) => t.contact_id == contact_id,
+        Some(log_entry::Input::ActionAcks(a)) => a.acks.iter().any(|a| a.contact_id == contact_id),
+        Some(log_entry::Input::Command(_)) | None => false,
+    }
+}
+
+#[tonic::async_trait]
+impl ContactService for Contacts {
+    async fn upsert_contact(
+        &self,
+        request: Request<v1::UpsertContactRequest>,
+    ) -> Result<Response<v1::UpsertContactResponse>, Status> {
+        self.0.auth.check(&request, Rpc::UpsertContact)?;
+        let record = upsert_record(request.into_inner().contact)?;
+        let seq = logged(&self.0.submit_one(record).await?)?;
+        Ok(Response::new(v1::UpsertContactResponse { seq }))
+    }
+
+    async fn upsert_contacts(
+        &self,
+        request: Request<Streaming<v1::UpsertContactsRequest>>,
+    ) -> Result<Response<v1::UpsertContactsResponse>, Status> {
+        self.0.auth.check(&request, Rpc::UpsertContacts)?;
+        let mut stream = request.into_inner();
+        let (mut accepted, mut last_seq) = (0, 0);
+        let mut chunk = Vec::new();
+        let mut index = 0usize;
+        loop {
+            // A broken stream ends the call with its error; chunks answered before stay.
+            let next = stream.message().await?;
+            if let Some(m) = next.as_ref() {
+                let record = upsert_record(m.contact.clone()).map_err(|s| {
+                    Status::invalid_argument(format!("message {index}: {}", s.message()))
+                })?;
+                chunk.push(sourced(record));
+                index += 1;
+            }
+            if chunk.len() >= STREAM_CHUNK || (next.is_none() && !chunk.is_empty()) {
+                for outcome in self.0.submit(std::mem::take(&mut chunk)).await? {
+                    last_seq = logged(&outcome)?.max(last_seq);
+                    accepted += 1;
+                }
+            }
+            if next.is_none() {
+                return Ok(Response::new(v1::UpsertContactsResponse {
+                    accepted,
+                    last_seq,
+                }));
+            }
+        }
+    }
+
+    async fn get_contact(
+        &self,
+        request: Request<v1::GetContactRequest>,
+    ) -> Result<Response<v1::GetContactResponse>, Status> {
+        self.0.auth.check(&request, Rpc::GetContact)?;
+        let id = request.into_inner().contact_id;
+        if id.trim().is_empty() {
+            return Err(required("contact_id"));
+        }
+        let mut state = self
+            .0
+            .store
+            .contact(EMBEDDED_PARTITION, &id)
+            .map_err(storage)?
+            .ok_or_else(|| Status::not_found(format!("no contact `{id}`")))?;
+        // The dedupe memory is the engine's, not part of the contact.
+        state.recent_events.clear();
+        Ok(Response::new(v1::GetContactResponse { state: Some(state) }))
+    }
+
+    async fn get_contact_history(
+        &self,
+        request: Request<v1::GetContactHistoryRequest>,
+    ) -> Result<Response<v1::GetContactHistoryResponse>, Status> {
+        self.0.auth.check(&request, Rpc::GetContactHistory)?;
+        let r = request.into_inner();
+        if r.contact_id.trim().is_empty() {
+            return Err(required("contact_id"));
+        }
+        let from = if r.page_token.is_empty() {
+            1
+        } else {
+            r.page_token.parse::<u64>().map_err(|_| {
+                invalid(
+                    "bad page_token",
+                    vec![("page_token".into(), "not a token from this API".into())],
+                )
+            })?
+        };
+        let size = page_size(r.page_size);
+        let store = self.0.store.clone();
+        let contact_id = r.contact_id;
+        // The scan reads sled: off the async workers.
+        let (entries, next) = tokio::task::spawn_blocking(move || {
+            let mut entries = Vec::new();
+            let mut next = None;
+            for (scanned, entry) in store.log_from(from).enumerate() {
+                let entry = entry.map_err(storage)?;
+                if entries.len() == size || scanned == HISTORY_SCAN {
+                    next = Some(entry.seq);
+                    break;
+                }
+                if concerns(&entry, &contact_id) {
+                    entries.push(entry);
+                }
+            }
+            Ok::<_, Status>((entries, next))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(v1::GetContactHistoryResponse {
+            entries,
+            next_page_token: next.map(|s| s.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_group_members(
+        &self,
+        request: Request<v1::ListGroupMembersRequest>,
+    ) -> Result<Response<v1::ListGroupMembersResponse>, Status> {
+        self.0.auth.check(&request, Rpc::ListGroupMembers)?;
+        let r = request.into_inner();
+        if r.campaign_id.trim().is_empty() {
+            return Err(required("campaign_id"));
+        }
+        if r.group.trim().is_empty() {
+            return Err(required("group"));
+        }
+        let size = page_size(r.page_size);
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let mut contact_ids = self
+            .0
+            .store
+            .group_members_after(&r.campaign_id, &r.group, after)
+            .take(size + 1)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?;
+        let next_page_token = if contact_ids.len() > size {
+            contact_ids.truncate(size);
+            contact_ids.last().cloned().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListGroupMembersResponse {
+            contact_ids,
+            next_page_token,
+        }))
+    }
+}

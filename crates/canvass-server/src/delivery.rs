@@ -1,0 +1,494 @@
+//! Action delivery over gRPC: the outbox, read from the store, goes to executors (push) or
+//! to services streaming it (pull, `ActionService`).
+//!
+//! An action leaves the outbox only when its result is logged (an `ActionAcks` entry through
+//! the engine's inbox), so a crash at any point delivers it again under the same
+//! idempotency key. What is in flight is memory only: leases of pulled actions and the
+//! attempts of pushed ones. After a restart everything still queued is delivered again.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Condvar, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use canvass_engine::{
+    durable::{Incoming, Outcome, Sourced},
+    runtime::{Busy, Inbox},
+};
+use canvass_proto::v1;
+use canvass_store::Store;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    Shared,
+    api::{action_executor_client::ActionExecutorClient, action_service_server::ActionService},
+    auth::Rpc,
+    config::{ExecutorConfig, action_kind},
+    invalid,
+};
+
+/// Queued actions held for pullers at most; beyond it the outbox waits in the store.
+const PULL_BACKLOG: usize = 50_000;
+/// Outbox rows read per scan.
+const SCAN: usize = 1024;
+/// Longest wait between two retries of a push.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+type Position = (u64, u32);
+
+/// The delivery: shared by the outbox reader, the executors and the `ActionService`.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    inbox: Inbox,
+    pull: Mutex<Pull>,
+    /// Pullers wait here for new or expired actions.
+    pull_changed: Notify,
+    /// The outbox reader waits here for commits (the counter of commits seen).
+    commits: (Mutex<u64>, Condvar),
+}
+
+#[derive(Debug, Default)]
+struct Pull {
+    /// Actions waiting for a puller, by outbox position; `true` if streamed before.
+    ready: BTreeMap<Position, (v1::Action, bool)>,
+    /// Actions streamed and not yet acknowledged, by idempotency key.
+    leased: HashMap<String, Lease>,
+}
+
+#[derive(Debug)]
+struct Lease {
+    position: Position,
+    action: v1::Action,
+    deadline: Instant,
+}
+
+/// The result of one action, as logged.
+fn ack(
+    position: Position,
+    action: &v1::Action,
+    outcome: v1::ExecutionOutcome,
+    detail: String,
+    opportunity_id: String,
+) -> v1::ActionAck {
+    let outcome = match outcome {
+        v1::ExecutionOutcome::Delivered => v1::DeliveryOutcome::Delivered,
+        v1::ExecutionOutcome::Bounced => v1::DeliveryOutcome::Bounced,
+        v1::ExecutionOutcome::OpportunityCreated => v1::DeliveryOutcome::OpportunityCreated,
+        v1::ExecutionOutcome::Failed | v1::ExecutionOutcome::Unspecified => {
+            v1::DeliveryOutcome::Failed
+        }
+    };
+    v1::ActionAck {
+        idempotency_key: action.idempotency_key.clone(),
+        contact_id: action.contact_id.clone(),
+        outcome: outcome as i32,
+        detail,
+        outbox_seq: position.0,
+        outbox_index: position.1,
+        opportunity_id,
+        campaign_id: action.campaign_id.clone(),
+        kind: action.kind,
+        executed: true,
+    }
+}
+
+impl Delivery {
+    /// Starts reading the outbox and pushing to the configured executors (on the current
+    /// tokio runtime). Call [`Delivery::committed`] after each commit.
+    pub fn start(store: Store, inbox: Inbox, executors: &[ExecutorConfig]) -> anyhow::Result<Self> {
+        let inner = Arc::new(Inner {
+            inbox,
+            pull: Mutex::new(Pull::default()),
+            pull_changed: Notify::new(),
+            commits: (Mutex::new(0), Condvar::new()),
+        });
+        let mut routes = HashMap::new();
+        for e in executors {
+            let (tx, rx) = mpsc::channel::<(Position, v1::Action)>(SCAN);
+            let endpoint = tonic::transport::Endpoint::from_shared(e.endpoint.clone())?
+                .timeout(Duration::from_millis(e.timeout_ms))
+                .connect_timeout(Duration::from_millis(e.timeout_ms));
+            tokio::spawn(push_loop(
+                Arc::clone(&inner),
+                ActionExecutorClient::new(endpoint.connect_lazy()),
+                Arc::new(Semaphore::new(e.concurrency)),
+                rx,
+            ));
+            for k in &e.kinds {
+                if let Some(kind) = action_kind(k) {
+                    routes.insert(kind as i32, tx.clone());
+                }
+            }
+        }
+        let reader = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("canvass-outbox".into())
+            .spawn(move || read_outbox(&reader, &store, &routes))?;
+        Ok(Self { inner })
+    }
+
+    /// Tells the outbox reader that a commit may have queued actions.
+    pub fn committed(&self) {
+        let (count, changed) = &self.inner.commits;
+        *count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        changed.notify_all();
+    }
+}
+
+/// Reads the outbox in order, once per process: rows go to their executor or to pullers.
+/// What is read once is in flight until its result is logged.
+fn read_outbox(
+    inner: &Inner,
+    store: &Store,
+    routes: &HashMap<i32, mpsc::Sender<(Position, v1::Action)>>,
+) {
+    let mut cursor: Option<Position> = None;
+    let mut seen = 0;
+    loop {
+        let rows = match store.outbox_after(cursor, SCAN) {
+            Ok(rows) => rows,
+            Err(e) => {
+                eprintln!("error: reading the outbox failed: {e}");
+                Vec::new()
+            }
+        };
+        let full = rows.len() == SCAN;
+        for (position, action) in rows {
+            if let Some(route) = routes.get(&action.kind) {
+                // Waits while the executor is busy: its backlog stays in the store.
+                if route.blocking_send((position, action)).is_err() {
+                    return;
+                }
+            } else {
+                loop {
+                    let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
+                    if pull.ready.len() < PULL_BACKLOG {
+                        pull.ready.insert(position, (action, false));
+                        break;
+                    }
+                    drop(pull);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                inner.pull_changed.notify_waiters();
+            }
+            cursor = Some(position);
+        }
+        if full {
+            continue;
+        }
+        // Wait for the next commit (or a while: commits made before this reader started).
+        let (count, changed) = &inner.commits;
+        let guard = count.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = changed
+            .wait_timeout_while(guard, Duration::from_millis(200), |c| *c == seen)
+            .unwrap_or_else(PoisonError::into_inner);
+        seen = *guard;
+    }
+}
+
+/// Logs results through the engine, retrying while its queue is full.
+async fn log_results(inbox: &Inbox, acks: Vec<v1::ActionAck>) -> Result<Outcome, Status> {
+    let mut wait = Duration::from_millis(5);
+    loop {
+        let input = Sourced {
+            incoming: Incoming::Acks(v1::ActionAcks { acks: acks.clone() }),
+            position: None,
+        };
+        match inbox.submit(vec![input]) {
+            Ok(answer) => {
+                return match answer.await {
+                    Ok(Ok(outcomes)) => outcomes
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Status::internal("no outcome")),
+                    Ok(Err(reason)) => Err(Status::unavailable(reason)),
+                    Err(_) => Err(Status::unavailable("the engine stopped")),
+                };
+            }
+            Err(Busy::Full) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(200));
+            }
+            Err(Busy::Stopped) => return Err(Status::unavailable("the engine has stopped")),
+        }
+    }
+}
+
+/// Pushes each action to one executor, at most `permits` at a time, retrying with
+/// exponential backoff until it answers; its answer is logged as the action's result.
+async fn push_loop(
+    inner: Arc<Inner>,
+    client: ActionExecutorClient<tonic::transport::Channel>,
+    permits: Arc<Semaphore>,
+    mut queue: mpsc::Receiver<(Position, v1::Action)>,
+) {
+    while let Some((position, action)) = queue.recv().await {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let mut client = client.clone();
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            let mut attempt = 1;
+            let answer = loop {
+                let request = v1::ExecuteRequest {
+                    action: Some(action.clone()),
+                    attempt,
+                };
+                match client.execute(request).await {
+                    Ok(r) => break r.into_inner(),
+                    Err(status) => {
+                        if attempt == 1 || attempt % 10 == 0 {
+                            eprintln!(
+                                "warning: executor refused {} (attempt {attempt}): {}; retrying in {:?}",
+                                action.idempotency_key,
+                                status.message(),
+                                backoff
+                            );
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        attempt += 1;
+                    }
+                }
+            };
+            let outcome = v1::ExecutionOutcome::try_from(answer.outcome)
+                .unwrap_or(v1::ExecutionOutcome::Unspecified);
+            let result = ack(
+                position,
+                &action,
+                outcome,
+                answer.detail,
+                answer.opportunity_id,
+            );
+            if let Err(e) = log_results(&inner.inbox, vec![result]).await {
+                eprintln!(
+                    "warning: result of {} not logged: {}",
+                    action.idempotency_key,
+                    e.message()
+                );
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// `ActionService`: pull delivery.
+pub(crate) struct Actions {
+    shared: Shared,
+    delivery: Option<Delivery>,
+}
+
+impl Actions {
+    pub(crate) fn new(shared: Shared, delivery: Option<Delivery>) -> Self {
+        Self { shared, delivery }
+    }
+
+    fn inner(&self) -> Result<&Arc<Inner>, Status> {
+        self.delivery.as_ref().map(|d| &d.inner).ok_or_else(|| {
+            Status::failed_precondition(
+                "this engine delivers its actions elsewhere (`canvass run --actions`)",
+            )
+        })
+    }
+}
+
+fn parse_cursor(cursor: &str) -> Result<Option<Position>, Status> {
+    if cursor.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        invalid(
+            "bad cursor",
+            vec![("cursor".into(), "not a cursor from this API".into())],
+        )
+    };
+    let (seq, index) = cursor.split_once('.').ok_or_else(bad)?;
+    Ok(Some((
+        seq.parse().map_err(|_| bad())?,
+        index.parse().map_err(|_| bad())?,
+    )))
+}
+
+/// The next action for a puller: a redelivery first, else the first new one after its
+/// cursor, of a kind it wants. Expired leases go back to the ready set on the way.
+fn take_next(
+    pull: &mut Pull,
+    kinds: &[i32],
+    cursor: Option<Position>,
+    deadline: Duration,
+) -> (Option<v1::StreamActionsResponse>, Option<Instant>) {
+    let now = Instant::now();
+    let expired: Vec<String> = pull
+        .leased
+        .iter()
+        .filter(|(_, l)| l.deadline <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in expired {
+        if let Some(l) = pull.leased.remove(&key) {
+            pull.ready.insert(l.position, (l.action, true));
+        }
+    }
+    let wanted = |a: &v1::Action| kinds.is_empty() || kinds.contains(&a.kind);
+    let found = pull
+        .ready
+        .iter()
+        .find(|(p, (a, again))| wanted(a) && (*again || cursor.is_none_or(|c| **p > c)))
+        .map(|(p, _)| *p);
+    let next_expiry = pull.leased.values().map(|l| l.deadline).min();
+    let Some(position) = found else {
+        return (None, next_expiry);
+    };
+    let Some((action, again)) = pull.ready.remove(&position) else {
+        return (None, next_expiry);
+    };
+    pull.leased.insert(
+        action.idempotency_key.clone(),
+        Lease {
+            position,
+            action: action.clone(),
+            deadline: now + deadline,
+        },
+    );
+    let response = v1::StreamActionsResponse {
+        action: Some(action),
+        cursor: format!("{}.{}", position.0, position.1),
+        redelivery: again,
+    };
+    (Some(response), next_expiry)
+}
+
+type ActionStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<v1::StreamActionsResponse, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl ActionService for Actions {
+    type StreamActionsStream = ActionStream;
+
+    async fn stream_actions(
+        &self,
+        request: Request<v1::StreamActionsRequest>,
+    ) -> Result<Response<Self::StreamActionsStream>, Status> {
+        self.shared.auth.check(&request, Rpc::StreamActions)?;
+        let r = request.into_inner();
+        let cursor = parse_cursor(&r.cursor)?;
+        for k in &r.kinds {
+            if v1::ActionKind::try_from(*k).is_err() {
+                return Err(invalid(
+                    &format!("unknown action kind {k}"),
+                    vec![("kinds".into(), format!("unknown value {k}"))],
+                ));
+            }
+        }
+        let deadline = Duration::from_secs(match r.ack_deadline_seconds {
+            0 => 30,
+            s => u64::from(s),
+        });
+        let inner = Arc::clone(self.inner()?);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let notified = inner.pull_changed.notified();
+                let (next, expiry) = {
+                    let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
+                    take_next(&mut pull, &r.kinds, cursor, deadline)
+                };
+                match next {
+                    Some(response) => {
+                        if tx.send(Ok(response)).await.is_err() {
+                            // The client left; its lease expires and the action goes again.
+                            return;
+                        }
+                    }
+                    None => {
+                        let wait = expiry
+                            .map_or(Duration::from_secs(1), |e| {
+                                e.saturating_duration_since(Instant::now())
+                            })
+                            .min(Duration::from_secs(1));
+                        tokio::select! {
+                            () = notified => {}
+                            () = tokio::time::sleep(wait) => {}
+                            () = tx.closed() => return,
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn ack_actions(
+        &self,
+        request: Request<v1::AckActionsRequest>,
+    ) -> Result<Response<v1::AckActionsResponse>, Status> {
+        self.shared.auth.check(&request, Rpc::AckActions)?;
+        let results = request.into_inner().results;
+        for (i, r) in results.iter().enumerate() {
+            if r.idempotency_key.is_empty() {
+                return Err(invalid(
+                    "an idempotency key is required",
+                    vec![(format!("results[{i}].idempotency_key"), "required".into())],
+                ));
+            }
+            if v1::ExecutionOutcome::try_from(r.outcome).is_err() {
+                return Err(invalid(
+                    &format!("unknown outcome {}", r.outcome),
+                    vec![(format!("results[{i}].outcome"), "unknown value".into())],
+                ));
+            }
+        }
+        let inner = self.inner()?;
+        let (acks, leases, unknown_keys) = {
+            let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut acks = Vec::new();
+            let mut leases = Vec::new();
+            let mut unknown = Vec::new();
+            for r in results {
+                match pull.leased.remove(&r.idempotency_key) {
+                    Some(lease) => {
+                        let outcome = v1::ExecutionOutcome::try_from(r.outcome)
+                            .unwrap_or(v1::ExecutionOutcome::Unspecified);
+                        acks.push(ack(
+                            lease.position,
+                            &lease.action,
+                            outcome,
+                            r.detail,
+                            r.opportunity_id,
+                        ));
+                        leases.push(lease);
+                    }
+                    None => unknown.push(r.idempotency_key),
+                }
+            }
+            (acks, leases, unknown)
+        };
+        let acknowledged = u32::try_from(acks.len()).unwrap_or(u32::MAX);
+        if !acks.is_empty()
+            && let Err(status) = log_results(&inner.inbox, acks).await
+        {
+            // Not logged: the actions are leased again, to go out once more.
+            let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
+            for l in leases {
+                pull.leased.insert(l.action.idempotency_key.clone(), l);
+            }
+            return Err(status);
+        }
+        Ok(Response::new(v1::AckActionsResponse {
+            acknowledged,
+            unknown_keys,
+        }))
+    }
+}

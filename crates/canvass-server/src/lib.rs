@@ -1,0 +1,208 @@
+//! The canvass gRPC API: campaigns, contacts, ingest, action delivery (pull and push) and
+//! reports, with gRPC health, server reflection, bearer-token roles and optional (mutual) TLS.
+//!
+//! Writes go through the engine's [`Inbox`] and are answered only once their group commit
+//! is durable; reads go straight to the store (which sees the latest commit). A full engine
+//! queue is `RESOURCE_EXHAUSTED`, never an unbounded wait.
+
+pub mod auth;
+mod campaigns;
+pub mod config;
+mod contacts;
+pub mod delivery;
+mod ingest;
+mod reports;
+
+/// Generated services and clients of `canvass.v1` (messages are canvass-proto's).
+pub mod api {
+    #![allow(
+        missing_docs,
+        clippy::all,
+        missing_debug_implementations,
+        unused_qualifications
+    )]
+    include!(concat!(env!("OUT_DIR"), "/canvass.v1.rs"));
+}
+
+use std::future::Future;
+
+use canvass_engine::{
+    durable::{Incoming, Outcome, Sourced},
+    runtime::{Busy, Inbox},
+};
+use canvass_proto::v1;
+use canvass_store::Store;
+use tonic::{
+    Status,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
+use tonic_types::{ErrorDetails, StatusExt};
+
+pub use auth::{Authenticator, Caller, Role, Rpc, hash_token};
+pub use config::GrpcConfig;
+pub use delivery::Delivery;
+
+/// What every service shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) inbox: Inbox,
+    pub(crate) auth: Authenticator,
+}
+
+impl Shared {
+    /// Submits inputs to the engine and waits until they are durable.
+    pub(crate) async fn submit(&self, inputs: Vec<Sourced>) -> Result<Vec<Outcome>, Status> {
+        let answer = self.inbox.submit(inputs).map_err(|e| match e {
+            Busy::Full => Status::resource_exhausted(
+                "the engine's input queue is full; retry after a short wait",
+            ),
+            Busy::Stopped => Status::unavailable("the engine has stopped"),
+        })?;
+        match answer.await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(reason)) => Err(Status::unavailable(reason)),
+            Err(_) => Err(Status::unavailable("the engine stopped before answering")),
+        }
+    }
+
+    /// Submits one input and returns its outcome.
+    pub(crate) async fn submit_one(&self, record: v1::IngestRecord) -> Result<Outcome, Status> {
+        let outcomes = self.submit(vec![sourced(record)]).await?;
+        outcomes
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::internal("the engine returned no outcome"))
+    }
+}
+
+/// An input from gRPC: no source offset (callers retry; event ids dedupe).
+pub(crate) fn sourced(record: v1::IngestRecord) -> Sourced {
+    Sourced {
+        incoming: Incoming::Record(Box::new(record)),
+        position: None,
+    }
+}
+
+/// `INVALID_ARGUMENT` with one `google.rpc.BadRequest` field violation per problem.
+pub(crate) fn invalid(message: &str, violations: Vec<(String, String)>) -> Status {
+    let details = ErrorDetails::with_bad_request(
+        violations
+            .into_iter()
+            .map(|(field, reason)| tonic_types::FieldViolation::new(field, reason))
+            .collect::<Vec<_>>(),
+    );
+    Status::with_error_details(tonic::Code::InvalidArgument, message, details)
+}
+
+/// `INVALID_ARGUMENT` naming a required field.
+pub(crate) fn required(field: &str) -> Status {
+    invalid(
+        &format!("field `{field}`: required"),
+        vec![(field.to_string(), "required".to_string())],
+    )
+}
+
+/// A store failure as a status.
+pub(crate) fn storage(e: canvass_store::Error) -> Status {
+    Status::internal(format!("reading the store failed: {e}"))
+}
+
+/// Page size of a list request: 100 by default, at most 1000.
+pub(crate) fn page_size(requested: u32) -> usize {
+    match requested {
+        0 => 100,
+        n => n.min(1000) as usize,
+    }
+}
+
+/// Starts serving on `config.listen` until `shutdown` completes. Returns once the server
+/// has stopped.
+pub async fn serve(
+    config: &GrpcConfig,
+    store: Store,
+    inbox: Inbox,
+    delivery: Option<Delivery>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    serve_on(config, listener, store, inbox, delivery, shutdown).await
+}
+
+/// Serves on a listener already bound (its address may be port 0, chosen by the system).
+/// Without a delivery (actions go elsewhere, e.g. to a file), `ActionService` answers
+/// `FAILED_PRECONDITION`.
+pub async fn serve_on(
+    config: &GrpcConfig,
+    listener: tokio::net::TcpListener,
+    store: Store,
+    inbox: Inbox,
+    delivery: Option<Delivery>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let shared = Shared {
+        store,
+        inbox,
+        auth: Authenticator::new(&config.tokens),
+    };
+    let limit = config.max_message_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(canvass_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let mut server = Server::builder();
+    if let Some(tls) = &config.tls {
+        let cert = std::fs::read(&tls.cert)?;
+        let key = std::fs::read(&tls.key)?;
+        let mut tls_config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        if let Some(ca) = &tls.client_ca {
+            tls_config = tls_config.client_ca_root(Certificate::from_pem(std::fs::read(ca)?));
+        }
+        server = server.tls_config(tls_config)?;
+    }
+    use api::{
+        action_service_server::ActionServiceServer, campaign_service_server::CampaignServiceServer,
+        contact_service_server::ContactServiceServer, ingest_service_server::IngestServiceServer,
+        report_service_server::ReportServiceServer,
+    };
+    let campaigns = CampaignServiceServer::new(campaigns::Campaigns(shared.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let contacts = ContactServiceServer::new(contacts::Contacts(shared.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let ingest = IngestServiceServer::new(ingest::Ingest(shared.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let actions = ActionServiceServer::new(delivery::Actions::new(shared.clone(), delivery))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let reports = ReportServiceServer::new(reports::Reports(shared))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    for name in [
+        "canvass.v1.CampaignService",
+        "canvass.v1.ContactService",
+        "canvass.v1.IngestService",
+        "canvass.v1.ActionService",
+        "canvass.v1.ReportService",
+        "",
+    ] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    server
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(campaigns)
+        .add_service(contacts)
+        .add_service(ingest)
+        .add_service(actions)
+        .add_service(reports)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
