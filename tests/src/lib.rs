@@ -35,36 +35,60 @@ pub fn example(name: &str) -> PathBuf {
 /// If the build fails: the tests cannot run without the binary.
 pub fn canvass_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = std::env::current_exe()
-            .is_ok_and(|p| p.components().any(|c| c.as_os_str() == "release"));
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args([
-            "build",
-            "--quiet",
-            "-p",
-            "canvass",
-            "--bin",
-            "canvass",
-            "--message-format=json",
-        ]);
-        if release {
-            cmd.arg("--release");
+    BIN.get_or_init(|| build_bin("canvass", "canvass"))
+}
+
+/// Path of the example executor (`examples/executor`), built like [`canvass_bin`].
+///
+/// # Panics
+/// If the build fails.
+pub fn executor_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("canvass-example-executor", "canvass-executor"))
+}
+
+fn build_bin(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release =
+        std::env::current_exe().is_ok_and(|p| p.components().any(|c| c.as_os_str() == "release"));
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args([
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--bin",
+        bin,
+        "--message-format=json",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building {bin} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reports the {bin} executable"))
+}
+
+/// A child process killed when dropped, so that a failing test leaves nothing running.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        let out = cmd.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building canvass failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["target"]["name"] == "canvass")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the canvass executable")
-    })
+    }
 }
 
 /// Runs `canvass` with these arguments from the repository root.
@@ -173,15 +197,23 @@ impl Running {
     /// Waits up to `timeout` for a line starting with `prefix`; whether one came.
     #[must_use]
     pub fn wait_for(&self, prefix: &str, timeout: Duration) -> bool {
+        self.line_starting(prefix, timeout).is_some()
+    }
+
+    /// Waits up to `timeout` for a line starting with `prefix` and returns the rest of it.
+    #[must_use]
+    pub fn line_starting(&self, prefix: &str, timeout: Duration) -> Option<String> {
         let deadline = std::time::Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return true,
+                Ok(line) if line.starts_with(prefix) => {
+                    return Some(line[prefix.len()..].trim().to_string());
+                }
                 Ok(_) => {}
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
-        false
+        None
     }
 }
 

@@ -8,8 +8,8 @@ use canvass_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Shared, api::campaign_service_server::CampaignService, auth::Rpc, invalid, page_size, required,
-    storage,
+    Shared, api::campaign_service_server::CampaignService, auth::Rpc, invalid, page_size,
+    record_time, required, storage,
 };
 
 pub(crate) struct Campaigns(pub(crate) Shared);
@@ -71,6 +71,7 @@ impl Campaigns {
     async fn command(
         &self,
         caller: &crate::Caller,
+        at: Option<canvass_proto::wkt::Timestamp>,
         campaign_id: &str,
         reason: String,
         command: Command,
@@ -81,7 +82,7 @@ impl Campaigns {
                 reason,
                 command: Some(command),
             })),
-            at: None,
+            at,
         };
         match self.0.submit_one(record).await? {
             Outcome::Logged { seq } => Ok((seq, self.existing(campaign_id)?)),
@@ -95,13 +96,14 @@ impl Campaigns {
     async fn step(
         &self,
         caller: &crate::Caller,
+        at: Option<canvass_proto::wkt::Timestamp>,
         campaign_id: &str,
         reason: String,
         command: Command,
     ) -> Result<(u64, v1::CampaignLifecycle), Status> {
         let id = nonempty("campaign_id", campaign_id)?;
         self.existing(id)?;
-        self.command(caller, id, reason, command).await
+        self.command(caller, at, id, reason, command).await
     }
 }
 
@@ -112,6 +114,7 @@ impl CampaignService for Campaigns {
         request: Request<v1::CreateCampaignRequest>,
     ) -> Result<Response<v1::CreateCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::CreateCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let spec = checked_spec(r.spec)?;
         if self.lifecycle(&spec.id)?.is_some() {
@@ -122,7 +125,7 @@ impl CampaignService for Campaigns {
         }
         let id = spec.id.clone();
         let (seq, lifecycle) = self
-            .command(&caller, &id, r.reason, Command::PutSpec(spec))
+            .command(&caller, at, &id, r.reason, Command::PutSpec(spec))
             .await?;
         Ok(Response::new(v1::CreateCampaignResponse {
             seq,
@@ -196,10 +199,17 @@ impl CampaignService for Campaigns {
         request: Request<v1::SubmitCampaignRequest>,
     ) -> Result<Response<v1::SubmitCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::SubmitCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let target = version_ref(&r.campaign_id, r.version)?;
         let (seq, lifecycle) = self
-            .step(&caller, &r.campaign_id, r.reason, Command::Submit(target))
+            .step(
+                &caller,
+                at,
+                &r.campaign_id,
+                r.reason,
+                Command::Submit(target),
+            )
             .await?;
         Ok(Response::new(v1::SubmitCampaignResponse {
             seq,
@@ -212,10 +222,17 @@ impl CampaignService for Campaigns {
         request: Request<v1::ApproveCampaignRequest>,
     ) -> Result<Response<v1::ApproveCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::ApproveCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let target = version_ref(&r.campaign_id, r.version)?;
         let (seq, lifecycle) = self
-            .step(&caller, &r.campaign_id, r.reason, Command::Approve(target))
+            .step(
+                &caller,
+                at,
+                &r.campaign_id,
+                r.reason,
+                Command::Approve(target),
+            )
             .await?;
         Ok(Response::new(v1::ApproveCampaignResponse {
             seq,
@@ -228,10 +245,17 @@ impl CampaignService for Campaigns {
         request: Request<v1::RejectCampaignRequest>,
     ) -> Result<Response<v1::RejectCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::RejectCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let target = version_ref(&r.campaign_id, r.version)?;
         let (seq, lifecycle) = self
-            .step(&caller, &r.campaign_id, r.reason, Command::Reject(target))
+            .step(
+                &caller,
+                at,
+                &r.campaign_id,
+                r.reason,
+                Command::Reject(target),
+            )
             .await?;
         Ok(Response::new(v1::RejectCampaignResponse {
             seq,
@@ -244,10 +268,11 @@ impl CampaignService for Campaigns {
         request: Request<v1::LaunchCampaignRequest>,
     ) -> Result<Response<v1::LaunchCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::LaunchCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let command = Command::Launch(r.campaign_id.clone());
         let (seq, lifecycle) = self
-            .step(&caller, &r.campaign_id, r.reason, command)
+            .step(&caller, at, &r.campaign_id, r.reason, command)
             .await?;
         Ok(Response::new(v1::LaunchCampaignResponse {
             seq,
@@ -260,10 +285,11 @@ impl CampaignService for Campaigns {
         request: Request<v1::PauseCampaignRequest>,
     ) -> Result<Response<v1::PauseCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::PauseCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let command = Command::Pause(r.campaign_id.clone());
         let (seq, lifecycle) = self
-            .step(&caller, &r.campaign_id, r.reason, command)
+            .step(&caller, at, &r.campaign_id, r.reason, command)
             .await?;
         Ok(Response::new(v1::PauseCampaignResponse {
             seq,
@@ -276,10 +302,11 @@ impl CampaignService for Campaigns {
         request: Request<v1::ResumeCampaignRequest>,
     ) -> Result<Response<v1::ResumeCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::ResumeCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let command = Command::Resume(r.campaign_id.clone());
         let (seq, lifecycle) = self
-            .step(&caller, &r.campaign_id, r.reason, command)
+            .step(&caller, at, &r.campaign_id, r.reason, command)
             .await?;
         Ok(Response::new(v1::ResumeCampaignResponse {
             seq,
@@ -292,10 +319,11 @@ impl CampaignService for Campaigns {
         request: Request<v1::CompleteCampaignRequest>,
     ) -> Result<Response<v1::CompleteCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::CompleteCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let command = Command::Complete(r.campaign_id.clone());
         let (seq, lifecycle) = self
-            .step(&caller, &r.campaign_id, r.reason, command)
+            .step(&caller, at, &r.campaign_id, r.reason, command)
             .await?;
         Ok(Response::new(v1::CompleteCampaignResponse {
             seq,
@@ -308,10 +336,11 @@ impl CampaignService for Campaigns {
         request: Request<v1::StopCampaignRequest>,
     ) -> Result<Response<v1::StopCampaignResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::StopCampaign)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let command = Command::Stop(r.campaign_id.clone());
         let (seq, lifecycle) = self
-            .step(&caller, &r.campaign_id, r.reason, command)
+            .step(&caller, at, &r.campaign_id, r.reason, command)
             .await?;
         Ok(Response::new(v1::StopCampaignResponse {
             seq,
@@ -324,12 +353,13 @@ impl CampaignService for Campaigns {
         request: Request<v1::NewCampaignVersionRequest>,
     ) -> Result<Response<v1::NewCampaignVersionResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::NewCampaignVersion)?;
+        let at = record_time(&request)?;
         let r = request.into_inner();
         let spec = checked_spec(r.spec)?;
         let id = spec.id.clone();
         self.existing(&id)?;
         let (seq, lifecycle) = self
-            .command(&caller, &id, r.reason, Command::PutSpec(spec))
+            .command(&caller, at, &id, r.reason, Command::PutSpec(spec))
             .await?;
         Ok(Response::new(v1::NewCampaignVersionResponse {
             seq,

@@ -6,8 +6,8 @@ use canvass_store::EMBEDDED_PARTITION;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    Shared, api::contact_service_server::ContactService, auth::Rpc, invalid, page_size, required,
-    sourced, storage,
+    Shared, api::contact_service_server::ContactService, auth::Rpc, invalid, page_size,
+    record_time, required, sourced, storage,
 };
 
 pub(crate) struct Contacts(pub(crate) Shared);
@@ -19,11 +19,14 @@ const HISTORY_SCAN: usize = 200_000;
 /// Contacts per chunk of a stream: each chunk is one submission, durable before the next.
 const STREAM_CHUNK: usize = 512;
 
-fn upsert_record(contact: Option<v1::Contact>) -> Result<v1::IngestRecord, Status> {
+fn upsert_record(
+    contact: Option<v1::Contact>,
+    at: Option<canvass_proto::wkt::Timestamp>,
+) -> Result<v1::IngestRecord, Status> {
     let contact = contact.ok_or_else(|| required("contact"))?;
     let record = v1::IngestRecord {
         input: Some(v1::ingest_record::Input::Contact(contact)),
-        at: None,
+        at,
     };
     if let Some(reason) = check_record(&record) {
         return Err(invalid(
@@ -62,7 +65,8 @@ impl ContactService for Contacts {
         request: Request<v1::UpsertContactRequest>,
     ) -> Result<Response<v1::UpsertContactResponse>, Status> {
         self.0.auth.check(&request, Rpc::UpsertContact)?;
-        let record = upsert_record(request.into_inner().contact)?;
+        let at = record_time(&request)?;
+        let record = upsert_record(request.into_inner().contact, at)?;
         let seq = logged(&self.0.submit_one(record).await?)?;
         Ok(Response::new(v1::UpsertContactResponse { seq }))
     }
@@ -72,6 +76,7 @@ impl ContactService for Contacts {
         request: Request<Streaming<v1::UpsertContactsRequest>>,
     ) -> Result<Response<v1::UpsertContactsResponse>, Status> {
         self.0.auth.check(&request, Rpc::UpsertContacts)?;
+        let at = record_time(&request)?;
         let mut stream = request.into_inner();
         let (mut accepted, mut last_seq) = (0, 0);
         let mut chunk = Vec::new();
@@ -80,7 +85,7 @@ impl ContactService for Contacts {
             // A broken stream ends the call with its error; chunks answered before stay.
             let next = stream.message().await?;
             if let Some(m) = next.as_ref() {
-                let record = upsert_record(m.contact.clone()).map_err(|s| {
+                let record = upsert_record(m.contact.clone(), at.clone()).map_err(|s| {
                     Status::invalid_argument(format!("message {index}: {}", s.message()))
                 })?;
                 chunk.push(sourced(record));

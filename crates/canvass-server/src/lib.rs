@@ -76,6 +76,26 @@ impl Shared {
     }
 }
 
+/// The `canvass-at` header (RFC 3339): the time a contact upsert or a command is applied at
+/// under the event clock (a backfill replaying history through the API). Ignored under the
+/// wall clock, like a record's `at`.
+pub(crate) fn record_time<T>(
+    request: &tonic::Request<T>,
+) -> Result<Option<canvass_proto::wkt::Timestamp>, Status> {
+    let Some(value) = request.metadata().get("canvass-at") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("header `canvass-at`: not text"))?;
+    let time = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+        Status::invalid_argument(format!("header `canvass-at`: not an RFC 3339 time: {e}"))
+    })?;
+    Ok(Some(
+        canvass_core::UnixMillis(time.timestamp_millis()).to_proto(),
+    ))
+}
+
 /// An input from gRPC: no source offset (callers retry; event ids dedupe).
 pub(crate) fn sourced(record: v1::IngestRecord) -> Sourced {
     Sourced {

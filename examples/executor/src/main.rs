@@ -1,0 +1,113 @@
+//! An example `canvass.v1.ActionExecutor`: prints each action it would carry out as one JSON
+//! line on standard output, answers, and recognises an action sent again by its idempotency
+//! key (it answers the same, and does not print it twice).
+//!
+//! `canvass-executor --listen 127.0.0.1:7001 [--fail-first 2]`: with `--fail-first N` the
+//! first N attempts at every action fail with `UNAVAILABLE`, to see the engine retry.
+//! Sales hand-offs are answered with an opportunity id, emails to contacts whose id contains
+//! `bounce` with a bounce; everything else is delivered.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use canvass_proto::{json, v1};
+use canvass_server::api::action_executor_server::{ActionExecutor, ActionExecutorServer};
+use clap::Parser;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Parser)]
+#[command(about = "An example ActionExecutor for canvass")]
+struct Args {
+    /// Address to listen on (port 0: any free port; the address is printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    listen: SocketAddr,
+    /// Fail the first N attempts at every action with UNAVAILABLE.
+    #[arg(long, default_value_t = 0)]
+    fail_first: u32,
+}
+
+#[derive(Debug, Default)]
+struct Executor {
+    fail_first: u32,
+    /// Attempts seen per idempotency key, and the answer once given.
+    seen: Mutex<HashMap<String, (u32, Option<v1::ExecuteResponse>)>>,
+}
+
+fn answer(action: &v1::Action) -> v1::ExecuteResponse {
+    match action.kind() {
+        v1::ActionKind::SalesHandoff => v1::ExecuteResponse {
+            outcome: v1::ExecutionOutcome::OpportunityCreated as i32,
+            detail: "opportunity opened".into(),
+            opportunity_id: format!("opp-{}", action.contact_id),
+        },
+        v1::ActionKind::Email if action.contact_id.contains("bounce") => v1::ExecuteResponse {
+            outcome: v1::ExecutionOutcome::Bounced as i32,
+            detail: "mailbox unknown".into(),
+            opportunity_id: String::new(),
+        },
+        _ => v1::ExecuteResponse {
+            outcome: v1::ExecutionOutcome::Delivered as i32,
+            detail: String::new(),
+            opportunity_id: String::new(),
+        },
+    }
+}
+
+#[tonic::async_trait]
+impl ActionExecutor for Executor {
+    async fn execute(
+        &self,
+        request: Request<v1::ExecuteRequest>,
+    ) -> Result<Response<v1::ExecuteResponse>, Status> {
+        let action = request
+            .into_inner()
+            .action
+            .ok_or_else(|| Status::invalid_argument("field `action`: required"))?;
+        if action.idempotency_key.is_empty() {
+            return Err(Status::invalid_argument(
+                "field `action.idempotency_key`: required",
+            ));
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = seen.entry(action.idempotency_key.clone()).or_default();
+        entry.0 += 1;
+        if entry.0 <= self.fail_first {
+            return Err(Status::unavailable(format!(
+                "failing attempt {} on purpose (--fail-first {})",
+                entry.0, self.fail_first
+            )));
+        }
+        if let Some(done) = &entry.1 {
+            // Sent again (the engine restarted before logging our answer): same answer,
+            // nothing carried out twice.
+            return Ok(Response::new(done.clone()));
+        }
+        let response = answer(&action);
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", json::to_string(&action))
+            .and_then(|()| out.flush())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        entry.1 = Some(response.clone());
+        Ok(Response::new(response))
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    eprintln!("executor: listening on {}", listener.local_addr()?);
+    let executor = Arc::new(Executor {
+        fail_first: args.fail_first,
+        ..Executor::default()
+    });
+    tonic::transport::Server::builder()
+        .add_service(ActionExecutorServer::from_arc(executor))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
+}
