@@ -1049,3 +1049,84 @@ async fn an_executor_that_fails_first_still_gets_each_action_once_and_campaigns_
         "{counters:?}"
     );
 }
+
+#[test]
+fn the_cli_operates_a_running_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start_engine(dir.path(), "");
+    let server = format!("http://{}", engine.address);
+    let cli = |token: &str, args: &[&str]| {
+        let mut all = vec!["campaign", "--server", server.as_str()];
+        all.extend_from_slice(args);
+        Command::new(canvass_tests::canvass_bin())
+            .args(&all)
+            .env("CANVASS_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let survey = example("survey.json");
+    let survey = survey.to_str().unwrap();
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(cli(MARKETER, &["create", survey, "--reason", "first cut"]));
+    ok(cli(MARKETER, &["submit", "b-improvement-survey", "1"]));
+    // The wrong role: refused with the status, exit code 1.
+    let denied = cli(MARKETER, &["approve", "b-improvement-survey", "1"]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    ok(cli(APPROVER, &["approve", "b-improvement-survey", "1"]));
+    let launched = ok(cli(OPERATOR, &["launch", "b-improvement-survey"]));
+    let launched: Value = serde_json::from_str(&launched).unwrap();
+    assert_eq!(launched["lifecycle"]["status"], "CAMPAIGN_STATUS_RUNNING");
+    let spec = ok(cli(READER, &["spec", "b-improvement-survey"]));
+    assert_eq!(
+        json::from_str::<v1::CampaignSpec>(&spec).unwrap(),
+        self::spec("survey.json")
+    );
+    // A spec with a problem: every violation printed with its path.
+    let bad_path = dir.path().join("bad.json");
+    let mut bad = self::spec("survey.json");
+    bad.initial_state = "missing".into();
+    std::fs::write(&bad_path, json::to_string(&bad)).unwrap();
+    let invalid = cli(MARKETER, &["create", bad_path.to_str().unwrap()]);
+    assert_eq!(invalid.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&invalid.stderr);
+    assert!(
+        text.contains("InvalidArgument") && text.contains("initialState"),
+        "{text}"
+    );
+    // No token: a clear error before any call.
+    let none = Command::new(canvass_tests::canvass_bin())
+        .args(["campaign", "--server", server.as_str(), "list"])
+        .env_remove("CANVASS_TOKEN")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&none.stderr).contains("CANVASS_TOKEN"));
+
+    // `canvass token hash` prints what the settings file holds.
+    let mut hash = Command::new(canvass_tests::canvass_bin())
+        .args(["token", "hash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        hash.stdin
+            .take()
+            .unwrap()
+            .write_all(b"tok-reader\n")
+            .unwrap();
+    }
+    let printed = hash.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        sha256_hex("tok-reader")
+    );
+}

@@ -1,5 +1,6 @@
 //! The `canvass` command line: validate, simulate and draw campaign specs.
 
+mod client;
 mod graph;
 mod input;
 mod run;
@@ -41,6 +42,12 @@ enum Command {
     Replay(run::ReplayArgs),
     /// Prints what a data directory holds.
     Inspect(run::InspectArgs),
+    /// Defines and operates campaigns on a running engine over gRPC (token in
+    /// CANVASS_TOKEN).
+    Campaign(client::CampaignArgs),
+    /// Bearer-token helpers for the gRPC settings file.
+    #[command(subcommand)]
+    Token(client::TokenCommand),
     /// Prints a campaign's state machine as a Mermaid or Graphviz diagram.
     Graph {
         /// The spec file.
@@ -68,6 +75,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Replay(args) => run::replay(&args),
         Command::Inspect(args) => run::inspect(&args),
+        Command::Campaign(args) => client::campaign(&args),
+        Command::Token(command) => client::token(&command),
         Command::Graph { spec, format } => graph::run(&spec, format),
     };
     match result {

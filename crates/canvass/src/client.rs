@@ -1,0 +1,325 @@
+//! `canvass campaign ...` and `canvass token ...`: operating a running engine over gRPC.
+//!
+//! The bearer token comes from `CANVASS_TOKEN` (never a flag: flags show in `ps`), the
+//! server from `--server` or `CANVASS_SERVER`. Answers print as canonical JSON; a refused
+//! call prints its gRPC status and every field violation, and exits with 1.
+
+use std::{io::Read, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use canvass_proto::{json, v1};
+use canvass_server::api::campaign_service_client::CampaignServiceClient;
+use clap::Subcommand;
+use tonic::{
+    Request, Status,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
+use tonic_types::StatusExt;
+
+use crate::input;
+
+#[derive(Debug, clap::Args)]
+pub struct CampaignArgs {
+    /// The engine's gRPC address.
+    #[arg(long, env = "CANVASS_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// PEM CA bundle to trust for an `https://` server.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    #[command(subcommand)]
+    command: CampaignCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CampaignCommand {
+    /// Loads the first version of a campaign as a draft.
+    Create {
+        /// Spec file (canonical JSON).
+        spec: PathBuf,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Loads a new version of an existing campaign as a draft.
+    NewVersion {
+        /// Spec file (canonical JSON).
+        spec: PathBuf,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Checks a spec on the server; prints every violation with its path.
+    Validate {
+        /// Spec file (canonical JSON).
+        spec: PathBuf,
+    },
+    /// A campaign's lifecycle and counters.
+    Get { campaign: String },
+    /// Every campaign.
+    List,
+    /// A stored spec, as canonical JSON.
+    Spec {
+        campaign: String,
+        /// Version; 0 for the newest.
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+    },
+    /// Asks for approval of a draft version.
+    Submit {
+        campaign: String,
+        version: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Approves a version pending approval.
+    Approve {
+        campaign: String,
+        version: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Rejects a version pending approval.
+    Reject {
+        campaign: String,
+        version: u32,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Launches the newest approved version.
+    Launch {
+        campaign: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Pauses a running campaign.
+    Pause {
+        campaign: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resumes a paused campaign.
+    Resume {
+        campaign: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Stops enrollment and lets journeys finish.
+    Complete {
+        campaign: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Ends every journey now.
+    Stop {
+        campaign: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Reads a token on standard input and prints the SHA-256 the settings file holds.
+    Hash,
+}
+
+pub fn token(command: &TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Hash => {
+            let mut token = String::new();
+            std::io::stdin().read_to_string(&mut token)?;
+            let token = token.trim();
+            anyhow::ensure!(!token.is_empty(), "no token on standard input");
+            println!("{}", canvass_server::hash_token(token));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn with_token<T>(message: T) -> anyhow::Result<Request<T>> {
+    let token = std::env::var("CANVASS_TOKEN").context("set CANVASS_TOKEN to your bearer token")?;
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim())
+            .parse()
+            .context("CANVASS_TOKEN holds characters a header cannot")?,
+    );
+    Ok(request)
+}
+
+/// A refused call, with its field violations, as the error to print.
+fn refused(status: &Status) -> anyhow::Error {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            text.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    anyhow::anyhow!(text)
+}
+
+async fn connect(args: &CampaignArgs) -> anyhow::Result<Channel> {
+    let mut endpoint = Channel::from_shared(args.server.clone())
+        .with_context(|| format!("bad server address {}", args.server))?;
+    if let Some(ca) = &args.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {}", args.server))
+}
+
+fn print<M: serde::Serialize>(message: &M) {
+    println!("{}", json::to_string(message));
+}
+
+pub fn campaign(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(campaign_call(args))
+}
+
+async fn campaign_call(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
+    use CampaignCommand as C;
+    let mut client = CampaignServiceClient::new(connect(args).await?);
+    let version_ref = |campaign: &str, version: u32| (campaign.to_string(), version);
+    macro_rules! call {
+        ($method:ident, $message:expr) => {{
+            let response = client
+                .$method(with_token($message)?)
+                .await
+                .map_err(|s| refused(&s))?;
+            print(response.get_ref());
+        }};
+    }
+    match &args.command {
+        C::Create { spec, reason } => call!(
+            create_campaign,
+            v1::CreateCampaignRequest {
+                spec: Some(input::read_spec(spec)?),
+                reason: reason.clone(),
+            }
+        ),
+        C::NewVersion { spec, reason } => call!(
+            new_campaign_version,
+            v1::NewCampaignVersionRequest {
+                spec: Some(input::read_spec(spec)?),
+                reason: reason.clone(),
+            }
+        ),
+        C::Validate { spec } => {
+            let response = client
+                .validate_campaign(with_token(v1::ValidateCampaignRequest {
+                    spec: Some(input::read_spec(spec)?),
+                })?)
+                .await
+                .map_err(|s| refused(&s))?
+                .into_inner();
+            print(&response);
+            if !response.valid {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        C::Get { campaign } => call!(
+            get_campaign,
+            v1::GetCampaignRequest {
+                campaign_id: campaign.clone(),
+            }
+        ),
+        C::List => call!(list_campaigns, v1::ListCampaignsRequest::default()),
+        C::Spec { campaign, version } => {
+            let response = client
+                .get_campaign_spec(with_token(v1::GetCampaignSpecRequest {
+                    campaign_id: campaign.clone(),
+                    version: *version,
+                })?)
+                .await
+                .map_err(|s| refused(&s))?;
+            println!("{}", response.get_ref().json);
+        }
+        C::Submit {
+            campaign,
+            version,
+            reason,
+        } => {
+            let (campaign_id, version) = version_ref(campaign, *version);
+            call!(
+                submit_campaign,
+                v1::SubmitCampaignRequest {
+                    campaign_id,
+                    version,
+                    reason: reason.clone(),
+                }
+            )
+        }
+        C::Approve {
+            campaign,
+            version,
+            reason,
+        } => {
+            let (campaign_id, version) = version_ref(campaign, *version);
+            call!(
+                approve_campaign,
+                v1::ApproveCampaignRequest {
+                    campaign_id,
+                    version,
+                    reason: reason.clone(),
+                }
+            )
+        }
+        C::Reject {
+            campaign,
+            version,
+            reason,
+        } => {
+            let (campaign_id, version) = version_ref(campaign, *version);
+            call!(
+                reject_campaign,
+                v1::RejectCampaignRequest {
+                    campaign_id,
+                    version,
+                    reason: reason.clone(),
+                }
+            )
+        }
+        C::Launch { campaign, reason } => call!(
+            launch_campaign,
+            v1::LaunchCampaignRequest {
+                campaign_id: campaign.clone(),
+                reason: reason.clone(),
+            }
+        ),
+        C::Pause { campaign, reason } => call!(
+            pause_campaign,
+            v1::PauseCampaignRequest {
+                campaign_id: campaign.clone(),
+                reason: reason.clone(),
+            }
+        ),
+        C::Resume { campaign, reason } => call!(
+            resume_campaign,
+            v1::ResumeCampaignRequest {
+                campaign_id: campaign.clone(),
+                reason: reason.clone(),
+            }
+        ),
+        C::Complete { campaign, reason } => call!(
+            complete_campaign,
+            v1::CompleteCampaignRequest {
+                campaign_id: campaign.clone(),
+                reason: reason.clone(),
+            }
+        ),
+        C::Stop { campaign, reason } => call!(
+            stop_campaign,
+            v1::StopCampaignRequest {
+                campaign_id: campaign.clone(),
+                reason: reason.clone(),
+            }
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
