@@ -1130,3 +1130,82 @@ fn the_cli_operates_a_running_engine() {
         sha256_hex("tok-reader")
     );
 }
+
+/// A CA, a server certificate for `localhost` and a client certificate, as PEM files.
+fn pki(dir: &Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["svc".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    (ca.pem(), client.pem(), client_key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_lets_in_only_clients_with_a_certificate_of_the_ca() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, client_cert, client_key) = pki(dir.path());
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let engine = start_engine(
+        dir.path(),
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+            file("server.pem"),
+            file("server.key"),
+            file("ca.pem")
+        ),
+    );
+    let tls = ClientTlsConfig::new()
+        .domain_name("localhost")
+        .ca_certificate(Certificate::from_pem(&ca));
+    let list = |channel: Channel| async move {
+        CampaignServiceClient::new(channel)
+            .list_campaigns(req(READER, v1::ListCampaignsRequest::default()))
+            .await
+    };
+    let https = format!("https://{}", engine.address);
+
+    let with_cert = Channel::from_shared(https.clone())
+        .unwrap()
+        .tls_config(
+            tls.clone()
+                .identity(Identity::from_pem(&client_cert, &client_key)),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .expect("a client with a certificate of the CA connects");
+    list(with_cert).await.expect("and is served");
+
+    // Without a client certificate the handshake (or the first call) fails.
+    let without = Channel::from_shared(https)
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = without {
+        assert!(list(channel).await.is_err(), "served without a certificate");
+    }
+    // Plain text is not served either.
+    let plain = Channel::from_shared(format!("http://{}", engine.address))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        assert!(list(channel).await.is_err(), "served in plain text");
+    }
+}
