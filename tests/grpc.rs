@@ -477,6 +477,16 @@ async fn the_reference_campaign_runs_through_grpc_alone() {
         |e| matches!(&e.input, Some(v1::log_entry::Input::ContactUpsert(c)) if c.id == member)
     ));
     assert!(history.entries.windows(2).all(|w| w[0].seq < w[1].seq));
+    // What a caller changed is logged with its identity; timers are nobody's.
+    for e in &history.entries {
+        match &e.input {
+            Some(v1::log_entry::Input::Event(_) | v1::log_entry::Input::ContactUpsert(_)) => {
+                assert_eq!(e.caller, "svc", "{e:?}");
+            }
+            Some(v1::log_entry::Input::TimerFired(_)) => assert_eq!(e.caller, "", "{e:?}"),
+            _ => {}
+        }
+    }
 
     let spec_json = campaigns
         .get_campaign_spec(req(
@@ -1208,4 +1218,104 @@ async fn mutual_tls_lets_in_only_clients_with_a_certificate_of_the_ca() {
     if let Ok(channel) = plain {
         assert!(list(channel).await.is_err(), "served in plain text");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_answer_and_unknown_enum_values_are_refused() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start_engine(dir.path(), "");
+    let channel = connect(&engine.address).await;
+
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "canvass.v1.CampaignService", "canvass.v1.IngestService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, 1, "{service} is SERVING");
+    }
+
+    // What `grpcurl list` asks.
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "canvass.v1.CampaignService",
+        "canvass.v1.ContactService",
+        "canvass.v1.IngestService",
+        "canvass.v1.ActionService",
+        "canvass.v1.ReportService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(expected), "{expected} not listed: {names:?}");
+    }
+
+    let mut actions = ActionServiceClient::new(channel.clone());
+    let unknown_kind = actions
+        .stream_actions(req(
+            SERVICE,
+            v1::StreamActionsRequest {
+                kinds: vec![999],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unknown_kind.code(),
+        Code::InvalidArgument,
+        "{unknown_kind:?}"
+    );
+    let unknown_outcome = actions
+        .ack_actions(req(
+            SERVICE,
+            v1::AckActionsRequest {
+                results: vec![v1::ActionResult {
+                    idempotency_key: "k".into(),
+                    outcome: 77,
+                    ..Default::default()
+                }],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_outcome.code(), Code::InvalidArgument);
+    // An acknowledgement of an action never streamed is reported, not applied.
+    let unknown_key = actions
+        .ack_actions(req(
+            SERVICE,
+            v1::AckActionsRequest {
+                results: vec![v1::ActionResult {
+                    idempotency_key: "never-sent".into(),
+                    outcome: v1::ExecutionOutcome::Delivered as i32,
+                    ..Default::default()
+                }],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unknown_key.acknowledged, 0);
+    assert_eq!(unknown_key.unknown_keys, vec!["never-sent".to_string()]);
 }

@@ -13,6 +13,7 @@ use canvass_proto::{json, v1};
 use canvass_store::{Store, StoreOptions};
 use clap::{Parser, Subcommand};
 
+mod grpc;
 mod kafka;
 
 // The same allocator as the `canvass` binary, so the figures are the product's.
@@ -82,6 +83,19 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Ingest over gRPC client-streaming beside the engine in-process, and push delivery to
+    /// a local ActionExecutor beside plain calls to it.
+    Grpc {
+        /// Events ingested.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Actions pushed.
+        #[arg(long, default_value_t = 20_000)]
+        actions: u64,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Time to reopen a store whose log holds this many events (projections persist, so
     /// nothing is replayed), beside the time to replay the same log.
     Restart {
@@ -114,6 +128,7 @@ fn record(r: v1::IngestRecord) -> Sourced {
     Sourced {
         incoming: Incoming::Record(Box::new(r)),
         position: None,
+        caller: None,
     }
 }
 
@@ -487,6 +502,11 @@ fn main() -> anyhow::Result<()> {
             events,
             replay_limit,
         } => restart(events, replay_limit),
+        Bench::Grpc {
+            events,
+            actions,
+            runs,
+        } => grpc::grpc(events, actions, runs),
     }
     .context("benchmark failed")
 }

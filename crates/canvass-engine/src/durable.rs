@@ -96,6 +96,9 @@ pub struct Sourced {
     pub incoming: Incoming,
     /// Source position; the source's stored offset moves to `next_offset` with this input.
     pub position: Option<v1::SourcePosition>,
+    /// Who submitted it through an authenticated API (logged with it); `None` for file and
+    /// Kafka sources.
+    pub caller: Option<String>,
 }
 
 /// What one group commit did.
@@ -416,6 +419,8 @@ struct Pending {
     outcomes: Vec<Outcome>,
     /// Outbox positions acknowledged in this batch.
     acked: BTreeSet<(u64, u32)>,
+    /// The caller of the input being accepted, logged with its entry.
+    caller: String,
 }
 
 impl Pending {
@@ -443,6 +448,7 @@ impl Pending {
             last_seq: None,
             outcomes: Vec::new(),
             acked: BTreeSet::new(),
+            caller: String::new(),
         })
     }
 
@@ -454,6 +460,7 @@ impl Pending {
                 applied_at: Some(self.clock.to_proto()),
                 source: Some(position),
                 input: None,
+                caller: String::new(),
             };
             self.next_seq += 1;
             self.batch.append_log(&entry);
@@ -495,7 +502,11 @@ impl Pending {
 
     /// Accepts one input from a source: dedupe, dead-letter or append and apply.
     fn accept(&mut self, input: Sourced, wall_now: UnixMillis) -> Result<()> {
-        let Sourced { incoming, position } = input;
+        let Sourced {
+            incoming,
+            position,
+            caller,
+        } = input;
         if let Some(p) = &position {
             self.offsets.insert(p.source.clone(), p.next_offset);
             // Until the input is logged, only a bare entry would account for this position.
@@ -567,6 +578,7 @@ impl Pending {
             _ => None,
         };
         let seq = self.next_seq;
+        self.caller = caller.unwrap_or_default();
         self.append(input, position.clone(), now)?;
         self.outcomes.push(Outcome::Logged { seq });
         if let Some(c) = command {
@@ -756,6 +768,8 @@ impl Pending {
             applied_at: Some(now.to_proto()),
             source,
             input: Some(input),
+            // Only the accepted input itself: timers it fires first are nobody's.
+            caller: std::mem::take(&mut self.caller),
         };
         self.batch.append_log(&entry);
         self.report.entries += 1;

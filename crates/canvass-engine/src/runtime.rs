@@ -208,7 +208,11 @@ fn parse(line: &[u8], position: Option<v1::SourcePosition>) -> Sourced {
             },
         },
     };
-    Sourced { incoming, position }
+    Sourced {
+        incoming,
+        position,
+        caller: None,
+    }
 }
 
 fn spawn_reader(

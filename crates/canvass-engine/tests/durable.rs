@@ -31,6 +31,7 @@ fn record(text: &str) -> Sourced {
     Sourced {
         incoming,
         position: None,
+        caller: None,
     }
 }
 

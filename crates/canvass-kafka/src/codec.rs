@@ -85,6 +85,7 @@ pub fn decode(record: &RecordView<'_>, role: Role, default_format: Format) -> So
     Sourced {
         incoming,
         position: Some(position),
+        caller: None,
     }
 }
 

@@ -84,7 +84,7 @@ impl Campaigns {
             })),
             at,
         };
-        match self.0.submit_one(record).await? {
+        match self.0.submit_one(record, caller).await? {
             Outcome::Logged { seq } => Ok((seq, self.existing(campaign_id)?)),
             Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
             Outcome::DeadLetter { reason } => Err(Status::invalid_argument(reason)),

@@ -64,10 +64,10 @@ impl ContactService for Contacts {
         &self,
         request: Request<v1::UpsertContactRequest>,
     ) -> Result<Response<v1::UpsertContactResponse>, Status> {
-        self.0.auth.check(&request, Rpc::UpsertContact)?;
+        let caller = self.0.auth.check(&request, Rpc::UpsertContact)?;
         let at = record_time(&request)?;
         let record = upsert_record(request.into_inner().contact, at)?;
-        let seq = logged(&self.0.submit_one(record).await?)?;
+        let seq = logged(&self.0.submit_one(record, &caller).await?)?;
         Ok(Response::new(v1::UpsertContactResponse { seq }))
     }
 
@@ -75,7 +75,7 @@ impl ContactService for Contacts {
         &self,
         request: Request<Streaming<v1::UpsertContactsRequest>>,
     ) -> Result<Response<v1::UpsertContactsResponse>, Status> {
-        self.0.auth.check(&request, Rpc::UpsertContacts)?;
+        let caller = self.0.auth.check(&request, Rpc::UpsertContacts)?;
         let at = record_time(&request)?;
         let mut stream = request.into_inner();
         let (mut accepted, mut last_seq) = (0, 0);
@@ -88,7 +88,7 @@ impl ContactService for Contacts {
                 let record = upsert_record(m.contact.clone(), at.clone()).map_err(|s| {
                     Status::invalid_argument(format!("message {index}: {}", s.message()))
                 })?;
-                chunk.push(sourced(record));
+                chunk.push(sourced(record, &caller));
                 index += 1;
             }
             if chunk.len() >= STREAM_CHUNK || (next.is_none() && !chunk.is_empty()) {

@@ -200,6 +200,7 @@ async fn log_results(inbox: &Inbox, acks: Vec<v1::ActionAck>) -> Result<Outcome,
         let input = Sourced {
             incoming: Incoming::Acks(v1::ActionAcks { acks: acks.clone() }),
             position: None,
+            caller: None,
         };
         match inbox.submit(vec![input]) {
             Ok(answer) => {

@@ -34,9 +34,9 @@ impl IngestService for Ingest {
         &self,
         request: Request<v1::IngestEventRequest>,
     ) -> Result<Response<v1::IngestEventResponse>, Status> {
-        self.0.auth.check(&request, Rpc::IngestEvent)?;
+        let caller = self.0.auth.check(&request, Rpc::IngestEvent)?;
         let record = event_record(request.into_inner().event)?;
-        let response = match self.0.submit_one(record).await? {
+        let response = match self.0.submit_one(record, &caller).await? {
             Outcome::Logged { seq } => v1::IngestEventResponse {
                 seq,
                 duplicate: false,
@@ -56,7 +56,7 @@ impl IngestService for Ingest {
         &self,
         request: Request<Streaming<v1::IngestEventsRequest>>,
     ) -> Result<Response<v1::IngestEventsResponse>, Status> {
-        self.0.auth.check(&request, Rpc::IngestEvents)?;
+        let caller = self.0.auth.check(&request, Rpc::IngestEvents)?;
         let mut stream = request.into_inner();
         let mut response = v1::IngestEventsResponse::default();
         let mut chunk = Vec::new();
@@ -72,7 +72,7 @@ impl IngestService for Ingest {
                 let record = event_record(m.event).map_err(|s| {
                     Status::invalid_argument(format!("message {index}: {}", s.message()))
                 })?;
-                chunk.push(sourced(record));
+                chunk.push(sourced(record, &caller));
                 index += 1;
             }
             if chunk.len() >= STREAM_CHUNK || (ended && !chunk.is_empty()) {

@@ -66,9 +66,13 @@ impl Shared {
         }
     }
 
-    /// Submits one input and returns its outcome.
-    pub(crate) async fn submit_one(&self, record: v1::IngestRecord) -> Result<Outcome, Status> {
-        let outcomes = self.submit(vec![sourced(record)]).await?;
+    /// Submits one input from `caller` and returns its outcome.
+    pub(crate) async fn submit_one(
+        &self,
+        record: v1::IngestRecord,
+        caller: &Caller,
+    ) -> Result<Outcome, Status> {
+        let outcomes = self.submit(vec![sourced(record, caller)]).await?;
         outcomes
             .into_iter()
             .next()
@@ -96,11 +100,13 @@ pub(crate) fn record_time<T>(
     ))
 }
 
-/// An input from gRPC: no source offset (callers retry; event ids dedupe).
-pub(crate) fn sourced(record: v1::IngestRecord) -> Sourced {
+/// An input from a gRPC caller: no source offset (callers retry; event ids dedupe), the
+/// caller's identity logged with it.
+pub(crate) fn sourced(record: v1::IngestRecord, caller: &Caller) -> Sourced {
     Sourced {
         incoming: Incoming::Record(Box::new(record)),
         position: None,
+        caller: Some(caller.identity.clone()),
     }
 }
 

@@ -146,6 +146,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     at: None,
                 })),
                 position: None,
+                caller: None,
             });
         }
     }
