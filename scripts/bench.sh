@@ -17,6 +17,7 @@ $bench latency --rate 5000 --seconds 10
 $bench memory --contacts 100000
 $bench memory --contacts 1000000
 $bench restart --events "$restart_events"
+$bench grpc --events 100000 --actions 20000 --runs 3
 
 # Kafka end to end beside a plain consumer, on a broker of its own (in-memory storage).
 broker_dir=$(mktemp -d)

@@ -1,6 +1,9 @@
 //! The gRPC API end to end: the real binary serving on loopback, driven by a real tonic
 //! client; push delivery to the real example executor.
 
+// Tests fail loudly on any unexpected value.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,

@@ -85,7 +85,7 @@ impl ContactService for Contacts {
             // A broken stream ends the call with its error; chunks answered before stay.
             let next = stream.message().await?;
             if let Some(m) = next.as_ref() {
-                let record = upsert_record(m.contact.clone(), at.clone()).map_err(|s| {
+                let record = upsert_record(m.contact.clone(), at).map_err(|s| {
                     Status::invalid_argument(format!("message {index}: {}", s.message()))
                 })?;
                 chunk.push(sourced(record, &caller));
