@@ -18,37 +18,17 @@ use canvass_server::api::{
     contact_service_client::ContactServiceClient, ingest_service_client::IngestServiceClient,
     report_service_client::ReportServiceClient,
 };
-use canvass_tests::{KillOnDrop, example, executor_bin, start_ready};
+use canvass_tests::{
+    KillOnDrop,
+    api::{
+        APPROVER, CALLERS, MARKETER, OPERATOR, READER, SERVICE, connect, contacts,
+        create_and_launch, req, settings, sha256_hex, spec,
+    },
+    example, executor_bin, start_ready,
+};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
-
-/// Callers: (token, identity, role). `mia` writes specs and also holds an approver token,
-/// to show that nobody approves their own campaign.
-const CALLERS: &[(&str, &str, &str)] = &[
-    ("tok-marketer", "mia", "marketer"),
-    ("tok-approver", "abe", "approver"),
-    ("tok-mia-approver", "mia", "approver"),
-    ("tok-operator", "ola", "operator"),
-    ("tok-service", "svc", "service"),
-    ("tok-reader", "rea", "reader"),
-];
-const MARKETER: &str = "tok-marketer";
-const APPROVER: &str = "tok-approver";
-const OPERATOR: &str = "tok-operator";
-const SERVICE: &str = "tok-service";
-const READER: &str = "tok-reader";
-
-/// The reference example's launch time (as in the other end-to-end tests).
-const LAUNCH: &str = "2026-03-02T09:00:00Z";
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A running engine serving gRPC, killed when dropped.
 struct Engine {
@@ -60,13 +40,7 @@ struct Engine {
 /// Writes the settings (any free port, every caller, the given extra TOML) and starts
 /// `canvass run` with them on the event clock.
 fn start_engine(dir: &Path, extra: &str) -> Engine {
-    let mut config = String::from("listen = \"127.0.0.1:0\"\n");
-    for (token, identity, role) in CALLERS {
-        config.push_str(&format!(
-            "[[tokens]]\nidentity = \"{identity}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
-            sha256_hex(token)
-        ));
-    }
+    let mut config = settings();
     config.push_str(extra);
     let config_path = dir.join("grpc.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -93,36 +67,6 @@ fn start_engine(dir: &Path, extra: &str) -> Engine {
     }
 }
 
-async fn connect(address: &str) -> Channel {
-    Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("the engine accepts connections")
-}
-
-/// A request carrying a bearer token (and, for the event clock, the time it happens at).
-fn req<T>(token: &str, message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r.metadata_mut()
-        .insert("canvass-at", LAUNCH.parse().unwrap());
-    r
-}
-
-fn spec(name: &str) -> v1::CampaignSpec {
-    json::from_str(&std::fs::read_to_string(example(name)).unwrap()).unwrap()
-}
-
-fn contacts() -> Vec<v1::Contact> {
-    std::fs::read_to_string(example("contacts.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The reference events that parse and hold every required field, in time order. (Lines
 /// that do not parse are the file sources' concern: a gRPC message is well-formed by
 /// construction; an event lacking a required field is refused, tested apart.)
@@ -140,79 +84,6 @@ fn events() -> Vec<v1::TouchpointEvent> {
             .unwrap_or_default()
     });
     events
-}
-
-/// Creates, submits, approves (by someone else) and launches a campaign through gRPC.
-async fn create_and_launch(channel: &Channel, spec: v1::CampaignSpec) {
-    let mut campaigns = CampaignServiceClient::new(channel.clone());
-    let id = spec.id.clone();
-    let created = campaigns
-        .create_campaign(req(
-            MARKETER,
-            v1::CreateCampaignRequest {
-                spec: Some(spec),
-                reason: "new campaign".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(created.seq > 0);
-    let status = |r: v1::CampaignLifecycle| r.status;
-    assert_eq!(
-        status(created.lifecycle.unwrap()),
-        v1::CampaignStatus::Draft as i32
-    );
-    campaigns
-        .submit_campaign(req(
-            MARKETER,
-            v1::SubmitCampaignRequest {
-                campaign_id: id.clone(),
-                version: 1,
-                reason: "ready".into(),
-            },
-        ))
-        .await
-        .unwrap();
-    // The author may hold an approver token: still not their own approval.
-    let own = campaigns
-        .approve_campaign(req(
-            "tok-mia-approver",
-            v1::ApproveCampaignRequest {
-                campaign_id: id.clone(),
-                version: 1,
-                reason: "mine".into(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(own.code(), Code::FailedPrecondition, "{own:?}");
-    campaigns
-        .approve_campaign(req(
-            APPROVER,
-            v1::ApproveCampaignRequest {
-                campaign_id: id.clone(),
-                version: 1,
-                reason: "looks right".into(),
-            },
-        ))
-        .await
-        .unwrap();
-    let launched = campaigns
-        .launch_campaign(req(
-            OPERATOR,
-            v1::LaunchCampaignRequest {
-                campaign_id: id.clone(),
-                reason: "go".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        launched.lifecycle.unwrap().status,
-        v1::CampaignStatus::Running as i32
-    );
 }
 
 /// Pulls actions until `total` distinct keys have come and are acknowledged; returns them

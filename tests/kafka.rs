@@ -550,3 +550,133 @@ fn the_engine_survives_a_broker_restart() {
         "every touchpoint applied, once"
     );
 }
+
+/// Starts an engine on Kafka that also serves gRPC (until stopped); returns it and the
+/// gRPC address.
+fn start_serving(data: &Path, config: &Path, grpc: &Path) -> (canvass_tests::KillOnDrop, String) {
+    let mut args: Vec<String> = engine_args(data, config, "event")
+        .into_iter()
+        .filter(|a| a != "--exit-when-caught-up")
+        .collect();
+    args.extend([
+        "--grpc-config".to_string(),
+        grpc.to_str().unwrap().to_string(),
+    ]);
+    let running = start_ready(&args, true);
+    let address = running
+        .line_starting("grpc: listening on", Duration::from_secs(60))
+        .expect("the engine serves gRPC beside Kafka");
+    (canvass_tests::KillOnDrop(running.child), address)
+}
+
+#[test]
+fn grpc_beside_kafka_in_one_engine() {
+    use canvass_server::api::contact_service_client::ContactServiceClient;
+    use canvass_tests::api::{READER, SERVICE, connect, create_and_launch, req, settings, spec};
+
+    let broker = broker();
+    let topics = Topics::create(&broker, "grpc", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = topics.config(dir.path(), &broker, &unique("grpc-group"));
+    let grpc = dir.path().join("grpc.toml");
+    std::fs::write(&grpc, settings()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // While it consumes the (empty) topics: campaigns and contacts over gRPC (the contacts
+    // of the reference stream, whose ids its events use).
+    let phases = phases(&topics, 1);
+    let (mut engine, address) = start_serving(&data, &config, &grpc);
+    rt.block_on(async {
+        let channel = connect(&address).await;
+        create_and_launch(&channel, spec("survey.json")).await;
+        let upserts: Vec<v1::UpsertContactsRequest> = phases
+            .contacts
+            .iter()
+            .map(|r| {
+                let record: v1::IngestRecord =
+                    json::from_str(std::str::from_utf8(&r.payload).unwrap()).unwrap();
+                let Some(v1::ingest_record::Input::Contact(c)) = record.input else {
+                    panic!("a contact record");
+                };
+                v1::UpsertContactsRequest { contact: Some(c) }
+            })
+            .collect();
+        ContactServiceClient::new(channel.clone())
+            .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
+            .await
+            .unwrap();
+        create_and_launch(&channel, spec("campaign.json")).await;
+    });
+    let exit = engine.terminate();
+    assert!(exit.success(), "the engine did not stop cleanly: {exit}");
+
+    // The touchpoints on the topic, consumed by the engine while it serves gRPC.
+    let mut last = phases.events.clone();
+    last.extend(malformed_records(&topics, &phases.malformed));
+    let (mut engine, address) = start_serving(&data, &config, &grpc);
+    broker.produce(&last);
+
+    // Every expected action reaches the actions topic (Kafka publishes them, not gRPC).
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(example("expected.json")).unwrap()).unwrap();
+    let total: usize = expected["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["actionsByKind"].as_object().unwrap().values())
+        .map(|n| usize::try_from(n.as_u64().unwrap()).unwrap())
+        .sum();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let published = actions_by_key(&broker.read_all(&topics.actions)).len();
+        if published >= total {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{published} of {total} actions published"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The groups, read over gRPC from the engine that consumes Kafka.
+    rt.block_on(async {
+        let channel = connect(&address).await;
+        let mut contacts_client = ContactServiceClient::new(channel);
+        for (group, count) in expected["campaigns"][1]["responseGroups"]
+            .as_object()
+            .unwrap()
+        {
+            let members = contacts_client
+                .list_group_members(req(
+                    READER,
+                    v1::ListGroupMembersRequest {
+                        campaign_id: "b-trial-invite".into(),
+                        group: group.clone(),
+                        page_size: 1000,
+                        page_token: String::new(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                members.contact_ids.len() as u64,
+                count.as_u64().unwrap(),
+                "{group}"
+            );
+        }
+    });
+    // Actions go to the actions topic: pulling them over gRPC is refused.
+    rt.block_on(async {
+        let channel = connect(&address).await;
+        let refused = canvass_server::api::action_service_client::ActionServiceClient::new(channel)
+            .stream_actions(req(SERVICE, v1::StreamActionsRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    });
+    let exit = engine.terminate();
+    assert!(exit.success(), "the engine did not stop cleanly: {exit}");
+    assert_reference_outcome(&broker, &topics, &data, 1);
+}

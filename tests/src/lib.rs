@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests: building and running the real `canvass` binary.
 
+pub mod api;
 pub mod broker;
 
 use std::{
@@ -81,6 +82,21 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
 /// A child process killed when dropped, so that a failing test leaves nothing running.
 #[derive(Debug)]
 pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// Asks the process to stop (SIGTERM) and waits for it.
+    ///
+    /// # Panics
+    /// If the signal cannot be sent or the process cannot be waited for.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM not sent");
+        self.0.wait().expect("the process can be waited for")
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -146,6 +146,7 @@ fn engine_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
             exit_when_caught_up: true,
             stop: None,
         },
+        None,
     )?;
     anyhow::ensure!(
         report.records == events,

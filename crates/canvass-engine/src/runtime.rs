@@ -137,6 +137,51 @@ pub struct Intake {
     rx: Receiver<Item>,
 }
 
+impl Intake {
+    /// Takes what was submitted, without waiting: inputs are appended to `batch`, the
+    /// submissions to answer once it is committed to `submissions`. For loops of their own
+    /// (the Kafka one) that commit other inputs too.
+    pub fn take_into(&self, batch: &mut Vec<Sourced>, submissions: &mut Submissions) {
+        while let Ok(item) = self.rx.try_recv() {
+            match item {
+                Item::Input(s) => batch.push(s),
+                Item::Request(Request { inputs, reply }) => {
+                    let start = batch.len();
+                    batch.extend(inputs);
+                    submissions.replies.push((start..batch.len(), reply));
+                }
+                // Only file readers send these, and such loops have none.
+                Item::End | Item::Failed(_) => {}
+            }
+        }
+    }
+}
+
+/// Submissions waiting for the commit of the batch their inputs joined.
+#[derive(Debug, Default)]
+pub struct Submissions {
+    replies: Replies,
+}
+
+impl Submissions {
+    /// Answers each submission with its inputs' outcomes (`outcomes` in batch order).
+    pub fn answer(self, outcomes: &[Outcome]) {
+        for (range, reply) in self.replies {
+            let _ = reply.send(Ok(outcomes
+                .get(range)
+                .map(<[_]>::to_vec)
+                .unwrap_or_default()));
+        }
+    }
+
+    /// Tells each submission that the engine could not apply it.
+    pub fn fail(self, reason: &str) {
+        for (_, reply) in self.replies {
+            let _ = reply.send(Err(reason.to_string()));
+        }
+    }
+}
+
 /// A channel for the run loop, bounded to `capacity` queued items (a submission counts as
 /// one, whatever its size).
 #[must_use]
@@ -391,19 +436,11 @@ pub fn run(
         let r = match result {
             Ok(r) => r,
             Err(e) => {
-                for (_, reply) in replies {
-                    let _ = reply.send(Err(format!("the engine stopped: {e}")));
-                }
+                replies.fail(&format!("the engine stopped: {e}"));
                 return Err(e.into());
             }
         };
-        for (range, reply) in replies {
-            let _ = reply.send(Ok(r
-                .outcomes
-                .get(range)
-                .map(<[_]>::to_vec)
-                .unwrap_or_default()));
-        }
+        replies.answer(&r.outcomes);
         if r.entries > 0 || r.dead_letters > 0 || r.duplicates > 0 {
             report.commits += 1;
             if let Some(hook) = after_commit.as_mut() {
@@ -448,9 +485,9 @@ type Replies = Vec<(Range<usize>, oneshot::Sender<Reply>)>;
 fn next_batch(
     rx: &Receiver<Item>,
     options: &RunOptions,
-) -> Result<(Vec<Sourced>, Replies, bool), RunError> {
+) -> Result<(Vec<Sourced>, Submissions, bool), RunError> {
     let mut batch = Vec::new();
-    let mut replies = Vec::new();
+    let mut replies = Submissions::default();
     let first = match rx.recv_timeout(Duration::from_millis(50)) {
         Ok(item) => item,
         Err(RecvTimeoutError::Timeout) => return Ok((batch, replies, false)),
@@ -464,7 +501,7 @@ fn next_batch(
             Item::Request(Request { inputs, reply }) => {
                 let start = batch.len();
                 batch.extend(inputs);
-                replies.push((start..batch.len(), reply));
+                replies.replies.push((start..batch.len(), reply));
             }
             Item::End => return Ok((batch, replies, true)),
             Item::Failed(e) => return Err(RunError::Source(e)),

@@ -22,7 +22,7 @@ use std::{
 
 use canvass_engine::{
     durable::{DispatchError, Engine, Error as EngineError, Sourced},
-    runtime::wall_clock,
+    runtime::{Intake, Submissions, wall_clock},
 };
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
@@ -83,16 +83,19 @@ pub enum RunError {
     Engine(#[from] EngineError),
 }
 
-/// Runs the engine on Kafka until `options` say stop.
+/// Runs the engine on Kafka until `options` say stop. Inputs submitted through `intake`'s
+/// inboxes (the gRPC API) join the batches of records and are answered once committed.
 pub fn run(
     engine: Engine,
     config: &KafkaConfig,
     options: &KafkaRunOptions,
+    intake: Option<&Intake>,
 ) -> Result<KafkaReport, RunError> {
     let context = EngineContext {
         state: Mutex::new(State {
             engine,
             pending: Vec::new(),
+            submissions: Submissions::default(),
             next: HashMap::new(),
             to_commit: HashMap::new(),
             failure: None,
@@ -122,6 +125,15 @@ pub fn run(
     let mut last_activity = (0, 0, 0);
     loop {
         let consumed = gather(&consumer, config);
+        if let Some(intake) = intake {
+            let mut state = consumer.context().lock();
+            let State {
+                pending,
+                submissions,
+                ..
+            } = &mut *state;
+            intake.take_into(pending, submissions);
+        }
         let (rebalances_now, owned) = {
             let state = consumer.context().lock();
             (state.report.rebalances, state.next.clone())
@@ -359,8 +371,10 @@ impl EngineContext {
 
 struct State {
     engine: Engine,
-    /// Records read and not yet committed.
+    /// Records read (and inputs submitted) not yet committed.
     pending: Vec<Sourced>,
+    /// Submissions among `pending`, answered once committed.
+    submissions: Submissions,
     /// Next offset to apply, per assigned partition.
     next: HashMap<(String, i32), i64>,
     /// Next offsets committed to the store and not yet to Kafka.
@@ -402,11 +416,20 @@ impl State {
             }
         }
         let now = wall_clock();
-        let r = if batch.is_empty() {
-            self.engine.tick(now)?
+        let submissions = std::mem::take(&mut self.submissions);
+        let result = if batch.is_empty() {
+            self.engine.tick(now)
         } else {
-            self.engine.ingest(batch, now)?
+            self.engine.ingest(batch, now)
         };
+        let r = match result {
+            Ok(r) => r,
+            Err(e) => {
+                submissions.fail(&format!("the engine stopped: {e}"));
+                return Err(e);
+            }
+        };
+        submissions.answer(&r.outcomes);
         self.report.entries += r.entries;
         self.report.duplicates += r.duplicates;
         self.report.dead_letters += r.dead_letters;

@@ -46,9 +46,10 @@ pub struct RunArgs {
     #[arg(long)]
     exit_when_caught_up: bool,
     /// Serve the gRPC API with these settings (TOML: listen address, tokens, TLS,
-    /// executors; see docs/operations.md). The engine then runs until SIGTERM or SIGINT;
-    /// actions go to executors and pullers unless `--actions` is given.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["kafka", "kafka_config"])]
+    /// executors; see docs/operations.md), beside the file/stdin input or Kafka. The engine
+    /// then runs until SIGTERM or SIGINT; actions go to executors and pullers unless
+    /// `--actions` is given or Kafka publishes them.
+    #[arg(long, value_name = "FILE")]
     grpc_config: Option<PathBuf>,
     /// JSON-lines input, one IngestRecord ({"contact": ...}, {"event": ...} or
     /// {"command": ...}) per line; `-` for standard input (the default without
@@ -163,17 +164,42 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    if kafka {
-        return run_kafka(engine, args);
+    let stop = Arc::new(AtomicBool::new(false));
+    if kafka || args.grpc_config.is_some() {
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(signal, Arc::clone(&stop))
+                .context("cannot install the signal handlers")?;
+        }
     }
-    let serving = args.grpc_config.is_some();
+    let mut serving = match &args.grpc_config {
+        // On Kafka, actions go to the actions topic; otherwise over gRPC unless `--actions`.
+        Some(path) => Some(crate::serve::start(
+            path,
+            engine.store().clone(),
+            &stop,
+            !kafka && args.actions.is_none(),
+            RunOptions::default().channel_capacity,
+        )?),
+        None => None,
+    };
+    if kafka {
+        let intake = serving.as_mut().and_then(|s| s.intake.take());
+        let result = run_kafka(engine, args, &stop, intake.as_ref());
+        // Submissions still queued are answered UNAVAILABLE, so that the server's graceful
+        // stop does not wait on them.
+        drop(intake);
+        if let Some(serving) = serving {
+            serving.finish();
+        }
+        return result;
+    }
     let input = match args.input.as_deref() {
-        None if serving => None,
+        None if serving.is_some() => None,
         None | Some("-") => Some(InputSpec::Stdin),
         Some(path) => Some(InputSpec::File(PathBuf::from(path))),
     };
     let mut sink = match args.actions.as_deref() {
-        None if serving => None,
+        None if serving.is_some() => None,
         None | Some("-") => Some(JsonlSink::stdout()),
         Some(path) => Some(
             JsonlSink::file(std::path::Path::new(path))
@@ -187,8 +213,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ..RunOptions::default()
     };
     let sink = sink.as_mut().map(|s| s as &mut dyn runtime::Dispatcher);
-    let report = match &args.grpc_config {
-        Some(path) => crate::serve::run_serving(&mut engine, path, input, sink, &options)?,
+    let report = match serving {
+        Some(mut serving) => {
+            let delivery = serving.delivery.clone();
+            let sources = runtime::Sources {
+                input,
+                intake: serving.intake.take(),
+                serve: true,
+                stop: Some(Arc::clone(&stop)),
+                after_commit: delivery
+                    .map(|d| Box::new(move |_| d.committed()) as Box<dyn FnMut(u64) + Send>),
+            };
+            let report = runtime::run(&mut engine, sources, sink, &options);
+            serving.finish();
+            report?
+        }
         None => {
             let sources = runtime::Sources {
                 input,
@@ -209,22 +248,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_kafka(engine: Engine, args: &RunArgs) -> anyhow::Result<ExitCode> {
+fn run_kafka(
+    engine: Engine,
+    args: &RunArgs,
+    stop: &Arc<AtomicBool>,
+    intake: Option<&runtime::Intake>,
+) -> anyhow::Result<ExitCode> {
     let config = KafkaConfig::load(args.kafka_config.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install the signal handlers")?;
-    }
     let options = KafkaRunOptions {
         exit_when_caught_up: args.exit_when_caught_up,
-        stop: Some(stop),
+        stop: Some(Arc::clone(stop)),
     };
     eprintln!(
         "consuming {} and {} from {} as group {}",
         config.topics.touchpoints, config.topics.control, config.brokers, config.group_id
     );
-    let report = canvass_kafka::run(engine, &config, &options)?;
+    let report = canvass_kafka::run(engine, &config, &options, intake)?;
     eprintln!(
         "consumed {} records ({} already applied): {} log entries, {} duplicates ignored, {} dead letters; published {} actions and {} audit records or dead letters",
         report.records,
