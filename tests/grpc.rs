@@ -1193,3 +1193,137 @@ async fn health_and_reflection_answer_and_unknown_enum_values_are_refused() {
     assert_eq!(unknown_key.acknowledged, 0);
     assert_eq!(unknown_key.unknown_keys, vec!["never-sent".to_string()]);
 }
+
+/// The next message of a stream, within 10 s.
+async fn next(
+    stream: &mut tonic::Streaming<v1::StreamActionsResponse>,
+) -> v1::StreamActionsResponse {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a message within 10 s")
+        .unwrap()
+        .expect("the stream stays open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_action_is_streamed_again_even_past_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start_engine(dir.path(), "");
+    let channel = connect(&engine.address).await;
+    let upserts: Vec<v1::UpsertContactsRequest> = ["a", "b", "c"]
+        .iter()
+        .map(|id| v1::UpsertContactsRequest {
+            contact: Some(v1::Contact {
+                id: (*id).to_string(),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    ContactServiceClient::new(channel.clone())
+        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
+        .await
+        .unwrap();
+    create_and_launch(&channel, mailing_spec()).await;
+
+    let mut actions = ActionServiceClient::new(channel.clone());
+    let open = |cursor: String, deadline: u32| {
+        let mut actions = actions.clone();
+        async move {
+            actions
+                .stream_actions(req(
+                    SERVICE,
+                    v1::StreamActionsRequest {
+                        kinds: vec![v1::ActionKind::Email as i32],
+                        cursor,
+                        ack_deadline_seconds: deadline,
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // First delivery of the three, not acknowledged; the stream is dropped.
+    let mut first = open(String::new(), 1).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let m = next(&mut first).await;
+        assert!(!m.redelivery);
+        seen.push(m);
+    }
+    drop(first);
+    // After the 1 s deadline, a new stream gets them again, flagged as redeliveries, even
+    // with a cursor past them (the cursor skips first deliveries only).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let last_cursor = seen.last().unwrap().cursor.clone();
+    let mut again = open(last_cursor, 30).await;
+    let mut keys = BTreeSet::new();
+    for _ in 0..3 {
+        let m = next(&mut again).await;
+        assert!(m.redelivery, "{m:?}");
+        keys.insert(m.action.unwrap().idempotency_key);
+    }
+    let first_keys: BTreeSet<String> = seen
+        .iter()
+        .map(|m| m.action.as_ref().unwrap().idempotency_key.clone())
+        .collect();
+    assert_eq!(keys, first_keys);
+    // Acknowledged now: logged with the caller, counted once, never streamed again.
+    let results = keys
+        .iter()
+        .map(|k| v1::ActionResult {
+            idempotency_key: k.clone(),
+            outcome: v1::ExecutionOutcome::Delivered as i32,
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    let acked = actions
+        .ack_actions(req(
+            SERVICE,
+            v1::AckActionsRequest {
+                results: results.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.acknowledged, 3);
+    let twice = actions
+        .ack_actions(req(SERVICE, v1::AckActionsRequest { results }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((twice.acknowledged, twice.unknown_keys.len()), (0, 3));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), again.message())
+            .await
+            .is_err(),
+        "nothing left to stream"
+    );
+    let history = ContactServiceClient::new(channel.clone())
+        .get_contact_history(req(
+            READER,
+            v1::GetContactHistoryRequest {
+                contact_id: "a".into(),
+                page_size: 100,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let acks: Vec<&v1::LogEntry> = history
+        .entries
+        .iter()
+        .filter(|e| matches!(e.input, Some(v1::log_entry::Input::ActionAcks(_))))
+        .collect();
+    assert_eq!(acks.len(), 1, "{history:?}");
+    assert_eq!(acks[0].caller, "svc");
+    // The campaign reacted to the result: everyone reached.
+    assert_eq!(
+        group_members(&channel, "welcome-mail", "reached")
+            .await
+            .len(),
+        3
+    );
+}

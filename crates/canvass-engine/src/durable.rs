@@ -524,7 +524,7 @@ impl Pending {
                 self.dead_letter(payload, key, reason, position, wall_now);
                 return Ok(());
             }
-            Incoming::Acks(acks) => return self.accept_acks(acks, position, wall_now),
+            Incoming::Acks(acks) => return self.accept_acks(acks, position, caller, wall_now),
             Incoming::Record(r) => *r,
         };
         if let Some(reason) = check_record(&record) {
@@ -593,6 +593,7 @@ impl Pending {
         &mut self,
         mut acks: v1::ActionAcks,
         position: Option<v1::SourcePosition>,
+        caller: Option<String>,
         wall_now: UnixMillis,
     ) -> Result<()> {
         let mut kept = Vec::with_capacity(acks.acks.len());
@@ -609,6 +610,7 @@ impl Pending {
         acks.acks = kept;
         let now = self.processing_time(None, wall_now);
         let seq = self.next_seq;
+        self.caller = caller.unwrap_or_default();
         self.append(log_entry::Input::ActionAcks(acks), position, now)?;
         self.outcomes.push(Outcome::Logged { seq });
         Ok(())

@@ -194,13 +194,18 @@ fn read_outbox(
 }
 
 /// Logs results through the engine, retrying while its queue is full.
-async fn log_results(inbox: &Inbox, acks: Vec<v1::ActionAck>) -> Result<Outcome, Status> {
+/// `caller`: the identity that reported them (a puller), or `None` for an executor's answers.
+async fn log_results(
+    inbox: &Inbox,
+    acks: Vec<v1::ActionAck>,
+    caller: Option<&str>,
+) -> Result<Outcome, Status> {
     let mut wait = Duration::from_millis(5);
     loop {
         let input = Sourced {
             incoming: Incoming::Acks(v1::ActionAcks { acks: acks.clone() }),
             position: None,
-            caller: None,
+            caller: caller.map(str::to_string),
         };
         match inbox.submit(vec![input]) {
             Ok(answer) => {
@@ -270,7 +275,7 @@ async fn push_loop(
                 answer.detail,
                 answer.opportunity_id,
             );
-            if let Err(e) = log_results(&inner.inbox, vec![result]).await {
+            if let Err(e) = log_results(&inner.inbox, vec![result], None).await {
                 eprintln!(
                     "warning: result of {} not logged: {}",
                     action.idempotency_key,
@@ -435,7 +440,7 @@ impl ActionService for Actions {
         &self,
         request: Request<v1::AckActionsRequest>,
     ) -> Result<Response<v1::AckActionsResponse>, Status> {
-        self.shared.auth.check(&request, Rpc::AckActions)?;
+        let caller = self.shared.auth.check(&request, Rpc::AckActions)?;
         let results = request.into_inner().results;
         for (i, r) in results.iter().enumerate() {
             if r.idempotency_key.is_empty() {
@@ -478,7 +483,7 @@ impl ActionService for Actions {
         };
         let acknowledged = u32::try_from(acks.len()).unwrap_or(u32::MAX);
         if !acks.is_empty()
-            && let Err(status) = log_results(&inner.inbox, acks).await
+            && let Err(status) = log_results(&inner.inbox, acks, Some(&caller.identity)).await
         {
             // Not logged: the actions are leased again, to go out once more.
             let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
