@@ -22,7 +22,7 @@ use canvass_tests::{
     KillOnDrop,
     api::{
         APPROVER, CALLERS, MARKETER, OPERATOR, READER, SERVICE, connect, contacts,
-        create_and_launch, req, settings, sha256_hex, spec,
+        create_and_launch, req, settings_with, sha256_hex, spec,
     },
     example, executor_bin, start_ready,
 };
@@ -40,7 +40,12 @@ struct Engine {
 /// Writes the settings (any free port, every caller, the given extra TOML) and starts
 /// `canvass run` with them on the event clock.
 fn start_engine(dir: &Path, extra: &str) -> Engine {
-    let mut config = settings();
+    start_engine_with(dir, "", extra)
+}
+
+/// [`start_engine`] with more top-level settings (`top`) besides the tables (`extra`).
+fn start_engine_with(dir: &Path, top: &str, extra: &str) -> Engine {
+    let mut config = settings_with(top);
     config.push_str(extra);
     let config_path = dir.join("grpc.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -1326,4 +1331,75 @@ async fn an_unacknowledged_action_is_streamed_again_even_past_a_cursor() {
             .len(),
         3
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_resource_exhausted_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start_engine_with(dir.path(), "queue = 1\n", "");
+    let channel = connect(&engine.address).await;
+    let event = |i: usize| v1::TouchpointEvent {
+        id: format!("burst-{i}"),
+        r#type: "page.viewed".into(),
+        contact_id: "busy".into(),
+        occurred_at: Some(canvass_proto::wkt::Timestamp {
+            seconds: 1_772_442_000 + i64::try_from(i).unwrap(),
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    // 64 calls at once against a queue of one: some are refused, each is retried until
+    // accepted.
+    let calls = (0..64).map(|i| {
+        let mut ingest = IngestServiceClient::new(channel.clone());
+        async move {
+            let mut refused = 0;
+            loop {
+                let request = req(
+                    SERVICE,
+                    v1::IngestEventRequest {
+                        event: Some(event(i)),
+                    },
+                );
+                match ingest.ingest_event(request).await {
+                    Ok(r) => return (r.into_inner(), refused),
+                    Err(s) if s.code() == Code::ResourceExhausted => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(s) => panic!("{s:?}"),
+                }
+            }
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let refused: u32 = answers.iter().map(|(_, r)| r).sum();
+    assert!(
+        refused > 0,
+        "a queue of one never filled under 64 concurrent calls"
+    );
+    assert!(answers.iter().all(|(a, _)| !a.duplicate && a.seq > 0));
+    // Each event logged once.
+    let history = ContactServiceClient::new(channel.clone())
+        .get_contact_history(req(
+            READER,
+            v1::GetContactHistoryRequest {
+                contact_id: "busy".into(),
+                page_size: 1000,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: BTreeSet<String> = history
+        .entries
+        .iter()
+        .filter_map(|e| match &e.input {
+            Some(v1::log_entry::Input::Event(ev)) => Some(ev.id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 64);
+    assert_eq!(history.entries.len(), 64);
 }

@@ -39,7 +39,13 @@ pub fn sha256_hex(text: &str) -> String {
 /// The settings file's callers, one `[[tokens]]` entry each, listening on any free port.
 #[must_use]
 pub fn settings() -> String {
-    let mut config = String::from("listen = \"127.0.0.1:0\"\n");
+    settings_with("")
+}
+
+/// [`settings`] with more top-level keys (they must come before the tables).
+#[must_use]
+pub fn settings_with(top: &str) -> String {
+    let mut config = format!("listen = \"127.0.0.1:0\"\n{top}");
     for (token, identity, role) in CALLERS {
         config.push_str(&format!(
             "[[tokens]]\nidentity = \"{identity}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",

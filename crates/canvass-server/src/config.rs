@@ -3,6 +3,7 @@
 //! ```toml
 //! listen = "127.0.0.1:50051"
 //! max_message_bytes = 4194304
+//! queue = 16384            # submissions waiting for the engine; beyond: RESOURCE_EXHAUSTED
 //!
 //! [[tokens]]               # one per caller; the token itself is never stored
 //! identity = "alice"       # recorded as the actor of what the caller changes
@@ -130,6 +131,14 @@ pub struct GrpcConfig {
     /// Executors to push actions to.
     #[serde(default)]
     pub executors: Vec<ExecutorConfig>,
+    /// Submissions waiting for the engine at most; beyond it a call is refused with
+    /// `RESOURCE_EXHAUSTED` (backpressure) instead of queueing without bound.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_queue() -> usize {
+    16_384
 }
 
 impl GrpcConfig {
@@ -185,6 +194,9 @@ impl GrpcConfig {
             if e.concurrency == 0 {
                 return Err(format!("executors[{i}].concurrency: at least 1"));
             }
+        }
+        if config.queue == 0 {
+            return Err("queue: at least 1".into());
         }
         Ok(config)
     }

@@ -178,7 +178,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             engine.store().clone(),
             &stop,
             !kafka && args.actions.is_none(),
-            RunOptions::default().channel_capacity,
         )?),
         None => None,
     };

@@ -34,7 +34,6 @@ pub fn start(
     store: Store,
     stop: &Arc<AtomicBool>,
     deliver_actions: bool,
-    capacity: usize,
 ) -> anyhow::Result<Serving> {
     let config = GrpcConfig::load(config_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +41,7 @@ pub fn start(
         .thread_name("canvass-grpc")
         .enable_all()
         .build()?;
-    let (inbox, intake) = runtime::channel(capacity);
+    let (inbox, intake) = runtime::channel(config.queue);
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .with_context(|| format!("cannot listen on {}", config.listen))?;
