@@ -92,6 +92,18 @@ impl Campaigns {
         }
     }
 
+    /// A lifecycle step request: checked, logged, answered with the campaign afterwards.
+    async fn lifecycle_step<R: LifecycleStep>(
+        &self,
+        request: Request<R>,
+        rpc: Rpc,
+    ) -> Result<(u64, v1::CampaignLifecycle), Status> {
+        let caller = self.0.auth.check(&request, rpc)?;
+        let at = record_time(&request)?;
+        let (campaign_id, reason, command) = request.into_inner().into_command()?;
+        self.step(&caller, at, &campaign_id, reason, command).await
+    }
+
     /// A lifecycle step of an existing campaign.
     async fn step(
         &self,
@@ -106,6 +118,48 @@ impl Campaigns {
         self.command(caller, at, id, reason, command).await
     }
 }
+
+/// A request for one lifecycle step: the campaign, the reason, the command.
+trait LifecycleStep {
+    fn into_command(self) -> Result<(String, String, Command), Status>;
+}
+
+/// Steps that name a version.
+macro_rules! versioned_step {
+    ($($request:ident => $variant:ident),*) => {$(
+        impl LifecycleStep for v1::$request {
+            fn into_command(self) -> Result<(String, String, Command), Status> {
+                let target = version_ref(&self.campaign_id, self.version)?;
+                Ok((self.campaign_id, self.reason, Command::$variant(target)))
+            }
+        }
+    )*};
+}
+
+/// Steps that name the campaign only.
+macro_rules! campaign_step {
+    ($($request:ident => $variant:ident),*) => {$(
+        impl LifecycleStep for v1::$request {
+            fn into_command(self) -> Result<(String, String, Command), Status> {
+                let command = Command::$variant(self.campaign_id.clone());
+                Ok((self.campaign_id, self.reason, command))
+            }
+        }
+    )*};
+}
+
+versioned_step!(
+    SubmitCampaignRequest => Submit,
+    ApproveCampaignRequest => Approve,
+    RejectCampaignRequest => Reject
+);
+campaign_step!(
+    LaunchCampaignRequest => Launch,
+    PauseCampaignRequest => Pause,
+    ResumeCampaignRequest => Resume,
+    CompleteCampaignRequest => Complete,
+    StopCampaignRequest => Stop
+);
 
 #[tonic::async_trait]
 impl CampaignService for Campaigns {
@@ -198,19 +252,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::SubmitCampaignRequest>,
     ) -> Result<Response<v1::SubmitCampaignResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::SubmitCampaign)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let target = version_ref(&r.campaign_id, r.version)?;
-        let (seq, lifecycle) = self
-            .step(
-                &caller,
-                at,
-                &r.campaign_id,
-                r.reason,
-                Command::Submit(target),
-            )
-            .await?;
+        let (seq, lifecycle) = self.lifecycle_step(request, Rpc::SubmitCampaign).await?;
         Ok(Response::new(v1::SubmitCampaignResponse {
             seq,
             lifecycle: Some(lifecycle),
@@ -221,19 +263,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::ApproveCampaignRequest>,
     ) -> Result<Response<v1::ApproveCampaignResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::ApproveCampaign)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let target = version_ref(&r.campaign_id, r.version)?;
-        let (seq, lifecycle) = self
-            .step(
-                &caller,
-                at,
-                &r.campaign_id,
-                r.reason,
-                Command::Approve(target),
-            )
-            .await?;
+        let (seq, lifecycle) = self.lifecycle_step(request, Rpc::ApproveCampaign).await?;
         Ok(Response::new(v1::ApproveCampaignResponse {
             seq,
             lifecycle: Some(lifecycle),
@@ -244,19 +274,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::RejectCampaignRequest>,
     ) -> Result<Response<v1::RejectCampaignResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::RejectCampaign)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let target = version_ref(&r.campaign_id, r.version)?;
-        let (seq, lifecycle) = self
-            .step(
-                &caller,
-                at,
-                &r.campaign_id,
-                r.reason,
-                Command::Reject(target),
-            )
-            .await?;
+        let (seq, lifecycle) = self.lifecycle_step(request, Rpc::RejectCampaign).await?;
         Ok(Response::new(v1::RejectCampaignResponse {
             seq,
             lifecycle: Some(lifecycle),
@@ -267,13 +285,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::LaunchCampaignRequest>,
     ) -> Result<Response<v1::LaunchCampaignResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::LaunchCampaign)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let command = Command::Launch(r.campaign_id.clone());
-        let (seq, lifecycle) = self
-            .step(&caller, at, &r.campaign_id, r.reason, command)
-            .await?;
+        let (seq, lifecycle) = self.lifecycle_step(request, Rpc::LaunchCampaign).await?;
         Ok(Response::new(v1::LaunchCampaignResponse {
             seq,
             lifecycle: Some(lifecycle),
@@ -284,13 +296,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::PauseCampaignRequest>,
     ) -> Result<Response<v1::PauseCampaignResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::PauseCampaign)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let command = Command::Pause(r.campaign_id.clone());
-        let (seq, lifecycle) = self
-            .step(&caller, at, &r.campaign_id, r.reason, command)
-            .await?;
+        let (seq, lifecycle) = self.lifecycle_step(request, Rpc::PauseCampaign).await?;
         Ok(Response::new(v1::PauseCampaignResponse {
             seq,
             lifecycle: Some(lifecycle),
@@ -301,13 +307,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::ResumeCampaignRequest>,
     ) -> Result<Response<v1::ResumeCampaignResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::ResumeCampaign)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let command = Command::Resume(r.campaign_id.clone());
-        let (seq, lifecycle) = self
-            .step(&caller, at, &r.campaign_id, r.reason, command)
-            .await?;
+        let (seq, lifecycle) = self.lifecycle_step(request, Rpc::ResumeCampaign).await?;
         Ok(Response::new(v1::ResumeCampaignResponse {
             seq,
             lifecycle: Some(lifecycle),
@@ -318,13 +318,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::CompleteCampaignRequest>,
     ) -> Result<Response<v1::CompleteCampaignResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::CompleteCampaign)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let command = Command::Complete(r.campaign_id.clone());
-        let (seq, lifecycle) = self
-            .step(&caller, at, &r.campaign_id, r.reason, command)
-            .await?;
+        let (seq, lifecycle) = self.lifecycle_step(request, Rpc::CompleteCampaign).await?;
         Ok(Response::new(v1::CompleteCampaignResponse {
             seq,
             lifecycle: Some(lifecycle),
@@ -335,13 +329,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::StopCampaignRequest>,
     ) -> Result<Response<v1::StopCampaignResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::StopCampaign)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let command = Command::Stop(r.campaign_id.clone());
-        let (seq, lifecycle) = self
-            .step(&caller, at, &r.campaign_id, r.reason, command)
-            .await?;
+        let (seq, lifecycle) = self.lifecycle_step(request, Rpc::StopCampaign).await?;
         Ok(Response::new(v1::StopCampaignResponse {
             seq,
             lifecycle: Some(lifecycle),
