@@ -1403,3 +1403,97 @@ async fn a_full_queue_answers_resource_exhausted_and_loses_nothing() {
     assert_eq!(ids.len(), 64);
     assert_eq!(history.entries.len(), 64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_broken_mid_way_applies_a_prefix_once_and_sending_it_again_is_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start_engine(dir.path(), "");
+    let channel = connect(&engine.address).await;
+    let event = |i: usize| v1::IngestEventsRequest {
+        event: Some(v1::TouchpointEvent {
+            id: format!("s-{i}"),
+            r#type: "page.viewed".into(),
+            contact_id: "streamer".into(),
+            occurred_at: Some(canvass_proto::wkt::Timestamp {
+                seconds: 1_772_442_000 + i64::try_from(i).unwrap(),
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+    };
+    // 1500 events sent, then the client goes away without ending the stream.
+    let (tx, rx) = tokio::sync::mpsc::channel(2048);
+    let call = tokio::spawn({
+        let mut ingest = IngestServiceClient::new(channel.clone());
+        async move {
+            ingest
+                .ingest_events(req(
+                    SERVICE,
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                ))
+                .await
+        }
+    });
+    for i in 0..1500 {
+        tx.send(event(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    call.abort();
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A prefix of the stream, each event whole: the first chunk of 1024 for sure (it was
+    // answered before the break), the rest if the server saw the end before the reset.
+    let mut contacts_client = ContactServiceClient::new(connect(&engine.address).await);
+    let history = contacts_client
+        .get_contact_history(req(
+            READER,
+            v1::GetContactHistoryRequest {
+                contact_id: "streamer".into(),
+                page_size: 1000,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut applied = history.entries.len();
+    if !history.next_page_token.is_empty() {
+        let more = contacts_client
+            .get_contact_history(req(
+                READER,
+                v1::GetContactHistoryRequest {
+                    contact_id: "streamer".into(),
+                    page_size: 1000,
+                    page_token: history.next_page_token,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        applied += more.entries.len();
+    }
+    assert!(applied == 1024 || applied == 1500, "applied {applied}");
+    // Sending the whole stream again is safe: what was applied is recognised.
+    let again = IngestServiceClient::new(channel.clone())
+        .ingest_events(req(SERVICE, tokio_stream::iter((0..1500).map(event))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (again.duplicates, again.accepted),
+        (applied as u64, 1500 - applied as u64)
+    );
+    // Still serving.
+    assert!(
+        IngestServiceClient::new(channel.clone())
+            .ingest_event(req(
+                SERVICE,
+                v1::IngestEventRequest {
+                    event: event(9999).event
+                }
+            ))
+            .await
+            .is_ok()
+    );
+}

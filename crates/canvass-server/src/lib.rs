@@ -173,10 +173,14 @@ pub async fn serve_on(
     };
     let limit = config.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(canvass_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(canvass_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Both versions: older grpcurl releases only speak v1alpha.
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let mut server = Server::builder();
     if let Some(tls) = &config.tls {
         let cert = std::fs::read(&tls.cert)?;
@@ -222,7 +226,8 @@ pub async fn serve_on(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     server
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(campaigns)
         .add_service(contacts)
         .add_service(ingest)
