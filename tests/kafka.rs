@@ -390,7 +390,9 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
         let config = topics.config(dir.path(), &broker, &unique(name));
         let data = dir.path().join(name);
         let args = engine_args(&data, &config, "event");
-        let p = phases(&topics, 4);
+        // Long enough that five kills, each after the engine has shown progress, land before
+        // its end (the engine got faster: four copies ran out before the fourth kill).
+        let p = phases(&topics, 7);
         set_up(&broker, &p, &args);
         broker.produce(&p.events);
         let set_up_end = Store::open(&data, StoreOptions::default())
