@@ -1497,3 +1497,64 @@ async fn a_stream_broken_mid_way_applies_a_prefix_once_and_sending_it_again_is_s
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_stream_hands_its_actions_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start_engine(dir.path(), "");
+    let channel = connect(&engine.address).await;
+    let upserts: Vec<v1::UpsertContactsRequest> = ["a", "b", "c"]
+        .iter()
+        .map(|id| v1::UpsertContactsRequest {
+            contact: Some(v1::Contact {
+                id: (*id).to_string(),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    ContactServiceClient::new(channel.clone())
+        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
+        .await
+        .unwrap();
+    create_and_launch(&channel, mailing_spec()).await;
+    let actions = ActionServiceClient::new(channel.clone());
+    let open = |cursor: String| {
+        let mut actions = actions.clone();
+        async move {
+            actions
+                .stream_actions(req(
+                    SERVICE,
+                    v1::StreamActionsRequest {
+                        kinds: Vec::new(),
+                        cursor,
+                        ack_deadline_seconds: 60,
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // One action read, then the stream is lost: what it was leased comes back at once
+    // (not after the 60 s deadline), flagged as streamed before.
+    let mut first = open(String::new()).await;
+    let taken = next(&mut first).await;
+    drop(first);
+    let mut resumed = open(taken.cursor.clone()).await;
+    let key = |m: &v1::StreamActionsResponse| m.action.as_ref().unwrap().idempotency_key.clone();
+    let mut keys = BTreeSet::new();
+    for _ in 0..3 {
+        let m = next(&mut resumed).await;
+        if key(&m) == key(&taken) {
+            assert!(m.redelivery, "{m:?}");
+        }
+        assert!(keys.insert(key(&m)), "streamed twice: {m:?}");
+    }
+    assert!(keys.contains(&key(&taken)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), resumed.message())
+            .await
+            .is_err(),
+        "each once"
+    );
+}

@@ -373,6 +373,19 @@ fn take_next(
     (Some(response), next_expiry)
 }
 
+/// The client of a stream left: what it was leased and did not acknowledge goes to the
+/// other pullers now, flagged as a redelivery, instead of waiting for its deadline.
+fn hand_back(inner: &Inner, keys: &[String]) {
+    let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
+    for key in keys {
+        if let Some(lease) = pull.leased.remove(key) {
+            pull.ready.insert(lease.position, (lease.action, true));
+        }
+    }
+    drop(pull);
+    inner.pull_changed.notify_waiters();
+}
+
 type ActionStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<v1::StreamActionsResponse, Status>> + Send>,
 >;
@@ -401,18 +414,27 @@ impl ActionService for Actions {
             s => u64::from(s),
         });
         let inner = Arc::clone(self.inner()?);
-        let (tx, rx) = mpsc::channel(64);
+        // A small buffer: what is leased to a stream is what it is about to read.
+        let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
+            // Keys leased through this stream: handed back at once if the client leaves.
+            let mut leased_here: Vec<String> = Vec::new();
             loop {
                 let notified = inner.pull_changed.notified();
                 let (next, expiry) = {
                     let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
+                    if leased_here.len() >= 1024 {
+                        leased_here.retain(|k| pull.leased.contains_key(k));
+                    }
                     take_next(&mut pull, &r.kinds, cursor, deadline)
                 };
                 match next {
                     Some(response) => {
+                        if let Some(a) = &response.action {
+                            leased_here.push(a.idempotency_key.clone());
+                        }
                         if tx.send(Ok(response)).await.is_err() {
-                            // The client left; its lease expires and the action goes again.
+                            hand_back(&inner, &leased_here);
                             return;
                         }
                     }
@@ -425,7 +447,10 @@ impl ActionService for Actions {
                         tokio::select! {
                             () = notified => {}
                             () = tokio::time::sleep(wait) => {}
-                            () = tx.closed() => return,
+                            () = tx.closed() => {
+                                hand_back(&inner, &leased_here);
+                                return;
+                            }
                         }
                     }
                 }
