@@ -32,7 +32,7 @@ use tonic_types::StatusExt;
 
 /// A running engine serving gRPC, killed when dropped.
 struct Engine {
-    _child: KillOnDrop,
+    child: KillOnDrop,
     _lines: Receiver<String>,
     address: String,
 }
@@ -66,7 +66,7 @@ fn start_engine_with(dir: &Path, top: &str, extra: &str) -> Engine {
         .line_starting("grpc: listening on", Duration::from_secs(60))
         .expect("the engine says where it listens");
     Engine {
-        _child: KillOnDrop(running.child),
+        child: KillOnDrop(running.child),
         _lines: running.lines,
         address,
     }
@@ -740,8 +740,8 @@ async fn a_bad_spec_gets_every_violation_with_its_path_and_bad_input_a_clear_sta
         ))
         .await
         .unwrap_err();
-    // tonic answers an oversized message with OUT_OF_RANGE, naming the limit.
-    assert_eq!(too_big.code(), Code::OutOfRange, "{too_big:?}");
+    // RESOURCE_EXHAUSTED, naming the limit.
+    assert_eq!(too_big.code(), Code::ResourceExhausted, "{too_big:?}");
     assert!(too_big.message().contains("4194304"), "{too_big:?}");
     // A stream with a bad message in the middle: refused, and its chunk not applied.
     let bad_stream = vec![
@@ -1557,4 +1557,64 @@ async fn a_lost_stream_hands_its_actions_back_at_once() {
             .is_err(),
         "each once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = start_engine(dir.path(), "");
+    let channel = connect(&engine.address).await;
+    let upserts: Vec<v1::UpsertContactsRequest> = ["a", "b", "c"]
+        .iter()
+        .map(|id| v1::UpsertContactsRequest {
+            contact: Some(v1::Contact {
+                id: (*id).to_string(),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    ContactServiceClient::new(channel.clone())
+        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
+        .await
+        .unwrap();
+    create_and_launch(&channel, mailing_spec()).await;
+    let open = |channel: Channel, cursor: String| async move {
+        ActionServiceClient::new(channel)
+            .stream_actions(req(
+                SERVICE,
+                v1::StreamActionsRequest {
+                    kinds: Vec::new(),
+                    cursor,
+                    ack_deadline_seconds: 60,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let key = |m: &v1::StreamActionsResponse| m.action.as_ref().unwrap().idempotency_key.clone();
+    // Two of the three read (not acknowledged), then the engine restarts.
+    let mut stream = open(channel.clone(), String::new()).await;
+    let (m1, m2) = (next(&mut stream).await, next(&mut stream).await);
+    drop(stream);
+    assert!(engine.child.terminate().success());
+    let engine = start_engine(dir.path(), "");
+    let channel = connect(&engine.address).await;
+
+    // From the cursor of the second: only the third, as a first delivery.
+    let mut resumed = open(channel.clone(), m2.cursor.clone()).await;
+    let m3 = next(&mut resumed).await;
+    assert!(!m3.redelivery);
+    assert!(m3.cursor > m2.cursor, "{m3:?}");
+    assert!(key(&m3) != key(&m1) && key(&m3) != key(&m2));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), resumed.message())
+            .await
+            .is_err(),
+        "nothing at or before the cursor"
+    );
+    // Without a cursor, the two read before the restart (unacknowledged) come again.
+    let mut fresh = open(channel.clone(), String::new()).await;
+    let again = BTreeSet::from([key(&next(&mut fresh).await), key(&next(&mut fresh).await)]);
+    assert_eq!(again, BTreeSet::from([key(&m1), key(&m2)]));
 }

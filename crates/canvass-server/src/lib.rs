@@ -181,7 +181,23 @@ pub async fn serve_on(
     // Both versions: older grpcurl releases only speak v1alpha.
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let mut server = Server::builder();
+    // gRPC's convention for a message over the size limit is RESOURCE_EXHAUSTED; tonic's
+    // decoder answers OUT_OF_RANGE. Its answer is trailers-only, so the code is a header.
+    let mut server = Server::builder().layer(tower::util::MapResponseLayer::new(
+        |mut response: http::Response<tonic::body::Body>| {
+            let headers = response.headers_mut();
+            // The message is percent-encoded on the wire.
+            let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+                && headers
+                    .get("grpc-message")
+                    .and_then(|m| m.to_str().ok())
+                    .is_some_and(|m| m.contains("message%20length%20too%20large"));
+            if too_large {
+                headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+            }
+            response
+        },
+    ));
     if let Some(tls) = &config.tls {
         let cert = std::fs::read(&tls.cert)?;
         let key = std::fs::read(&tls.key)?;
