@@ -793,6 +793,95 @@ async fn a_bad_spec_gets_every_violation_with_its_path_and_bad_input_a_clear_sta
         .unwrap();
 }
 
+/// The example executor, running: its address, its stdout (one line per action carried out)
+/// and its stderr lines after the address.
+struct Executor {
+    _child: KillOnDrop,
+    address: String,
+    printed: Receiver<String>,
+    notes: Receiver<String>,
+}
+
+fn start_executor(args: &[&str]) -> Executor {
+    use std::io::BufRead;
+    let mut child = Command::new(executor_bin())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example executor starts");
+    let lines = |pipe: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let printed = lines(Box::new(child.stdout.take().unwrap()));
+    let notes = lines(Box::new(child.stderr.take().unwrap()));
+    let first = notes
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the executor starts");
+    let address = first
+        .strip_prefix("executor: listening on ")
+        .unwrap_or_else(|| panic!("unexpected: {first}"))
+        .to_string();
+    Executor {
+        _child: KillOnDrop(child),
+        address,
+        printed,
+        notes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_delivery_keeps_to_the_endpoints_concurrency_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let executor = start_executor(&["--delay-ms", "300"]);
+    let engine = start_engine(
+        dir.path(),
+        &format!(
+            "[[executors]]\nkinds = [\"EMAIL\"]\nendpoint = \"http://{}\"\nconcurrency = 2\n",
+            executor.address
+        ),
+    );
+    let channel = connect(&engine.address).await;
+    let upserts: Vec<v1::UpsertContactsRequest> = (0..12)
+        .map(|i| v1::UpsertContactsRequest {
+            contact: Some(v1::Contact {
+                id: format!("slow-{i:02}"),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    ContactServiceClient::new(channel.clone())
+        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
+        .await
+        .unwrap();
+    create_and_launch(&channel, mailing_spec()).await;
+    for n in 0..12 {
+        executor
+            .printed
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("only {n} of 12 actions carried out"));
+    }
+    let most = executor
+        .notes
+        .try_iter()
+        .filter_map(|l| {
+            l.strip_prefix("executor: ")?
+                .strip_suffix(" calls in flight")?
+                .parse::<u32>()
+                .ok()
+        })
+        .max();
+    // Two at once (the bound, reached: the calls do overlap), never three.
+    assert_eq!(most, Some(2));
+}
+
 /// A campaign that mails everyone and moves each contact by the executor's answer.
 fn mailing_spec() -> v1::CampaignSpec {
     json::from_str(
@@ -822,36 +911,8 @@ fn mailing_spec() -> v1::CampaignSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_that_fails_first_still_gets_each_action_once_and_campaigns_see_its_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut executor = Command::new(executor_bin())
-        .args(["--listen", "127.0.0.1:0", "--fail-first", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the example executor starts");
-    let stdout = executor.stdout.take().unwrap();
-    let stderr = executor.stderr.take().unwrap();
-    let _executor = KillOnDrop(executor);
-    let address = {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(stderr)
-            .read_line(&mut line)
-            .unwrap();
-        line.trim()
-            .strip_prefix("executor: listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line}"))
-            .to_string()
-    };
-    let (lines_tx, printed) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let executor = start_executor(&["--fail-first", "2"]);
+    let (address, printed) = (executor.address.clone(), &executor.printed);
     let engine = start_engine(
         dir.path(),
         &format!(

@@ -2,8 +2,10 @@
 //! line on standard output, answers, and recognises an action sent again by its idempotency
 //! key (it answers the same, and does not print it twice).
 //!
-//! `canvass-executor --listen 127.0.0.1:7001 [--fail-first 2]`: with `--fail-first N` the
-//! first N attempts at every action fail with `UNAVAILABLE`, to see the engine retry.
+//! `canvass-executor --listen 127.0.0.1:7001 [--fail-first 2] [--delay-ms 200]`: with
+//! `--fail-first N` the first N attempts at every action fail with `UNAVAILABLE`, to see the
+//! engine retry; with `--delay-ms` each call takes that long, and the most calls in flight at
+//! once is printed on stderr as it grows.
 //! Sales hand-offs are answered with an opportunity id, emails to contacts whose id contains
 //! `bounce` with a bounce; everything else is delivered.
 
@@ -28,11 +30,19 @@ struct Args {
     /// Fail the first N attempts at every action with UNAVAILABLE.
     #[arg(long, default_value_t = 0)]
     fail_first: u32,
+    /// Take this long to carry out each action (a slow mail server).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 #[derive(Debug, Default)]
 struct Executor {
     fail_first: u32,
+    delay: std::time::Duration,
+    /// Calls being carried out now, and the most seen at once (printed on stderr when it
+    /// grows, to see the engine's concurrency bound at work).
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
     /// Attempts seen per idempotency key, and the answer once given.
     seen: Mutex<HashMap<String, (u32, Option<v1::ExecuteResponse>)>>,
 }
@@ -72,6 +82,15 @@ impl ActionExecutor for Executor {
                 "field `action.idempotency_key`: required",
             ));
         }
+        if !self.delay.is_zero() {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            if self.most_in_flight.fetch_max(now, SeqCst) < now {
+                eprintln!("executor: {now} calls in flight");
+            }
+            tokio::time::sleep(self.delay).await;
+            self.in_flight.fetch_sub(1, SeqCst);
+        }
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = seen.entry(action.idempotency_key.clone()).or_default();
         entry.0 += 1;
@@ -103,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("executor: listening on {}", listener.local_addr()?);
     let executor = Arc::new(Executor {
         fail_first: args.fail_first,
+        delay: std::time::Duration::from_millis(args.delay_ms),
         ..Executor::default()
     });
     tonic::transport::Server::builder()
