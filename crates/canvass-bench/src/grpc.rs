@@ -212,7 +212,7 @@ fn push(actions: u64) -> anyhow::Result<f64> {
             intake: Some(intake),
             serve: true,
             stop: Some(loop_stop),
-            after_commit: Some(Box::new(move |_| hook.committed())),
+            after_commit: Some(Box::new(move || hook.committed())),
             ..Sources::default()
         };
         runtime::run(&mut engine, sources, None, &RunOptions::default())

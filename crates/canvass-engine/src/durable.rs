@@ -518,9 +518,6 @@ impl Pending {
                 key,
                 reason,
             } => {
-                self.outcomes.push(Outcome::DeadLetter {
-                    reason: reason.clone(),
-                });
                 self.dead_letter(payload, key, reason, position, wall_now);
                 return Ok(());
             }
@@ -529,9 +526,6 @@ impl Pending {
         };
         if let Some(reason) = check_record(&record) {
             let payload = prost::Message::encode_to_vec(&record);
-            self.outcomes.push(Outcome::DeadLetter {
-                reason: reason.clone(),
-            });
             self.dead_letter(payload, Vec::new(), reason, position, wall_now);
             return Ok(());
         }
@@ -673,7 +667,8 @@ impl Pending {
         Ok(self.store.lifecycle(id)?)
     }
 
-    /// Parks an input that cannot be used, and queues it for the dead-letter topic.
+    /// Parks an input that cannot be used (its outcome: a dead letter), and queues it for the
+    /// dead-letter topic.
     fn dead_letter(
         &mut self,
         payload: Vec<u8>,
@@ -682,6 +677,9 @@ impl Pending {
         source: Option<v1::SourcePosition>,
         now: UnixMillis,
     ) {
+        self.outcomes.push(Outcome::DeadLetter {
+            reason: reason.clone(),
+        });
         let letter = self.park(payload, key, reason, source, now);
         self.queue(v1::publication::Kind::DeadLetter(letter));
     }

@@ -26,7 +26,7 @@ use futures::channel::oneshot;
 use canvass_core::UnixMillis;
 use canvass_proto::{json, v1};
 
-use crate::durable::{DispatchError, Engine, Error, Incoming, Outcome, Sourced};
+use crate::durable::{BatchReport, DispatchError, Engine, Error, Incoming, Outcome, Sourced};
 
 /// How the loop batches and waits.
 #[derive(Debug, Clone)]
@@ -145,11 +145,7 @@ impl Intake {
         while let Ok(item) = self.rx.try_recv() {
             match item {
                 Item::Input(s) => batch.push(s),
-                Item::Request(Request { inputs, reply }) => {
-                    let start = batch.len();
-                    batch.extend(inputs);
-                    submissions.replies.push((start..batch.len(), reply));
-                }
+                Item::Request(request) => submissions.add(batch, request),
                 // Only file readers send these, and such loops have none.
                 Item::End | Item::Failed(_) => {}
             }
@@ -164,6 +160,23 @@ pub struct Submissions {
 }
 
 impl Submissions {
+    /// Appends a submission's inputs to `batch`, remembering where they sit.
+    fn add(&mut self, batch: &mut Vec<Sourced>, Request { inputs, reply }: Request) {
+        let start = batch.len();
+        batch.extend(inputs);
+        self.replies.push((start..batch.len(), reply));
+    }
+
+    /// Answers every submission from the result of the commit their inputs joined, and
+    /// hands the result on.
+    pub fn settle(self, result: Result<BatchReport, Error>) -> Result<BatchReport, Error> {
+        match &result {
+            Ok(report) => self.answer(&report.outcomes),
+            Err(e) => self.fail(&format!("the engine stopped: {e}")),
+        }
+        result
+    }
+
     /// Answers each submission with its inputs' outcomes (`outcomes` in batch order).
     pub fn answer(self, outcomes: &[Outcome]) {
         for (range, reply) in self.replies {
@@ -201,8 +214,8 @@ pub struct Sources {
     pub serve: bool,
     /// Set (by a signal handler) to stop cleanly after the current commit.
     pub stop: Option<Arc<AtomicBool>>,
-    /// Called after every commit with the log's last sequence number.
-    pub after_commit: Option<Box<dyn FnMut(u64) + Send>>,
+    /// Called after every commit (to wake what reads the store, like the gRPC delivery).
+    pub after_commit: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -433,18 +446,11 @@ pub fn run(
         } else {
             engine.ingest(batch, now)
         };
-        let r = match result {
-            Ok(r) => r,
-            Err(e) => {
-                replies.fail(&format!("the engine stopped: {e}"));
-                return Err(e.into());
-            }
-        };
-        replies.answer(&r.outcomes);
+        let r = replies.settle(result)?;
         if r.entries > 0 || r.dead_letters > 0 || r.duplicates > 0 {
             report.commits += 1;
             if let Some(hook) = after_commit.as_mut() {
-                hook(engine.store().last_seq().map_err(Error::from)?);
+                hook();
             }
         }
         report.entries += r.entries;
@@ -498,11 +504,7 @@ fn next_batch(
     while let Some(item) = next.take() {
         match item {
             Item::Input(s) => batch.push(s),
-            Item::Request(Request { inputs, reply }) => {
-                let start = batch.len();
-                batch.extend(inputs);
-                replies.replies.push((start..batch.len(), reply));
-            }
+            Item::Request(request) => replies.add(&mut batch, request),
             Item::End => return Ok((batch, replies, true)),
             Item::Failed(e) => return Err(RunError::Source(e)),
         }

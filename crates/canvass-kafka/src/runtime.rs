@@ -416,20 +416,12 @@ impl State {
             }
         }
         let now = wall_clock();
-        let submissions = std::mem::take(&mut self.submissions);
         let result = if batch.is_empty() {
             self.engine.tick(now)
         } else {
             self.engine.ingest(batch, now)
         };
-        let r = match result {
-            Ok(r) => r,
-            Err(e) => {
-                submissions.fail(&format!("the engine stopped: {e}"));
-                return Err(e);
-            }
-        };
-        submissions.answer(&r.outcomes);
+        let r = std::mem::take(&mut self.submissions).settle(result)?;
         self.report.entries += r.entries;
         self.report.duplicates += r.duplicates;
         self.report.dead_letters += r.dead_letters;

@@ -221,7 +221,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 serve: true,
                 stop: Some(Arc::clone(&stop)),
                 after_commit: delivery
-                    .map(|d| Box::new(move |_| d.committed()) as Box<dyn FnMut(u64) + Send>),
+                    .map(|d| Box::new(move || d.committed()) as Box<dyn FnMut() + Send>),
             };
             let report = runtime::run(&mut engine, sources, sink, &options);
             serving.finish();
