@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     Shared, api::contact_service_server::ContactService, auth::Rpc, invalid, page_size,
-    record_time, required, sourced, storage,
+    record_time, required, storage,
 };
 
 pub(crate) struct Contacts(pub(crate) Shared);
@@ -77,33 +77,24 @@ impl ContactService for Contacts {
     ) -> Result<Response<v1::UpsertContactsResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::UpsertContacts)?;
         let at = record_time(&request)?;
-        let mut stream = request.into_inner();
         let (mut accepted, mut last_seq) = (0, 0);
-        let mut chunk = Vec::new();
-        let mut index = 0usize;
-        loop {
-            // A broken stream ends the call with its error; chunks answered before stay.
-            let next = stream.message().await?;
-            if let Some(m) = next.as_ref() {
-                let record = upsert_record(m.contact.clone(), at).map_err(|s| {
-                    Status::invalid_argument(format!("message {index}: {}", s.message()))
-                })?;
-                chunk.push(sourced(record, &caller));
-                index += 1;
-            }
-            if chunk.len() >= STREAM_CHUNK || (next.is_none() && !chunk.is_empty()) {
-                for outcome in self.0.submit(std::mem::take(&mut chunk)).await? {
+        self.0
+            .submit_stream(
+                request.into_inner(),
+                &caller,
+                STREAM_CHUNK,
+                |m: v1::UpsertContactsRequest| upsert_record(m.contact, at),
+                |outcome| {
                     last_seq = logged(&outcome)?.max(last_seq);
                     accepted += 1;
-                }
-            }
-            if next.is_none() {
-                return Ok(Response::new(v1::UpsertContactsResponse {
-                    accepted,
-                    last_seq,
-                }));
-            }
-        }
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(Response::new(v1::UpsertContactsResponse {
+            accepted,
+            last_seq,
+        }))
     }
 
     async fn get_contact(

@@ -208,16 +208,7 @@ async fn log_results(
             caller: caller.map(str::to_string),
         };
         match inbox.submit(vec![input]) {
-            Ok(answer) => {
-                return match answer.await {
-                    Ok(Ok(outcomes)) => outcomes
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| Status::internal("no outcome")),
-                    Ok(Err(reason)) => Err(Status::unavailable(reason)),
-                    Err(_) => Err(Status::unavailable("the engine stopped")),
-                };
-            }
+            Ok(answer) => return crate::first(crate::answered(answer).await?),
             Err(Busy::Full) => {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(200));

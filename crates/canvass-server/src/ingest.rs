@@ -4,9 +4,7 @@ use canvass_engine::durable::{Outcome, check_record};
 use canvass_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{
-    Shared, api::ingest_service_server::IngestService, auth::Rpc, invalid, required, sourced,
-};
+use crate::{Shared, api::ingest_service_server::IngestService, auth::Rpc, invalid, required};
 
 pub(crate) struct Ingest(pub(crate) Shared);
 
@@ -57,26 +55,15 @@ impl IngestService for Ingest {
         request: Request<Streaming<v1::IngestEventsRequest>>,
     ) -> Result<Response<v1::IngestEventsResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::IngestEvents)?;
-        let mut stream = request.into_inner();
         let mut response = v1::IngestEventsResponse::default();
-        let mut chunk = Vec::new();
-        let mut index = 0usize;
-        loop {
-            // A broken stream ends the call with its error; chunks answered before stay
-            // durable, and sending them again is safe (event ids dedupe).
-            let next = stream.message().await?;
-            let ended = next.is_none();
-            if let Some(m) = next {
-                // A bad event refuses the call before its chunk is submitted: nothing of
-                // that chunk is applied.
-                let record = event_record(m.event).map_err(|s| {
-                    Status::invalid_argument(format!("message {index}: {}", s.message()))
-                })?;
-                chunk.push(sourced(record, &caller));
-                index += 1;
-            }
-            if chunk.len() >= STREAM_CHUNK || (ended && !chunk.is_empty()) {
-                for outcome in self.0.submit(std::mem::take(&mut chunk)).await? {
+        // Sending a broken stream again is safe: event ids dedupe.
+        self.0
+            .submit_stream(
+                request.into_inner(),
+                &caller,
+                STREAM_CHUNK,
+                |m: v1::IngestEventsRequest| event_record(m.event),
+                |outcome| {
                     match outcome {
                         Outcome::Logged { seq } => {
                             response.accepted += 1;
@@ -87,11 +74,10 @@ impl IngestService for Ingest {
                             return Err(Status::invalid_argument(reason));
                         }
                     }
-                }
-            }
-            if ended {
-                return Ok(Response::new(response));
-            }
-        }
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }

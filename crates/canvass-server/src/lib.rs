@@ -59,11 +59,7 @@ impl Shared {
             ),
             Busy::Stopped => Status::unavailable("the engine has stopped"),
         })?;
-        match answer.await {
-            Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(reason)) => Err(Status::unavailable(reason)),
-            Err(_) => Err(Status::unavailable("the engine stopped before answering")),
-        }
+        answered(answer).await
     }
 
     /// Submits one input from `caller` and returns its outcome.
@@ -72,12 +68,67 @@ impl Shared {
         record: v1::IngestRecord,
         caller: &Caller,
     ) -> Result<Outcome, Status> {
-        let outcomes = self.submit(vec![sourced(record, caller)]).await?;
-        outcomes
-            .into_iter()
-            .next()
-            .ok_or_else(|| Status::internal("the engine returned no outcome"))
+        first(self.submit(vec![sourced(record, caller)]).await?)
     }
+}
+
+impl Shared {
+    /// Reads a client stream and submits its inputs in chunks of `chunk_size`, each durable
+    /// before the next message is read; `outcome` sees every input's outcome in order. A bad
+    /// message refuses the call (`message N: ...`) before its chunk is submitted; a broken
+    /// stream ends the call with its error, the chunks answered before staying durable.
+    pub(crate) async fn submit_stream<M>(
+        &self,
+        mut stream: tonic::Streaming<M>,
+        caller: &Caller,
+        chunk_size: usize,
+        mut record: impl FnMut(M) -> Result<v1::IngestRecord, Status> + Send,
+        mut outcome: impl FnMut(Outcome) -> Result<(), Status> + Send,
+    ) -> Result<(), Status>
+    where
+        M: Send + 'static,
+    {
+        let mut chunk = Vec::new();
+        let mut index = 0usize;
+        loop {
+            let next = stream.message().await?;
+            let ended = next.is_none();
+            if let Some(m) = next {
+                let r = record(m).map_err(|s| {
+                    Status::invalid_argument(format!("message {index}: {}", s.message()))
+                })?;
+                chunk.push(sourced(r, caller));
+                index += 1;
+            }
+            if chunk.len() >= chunk_size || (ended && !chunk.is_empty()) {
+                for o in self.submit(std::mem::take(&mut chunk)).await? {
+                    outcome(o)?;
+                }
+            }
+            if ended {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The engine's answer to a submission, as the outcomes or the status to return.
+pub(crate) async fn answered(
+    answer: futures::channel::oneshot::Receiver<canvass_engine::runtime::Reply>,
+) -> Result<Vec<Outcome>, Status> {
+    match answer.await {
+        Ok(Ok(outcomes)) => Ok(outcomes),
+        Ok(Err(reason)) => Err(Status::unavailable(reason)),
+        Err(_) => Err(Status::unavailable("the engine stopped before answering")),
+    }
+}
+
+/// The outcome of a submission of one input.
+pub(crate) fn first(outcomes: Vec<Outcome>) -> Result<Outcome, Status> {
+    outcomes
+        .into_iter()
+        .next()
+        .ok_or_else(|| Status::internal("the engine returned no outcome"))
 }
 
 /// The `canvass-at` header (RFC 3339): the time a contact upsert or a command is applied at
