@@ -212,29 +212,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ..RunOptions::default()
     };
     let sink = sink.as_mut().map(|s| s as &mut dyn runtime::Dispatcher);
-    let report = match serving {
-        Some(mut serving) => {
-            let delivery = serving.delivery.clone();
-            let sources = runtime::Sources {
-                input,
-                intake: serving.intake.take(),
-                serve: true,
-                stop: Some(Arc::clone(&stop)),
-                after_commit: delivery
-                    .map(|d| Box::new(move || d.committed()) as Box<dyn FnMut() + Send>),
-            };
-            let report = runtime::run(&mut engine, sources, sink, &options);
-            serving.finish();
-            report?
-        }
-        None => {
-            let sources = runtime::Sources {
-                input,
-                ..runtime::Sources::default()
-            };
-            runtime::run(&mut engine, sources, sink, &options)?
-        }
+    let sources = runtime::Sources {
+        input,
+        intake: serving.as_mut().and_then(|s| s.intake.take()),
+        serve: serving.is_some(),
+        stop: Some(Arc::clone(&stop)),
+        after_commit: serving
+            .as_ref()
+            .and_then(|s| s.delivery.clone())
+            .map(|d| Box::new(move || d.committed()) as Box<dyn FnMut() + Send>),
     };
+    let report = runtime::run(&mut engine, sources, sink, &options);
+    if let Some(serving) = serving {
+        serving.finish();
+    }
+    let report = report?;
     eprintln!(
         "applied {} inputs in {} commits: {} timers fired, {} actions delivered, {} duplicates ignored, {} dead letters",
         report.entries,
