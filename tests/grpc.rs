@@ -21,8 +21,8 @@ use canvass_server::api::{
 use canvass_tests::{
     KillOnDrop,
     api::{
-        APPROVER, CALLERS, MARKETER, OPERATOR, READER, SERVICE, connect, contacts,
-        create_and_launch, req, settings_with, sha256_hex, spec,
+        APPROVER, CALLERS, MARKETER, OPERATOR, READER, SERVICE, bare_contacts, connect, contacts,
+        create_and_launch, req, settings_with, sha256_hex, spec, upsert_contacts,
     },
     example, executor_bin, start_ready,
 };
@@ -184,18 +184,9 @@ async fn the_reference_campaign_runs_through_grpc_alone() {
     create_and_launch(&channel, spec("survey.json")).await;
     // The trial campaign is launched once the contacts are known (its audience is
     // evaluated at launch); it is created and approved now.
-    let mut contacts_client = ContactServiceClient::new(channel.clone());
-    let upserts: Vec<v1::UpsertContactsRequest> = contacts()
-        .into_iter()
-        .map(|c| v1::UpsertContactsRequest { contact: Some(c) })
-        .collect();
-    let n_contacts = upserts.len() as u64;
-    let upserted = contacts_client
-        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(upserted.accepted, n_contacts);
+    let all = contacts();
+    let n_contacts = all.len() as u64;
+    assert_eq!(upsert_contacts(&channel, all).await, n_contacts);
     create_and_launch(&channel, spec("campaign.json")).await;
 
     let total: u64 = expected["campaigns"]
@@ -849,18 +840,11 @@ async fn push_delivery_keeps_to_the_endpoints_concurrency_bound() {
         ),
     );
     let channel = connect(&engine.address).await;
-    let upserts: Vec<v1::UpsertContactsRequest> = (0..12)
-        .map(|i| v1::UpsertContactsRequest {
-            contact: Some(v1::Contact {
-                id: format!("slow-{i:02}"),
-                ..Default::default()
-            }),
-        })
-        .collect();
-    ContactServiceClient::new(channel.clone())
-        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
-        .await
-        .unwrap();
+    upsert_contacts(
+        &channel,
+        bare_contacts((0..12).map(|i| format!("slow-{i:02}"))),
+    )
+    .await;
     create_and_launch(&channel, mailing_spec()).await;
     for n in 0..12 {
         executor
@@ -920,7 +904,6 @@ async fn an_executor_that_fails_first_still_gets_each_action_once_and_campaigns_
         ),
     );
     let channel = connect(&engine.address).await;
-    let mut contacts_client = ContactServiceClient::new(channel.clone());
     let ids: Vec<String> = (0..40)
         .map(|i| {
             if i % 4 == 0 {
@@ -930,19 +913,7 @@ async fn an_executor_that_fails_first_still_gets_each_action_once_and_campaigns_
             }
         })
         .collect();
-    let upserts: Vec<v1::UpsertContactsRequest> = ids
-        .iter()
-        .map(|id| v1::UpsertContactsRequest {
-            contact: Some(v1::Contact {
-                id: id.clone(),
-                ..Default::default()
-            }),
-        })
-        .collect();
-    contacts_client
-        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
-        .await
-        .unwrap();
+    upsert_contacts(&channel, bare_contacts(&ids)).await;
     create_and_launch(&channel, mailing_spec()).await;
 
     // Each action printed once by the executor, although each was tried three times.
@@ -1276,19 +1247,7 @@ async fn an_unacknowledged_action_is_streamed_again_even_past_a_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start_engine(dir.path(), "");
     let channel = connect(&engine.address).await;
-    let upserts: Vec<v1::UpsertContactsRequest> = ["a", "b", "c"]
-        .iter()
-        .map(|id| v1::UpsertContactsRequest {
-            contact: Some(v1::Contact {
-                id: (*id).to_string(),
-                ..Default::default()
-            }),
-        })
-        .collect();
-    ContactServiceClient::new(channel.clone())
-        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
-        .await
-        .unwrap();
+    upsert_contacts(&channel, bare_contacts(["a", "b", "c"])).await;
     create_and_launch(&channel, mailing_spec()).await;
 
     let mut actions = ActionServiceClient::new(channel.clone());
@@ -1564,19 +1523,7 @@ async fn a_lost_stream_hands_its_actions_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start_engine(dir.path(), "");
     let channel = connect(&engine.address).await;
-    let upserts: Vec<v1::UpsertContactsRequest> = ["a", "b", "c"]
-        .iter()
-        .map(|id| v1::UpsertContactsRequest {
-            contact: Some(v1::Contact {
-                id: (*id).to_string(),
-                ..Default::default()
-            }),
-        })
-        .collect();
-    ContactServiceClient::new(channel.clone())
-        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
-        .await
-        .unwrap();
+    upsert_contacts(&channel, bare_contacts(["a", "b", "c"])).await;
     create_and_launch(&channel, mailing_spec()).await;
     let actions = ActionServiceClient::new(channel.clone());
     let open = |cursor: String| {
@@ -1625,19 +1572,7 @@ async fn a_cursor_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = start_engine(dir.path(), "");
     let channel = connect(&engine.address).await;
-    let upserts: Vec<v1::UpsertContactsRequest> = ["a", "b", "c"]
-        .iter()
-        .map(|id| v1::UpsertContactsRequest {
-            contact: Some(v1::Contact {
-                id: (*id).to_string(),
-                ..Default::default()
-            }),
-        })
-        .collect();
-    ContactServiceClient::new(channel.clone())
-        .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
-        .await
-        .unwrap();
+    upsert_contacts(&channel, bare_contacts(["a", "b", "c"])).await;
     create_and_launch(&channel, mailing_spec()).await;
     let open = |channel: Channel, cursor: String| async move {
         ActionServiceClient::new(channel)

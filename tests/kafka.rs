@@ -574,7 +574,9 @@ fn start_serving(data: &Path, config: &Path, grpc: &Path) -> (canvass_tests::Kil
 #[test]
 fn grpc_beside_kafka_in_one_engine() {
     use canvass_server::api::contact_service_client::ContactServiceClient;
-    use canvass_tests::api::{READER, SERVICE, connect, create_and_launch, req, settings, spec};
+    use canvass_tests::api::{
+        READER, SERVICE, connect, create_and_launch, req, settings, spec, upsert_contacts,
+    };
 
     let broker = broker();
     let topics = Topics::create(&broker, "grpc", 1);
@@ -592,7 +594,7 @@ fn grpc_beside_kafka_in_one_engine() {
     rt.block_on(async {
         let channel = connect(&address).await;
         create_and_launch(&channel, spec("survey.json")).await;
-        let upserts: Vec<v1::UpsertContactsRequest> = phases
+        let contacts = phases
             .contacts
             .iter()
             .map(|r| {
@@ -601,13 +603,10 @@ fn grpc_beside_kafka_in_one_engine() {
                 let Some(v1::ingest_record::Input::Contact(c)) = record.input else {
                     panic!("a contact record");
                 };
-                v1::UpsertContactsRequest { contact: Some(c) }
+                c
             })
             .collect();
-        ContactServiceClient::new(channel.clone())
-            .upsert_contacts(req(SERVICE, tokio_stream::iter(upserts)))
-            .await
-            .unwrap();
+        upsert_contacts(&channel, contacts).await;
         create_and_launch(&channel, spec("campaign.json")).await;
     });
     let exit = engine.terminate();

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
 use canvass_proto::{json, v1};
-use canvass_server::api::campaign_service_client::CampaignServiceClient;
+use canvass_server::api::{
+    campaign_service_client::CampaignServiceClient, contact_service_client::ContactServiceClient,
+};
 use sha2::{Digest, Sha256};
 use tonic::{Code, Request, transport::Channel};
 
@@ -34,6 +36,31 @@ pub fn sha256_hex(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Contacts with these ids and nothing else.
+#[must_use]
+pub fn bare_contacts<S: ToString>(ids: impl IntoIterator<Item = S>) -> Vec<v1::Contact> {
+    ids.into_iter()
+        .map(|id| v1::Contact {
+            id: id.to_string(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Upserts contacts over one `UpsertContacts` stream, as the service; returns how many the
+/// engine accepted.
+pub async fn upsert_contacts(channel: &Channel, contacts: Vec<v1::Contact>) -> u64 {
+    let messages = contacts
+        .into_iter()
+        .map(|c| v1::UpsertContactsRequest { contact: Some(c) });
+    ContactServiceClient::new(channel.clone())
+        .upsert_contacts(req(SERVICE, tokio_stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner()
+        .accepted
 }
 
 /// The settings file's callers, one `[[tokens]]` entry each, listening on any free port.
