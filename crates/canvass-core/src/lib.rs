@@ -14,11 +14,14 @@ pub mod lifecycle;
 pub mod machine;
 pub mod spec;
 pub mod split;
+pub mod stats;
 pub mod time;
 pub mod validate;
 
 pub use catalog::{Catalog, CatalogError};
-pub use machine::{Core, Effect, EnrollCause, Input, SkipReason, TimerId, Transition};
+pub use machine::{
+    Core, Effect, EnrollCause, Input, Shares, SkipReason, Spending, TimerId, Transition,
+};
 pub use spec::Campaign;
 pub use time::{SpanMillis, UnixMillis};
 pub use validate::{Issue, SpecErrors, compile};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use canvass_proto::{v1, wkt};
 use cel::Value;
+use rust_decimal::Decimal;
 
 use crate::{
     bindings,
@@ -28,6 +29,49 @@ pub const MAX_ENROLL_DEPTH: usize = 16;
 pub const HOLDOUT_GROUP: &str = "holdout";
 /// Event type whose attributes (`product`, `amount`, `order_id`) are added to the contact's purchases.
 pub const PURCHASE_EVENT: &str = "purchase";
+/// Event type of an opportunity sales won; its `amount` attribute is revenue like a purchase's.
+pub const OPPORTUNITY_WON_EVENT: &str = "opportunity.won";
+/// Event types confirming that one of a campaign's actions reached the contact.
+pub const REACHED_EVENTS: [&str; 2] = ["action.delivered", "opportunity.created"];
+/// Most touches kept per contact for attribution.
+pub const MAX_TOUCHES: usize = 64;
+
+/// What each campaign has spent so far, as the runtime has counted it from the log. The core
+/// withholds a cost-bearing action that would take its campaign past its budget.
+pub trait Spending {
+    /// Total cost of the actions `campaign_id` emitted before this step.
+    fn spent(&self, campaign_id: &str) -> Decimal;
+}
+
+/// Nothing spent: for callers without budgets to enforce.
+impl Spending for () {
+    fn spent(&self, _: &str) -> Decimal {
+        Decimal::ZERO
+    }
+}
+
+/// Revenue credited to one campaign (or channel) by each attribution model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shares {
+    /// Credit under last touch.
+    pub last_touch: Decimal,
+    /// Credit under first touch.
+    pub first_touch: Decimal,
+    /// Credit under linear attribution.
+    pub linear: Decimal,
+}
+
+impl Shares {
+    /// The sum of two credits.
+    #[must_use]
+    pub fn plus(self, other: &Self) -> Self {
+        Self {
+            last_touch: self.last_touch + other.last_touch,
+            first_touch: self.first_touch + other.first_touch,
+            linear: self.linear + other.linear,
+        }
+    }
+}
 
 /// An input to the core. Each one is appended to the log before its effects are applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +209,53 @@ pub enum Effect {
         campaign_id: String,
         /// The goal state.
         state: String,
+        /// The contact's split arm (variant id, empty without a split).
+        arm: String,
+    },
+    /// A cost-bearing action was not emitted: it would have taken the campaign past its budget.
+    Withheld {
+        /// Campaign.
+        campaign_id: String,
+        /// The action's kind.
+        kind: v1::ActionKind,
+        /// The key it would have had.
+        idempotency_key: String,
+        /// Its cost.
+        cost: Decimal,
+        /// What the campaign had spent.
+        spent: Decimal,
+        /// The budget.
+        total: Decimal,
+    },
+    /// One of the campaign's actions was confirmed delivered to the contact for the first time
+    /// in this enrollment.
+    Reached {
+        /// Campaign.
+        campaign_id: String,
+        /// The contact's split arm.
+        arm: String,
+    },
+    /// Revenue (a purchase, a won opportunity) credited to the campaign's actions within its
+    /// attribution window.
+    Attributed {
+        /// Campaign.
+        campaign_id: String,
+        /// The revenue's amount, all campaigns together.
+        amount: Decimal,
+        /// The campaign's credit per channel (action kind), by model.
+        shares: Vec<(v1::ActionKind, Shares)>,
+    },
+    /// A purchase within the attribution window after the contact enrolled: counts for its
+    /// split arm, holdout included (uplift).
+    ArmPurchase {
+        /// Campaign.
+        campaign_id: String,
+        /// Variant id, "holdout", or empty without a split.
+        arm: String,
+        /// The amount.
+        amount: Decimal,
+        /// The first such purchase of this enrollment: a conversion.
+        first: bool,
     },
     /// A terminal state was reached: the journey is over.
     Completed {
@@ -211,6 +302,30 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// The campaign the effect concerns.
+    #[must_use]
+    pub fn campaign_id(&self) -> &str {
+        match self {
+            Self::Enrolled { campaign_id, .. }
+            | Self::EnrollmentSkipped { campaign_id, .. }
+            | Self::StateEntered { campaign_id, .. }
+            | Self::GoalReached { campaign_id, .. }
+            | Self::Completed { campaign_id, .. }
+            | Self::Stopped { campaign_id, .. }
+            | Self::Migrated { campaign_id, .. }
+            | Self::ConditionFailed { campaign_id, .. }
+            | Self::Fault { campaign_id, .. }
+            | Self::Withheld { campaign_id, .. }
+            | Self::Reached { campaign_id, .. }
+            | Self::Attributed { campaign_id, .. }
+            | Self::ArmPurchase { campaign_id, .. } => campaign_id,
+            Self::Action(a) => &a.campaign_id,
+            Self::ScheduleTimer { id, .. } | Self::CancelTimer { id, .. } => &id.campaign_id,
+        }
+    }
+}
+
 /// The result of one step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -241,11 +356,20 @@ impl Core {
         &self.catalog
     }
 
-    /// Applies one input to one contact's state at processing time `now`.
+    /// Applies one input to one contact's state at processing time `now`; `spending` says
+    /// what each campaign has spent before this step (budgets).
     #[must_use]
-    pub fn step(&self, state: &v1::ContactState, input: &Input, now: UnixMillis) -> Transition {
+    pub fn step(
+        &self,
+        state: &v1::ContactState,
+        input: &Input,
+        now: UnixMillis,
+        spending: &dyn Spending,
+    ) -> Transition {
         let mut run = Run {
             catalog: &self.catalog,
+            spending,
+            spent_here: Vec::new(),
             state: state.clone(),
             effects: Vec::new(),
             now,
@@ -274,6 +398,9 @@ impl Core {
 /// One step in progress.
 struct Run<'a> {
     catalog: &'a Catalog,
+    spending: &'a dyn Spending,
+    /// Cost of the actions emitted in this step, per campaign.
+    spent_here: Vec<(String, Decimal)>,
     state: v1::ContactState,
     effects: Vec<Effect>,
     now: UnixMillis,
@@ -380,8 +507,25 @@ impl<'a> Run<'a> {
             id: event.contact_id.clone(),
             ..Default::default()
         });
+        let mut revenue = None;
         if event.r#type == PURCHASE_EVENT {
-            contact.purchases.push(purchase_from(event));
+            let purchase = purchase_from(event);
+            revenue = Some(purchase.amount.clone());
+            contact.purchases.push(purchase);
+        } else if event.r#type == OPPORTUNITY_WON_EVENT {
+            revenue = Some(text_attr(event, "amount"));
+        }
+        if let Some(amount) = revenue {
+            match amount.parse::<Decimal>() {
+                Ok(amount) => self.revenue(amount),
+                Err(_) => self.fault(
+                    &event.campaign_id,
+                    format!("{} event `{}` has no decimal `amount` (got `{amount}`): no revenue credited", event.r#type, event.id),
+                ),
+            }
+        }
+        if !event.campaign_id.is_empty() && REACHED_EVENTS.contains(&event.r#type.as_str()) {
+            self.reached(&event.campaign_id);
         }
         let in_scope = |id: &str| event.campaign_id.is_empty() || event.campaign_id == id;
 
@@ -669,10 +813,13 @@ impl<'a> Run<'a> {
                 entry_seq,
             });
             if state.goal {
-                self.state.campaigns[j].goal_reached = true;
+                let journey = &mut self.state.campaigns[j];
+                journey.goal_reached = true;
+                let arm = journey.variant.clone();
                 self.effects.push(Effect::GoalReached {
                     campaign_id: campaign.id().to_string(),
                     state: state.id.clone(),
+                    arm,
                 });
             }
             self.emit_actions(campaign, to, j);
@@ -749,11 +896,38 @@ impl<'a> Run<'a> {
         for (k, spec) in state.actions.iter().enumerate() {
             let journey = &self.state.campaigns[j];
             let kind = spec.kind();
-            let (cost, currency) = campaign
-                .budget
-                .as_ref()
-                .map(|b| (b.cost_of(kind).to_string(), b.currency.clone()))
-                .unwrap_or_default();
+            let key = idempotency_key(
+                campaign.id(),
+                journey.campaign_version,
+                self.contact_id(),
+                journey.entry_seq,
+                k,
+            );
+            let (cost, currency) = match &campaign.budget {
+                Some(b) => {
+                    let cost = b.cost_of(kind);
+                    if let Some(total) = b.total
+                        && cost > Decimal::ZERO
+                    {
+                        let spent =
+                            self.spending.spent(campaign.id()) + self.spent_here(campaign.id());
+                        if spent + cost > total {
+                            self.effects.push(Effect::Withheld {
+                                campaign_id: campaign.id().to_string(),
+                                kind,
+                                idempotency_key: key,
+                                cost,
+                                spent,
+                                total,
+                            });
+                            continue;
+                        }
+                    }
+                    self.spend(campaign.id(), cost);
+                    (cost.to_string(), b.currency.clone())
+                }
+                None => Default::default(),
+            };
             let respond_by = (kind == v1::ActionKind::SalesHandoff)
                 .then(|| {
                     spec.sla
@@ -761,14 +935,9 @@ impl<'a> Run<'a> {
                         .map(|d| self.now.plus(SpanMillis::from_proto(d)).to_proto())
                 })
                 .flatten();
+            let journey = &self.state.campaigns[j];
             let action = v1::Action {
-                idempotency_key: idempotency_key(
-                    campaign.id(),
-                    journey.campaign_version,
-                    self.contact_id(),
-                    journey.entry_seq,
-                    k,
-                ),
+                idempotency_key: key,
                 kind: spec.kind,
                 campaign_id: campaign.id().to_string(),
                 campaign_version: journey.campaign_version,
@@ -786,6 +955,9 @@ impl<'a> Run<'a> {
                 cause_event_id: self.cause_event.map(|e| e.id.clone()).unwrap_or_default(),
             };
             self.effects.push(Effect::Action(Box::new(action)));
+            if kind != v1::ActionKind::StartCampaign {
+                self.touch(campaign.id(), kind);
+            }
             if kind == v1::ActionKind::StartCampaign
                 && let Some(target) = self.enrollable(&spec.target_campaign)
             {
@@ -852,6 +1024,8 @@ impl<'a> Run<'a> {
         journey.state.clear();
         journey.state_entered_at = None;
         journey.variant.clear();
+        journey.reached = false;
+        journey.converted_at = None;
         let holdout = arm == Some(Arm::Holdout);
         let mut initial = campaign.initial_state;
         if holdout {
@@ -880,6 +1054,144 @@ impl<'a> Run<'a> {
         }
     }
 
+    fn spent_here(&self, campaign_id: &str) -> Decimal {
+        self.spent_here
+            .iter()
+            .find(|(c, _)| c == campaign_id)
+            .map_or(Decimal::ZERO, |(_, d)| *d)
+    }
+
+    fn spend(&mut self, campaign_id: &str, cost: Decimal) {
+        if cost.is_zero() {
+            return;
+        }
+        match self.spent_here.iter_mut().find(|(c, _)| c == campaign_id) {
+            Some((_, d)) => *d += cost,
+            None => self.spent_here.push((campaign_id.to_string(), cost)),
+        }
+    }
+
+    /// How long a touch of `campaign_id` can be credited with revenue (unknown campaigns: none).
+    fn window(&self, campaign_id: &str) -> Option<SpanMillis> {
+        self.catalog
+            .latest(campaign_id)
+            .map(Campaign::attribution_window)
+    }
+
+    /// Records that the contact received an action, dropping touches no window covers.
+    fn touch(&mut self, campaign_id: &str, kind: v1::ActionKind) {
+        self.prune_touches();
+        let touches = &mut self.state.touches;
+        if touches.len() >= MAX_TOUCHES {
+            touches.remove(0);
+        }
+        touches.push(v1::Touch {
+            campaign_id: campaign_id.to_string(),
+            kind: kind as i32,
+            at: Some(self.now.to_proto()),
+        });
+    }
+
+    fn prune_touches(&mut self) {
+        let now = self.now;
+        let mut touches = std::mem::take(&mut self.state.touches);
+        touches.retain(|t| self.credits(t, now));
+        self.state.touches = touches;
+    }
+
+    /// Whether touch `t` is within its campaign's attribution window at `now`.
+    fn credits(&self, t: &v1::Touch, now: UnixMillis) -> bool {
+        let at =
+            t.at.as_ref()
+                .map_or(UnixMillis(i64::MIN), UnixMillis::from_proto);
+        self.window(&t.campaign_id)
+            .is_some_and(|w| at <= now && now <= at.plus(w))
+    }
+
+    /// Credits revenue to the touches within their windows (last touch, first touch, linear)
+    /// and to the split arms of the campaigns the contact enrolled in within their windows.
+    fn revenue(&mut self, amount: Decimal) {
+        self.prune_touches();
+        let touches = &self.state.touches;
+        if !touches.is_empty() {
+            let count = Decimal::from(touches.len());
+            let share = amount / count;
+            // The last touch takes what rounding left, so the shares add up to the amount.
+            let remainder = amount - share * (count - Decimal::ONE);
+            let mut credits: Vec<(String, Vec<(v1::ActionKind, Shares)>)> = Vec::new();
+            let n = touches.len();
+            for (i, t) in touches.iter().enumerate() {
+                let is_last = i + 1 == n;
+                let s = Shares {
+                    last_touch: if is_last { amount } else { Decimal::ZERO },
+                    first_touch: if i == 0 { amount } else { Decimal::ZERO },
+                    linear: if is_last { remainder } else { share },
+                };
+                let kind = t.kind();
+                let at = match credits.iter().position(|(c, _)| *c == t.campaign_id) {
+                    Some(at) => at,
+                    None => {
+                        credits.push((t.campaign_id.clone(), Vec::new()));
+                        credits.len() - 1
+                    }
+                };
+                let kinds = &mut credits[at].1;
+                match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, sum)) => *sum = sum.plus(&s),
+                    None => kinds.push((kind, s)),
+                }
+            }
+            for (campaign_id, shares) in credits {
+                self.effects.push(Effect::Attributed {
+                    campaign_id,
+                    amount,
+                    shares,
+                });
+            }
+        }
+        let now = self.now;
+        for j in 0..self.state.campaigns.len() {
+            let journey = &self.state.campaigns[j];
+            let Some(window) = self.window(&journey.campaign_id) else {
+                continue;
+            };
+            let Some(enrolled) = journey.enrolled_at.as_ref().map(UnixMillis::from_proto) else {
+                continue;
+            };
+            if now > enrolled.plus(window) || now < enrolled {
+                continue;
+            }
+            let arm = arm_of(journey);
+            let first = journey.converted_at.is_none();
+            if first {
+                self.state.campaigns[j].converted_at = Some(now.to_proto());
+            }
+            self.effects.push(Effect::ArmPurchase {
+                campaign_id: self.state.campaigns[j].campaign_id.clone(),
+                arm,
+                amount,
+                first,
+            });
+        }
+    }
+
+    /// Marks the contact's enrollment in `campaign_id` as reached, once.
+    fn reached(&mut self, campaign_id: &str) {
+        let Ok(j) = self.journey_index(campaign_id) else {
+            return;
+        };
+        let journey = &mut self.state.campaigns[j];
+        if journey.reached || journey.status() == v1::JourneyStatus::Holdout {
+            return;
+        }
+        journey.reached = true;
+        let arm = arm_of(journey);
+        self.effects.push(Effect::Reached {
+            campaign_id: campaign_id.to_string(),
+            arm,
+        });
+    }
+
     fn skip(&mut self, campaign_id: &str, reason: SkipReason) {
         self.effects.push(Effect::EnrollmentSkipped {
             campaign_id: campaign_id.to_string(),
@@ -895,21 +1207,33 @@ impl<'a> Run<'a> {
     }
 }
 
-/// The purchase a "purchase" event records: `attrs.product`, `attrs.amount` (number or
-/// decimal string), `attrs.order_id`, at the event's time.
-fn purchase_from(event: &v1::TouchpointEvent) -> v1::Purchase {
-    let field = |name: &str| {
-        event
-            .attrs
-            .as_ref()
-            .and_then(|a| a.fields.get(name))
-            .and_then(|v| v.kind.as_ref())
-    };
-    let text = |name: &str| match field(name) {
+/// The split arm of a journey: its variant, "holdout", or empty without a split.
+fn arm_of(journey: &v1::ContactCampaignState) -> String {
+    if journey.status() == v1::JourneyStatus::Holdout {
+        HOLDOUT_GROUP.to_string()
+    } else {
+        journey.variant.clone()
+    }
+}
+
+/// An event attribute as text (numbers in their shortest form), empty if absent.
+fn text_attr(event: &v1::TouchpointEvent, name: &str) -> String {
+    match event
+        .attrs
+        .as_ref()
+        .and_then(|a| a.fields.get(name))
+        .and_then(|v| v.kind.as_ref())
+    {
         Some(wkt::value::Kind::StringValue(s)) => s.clone(),
         Some(wkt::value::Kind::NumberValue(n)) => n.to_string(),
         _ => String::new(),
-    };
+    }
+}
+
+/// The purchase a "purchase" event records: `attrs.product`, `attrs.amount` (number or
+/// decimal string), `attrs.order_id`, at the event's time.
+fn purchase_from(event: &v1::TouchpointEvent) -> v1::Purchase {
+    let text = |name: &str| text_attr(event, name);
     v1::Purchase {
         product: text("product"),
         amount: text("amount"),

@@ -7,6 +7,9 @@ use rust_decimal::Decimal;
 
 use crate::{condition::Condition, time::SpanMillis};
 
+/// The attribution window of a spec that sets none: 30 days.
+pub const DEFAULT_ATTRIBUTION_WINDOW: SpanMillis = SpanMillis(30 * crate::time::DAY_MILLIS);
+
 /// Index of a state in [`Campaign::states`].
 pub type StateIdx = usize;
 
@@ -45,6 +48,15 @@ impl Campaign {
     #[must_use]
     pub fn version(&self) -> u32 {
         self.spec.version
+    }
+
+    /// How long after an action (or an enrollment) revenue is credited to the campaign.
+    #[must_use]
+    pub fn attribution_window(&self) -> SpanMillis {
+        self.spec
+            .attribution_window
+            .as_ref()
+            .map_or(DEFAULT_ATTRIBUTION_WINDOW, SpanMillis::from_proto)
     }
 
     /// Looks a state up by id.

@@ -216,6 +216,11 @@ impl Checker {
         let split = spec.split.as_ref().map(|s| self.split(s, &lookup));
         self.migrations(spec, &lookup);
         let budget = spec.budget.as_ref().map(|b| self.budget(b));
+        if let Some(w) = &spec.attribution_window
+            && SpanMillis::from_proto(w).0 <= 0
+        {
+            self.report("attributionWindow", "must be a positive duration");
+        }
 
         let mut roots: Vec<StateIdx> = initial_state.into_iter().collect();
         if let Some(split) = &split {

@@ -2,7 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use canvass_core::{Catalog, Core, Effect, EnrollCause, Input, TimerId, UnixMillis, compile};
+use std::collections::BTreeMap;
+
+use canvass_core::{
+    Catalog, Core, Effect, EnrollCause, Input, TimerId, UnixMillis, compile,
+    stats::{self, Cause},
+};
 use canvass_proto::{json, v1};
 use expect_test::{Expect, expect};
 
@@ -12,6 +17,7 @@ const HOUR: i64 = 3_600_000;
 
 struct World {
     core: Core,
+    counters: BTreeMap<String, v1::CampaignCounters>,
     state: v1::ContactState,
     timers: Vec<(UnixMillis, TimerId)>,
     seq: u32,
@@ -26,6 +32,7 @@ fn world(specs: &[&str]) -> World {
     catalog.run_all_latest();
     World {
         core: Core::new(catalog),
+        counters: BTreeMap::new(),
         state: v1::ContactState::default(),
         timers: Vec::new(),
         seq: 0,
@@ -39,9 +46,10 @@ fn hours(ms: i64) -> String {
 impl World {
     fn apply(&mut self, input: Input, at_hours: i64) -> String {
         let now = UnixMillis(T0 + at_hours * HOUR);
-        let t = self.core.step(&self.state, &input, now);
+        let t = self.core.step(&self.state, &input, now, &self.counters);
         // The same input on the same state always gives the same transition.
-        assert_eq!(t, self.core.step(&self.state, &input, now));
+        assert_eq!(t, self.core.step(&self.state, &input, now, &self.counters));
+        stats::record_all(&mut self.counters, &t.effects, Cause::of(&input), now);
         self.state = t.state;
         let mut out = String::new();
         for e in &t.effects {
@@ -192,7 +200,52 @@ fn render(e: &Effect) -> String {
             "cancel timer {} e{} t{}",
             id.campaign_id, id.entry_seq, id.transition
         ),
-        Effect::GoalReached { campaign_id, state } => format!("goal {campaign_id} {state}"),
+        Effect::GoalReached {
+            campaign_id,
+            state,
+            arm,
+        } => format!("goal {campaign_id} {state}{}", arm_suffix(arm)),
+        Effect::Withheld {
+            campaign_id,
+            kind,
+            idempotency_key,
+            cost,
+            spent,
+            total,
+        } => format!(
+            "withheld {campaign_id} {} {idempotency_key} cost={cost} spent={spent} of {total}",
+            kind.as_str_name().trim_start_matches("ACTION_KIND_")
+        ),
+        Effect::Reached { campaign_id, arm } => {
+            format!("reached {campaign_id}{}", arm_suffix(arm))
+        }
+        Effect::Attributed {
+            campaign_id,
+            amount,
+            shares,
+        } => {
+            let mut s = format!("attributed {campaign_id} of {amount}:");
+            for (kind, share) in shares {
+                s.push_str(&format!(
+                    " {} last={} first={} linear={}",
+                    kind.as_str_name().trim_start_matches("ACTION_KIND_"),
+                    share.last_touch,
+                    share.first_touch,
+                    share.linear.round_dp(4)
+                ));
+            }
+            s
+        }
+        Effect::ArmPurchase {
+            campaign_id,
+            arm,
+            amount,
+            first,
+        } => format!(
+            "arm purchase {campaign_id}{} {amount}{}",
+            arm_suffix(arm),
+            if *first { " (converted)" } else { "" }
+        ),
         Effect::Completed { campaign_id, state } => format!("completed {campaign_id} in {state}"),
         Effect::ConditionFailed {
             campaign_id,
@@ -213,6 +266,14 @@ fn render(e: &Effect) -> String {
         } => format!(
             "migrated {campaign_id} v{from_version} {from_state} -> v{to_version} {to_state}"
         ),
+    }
+}
+
+fn arm_suffix(arm: &str) -> String {
+    if arm.is_empty() {
+        String::new()
+    } else {
+        format!(" arm={arm}")
     }
 }
 

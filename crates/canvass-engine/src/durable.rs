@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use canvass_core::{
     Catalog, Core, Effect, Input, SpanMillis, TimerId, UnixMillis,
     lifecycle::{self, FollowUp},
+    stats::{self, Cause},
+    validate::kind_name,
 };
 use canvass_proto::v1::{self, log_entry};
 use canvass_store::{EMBEDDED_PARTITION, LOG_SCHEMA_VERSION, Store, WriteBatch};
@@ -277,6 +279,7 @@ impl Engine {
                     detail: String::new(),
                     outbox_seq: *seq,
                     outbox_index: *index,
+                    kind: a.kind,
                     // A transport's acknowledgement: kept short, campaigns do not see it.
                     ..Default::default()
                 })
@@ -397,7 +400,7 @@ struct Pending {
     batch: WriteBatch,
     report: BatchReport,
     contacts: HashMap<String, v1::ContactState>,
-    counters: BTreeMap<String, (v1::CampaignCounters, Decimal)>,
+    counters: BTreeMap<String, v1::CampaignCounters>,
     /// Timers armed in this batch, in firing order, and the due time of every timer the
     /// batch touched (`None`: disarmed).
     timers_armed: BTreeSet<(UnixMillis, TimerId)>,
@@ -470,8 +473,7 @@ impl Pending {
         for (id, state) in &self.contacts {
             self.batch.put_contact(EMBEDDED_PARTITION, id, state);
         }
-        for (campaign, (counters, cost)) in &mut self.counters {
-            counters.cost = cost.to_string();
+        for (campaign, counters) in &self.counters {
             self.batch.put_counters(campaign, counters);
         }
         for l in self.lifecycles.values() {
@@ -896,9 +898,21 @@ impl Pending {
         let cutoff = self.dedupe_cutoff(now);
         let mut recent = std::mem::take(&mut before.recent_events);
         recent.retain(|e| e.applied_at.as_ref().map(UnixMillis::from_proto) >= Some(cutoff));
-        let mut transition = self.core.step(&before, input, now);
+        // The core withholds what would overrun a budget: it needs what was spent so far.
+        let budgeted: Vec<String> = self
+            .core
+            .catalog()
+            .latest_all()
+            .filter(|c| c.budget.as_ref().is_some_and(|b| b.total.is_some()))
+            .map(|c| c.id().to_string())
+            .collect();
+        for campaign in &budgeted {
+            self.counters(campaign)?;
+        }
+        let mut transition = self.core.step(&before, input, now, &self.counters);
+        let cause = Cause::of(input);
         for effect in &transition.effects {
-            self.effect(effect, seq)?;
+            self.effect(effect, seq, cause, now)?;
         }
         self.regroup(contact_id, &before, &transition.state);
         transition.state.recent_events = recent;
@@ -925,40 +939,38 @@ impl Pending {
         }
     }
 
-    fn counters(&mut self, campaign: &str) -> Result<&mut (v1::CampaignCounters, Decimal)> {
+    fn counters(&mut self, campaign: &str) -> Result<&mut v1::CampaignCounters> {
         if !self.counters.contains_key(campaign) {
             let stored = self.store.counters(campaign)?;
-            let cost = stored.cost.parse().unwrap_or_default();
-            self.counters.insert(campaign.to_string(), (stored, cost));
+            self.counters.insert(campaign.to_string(), stored);
         }
         Ok(self.counters.get_mut(campaign).expect("inserted above"))
     }
 
-    fn effect(&mut self, effect: &Effect, seq: u64) -> Result<()> {
+    fn effect(&mut self, effect: &Effect, seq: u64, cause: Cause, now: UnixMillis) -> Result<()> {
+        let campaign = effect.campaign_id();
+        let counted = !campaign.is_empty()
+            && !matches!(
+                effect,
+                Effect::ScheduleTimer { .. }
+                    | Effect::CancelTimer { .. }
+                    | Effect::EnrollmentSkipped { .. }
+                    | Effect::Fault { .. }
+            );
+        if counted {
+            let counters = self.counters(campaign)?;
+            let first_withheld = counters.budget_exhausted_at.is_none();
+            stats::record(counters, effect, cause, now);
+            if let Effect::Withheld {
+                kind, spent, total, ..
+            } = effect
+                && first_withheld
+            {
+                self.budget_exhausted(campaign, *kind, *spent, *total, now)?;
+            }
+        }
         match effect {
-            Effect::Enrolled {
-                campaign_id,
-                holdout,
-                ..
-            } => {
-                let c = &mut self.counters(campaign_id)?.0;
-                c.enrollments += 1;
-                if *holdout {
-                    c.holdouts += 1;
-                }
-            }
-            Effect::StateEntered { campaign_id, .. } => {
-                self.counters(campaign_id)?.0.state_entries += 1
-            }
-            Effect::GoalReached { campaign_id, .. } => self.counters(campaign_id)?.0.goals += 1,
-            Effect::Completed { campaign_id, .. } => self.counters(campaign_id)?.0.completions += 1,
-            Effect::ConditionFailed { campaign_id, .. } => {
-                self.counters(campaign_id)?.0.condition_failures += 1
-            }
             Effect::Action(action) => {
-                let counters = self.counters(&action.campaign_id)?;
-                counters.0.actions += 1;
-                counters.1 += action.cost.parse::<Decimal>().unwrap_or_default();
                 // Numbered per log entry: one entry (a launch) may step many contacts.
                 let position = (seq, self.action_index);
                 self.action_index += 1;
@@ -971,11 +983,35 @@ impl Pending {
                 self.batch.put_timer(*due, id);
             }
             Effect::CancelTimer { id, due } => self.disarm(id, *due),
-            Effect::EnrollmentSkipped { .. }
-            | Effect::Fault { .. }
-            | Effect::Stopped { .. }
-            | Effect::Migrated { .. } => {}
+            _ => {}
         }
+        Ok(())
+    }
+
+    /// Notes in the campaign's history that its budget ran out: the first cost-bearing
+    /// action withheld. Derived from the log, so replay writes the same note.
+    fn budget_exhausted(
+        &mut self,
+        campaign: &str,
+        kind: v1::ActionKind,
+        spent: Decimal,
+        total: Decimal,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let Some(mut record) = self.lifecycle(campaign)? else {
+            return Ok(());
+        };
+        record.history.push(v1::LifecycleChange {
+            at: Some(now.to_proto()),
+            actor: "engine".to_string(),
+            reason: format!(
+                "spent {spent} of {total}; a {} action and every cost-bearing action after it is withheld",
+                kind_name(kind)
+            ),
+            change: "budget exhausted".to_string(),
+            status: record.status,
+        });
+        self.lifecycles.insert(campaign.to_string(), record);
         Ok(())
     }
 
@@ -994,11 +1030,9 @@ impl Pending {
             .next()
             .unwrap_or_default()
             .to_string();
-        let counters = &mut self.counters(&campaign)?.0;
-        match v1::DeliveryOutcome::try_from(ack.outcome) {
-            Ok(v1::DeliveryOutcome::Failed | v1::DeliveryOutcome::Bounced) => counters.failed += 1,
-            _ => counters.delivered += 1,
-        }
+        let counters = self.counters(&campaign)?;
+        let outcome = v1::DeliveryOutcome::try_from(ack.outcome).unwrap_or_default();
+        stats::record_outcome(counters, ack.kind(), outcome, ack.executed);
         Ok(())
     }
 }

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use canvass_core::{Core, Effect, Input, TimerId, UnixMillis};
+use canvass_core::{
+    Core, Effect, Input, TimerId, UnixMillis,
+    stats::{self, Cause},
+};
 use canvass_proto::v1;
 
 use crate::summary::Counters;
@@ -47,6 +50,7 @@ pub struct Simulator {
     record_log: bool,
     output: Vec<Output>,
     counters: Counters,
+    campaigns: BTreeMap<String, v1::CampaignCounters>,
 }
 
 impl Simulator {
@@ -64,6 +68,7 @@ impl Simulator {
             record_log: false,
             output: Vec::new(),
             counters: Counters::default(),
+            campaigns: BTreeMap::new(),
         }
     }
 
@@ -188,9 +193,21 @@ impl Simulator {
         &self.counters
     }
 
+    /// Each campaign's counters, as the durable engine keeps them.
+    #[must_use]
+    pub fn campaigns(&self) -> &BTreeMap<String, v1::CampaignCounters> {
+        &self.campaigns
+    }
+
     fn apply(&mut self, contact_id: String, input: Input, at: UnixMillis) {
         let state = self.contacts.get(&contact_id).cloned().unwrap_or_default();
-        let transition = self.core.step(&state, &input, at);
+        let transition = self.core.step(&state, &input, at, &self.campaigns);
+        stats::record_all(
+            &mut self.campaigns,
+            &transition.effects,
+            Cause::of(&input),
+            at,
+        );
         if self.record_log {
             let seq = self.log.len() as u64 + 1;
             self.log.push(LogEntry {
@@ -227,9 +244,16 @@ impl Simulator {
 pub fn replay(core: &Core, log: &[LogEntry]) -> (BTreeMap<String, v1::ContactState>, Vec<Effect>) {
     let mut states: BTreeMap<String, v1::ContactState> = BTreeMap::new();
     let mut effects = Vec::new();
+    let mut campaigns = BTreeMap::new();
     for entry in log {
         let state = states.get(&entry.contact_id).cloned().unwrap_or_default();
-        let t = core.step(&state, &entry.input, entry.at);
+        let t = core.step(&state, &entry.input, entry.at, &campaigns);
+        stats::record_all(
+            &mut campaigns,
+            &t.effects,
+            Cause::of(&entry.input),
+            entry.at,
+        );
         states.insert(entry.contact_id.clone(), t.state);
         effects.extend(t.effects);
     }

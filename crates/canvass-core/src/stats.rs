@@ -1,0 +1,327 @@
+//! Campaign counters as a fold of effects: the measurement projections of the log.
+//!
+//! The durable engine and the simulator both call [`record`] for every effect of every step,
+//! in log order, so the counters are a function of the log and replay rebuilds them exactly.
+//! Money is kept as decimal strings in the counters (their stored form) and added exactly.
+
+use std::{collections::BTreeMap, str::FromStr};
+
+use canvass_proto::v1;
+use rust_decimal::Decimal;
+
+use crate::{
+    machine::{Effect, Input, Shares, Spending},
+    time::{DAY_MILLIS, UnixMillis},
+    validate::kind_name,
+};
+
+/// Upper bounds (exclusive, milliseconds) of the input-to-action latency buckets; one more
+/// bucket holds everything slower.
+pub const LATENCY_BOUNDS_MS: [u64; 20] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
+    900_000, 3_600_000, 21_600_000, 86_400_000,
+];
+
+/// Counters by campaign id say what each campaign spent.
+impl Spending for BTreeMap<String, v1::CampaignCounters> {
+    fn spent(&self, campaign_id: &str) -> Decimal {
+        self.get(campaign_id)
+            .map_or(Decimal::ZERO, |c| money(&c.cost))
+    }
+}
+
+/// Counts every effect of a step into the counters of the campaign it concerns.
+pub fn record_all(
+    counters: &mut BTreeMap<String, v1::CampaignCounters>,
+    effects: &[Effect],
+    cause: Cause,
+    now: UnixMillis,
+) {
+    for effect in effects {
+        let campaign = effect.campaign_id();
+        if !campaign.is_empty() {
+            let c = counters.entry(campaign.to_string()).or_default();
+            record(c, effect, cause, now);
+        }
+    }
+}
+
+/// Adds `amount` to a decimal string (empty counts as zero).
+pub fn add_money(total: &mut String, amount: Decimal) {
+    if amount.is_zero() && !total.is_empty() {
+        return;
+    }
+    let sum = money(total) + amount;
+    *total = sum.normalize().to_string();
+}
+
+/// A decimal string as a number (empty or malformed counts as zero).
+#[must_use]
+pub fn money(text: &str) -> Decimal {
+    Decimal::from_str(text).unwrap_or_default()
+}
+
+/// The UTC calendar day of an instant, `YYYY-MM-DD`.
+#[must_use]
+pub fn utc_day(at: UnixMillis) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = at.0.div_euclid(DAY_MILLIS) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The latency bucket of a span in milliseconds.
+#[must_use]
+pub fn latency_bucket(millis: u64) -> usize {
+    LATENCY_BOUNDS_MS
+        .iter()
+        .position(|bound| millis < *bound)
+        .unwrap_or(LATENCY_BOUNDS_MS.len())
+}
+
+/// The smallest bucket bound at or below which `quantile` (0..=1) of the counted latencies
+/// fall; `None` without any count, `u64::MAX` when it falls in the open last bucket.
+#[must_use]
+pub fn latency_quantile(buckets: &[u64], quantile: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // Rank of the quantile among the counted latencies, 1-based (nearest-rank method).
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rank = ((quantile * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, count) in buckets.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(u64::MAX));
+        }
+    }
+    None
+}
+
+fn add_shares(to: &mut v1::Attribution, shares: &Shares) {
+    add_money(&mut to.last_touch, shares.last_touch);
+    add_money(&mut to.first_touch, shares.first_touch);
+    add_money(&mut to.linear, shares.linear);
+    to.conversions += 1;
+}
+
+/// What caused the step whose effects are recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cause {
+    /// When the event that caused it happened (event time), if an event did.
+    pub event_at: Option<UnixMillis>,
+}
+
+impl Cause {
+    /// The cause of a step applying `input`.
+    #[must_use]
+    pub fn of(input: &Input) -> Self {
+        Self {
+            event_at: match input {
+                Input::Event(e) => e.occurred_at.as_ref().map(UnixMillis::from_proto),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Counts one effect into the counters of the campaign it concerns (`counters` of
+/// [`Effect::campaign_id`]). `now` is the step's processing time.
+pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: Cause, now: UnixMillis) {
+    match effect {
+        Effect::Enrolled {
+            variant, holdout, ..
+        } => {
+            c.enrollments += 1;
+            let arm = if *holdout {
+                c.holdouts += 1;
+                crate::machine::HOLDOUT_GROUP
+            } else {
+                variant.as_str()
+            };
+            c.arms.entry(arm.to_string()).or_default().enrolled += 1;
+            c.days.entry(utc_day(now)).or_default().enrollments += 1;
+        }
+        Effect::StateEntered { from, to, .. } => {
+            c.state_entries += 1;
+            let state = c.states.entry(to.clone()).or_default();
+            state.entries += 1;
+            state.active += 1;
+            if let Some(from) = from {
+                leave(c, from);
+            }
+            let key = format!("{}>{to}", from.as_deref().unwrap_or_default());
+            *c.transitions.entry(key).or_default() += 1;
+            *c.days
+                .entry(utc_day(now))
+                .or_default()
+                .entries
+                .entry(to.clone())
+                .or_default() += 1;
+        }
+        Effect::GoalReached { arm, .. } => {
+            c.goals += 1;
+            c.arms.entry(arm.clone()).or_default().goals += 1;
+            c.days.entry(utc_day(now)).or_default().goals += 1;
+        }
+        Effect::Completed { state, .. } | Effect::Stopped { state, .. } => {
+            if matches!(effect, Effect::Completed { .. }) {
+                c.completions += 1;
+            }
+            leave(c, state);
+        }
+        Effect::Migrated {
+            from_state,
+            to_state,
+            ..
+        } => {
+            leave(c, from_state);
+            c.states.entry(to_state.clone()).or_default().active += 1;
+        }
+        Effect::ConditionFailed { .. } => c.condition_failures += 1,
+        Effect::Action(action) => {
+            c.actions += 1;
+            let cost = money(&action.cost);
+            add_money(&mut c.cost, cost);
+            let kind = c
+                .kinds
+                .entry(kind_name(action.kind()).to_string())
+                .or_default();
+            kind.emitted += 1;
+            add_money(&mut kind.cost, cost);
+            c.days.entry(utc_day(now)).or_default().actions += 1;
+            if let Some(event_at) = cause.event_at {
+                let millis = u64::try_from(now.0.saturating_sub(event_at.0)).unwrap_or(0);
+                let bucket = latency_bucket(millis);
+                if c.latency_buckets.len() <= LATENCY_BOUNDS_MS.len() {
+                    c.latency_buckets.resize(LATENCY_BOUNDS_MS.len() + 1, 0);
+                }
+                c.latency_buckets[bucket] += 1;
+            }
+        }
+        Effect::Withheld { kind, .. } => {
+            c.over_budget += 1;
+            c.kinds
+                .entry(kind_name(*kind).to_string())
+                .or_default()
+                .over_budget += 1;
+            if c.budget_exhausted_at.is_none() {
+                c.budget_exhausted_at = Some(now.to_proto());
+            }
+        }
+        Effect::Reached { arm, .. } => {
+            c.reached += 1;
+            c.arms.entry(arm.clone()).or_default().reached += 1;
+        }
+        Effect::Attributed { shares, .. } => {
+            let total = shares
+                .iter()
+                .fold(Shares::default(), |sum, (_, s)| sum.plus(s));
+            add_shares(c.attribution.get_or_insert_default(), &total);
+            for (kind, s) in shares {
+                let k = c.kinds.entry(kind_name(*kind).to_string()).or_default();
+                add_shares(k.attribution.get_or_insert_default(), s);
+            }
+        }
+        Effect::ArmPurchase {
+            arm, amount, first, ..
+        } => {
+            let a = c.arms.entry(arm.clone()).or_default();
+            if *first {
+                a.converted += 1;
+            }
+            add_money(&mut a.revenue, *amount);
+        }
+        Effect::EnrollmentSkipped { .. }
+        | Effect::ScheduleTimer { .. }
+        | Effect::CancelTimer { .. }
+        | Effect::Fault { .. } => {}
+    }
+}
+
+/// Counts the outcome an action's acknowledgement reports.
+pub fn record_outcome(
+    c: &mut v1::CampaignCounters,
+    kind: v1::ActionKind,
+    outcome: v1::DeliveryOutcome,
+    executed: bool,
+) {
+    let k = c.kinds.entry(kind_name(kind).to_string()).or_default();
+    match outcome {
+        v1::DeliveryOutcome::Failed => {
+            c.failed += 1;
+            k.failed += 1;
+        }
+        v1::DeliveryOutcome::Bounced => {
+            c.failed += 1;
+            k.bounced += 1;
+        }
+        _ if !executed => {
+            c.delivered += 1;
+            k.handed_off += 1;
+        }
+        _ => {
+            c.delivered += 1;
+            k.delivered += 1;
+        }
+    }
+}
+
+fn leave(c: &mut v1::CampaignCounters, state: &str) {
+    if let Some(s) = c.states.get_mut(state) {
+        s.active = s.active.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_calendar_days() {
+        assert_eq!(utc_day(UnixMillis(0)), "1970-01-01");
+        assert_eq!(utc_day(UnixMillis(1_767_225_600_000)), "2026-01-01");
+        assert_eq!(utc_day(UnixMillis(1_767_225_600_000 - 1)), "2025-12-31");
+        assert_eq!(utc_day(UnixMillis(1_709_164_800_000)), "2024-02-29");
+        assert_eq!(utc_day(UnixMillis(-1)), "1969-12-31");
+    }
+
+    #[test]
+    fn money_adds_exactly() {
+        let mut total = String::new();
+        for _ in 0..10 {
+            add_money(&mut total, Decimal::from_str("0.1").unwrap());
+        }
+        assert_eq!(total, "1");
+        add_money(&mut total, Decimal::from_str("-0.25").unwrap());
+        assert_eq!(total, "0.75");
+    }
+
+    #[test]
+    fn latency_quantiles_are_bucket_bounds() {
+        let mut buckets = vec![0; LATENCY_BOUNDS_MS.len() + 1];
+        assert_eq!(latency_quantile(&buckets, 0.5), None);
+        // 90 latencies of 3 ms (bucket < 5) and 10 of 700 ms (bucket < 1000).
+        buckets[latency_bucket(3)] += 90;
+        buckets[latency_bucket(700)] += 10;
+        assert_eq!(latency_quantile(&buckets, 0.5), Some(5));
+        assert_eq!(latency_quantile(&buckets, 0.9), Some(5));
+        assert_eq!(latency_quantile(&buckets, 0.91), Some(1000));
+        assert_eq!(latency_quantile(&buckets, 0.99), Some(1000));
+        buckets[LATENCY_BOUNDS_MS.len()] += 1000;
+        assert_eq!(latency_quantile(&buckets, 0.99), Some(u64::MAX));
+    }
+}
