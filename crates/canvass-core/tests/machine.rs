@@ -18,6 +18,7 @@ const HOUR: i64 = 3_600_000;
 struct World {
     core: Core,
     counters: BTreeMap<String, v1::CampaignCounters>,
+    others: BTreeMap<String, v1::ContactState>,
     state: v1::ContactState,
     timers: Vec<(UnixMillis, TimerId)>,
     seq: u32,
@@ -33,6 +34,7 @@ fn world(specs: &[&str]) -> World {
     World {
         core: Core::new(catalog),
         counters: BTreeMap::new(),
+        others: BTreeMap::new(),
         state: v1::ContactState::default(),
         timers: Vec::new(),
         seq: 0,
@@ -116,6 +118,22 @@ impl World {
         let mut catalog = self.core.catalog().clone();
         change(&mut catalog);
         self.core = Core::new(catalog);
+    }
+
+    /// Makes `contact` (a profile in JSON) the contact the next inputs apply to, keeping the
+    /// state of the one before; the campaign counters are shared, as in the engine.
+    fn switch_to(&mut self, contact: &str) -> String {
+        let c: v1::Contact = json::from_str(contact).unwrap();
+        let current = std::mem::take(&mut self.state);
+        if let Some(id) = current.contact.as_ref().map(|c| c.id.clone()) {
+            self.others.insert(id, current);
+        }
+        self.state = self.others.remove(&c.id).unwrap_or_default();
+        self.apply(Input::UpsertContact(c), 0)
+    }
+
+    fn counters(&self, campaign: &str) -> &v1::CampaignCounters {
+        self.counters.get(campaign).expect("counters")
     }
 
     fn journey(&self, campaign: &str) -> &v1::ContactCampaignState {
@@ -889,4 +907,231 @@ fn a_new_version_takes_over_contacts_in_the_states_it_maps() {
             timer trial e3 t1 due +408h
         "#]],
     );
+}
+
+/// Sends an email at once and a letter two days later; credits revenue for ten days.
+const NEWS: &str = r#"{
+  "id": "news", "version": 1, "initialState": "mail", "attributionWindow": "864000s",
+  "audience": {"filter": "true"},
+  "states": [
+    {"id": "mail", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "news"}], "transitions": [{"to": "letter", "after": "172800s"}]},
+    {"id": "letter", "actions": [{"kind": "ACTION_KIND_POSTAL_MAIL", "template": "news"}], "transitions": [{"to": "done", "after": "3600000s"}]},
+    {"id": "done", "terminal": true}
+  ]
+}"#;
+
+/// Texts a contact who browsed; credits revenue for three days.
+const PROMO: &str = r#"{
+  "id": "promo", "version": 1, "initialState": "sms", "attributionWindow": "259200s",
+  "entryTriggers": [{"eventType": "browse"}],
+  "states": [
+    {"id": "sms", "actions": [{"kind": "ACTION_KIND_SMS", "template": "deal"}], "transitions": [{"to": "end", "after": "3600000s"}]},
+    {"id": "end", "terminal": true}
+  ]
+}"#;
+
+#[test]
+fn revenue_is_credited_to_the_touches_within_their_windows_by_each_model() {
+    let mut w = world(&[NEWS, PROMO]);
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("news"); // EMAIL at 0h
+    w.fire_next(); // POSTAL_MAIL at 48h
+    w.event(60, "browse", "{}"); // SMS at 60h
+    // Three touches: first touch EMAIL, last touch SMS, 30 each linearly.
+    check(
+        w.event(100, "purchase", r#"{"product": "A", "amount": "90"}"#),
+        expect![[r#"
+            attributed news of 90: EMAIL last=0 first=90 linear=30 POSTAL_MAIL last=0 first=0 linear=30
+            attributed promo of 90: SMS last=90 first=0 linear=30
+            arm purchase news 90 (converted)
+            arm purchase promo 90 (converted)
+        "#]],
+    );
+    // At 132h the SMS (60h + 72h) is still inside promo's window: the edge is included.
+    check(
+        w.event(132, "purchase", r#"{"product": "A", "amount": "10"}"#),
+        expect![[r#"
+            attributed news of 10: EMAIL last=0 first=10 linear=3.3333 POSTAL_MAIL last=0 first=0 linear=3.3333
+            attributed promo of 10: SMS last=10 first=0 linear=3.3333
+            arm purchase news 10
+            arm purchase promo 10
+        "#]],
+    );
+    // One hour later it is not.
+    check(
+        w.event(133, "purchase", r#"{"product": "A", "amount": 6}"#),
+        expect![[r#"
+            attributed news of 6: EMAIL last=0 first=6 linear=3 POSTAL_MAIL last=6 first=0 linear=3
+            arm purchase news 6
+        "#]],
+    );
+    // Past news' ten days (48h + 240h) nothing is credited and the touches are dropped.
+    check(
+        w.event(289, "purchase", r#"{"product": "A", "amount": 1}"#),
+        expect![""],
+    );
+    assert!(w.state.touches.is_empty());
+
+    let (news, promo) = (w.counters("news"), w.counters("promo"));
+    let a = news.attribution.as_ref().unwrap();
+    assert_eq!((a.last_touch.as_str(), a.first_touch.as_str(), a.conversions), ("6", "106", 3));
+    let b = promo.attribution.as_ref().unwrap();
+    assert_eq!((b.last_touch.as_str(), b.first_touch.as_str(), b.conversions), ("100", "0", 2));
+    // Linear shares add up to the revenue exactly: 90 + 10 + 6.
+    assert_eq!(
+        stats::money(&a.linear) + stats::money(&b.linear),
+        "106".parse().unwrap()
+    );
+    assert_eq!(stats::money(&a.linear).round_dp(2).to_string(), "72.67");
+    let email = news.kinds["EMAIL"].attribution.as_ref().unwrap();
+    assert_eq!((email.first_touch.as_str(), email.last_touch.as_str()), ("106", "0"));
+    let mail = news.kinds["POSTAL_MAIL"].attribution.as_ref().unwrap();
+    assert_eq!(mail.last_touch, "6");
+    assert_eq!(news.arms[""].converted, 1);
+    assert_eq!(news.arms[""].revenue, "106");
+    assert_eq!(promo.arms[""].revenue, "100");
+}
+
+#[test]
+fn a_revenue_event_without_an_amount_is_reported() {
+    let mut w = world(&[NEWS]);
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("news");
+    check(
+        w.event(1, "opportunity.won", r#"{"amount": "lots"}"#),
+        expect![[r#"
+            fault : opportunity.won event `ev1` has no decimal `amount` (got `lots`): no revenue credited
+        "#]],
+    );
+    check(
+        w.event(2, "opportunity.won", r#"{"amount": 1200}"#),
+        expect![[r#"
+            attributed news of 1200: EMAIL last=1200 first=1200 linear=1200
+            arm purchase news 1200 (converted)
+        "#]],
+    );
+}
+
+const FRUGAL: &str = r#"{
+  "id": "frugal", "version": 1, "initialState": "hello",
+  "audience": {"filter": "true"},
+  "states": [
+    {"id": "hello", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "hi"}, {"kind": "ACTION_KIND_SMS", "template": "hi"}], "terminal": true}
+  ],
+  "budget": {"currency": "EUR", "total": "0.25", "costPerAction": {"EMAIL": "0.10"}}
+}"#;
+
+#[test]
+fn the_budget_withholds_cost_bearing_actions_that_would_exceed_it() {
+    let mut w = world(&[FRUGAL]);
+    let mut trace = String::new();
+    for id in ["p1", "p2", "p3"] {
+        w.switch_to(&format!(r#"{{"id": "{id}"}}"#));
+        trace.push_str(&w.launch("frugal"));
+    }
+    // The third email would bring the spend to 0.30 > 0.25; the free SMS still goes.
+    check(
+        trace,
+        expect![[r#"
+            enrolled frugal v1 (launch)
+            frugal: * -> hello (e1)
+            action EMAIL frugal/v1/e1/a0/p1 template=hi cost=0.10 EUR
+            action SMS frugal/v1/e1/a1/p1 template=hi cost=0 EUR
+            completed frugal in hello
+            enrolled frugal v1 (launch)
+            frugal: * -> hello (e1)
+            action EMAIL frugal/v1/e1/a0/p2 template=hi cost=0.10 EUR
+            action SMS frugal/v1/e1/a1/p2 template=hi cost=0 EUR
+            completed frugal in hello
+            enrolled frugal v1 (launch)
+            frugal: * -> hello (e1)
+            withheld frugal EMAIL frugal/v1/e1/a0/p3 cost=0.10 spent=0.2 of 0.25
+            action SMS frugal/v1/e1/a1/p3 template=hi cost=0 EUR
+            completed frugal in hello
+        "#]],
+    );
+    let c = w.counters("frugal");
+    assert_eq!((c.cost.as_str(), c.over_budget, c.actions), ("0.2", 1, 5));
+    assert_eq!(c.kinds["EMAIL"].over_budget, 1);
+    assert_eq!(c.kinds["EMAIL"].emitted, 2);
+    assert_eq!(c.kinds["SMS"].emitted, 3);
+    assert!(c.budget_exhausted_at.is_some());
+}
+
+#[test]
+fn a_confirmed_delivery_marks_the_contact_reached_once() {
+    let mut w = world(&[NEWS]);
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("news");
+    // Without a campaign the confirmation says nothing about which campaign reached it.
+    check(w.event(1, "action.delivered", "{}"), expect![""]);
+    let delivered = |at: i64| {
+        let e: v1::TouchpointEvent = json::from_str(&format!(
+            r#"{{"id": "d{at}", "type": "action.delivered", "contactId": "p1", "campaignId": "news", "occurredAt": "2026-01-01T00:00:00Z"}}"#
+        ))
+        .unwrap();
+        Input::Event(e)
+    };
+    check(w.apply(delivered(2), 2), expect!["reached news\n"]);
+    check(w.apply(delivered(3), 3), expect![""]);
+    assert!(w.journey("news").reached);
+    assert_eq!(w.counters("news").reached, 1);
+}
+
+#[test]
+fn split_arms_count_conversions_and_revenue_holdout_included() {
+    let mut w = world(&[SPLIT]);
+    // p1 bold, p2 holdout, p3 control (see the split test above).
+    for id in ["p1", "p2", "p3"] {
+        w.switch_to(&format!(r#"{{"id": "{id}"}}"#));
+        w.launch("ab");
+    }
+    w.switch_to(r#"{"id": "p2"}"#);
+    check(
+        w.event(10, "purchase", r#"{"amount": 50}"#),
+        expect!["arm purchase ab arm=holdout 50 (converted)\n"],
+    );
+    w.switch_to(r#"{"id": "p1"}"#);
+    w.event(20, "purchase", r#"{"amount": 20}"#);
+    w.event(21, "purchase", r#"{"amount": "5"}"#);
+    let arms = &w.counters("ab").arms;
+    let row = |arm: &str| {
+        let a = &arms[arm];
+        (a.enrolled, a.converted, a.revenue.clone())
+    };
+    assert_eq!(row("bold"), (1, 1, "25".to_string()));
+    assert_eq!(row("holdout"), (1, 1, "50".to_string()));
+    assert_eq!(row("control"), (1, 0, String::new()));
+}
+
+#[test]
+fn counters_follow_the_funnel_state_by_state_and_day_by_day() {
+    let mut w = world(&[TRIAL, SURVEY]);
+    w.contact(BUYER);
+    w.launch("trial");
+    w.event(30, "trial.confirmed", "{}");
+    w.event(50, "trial.rated", r#"{"rating": 5}"#);
+    let c = w.counters("trial");
+    let states: Vec<(&str, u64, u64)> = c
+        .states
+        .iter()
+        .map(|(s, n)| (s.as_str(), n.entries, n.active))
+        .collect();
+    assert_eq!(
+        states,
+        [("confirmed", 1, 0), ("high", 1, 0), ("invited", 1, 0)]
+    );
+    let moves: Vec<(&str, u64)> = c.transitions.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(moves, [(">invited", 1), ("confirmed>high", 1), ("invited>confirmed", 1)]);
+    let days: Vec<(&str, u64, u64)> = c
+        .days
+        .iter()
+        .map(|(d, n)| (d.as_str(), n.enrollments, n.actions))
+        .collect();
+    // Launch on day one (email), confirmation at +30h (trial offer), rating at +50h (hand-off).
+    assert_eq!(days, [("2026-01-01", 1, 1), ("2026-01-02", 0, 1), ("2026-01-03", 0, 1)]);
+    // The events happened at T0: reactions 30h and 50h later are slower than the last bound
+    // (a day); the launch's email had no event to react to.
+    assert_eq!(c.latency_buckets.iter().sum::<u64>(), 2);
+    assert_eq!(stats::latency_quantile(&c.latency_buckets, 0.5), Some(u64::MAX));
 }
