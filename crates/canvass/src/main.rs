@@ -3,6 +3,7 @@
 mod client;
 mod graph;
 mod input;
+mod report;
 mod run;
 mod serve;
 mod simulate;
@@ -42,6 +43,9 @@ enum Command {
     Replay(run::ReplayArgs),
     /// Prints what a data directory holds.
     Inspect(run::InspectArgs),
+    /// What the campaigns of a data directory achieved: funnel, actions, cost and budget,
+    /// attributed revenue and ROI, split arms and uplift, marketing density.
+    Report(report::Args),
     /// Defines and operates campaigns on a running engine over gRPC (token in
     /// CANVASS_TOKEN).
     Campaign(client::CampaignArgs),
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Replay(args) => run::replay(&args),
         Command::Inspect(args) => run::inspect(&args),
+        Command::Report(args) => report::run(&args),
         Command::Campaign(args) => client::campaign(&args),
         Command::Token(command) => client::token(&command),
         Command::Graph { spec, format } => graph::run(&spec, format),

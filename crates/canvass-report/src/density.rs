@@ -1,0 +1,99 @@
+//! Marketing density (seed 000): contacts effectively reached over contacts that should have
+//! been, the defects, DPMO and the sigma level.
+//!
+//! Each eligible contact is one opportunity; a contact enrolled and treated (not held out)
+//! that no action was confirmed delivered to is a defect. The sigma level follows the
+//! six-sigma convention: the standard normal quantile of the yield plus the 1.5 sigma
+//! long-term shift, so 3.4 DPMO is 6 sigma and 66,807 DPMO is 3 sigma.
+
+use serde::Serialize;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+/// The conventional long-term shift of the six-sigma scale.
+pub const SIGMA_SHIFT: f64 = 1.5;
+
+/// Density figures of a campaign or a segment.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Density {
+    /// Contacts that should have been marketed to: enrolled and treated.
+    pub eligible: u64,
+    /// Of them, reached: an action confirmed delivered.
+    pub reached: u64,
+    /// eligible - reached.
+    pub defects: u64,
+    /// reached / eligible, between 0 and 1.
+    pub density: Option<f64>,
+    /// Defects per million opportunities.
+    pub dpmo: Option<f64>,
+    /// Short-term sigma level (yield quantile + 1.5); absent without defects (unbounded)
+    /// or without eligible contacts.
+    pub sigma: Option<f64>,
+}
+
+/// The density of `reached` contacts among `eligible` ones.
+#[must_use]
+pub fn density(eligible: u64, reached: u64) -> Density {
+    let reached = reached.min(eligible);
+    let defects = eligible - reached;
+    let density = crate::ratio(reached, eligible);
+    let dpmo = crate::ratio(defects, eligible).map(|d| d * 1_000_000.0);
+    Density {
+        eligible,
+        reached,
+        defects,
+        density,
+        dpmo,
+        sigma: dpmo.and_then(sigma_level),
+    }
+}
+
+/// The sigma level of a defect rate in DPMO; `None` at zero defects (unbounded).
+#[must_use]
+pub fn sigma_level(dpmo: f64) -> Option<f64> {
+    if dpmo <= 0.0 {
+        return None;
+    }
+    let normal = Normal::standard();
+    Some(normal.inverse_cdf(1.0 - dpmo / 1_000_000.0) + SIGMA_SHIFT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tolerance: f64) -> bool {
+        (a - b).abs() < tolerance
+    }
+
+    #[test]
+    fn the_six_sigma_table() {
+        // Textbook values of the scale with the 1.5 shift.
+        for (dpmo, sigma) in [
+            (3.4, 6.0),
+            (233.0, 5.0),
+            (6_210.0, 4.0),
+            (66_807.0, 3.0),
+            (308_538.0, 2.0),
+            (691_462.0, 1.0),
+        ] {
+            let s = sigma_level(dpmo).unwrap();
+            assert!(close(s, sigma, 0.01), "{dpmo} DPMO gave {s}");
+        }
+        assert_eq!(sigma_level(0.0), None);
+    }
+
+    #[test]
+    fn density_of_a_hand_worked_campaign() {
+        // 40 eligible, 30 reached: 10 defects, 250,000 DPMO, 0.674 + 1.5 sigma.
+        let d = density(40, 30);
+        assert_eq!(d.defects, 10);
+        assert_eq!(d.density, Some(0.75));
+        assert_eq!(d.dpmo, Some(250_000.0));
+        assert!(close(d.sigma.unwrap(), 2.174, 0.001));
+        let none = density(0, 0);
+        assert_eq!((none.density, none.dpmo, none.sigma), (None, None, None));
+        let all = density(5, 5);
+        assert_eq!((all.density, all.dpmo, all.sigma), (Some(1.0), Some(0.0), None));
+    }
+}

@@ -1,0 +1,650 @@
+//! What campaigns achieved, computed from the counters the engine keeps as projections of the
+//! log: the funnel, actions and their outcomes, cost against budget, attributed revenue and
+//! ROI, split arms with their uplift over the holdout, marketing density and sensitivity.
+//!
+//! Pure: the caller reads the counters (from the store, or a simulation) and renders the
+//! [`Report`] as a table, CSV, JSON or SVG.
+
+pub mod density;
+pub mod render;
+pub mod svg;
+
+use std::collections::BTreeMap;
+
+use canvass_core::stats::{latency_quantile, money};
+use canvass_proto::v1;
+use rust_decimal::{Decimal, prelude::ToPrimitive};
+use serde::Serialize;
+
+pub use density::{Density, density};
+
+/// Label of a campaign spec naming the segment it targets (reports group by it).
+pub const SEGMENT_LABEL: &str = "segment";
+/// Segment of campaigns without a `segment` label.
+pub const NO_SEGMENT: &str = "(none)";
+
+/// How revenue is credited to the actions that preceded it within the attribution window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Model {
+    /// All of it to the last action.
+    #[default]
+    LastTouch,
+    /// All of it to the first action.
+    FirstTouch,
+    /// Shared equally among the actions.
+    Linear,
+}
+
+impl Model {
+    fn pick(self, a: Option<&v1::Attribution>) -> Decimal {
+        a.map_or(Decimal::ZERO, |a| {
+            money(match self {
+                Self::LastTouch => &a.last_touch,
+                Self::FirstTouch => &a.first_touch,
+                Self::Linear => &a.linear,
+            })
+        })
+    }
+}
+
+/// How an indirect cost (a period's department cost) is shared among the campaigns reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocation {
+    /// In proportion to the contacts each campaign enrolled (holdouts excluded).
+    #[default]
+    Contacts,
+    /// In proportion to each campaign's direct cost.
+    DirectCost,
+}
+
+/// What the reader asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Attribution model for revenue and ROI.
+    pub model: Model,
+    /// An indirect cost to allocate across the campaigns reported (in their currency).
+    pub indirect_cost: Option<Decimal>,
+    /// The allocation rule.
+    pub allocation: Allocation,
+}
+
+/// One campaign as the store (or a simulation) knows it.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignData {
+    /// Its latest spec, if loaded.
+    pub spec: Option<v1::CampaignSpec>,
+    /// Its id (also when no spec is loaded).
+    pub id: String,
+    /// Lifecycle status.
+    pub status: v1::CampaignStatus,
+    /// Counters kept by the engine.
+    pub counters: v1::CampaignCounters,
+    /// Contacts per response group now.
+    pub groups: Vec<(String, u64)>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Attribution model used for `revenue` and `roi` figures.
+    pub model: Model,
+    /// One per campaign, in the order given.
+    pub campaigns: Vec<CampaignReport>,
+    /// Per channel (action kind) and currency, all campaigns together.
+    pub channels: Vec<RoiRow>,
+    /// Per segment (the campaigns' `segment` label) and currency.
+    pub segments: Vec<RoiRow>,
+    /// The indirect cost and how it was shared, if one was given.
+    pub indirect: Option<IndirectCost>,
+}
+
+/// Cost, revenue and ROI of a group of campaigns or actions.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoiRow {
+    /// Channel or segment name.
+    pub name: String,
+    /// Currency of the money figures.
+    pub currency: String,
+    /// Cost (direct, plus allocated indirect cost for segments).
+    pub cost: String,
+    /// Attributed revenue under the report's model.
+    pub revenue: String,
+    /// (revenue - cost) / cost; absent when nothing was spent.
+    pub roi: Option<f64>,
+    /// Contacts eligible (segments only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub density: Option<Density>,
+}
+
+/// How the indirect cost was allocated.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndirectCost {
+    /// The amount.
+    pub amount: String,
+    /// The rule.
+    pub rule: Allocation,
+    /// Share per campaign id.
+    pub shares: BTreeMap<String, String>,
+    /// What could not be allocated (no contacts or no direct cost at all).
+    pub unallocated: String,
+}
+
+/// One campaign's performance.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CampaignReport {
+    /// Campaign id.
+    pub id: String,
+    /// Name from the spec.
+    pub name: String,
+    /// Lifecycle status.
+    pub status: String,
+    /// Segment label.
+    pub segment: String,
+    /// Currency of its budget.
+    pub currency: String,
+    /// Contacts that entered (re-entries included), holdouts included.
+    pub enrolled: u64,
+    /// Of them, held out.
+    pub held_out: u64,
+    /// Goal states reached.
+    pub goals: u64,
+    /// Journeys completed.
+    pub completed: u64,
+    /// States in spec order with their entries: the funnel.
+    pub funnel: Vec<FunnelStep>,
+    /// Moves between states, with the share of the source state's entries that took them.
+    pub steps: Vec<StepConversion>,
+    /// Contacts per response group now.
+    pub groups: Vec<GroupRow>,
+    /// The funnel day by day.
+    pub days: Vec<DayRow>,
+    /// Actions per kind.
+    pub actions: Vec<KindRow>,
+    /// Spend against the budget.
+    pub budget: BudgetRow,
+    /// Direct, indirect and total cost.
+    pub cost: CostRow,
+    /// Revenue credited by each model.
+    pub revenue_by_model: RevenueByModel,
+    /// Revenue under the report's model.
+    pub revenue: String,
+    /// Purchases and won opportunities the campaign touched.
+    pub conversions: u64,
+    /// (revenue - total cost) / total cost; absent when nothing was spent.
+    pub roi: Option<f64>,
+    /// Split arms side by side.
+    pub arms: Vec<ArmRow>,
+    /// Marketing density.
+    pub density: Density,
+    /// Input-to-action latency.
+    pub sensitivity: Sensitivity,
+}
+
+/// One state of the funnel.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FunnelStep {
+    /// State id.
+    pub state: String,
+    /// Response group it puts contacts in, if any.
+    pub group: String,
+    /// Times a contact entered it.
+    pub entries: u64,
+    /// Active contacts in it now.
+    pub active: u64,
+    /// Entries / contacts enrolled and treated (not held out).
+    pub share_of_treated: Option<f64>,
+    /// Whether it is a goal state.
+    pub goal: bool,
+}
+
+/// A move between two states.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepConversion {
+    /// From (empty: enrollment).
+    pub from: String,
+    /// To.
+    pub to: String,
+    /// How many times.
+    pub contacts: u64,
+    /// Share of the entries of `from` (of the treated contacts for enrollments).
+    pub rate: Option<f64>,
+}
+
+/// A response group's size.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRow {
+    /// The group.
+    pub group: String,
+    /// Contacts in it now.
+    pub contacts: u64,
+}
+
+/// One day.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DayRow {
+    /// UTC day.
+    pub day: String,
+    /// Enrollments.
+    pub enrollments: u64,
+    /// Goal states reached.
+    pub goals: u64,
+    /// Actions emitted.
+    pub actions: u64,
+    /// Entries per state.
+    pub entries: BTreeMap<String, u64>,
+}
+
+/// One action kind.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KindRow {
+    /// Kind name ("EMAIL"...).
+    pub kind: String,
+    /// Emitted.
+    pub emitted: u64,
+    /// Confirmed delivered by an executor.
+    pub delivered: u64,
+    /// Bounced.
+    pub bounced: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Handed to a sink that reports no outcome (file, topic).
+    pub handed_off: u64,
+    /// Withheld for the budget.
+    pub over_budget: u64,
+    /// Cost.
+    pub cost: String,
+    /// Revenue credited to this channel under the report's model.
+    pub revenue: String,
+    /// (revenue - cost) / cost.
+    pub roi: Option<f64>,
+}
+
+/// Spend against the budget.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetRow {
+    /// Total budget; absent when unlimited.
+    pub total: Option<String>,
+    /// Direct cost so far.
+    pub spent: String,
+    /// What is left.
+    pub remaining: Option<String>,
+    /// Cost-bearing actions withheld because the budget would have been exceeded.
+    pub withheld: u64,
+    /// When the first action was withheld.
+    pub exhausted_at: Option<String>,
+}
+
+/// Cost of a campaign.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CostRow {
+    /// Its actions' cost.
+    pub direct: String,
+    /// Its share of the indirect cost.
+    pub indirect: String,
+    /// Both.
+    pub total: String,
+}
+
+/// Revenue by attribution model.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevenueByModel {
+    /// Last touch.
+    pub last_touch: String,
+    /// First touch.
+    pub first_touch: String,
+    /// Linear.
+    pub linear: String,
+}
+
+/// One split arm.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmRow {
+    /// Variant id, "holdout", or "all" for a campaign without a split.
+    pub arm: String,
+    /// Contacts enrolled in it.
+    pub enrolled: u64,
+    /// Reached a goal state.
+    pub goals: u64,
+    /// goals / enrolled.
+    pub goal_rate: Option<f64>,
+    /// Purchased within the window after enrolling.
+    pub converted: u64,
+    /// converted / enrolled.
+    pub conversion_rate: Option<f64>,
+    /// Their purchases in that window.
+    pub revenue: String,
+    /// Revenue per enrolled contact.
+    pub revenue_per_contact: Option<String>,
+    /// Conversion rate minus the holdout's, in percentage points.
+    pub uplift_points: Option<f64>,
+    /// Conversion rate over the holdout's, minus one.
+    pub relative_uplift: Option<f64>,
+}
+
+/// How fast the engine reacts.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sensitivity {
+    /// Actions caused by an event (the others were caused by timers or launches).
+    pub actions_timed: u64,
+    /// Median event-to-action latency, as the upper bound of its bucket (ms).
+    pub p50_ms: Option<u64>,
+    /// 99th percentile, likewise; `u64::MAX` means slower than a day.
+    pub p99_ms: Option<u64>,
+}
+
+/// A ratio, absent when the denominator is zero.
+#[must_use]
+pub fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    (denominator > 0).then(|| numerator as f64 / denominator as f64)
+}
+
+/// (revenue - cost) / cost, absent when nothing was spent.
+#[must_use]
+pub fn roi(revenue: Decimal, cost: Decimal) -> Option<f64> {
+    (cost > Decimal::ZERO)
+        .then(|| ((revenue - cost) / cost).to_f64())
+        .flatten()
+}
+
+/// Money as text: exact, with at least the two decimals of a currency ("0.20", "120.00",
+/// "33.3333333333").
+fn text(d: Decimal) -> String {
+    let mut d = d.normalize();
+    if d.scale() < 2 {
+        d.rescale(2);
+    }
+    d.to_string()
+}
+
+/// Builds the report of `campaigns`.
+#[must_use]
+pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
+    let indirect = options
+        .indirect_cost
+        .map(|amount| allocate(campaigns, amount, options.allocation));
+    let reports: Vec<CampaignReport> = campaigns
+        .iter()
+        .map(|c| {
+            let share = indirect
+                .as_ref()
+                .and_then(|i| i.shares.get(&c.id))
+                .map_or(Decimal::ZERO, |s| money(s));
+            campaign(c, options.model, share)
+        })
+        .collect();
+    let mut channels: BTreeMap<(String, String), (Decimal, Decimal)> = BTreeMap::new();
+    let mut segments: BTreeMap<(String, String), (Decimal, Decimal, u64, u64)> = BTreeMap::new();
+    for (data, r) in campaigns.iter().zip(&reports) {
+        for k in &r.actions {
+            let e = channels
+                .entry((k.kind.clone(), r.currency.clone()))
+                .or_default();
+            e.0 += money(&k.cost);
+            e.1 += money(&k.revenue);
+        }
+        let e = segments
+            .entry((r.segment.clone(), r.currency.clone()))
+            .or_default();
+        e.0 += money(&r.cost.total);
+        e.1 += money(&r.revenue);
+        e.2 += r.density.eligible;
+        e.3 += data.counters.reached;
+    }
+    Report {
+        model: options.model,
+        campaigns: reports,
+        channels: channels
+            .into_iter()
+            .map(|((name, currency), (cost, revenue))| RoiRow {
+                name,
+                currency,
+                cost: text(cost),
+                revenue: text(revenue),
+                roi: roi(revenue, cost),
+                density: None,
+            })
+            .collect(),
+        segments: segments
+            .into_iter()
+            .map(
+                |((name, currency), (cost, revenue, eligible, reached))| RoiRow {
+                    name,
+                    currency,
+                    cost: text(cost),
+                    revenue: text(revenue),
+                    roi: roi(revenue, cost),
+                    density: Some(density(eligible, reached)),
+                },
+            )
+            .collect(),
+        indirect,
+    }
+}
+
+/// Shares `amount` among the campaigns by the rule; the last campaign with a weight takes
+/// what rounding left, so the shares add up to the amount exactly.
+fn allocate(campaigns: &[CampaignData], amount: Decimal, rule: Allocation) -> IndirectCost {
+    let weight = |c: &CampaignData| match rule {
+        Allocation::Contacts => Decimal::from(
+            c.counters
+                .enrollments
+                .saturating_sub(c.counters.holdouts),
+        ),
+        Allocation::DirectCost => money(&c.counters.cost),
+    };
+    let total: Decimal = campaigns.iter().map(weight).sum();
+    let mut shares = BTreeMap::new();
+    let mut unallocated = amount;
+    if total > Decimal::ZERO {
+        let weighted: Vec<(&str, Decimal)> = campaigns
+            .iter()
+            .map(|c| (c.id.as_str(), weight(c)))
+            .filter(|(_, w)| *w > Decimal::ZERO)
+            .collect();
+        for (i, (id, w)) in weighted.iter().enumerate() {
+            let share = if i + 1 == weighted.len() {
+                unallocated
+            } else {
+                (amount * w / total).round_dp(2)
+            };
+            unallocated -= share;
+            shares.insert((*id).to_string(), text(share));
+        }
+    }
+    IndirectCost {
+        amount: text(amount),
+        rule,
+        shares,
+        unallocated: text(unallocated),
+    }
+}
+
+fn campaign(data: &CampaignData, model: Model, indirect: Decimal) -> CampaignReport {
+    let c = &data.counters;
+    let spec = data.spec.clone().unwrap_or_default();
+    let treated = c.enrollments.saturating_sub(c.holdouts);
+    let funnel: Vec<FunnelStep> = spec
+        .states
+        .iter()
+        .map(|s| {
+            let n = c.states.get(&s.id).cloned().unwrap_or_default();
+            FunnelStep {
+                state: s.id.clone(),
+                group: s.response_group.clone(),
+                entries: n.entries,
+                active: n.active,
+                share_of_treated: ratio(n.entries, treated),
+                goal: s.goal,
+            }
+        })
+        .collect();
+    let steps = c
+        .transitions
+        .iter()
+        .map(|(key, n)| {
+            let (from, to) = key.split_once('>').unwrap_or(("", key));
+            let base = if from.is_empty() {
+                treated
+            } else {
+                c.states.get(from).map_or(0, |s| s.entries)
+            };
+            StepConversion {
+                from: from.to_string(),
+                to: to.to_string(),
+                contacts: *n,
+                rate: ratio(*n, base),
+            }
+        })
+        .collect();
+    let actions: Vec<KindRow> = c
+        .kinds
+        .iter()
+        .map(|(kind, k)| {
+            let revenue = model.pick(k.attribution.as_ref());
+            let cost = money(&k.cost);
+            KindRow {
+                kind: kind.clone(),
+                emitted: k.emitted,
+                delivered: k.delivered,
+                bounced: k.bounced,
+                failed: k.failed,
+                handed_off: k.handed_off,
+                over_budget: k.over_budget,
+                cost: text(cost),
+                revenue: text(revenue),
+                roi: roi(revenue, cost),
+            }
+        })
+        .collect();
+    let direct = money(&c.cost);
+    let total_budget = spec
+        .budget
+        .as_ref()
+        .filter(|b| !b.total.is_empty())
+        .map(|b| money(&b.total));
+    let currency = spec.budget.as_ref().map(|b| b.currency.clone()).unwrap_or_default();
+    let revenue = model.pick(c.attribution.as_ref());
+    let total_cost = direct + indirect;
+    let attribution = c.attribution.clone().unwrap_or_default();
+    CampaignReport {
+        id: data.id.clone(),
+        name: spec.name.clone(),
+        status: data
+            .status
+            .as_str_name()
+            .trim_start_matches("CAMPAIGN_STATUS_")
+            .to_string(),
+        segment: spec
+            .labels
+            .get(SEGMENT_LABEL)
+            .cloned()
+            .unwrap_or_else(|| NO_SEGMENT.to_string()),
+        currency,
+        enrolled: c.enrollments,
+        held_out: c.holdouts,
+        goals: c.goals,
+        completed: c.completions,
+        funnel,
+        steps,
+        groups: data
+            .groups
+            .iter()
+            .map(|(group, contacts)| GroupRow {
+                group: group.clone(),
+                contacts: *contacts,
+            })
+            .collect(),
+        days: c
+            .days
+            .iter()
+            .map(|(day, d)| DayRow {
+                day: day.clone(),
+                enrollments: d.enrollments,
+                goals: d.goals,
+                actions: d.actions,
+                entries: d.entries.clone().into_iter().collect(),
+            })
+            .collect(),
+        actions,
+        budget: BudgetRow {
+            total: total_budget.map(text),
+            spent: text(direct),
+            remaining: total_budget.map(|t| text(t - direct)),
+            withheld: c.over_budget,
+            exhausted_at: c.budget_exhausted_at.map(|t| t.to_string()),
+        },
+        cost: CostRow {
+            direct: text(direct),
+            indirect: text(indirect),
+            total: text(total_cost),
+        },
+        revenue_by_model: RevenueByModel {
+            last_touch: text(money(&attribution.last_touch)),
+            first_touch: text(money(&attribution.first_touch)),
+            linear: text(money(&attribution.linear)),
+        },
+        revenue: text(revenue),
+        conversions: attribution.conversions,
+        roi: roi(revenue, total_cost),
+        arms: arms(c),
+        density: density(treated, c.reached),
+        sensitivity: Sensitivity {
+            actions_timed: c.latency_buckets.iter().sum(),
+            p50_ms: latency_quantile(&c.latency_buckets, 0.5),
+            p99_ms: latency_quantile(&c.latency_buckets, 0.99),
+        },
+    }
+}
+
+/// The arms side by side; each treated arm's conversion rate is compared with the holdout's.
+fn arms(c: &v1::CampaignCounters) -> Vec<ArmRow> {
+    let holdout_rate = c
+        .arms
+        .get(canvass_core::machine::HOLDOUT_GROUP)
+        .and_then(|h| ratio(h.converted, h.enrolled));
+    c.arms
+        .iter()
+        .map(|(arm, a)| {
+            let rate = ratio(a.converted, a.enrolled);
+            let is_holdout = arm == canvass_core::machine::HOLDOUT_GROUP;
+            let (uplift_points, relative_uplift) = match (rate, holdout_rate) {
+                (Some(r), Some(h)) if !is_holdout => (
+                    Some((r - h) * 100.0),
+                    (h > 0.0).then(|| r / h - 1.0),
+                ),
+                _ => (None, None),
+            };
+            let revenue = money(&a.revenue);
+            ArmRow {
+                arm: if arm.is_empty() { "all".to_string() } else { arm.clone() },
+                enrolled: a.enrolled,
+                goals: a.goals,
+                goal_rate: ratio(a.goals, a.enrolled),
+                converted: a.converted,
+                conversion_rate: rate,
+                revenue: text(revenue),
+                revenue_per_contact: (a.enrolled > 0)
+                    .then(|| text((revenue / Decimal::from(a.enrolled)).round_dp(2))),
+                uplift_points,
+                relative_uplift,
+            }
+        })
+        .collect()
+}

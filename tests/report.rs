@@ -1,0 +1,272 @@
+//! `canvass report` on the real binary: two small campaigns whose every figure is worked out
+//! by hand below, run through `canvass run` on the event clock into a real data directory.
+
+#![allow(clippy::unwrap_used)]
+
+use canvass_tests::{canvass, stderr, stdout};
+use serde_json::{Value, json};
+
+const T0: &str = "2026-04-01T09:00:00Z";
+
+/// spring: everyone, budget 0.25 EUR at 0.10 per email, ten-day window, segment "loyal".
+/// autumn: northern contacts, 0.05 per email without a total, default 30-day window, segment "new".
+fn specs() -> (Value, Value) {
+    let spring = json!({
+        "id": "spring", "version": 1, "name": "Spring news", "initialState": "mail",
+        "audience": {"filter": "true"},
+        "attributionWindow": "864000s",
+        "labels": {"segment": "loyal"},
+        "states": [
+            {"id": "mail", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "spring"}],
+             "transitions": [
+                {"to": "opened", "onEvent": {"type": "email.opened"}},
+                {"to": "silent", "after": "604800s"}]},
+            {"id": "opened", "responseGroup": "opened", "goal": true, "terminal": true},
+            {"id": "silent", "responseGroup": "silent", "terminal": true}
+        ],
+        "budget": {"currency": "EUR", "total": "0.25", "costPerAction": {"EMAIL": "0.10"}}
+    });
+    let autumn = json!({
+        "id": "autumn", "version": 1, "initialState": "mail",
+        "audience": {"filter": "contact.attrs.region == 'north'"},
+        "labels": {"segment": "new"},
+        "states": [
+            {"id": "mail", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "autumn"}], "terminal": true}
+        ],
+        "budget": {"currency": "EUR", "costPerAction": {"EMAIL": "0.05"}}
+    });
+    (spring, autumn)
+}
+
+fn day(n: u32) -> String {
+    format!("2026-04-{:02}T09:00:00Z", 1 + n)
+}
+
+fn event(id: &str, kind: &str, contact: &str, at: &str, extra: Value) -> Value {
+    let mut e = json!({"id": id, "type": kind, "contactId": contact, "occurredAt": at});
+    for (k, v) in extra.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    json!({ "event": e })
+}
+
+/// The input, in order:
+/// - c1, c2, c3 (c3 in the north); spring launched, then autumn.
+/// - spring emails c1 and c2 (0.20 spent); c3's email would make 0.30 > 0.25: withheld.
+///   autumn emails c3 (0.05).
+/// - day 1: c1 opens (goal); its email is confirmed delivered (reached).
+/// - day 2: c1 buys for 120: credited to spring's email (its only touch, within ten days).
+/// - day 3: c3 buys for 50: credited to autumn's email; spring had no touch on c3, but c3 was
+///   enrolled in spring three days before, so spring's arm counts the purchase too.
+/// - day 12: c2 buys for 30: spring's email (day 0) is past its ten days: not credited, and
+///   not in spring's arm either. The event clock passing day 7 first moves c2 and c3 to silent.
+fn fixture_input() -> String {
+    let (spring, autumn) = specs();
+    let mut lines = Vec::new();
+    for (spec, id) in [(spring, "spring"), (autumn, "autumn")] {
+        let v = json!({"campaignId": id, "version": 1});
+        lines.push(json!({"at": T0, "command": {"actor": "marketer", "putSpec": spec}}));
+        lines.push(json!({"at": T0, "command": {"actor": "marketer", "submit": v}}));
+        lines.push(json!({"at": T0, "command": {"actor": "manager", "approve": v}}));
+    }
+    for (id, region) in [("c1", "south"), ("c2", "south"), ("c3", "north")] {
+        lines.push(json!({"at": T0, "contact": {"id": id, "attrs": {"region": region}}}));
+    }
+    for id in ["spring", "autumn"] {
+        lines.push(json!({"at": T0, "command": {"actor": "ops", "launch": id}}));
+    }
+    lines.push(event("e1", "email.opened", "c1", &day(1), json!({})));
+    lines.push(event("e2", "action.delivered", "c1", &day(1), json!({"campaignId": "spring"})));
+    lines.push(event("e3", "purchase", "c1", &day(2), json!({"attrs": {"product": "B", "amount": "120.00"}})));
+    lines.push(event("e4", "purchase", "c3", &day(3), json!({"attrs": {"product": "B", "amount": 50}})));
+    lines.push(event("e5", "purchase", "c2", &day(12), json!({"attrs": {"product": "B", "amount": "30"}})));
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn run_fixture(dir: &std::path::Path) -> String {
+    let input = dir.join("input.jsonl");
+    std::fs::write(&input, fixture_input()).unwrap();
+    let data = dir.join("data").display().to_string();
+    let actions = dir.join("actions.jsonl").display().to_string();
+    let out = canvass(&[
+        "run", "--data", &data, "--input", &input.display().to_string(), "--actions", &actions,
+        "--clock", "event",
+    ]);
+    assert!(out.status.success(), "run failed: {}", stderr(&out));
+    data
+}
+
+fn report(data: &str, extra: &[&str]) -> String {
+    let mut args = vec!["report", "--data", data];
+    args.extend_from_slice(extra);
+    let out = canvass(&args);
+    assert!(out.status.success(), "report failed: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn campaign<'a>(r: &'a Value, id: &str) -> &'a Value {
+    r["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("campaign {id} in {r}"))
+}
+
+fn close(v: &Value, expected: f64) -> bool {
+    v.as_f64().is_some_and(|v| (v - expected).abs() < 1e-9)
+}
+
+#[test]
+fn every_figure_of_a_hand_worked_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_fixture(dir.path());
+    let r: Value = serde_json::from_str(&report(&data, &["--json"])).unwrap();
+    assert_eq!(r["model"], "last-touch");
+    let s = campaign(&r, "spring");
+
+    // Funnel: three entered `mail`, one opened, two fell silent after seven days.
+    assert_eq!((s["enrolled"].as_u64(), s["heldOut"].as_u64(), s["goals"].as_u64()), (Some(3), Some(0), Some(1)));
+    let funnel: Vec<(String, u64)> = s["funnel"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["state"].as_str().unwrap().to_string(), f["entries"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(funnel, [("mail".into(), 3), ("opened".into(), 1), ("silent".into(), 2)]);
+    let step = |from: &str, to: &str| {
+        s["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["from"] == from && x["to"] == to)
+            .cloned()
+            .unwrap()
+    };
+    assert!(close(&step("", "mail")["rate"], 1.0));
+    assert!(close(&step("mail", "opened")["rate"], 1.0 / 3.0));
+    assert!(close(&step("mail", "silent")["rate"], 2.0 / 3.0));
+    assert_eq!(s["groups"], json!([{"group": "opened", "contacts": 1}, {"group": "silent", "contacts": 2}]));
+
+    // Cost and budget: two emails at 0.10; the third withheld.
+    assert_eq!(s["budget"]["total"], "0.25");
+    assert_eq!(s["budget"]["spent"], "0.20");
+    assert_eq!(s["budget"]["remaining"], "0.05");
+    assert_eq!(s["budget"]["withheld"], 1);
+    assert_eq!(s["budget"]["exhaustedAt"], T0);
+    let email = &s["actions"][0];
+    assert_eq!((email["kind"].as_str(), email["emitted"].as_u64(), email["overBudget"].as_u64()), (Some("EMAIL"), Some(2), Some(1)));
+    // The file sink acknowledged both: handed off, with no outcome known.
+    assert_eq!(email["handedOff"], 2);
+
+    // Revenue: only c1's 120 is spring's; ROI = (120 - 0.2) / 0.2 = 599.
+    assert_eq!(s["revenue"], "120.00");
+    assert_eq!(s["conversions"], 1);
+    assert!(close(&s["roi"], 599.0));
+    assert_eq!(s["revenueByModel"], json!({"lastTouch": "120.00", "firstTouch": "120.00", "linear": "120.00"}));
+
+    // The arm: c1 (120, day 2) and c3 (50, day 3) bought within ten days of enrolling; c2 did not.
+    let arm = &s["arms"][0];
+    assert_eq!(arm["arm"], "all");
+    assert_eq!((arm["enrolled"].as_u64(), arm["converted"].as_u64(), arm["goals"].as_u64()), (Some(3), Some(2), Some(1)));
+    assert_eq!(arm["revenue"], "170.00");
+    assert_eq!(arm["revenuePerContact"], "56.67");
+
+    // Density: 3 eligible, 1 reached: 2 defects, 666,666.7 DPMO, sigma = z(1/3) + 1.5 = 1.0693.
+    let d = &s["density"];
+    assert_eq!((d["eligible"].as_u64(), d["reached"].as_u64(), d["defects"].as_u64()), (Some(3), Some(1), Some(2)));
+    assert!(close(&d["density"], 1.0 / 3.0));
+    assert!((d["dpmo"].as_f64().unwrap() - 666_666.666_666_7).abs() < 0.01);
+    assert!((d["sigma"].as_f64().unwrap() - 1.069_27).abs() < 0.000_1);
+    // No action was caused by an event: nothing to time.
+    assert_eq!(s["sensitivity"]["actionsTimed"], 0);
+
+    let a = campaign(&r, "autumn");
+    assert_eq!(a["revenue"], "50.00");
+    assert!(close(&a["roi"], (50.0 - 0.05) / 0.05));
+    assert_eq!(a["budget"]["total"], Value::Null);
+    assert_eq!(a["arms"][0]["converted"], 1);
+
+    // Channels and segments, all campaigns together.
+    assert_eq!(r["channels"], json!([{"name": "EMAIL", "currency": "EUR", "cost": "0.25", "revenue": "170.00", "roi": 679.0}]));
+    let segments: Vec<(String, String, String)> = r["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["name"].as_str().unwrap().into(), x["cost"].as_str().unwrap().into(), x["revenue"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(segments, [("loyal".into(), "0.20".into(), "120.00".into()), ("new".into(), "0.05".into(), "50.00".into())]);
+}
+
+#[test]
+fn indirect_cost_is_allocated_by_the_rule_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_fixture(dir.path());
+    // By contacts: spring treated 3, autumn 1: 75 and 25.
+    let r: Value = serde_json::from_str(&report(&data, &["--json", "--indirect-cost", "100"])).unwrap();
+    assert_eq!(r["indirect"]["shares"], json!({"autumn": "25.00", "spring": "75.00"}));
+    let s = campaign(&r, "spring");
+    assert_eq!(s["cost"], json!({"direct": "0.20", "indirect": "75.00", "total": "75.20"}));
+    assert!(close(&s["roi"], (120.0 - 75.2) / 75.2));
+    // By direct cost: 0.20 and 0.05 of 0.25: 80 and 20.
+    let r: Value = serde_json::from_str(&report(
+        &data,
+        &["--json", "--indirect-cost", "100", "--allocate", "direct-cost"],
+    ))
+    .unwrap();
+    assert_eq!(r["indirect"]["shares"], json!({"autumn": "20.00", "spring": "80.00"}));
+    assert_eq!(campaign(&r, "autumn")["cost"]["total"], "20.05");
+    // Segment ROI includes the allocated cost.
+    assert_eq!(r["segments"][0]["cost"], "80.20");
+}
+
+#[test]
+fn table_csv_and_svg_say_the_same_and_replay_gives_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_fixture(dir.path());
+    let before = report(&data, &["--json"]);
+
+    let table = report(&data, &["--campaign", "spring"]);
+    assert!(table.contains("Campaign spring (Spring news) - STOPPED") || table.contains("Campaign spring (Spring news) - RUNNING"), "{table}");
+    assert!(!table.contains("Campaign autumn"), "{table}");
+    assert!(table.contains("Density 33.3% (1 of 3 eligible reached, 2 defects), 666667 DPMO, sigma 1.07"), "{table}");
+    assert!(table.contains("Budget 0.25, remaining 0.05, 1 actions withheld (exhausted at 2026-04-01T09:00:00Z)"), "{table}");
+
+    let csv = report(&data, &["--csv"]);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "campaign,section,item,metric,value");
+    for expected in [
+        "spring,campaign,,roi,599",
+        "spring,campaign,,withheld,1",
+        "spring,funnel,silent,entries,2",
+        "spring,step,mail>opened,contacts,1",
+        "spring,group,opened,contacts,1",
+        "spring,action,EMAIL,cost,0.20",
+        "autumn,campaign,,revenue,50.00",
+        ",channel,EMAIL EUR,revenue,170.00",
+    ] {
+        assert!(rows.contains(&expected), "{expected} not in\n{csv}");
+    }
+
+    let svg = dir.path().join("funnel.svg");
+    report(&data, &["--svg", &svg.display().to_string()]);
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    for label in [">mail<", ">opened<", ">silent<", "3 (100.0%)", "1 (33.3%)"] {
+        assert!(svg.contains(label), "{label} not in the chart");
+    }
+
+    // The counters are projections of the log: replay rebuilds the same report.
+    let out = canvass(&["replay", "--data", &data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report(&data, &["--json"]), before);
+}
+
+#[test]
+fn an_unknown_campaign_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_fixture(dir.path());
+    let out = canvass(&["report", "--data", &data, "--campaign", "winter"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no campaign `winter` in this data directory"), "{}", stderr(&out));
+}
