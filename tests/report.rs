@@ -76,10 +76,34 @@ fn fixture_input() -> String {
         lines.push(json!({"at": T0, "command": {"actor": "ops", "launch": id}}));
     }
     lines.push(event("e1", "email.opened", "c1", &day(1), json!({})));
-    lines.push(event("e2", "action.delivered", "c1", &day(1), json!({"campaignId": "spring"})));
-    lines.push(event("e3", "purchase", "c1", &day(2), json!({"attrs": {"product": "B", "amount": "120.00"}})));
-    lines.push(event("e4", "purchase", "c3", &day(3), json!({"attrs": {"product": "B", "amount": 50}})));
-    lines.push(event("e5", "purchase", "c2", &day(12), json!({"attrs": {"product": "B", "amount": "30"}})));
+    lines.push(event(
+        "e2",
+        "action.delivered",
+        "c1",
+        &day(1),
+        json!({"campaignId": "spring"}),
+    ));
+    lines.push(event(
+        "e3",
+        "purchase",
+        "c1",
+        &day(2),
+        json!({"attrs": {"product": "B", "amount": "120.00"}}),
+    ));
+    lines.push(event(
+        "e4",
+        "purchase",
+        "c3",
+        &day(3),
+        json!({"attrs": {"product": "B", "amount": 50}}),
+    ));
+    lines.push(event(
+        "e5",
+        "purchase",
+        "c2",
+        &day(12),
+        json!({"attrs": {"product": "B", "amount": "30"}}),
+    ));
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
@@ -89,8 +113,15 @@ fn run_fixture(dir: &std::path::Path) -> String {
     let data = dir.join("data").display().to_string();
     let actions = dir.join("actions.jsonl").display().to_string();
     let out = canvass(&[
-        "run", "--data", &data, "--input", &input.display().to_string(), "--actions", &actions,
-        "--clock", "event",
+        "run",
+        "--data",
+        &data,
+        "--input",
+        &input.display().to_string(),
+        "--actions",
+        &actions,
+        "--clock",
+        "event",
     ]);
     assert!(out.status.success(), "run failed: {}", stderr(&out));
     data
@@ -126,14 +157,33 @@ fn every_figure_of_a_hand_worked_fixture() {
     let s = campaign(&r, "spring");
 
     // Funnel: three entered `mail`, one opened, two fell silent after seven days.
-    assert_eq!((s["enrolled"].as_u64(), s["heldOut"].as_u64(), s["goals"].as_u64()), (Some(3), Some(0), Some(1)));
+    assert_eq!(
+        (
+            s["enrolled"].as_u64(),
+            s["heldOut"].as_u64(),
+            s["goals"].as_u64()
+        ),
+        (Some(3), Some(0), Some(1))
+    );
     let funnel: Vec<(String, u64)> = s["funnel"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["state"].as_str().unwrap().to_string(), f["entries"].as_u64().unwrap()))
+        .map(|f| {
+            (
+                f["state"].as_str().unwrap().to_string(),
+                f["entries"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(funnel, [("mail".into(), 3), ("opened".into(), 1), ("silent".into(), 2)]);
+    assert_eq!(
+        funnel,
+        [
+            ("mail".into(), 3),
+            ("opened".into(), 1),
+            ("silent".into(), 2)
+        ]
+    );
     let step = |from: &str, to: &str| {
         s["steps"]
             .as_array()
@@ -146,7 +196,10 @@ fn every_figure_of_a_hand_worked_fixture() {
     assert!(close(&step("", "mail")["rate"], 1.0));
     assert!(close(&step("mail", "opened")["rate"], 1.0 / 3.0));
     assert!(close(&step("mail", "silent")["rate"], 2.0 / 3.0));
-    assert_eq!(s["groups"], json!([{"group": "opened", "contacts": 1}, {"group": "silent", "contacts": 2}]));
+    assert_eq!(
+        s["groups"],
+        json!([{"group": "opened", "contacts": 1}, {"group": "silent", "contacts": 2}])
+    );
 
     // Cost and budget: two emails at 0.10; the third withheld.
     assert_eq!(s["budget"]["total"], "0.25");
@@ -155,7 +208,14 @@ fn every_figure_of_a_hand_worked_fixture() {
     assert_eq!(s["budget"]["withheld"], 1);
     assert_eq!(s["budget"]["exhaustedAt"], T0);
     let email = &s["actions"][0];
-    assert_eq!((email["kind"].as_str(), email["emitted"].as_u64(), email["overBudget"].as_u64()), (Some("EMAIL"), Some(2), Some(1)));
+    assert_eq!(
+        (
+            email["kind"].as_str(),
+            email["emitted"].as_u64(),
+            email["overBudget"].as_u64()
+        ),
+        (Some("EMAIL"), Some(2), Some(1))
+    );
     // The file sink acknowledged both: handed off, with no outcome known.
     assert_eq!(email["handedOff"], 2);
 
@@ -163,18 +223,35 @@ fn every_figure_of_a_hand_worked_fixture() {
     assert_eq!(s["revenue"], "120.00");
     assert_eq!(s["conversions"], 1);
     assert!(close(&s["roi"], 599.0));
-    assert_eq!(s["revenueByModel"], json!({"lastTouch": "120.00", "firstTouch": "120.00", "linear": "120.00"}));
+    assert_eq!(
+        s["revenueByModel"],
+        json!({"lastTouch": "120.00", "firstTouch": "120.00", "linear": "120.00"})
+    );
 
     // The arm: c1 (120, day 2) and c3 (50, day 3) bought within ten days of enrolling; c2 did not.
     let arm = &s["arms"][0];
     assert_eq!(arm["arm"], "all");
-    assert_eq!((arm["enrolled"].as_u64(), arm["converted"].as_u64(), arm["goals"].as_u64()), (Some(3), Some(2), Some(1)));
+    assert_eq!(
+        (
+            arm["enrolled"].as_u64(),
+            arm["converted"].as_u64(),
+            arm["goals"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1))
+    );
     assert_eq!(arm["revenue"], "170.00");
     assert_eq!(arm["revenuePerContact"], "56.67");
 
     // Density: 3 eligible, 1 reached: 2 defects, 666,666.7 DPMO, sigma = z(1/3) + 1.5 = 1.0693.
     let d = &s["density"];
-    assert_eq!((d["eligible"].as_u64(), d["reached"].as_u64(), d["defects"].as_u64()), (Some(3), Some(1), Some(2)));
+    assert_eq!(
+        (
+            d["eligible"].as_u64(),
+            d["reached"].as_u64(),
+            d["defects"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2))
+    );
     assert!(close(&d["density"], 1.0 / 3.0));
     assert!((d["dpmo"].as_f64().unwrap() - 666_666.666_666_7).abs() < 0.01);
     assert!((d["sigma"].as_f64().unwrap() - 1.069_27).abs() < 0.000_1);
@@ -188,14 +265,29 @@ fn every_figure_of_a_hand_worked_fixture() {
     assert_eq!(a["arms"][0]["converted"], 1);
 
     // Channels and segments, all campaigns together.
-    assert_eq!(r["channels"], json!([{"name": "EMAIL", "currency": "EUR", "cost": "0.25", "revenue": "170.00", "roi": 679.0}]));
+    assert_eq!(
+        r["channels"],
+        json!([{"name": "EMAIL", "currency": "EUR", "cost": "0.25", "revenue": "170.00", "roi": 679.0}])
+    );
     let segments: Vec<(String, String, String)> = r["segments"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["name"].as_str().unwrap().into(), x["cost"].as_str().unwrap().into(), x["revenue"].as_str().unwrap().into()))
+        .map(|x| {
+            (
+                x["name"].as_str().unwrap().into(),
+                x["cost"].as_str().unwrap().into(),
+                x["revenue"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert_eq!(segments, [("loyal".into(), "0.20".into(), "120.00".into()), ("new".into(), "0.05".into(), "50.00".into())]);
+    assert_eq!(
+        segments,
+        [
+            ("loyal".into(), "0.20".into(), "120.00".into()),
+            ("new".into(), "0.05".into(), "50.00".into())
+        ]
+    );
 }
 
 #[test]
@@ -203,18 +295,34 @@ fn indirect_cost_is_allocated_by_the_rule_chosen() {
     let dir = tempfile::tempdir().unwrap();
     let data = run_fixture(dir.path());
     // By contacts: spring treated 3, autumn 1: 75 and 25.
-    let r: Value = serde_json::from_str(&report(&data, &["--json", "--indirect-cost", "100"])).unwrap();
-    assert_eq!(r["indirect"]["shares"], json!({"autumn": "25.00", "spring": "75.00"}));
+    let r: Value =
+        serde_json::from_str(&report(&data, &["--json", "--indirect-cost", "100"])).unwrap();
+    assert_eq!(
+        r["indirect"]["shares"],
+        json!({"autumn": "25.00", "spring": "75.00"})
+    );
     let s = campaign(&r, "spring");
-    assert_eq!(s["cost"], json!({"direct": "0.20", "indirect": "75.00", "total": "75.20"}));
+    assert_eq!(
+        s["cost"],
+        json!({"direct": "0.20", "indirect": "75.00", "total": "75.20"})
+    );
     assert!(close(&s["roi"], (120.0 - 75.2) / 75.2));
     // By direct cost: 0.20 and 0.05 of 0.25: 80 and 20.
     let r: Value = serde_json::from_str(&report(
         &data,
-        &["--json", "--indirect-cost", "100", "--allocate", "direct-cost"],
+        &[
+            "--json",
+            "--indirect-cost",
+            "100",
+            "--allocate",
+            "direct-cost",
+        ],
     ))
     .unwrap();
-    assert_eq!(r["indirect"]["shares"], json!({"autumn": "20.00", "spring": "80.00"}));
+    assert_eq!(
+        r["indirect"]["shares"],
+        json!({"autumn": "20.00", "spring": "80.00"})
+    );
     assert_eq!(campaign(&r, "autumn")["cost"]["total"], "20.05");
     // Segment ROI includes the allocated cost.
     assert_eq!(r["segments"][0]["cost"], "80.20");
@@ -227,10 +335,24 @@ fn table_csv_and_svg_say_the_same_and_replay_gives_the_same_report() {
     let before = report(&data, &["--json"]);
 
     let table = report(&data, &["--campaign", "spring"]);
-    assert!(table.contains("Campaign spring (Spring news) - STOPPED") || table.contains("Campaign spring (Spring news) - RUNNING"), "{table}");
+    assert!(
+        table.contains("Campaign spring (Spring news) - STOPPED")
+            || table.contains("Campaign spring (Spring news) - RUNNING"),
+        "{table}"
+    );
     assert!(!table.contains("Campaign autumn"), "{table}");
-    assert!(table.contains("Density 33.3% (1 of 3 eligible reached, 2 defects), 666667 DPMO, sigma 1.07"), "{table}");
-    assert!(table.contains("Budget 0.25, remaining 0.05, 1 actions withheld (exhausted at 2026-04-01T09:00:00Z)"), "{table}");
+    assert!(
+        table.contains(
+            "Density 33.3% (1 of 3 eligible reached, 2 defects), 666667 DPMO, sigma 1.07"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "Budget 0.25, remaining 0.05, 1 actions withheld (exhausted at 2026-04-01T09:00:00Z)"
+        ),
+        "{table}"
+    );
 
     let csv = report(&data, &["--csv"]);
     let rows: Vec<&str> = csv.lines().collect();
@@ -268,5 +390,9 @@ fn an_unknown_campaign_is_refused_by_name() {
     let data = run_fixture(dir.path());
     let out = canvass(&["report", "--data", &data, "--campaign", "winter"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no campaign `winter` in this data directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no campaign `winter` in this data directory"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -34,14 +34,13 @@ impl Spending for BTreeMap<String, v1::CampaignCounters> {
 pub fn record_all(
     counters: &mut BTreeMap<String, v1::CampaignCounters>,
     effects: &[Effect],
-    cause: Cause,
-    now: UnixMillis,
+    cause: &Cause,
 ) {
     for effect in effects {
         let campaign = effect.campaign_id();
         if !campaign.is_empty() {
             let c = counters.entry(campaign.to_string()).or_default();
-            record(c, effect, cause, now);
+            record(c, effect, cause);
         }
     }
 }
@@ -118,29 +117,43 @@ fn add_shares(to: &mut v1::Attribution, shares: &Shares) {
     to.conversions += 1;
 }
 
-/// What caused the step whose effects are recorded.
-#[derive(Debug, Clone, Copy, Default)]
+/// The step whose effects are recorded: what caused it and when it was applied.
+#[derive(Debug, Clone, Default)]
 pub struct Cause {
     /// When the event that caused it happened (event time), if an event did.
     pub event_at: Option<UnixMillis>,
+    /// Processing time of the step.
+    pub now: UnixMillis,
+    /// Its UTC day, computed once per step.
+    day: String,
 }
 
 impl Cause {
-    /// The cause of a step applying `input`.
+    /// The step applying `input` at processing time `now`.
     #[must_use]
-    pub fn of(input: &Input) -> Self {
+    pub fn of(input: &Input, now: UnixMillis) -> Self {
         Self {
             event_at: match input {
                 Input::Event(e) => e.occurred_at.as_ref().map(UnixMillis::from_proto),
                 _ => None,
             },
+            now,
+            day: utc_day(now),
         }
     }
 }
 
+fn day<'a>(c: &'a mut v1::CampaignCounters, day: &str) -> &'a mut v1::DayCounters {
+    if !c.days.contains_key(day) {
+        c.days.insert(day.to_string(), v1::DayCounters::default());
+    }
+    c.days.get_mut(day).expect("inserted above")
+}
+
 /// Counts one effect into the counters of the campaign it concerns (`counters` of
-/// [`Effect::campaign_id`]). `now` is the step's processing time.
-pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: Cause, now: UnixMillis) {
+/// [`Effect::campaign_id`]).
+pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
+    let now = cause.now;
     match effect {
         Effect::Enrolled {
             variant, holdout, ..
@@ -153,7 +166,7 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: Cause, now: 
                 variant.as_str()
             };
             c.arms.entry(arm.to_string()).or_default().enrolled += 1;
-            c.days.entry(utc_day(now)).or_default().enrollments += 1;
+            day(c, &cause.day).enrollments += 1;
         }
         Effect::StateEntered { from, to, .. } => {
             c.state_entries += 1;
@@ -165,17 +178,18 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: Cause, now: 
             }
             let key = format!("{}>{to}", from.as_deref().unwrap_or_default());
             *c.transitions.entry(key).or_default() += 1;
-            *c.days
-                .entry(utc_day(now))
-                .or_default()
-                .entries
-                .entry(to.clone())
-                .or_default() += 1;
+            let entries = &mut day(c, &cause.day).entries;
+            match entries.get_mut(to) {
+                Some(n) => *n += 1,
+                None => {
+                    entries.insert(to.clone(), 1);
+                }
+            }
         }
         Effect::GoalReached { arm, .. } => {
             c.goals += 1;
             c.arms.entry(arm.clone()).or_default().goals += 1;
-            c.days.entry(utc_day(now)).or_default().goals += 1;
+            day(c, &cause.day).goals += 1;
         }
         Effect::Completed { state, .. } | Effect::Stopped { state, .. } => {
             if matches!(effect, Effect::Completed { .. }) {
@@ -202,7 +216,7 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: Cause, now: 
                 .or_default();
             kind.emitted += 1;
             add_money(&mut kind.cost, cost);
-            c.days.entry(utc_day(now)).or_default().actions += 1;
+            day(c, &cause.day).actions += 1;
             if let Some(event_at) = cause.event_at {
                 let millis = u64::try_from(now.0.saturating_sub(event_at.0)).unwrap_or(0);
                 let bucket = latency_bucket(millis);

@@ -51,7 +51,7 @@ impl World {
         let t = self.core.step(&self.state, &input, now, &self.counters);
         // The same input on the same state always gives the same transition.
         assert_eq!(t, self.core.step(&self.state, &input, now, &self.counters));
-        stats::record_all(&mut self.counters, &t.effects, Cause::of(&input), now);
+        stats::record_all(&mut self.counters, &t.effects, &Cause::of(&input, now));
         self.state = t.state;
         let mut out = String::new();
         for e in &t.effects {
@@ -974,9 +974,15 @@ fn revenue_is_credited_to_the_touches_within_their_windows_by_each_model() {
 
     let (news, promo) = (w.counters("news"), w.counters("promo"));
     let a = news.attribution.as_ref().unwrap();
-    assert_eq!((a.last_touch.as_str(), a.first_touch.as_str(), a.conversions), ("6", "106", 3));
+    assert_eq!(
+        (a.last_touch.as_str(), a.first_touch.as_str(), a.conversions),
+        ("6", "106", 3)
+    );
     let b = promo.attribution.as_ref().unwrap();
-    assert_eq!((b.last_touch.as_str(), b.first_touch.as_str(), b.conversions), ("100", "0", 2));
+    assert_eq!(
+        (b.last_touch.as_str(), b.first_touch.as_str(), b.conversions),
+        ("100", "0", 2)
+    );
     // Linear shares add up to the revenue exactly: 90 + 10 + 6.
     assert_eq!(
         stats::money(&a.linear) + stats::money(&b.linear),
@@ -984,7 +990,10 @@ fn revenue_is_credited_to_the_touches_within_their_windows_by_each_model() {
     );
     assert_eq!(stats::money(&a.linear).round_dp(2).to_string(), "72.67");
     let email = news.kinds["EMAIL"].attribution.as_ref().unwrap();
-    assert_eq!((email.first_touch.as_str(), email.last_touch.as_str()), ("106", "0"));
+    assert_eq!(
+        (email.first_touch.as_str(), email.last_touch.as_str()),
+        ("106", "0")
+    );
     let mail = news.kinds["POSTAL_MAIL"].attribution.as_ref().unwrap();
     assert_eq!(mail.last_touch, "6");
     assert_eq!(news.arms[""].converted, 1);
@@ -1121,17 +1130,38 @@ fn counters_follow_the_funnel_state_by_state_and_day_by_day() {
         states,
         [("confirmed", 1, 0), ("high", 1, 0), ("invited", 1, 0)]
     );
-    let moves: Vec<(&str, u64)> = c.transitions.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-    assert_eq!(moves, [(">invited", 1), ("confirmed>high", 1), ("invited>confirmed", 1)]);
+    let moves: Vec<(&str, u64)> = c
+        .transitions
+        .iter()
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (">invited", 1),
+            ("confirmed>high", 1),
+            ("invited>confirmed", 1)
+        ]
+    );
     let days: Vec<(&str, u64, u64)> = c
         .days
         .iter()
         .map(|(d, n)| (d.as_str(), n.enrollments, n.actions))
         .collect();
     // Launch on day one (email), confirmation at +30h (trial offer), rating at +50h (hand-off).
-    assert_eq!(days, [("2026-01-01", 1, 1), ("2026-01-02", 0, 1), ("2026-01-03", 0, 1)]);
+    assert_eq!(
+        days,
+        [
+            ("2026-01-01", 1, 1),
+            ("2026-01-02", 0, 1),
+            ("2026-01-03", 0, 1)
+        ]
+    );
     // The events happened at T0: reactions 30h and 50h later are slower than the last bound
     // (a day); the launch's email had no event to react to.
     assert_eq!(c.latency_buckets.iter().sum::<u64>(), 2);
-    assert_eq!(stats::latency_quantile(&c.latency_buckets, 0.5), Some(u64::MAX));
+    assert_eq!(
+        stats::latency_quantile(&c.latency_buckets, 0.5),
+        Some(u64::MAX)
+    );
 }

@@ -910,9 +910,9 @@ impl Pending {
             self.counters(campaign)?;
         }
         let mut transition = self.core.step(&before, input, now, &self.counters);
-        let cause = Cause::of(input);
+        let cause = Cause::of(input, now);
         for effect in &transition.effects {
-            self.effect(effect, seq, cause, now)?;
+            self.effect(effect, seq, &cause)?;
         }
         self.regroup(contact_id, &before, &transition.state);
         transition.state.recent_events = recent;
@@ -947,7 +947,8 @@ impl Pending {
         Ok(self.counters.get_mut(campaign).expect("inserted above"))
     }
 
-    fn effect(&mut self, effect: &Effect, seq: u64, cause: Cause, now: UnixMillis) -> Result<()> {
+    fn effect(&mut self, effect: &Effect, seq: u64, cause: &Cause) -> Result<()> {
+        let now = cause.now;
         let campaign = effect.campaign_id();
         let counted = !campaign.is_empty()
             && !matches!(
@@ -960,7 +961,7 @@ impl Pending {
         if counted {
             let counters = self.counters(campaign)?;
             let first_withheld = counters.budget_exhausted_at.is_none();
-            stats::record(counters, effect, cause, now);
+            stats::record(counters, effect, cause);
             if let Effect::Withheld {
                 kind, spent, total, ..
             } = effect

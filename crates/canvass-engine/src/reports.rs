@@ -42,7 +42,10 @@ pub fn campaign_data(store: &Store, only: &[String]) -> Result<Vec<CampaignData>
             sizes.push((g, n));
         }
         out.push(CampaignData {
-            spec: versions.iter().max_by_key(|s| s.version).map(|s| (*s).clone()),
+            spec: versions
+                .iter()
+                .max_by_key(|s| s.version)
+                .map(|s| (*s).clone()),
             id: l.campaign_id.clone(),
             status: l.status(),
             counters: store.counters(&l.campaign_id).map_err(fail)?,

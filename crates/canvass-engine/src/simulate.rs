@@ -205,8 +205,7 @@ impl Simulator {
         stats::record_all(
             &mut self.campaigns,
             &transition.effects,
-            Cause::of(&input),
-            at,
+            &Cause::of(&input, at),
         );
         if self.record_log {
             let seq = self.log.len() as u64 + 1;
@@ -251,8 +250,7 @@ pub fn replay(core: &Core, log: &[LogEntry]) -> (BTreeMap<String, v1::ContactSta
         stats::record_all(
             &mut campaigns,
             &t.effects,
-            Cause::of(&entry.input),
-            entry.at,
+            &Cause::of(&entry.input, entry.at),
         );
         states.insert(entry.contact_id.clone(), t.state);
         effects.extend(t.effects);

@@ -30,6 +30,8 @@ pub struct Counters {
     pub actions: BTreeMap<String, BTreeMap<String, u64>>,
     /// Cost of the actions by campaign.
     pub cost: BTreeMap<String, Decimal>,
+    /// Cost-bearing actions withheld for the budget, by campaign.
+    pub withheld: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -46,6 +48,9 @@ impl Counters {
                 if let Ok(cost) = a.cost.parse::<Decimal>() {
                     *self.cost.entry(a.campaign_id.clone()).or_default() += cost;
                 }
+            }
+            Effect::Withheld { campaign_id, .. } => {
+                *self.withheld.entry(campaign_id.clone()).or_default() += 1;
             }
             Effect::ConditionFailed { .. } => self.condition_failures += 1,
             Effect::Fault { .. } => self.faults += 1,
@@ -150,10 +155,17 @@ pub struct CampaignSummary {
     /// Total budget; absent if unlimited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<String>,
-    /// Budget minus cost; negative when the actions emitted cost more than the budget.
-    /// Absent if unlimited.
+    /// Budget minus cost. Absent if unlimited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_remaining: Option<String>,
+    /// Cost-bearing actions not emitted because they would have exceeded the budget.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub withheld: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -220,6 +232,7 @@ impl Summary {
                     *actions_by_kind.entry(kind.clone()).or_default() += n;
                 }
             }
+            c.withheld = counters.withheld.get(id).copied().unwrap_or_default();
             let cost = counters.cost.get(id).copied().unwrap_or_default();
             c.cost = cost.to_string();
             if let Some(budget) = core.catalog().latest(id).and_then(|c| c.budget.as_ref()) {

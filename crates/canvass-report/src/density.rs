@@ -94,6 +94,9 @@ mod tests {
         let none = density(0, 0);
         assert_eq!((none.density, none.dpmo, none.sigma), (None, None, None));
         let all = density(5, 5);
-        assert_eq!((all.density, all.dpmo, all.sigma), (Some(1.0), Some(0.0), None));
+        assert_eq!(
+            (all.density, all.dpmo, all.sigma),
+            (Some(1.0), Some(0.0), None)
+        );
     }
 }

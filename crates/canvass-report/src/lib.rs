@@ -442,11 +442,9 @@ pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
 /// what rounding left, so the shares add up to the amount exactly.
 fn allocate(campaigns: &[CampaignData], amount: Decimal, rule: Allocation) -> IndirectCost {
     let weight = |c: &CampaignData| match rule {
-        Allocation::Contacts => Decimal::from(
-            c.counters
-                .enrollments
-                .saturating_sub(c.counters.holdouts),
-        ),
+        Allocation::Contacts => {
+            Decimal::from(c.counters.enrollments.saturating_sub(c.counters.holdouts))
+        }
         Allocation::DirectCost => money(&c.counters.cost),
     };
     let total: Decimal = campaigns.iter().map(weight).sum();
@@ -539,7 +537,11 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal) -> CampaignRep
         .as_ref()
         .filter(|b| !b.total.is_empty())
         .map(|b| money(&b.total));
-    let currency = spec.budget.as_ref().map(|b| b.currency.clone()).unwrap_or_default();
+    let currency = spec
+        .budget
+        .as_ref()
+        .map(|b| b.currency.clone())
+        .unwrap_or_default();
     let revenue = model.pick(c.attribution.as_ref());
     let total_cost = direct + indirect;
     let attribution = c.attribution.clone().unwrap_or_default();
@@ -625,15 +627,18 @@ fn arms(c: &v1::CampaignCounters) -> Vec<ArmRow> {
             let rate = ratio(a.converted, a.enrolled);
             let is_holdout = arm == canvass_core::machine::HOLDOUT_GROUP;
             let (uplift_points, relative_uplift) = match (rate, holdout_rate) {
-                (Some(r), Some(h)) if !is_holdout => (
-                    Some((r - h) * 100.0),
-                    (h > 0.0).then(|| r / h - 1.0),
-                ),
+                (Some(r), Some(h)) if !is_holdout => {
+                    (Some((r - h) * 100.0), (h > 0.0).then(|| r / h - 1.0))
+                }
                 _ => (None, None),
             };
             let revenue = money(&a.revenue);
             ArmRow {
-                arm: if arm.is_empty() { "all".to_string() } else { arm.clone() },
+                arm: if arm.is_empty() {
+                    "all".to_string()
+                } else {
+                    arm.clone()
+                },
                 enrolled: a.enrolled,
                 goals: a.goals,
                 goal_rate: ratio(a.goals, a.enrolled),

@@ -38,7 +38,7 @@ fn sigma(d: &Density) -> String {
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_BORDERS_ONLY);
-    t.set_header(header.iter().map(|h| Cell::new(h)));
+    t.set_header(header.iter().map(Cell::new));
     t
 }
 
@@ -128,7 +128,14 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
         "Campaign {}{name} - {} - segment {} - {} enrolled ({} held out), {} goals, {} completed",
         c.id, c.status, c.segment, c.enrolled, c.held_out, c.goals, c.completed
     );
-    let mut funnel = table(&["state", "group", "entries", "share of treated", "active now", "goal"]);
+    let mut funnel = table(&[
+        "state",
+        "group",
+        "entries",
+        "share of treated",
+        "active now",
+        "goal",
+    ]);
     for s in &c.funnel {
         funnel.add_row(vec![
             s.state.clone(),
@@ -143,7 +150,11 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
     let _ = writeln!(out, "\nFunnel\n{funnel}");
     let mut steps = table(&["from", "to", "contacts", "rate"]);
     for s in &c.steps {
-        let from = if s.from.is_empty() { "(enrolled)" } else { &s.from };
+        let from = if s.from.is_empty() {
+            "(enrolled)"
+        } else {
+            &s.from
+        };
         steps.add_row(vec![
             from.to_string(),
             s.to.clone(),
@@ -162,8 +173,16 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
         let _ = writeln!(out, "\nResponse groups\n{groups}");
     }
     let mut actions = table(&[
-        "action", "emitted", "delivered", "bounced", "failed", "handed off", "withheld", "cost",
-        "revenue", "ROI",
+        "action",
+        "emitted",
+        "delivered",
+        "bounced",
+        "failed",
+        "handed off",
+        "withheld",
+        "cost",
+        "revenue",
+        "ROI",
     ]);
     for k in &c.actions {
         actions.add_row(vec![
@@ -208,8 +227,16 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
         percent(c.roi)
     );
     let mut arms = table(&[
-        "arm", "enrolled", "goals", "goal rate", "converted", "conversion", "revenue",
-        "per contact", "uplift (pp)", "relative",
+        "arm",
+        "enrolled",
+        "goals",
+        "goal rate",
+        "converted",
+        "conversion",
+        "revenue",
+        "per contact",
+        "uplift (pp)",
+        "relative",
     ]);
     for a in &c.arms {
         arms.add_row(vec![
@@ -226,7 +253,10 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
         ]);
     }
     right_align(&mut arms, 1);
-    let _ = writeln!(out, "\nArms (purchases within the attribution window after enrolling)\n{arms}");
+    let _ = writeln!(
+        out,
+        "\nArms (purchases within the attribution window after enrolling)\n{arms}"
+    );
     let d = &c.density;
     let _ = writeln!(
         out,
@@ -265,11 +295,17 @@ pub fn csv(report: &Report) -> Result<String, csv::Error> {
             ("cost_indirect", c.cost.indirect.clone()),
             ("cost_total", c.cost.total.clone()),
             ("budget", c.budget.total.clone().unwrap_or_default()),
-            ("budget_remaining", c.budget.remaining.clone().unwrap_or_default()),
+            (
+                "budget_remaining",
+                c.budget.remaining.clone().unwrap_or_default(),
+            ),
             ("withheld", c.budget.withheld.to_string()),
             ("revenue", c.revenue.clone()),
             ("revenue_last_touch", c.revenue_by_model.last_touch.clone()),
-            ("revenue_first_touch", c.revenue_by_model.first_touch.clone()),
+            (
+                "revenue_first_touch",
+                c.revenue_by_model.first_touch.clone(),
+            ),
             ("revenue_linear", c.revenue_by_model.linear.clone()),
             ("conversions", c.conversions.to_string()),
             ("roi", opt(c.roi)),
@@ -279,15 +315,33 @@ pub fn csv(report: &Report) -> Result<String, csv::Error> {
             ("density", opt(c.density.density)),
             ("dpmo", opt(c.density.dpmo)),
             ("sigma", opt(c.density.sigma)),
-            ("latency_p50_ms", c.sensitivity.p50_ms.map(|m| m.to_string()).unwrap_or_default()),
-            ("latency_p99_ms", c.sensitivity.p99_ms.map(|m| m.to_string()).unwrap_or_default()),
+            (
+                "latency_p50_ms",
+                c.sensitivity
+                    .p50_ms
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "latency_p99_ms",
+                c.sensitivity
+                    .p99_ms
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            ),
         ] {
             row(id, "campaign", "", metric, value)?;
         }
         for s in &c.funnel {
             row(id, "funnel", &s.state, "entries", s.entries.to_string())?;
             row(id, "funnel", &s.state, "active", s.active.to_string())?;
-            row(id, "funnel", &s.state, "share_of_treated", opt(s.share_of_treated))?;
+            row(
+                id,
+                "funnel",
+                &s.state,
+                "share_of_treated",
+                opt(s.share_of_treated),
+            )?;
         }
         for s in &c.steps {
             let item = format!("{}>{}", s.from, s.to);

@@ -9,7 +9,9 @@ const WIDTH: u32 = 760;
 const LABEL: u32 = 200;
 const BAR_AREA: u32 = 440;
 const ROW: u32 = 26;
-const COLORS: [&str; 6] = ["#2f6fab", "#3f8f5f", "#b5762a", "#8a4f9e", "#a83f48", "#4f7f8f"];
+const COLORS: [&str; 6] = [
+    "#2f6fab", "#3f8f5f", "#b5762a", "#8a4f9e", "#a83f48", "#4f7f8f",
+];
 
 /// Escapes text for SVG.
 pub(crate) fn escape(text: &str) -> String {
@@ -29,7 +31,10 @@ pub(crate) struct Bars<'a> {
 /// Draws bar sections under each other in one SVG document.
 pub(crate) fn bar_chart(title: &str, sections: &[Bars<'_>]) -> String {
     let rows: usize = sections.iter().map(|s| s.rows.len() + 2).sum();
-    let height = 40 + u32::try_from(rows).unwrap_or(u32::MAX / ROW).saturating_mul(ROW);
+    let height = 40
+        + u32::try_from(rows)
+            .unwrap_or(u32::MAX / ROW)
+            .saturating_mul(ROW);
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="13">
 <title>{}</title>
@@ -48,11 +53,7 @@ pub(crate) fn bar_chart(title: &str, sections: &[Bars<'_>]) -> String {
             escape(&section.title)
         );
         y += ROW;
-        let max = section
-            .rows
-            .iter()
-            .map(|r| r.1)
-            .fold(0.0_f64, f64::max);
+        let max = section.rows.iter().map(|r| r.1).fold(0.0_f64, f64::max);
         for (label, value, note) in &section.rows {
             let width = if max > 0.0 {
                 // Bars are at most BAR_AREA wide; the product is small and positive.
@@ -95,7 +96,10 @@ pub fn funnel(report: &Report) -> String {
         .iter()
         .enumerate()
         .map(|(i, c)| Bars {
-            title: format!("{} - {} enrolled, {} held out", c.id, c.enrolled, c.held_out),
+            title: format!(
+                "{} - {} enrolled, {} held out",
+                c.id, c.enrolled, c.held_out
+            ),
             #[allow(clippy::cast_precision_loss)]
             rows: c
                 .funnel
@@ -105,7 +109,11 @@ pub fn funnel(report: &Report) -> String {
                         .share_of_treated
                         .map(|r| format!(" ({:.1}%)", r * 100.0))
                         .unwrap_or_default();
-                    (s.state.clone(), s.entries as f64, format!("{}{share}", s.entries))
+                    (
+                        s.state.clone(),
+                        s.entries as f64,
+                        format!("{}{share}", s.entries),
+                    )
                 })
                 .collect(),
             color: COLORS[i % COLORS.len()],

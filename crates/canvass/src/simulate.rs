@@ -284,11 +284,11 @@ impl<W: Write> Printer<W> {
                 "  actions:         {}",
                 counts(&c.actions_by_kind)
             )?;
-            let budget = match (&c.budget, &c.budget_remaining) {
-                (Some(b), Some(r)) if r.starts_with('-') => {
-                    format!(" of {b} budget: OVER BUDGET by {}", &r[1..])
+            let budget = match (&c.budget, c.withheld) {
+                (Some(b), 0) => format!(" of {b} budget"),
+                (Some(b), n) => {
+                    format!(" of {b} budget: EXHAUSTED, {n} cost-bearing actions withheld")
                 }
-                (Some(b), _) => format!(" of {b} budget"),
                 _ => String::new(),
             };
             writeln!(
