@@ -131,12 +131,16 @@ fn a_confirmation_at_the_deadline_arrives_after_the_timeout_has_fired() {
             "ACTION_KIND_EMAIL",
             "ACTION_KIND_POSTAL_MAIL",
             "ACTION_KIND_TRIAL_OFFER",
-            "ACTION_KIND_SALES_HANDOFF"
+            "ACTION_KIND_SALES_HANDOFF",
+            "ACTION_KIND_NOTIFICATION"
         ]
     );
     assert_eq!(journey[0].1, "2026-03-02T09:00:00Z");
     assert_eq!(journey[1].1, "2026-03-09T09:00:00Z");
     assert_eq!(journey[2].1, "2026-03-09T09:00:00Z");
+    // Sales never accepts this lead: its two-day SLA runs out and the owner is notified.
+    assert_eq!(journey[3].1, "2026-03-19T16:00:00Z");
+    assert_eq!(journey[4].1, "2026-03-21T16:00:00Z");
 }
 
 #[test]

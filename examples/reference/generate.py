@@ -16,6 +16,7 @@ LAUNCH = datetime(2026, 3, 2, 9, 0, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
 INVITE_TIMEOUT, LETTER_TIMEOUT, RATING_TIMEOUT = 7 * DAY, 14 * DAY, 30 * DAY
 SURVEY_REMINDER, SURVEY_TIMEOUT = 5 * DAY, 7 * DAY
+SALES_SLA = 2 * DAY
 COST = {"EMAIL": 0.02, "POSTAL_MAIL": 1.20, "TRIAL_OFFER": 15.00, "SALES_HANDOFF": 25.00, "START_CAMPAIGN": 0.0}
 
 
@@ -53,7 +54,7 @@ JOBS = ["engineer", "buyer", "manager", "owner"]
 exp = {
     "invite": {"contacts": 0, "states": {}, "groups": {}, "actions": {}, "goal": 0},
     "survey": {"contacts": 0, "states": {}, "groups": {}, "actions": {}, "goal": 0},
-    "timers": 0, "fire_times": [],
+    "timers": 0, "fire_times": [], "handoffs": 0,
 }
 
 
@@ -91,6 +92,14 @@ def confirmed_then(cid, confirmed_at, outcome):
         event("trial.rated", cid, rated, rating=rng.choice([4, 5]))
         bump(inv["states"], "rated_high"); bump(inv["groups"], "rated_high"); inv["goal"] += 1
         bump(inv["actions"], "SALES_HANDOFF")
+        exp["handoffs"] += 1
+        if exp["handoffs"] % 4 == 0:
+            # Sales never answers: the two-day SLA runs out and the lead's owner is notified.
+            exp["timers"] += 1
+            exp["fire_times"].append(rated + SALES_SLA)
+            bump(inv["actions"], "NOTIFICATION")
+        else:
+            event("opportunity.accepted", cid, rated + timedelta(hours=20))
     elif outcome.startswith("low"):
         rated = confirmed_at + timedelta(days=rng.randint(3, 25), hours=rng.randint(0, 12))
         event("trial.rated", cid, rated, rating=rng.choice([1, 2, 3]))

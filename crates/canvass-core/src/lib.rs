@@ -20,7 +20,8 @@ pub mod validate;
 
 pub use catalog::{Catalog, CatalogError};
 pub use machine::{
-    Core, Effect, EnrollCause, Input, Shares, SkipReason, Spending, TimerId, Transition,
+    Core, Effect, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending, TimerId,
+    Transition,
 };
 pub use spec::Campaign;
 pub use time::{SpanMillis, UnixMillis};

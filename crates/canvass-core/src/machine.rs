@@ -5,6 +5,8 @@
 //! resolve inside one step. Timers and actions are effects: data for the runtime to carry
 //! out. Nothing here reads a clock, does I/O or draws a random number.
 
+mod leads;
+
 use std::sync::Arc;
 
 use canvass_proto::{v1, wkt};
@@ -33,6 +35,35 @@ pub const PURCHASE_EVENT: &str = "purchase";
 pub const OPPORTUNITY_WON_EVENT: &str = "opportunity.won";
 /// Event types confirming that one of a campaign's actions reached the contact.
 pub const REACHED_EVENTS: [&str; 2] = ["action.delivered", "opportunity.created"];
+pub use leads::{
+    BREACH_TEMPLATE, DEFAULT_OWNER, OPPORTUNITY_ACCEPTED, OPPORTUNITY_LOST, OPPORTUNITY_REASSIGNED,
+    SLA_TIMER,
+};
+
+/// What happened to an opportunity handed to sales.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeadChange {
+    /// Handed over.
+    Opened,
+    /// Accepted within the SLA.
+    Accepted,
+    /// Not accepted in time.
+    Breached,
+    /// Won, for this amount.
+    Won(Decimal),
+    /// Lost.
+    Lost,
+    /// Moved to another owner.
+    Reassigned {
+        /// Previous owner.
+        from: String,
+        /// New owner.
+        to: String,
+    },
+    /// Accepted after the breach: too late, ignored.
+    LateAcceptance,
+}
+
 /// Most touches kept per contact for attribution.
 pub const MAX_TOUCHES: usize = 64;
 
@@ -245,6 +276,15 @@ pub enum Effect {
         /// The campaign's credit per channel (action kind), by model.
         shares: Vec<(v1::ActionKind, Shares)>,
     },
+    /// An opportunity handed to sales changed.
+    Lead {
+        /// Campaign that handed it over.
+        campaign_id: String,
+        /// The opportunity (its hand-off's idempotency key).
+        opportunity_id: String,
+        /// What happened.
+        change: LeadChange,
+    },
     /// A purchase within the attribution window after the contact enrolled: counts for its
     /// split arm, holdout included (uplift).
     ArmPurchase {
@@ -319,7 +359,8 @@ impl Effect {
             | Self::Withheld { campaign_id, .. }
             | Self::Reached { campaign_id, .. }
             | Self::Attributed { campaign_id, .. }
-            | Self::ArmPurchase { campaign_id, .. } => campaign_id,
+            | Self::ArmPurchase { campaign_id, .. }
+            | Self::Lead { campaign_id, .. } => campaign_id,
             Self::Action(a) => &a.campaign_id,
             Self::ScheduleTimer { id, .. } | Self::CancelTimer { id, .. } => &id.campaign_id,
         }
@@ -378,9 +419,7 @@ impl Core {
             enroll_depth: 0,
         };
         match input {
-            Input::UpsertContact(contact) => {
-                run.state.contact = Some(contact.clone());
-            }
+            Input::UpsertContact(contact) => run.upsert(contact),
             Input::Launch { campaign_id } => run.launch(campaign_id),
             Input::Event(event) => run.event(event),
             Input::TimerFired(timer) => run.timer(timer),
@@ -507,11 +546,15 @@ impl<'a> Run<'a> {
             id: event.contact_id.clone(),
             ..Default::default()
         });
+        if contact.source_channel.is_empty() && !event.channel.is_empty() {
+            contact.source_channel.clone_from(&event.channel);
+        }
         let mut revenue = None;
         if event.r#type == PURCHASE_EVENT {
             let purchase = purchase_from(event);
             revenue = Some(purchase.amount.clone());
             contact.purchases.push(purchase);
+            self.advance_stage(v1::LifecycleStage::Customer);
         } else if event.r#type == OPPORTUNITY_WON_EVENT {
             revenue = Some(text_attr(event, "amount"));
         }
@@ -523,6 +566,9 @@ impl<'a> Run<'a> {
                     format!("{} event `{}` has no decimal `amount` (got `{amount}`): no revenue credited", event.r#type, event.id),
                 ),
             }
+        }
+        if event.r#type.starts_with("opportunity.") {
+            self.lead_event(event);
         }
         if !event.campaign_id.is_empty() && REACHED_EVENTS.contains(&event.r#type.as_str()) {
             self.reached(&event.campaign_id);
@@ -593,7 +639,29 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Replaces the profile; what the engine learnt from events (purchases, stage, source
+    /// channel) is kept unless the new profile gives it.
+    fn upsert(&mut self, contact: &v1::Contact) {
+        let mut c = contact.clone();
+        if let Some(old) = &self.state.contact {
+            if c.purchases.is_empty() {
+                c.purchases.clone_from(&old.purchases);
+            }
+            if c.stage() == v1::LifecycleStage::Unspecified {
+                c.stage = old.stage;
+            }
+            if c.source_channel.is_empty() {
+                c.source_channel.clone_from(&old.source_channel);
+            }
+        }
+        self.state.contact = Some(c);
+    }
+
     fn timer(&mut self, timer: &TimerId) {
+        if timer.transition >= SLA_TIMER {
+            self.sla_expired(timer);
+            return;
+        }
         let Some((j, campaign, at)) = self.current(&timer.campaign_id) else {
             return;
         };
@@ -954,7 +1022,13 @@ impl<'a> Run<'a> {
                 variant: journey.variant.clone(),
                 cause_event_id: self.cause_event.map(|e| e.id.clone()).unwrap_or_default(),
             };
-            self.effects.push(Effect::Action(Box::new(action)));
+            if kind == v1::ActionKind::SalesHandoff {
+                let entry_seq = journey.entry_seq;
+                self.effects.push(Effect::Action(Box::new(action.clone())));
+                self.open_opportunity(campaign, spec, &action, entry_seq);
+            } else {
+                self.effects.push(Effect::Action(Box::new(action)));
+            }
             if kind != v1::ActionKind::StartCampaign {
                 self.touch(campaign.id(), kind);
             }
@@ -1026,6 +1100,8 @@ impl<'a> Run<'a> {
         journey.variant.clear();
         journey.reached = false;
         journey.converted_at = None;
+        self.advance_stage(v1::LifecycleStage::Prospect);
+        let journey = &mut self.state.campaigns[j];
         let holdout = arm == Some(Arm::Holdout);
         let mut initial = campaign.initial_state;
         if holdout {

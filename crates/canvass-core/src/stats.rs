@@ -10,7 +10,7 @@ use canvass_proto::v1;
 use rust_decimal::Decimal;
 
 use crate::{
-    machine::{Effect, Input, Shares, Spending},
+    machine::{Effect, Input, LeadChange, Shares, Spending},
     time::{DAY_MILLIS, UnixMillis},
     validate::kind_name,
 };
@@ -248,6 +248,21 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
             for (kind, s) in shares {
                 let k = c.kinds.entry(kind_name(*kind).to_string()).or_default();
                 add_shares(k.attribution.get_or_insert_default(), s);
+            }
+        }
+        Effect::Lead { change, .. } => {
+            let l = c.leads.get_or_insert_default();
+            match change {
+                LeadChange::Opened => l.opened += 1,
+                LeadChange::Accepted => l.accepted += 1,
+                LeadChange::Breached => l.breached += 1,
+                LeadChange::Won(amount) => {
+                    l.won += 1;
+                    add_money(&mut l.won_amount, *amount);
+                }
+                LeadChange::Lost => l.lost += 1,
+                LeadChange::Reassigned { .. } => l.reassigned += 1,
+                LeadChange::LateAcceptance => l.late_acceptances += 1,
             }
         }
         Effect::ArmPurchase {

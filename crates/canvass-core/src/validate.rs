@@ -435,6 +435,20 @@ impl Checker {
             (_, Some(_)) => self.report(format!("{path}.sla"), "only applies to SALES_HANDOFF"),
             (_, None) => {}
         }
+        let breach = a.sla_breach_state.as_str();
+        if !breach.is_empty() {
+            if kind != K::SalesHandoff {
+                self.report(
+                    format!("{path}.slaBreachState"),
+                    "only applies to SALES_HANDOFF",
+                );
+            } else if !spec.states.iter().any(|s| s.id == breach) {
+                self.report(
+                    format!("{path}.slaBreachState"),
+                    format!("unknown state `{breach}`"),
+                );
+            }
+        }
         match (kind, a.target_campaign.as_str()) {
             (K::StartCampaign, "") => self.report(
                 format!("{path}.targetCampaign"),

@@ -254,6 +254,11 @@ fn render(e: &Effect) -> String {
             }
             s
         }
+        Effect::Lead {
+            campaign_id,
+            opportunity_id,
+            change,
+        } => format!("lead {campaign_id} {opportunity_id} {change:?}"),
         Effect::ArmPurchase {
             campaign_id,
             arm,
@@ -422,6 +427,8 @@ fn guards_choose_the_first_matching_transition() {
             trial: confirmed -> high (e3)
             goal trial high
             action SALES_HANDOFF trial/v1/e3/a0/p1 respond_by=+98h cost=25.00 EUR cause=ev2
+            timer trial e3 t2147483648 due +98h
+            lead trial trial/v1/e3/a0/p1 Opened
             completed trial in high
         "#]],
     );
@@ -1164,4 +1171,144 @@ fn counters_follow_the_funnel_state_by_state_and_day_by_day() {
         stats::latency_quantile(&c.latency_buckets, 0.5),
         Some(u64::MAX)
     );
+}
+
+/// Nurtures a contact until it asks for a demo, then hands it to alice in sales for two days.
+const LEADS: &str = r#"{
+  "id": "leads", "version": 1, "initialState": "nurture",
+  "audience": {"filter": "true"},
+  "reentry": {"mode": "REENTRY_MODE_ALWAYS"},
+  "states": [
+    {"id": "nurture", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "nurture"}],
+     "transitions": [{"to": "handoff", "onEvent": {"type": "demo.requested"}}]},
+    {"id": "handoff", "terminal": true,
+     "actions": [{"kind": "ACTION_KIND_SALES_HANDOFF", "sla": "172800s", "slaBreachState": "nurture", "params": {"owner": "alice"}}]}
+  ]
+}"#;
+
+fn stage(w: &World) -> v1::LifecycleStage {
+    w.state.contact.as_ref().unwrap().stage()
+}
+
+#[test]
+fn a_lead_not_accepted_in_time_returns_to_marketing_with_a_notification() {
+    let mut w = world(&[LEADS]);
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("leads");
+    assert_eq!(stage(&w), v1::LifecycleStage::Prospect);
+    check(
+        w.event(1, "demo.requested", "{}"),
+        expect![[r#"
+            leads: nurture -> handoff (e2)
+            action SALES_HANDOFF leads/v1/e2/a0/p1 respond_by=+49h cause=ev1
+            timer leads e2 t2147483648 due +49h
+            lead leads leads/v1/e2/a0/p1 Opened
+            completed leads in handoff
+        "#]],
+    );
+    assert_eq!(stage(&w), v1::LifecycleStage::Opportunity);
+    check(
+        w.fire_next(),
+        expect![[r#"
+            @+49h
+            lead leads leads/v1/e2/a0/p1 Breached
+            action NOTIFICATION leads/v1/e2/a0/p1/sla-breach template=sla-breach
+            leads: handoff -> nurture (e3)
+            action EMAIL leads/v1/e3/a0/p1 template=nurture
+        "#]],
+    );
+    assert_eq!(stage(&w), v1::LifecycleStage::Prospect);
+    assert_eq!(w.journey("leads").status(), v1::JourneyStatus::Active);
+    // Sales waking up now is too late.
+    check(
+        w.event(50, "opportunity.accepted", "{}"),
+        expect!["lead leads leads/v1/e2/a0/p1 LateAcceptance\n"],
+    );
+    let o = &w.state.opportunities[0];
+    assert_eq!((o.status(), o.owner.as_str()), (v1::OpportunityStatus::Breached, "alice"));
+    let leads = w.counters("leads").leads.clone().unwrap();
+    assert_eq!((leads.opened, leads.breached, leads.late_acceptances), (1, 1, 1));
+}
+
+#[test]
+fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
+    let mut w = world(&[LEADS]);
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("leads");
+    w.event(1, "demo.requested", "{}");
+    check(
+        w.event(10, "opportunity.accepted", r#"{"opportunityId": "leads/v1/e2/a0/p1"}"#),
+        expect![[r#"
+            cancel timer leads e2 t2147483648
+            lead leads leads/v1/e2/a0/p1 Accepted
+        "#]],
+    );
+    assert!(w.timers.is_empty(), "the deadline is disarmed");
+    // The win is revenue credited to the campaign's touches: the email and the hand-off.
+    check(
+        w.event(20, "opportunity.won", r#"{"amount": "5000"}"#),
+        expect![[r#"
+            attributed leads of 5000: EMAIL last=0 first=5000 linear=2500 SALES_HANDOFF last=5000 first=0 linear=2500
+            arm purchase leads 5000 (converted)
+            lead leads leads/v1/e2/a0/p1 Won(5000)
+        "#]],
+    );
+    assert_eq!(stage(&w), v1::LifecycleStage::Customer);
+    let o = &w.state.opportunities[0];
+    assert_eq!((o.status(), o.amount.as_str()), (v1::OpportunityStatus::Won, "5000"));
+    let leads = w.counters("leads").leads.clone().unwrap();
+    assert_eq!((leads.accepted, leads.won, leads.won_amount.as_str()), (1, 1, "5000"));
+}
+
+#[test]
+fn open_leads_move_to_another_owner_without_being_lost() {
+    let mut w = world(&[LEADS]);
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("leads");
+    w.event(1, "demo.requested", "{}");
+    // Only alice's leads move; one naming another former owner changes nothing.
+    check(
+        w.event(2, "opportunity.reassigned", r#"{"owner": "bob", "fromOwner": "carol"}"#),
+        expect![""],
+    );
+    check(
+        w.event(3, "opportunity.reassigned", r#"{"owner": "bob", "fromOwner": "alice"}"#),
+        expect![[r#"
+            lead leads leads/v1/e2/a0/p1 Reassigned { from: "alice", to: "bob" }
+        "#]],
+    );
+    check(
+        w.event(4, "opportunity.reassigned", "{}"),
+        expect![[r#"
+            fault : opportunity.reassigned event `ev4` has no `owner`
+        "#]],
+    );
+    // Still open, with its deadline: bob must accept in time.
+    assert_eq!(w.state.opportunities[0].owner, "bob");
+    check(
+        w.event(5, "opportunity.lost", "{}"),
+        expect![[r#"
+            cancel timer leads e2 t2147483648
+            lead leads leads/v1/e2/a0/p1 Lost
+        "#]],
+    );
+    assert_eq!(stage(&w), v1::LifecycleStage::Prospect);
+}
+
+#[test]
+fn a_profile_update_keeps_what_events_taught() {
+    let mut w = world(&[NEWS]);
+    w.contact(r#"{"id": "p1", "attrs": {"region": "north"}}"#);
+    let e: v1::TouchpointEvent = json::from_str(
+        r#"{"id": "x", "type": "purchase", "contactId": "p1", "channel": "web", "occurredAt": "2026-01-01T00:00:00Z", "attrs": {"amount": 10}}"#,
+    )
+    .unwrap();
+    w.apply(Input::Event(e), 1);
+    w.contact(r#"{"id": "p1", "attrs": {"region": "south"}}"#);
+    let c = w.state.contact.as_ref().unwrap();
+    assert_eq!((c.purchases.len(), c.stage(), c.source_channel.as_str()), (1, v1::LifecycleStage::Customer, "web"));
+    // A profile that brings its own history and stage replaces them.
+    w.contact(r#"{"id": "p1", "stage": "LIFECYCLE_STAGE_USER", "purchases": [{"product": "X", "amount": "1"}, {"product": "Y", "amount": "2"}]}"#);
+    let c = w.state.contact.as_ref().unwrap();
+    assert_eq!((c.purchases.len(), c.stage()), (2, v1::LifecycleStage::User));
 }
