@@ -396,3 +396,108 @@ fn an_unknown_campaign_is_refused_by_name() {
         stderr(&out)
     );
 }
+
+#[test]
+fn customer_value_of_the_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_fixture(dir.path());
+    let r: Value = serde_json::from_str(&report(&data, &["--value", "--json"])).unwrap();
+    // As of the last input applied: c2's purchase on day 12.
+    assert_eq!(r["asOf"], day(12));
+    // Values: revenue minus the emails each was sent. c1 120 - 0.10, c3 50 - 0.05 (spring's
+    // email to c3 was withheld), c2 30 - 0.10.
+    assert_eq!(
+        (r["customers"].as_u64(), r["churned"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(r["totalValue"], "199.75");
+    let tiers: Vec<(String, u64, String)> = r["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tier"].as_str().unwrap().into(),
+                t["customers"].as_u64().unwrap(),
+                t["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    // Three customers: A keeps the best, B (to 50% = 1.5) none more, C (to 80% = 2.4) the
+    // second, D the third.
+    assert_eq!(
+        tiers,
+        [
+            ("A".into(), 1, "119.90".into()),
+            ("B".into(), 0, "0.00".into()),
+            ("C".into(), 1, "49.95".into()),
+            ("D".into(), 1, "29.90".into())
+        ]
+    );
+    // RFM among three: recency c2 0 days, c3 9, c1 10; one purchase each; c1 120, c3 50, c2 30.
+    let rfm: Vec<(String, String)> = r["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().into(),
+                c["rfm"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rfm,
+        [
+            ("c1".into(), "255".into()),
+            ("c3".into(), "454".into()),
+            ("c2".into(), "552".into())
+        ]
+    );
+    // Nobody bought 90 days before: no retention observed, so the CLV is the value.
+    assert_eq!(r["retentionRate"], Value::Null);
+    assert_eq!(r["top"][0]["clv"], "119.90");
+    assert_eq!(r["stages"], json!({"CUSTOMER": 3}));
+
+    // A later point of view: on 2026-07-30 all three are past their 90 days (c1 bought on
+    // 04-03, c3 on 04-04, c2 on 04-13).
+    let later: Value = serde_json::from_str(&report(
+        &data,
+        &[
+            "--value",
+            "--json",
+            "--as-of",
+            "2026-07-30T09:00:00Z",
+            "--period-days",
+            "30",
+            "--periods",
+            "1",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(later["churned"], 3);
+    // The period [2026-06-30, 2026-07-30): all three were active at its start (c1's last
+    // purchase 88 days before) and their 90 days ran out in it (07-02, 07-03, 07-12).
+    let all = later["churn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tier"] == "all")
+        .unwrap();
+    assert_eq!(
+        (all["active"].as_u64(), all["churned"].as_u64()),
+        (Some(3), Some(3))
+    );
+
+    let svg = dir.path().join("tiers.svg");
+    report(&data, &["--value", "--svg", &svg.display().to_string()]);
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(
+        svg.contains("Value pyramid") && svg.contains("tier A") && svg.contains("60.0% (119.90)"),
+        "{svg}"
+    );
+
+    let out = canvass(&["report", "--data", &data, "--value", "--tiers", "50,60,10"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--tiers `50,60,10`: the three shares add up to more than 100%"));
+}

@@ -20,8 +20,7 @@ pub mod validate;
 
 pub use catalog::{Catalog, CatalogError};
 pub use machine::{
-    Core, Effect, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending, TimerId,
-    Transition,
+    Core, Effect, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending, TimerId, Transition,
 };
 pub use spec::Campaign;
 pub use time::{SpanMillis, UnixMillis};

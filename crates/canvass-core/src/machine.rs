@@ -992,6 +992,9 @@ impl<'a> Run<'a> {
                         }
                     }
                     self.spend(campaign.id(), cost);
+                    if cost > Decimal::ZERO {
+                        crate::stats::add_money(&mut self.state.marketing_cost, cost);
+                    }
                     (cost.to_string(), b.currency.clone())
                 }
                 None => Default::default(),
@@ -1315,5 +1318,6 @@ fn purchase_from(event: &v1::TouchpointEvent) -> v1::Purchase {
         amount: text("amount"),
         at: event.occurred_at,
         order_id: text("order_id"),
+        cost: text("cost"),
     }
 }

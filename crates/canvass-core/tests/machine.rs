@@ -1225,9 +1225,15 @@ fn a_lead_not_accepted_in_time_returns_to_marketing_with_a_notification() {
         expect!["lead leads leads/v1/e2/a0/p1 LateAcceptance\n"],
     );
     let o = &w.state.opportunities[0];
-    assert_eq!((o.status(), o.owner.as_str()), (v1::OpportunityStatus::Breached, "alice"));
+    assert_eq!(
+        (o.status(), o.owner.as_str()),
+        (v1::OpportunityStatus::Breached, "alice")
+    );
     let leads = w.counters("leads").leads.clone().unwrap();
-    assert_eq!((leads.opened, leads.breached, leads.late_acceptances), (1, 1, 1));
+    assert_eq!(
+        (leads.opened, leads.breached, leads.late_acceptances),
+        (1, 1, 1)
+    );
 }
 
 #[test]
@@ -1237,7 +1243,11 @@ fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
     w.launch("leads");
     w.event(1, "demo.requested", "{}");
     check(
-        w.event(10, "opportunity.accepted", r#"{"opportunityId": "leads/v1/e2/a0/p1"}"#),
+        w.event(
+            10,
+            "opportunity.accepted",
+            r#"{"opportunityId": "leads/v1/e2/a0/p1"}"#,
+        ),
         expect![[r#"
             cancel timer leads e2 t2147483648
             lead leads leads/v1/e2/a0/p1 Accepted
@@ -1255,9 +1265,15 @@ fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
     );
     assert_eq!(stage(&w), v1::LifecycleStage::Customer);
     let o = &w.state.opportunities[0];
-    assert_eq!((o.status(), o.amount.as_str()), (v1::OpportunityStatus::Won, "5000"));
+    assert_eq!(
+        (o.status(), o.amount.as_str()),
+        (v1::OpportunityStatus::Won, "5000")
+    );
     let leads = w.counters("leads").leads.clone().unwrap();
-    assert_eq!((leads.accepted, leads.won, leads.won_amount.as_str()), (1, 1, "5000"));
+    assert_eq!(
+        (leads.accepted, leads.won, leads.won_amount.as_str()),
+        (1, 1, "5000")
+    );
 }
 
 #[test]
@@ -1268,11 +1284,19 @@ fn open_leads_move_to_another_owner_without_being_lost() {
     w.event(1, "demo.requested", "{}");
     // Only alice's leads move; one naming another former owner changes nothing.
     check(
-        w.event(2, "opportunity.reassigned", r#"{"owner": "bob", "fromOwner": "carol"}"#),
+        w.event(
+            2,
+            "opportunity.reassigned",
+            r#"{"owner": "bob", "fromOwner": "carol"}"#,
+        ),
         expect![""],
     );
     check(
-        w.event(3, "opportunity.reassigned", r#"{"owner": "bob", "fromOwner": "alice"}"#),
+        w.event(
+            3,
+            "opportunity.reassigned",
+            r#"{"owner": "bob", "fromOwner": "alice"}"#,
+        ),
         expect![[r#"
             lead leads leads/v1/e2/a0/p1 Reassigned { from: "alice", to: "bob" }
         "#]],
@@ -1306,9 +1330,15 @@ fn a_profile_update_keeps_what_events_taught() {
     w.apply(Input::Event(e), 1);
     w.contact(r#"{"id": "p1", "attrs": {"region": "south"}}"#);
     let c = w.state.contact.as_ref().unwrap();
-    assert_eq!((c.purchases.len(), c.stage(), c.source_channel.as_str()), (1, v1::LifecycleStage::Customer, "web"));
+    assert_eq!(
+        (c.purchases.len(), c.stage(), c.source_channel.as_str()),
+        (1, v1::LifecycleStage::Customer, "web")
+    );
     // A profile that brings its own history and stage replaces them.
     w.contact(r#"{"id": "p1", "stage": "LIFECYCLE_STAGE_USER", "purchases": [{"product": "X", "amount": "1"}, {"product": "Y", "amount": "2"}]}"#);
     let c = w.state.contact.as_ref().unwrap();
-    assert_eq!((c.purchases.len(), c.stage()), (2, v1::LifecycleStage::User));
+    assert_eq!(
+        (c.purchases.len(), c.stage()),
+        (2, v1::LifecycleStage::User)
+    );
 }

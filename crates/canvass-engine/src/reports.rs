@@ -54,3 +54,19 @@ pub fn campaign_data(store: &Store, only: &[String]) -> Result<Vec<CampaignData>
     }
     Ok(out)
 }
+
+/// Every contact, reduced to what the customer-value report needs.
+///
+/// # Errors
+/// A store error.
+pub fn customers(store: &Store) -> Result<Vec<canvass_report::value::Customer>, String> {
+    let partition = canvass_store::EMBEDDED_PARTITION;
+    let mut out = Vec::new();
+    for id in store.contact_ids(partition) {
+        let id = id.map_err(|e| e.to_string())?;
+        if let Some(state) = store.contact(partition, &id).map_err(|e| e.to_string())? {
+            out.push(canvass_report::value::Customer::from_state(&state));
+        }
+    }
+    Ok(out)
+}

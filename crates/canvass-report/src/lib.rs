@@ -8,6 +8,7 @@
 pub mod density;
 pub mod render;
 pub mod svg;
+pub mod value;
 
 use std::collections::BTreeMap;
 

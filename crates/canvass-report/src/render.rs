@@ -400,3 +400,180 @@ pub fn csv(report: &Report) -> Result<String, csv::Error> {
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// The customer-value report as tables.
+#[must_use]
+pub fn value_text(r: &crate::value::ValueReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Customers as of {}: {} contacts, {} customers, {} churned (no purchase for more than {} days); retention {}; total value {}",
+        r.as_of,
+        r.contacts,
+        r.customers,
+        r.churned,
+        r.churn_days,
+        percent(r.retention_rate),
+        r.total_value
+    );
+    let mut tiers = table(&[
+        "tier",
+        "customers",
+        "value",
+        "share of value",
+        "lowest value",
+        "average CLV",
+        "churned",
+    ]);
+    for t in &r.tiers {
+        tiers.add_row(vec![
+            t.tier.clone(),
+            t.customers.to_string(),
+            t.value.clone(),
+            percent(t.share_of_value),
+            t.min_value.clone().unwrap_or_else(|| "-".into()),
+            t.average_clv.clone().unwrap_or_else(|| "-".into()),
+            t.churned.to_string(),
+        ]);
+    }
+    right_align(&mut tiers, 1);
+    let _ = writeln!(out, "\nValue pyramid\n{tiers}");
+    let mut churn = table(&[
+        "from",
+        "to",
+        "tier",
+        "active at start",
+        "churned",
+        "churn rate",
+    ]);
+    for c in &r.churn {
+        churn.add_row(vec![
+            c.from.clone(),
+            c.to.clone(),
+            c.tier.clone(),
+            c.active.to_string(),
+            c.churned.to_string(),
+            percent(c.rate),
+        ]);
+    }
+    right_align(&mut churn, 3);
+    let _ = writeln!(out, "\nChurn by period and tier\n{churn}");
+    let mut stages = table(&["lifecycle stage", "contacts"]);
+    for (s, n) in &r.stages {
+        stages.add_row(vec![s.clone(), n.to_string()]);
+    }
+    right_align(&mut stages, 1);
+    let _ = writeln!(out, "\n{stages}");
+    let mut sources = table(&["source channel", "contacts", "customers", "revenue"]);
+    for s in &r.sources {
+        let name = if s.channel.is_empty() {
+            "(unknown)"
+        } else {
+            &s.channel
+        };
+        sources.add_row(vec![
+            name.to_string(),
+            s.contacts.to_string(),
+            s.customers.to_string(),
+            s.revenue.clone(),
+        ]);
+    }
+    right_align(&mut sources, 1);
+    let _ = writeln!(out, "\n{sources}");
+    let mut top = table(&[
+        "contact",
+        "tier",
+        "revenue",
+        "cost of goods",
+        "marketing",
+        "value",
+        "CLV",
+        "recency (days)",
+        "purchases",
+        "RFM",
+        "churned",
+        "stage",
+        "source",
+    ]);
+    for c in &r.top {
+        top.add_row(vec![
+            c.id.clone(),
+            c.tier.clone(),
+            c.revenue.clone(),
+            c.cost_of_goods.clone(),
+            c.marketing_cost.clone(),
+            c.value.clone(),
+            c.clv.clone(),
+            c.recency_days.map_or_else(|| "-".into(), |d| d.to_string()),
+            c.frequency.to_string(),
+            c.rfm.clone(),
+            if c.churned {
+                "yes".into()
+            } else {
+                String::new()
+            },
+            c.stage.clone(),
+            c.source_channel.clone(),
+        ]);
+    }
+    right_align(&mut top, 2);
+    let _ = writeln!(out, "\nContacts by value\n{top}");
+    out
+}
+
+/// The customer-value report as CSV: `section,item,metric,value`.
+///
+/// # Errors
+/// Only if the CSV writer fails (it writes to memory).
+pub fn value_csv(r: &crate::value::ValueReport) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["section", "item", "metric", "value"])?;
+    let opt = |r: Option<f64>| r.map(|r| r.to_string()).unwrap_or_default();
+    for (metric, value) in [
+        ("contacts", r.contacts.to_string()),
+        ("customers", r.customers.to_string()),
+        ("churned", r.churned.to_string()),
+        ("retention_rate", opt(r.retention_rate)),
+        ("total_value", r.total_value.clone()),
+    ] {
+        w.write_record(["summary", "", metric, &value])?;
+    }
+    for t in &r.tiers {
+        for (metric, value) in [
+            ("customers", t.customers.to_string()),
+            ("value", t.value.clone()),
+            ("share_of_value", opt(t.share_of_value)),
+            ("min_value", t.min_value.clone().unwrap_or_default()),
+            ("average_clv", t.average_clv.clone().unwrap_or_default()),
+            ("churned", t.churned.to_string()),
+        ] {
+            w.write_record(["tier", &t.tier, metric, &value])?;
+        }
+    }
+    for c in &r.churn {
+        let item = format!("{} {}", c.from, c.tier);
+        w.write_record(["churn", &item, "active", &c.active.to_string()])?;
+        w.write_record(["churn", &item, "churned", &c.churned.to_string()])?;
+        w.write_record(["churn", &item, "rate", &opt(c.rate)])?;
+    }
+    for (s, n) in &r.stages {
+        w.write_record(["stage", s, "contacts", &n.to_string()])?;
+    }
+    for s in &r.sources {
+        w.write_record(["source", &s.channel, "contacts", &s.contacts.to_string()])?;
+        w.write_record(["source", &s.channel, "revenue", &s.revenue])?;
+    }
+    for c in &r.top {
+        for (metric, value) in [
+            ("tier", c.tier.clone()),
+            ("value", c.value.clone()),
+            ("clv", c.clv.clone()),
+            ("rfm", c.rfm.clone()),
+            ("churned", c.churned.to_string()),
+        ] {
+            w.write_record(["contact", &c.id, metric, &value])?;
+        }
+    }
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

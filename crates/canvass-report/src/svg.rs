@@ -121,3 +121,43 @@ pub fn funnel(report: &Report) -> String {
         .collect();
     bar_chart("Campaign funnels", &sections)
 }
+
+/// The value pyramid: customers and share of value per tier.
+#[must_use]
+pub fn tiers(report: &crate::value::ValueReport) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let sections = [
+        Bars {
+            title: format!("Share of value ({} total)", report.total_value),
+            rows: report
+                .tiers
+                .iter()
+                .map(|t| {
+                    let share = t.share_of_value.unwrap_or(0.0);
+                    (
+                        format!("tier {}", t.tier),
+                        share,
+                        format!("{:.1}% ({})", share * 100.0, t.value),
+                    )
+                })
+                .collect(),
+            color: COLORS[0],
+        },
+        Bars {
+            title: format!("Customers ({} in all)", report.customers),
+            rows: report
+                .tiers
+                .iter()
+                .map(|t| {
+                    (
+                        format!("tier {}", t.tier),
+                        t.customers as f64,
+                        t.customers.to_string(),
+                    )
+                })
+                .collect(),
+            color: COLORS[1],
+        },
+    ];
+    bar_chart(&format!("Value pyramid as of {}", report.as_of), &sections)
+}

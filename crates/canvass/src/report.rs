@@ -4,8 +4,11 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use canvass_engine::{durable::Engine, reports::campaign_data};
-use canvass_report::{Allocation, Model, Options, render, svg};
+use canvass_engine::{
+    durable::Engine,
+    reports::{campaign_data, customers},
+};
+use canvass_report::{Allocation, Model, Options, render, svg, value::ValueOptions};
 use clap::ValueEnum;
 use rust_decimal::Decimal;
 
@@ -46,9 +49,90 @@ pub struct Args {
     /// Print the report as CSV (campaign,section,item,metric,value).
     #[arg(long)]
     csv: bool,
-    /// Also write the campaigns' funnels as an SVG chart to this file.
+    /// Also write the report's chart as SVG to this file: the campaigns' funnels, or with
+    /// `--value` the value pyramid.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Report on customers instead of campaigns: value, RFM, CLV, the value pyramid (tiers),
+    /// churn per tier and period, lifecycle stages and source channels.
+    #[arg(long, conflicts_with_all = ["campaigns", "indirect_cost"])]
+    value: bool,
+    /// With --value: the report's time (RFC 3339); the time of the last input applied by default.
+    #[arg(long, requires = "value")]
+    as_of: Option<String>,
+    /// With --value: days without purchase after which a customer is churned.
+    #[arg(long, default_value_t = 90, requires = "value")]
+    churn_days: u32,
+    /// With --value: percent of the customers, best first, in tiers A, B and C (D: the rest).
+    #[arg(long, default_value = "20,30,30", requires = "value")]
+    tiers: String,
+    /// With --value: share of revenue that is margin (0 to 1), for the CLV's future part.
+    #[arg(long, default_value = "1", requires = "value")]
+    margin: Decimal,
+    /// With --value: length in days of the churn-rate periods.
+    #[arg(long, default_value_t = 30, requires = "value")]
+    period_days: u32,
+    /// With --value: how many churn-rate periods, back from the report's time.
+    #[arg(long, default_value_t = 6, requires = "value")]
+    periods: u32,
+    /// With --value: list every contact (the top 10 by value otherwise).
+    #[arg(long, requires = "value")]
+    all_contacts: bool,
+}
+
+fn tier_percents(text: &str) -> anyhow::Result<[u32; 3]> {
+    let parts: Vec<u32> = text
+        .split(',')
+        .map(|p| p.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--tiers `{text}`: three whole percents, e.g. 20,30,30"))?;
+    let [a, b, c] = parts[..] else {
+        anyhow::bail!("--tiers `{text}`: three whole percents (tiers A, B and C), e.g. 20,30,30");
+    };
+    if a + b + c > 100 {
+        anyhow::bail!("--tiers `{text}`: the three shares add up to more than 100%");
+    }
+    Ok([a, b, c])
+}
+
+fn value(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
+    if args.margin < Decimal::ZERO || args.margin > Decimal::ONE {
+        anyhow::bail!("--margin {}: a share between 0 and 1", args.margin);
+    }
+    if args.churn_days == 0 || args.period_days == 0 {
+        anyhow::bail!("--churn-days and --period-days must be at least 1");
+    }
+    let as_of = match &args.as_of {
+        Some(t) => canvass_core::UnixMillis(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| format!("--as-of `{t}`: not an RFC 3339 time"))?
+                .timestamp_millis(),
+        ),
+        None => engine.clock(),
+    };
+    let options = ValueOptions {
+        as_of,
+        churn_days: args.churn_days,
+        tier_percents: tier_percents(&args.tiers)?,
+        margin: args.margin,
+        period_days: args.period_days,
+        periods: args.periods,
+        all_contacts: args.all_contacts,
+    };
+    let customers = customers(engine.store()).map_err(anyhow::Error::msg)?;
+    let report = canvass_report::value::build(&customers, &options);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if args.csv {
+        print!("{}", render::value_csv(&report)?);
+    } else {
+        print!("{}", render::value_text(&report));
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg::tiers(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -57,6 +141,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // Opening the engine applies the log written after the last checkpoint, so the counters
     // are complete even after a crash.
     let engine = Engine::open(store, canvass_engine::durable::EngineOptions::default())?;
+    if args.value {
+        return value(args, &engine);
+    }
     let data = campaign_data(engine.store(), &args.campaigns).map_err(anyhow::Error::msg)?;
     let options = Options {
         model: match args.model {

@@ -6,10 +6,7 @@ use canvass_proto::v1::{self, LifecycleStage as Stage, OpportunityStatus as Stat
 use rust_decimal::Decimal;
 
 use super::{Effect, LeadChange, Run, TimerId, text_attr};
-use crate::{
-    spec::Campaign,
-    time::UnixMillis,
-};
+use crate::{spec::Campaign, time::UnixMillis};
 
 /// Timer transitions at or above this bit are SLA deadlines; the rest of the number is the
 /// hand-off's action index in its state.
@@ -76,7 +73,12 @@ impl Run<'_> {
         });
         self.advance_stage(Stage::Opportunity);
         self.effects.push(Effect::ScheduleTimer {
-            id: sla_timer(self.contact_id(), &action.campaign_id, entry_seq, action.action_index),
+            id: sla_timer(
+                self.contact_id(),
+                &action.campaign_id,
+                entry_seq,
+                action.action_index,
+            ),
             due,
         });
         self.lead(campaign.id(), &action.idempotency_key, LeadChange::Opened);
@@ -110,7 +112,11 @@ impl Run<'_> {
         opportunity.settled_at = Some(now.to_proto());
         let opportunity = opportunity.clone();
         self.demote();
-        self.lead(&opportunity.campaign_id, &opportunity.id, LeadChange::Breached);
+        self.lead(
+            &opportunity.campaign_id,
+            &opportunity.id,
+            LeadChange::Breached,
+        );
         self.notify_breach(&opportunity);
         self.return_to_marketing(&opportunity);
     }
@@ -159,7 +165,11 @@ impl Run<'_> {
         let Some(to) = campaign.state_index(&o.breach_state) else {
             self.fault(
                 &o.campaign_id,
-                format!("breach state `{}` is not in version {}", o.breach_state, campaign.version()),
+                format!(
+                    "breach state `{}` is not in version {}",
+                    o.breach_state,
+                    campaign.version()
+                ),
             );
             return;
         };
@@ -187,17 +197,26 @@ impl Run<'_> {
         match event.r#type.as_str() {
             OPPORTUNITY_ACCEPTED => {
                 // The latest matching lead still waiting, else the latest breached one (late).
-                let target = self.latest(&in_scope, &[Status::Open])
+                let target = self
+                    .latest(&in_scope, &[Status::Open])
                     .or_else(|| self.latest(&in_scope, &[Status::Breached]));
                 let Some(o) = target else { return };
                 let opportunity = self.state.opportunities[o].clone();
                 if opportunity.status() == Status::Breached {
-                    self.lead(&opportunity.campaign_id, &opportunity.id, LeadChange::LateAcceptance);
+                    self.lead(
+                        &opportunity.campaign_id,
+                        &opportunity.id,
+                        LeadChange::LateAcceptance,
+                    );
                     return;
                 }
                 self.settle(o, Status::Accepted, now);
                 self.disarm_sla(&opportunity);
-                self.lead(&opportunity.campaign_id, &opportunity.id, LeadChange::Accepted);
+                self.lead(
+                    &opportunity.campaign_id,
+                    &opportunity.id,
+                    LeadChange::Accepted,
+                );
             }
             super::OPPORTUNITY_WON_EVENT | OPPORTUNITY_LOST => {
                 let Some(o) = self.latest(&in_scope, &[Status::Open, Status::Accepted]) else {
@@ -226,7 +245,10 @@ impl Run<'_> {
                 if owner.trim().is_empty() {
                     self.fault(
                         &event.campaign_id,
-                        format!("{OPPORTUNITY_REASSIGNED} event `{}` has no `owner`", event.id),
+                        format!(
+                            "{OPPORTUNITY_REASSIGNED} event `{}` has no `owner`",
+                            event.id
+                        ),
                     );
                     return;
                 }
@@ -244,14 +266,25 @@ impl Run<'_> {
                     }
                 }
                 for (campaign, id, from) in moved {
-                    self.lead(&campaign, &id, LeadChange::Reassigned { from, to: owner.clone() });
+                    self.lead(
+                        &campaign,
+                        &id,
+                        LeadChange::Reassigned {
+                            from,
+                            to: owner.clone(),
+                        },
+                    );
                 }
             }
             _ => {}
         }
     }
 
-    fn latest(&self, in_scope: &dyn Fn(&v1::Opportunity) -> bool, statuses: &[Status]) -> Option<usize> {
+    fn latest(
+        &self,
+        in_scope: &dyn Fn(&v1::Opportunity) -> bool,
+        statuses: &[Status],
+    ) -> Option<usize> {
         self.state
             .opportunities
             .iter()
@@ -270,7 +303,12 @@ impl Run<'_> {
             .as_ref()
             .map_or(self.now, UnixMillis::from_proto);
         self.effects.push(Effect::CancelTimer {
-            id: sla_timer(self.contact_id(), &o.campaign_id, o.entry_seq, o.action_index),
+            id: sla_timer(
+                self.contact_id(),
+                &o.campaign_id,
+                o.entry_seq,
+                o.action_index,
+            ),
             due,
         });
     }
@@ -284,4 +322,3 @@ fn sla_timer(contact_id: &str, campaign_id: &str, entry_seq: u64, action_index: 
         transition: SLA_TIMER | action_index,
     }
 }
-
