@@ -61,6 +61,11 @@ fn event(id: &str, kind: &str, contact: &str, at: &str, extra: Value) -> Value {
 /// - day 12: c2 buys for 30: spring's email (day 0) is past its ten days: not credited, and
 ///   not in spring's arm either. The event clock passing day 7 first moves c2 and c3 to silent.
 fn fixture_input() -> String {
+    fixture_input_with(None)
+}
+
+/// The fixture's input, with a `setPolicy` command before the launches.
+fn fixture_input_with(policy: Option<Value>) -> String {
     let (spring, autumn) = specs();
     let mut lines = Vec::new();
     for (spec, id) in [(spring, "spring"), (autumn, "autumn")] {
@@ -68,6 +73,9 @@ fn fixture_input() -> String {
         lines.push(json!({"at": T0, "command": {"actor": "marketer", "putSpec": spec}}));
         lines.push(json!({"at": T0, "command": {"actor": "marketer", "submit": v}}));
         lines.push(json!({"at": T0, "command": {"actor": "manager", "approve": v}}));
+    }
+    if let Some(policy) = policy {
+        lines.push(json!({"at": T0, "command": {"actor": "ops", "setPolicy": policy}}));
     }
     for (id, region) in [("c1", "south"), ("c2", "south"), ("c3", "north")] {
         lines.push(json!({"at": T0, "contact": {"id": id, "attrs": {"region": region}}}));
@@ -108,8 +116,12 @@ fn fixture_input() -> String {
 }
 
 fn run_fixture(dir: &std::path::Path) -> String {
+    run_input(dir, &fixture_input())
+}
+
+fn run_input(dir: &std::path::Path, text: &str) -> String {
     let input = dir.join("input.jsonl");
-    std::fs::write(&input, fixture_input()).unwrap();
+    std::fs::write(&input, text).unwrap();
     let data = dir.join("data").display().to_string();
     let actions = dir.join("actions.jsonl").display().to_string();
     let out = canvass(&[
@@ -500,4 +512,97 @@ fn customer_value_of_the_fixture() {
     let out = canvass(&["report", "--data", &data, "--value", "--tiers", "50,60,10"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--tiers `50,60,10`: the three shares add up to more than 100%"));
+}
+
+#[test]
+fn a_policy_in_the_log_holds_actions_back_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Quiet from 08:00 to 10:00 UTC, dropped: the launches at 09:00 send no email at all, so
+    // nothing is spent either.
+    let quiet = json!({"quietHours": {"startHour": 8, "endHour": 10, "mode": "CAP_MODE_DROP"}});
+    let data = run_input(dir.path(), &fixture_input_with(Some(quiet)));
+    let r: Value = serde_json::from_str(&report(&data, &["--json"])).unwrap();
+    let s = campaign(&r, "spring");
+    assert_eq!(
+        s["capped"],
+        json!({"deferred": 0, "dropped": 3, "expired": 0, "sentLate": 0})
+    );
+    assert_eq!(
+        (
+            s["budget"]["spent"].as_str(),
+            s["budget"]["withheld"].as_u64()
+        ),
+        (Some("0.00"), Some(0))
+    );
+    assert_eq!(s["revenue"], "0.00");
+    assert_eq!(campaign(&r, "autumn")["capped"]["dropped"], 1);
+    let out = canvass(&["inspect", "--data", &data]);
+    assert!(
+        stdout(&out).contains(
+            r#"policy:        {"quietHours":{"startHour":8,"endHour":10,"mode":"CAP_MODE_DROP"}}"#
+        ),
+        "{}",
+        stdout(&out)
+    );
+    // Replay applies the policy where the log has it: the same report.
+    let before = report(&data, &["--json"]);
+    assert!(canvass(&["replay", "--data", &data]).status.success());
+    assert_eq!(report(&data, &["--json"]), before);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = json!({"quietHours": {"startHour": 25, "endHour": 6}, "caps": [{"channel": "FAX", "maxTouches": 1, "window": "60s"}]});
+    let data = run_input(dir.path(), &fixture_input_with(Some(bad)));
+    let out = canvass(&["inspect", "--data", &data]);
+    assert!(
+        stdout(&out).contains("dead letters:  1"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("policy:"));
+    let letters = canvass_store::Store::open(
+        std::path::Path::new(&data),
+        canvass_store::StoreOptions::default(),
+    )
+    .unwrap()
+    .dead_letters()
+    .unwrap();
+    assert_eq!(
+        letters[0].reason,
+        "invalid policy: caps[0].channel: `FAX` is not a customer-facing action kind (EMAIL, POSTAL_MAIL, SMS, PHONE_CALL, TRIAL_OFFER); quietHours: hours run from 0 to 23"
+    );
+}
+
+#[test]
+fn the_value_pyramid_becomes_the_tiers_conditions_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_fixture(dir.path());
+    let out = canvass(&[
+        "report",
+        "--data",
+        &data,
+        "--value",
+        "--emit-policy",
+        "--churn-days",
+        "60",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    let record: Value = serde_json::from_str(line.trim()).unwrap();
+    // A from c1's 119.90; B is empty, so it starts where A does; C from c3's 49.95.
+    assert_eq!(
+        record["command"]["setPolicy"],
+        json!({"churnDays": 60, "tiers": {"a": "119.90", "b": "119.90", "c": "49.95"}})
+    );
+    // Fed to the engine like any input, it becomes the policy.
+    let mut text = fixture_input();
+    text.push_str(&line);
+    run_input(dir.path(), &text);
+    let out = canvass(&["inspect", "--data", &data]);
+    assert!(
+        stdout(&out).contains(
+            r#"policy:        {"churnDays":60,"tiers":{"a":"119.90","b":"119.90","c":"49.95"}}"#
+        ),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -9,7 +9,10 @@ use canvass_proto::{v1, wkt};
 use cel::Value;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 
-use crate::time::{DAY_MILLIS, UnixMillis};
+use crate::{
+    policy::Policy,
+    time::{DAY_MILLIS, UnixMillis},
+};
 
 /// Largest integer a double holds exactly (2^53).
 const EXACT_INT_LIMIT: f64 = 9_007_199_254_740_992.0;
@@ -73,16 +76,27 @@ fn amount(s: &str) -> Value {
 }
 
 /// The contact as CEL sees it, with behavioural fields derived at `now`:
-/// `purchase_count`, `total_spent`, and `days_since_last_purchase` (absent without purchases).
+/// `purchase_count`, `total_spent`, `days_since_last_purchase` (absent without purchases),
+/// `value` (revenue minus cost of goods and `marketing_cost`), and by the policy `tier`
+/// ("A".."D", "" without purchases) and `churned`.
 #[must_use]
-pub fn contact_value(c: &v1::Contact, now: UnixMillis) -> Value {
+pub fn contact_value(
+    c: &v1::Contact,
+    now: UnixMillis,
+    policy: &Policy,
+    marketing_cost: &str,
+) -> Value {
     let mut purchases = Vec::with_capacity(c.purchases.len());
     let mut total = Decimal::ZERO;
+    let mut cost_of_goods = Decimal::ZERO;
     let mut last: Option<UnixMillis> = None;
     for p in &c.purchases {
         let at = p.at.as_ref().map(UnixMillis::from_proto);
         if let Ok(d) = Decimal::from_str(&p.amount) {
             total += d;
+        }
+        if let Ok(d) = Decimal::from_str(&p.cost) {
+            cost_of_goods += d;
         }
         last = last.max(at);
         purchases.push(map([
@@ -124,6 +138,17 @@ pub fn contact_value(c: &v1::Contact, now: UnixMillis) -> Value {
             Value::Int((now.0 - last.0).div_euclid(DAY_MILLIS)),
         );
     }
+    let value = total - cost_of_goods - Decimal::from_str(marketing_cost).unwrap_or_default();
+    let customer = !c.purchases.is_empty();
+    m.insert(
+        "value".to_string(),
+        value.to_f64().map_or(Value::Null, Value::Float),
+    );
+    m.insert("tier".to_string(), string(policy.tier(customer, value)));
+    m.insert(
+        "churned".to_string(),
+        Value::Bool(last.is_some_and(|l| now.0 - l.0 > policy.churn.0)),
+    );
     Value::from(m)
 }
 
@@ -203,7 +228,7 @@ mod tests {
             id: "c".into(),
             ..Default::default()
         };
-        let Value::Map(m) = contact_value(&c, UnixMillis(0)) else {
+        let Value::Map(m) = contact_value(&c, UnixMillis(0), &Policy::default(), "") else {
             panic!()
         };
         assert!(

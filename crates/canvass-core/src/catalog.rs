@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use canvass_proto::v1::CampaignStatus;
 
-use crate::{spec::Campaign, validate::Issue};
+use crate::{policy::Policy, spec::Campaign, validate::Issue};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -14,10 +14,11 @@ struct Entry {
     active: Option<u32>,
 }
 
-/// Campaigns by id.
+/// Campaigns by id, and the policy across them.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     campaigns: BTreeMap<String, Entry>,
+    policy: Arc<Policy>,
 }
 
 /// Why a campaign could not be added.
@@ -38,6 +39,17 @@ impl Catalog {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The engine-wide policy.
+    #[must_use]
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Replaces the engine-wide policy.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = Arc::new(policy);
     }
 
     /// Adds a compiled campaign version. A new campaign starts as a draft.

@@ -52,6 +52,14 @@ pub fn check(
     let Some(cmd) = &command.command else {
         return Err("the command is empty".into());
     };
+    if let Command::SetPolicy(policy) = cmd {
+        return crate::policy::compile(policy)
+            .map(|_| ())
+            .map_err(|issues| {
+                let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
+                format!("invalid policy: {}", issues.join("; "))
+            });
+    }
     if let Command::PutSpec(spec) = cmd {
         compile(spec).map_err(|e| e.to_string())?;
         if let Some(l) = lifecycle {
@@ -84,7 +92,7 @@ pub fn check(
         }
     };
     match cmd {
-        Command::PutSpec(_) => Ok(()),
+        Command::PutSpec(_) | Command::SetPolicy(_) => Ok(()),
         Command::Submit(r) | Command::Approve(r) | Command::Reject(r) => {
             let Some(v) = version(l, r.version) else {
                 return Err(format!("campaign `{id}` has no version {}", r.version));
@@ -139,6 +147,8 @@ pub fn campaign_of(cmd: &Command) -> &str {
         | Command::Resume(id)
         | Command::Complete(id)
         | Command::Stop(id) => id,
+        // Not about one campaign.
+        Command::SetPolicy(_) => "",
     }
 }
 
@@ -153,6 +163,12 @@ pub fn apply(
     let Some(cmd) = &command.command else {
         return FollowUp::Nothing;
     };
+    if let Command::SetPolicy(policy) = cmd {
+        if let Ok(p) = crate::policy::compile(policy) {
+            catalog.set_policy(p);
+        }
+        return FollowUp::Nothing;
+    }
     let id = campaign_of(cmd).to_string();
     lifecycle.campaign_id.clone_from(&id);
     let set_version = |l: &mut v1::CampaignLifecycle, v: u32, status: V, reviewer: Option<&str>| {
@@ -236,6 +252,8 @@ pub fn apply(
             lifecycle.set_status(S::Stopped);
             ("stop".to_string(), FollowUp::Stop(id.clone()))
         }
+        // Applied above, before any campaign's record.
+        Command::SetPolicy(_) => return FollowUp::Nothing,
     };
     catalog.set_status(&id, lifecycle.status());
     lifecycle.history.push(v1::LifecycleChange {

@@ -5,6 +5,7 @@
 //! resolve inside one step. Timers and actions are effects: data for the runtime to carry
 //! out. Nothing here reads a clock, does I/O or draws a random number.
 
+mod caps;
 mod leads;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub const PURCHASE_EVENT: &str = "purchase";
 pub const OPPORTUNITY_WON_EVENT: &str = "opportunity.won";
 /// Event types confirming that one of a campaign's actions reached the contact.
 pub const REACHED_EVENTS: [&str; 2] = ["action.delivered", "opportunity.created"];
+pub use caps::{CapOutcome, CapReason, DEFER_TIMER};
 pub use leads::{
     BREACH_TEMPLATE, DEFAULT_OWNER, OPPORTUNITY_ACCEPTED, OPPORTUNITY_LOST, OPPORTUNITY_REASSIGNED,
     SLA_TIMER,
@@ -276,6 +278,20 @@ pub enum Effect {
         /// The campaign's credit per channel (action kind), by model.
         shares: Vec<(v1::ActionKind, Shares)>,
     },
+    /// A customer-facing action was held back by a frequency cap or quiet hours, or a
+    /// deferred one was finally sent or dropped.
+    Capped {
+        /// Campaign.
+        campaign_id: String,
+        /// The action's kind.
+        kind: v1::ActionKind,
+        /// The action's key.
+        idempotency_key: String,
+        /// Why (for `SentLate` and `Expired`, not meaningful).
+        reason: CapReason,
+        /// What became of it.
+        outcome: CapOutcome,
+    },
     /// An opportunity handed to sales changed.
     Lead {
         /// Campaign that handed it over.
@@ -360,7 +376,8 @@ impl Effect {
             | Self::Reached { campaign_id, .. }
             | Self::Attributed { campaign_id, .. }
             | Self::ArmPurchase { campaign_id, .. }
-            | Self::Lead { campaign_id, .. } => campaign_id,
+            | Self::Lead { campaign_id, .. }
+            | Self::Capped { campaign_id, .. } => campaign_id,
             Self::Action(a) => &a.campaign_id,
             Self::ScheduleTimer { id, .. } | Self::CancelTimer { id, .. } => &id.campaign_id,
         }
@@ -463,8 +480,9 @@ impl<'a> Run<'a> {
     fn contact_cel(&mut self) -> Value {
         let now = self.now;
         let contact = self.state.contact.clone().unwrap_or_default();
+        let (policy, cost) = (self.catalog.policy(), &self.state.marketing_cost);
         self.contact_value
-            .get_or_insert_with(|| bindings::contact_value(&contact, now))
+            .get_or_insert_with(|| bindings::contact_value(&contact, now, policy, cost))
             .clone()
     }
 
@@ -660,6 +678,10 @@ impl<'a> Run<'a> {
     fn timer(&mut self, timer: &TimerId) {
         if timer.transition >= SLA_TIMER {
             self.sla_expired(timer);
+            return;
+        }
+        if timer.transition & DEFER_TIMER != 0 {
+            self.deferred_due(timer);
             return;
         }
         let Some((j, campaign, at)) = self.current(&timer.campaign_id) else {
@@ -964,41 +986,7 @@ impl<'a> Run<'a> {
         for (k, spec) in state.actions.iter().enumerate() {
             let journey = &self.state.campaigns[j];
             let kind = spec.kind();
-            let key = idempotency_key(
-                campaign.id(),
-                journey.campaign_version,
-                self.contact_id(),
-                journey.entry_seq,
-                k,
-            );
-            let (cost, currency) = match &campaign.budget {
-                Some(b) => {
-                    let cost = b.cost_of(kind);
-                    if let Some(total) = b.total
-                        && cost > Decimal::ZERO
-                    {
-                        let spent =
-                            self.spending.spent(campaign.id()) + self.spent_here(campaign.id());
-                        if spent + cost > total {
-                            self.effects.push(Effect::Withheld {
-                                campaign_id: campaign.id().to_string(),
-                                kind,
-                                idempotency_key: key,
-                                cost,
-                                spent,
-                                total,
-                            });
-                            continue;
-                        }
-                    }
-                    self.spend(campaign.id(), cost);
-                    if cost > Decimal::ZERO {
-                        crate::stats::add_money(&mut self.state.marketing_cost, cost);
-                    }
-                    (cost.to_string(), b.currency.clone())
-                }
-                None => Default::default(),
-            };
+            let entry_seq = journey.entry_seq;
             let respond_by = (kind == v1::ActionKind::SalesHandoff)
                 .then(|| {
                     spec.sla
@@ -1006,9 +994,14 @@ impl<'a> Run<'a> {
                         .map(|d| self.now.plus(SpanMillis::from_proto(d)).to_proto())
                 })
                 .flatten();
-            let journey = &self.state.campaigns[j];
             let action = v1::Action {
-                idempotency_key: key,
+                idempotency_key: idempotency_key(
+                    campaign.id(),
+                    journey.campaign_version,
+                    self.contact_id(),
+                    entry_seq,
+                    k,
+                ),
                 kind: spec.kind,
                 campaign_id: campaign.id().to_string(),
                 campaign_version: journey.campaign_version,
@@ -1020,31 +1013,72 @@ impl<'a> Run<'a> {
                 emitted_at: Some(self.now.to_proto()),
                 respond_by,
                 target_campaign: spec.target_campaign.clone(),
-                cost,
-                currency,
+                cost: String::new(),
+                currency: String::new(),
                 variant: journey.variant.clone(),
                 cause_event_id: self.cause_event.map(|e| e.id.clone()).unwrap_or_default(),
             };
-            if kind == v1::ActionKind::SalesHandoff {
-                let entry_seq = journey.entry_seq;
+            if self.held_back(&action, entry_seq) {
+                continue;
+            }
+            self.send(campaign, action, Some(spec), entry_seq);
+        }
+    }
+
+    /// Charges the action to the budget (withholding it if that would exceed the budget) and
+    /// emits it, with what follows from its kind: a touch, an opportunity, an enrollment.
+    fn send(
+        &mut self,
+        campaign: &'a Campaign,
+        mut action: v1::Action,
+        spec: Option<&v1::ActionSpec>,
+        entry_seq: u64,
+    ) {
+        let kind = action.kind();
+        if let Some(b) = &campaign.budget {
+            let cost = b.cost_of(kind);
+            if let Some(total) = b.total
+                && cost > Decimal::ZERO
+            {
+                let spent = self.spending.spent(campaign.id()) + self.spent_here(campaign.id());
+                if spent + cost > total {
+                    self.effects.push(Effect::Withheld {
+                        campaign_id: campaign.id().to_string(),
+                        kind,
+                        idempotency_key: action.idempotency_key,
+                        cost,
+                        spent,
+                        total,
+                    });
+                    return;
+                }
+            }
+            self.spend(campaign.id(), cost);
+            if cost > Decimal::ZERO {
+                crate::stats::add_money(&mut self.state.marketing_cost, cost);
+            }
+            action.cost = cost.to_string();
+            action.currency.clone_from(&b.currency);
+        }
+        match (kind, spec) {
+            (v1::ActionKind::SalesHandoff, Some(spec)) => {
                 self.effects.push(Effect::Action(Box::new(action.clone())));
                 self.open_opportunity(campaign, spec, &action, entry_seq);
-            } else {
-                self.effects.push(Effect::Action(Box::new(action)));
             }
-            if kind != v1::ActionKind::StartCampaign {
-                self.touch(campaign.id(), kind);
-            }
-            if kind == v1::ActionKind::StartCampaign
-                && let Some(target) = self.enrollable(&spec.target_campaign)
-            {
-                self.enroll(
-                    target,
-                    EnrollCause::StartedBy {
-                        campaign_id: campaign.id().to_string(),
-                    },
-                );
-            }
+            _ => self.effects.push(Effect::Action(Box::new(action.clone()))),
+        }
+        if kind != v1::ActionKind::StartCampaign {
+            self.touch(campaign.id(), kind);
+        }
+        if kind == v1::ActionKind::StartCampaign
+            && let Some(target) = self.enrollable(&action.target_campaign)
+        {
+            self.enroll(
+                target,
+                EnrollCause::StartedBy {
+                    campaign_id: campaign.id().to_string(),
+                },
+            );
         }
     }
 
@@ -1171,10 +1205,17 @@ impl<'a> Run<'a> {
         });
     }
 
+    /// Keeps the touches an attribution window or a frequency cap still needs.
     fn prune_touches(&mut self) {
         let now = self.now;
+        let cap = self.catalog.policy().longest_cap();
         let mut touches = std::mem::take(&mut self.state.touches);
-        touches.retain(|t| self.credits(t, now));
+        touches.retain(|t| {
+            let at =
+                t.at.as_ref()
+                    .map_or(UnixMillis(i64::MIN), UnixMillis::from_proto);
+            self.credits(t, now) || at.plus(cap) > now
+        });
         self.state.touches = touches;
     }
 
@@ -1191,7 +1232,13 @@ impl<'a> Run<'a> {
     /// and to the split arms of the campaigns the contact enrolled in within their windows.
     fn revenue(&mut self, amount: Decimal) {
         self.prune_touches();
-        let touches = &self.state.touches;
+        let now = self.now;
+        let touches: Vec<&v1::Touch> = self
+            .state
+            .touches
+            .iter()
+            .filter(|t| self.credits(t, now))
+            .collect();
         if !touches.is_empty() {
             let count = Decimal::from(touches.len());
             let share = amount / count;

@@ -10,7 +10,7 @@ use canvass_proto::v1;
 use rust_decimal::Decimal;
 
 use crate::{
-    machine::{Effect, Input, LeadChange, Shares, Spending},
+    machine::{CapOutcome, Effect, Input, LeadChange, Shares, Spending},
     time::{DAY_MILLIS, UnixMillis},
     validate::kind_name,
 };
@@ -248,6 +248,15 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
             for (kind, s) in shares {
                 let k = c.kinds.entry(kind_name(*kind).to_string()).or_default();
                 add_shares(k.attribution.get_or_insert_default(), s);
+            }
+        }
+        Effect::Capped { outcome, .. } => {
+            let k = c.capped.get_or_insert_default();
+            match outcome {
+                CapOutcome::Deferred(_) => k.deferred += 1,
+                CapOutcome::Dropped => k.dropped += 1,
+                CapOutcome::Expired => k.expired += 1,
+                CapOutcome::SentLate => k.sent_late += 1,
             }
         }
         Effect::Lead { change, .. } => {

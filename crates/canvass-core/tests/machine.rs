@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use canvass_core::{
     Catalog, Core, Effect, EnrollCause, Input, TimerId, UnixMillis, compile,
+    machine::CapOutcome,
+    policy,
     stats::{self, Cause},
 };
 use canvass_proto::{json, v1};
@@ -259,6 +261,21 @@ fn render(e: &Effect) -> String {
             opportunity_id,
             change,
         } => format!("lead {campaign_id} {opportunity_id} {change:?}"),
+        Effect::Capped {
+            idempotency_key,
+            reason,
+            outcome,
+            ..
+        } => {
+            let outcome = match outcome {
+                CapOutcome::Deferred(until) => format!("deferred to {}", hours(until.0)),
+                other => format!("{other:?}"),
+            };
+            match outcome.as_str() {
+                "SentLate" | "Expired" => format!("capped {idempotency_key}: {outcome}"),
+                _ => format!("capped {idempotency_key} by {reason:?}: {outcome}"),
+            }
+        }
         Effect::ArmPurchase {
             campaign_id,
             arm,
@@ -1341,4 +1358,146 @@ fn a_profile_update_keeps_what_events_taught() {
         (c.purchases.len(), c.stage()),
         (2, v1::LifecycleStage::User)
     );
+}
+
+/// Welcomes a contact who signs up by email, then waits two days (or a click).
+const WELCOME: &str = r#"{
+  "id": "welcome", "version": 1, "initialState": "hi",
+  "entryTriggers": [{"eventType": "signup"}],
+  "states": [
+    {"id": "hi", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "welcome"}],
+     "transitions": [{"to": "done", "onEvent": {"type": "clicked"}}, {"to": "done", "after": "172800s"}]},
+    {"id": "done", "terminal": true}
+  ]
+}"#;
+
+fn set_policy(w: &mut World, json: &str) {
+    let spec: v1::Policy = json::from_str(json).unwrap();
+    let compiled = policy::compile(&spec).unwrap();
+    w.catalog(|c| c.set_policy(compiled));
+}
+
+#[test]
+fn a_frequency_cap_across_campaigns_defers_the_action_until_the_window_allows_it() {
+    let mut w = world(&[NEWS, WELCOME]);
+    set_policy(
+        &mut w,
+        r#"{"caps": [{"channel": "EMAIL", "maxTouches": 1, "window": "86400s"}]}"#,
+    );
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("news"); // news' email at 0h
+    // Two hours later a second email, of another campaign, would be the second in 24h.
+    check(
+        w.event(2, "signup", "{}"),
+        expect![[r#"
+            enrolled welcome v1 (trigger ev1)
+            welcome: * -> hi (e1)
+            timer welcome e1 t1073741824 due +24h
+            capped welcome/v1/e1/a0/p1 by Frequency { channel: "EMAIL", max: 1, window: SpanMillis(86400000) }: deferred to +24h
+            timer welcome e1 t1 due +50h
+        "#]],
+    );
+    check(
+        w.fire_next(),
+        expect![[r#"
+            @+24h
+            capped welcome/v1/e1/a0/p1: SentLate
+            action EMAIL welcome/v1/e1/a0/p1 template=welcome cause=ev1
+        "#]],
+    );
+    assert!(w.state.deferred.is_empty());
+    let capped = w.counters("welcome").capped.unwrap();
+    assert_eq!((capped.deferred, capped.sent_late), (1, 1));
+}
+
+#[test]
+fn a_deferred_action_is_dropped_if_the_contact_moved_on() {
+    let mut w = world(&[NEWS, WELCOME]);
+    set_policy(
+        &mut w,
+        r#"{"caps": [{"maxTouches": 1, "window": "86400s"}]}"#,
+    );
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("news");
+    w.event(2, "signup", "{}");
+    w.event(3, "clicked", "{}");
+    check(
+        w.fire_next(),
+        expect![[r#"
+        @+24h
+        capped welcome/v1/e1/a0/p1: Expired
+    "#]],
+    );
+    assert_eq!(w.counters("welcome").capped.unwrap().expired, 1);
+}
+
+#[test]
+fn quiet_hours_follow_the_contacts_time_zone_and_may_drop() {
+    // Quiet from midnight to six, UTC unless the contact says otherwise; dropped.
+    let mut w = world(&[NEWS]);
+    set_policy(
+        &mut w,
+        r#"{"quietHours": {"startHour": 0, "endHour": 6, "mode": "CAP_MODE_DROP"}}"#,
+    );
+    w.switch_to(r#"{"id": "p1"}"#);
+    // The launch is at midnight UTC: quiet for p1.
+    check(
+        w.launch("news"),
+        expect![[r#"
+            enrolled news v1 (launch)
+            news: * -> mail (e1)
+            capped news/v1/e1/a0/p1 by QuietHours: Dropped
+            timer news e1 t0 due +48h
+        "#]],
+    );
+    // It is nine in the morning in Tokyo.
+    w.switch_to(r#"{"id": "p2", "attrs": {"time_zone": "Asia/Tokyo"}}"#);
+    check(
+        w.launch("news"),
+        expect![[r#"
+            enrolled news v1 (launch)
+            news: * -> mail (e1)
+            action EMAIL news/v1/e1/a0/p2 template=news
+            timer news e1 t0 due +48h
+        "#]],
+    );
+    assert_eq!(w.counters("news").capped.unwrap().dropped, 1);
+}
+
+#[test]
+fn tier_churn_and_value_are_visible_to_conditions() {
+    let vip = r#"{
+      "id": "vip", "version": 1, "initialState": "gift",
+      "audience": {"filter": "contact.tier == 'A' && !contact.churned && contact.value > 900.0"},
+      "states": [{"id": "gift", "actions": [{"kind": "ACTION_KIND_POSTAL_MAIL", "template": "gift"}], "terminal": true}]
+    }"#;
+    let winback = r#"{
+      "id": "winback", "version": 1, "initialState": "call",
+      "audience": {"filter": "contact.churned && contact.tier != ''"},
+      "states": [{"id": "call", "actions": [{"kind": "ACTION_KIND_PHONE_CALL", "template": "miss-you"}], "terminal": true}]
+    }"#;
+    let mut w = world(&[vip, winback]);
+    set_policy(
+        &mut w,
+        r#"{"churnDays": 30, "tiers": {"a": "1000", "b": "100", "c": "10"}}"#,
+    );
+    // Bought for 1200 (cost of goods 100) five days before the launch: A, active, value 1100.
+    w.switch_to(r#"{"id": "rich", "purchases": [{"amount": "1200", "cost": "100", "at": "2025-12-27T00:00:00Z"}]}"#);
+    check(
+        w.launch("vip"),
+        expect![[r#"
+        enrolled vip v1 (launch)
+        vip: * -> gift (e1)
+        action POSTAL_MAIL vip/v1/e1/a0/rich template=gift
+        completed vip in gift
+    "#]],
+    );
+    assert_eq!(w.launch("winback"), "");
+    // Bought for 50 sixty days ago: C, churned.
+    w.switch_to(r#"{"id": "gone", "purchases": [{"amount": "50", "at": "2025-11-02T00:00:00Z"}]}"#);
+    assert_eq!(w.launch("vip"), "");
+    assert!(w.launch("winback").contains("action PHONE_CALL"));
+    // Never bought: no tier, never churned.
+    w.switch_to(r#"{"id": "new"}"#);
+    assert_eq!(w.launch("vip") + &w.launch("winback"), "");
 }

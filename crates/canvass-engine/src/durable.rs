@@ -380,11 +380,19 @@ pub enum DispatchError {
 
 fn load_catalog(store: &Store) -> Result<Catalog> {
     let specs = store.specs()?;
-    lifecycle::catalog_from(&specs, &store.lifecycles()?).map_err(|e| Error::StoredSpec {
-        id: e.campaign_id.clone(),
-        version: 0,
-        reason: e.to_string(),
-    })
+    let mut catalog =
+        lifecycle::catalog_from(&specs, &store.lifecycles()?).map_err(|e| Error::StoredSpec {
+            id: e.campaign_id.clone(),
+            version: 0,
+            reason: e.to_string(),
+        })?;
+    if let Some(policy) = store.policy()? {
+        // It was checked before it was logged.
+        if let Ok(p) = canvass_core::policy::compile(&policy) {
+            catalog.set_policy(p);
+        }
+    }
+    Ok(catalog)
 }
 
 /// A group commit in progress: the batch to write and an overlay of everything it changed,
@@ -851,6 +859,13 @@ impl Pending {
         let Some(cmd) = &c.command else {
             return Ok(());
         };
+        if let v1::campaign_command::Command::SetPolicy(policy) = cmd {
+            let mut catalog = self.core.catalog().clone();
+            lifecycle::apply(c, &mut v1::CampaignLifecycle::default(), &mut catalog, now);
+            self.core = Core::new(catalog);
+            self.batch.put_policy(policy);
+            return Ok(());
+        }
         let id = lifecycle::campaign_of(cmd).to_string();
         let mut record = self.lifecycle(&id)?.unwrap_or_default();
         let mut catalog = self.core.catalog().clone();

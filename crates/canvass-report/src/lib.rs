@@ -185,6 +185,50 @@ pub struct CampaignReport {
     pub density: Density,
     /// Input-to-action latency.
     pub sensitivity: Sensitivity,
+    /// Leads handed to sales.
+    pub leads: LeadsRow,
+    /// Actions held back by frequency caps and quiet hours.
+    pub capped: CappedRow,
+}
+
+/// Leads a campaign handed to sales.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeadsRow {
+    /// Handed over.
+    pub opened: u64,
+    /// Accepted within the SLA.
+    pub accepted: u64,
+    /// SLA breached (returned to marketing).
+    pub breached: u64,
+    /// accepted / (accepted + breached).
+    pub within_sla: Option<f64>,
+    /// Won.
+    pub won: u64,
+    /// Lost.
+    pub lost: u64,
+    /// won / (won + lost).
+    pub win_rate: Option<f64>,
+    /// Won amount.
+    pub won_amount: String,
+    /// Reassigned to another owner.
+    pub reassigned: u64,
+    /// Acceptances after a breach.
+    pub late_acceptances: u64,
+}
+
+/// What caps and quiet hours did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CappedRow {
+    /// Deferrals.
+    pub deferred: u64,
+    /// Dropped.
+    pub dropped: u64,
+    /// Deferred, then dropped (the contact moved on).
+    pub expired: u64,
+    /// Deferred, then sent.
+    pub sent_late: u64,
 }
 
 /// One state of the funnel.
@@ -612,6 +656,30 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal) -> CampaignRep
             actions_timed: c.latency_buckets.iter().sum(),
             p50_ms: latency_quantile(&c.latency_buckets, 0.5),
             p99_ms: latency_quantile(&c.latency_buckets, 0.99),
+        },
+        leads: {
+            let l = c.leads.clone().unwrap_or_default();
+            LeadsRow {
+                opened: l.opened,
+                accepted: l.accepted,
+                breached: l.breached,
+                within_sla: ratio(l.accepted, l.accepted + l.breached),
+                won: l.won,
+                lost: l.lost,
+                win_rate: ratio(l.won, l.won + l.lost),
+                won_amount: text(money(&l.won_amount)),
+                reassigned: l.reassigned,
+                late_acceptances: l.late_acceptances,
+            }
+        },
+        capped: {
+            let k = c.capped.unwrap_or_default();
+            CappedRow {
+                deferred: k.deferred,
+                dropped: k.dropped,
+                expired: k.expired,
+                sent_late: k.sent_late,
+            }
         },
     }
 }

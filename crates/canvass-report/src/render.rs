@@ -257,6 +257,31 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
         out,
         "\nArms (purchases within the attribution window after enrolling)\n{arms}"
     );
+    let l = &c.leads;
+    if l.opened > 0 {
+        let _ = writeln!(
+            out,
+            "\nLeads: {} handed to sales, {} accepted within the SLA ({}), {} breached, {} late acceptances; {} won ({}), {} lost, win rate {}; {} reassigned.",
+            l.opened,
+            l.accepted,
+            percent(l.within_sla),
+            l.breached,
+            l.late_acceptances,
+            l.won,
+            l.won_amount,
+            l.lost,
+            percent(l.win_rate),
+            l.reassigned
+        );
+    }
+    let k = &c.capped;
+    if k.deferred + k.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "Frequency caps and quiet hours: {} deferred ({} sent later, {} expired), {} dropped.",
+            k.deferred, k.sent_late, k.expired, k.dropped
+        );
+    }
     let d = &c.density;
     let _ = writeln!(
         out,
@@ -329,6 +354,16 @@ pub fn csv(report: &Report) -> Result<String, csv::Error> {
                     .map(|m| m.to_string())
                     .unwrap_or_default(),
             ),
+            ("leads_opened", c.leads.opened.to_string()),
+            ("leads_accepted", c.leads.accepted.to_string()),
+            ("leads_breached", c.leads.breached.to_string()),
+            ("leads_won", c.leads.won.to_string()),
+            ("leads_lost", c.leads.lost.to_string()),
+            ("leads_won_amount", c.leads.won_amount.clone()),
+            ("capped_deferred", c.capped.deferred.to_string()),
+            ("capped_dropped", c.capped.dropped.to_string()),
+            ("capped_expired", c.capped.expired.to_string()),
+            ("capped_sent_late", c.capped.sent_late.to_string()),
         ] {
             row(id, "campaign", "", metric, value)?;
         }

@@ -24,6 +24,8 @@ pub const OFFSET: u8 = b'S';
 pub const SPEC: u8 = b'P';
 /// Campaign lifecycles: `Q` + campaign.
 pub const LIFECYCLE: u8 = b'Q';
+/// The engine-wide policy: `Y` alone.
+pub const POLICY: u8 = b'Y';
 /// Dead letters: `X` + number.
 pub const DEAD_LETTER: u8 = b'X';
 /// Publications waiting for a broker: `U` + number.
@@ -35,8 +37,8 @@ pub const META: u8 = b'M';
 pub const CHECKPOINT: u8 = b'K';
 
 /// The namespaces rebuilt from the log by replay. Dead letters and metadata are not.
-pub const PROJECTIONS: [u8; 8] = [
-    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, OFFSET, SPEC, LIFECYCLE,
+pub const PROJECTIONS: [u8; 9] = [
+    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, OFFSET, SPEC, LIFECYCLE, POLICY,
 ];
 
 /// The namespaces written at every commit, straight to sled; the other projections wait

@@ -418,6 +418,11 @@ impl Store {
         Ok(out)
     }
 
+    /// The engine-wide policy, if one was set.
+    pub fn policy(&self) -> Result<Option<v1::Policy>> {
+        self.get("policy", &[keys::POLICY])
+    }
+
     /// Every campaign spec version loaded, by campaign id then version.
     pub fn specs(&self) -> Result<Vec<v1::CampaignSpec>> {
         self.scan_prefix(vec![keys::SPEC])
@@ -1049,6 +1054,11 @@ impl WriteBatch {
             keys::lifecycle(&lifecycle.campaign_id),
             lifecycle.encode_to_vec(),
         );
+    }
+
+    /// Replaces the engine-wide policy.
+    pub fn put_policy(&mut self, policy: &v1::Policy) {
+        self.put(vec![keys::POLICY], policy.encode_to_vec());
     }
 
     /// Parks a dead letter as number `n` (numbers follow [`Store::dead_letter_count`]).

@@ -78,6 +78,12 @@ pub struct Args {
     /// With --value: list every contact (the top 10 by value otherwise).
     #[arg(long, requires = "value")]
     all_contacts: bool,
+    /// With --value: print instead a `setPolicy` command (one JSON input line for `canvass
+    /// run` or the control topic) that keeps the current policy but sets the churn days and
+    /// the tier thresholds of this pyramid, so that `contact.tier` and `contact.churned` in
+    /// conditions agree with the report.
+    #[arg(long, requires = "value", conflicts_with_all = ["json", "csv"])]
+    emit_policy: bool,
 }
 
 fn tier_percents(text: &str) -> anyhow::Result<[u32; 3]> {
@@ -121,6 +127,22 @@ fn value(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
     };
     let customers = customers(engine.store()).map_err(anyhow::Error::msg)?;
     let report = canvass_report::value::build(&customers, &options);
+    if args.emit_policy {
+        let mut policy = engine.store().policy()?.unwrap_or_default();
+        policy.churn_days = args.churn_days;
+        let min = |t: usize| report.tiers[t].min_value.clone();
+        let a = min(0).unwrap_or_else(|| "0".into());
+        let b = min(1).unwrap_or_else(|| a.clone());
+        let c = min(2).unwrap_or_else(|| b.clone());
+        policy.tiers = Some(canvass_proto::v1::TierThresholds { a, b, c });
+        let record = serde_json::json!({"command": {
+            "actor": "canvass-report",
+            "reason": format!("tiers of the value pyramid as of {}", report.as_of),
+            "setPolicy": serde_json::from_str::<serde_json::Value>(&canvass_proto::json::to_string(&policy))?,
+        }});
+        println!("{record}");
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if args.csv {

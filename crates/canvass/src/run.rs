@@ -332,6 +332,9 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     println!("timers armed:  {}", store.timers(None).count());
     println!("outbox:        {}", store.outbox(usize::MAX)?.len());
     println!("dead letters:  {}", store.dead_letter_count()?);
+    if let Some(policy) = store.policy()? {
+        println!("policy:        {}", canvass_proto::json::to_string(&policy));
+    }
     for l in store.lifecycles()? {
         let c = store.counters(&l.campaign_id)?;
         let status = l
