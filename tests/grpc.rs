@@ -24,7 +24,7 @@ use canvass_tests::{
         APPROVER, CALLERS, MARKETER, OPERATOR, READER, SERVICE, bare_contacts, connect, contacts,
         create_and_launch, req, settings_with, sha256_hex, spec, upsert_contacts,
     },
-    example, executor_bin, start_ready,
+    canvass, example, executor_bin, start_ready, stderr, stdout,
 };
 use serde_json::Value;
 use tonic::{Code, Request, Status, transport::Channel};
@@ -386,6 +386,9 @@ fn allowed(rpc: &str, role: &str) -> bool {
         "GetContactHistory",
         "ListGroupMembers",
         "GetCampaignReport",
+        "GetPerformanceReport",
+        "GetValueReport",
+        "GetPolicy",
     ];
     if READS.contains(&rpc) {
         return true;
@@ -394,7 +397,7 @@ fn allowed(rpc: &str, role: &str) -> bool {
         "CreateCampaign" | "NewCampaignVersion" | "SubmitCampaign" => "marketer",
         "ApproveCampaign" | "RejectCampaign" => "approver",
         "LaunchCampaign" | "PauseCampaign" | "ResumeCampaign" | "CompleteCampaign"
-        | "StopCampaign" => "operator",
+        | "StopCampaign" | "SetPolicy" => "operator",
         "UpsertContact" | "UpsertContacts" | "IngestEvent" | "IngestEvents" | "StreamActions"
         | "AckActions" => "service",
         other => panic!("unknown RPC {other}"),
@@ -427,6 +430,10 @@ const RPCS: &[&str] = &[
     "StreamActions",
     "AckActions",
     "GetCampaignReport",
+    "GetPerformanceReport",
+    "GetValueReport",
+    "SetPolicy",
+    "GetPolicy",
 ];
 
 /// Calls one RPC with a token (`None`: no `authorization` header) and returns the status
@@ -569,6 +576,19 @@ async fn call(channel: &Channel, rpc: &str, token: Option<&str>) -> Code {
         "GetCampaignReport" => {
             go!(p.get_campaign_report(r(token, v1::GetCampaignReportRequest { campaign_id: id() })))
         }
+        "GetPerformanceReport" => go!(p.get_performance_report(r(
+            token,
+            v1::GetPerformanceReportRequest {
+                campaign_ids: vec![id()],
+                ..Default::default()
+            }
+        ))),
+        "GetValueReport" => {
+            go!(p.get_value_report(r(token, v1::GetValueReportRequest::default())))
+        }
+        // Without a policy: an operator's call is refused for that, not for who it is.
+        "SetPolicy" => go!(c.set_policy(r(token, v1::SetPolicyRequest::default()))),
+        "GetPolicy" => go!(c.get_policy(r(token, v1::GetPolicyRequest::default()))),
         other => panic!("unknown RPC {other}"),
     }
 }
@@ -1613,4 +1633,177 @@ async fn a_cursor_resumes_after_a_restart() {
     let mut fresh = open(channel.clone(), String::new()).await;
     let again = BTreeSet::from([key(&next(&mut fresh).await), key(&next(&mut fresh).await)]);
     assert_eq!(again, BTreeSet::from([key(&m1), key(&m2)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_and_the_policy_over_grpc_agree_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = start_engine(dir.path(), "");
+    let channel = connect(&engine.address).await;
+    let mut campaigns = CampaignServiceClient::new(channel.clone());
+    let mut reports = ReportServiceClient::new(channel.clone());
+
+    // A bad policy: every problem as a field violation, nothing logged.
+    let bad: v1::Policy = json::from_str(
+        r#"{"caps": [{"channel": "FAX", "maxTouches": 0, "window": "60s"}], "tiers": {"a": "1", "b": "5", "c": "0"}}"#,
+    )
+    .unwrap();
+    let status = campaigns
+        .set_policy(req(
+            OPERATOR,
+            v1::SetPolicyRequest {
+                policy: Some(bad),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "policy.tiers",
+            "policy.caps[0].channel",
+            "policy.caps[0].maxTouches"
+        ]
+    );
+    let none = campaigns
+        .get_policy(req(READER, v1::GetPolicyRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(none.policy, None);
+
+    let policy: v1::Policy = json::from_str(
+        r#"{"churnDays": 60, "caps": [{"channel": "EMAIL", "maxTouches": 3, "window": "604800s"}]}"#,
+    )
+    .unwrap();
+    let set = campaigns
+        .set_policy(req(
+            OPERATOR,
+            v1::SetPolicyRequest {
+                policy: Some(policy.clone()),
+                reason: "weekly email cap".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(set.seq > 0);
+    assert_eq!(set.policy.as_ref(), Some(&policy));
+    let got = campaigns
+        .get_policy(req(READER, v1::GetPolicyRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.policy, Some(policy));
+
+    create_and_launch(&channel, spec("survey.json")).await;
+    let all = contacts();
+    let n = all.len() as u64;
+    assert_eq!(upsert_contacts(&channel, all).await, n);
+    create_and_launch(&channel, spec("campaign.json")).await;
+
+    let performance = reports
+        .get_performance_report(req(
+            READER,
+            v1::GetPerformanceReportRequest {
+                model: v1::AttributionModel::Linear as i32,
+                indirect_cost: "1000".into(),
+                allocation: v1::CostAllocation::DirectCost as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let from_grpc: Value = serde_json::from_str(&performance.report_json).unwrap();
+    assert_eq!(from_grpc["model"], "linear");
+    let trial = from_grpc["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "b-trial-invite")
+        .unwrap();
+    assert_eq!(trial["enrolled"], 172);
+    assert!(performance.funnel_svg.contains(">invited<"));
+    let value = reports
+        .get_value_report(req(
+            READER,
+            v1::GetValueReportRequest {
+                churn_days: 60,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let value_grpc: Value = serde_json::from_str(&value.report_json).unwrap();
+    assert_eq!(value_grpc["contacts"], n);
+    assert!(value.pyramid_svg.contains("Value pyramid"));
+
+    // Bad report requests.
+    let unknown = reports
+        .get_performance_report(req(
+            READER,
+            v1::GetPerformanceReportRequest {
+                campaign_ids: vec!["nope".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let cost = reports
+        .get_performance_report(req(
+            READER,
+            v1::GetPerformanceReportRequest {
+                indirect_cost: "a lot".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(cost.code(), Code::InvalidArgument);
+    let tiers = reports
+        .get_value_report(req(
+            READER,
+            v1::GetValueReportRequest {
+                tier_percents: vec![60, 60, 1],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(tiers.code(), Code::InvalidArgument);
+
+    // The same documents from the command line once the engine has stopped.
+    assert!(engine.child.terminate().success());
+    let data = dir.path().join("data").display().to_string();
+    let cli = |args: &[&str]| -> Value {
+        let mut all = vec!["report", "--data", &data, "--json"];
+        all.extend_from_slice(args);
+        let out = canvass(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    assert_eq!(
+        cli(&[
+            "--model",
+            "linear",
+            "--indirect-cost",
+            "1000",
+            "--allocate",
+            "direct-cost"
+        ]),
+        from_grpc
+    );
+    assert_eq!(cli(&["--value", "--churn-days", "60"]), value_grpc);
 }

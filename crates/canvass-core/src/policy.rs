@@ -128,19 +128,20 @@ pub fn compile(spec: &v1::Policy) -> Result<Policy, Vec<Issue>> {
         let kind = if c.channel.is_empty() {
             None
         } else {
-            match CUSTOMER_FACING.iter().find(|k| kind_name(**k) == c.channel) {
-                Some(k) => Some(*k),
-                None => {
-                    report(
-                        format!("caps[{i}].channel"),
-                        format!(
-                            "`{}` is not a customer-facing action kind (EMAIL, POSTAL_MAIL, SMS, PHONE_CALL, TRIAL_OFFER)",
-                            c.channel
-                        ),
-                    );
-                    continue;
-                }
+            let found = CUSTOMER_FACING
+                .iter()
+                .find(|k| kind_name(**k) == c.channel)
+                .copied();
+            if found.is_none() {
+                report(
+                    format!("caps[{i}].channel"),
+                    format!(
+                        "`{}` is not a customer-facing action kind (EMAIL, POSTAL_MAIL, SMS, PHONE_CALL, TRIAL_OFFER)",
+                        c.channel
+                    ),
+                );
             }
+            found
         };
         if c.max_touches == 0 {
             report(format!("caps[{i}].maxTouches"), "must be at least 1".into());
@@ -371,6 +372,7 @@ mod tests {
             [
                 "tiers.b: `x` is not a decimal amount",
                 "caps[0].channel: `FAX` is not a customer-facing action kind (EMAIL, POSTAL_MAIL, SMS, PHONE_CALL, TRIAL_OFFER)",
+                "caps[0].window: must be a positive duration",
                 "caps[1].maxTouches: must be at least 1",
                 "caps[1].window: must be a positive duration",
                 "quietHours.defaultTimeZone: `Nowhere/City` is not an IANA time zone",

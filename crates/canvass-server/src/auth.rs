@@ -68,11 +68,15 @@ pub enum Rpc {
     StreamActions,
     AckActions,
     GetCampaignReport,
+    GetPerformanceReport,
+    GetValueReport,
+    SetPolicy,
+    GetPolicy,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 24] = [
+    pub const ALL: [Rpc; 28] = [
         Rpc::CreateCampaign,
         Rpc::ValidateCampaign,
         Rpc::GetCampaign,
@@ -97,6 +101,10 @@ impl Rpc {
         Rpc::StreamActions,
         Rpc::AckActions,
         Rpc::GetCampaignReport,
+        Rpc::GetPerformanceReport,
+        Rpc::GetValueReport,
+        Rpc::SetPolicy,
+        Rpc::GetPolicy,
     ];
 
     /// The roles allowed to call it. Reads are open to every role; each change belongs to
@@ -111,7 +119,8 @@ impl Rpc {
             | Rpc::PauseCampaign
             | Rpc::ResumeCampaign
             | Rpc::CompleteCampaign
-            | Rpc::StopCampaign => &[Operator],
+            | Rpc::StopCampaign
+            | Rpc::SetPolicy => &[Operator],
             Rpc::UpsertContact
             | Rpc::UpsertContacts
             | Rpc::IngestEvent
@@ -125,7 +134,10 @@ impl Rpc {
             | Rpc::GetContact
             | Rpc::GetContactHistory
             | Rpc::ListGroupMembers
-            | Rpc::GetCampaignReport => &Role::ALL,
+            | Rpc::GetCampaignReport
+            | Rpc::GetPerformanceReport
+            | Rpc::GetValueReport
+            | Rpc::GetPolicy => &Role::ALL,
         }
     }
 }

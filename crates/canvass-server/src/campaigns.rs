@@ -39,6 +39,16 @@ fn checked_spec(spec: Option<v1::CampaignSpec>) -> Result<v1::CampaignSpec, Stat
     }
 }
 
+/// The log sequence number of a command the engine logged, or why it did not.
+fn logged(outcome: Outcome) -> Result<u64, Status> {
+    match outcome {
+        Outcome::Logged { seq } => Ok(seq),
+        Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
+        Outcome::DeadLetter { reason } => Err(Status::invalid_argument(reason)),
+        Outcome::Duplicate => Err(Status::already_exists("already applied")),
+    }
+}
+
 fn version_ref(campaign_id: &str, version: u32) -> Result<v1::VersionRef, Status> {
     if version == 0 {
         return Err(required("version"));
@@ -84,12 +94,8 @@ impl Campaigns {
             })),
             at,
         };
-        match self.0.submit_one(record, caller).await? {
-            Outcome::Logged { seq } => Ok((seq, self.existing(campaign_id)?)),
-            Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
-            Outcome::DeadLetter { reason } => Err(Status::invalid_argument(reason)),
-            Outcome::Duplicate => Err(Status::already_exists("already applied")),
-        }
+        let seq = logged(self.0.submit_one(record, caller).await?)?;
+        Ok((seq, self.existing(campaign_id)?))
     }
 
     /// A lifecycle step request: checked, logged, answered with the campaign afterwards.
@@ -378,6 +384,52 @@ impl CampaignService for Campaigns {
         Ok(Response::new(v1::GetCampaignSpecResponse {
             spec: Some(spec),
             json,
+        }))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<v1::SetPolicyRequest>,
+    ) -> Result<Response<v1::SetPolicyResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::SetPolicy)?;
+        let at = record_time(&request)?;
+        let r = request.into_inner();
+        let policy = r.policy.ok_or_else(|| required("policy"))?;
+        if let Err(issues) = canvass_core::policy::compile(&policy) {
+            let problems: Vec<(String, String)> = issues
+                .into_iter()
+                .map(|i| (format!("policy.{}", i.path), i.reason))
+                .collect();
+            return Err(invalid(
+                &format!(
+                    "the policy has {} problem(s); see the BadRequest details",
+                    problems.len()
+                ),
+                problems,
+            ));
+        }
+        let record = v1::IngestRecord {
+            input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
+                actor: caller.identity.clone(),
+                reason: r.reason,
+                command: Some(Command::SetPolicy(policy)),
+            })),
+            at,
+        };
+        let seq = logged(self.0.submit_one(record, &caller).await?)?;
+        Ok(Response::new(v1::SetPolicyResponse {
+            seq,
+            policy: self.0.store.policy().map_err(storage)?,
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        self.0.auth.check(&request, Rpc::GetPolicy)?;
+        Ok(Response::new(v1::GetPolicyResponse {
+            policy: self.0.store.policy().map_err(storage)?,
         }))
     }
 }

@@ -1,13 +1,55 @@
-//! `ReportService`: what a campaign achieved so far (counters and response-group sizes).
+//! `ReportService`: what campaigns achieved (counters and group sizes; the performance report
+//! with attribution, ROI, uplift and density) and what customers are worth (the value report).
 
-use std::collections::BTreeSet;
+use std::str::FromStr;
 
+use canvass_core::UnixMillis;
+use canvass_engine::reports::{campaign_data, customers};
 use canvass_proto::v1;
+use canvass_report::{Allocation, Model, Options, svg, value::ValueOptions};
+use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
-use crate::{Shared, api::report_service_server::ReportService, auth::Rpc, required, storage};
+use crate::{
+    Shared, api::report_service_server::ReportService, auth::Rpc, invalid, required, storage,
+};
 
 pub(crate) struct Reports(pub(crate) Shared);
+
+fn bad(field: &str, reason: String) -> Status {
+    invalid(
+        &format!("field `{field}`: {reason}"),
+        vec![(field.to_string(), reason)],
+    )
+}
+
+/// Reading the store for a report failed, or a campaign is unknown.
+fn unreadable(reason: String) -> Status {
+    if reason.starts_with("no campaign") {
+        Status::not_found(reason)
+    } else {
+        Status::internal(format!("reading the store failed: {reason}"))
+    }
+}
+
+fn json<T: serde::Serialize>(report: &T) -> Result<String, Status> {
+    serde_json::to_string(report).map_err(|e| Status::internal(e.to_string()))
+}
+
+impl Reports {
+    /// The time of the last input applied (the engine's processing clock).
+    fn clock(&self) -> Result<UnixMillis, Status> {
+        let store = &self.0.store;
+        let last = store.last_seq().map_err(storage)?;
+        Ok(store
+            .log_from(last)
+            .next()
+            .transpose()
+            .map_err(storage)?
+            .and_then(|e| e.applied_at.as_ref().map(UnixMillis::from_proto))
+            .unwrap_or_default())
+    }
+}
 
 #[tonic::async_trait]
 impl ReportService for Reports {
@@ -20,27 +62,120 @@ impl ReportService for Reports {
         if id.trim().is_empty() {
             return Err(required("campaign_id"));
         }
-        let store = &self.0.store;
-        if store.lifecycle(&id).map_err(storage)?.is_none() {
+        let data = campaign_data(&self.0.store, std::slice::from_ref(&id)).map_err(unreadable)?;
+        let Some(campaign) = data.into_iter().next() else {
             return Err(Status::not_found(format!("no campaign `{id}`")));
-        }
-        // Every group any version declares, so that empty groups show as 0.
-        let labels: BTreeSet<String> = store
-            .specs()
-            .map_err(storage)?
-            .iter()
-            .filter(|s| s.id == id)
-            .flat_map(|s| s.states.iter().map(|st| st.response_group.clone()))
-            .filter(|g| !g.is_empty())
-            .collect();
-        let mut groups = Vec::new();
-        for group in labels {
-            let contacts = store.group_members(&id, &group).count() as u64;
-            groups.push(v1::GroupSize { group, contacts });
-        }
+        };
         Ok(Response::new(v1::GetCampaignReportResponse {
-            counters: Some(store.counters(&id).map_err(storage)?),
-            groups,
+            counters: Some(campaign.counters),
+            groups: campaign
+                .groups
+                .into_iter()
+                .map(|(group, contacts)| v1::GroupSize { group, contacts })
+                .collect(),
+        }))
+    }
+
+    async fn get_performance_report(
+        &self,
+        request: Request<v1::GetPerformanceReportRequest>,
+    ) -> Result<Response<v1::GetPerformanceReportResponse>, Status> {
+        self.0.auth.check(&request, Rpc::GetPerformanceReport)?;
+        let r = request.into_inner();
+        let model = match r.model() {
+            v1::AttributionModel::Unspecified | v1::AttributionModel::LastTouch => Model::LastTouch,
+            v1::AttributionModel::FirstTouch => Model::FirstTouch,
+            v1::AttributionModel::Linear => Model::Linear,
+        };
+        let allocation = match r.allocation() {
+            v1::CostAllocation::Unspecified | v1::CostAllocation::Contacts => Allocation::Contacts,
+            v1::CostAllocation::DirectCost => Allocation::DirectCost,
+        };
+        let indirect_cost = if r.indirect_cost.is_empty() {
+            None
+        } else {
+            Some(Decimal::from_str(&r.indirect_cost).map_err(|_| {
+                bad(
+                    "indirect_cost",
+                    format!("`{}` is not a decimal amount", r.indirect_cost),
+                )
+            })?)
+        };
+        let data = campaign_data(&self.0.store, &r.campaign_ids).map_err(unreadable)?;
+        let report = canvass_report::build(
+            &data,
+            &Options {
+                model,
+                indirect_cost,
+                allocation,
+            },
+        );
+        Ok(Response::new(v1::GetPerformanceReportResponse {
+            report_json: json(&report)?,
+            funnel_svg: svg::funnel(&report),
+        }))
+    }
+
+    async fn get_value_report(
+        &self,
+        request: Request<v1::GetValueReportRequest>,
+    ) -> Result<Response<v1::GetValueReportResponse>, Status> {
+        self.0.auth.check(&request, Rpc::GetValueReport)?;
+        let r = request.into_inner();
+        let defaults = ValueOptions::default();
+        let tier_percents = match r.tier_percents[..] {
+            [] => defaults.tier_percents,
+            [a, b, c] if a + b + c <= 100 => [a, b, c],
+            _ => {
+                return Err(bad(
+                    "tier_percents",
+                    "three percents (tiers A, B, C) adding up to at most 100".into(),
+                ));
+            }
+        };
+        let margin = if r.margin.is_empty() {
+            Decimal::ONE
+        } else {
+            Decimal::from_str(&r.margin)
+                .ok()
+                .filter(|m| *m >= Decimal::ZERO && *m <= Decimal::ONE)
+                .ok_or_else(|| {
+                    bad(
+                        "margin",
+                        format!("`{}` is not a share between 0 and 1", r.margin),
+                    )
+                })?
+        };
+        let as_of = match &r.as_of {
+            Some(t) => UnixMillis::from_proto(t),
+            None => self.clock()?,
+        };
+        let options = ValueOptions {
+            as_of,
+            churn_days: if r.churn_days == 0 {
+                defaults.churn_days
+            } else {
+                r.churn_days
+            },
+            tier_percents,
+            margin,
+            period_days: if r.period_days == 0 {
+                defaults.period_days
+            } else {
+                r.period_days
+            },
+            periods: if r.periods == 0 {
+                defaults.periods
+            } else {
+                r.periods
+            },
+            all_contacts: r.all_contacts,
+        };
+        let contacts = customers(&self.0.store).map_err(unreadable)?;
+        let report = canvass_report::value::build(&contacts, &options);
+        Ok(Response::new(v1::GetValueReportResponse {
+            report_json: json(&report)?,
+            pyramid_svg: svg::tiers(&report),
         }))
     }
 }
