@@ -435,3 +435,46 @@ fn events_before_the_start_are_history_applied_before_the_launch() {
         "nothing is sent before the launch"
     );
 }
+
+#[test]
+fn a_frequency_cap_in_the_simulation_holds_back_what_exceeds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // One customer-facing action per contact in ten years, the rest dropped: every enrolled
+    // contact gets its invitation email (172) and nothing customer-facing after it (97
+    // letters, 105 trial offers, 48 survey emails dropped). Hand-offs, sub-campaign starts and
+    // breach notifications are not customer-facing. Cost: 172 x 0.02 + 56 x 25.00 = 1403.44.
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"caps": [{"maxTouches": 1, "window": "315360000s", "mode": "CAP_MODE_DROP"}]}"#,
+    )
+    .unwrap();
+    let out = reference(&["--policy", policy.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("  actions:         EMAIL 172 | NOTIFICATION 14 | SALES_HANDOFF 56 | START_CAMPAIGN 27\n  cost:            1403.44 EUR of 5000.00 budget"),
+        "{text}"
+    );
+    // The survey still runs: it just sends nothing.
+    assert!(
+        text.contains("campaign b-improvement-survey: 27 contacts"),
+        "{text}"
+    );
+
+    std::fs::write(
+        &policy,
+        r#"{"caps": [{"channel": "FAX", "maxTouches": 0}]}"#,
+    )
+    .unwrap();
+    let out = reference(&["--policy", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("policy.json: caps[0].channel: `FAX` is not a customer-facing action kind"),
+        "{err}"
+    );
+    assert!(
+        err.contains("policy.json: caps[0].maxTouches: must be at least 1"),
+        "{err}"
+    );
+}

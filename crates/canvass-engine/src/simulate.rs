@@ -238,9 +238,22 @@ impl Simulator {
     }
 }
 
-/// Rebuilds every contact's state and the effects from a log alone: the log is the truth.
+/// What a replay rebuilds: every contact's state, the effects in order, and each
+/// campaign's counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayed {
+    /// Contact states by id.
+    pub states: BTreeMap<String, v1::ContactState>,
+    /// Every effect, in order.
+    pub effects: Vec<Effect>,
+    /// Counters by campaign id.
+    pub campaigns: BTreeMap<String, v1::CampaignCounters>,
+}
+
+/// Rebuilds every contact's state, the effects and the counters from a log alone: the log
+/// is the truth.
 #[must_use]
-pub fn replay(core: &Core, log: &[LogEntry]) -> (BTreeMap<String, v1::ContactState>, Vec<Effect>) {
+pub fn replay(core: &Core, log: &[LogEntry]) -> Replayed {
     let mut states: BTreeMap<String, v1::ContactState> = BTreeMap::new();
     let mut effects = Vec::new();
     let mut campaigns = BTreeMap::new();
@@ -255,5 +268,9 @@ pub fn replay(core: &Core, log: &[LogEntry]) -> (BTreeMap<String, v1::ContactSta
         states.insert(entry.contact_id.clone(), t.state);
         effects.extend(t.effects);
     }
-    (states, effects)
+    Replayed {
+        states,
+        effects,
+        campaigns,
+    }
 }

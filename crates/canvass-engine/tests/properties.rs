@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use canvass_core::{Catalog, Core, Effect, UnixMillis, compile};
 use canvass_engine::{Output, Simulator, replay};
 use canvass_proto::{json, v1, wkt};
+use canvass_report::{CampaignData, Options};
 use proptest::prelude::*;
+use rust_decimal::Decimal;
+use std::str::FromStr;
 
 const T0: i64 = 1_772_442_000_000; // 2026-03-02T09:00:00Z
 const HOUR: i64 = 3_600_000;
@@ -228,6 +231,34 @@ fn run(s: &Scenario) -> (Simulator, Outcome) {
     run_in_batches(s, &[])
 }
 
+/// The report's input for every campaign of the run: its latest spec, counters, and the
+/// group sizes counted from the contacts' states.
+fn report_data(sim: &Simulator, states: &BTreeMap<String, v1::ContactState>) -> Vec<CampaignData> {
+    sim.core()
+        .catalog()
+        .latest_all()
+        .map(|campaign| {
+            let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+            for j in states.values().flat_map(|s| s.campaigns.iter()) {
+                if j.campaign_id == campaign.id() && !j.response_group.is_empty() {
+                    *groups.entry(j.response_group.clone()).or_default() += 1;
+                }
+            }
+            CampaignData {
+                spec: Some(campaign.spec.clone()),
+                id: campaign.id().to_string(),
+                status: sim.core().catalog().status(campaign.id()),
+                counters: sim
+                    .campaigns()
+                    .get(campaign.id())
+                    .cloned()
+                    .unwrap_or_default(),
+                groups: groups.into_iter().collect(),
+            }
+        })
+        .collect()
+}
+
 /// Structural invariants of every contact's state.
 fn check_invariants(
     core: &Core,
@@ -310,12 +341,63 @@ proptest! {
     }
 
     #[test]
-    fn replaying_the_log_rebuilds_the_same_state_and_effects(s in scenario()) {
+    fn replaying_the_log_rebuilds_the_same_state_effects_and_reports(s in scenario()) {
         let (sim, (states, output)) = run(&s);
-        let (replayed_states, replayed_effects) = replay(sim.core(), sim.log());
-        prop_assert_eq!(&states, &replayed_states);
+        let replayed = replay(sim.core(), sim.log());
+        prop_assert_eq!(&states, &replayed.states);
         let effects: Vec<Effect> = output.into_iter().map(|o| o.effect).collect();
-        prop_assert_eq!(effects, replayed_effects);
+        prop_assert_eq!(effects, replayed.effects);
+        prop_assert_eq!(sim.campaigns(), &replayed.campaigns);
+        let live = canvass_report::build(&report_data(&sim, &states), &Options::default());
+        let rebuilt = canvass_report::build(&report_data(&sim, &replayed.states), &Options::default());
+        prop_assert_eq!(live, rebuilt);
+    }
+
+    #[test]
+    fn reports_add_up(s in scenario()) {
+        let (sim, (states, _)) = run(&s);
+        for data in report_data(&sim, &states) {
+            let c = &data.counters;
+            let journeys: Vec<&v1::ContactCampaignState> = states
+                .values()
+                .flat_map(|st| st.campaigns.iter())
+                .filter(|j| j.campaign_id == data.id)
+                .collect();
+            // Every enrollment is in exactly one arm.
+            prop_assert_eq!(c.arms.values().map(|a| a.enrolled).sum::<u64>(), c.enrollments);
+            // Group counts and the contacts outside any group add up to the contacts enrolled
+            // (every enrollment, when the campaign never lets a contact back in).
+            let grouped: u64 = data.groups.iter().map(|(_, n)| n).sum();
+            let ungrouped = journeys.iter().filter(|j| j.response_group.is_empty()).count() as u64;
+            prop_assert_eq!(grouped + ungrouped, journeys.len() as u64);
+            let reentry = data.spec.as_ref().and_then(|s| s.reentry.as_ref()).map_or(0, |r| r.mode);
+            if reentry == 0 || reentry == v1::ReentryMode::Never as i32 {
+                prop_assert_eq!(journeys.len() as u64, c.enrollments);
+            }
+            // The states' active counts are the active journeys.
+            let active = journeys.iter().filter(|j| j.status() == v1::JourneyStatus::Active).count() as u64;
+            prop_assert_eq!(c.states.values().map(|s| s.active).sum::<u64>(), active);
+        }
+        let report = canvass_report::build(&report_data(&sim, &states), &Options::default());
+        for r in &report.campaigns {
+            let d = &r.density;
+            prop_assert!(d.reached <= d.eligible);
+            if let Some(density) = d.density {
+                prop_assert!((0.0..=1.0).contains(&density));
+                prop_assert!((0.0..=1_000_000.0).contains(&d.dpmo.unwrap()));
+            }
+        }
+        // Each model credits each purchase's whole amount once: the totals agree.
+        let total = |pick: fn(&v1::Attribution) -> &str| -> Decimal {
+            sim.campaigns()
+                .values()
+                .filter_map(|c| c.attribution.as_ref())
+                .map(|a| Decimal::from_str(pick(a)).unwrap_or_default())
+                .sum()
+        };
+        let last = total(|a| &a.last_touch);
+        prop_assert_eq!(last, total(|a| &a.first_touch));
+        prop_assert_eq!(last, total(|a| &a.linear));
     }
 
     #[test]

@@ -83,6 +83,25 @@ mod tests {
         assert_eq!(sigma_level(0.0), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn density_stays_between_zero_and_one(eligible in 0u64..10_000_000, reached in 0u64..10_000_000) {
+            let d = density(eligible, reached);
+            proptest::prop_assert!(d.reached <= d.eligible);
+            proptest::prop_assert_eq!(d.reached + d.defects, d.eligible);
+            if let (Some(x), Some(dpmo)) = (d.density, d.dpmo) {
+                proptest::prop_assert!((0.0..=1.0).contains(&x));
+                proptest::prop_assert!((0.0..=1_000_000.0).contains(&dpmo));
+            }
+        }
+
+        #[test]
+        fn fewer_defects_never_lower_the_sigma(a in 1.0f64..999_999.0, b in 1.0f64..999_999.0) {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            proptest::prop_assert!(sigma_level(lo).unwrap() >= sigma_level(hi).unwrap());
+        }
+    }
+
     #[test]
     fn density_of_a_hand_worked_campaign() {
         // 40 eligible, 30 reached: 10 defects, 250,000 DPMO, 0.674 + 1.5 sigma.

@@ -44,6 +44,10 @@ pub struct Args {
     /// Stop at the first malformed line instead of reporting and skipping it.
     #[arg(long)]
     strict: bool,
+    /// Engine-wide policy to simulate with (canonical-JSON Policy: churn days, tier
+    /// thresholds, frequency caps, quiet hours).
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -63,7 +67,22 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             launch_order.push(c.id().to_string());
         }
     }
-    let catalog = input::catalog(campaigns)?;
+    let mut catalog = input::catalog(campaigns)?;
+    if let Some(path) = &args.policy {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let spec: v1::Policy =
+            json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        match canvass_core::policy::compile(&spec) {
+            Ok(p) => catalog.set_policy(p),
+            Err(issues) => {
+                for issue in issues {
+                    eprintln!("error: {}: {issue}", path.display());
+                }
+                return Ok(ExitCode::from(EXIT_INVALID_INPUT));
+            }
+        }
+    }
     let dangling = catalog.dangling_references();
     if !dangling.is_empty() {
         for issue in &dangling {
