@@ -606,3 +606,131 @@ fn the_value_pyramid_becomes_the_tiers_conditions_see() {
         stdout(&out)
     );
 }
+
+/// Three contacts ask for a demo on day 1 and are handed to alice, who leaves the same day:
+/// her leads go to bob. d1 is accepted on day 2 and won on day 5 (900); nobody answers for
+/// d2, whose two days run out on day 3 (notification, back to nurture); d3 is lost on day 2.
+fn leads_input() -> String {
+    let spec = json!({
+        "id": "demo", "version": 1, "initialState": "nurture",
+        "audience": {"filter": "true"},
+        "attributionWindow": "2592000s",
+        "states": [
+            {"id": "nurture", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "nurture"}],
+             "transitions": [{"to": "handoff", "onEvent": {"type": "demo.requested"}}]},
+            {"id": "handoff", "terminal": true, "actions": [{"kind": "ACTION_KIND_SALES_HANDOFF",
+             "sla": "172800s", "slaBreachState": "nurture", "params": {"owner": "alice"}}]}
+        ]
+    });
+    let v = json!({"campaignId": "demo", "version": 1});
+    let mut lines = vec![
+        json!({"at": T0, "command": {"actor": "marketer", "putSpec": spec}}),
+        json!({"at": T0, "command": {"actor": "marketer", "submit": v}}),
+        json!({"at": T0, "command": {"actor": "manager", "approve": v}}),
+    ];
+    for id in ["d1", "d2", "d3"] {
+        lines.push(json!({"at": T0, "contact": {"id": id}}));
+    }
+    lines.push(json!({"at": T0, "command": {"actor": "ops", "launch": "demo"}}));
+    for (n, id) in ["d1", "d2", "d3"].iter().enumerate() {
+        lines.push(event(
+            &format!("r{n}"),
+            "demo.requested",
+            id,
+            &day(1),
+            json!({}),
+        ));
+    }
+    lines.push(
+        json!({"at": day(1), "command": {"actor": "ops", "reason": "alice left",
+        "reassignLeads": {"fromOwner": "alice", "toOwner": "bob"}}}),
+    );
+    lines.push(event(
+        "a1",
+        "opportunity.accepted",
+        "d1",
+        &day(2),
+        json!({}),
+    ));
+    lines.push(event("l3", "opportunity.lost", "d3", &day(2), json!({})));
+    lines.push(event(
+        "w1",
+        "opportunity.won",
+        "d1",
+        &day(5),
+        json!({"attrs": {"amount": "900"}}),
+    ));
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn leads_follow_their_sla_and_a_staff_change_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_input(dir.path(), &leads_input());
+    let r: Value = serde_json::from_str(&report(&data, &["--json"])).unwrap();
+    let d = campaign(&r, "demo");
+    assert_eq!(
+        d["leads"],
+        json!({"opened": 3, "accepted": 1, "breached": 1, "withinSla": 0.5, "won": 1, "lost": 1,
+               "winRate": 0.5, "wonAmount": "900.00", "reassigned": 3, "lateAcceptances": 0})
+    );
+    // The win is revenue: last touch the hand-off, first touch the email, half each linearly.
+    let kinds: Vec<(String, String)> = d["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kind"].as_str().unwrap().into(),
+                k["revenue"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("SALES_HANDOFF".into(), "900.00".into())),
+        "{kinds:?}"
+    );
+    assert_eq!(d["revenueByModel"]["linear"], "900.00");
+    // d2 went back to nurture: a second email; the breach notified bob.
+    let emails = d["funnel"][0]["entries"].as_u64().unwrap();
+    assert_eq!(emails, 4);
+    let actions = std::fs::read_to_string(dir.path().join("actions.jsonl")).unwrap();
+    let notice: Vec<&str> = actions
+        .lines()
+        .filter(|l| l.contains("ACTION_KIND_NOTIFICATION"))
+        .collect();
+    assert_eq!(notice.len(), 1);
+    assert!(
+        notice[0].contains(r#""owner":"bob""#)
+            && notice[0].contains(r#""template":"sla-breach""#)
+            && notice[0].contains(r#""contactId":"d2""#),
+        "{}",
+        notice[0]
+    );
+
+    let rows: Value = serde_json::from_str(&report(&data, &["--leads", "--json"])).unwrap();
+    let rows: Vec<(String, String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["contactId"].as_str().unwrap().into(),
+                l["owner"].as_str().unwrap().into(),
+                l["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("d1".into(), "bob".into(), "WON".into()),
+            ("d2".into(), "bob".into(), "BREACHED".into()),
+            ("d3".into(), "bob".into(), "LOST".into())
+        ]
+    );
+    let open: Value =
+        serde_json::from_str(&report(&data, &["--leads", "--json", "--open"])).unwrap();
+    assert_eq!(open, json!([]));
+    assert!(report(&data, &["--leads", "--owner", "alice"]).starts_with("0 leads"));
+}

@@ -22,6 +22,8 @@ pub enum FollowUp {
     Resume(String),
     /// End every journey.
     Stop(String),
+    /// Move every open lead of one owner to another.
+    ReassignLeads(v1::LeadReassignment),
 }
 
 fn version(l: &v1::CampaignLifecycle, v: u32) -> Option<&v1::VersionLifecycle> {
@@ -52,6 +54,18 @@ pub fn check(
     let Some(cmd) = &command.command else {
         return Err("the command is empty".into());
     };
+    if let Command::ReassignLeads(r) = cmd {
+        if r.from_owner.trim().is_empty() {
+            return Err("field `fromOwner`: required".into());
+        }
+        if r.to_owner.trim().is_empty() {
+            return Err("field `toOwner`: required".into());
+        }
+        if r.from_owner == r.to_owner {
+            return Err(format!("`{}` would take over their own leads", r.to_owner));
+        }
+        return Ok(());
+    }
     if let Command::SetPolicy(policy) = cmd {
         return crate::policy::compile(policy)
             .map(|_| ())
@@ -92,7 +106,7 @@ pub fn check(
         }
     };
     match cmd {
-        Command::PutSpec(_) | Command::SetPolicy(_) => Ok(()),
+        Command::PutSpec(_) | Command::SetPolicy(_) | Command::ReassignLeads(_) => Ok(()),
         Command::Submit(r) | Command::Approve(r) | Command::Reject(r) => {
             let Some(v) = version(l, r.version) else {
                 return Err(format!("campaign `{id}` has no version {}", r.version));
@@ -147,6 +161,7 @@ pub fn campaign_of(cmd: &Command) -> &str {
         | Command::Resume(id)
         | Command::Complete(id)
         | Command::Stop(id) => id,
+        Command::ReassignLeads(r) => &r.campaign_id,
         // Not about one campaign.
         Command::SetPolicy(_) => "",
     }
@@ -168,6 +183,9 @@ pub fn apply(
             catalog.set_policy(p);
         }
         return FollowUp::Nothing;
+    }
+    if let Command::ReassignLeads(r) = cmd {
+        return FollowUp::ReassignLeads(r.clone());
     }
     let id = campaign_of(cmd).to_string();
     lifecycle.campaign_id.clone_from(&id);
@@ -254,6 +272,7 @@ pub fn apply(
         }
         // Applied above, before any campaign's record.
         Command::SetPolicy(_) => return FollowUp::Nothing,
+        Command::ReassignLeads(r) => return FollowUp::ReassignLeads(r.clone()),
     };
     catalog.set_status(&id, lifecycle.status());
     lifecycle.history.push(v1::LifecycleChange {
@@ -282,4 +301,38 @@ pub fn catalog_from(
         }
     }
     Ok(catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reassign(from: &str, to: &str) -> v1::CampaignCommand {
+        v1::CampaignCommand {
+            actor: "ops".into(),
+            reason: String::new(),
+            command: Some(Command::ReassignLeads(v1::LeadReassignment {
+                from_owner: from.into(),
+                to_owner: to.into(),
+                campaign_id: String::new(),
+            })),
+        }
+    }
+
+    #[test]
+    fn a_lead_reassignment_needs_two_different_owners() {
+        assert_eq!(check(&reassign("alice", "bob"), None), Ok(()));
+        assert_eq!(
+            check(&reassign("", "bob"), None),
+            Err("field `fromOwner`: required".into())
+        );
+        assert_eq!(
+            check(&reassign("alice", " "), None),
+            Err("field `toOwner`: required".into())
+        );
+        assert_eq!(
+            check(&reassign("bob", "bob"), None),
+            Err("`bob` would take over their own leads".into())
+        );
+    }
 }

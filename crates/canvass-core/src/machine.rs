@@ -136,6 +136,8 @@ pub enum Input {
         /// The campaign.
         campaign_id: String,
     },
+    /// The contact's open leads of one owner go to another (a staff change).
+    ReassignLeads(v1::LeadReassignment),
 }
 
 /// Identifies a timeout: the `transition`-th transition of the state the contact entered at
@@ -443,6 +445,9 @@ impl Core {
             Input::Resume { campaign_id } => run.resume(campaign_id),
             Input::Stop { campaign_id } => run.stop(campaign_id),
             Input::Migrate { campaign_id } => run.migrate(campaign_id),
+            Input::ReassignLeads(r) => {
+                run.reassign(&r.to_owner, &r.from_owner, &r.campaign_id, "");
+            }
         }
         Transition {
             state: run.state,

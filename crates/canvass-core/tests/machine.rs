@@ -1501,3 +1501,29 @@ fn tier_churn_and_value_are_visible_to_conditions() {
     w.switch_to(r#"{"id": "new"}"#);
     assert_eq!(w.launch("vip") + &w.launch("winback"), "");
 }
+
+#[test]
+fn a_staff_change_moves_every_open_lead_of_the_owner() {
+    let mut w = world(&[LEADS]);
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("leads");
+    w.event(1, "demo.requested", "{}");
+    let change = |from: &str, to: &str| {
+        Input::ReassignLeads(v1::LeadReassignment {
+            from_owner: from.into(),
+            to_owner: to.into(),
+            campaign_id: String::new(),
+        })
+    };
+    check(w.apply(change("carol", "bob"), 2), expect![""]);
+    check(
+        w.apply(change("alice", "bob"), 3),
+        expect![[r#"
+            lead leads leads/v1/e2/a0/p1 Reassigned { from: "alice", to: "bob" }
+        "#]],
+    );
+    // Closed leads stay with whoever closed them.
+    w.event(4, "opportunity.lost", "{}");
+    check(w.apply(change("bob", "dave"), 5), expect![""]);
+    assert_eq!(w.state.opportunities[0].owner, "bob");
+}

@@ -859,6 +859,9 @@ impl Pending {
         let Some(cmd) = &c.command else {
             return Ok(());
         };
+        if let v1::campaign_command::Command::ReassignLeads(r) = cmd {
+            return self.step_everyone(&Input::ReassignLeads(r.clone()), now, seq);
+        }
         if let v1::campaign_command::Command::SetPolicy(policy) = cmd {
             let mut catalog = self.core.catalog().clone();
             lifecycle::apply(c, &mut v1::CampaignLifecycle::default(), &mut catalog, now);
@@ -875,20 +878,25 @@ impl Pending {
             self.batch.put_spec(spec);
         }
         self.lifecycles.insert(id, record);
-        let (campaign_id, make): (String, fn(String) -> Input) = match follow {
+        let input = match follow {
             FollowUp::Nothing => return Ok(()),
-            FollowUp::Launch(id) => (id, |campaign_id| Input::Launch { campaign_id }),
-            FollowUp::Migrate(id) => (id, |campaign_id| Input::Migrate { campaign_id }),
-            FollowUp::Resume(id) => (id, |campaign_id| Input::Resume { campaign_id }),
-            FollowUp::Stop(id) => (id, |campaign_id| Input::Stop { campaign_id }),
+            FollowUp::Launch(campaign_id) => Input::Launch { campaign_id },
+            FollowUp::Migrate(campaign_id) => Input::Migrate { campaign_id },
+            FollowUp::Resume(campaign_id) => Input::Resume { campaign_id },
+            FollowUp::Stop(campaign_id) => Input::Stop { campaign_id },
+            FollowUp::ReassignLeads(r) => Input::ReassignLeads(r),
         };
-        // Every contact known now: those stored and those this batch created.
+        self.step_everyone(&input, now, seq)
+    }
+
+    /// Steps every contact known now: those stored and those this batch created.
+    fn step_everyone(&mut self, input: &Input, now: UnixMillis, seq: u64) -> Result<()> {
         let mut ids: BTreeSet<String> = self.contacts.keys().cloned().collect();
         for contact in self.store.contact_ids(EMBEDDED_PARTITION) {
             ids.insert(contact?);
         }
         for contact in ids {
-            self.step(&contact, &make(campaign_id.clone()), now, seq)?;
+            self.step(&contact, input, now, seq)?;
         }
         Ok(())
     }

@@ -60,12 +60,25 @@ pub fn campaign_data(store: &Store, only: &[String]) -> Result<Vec<CampaignData>
 /// # Errors
 /// A store error.
 pub fn customers(store: &Store) -> Result<Vec<canvass_report::value::Customer>, String> {
+    Ok(contact_states(store)?
+        .iter()
+        .map(|(_, state)| canvass_report::value::Customer::from_state(state))
+        .collect())
+}
+
+/// Every contact's state, by id, for reports that read the contacts whole (the leads).
+///
+/// # Errors
+/// A store error.
+pub fn contact_states(
+    store: &Store,
+) -> Result<Vec<(String, canvass_proto::v1::ContactState)>, String> {
     let partition = canvass_store::EMBEDDED_PARTITION;
     let mut out = Vec::new();
     for id in store.contact_ids(partition) {
         let id = id.map_err(|e| e.to_string())?;
         if let Some(state) = store.contact(partition, &id).map_err(|e| e.to_string())? {
-            out.push(canvass_report::value::Customer::from_state(&state));
+            out.push((id, state));
         }
     }
     Ok(out)

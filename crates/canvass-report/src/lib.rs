@@ -6,6 +6,7 @@
 //! [`Report`] as a table, CSV, JSON or SVG.
 
 pub mod density;
+pub mod leads;
 pub mod render;
 pub mod svg;
 pub mod value;

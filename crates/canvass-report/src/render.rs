@@ -612,3 +612,67 @@ pub fn value_csv(r: &crate::value::ValueReport) -> Result<String, csv::Error> {
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// Leads as a table.
+#[must_use]
+pub fn leads_text(rows: &[crate::leads::LeadRow]) -> String {
+    let mut t = table(&[
+        "owner",
+        "status",
+        "contact",
+        "campaign",
+        "respond by",
+        "opened",
+        "settled",
+        "amount",
+        "opportunity",
+    ]);
+    for r in rows {
+        t.add_row(vec![
+            r.owner.clone(),
+            r.status.clone(),
+            r.contact_id.clone(),
+            r.campaign_id.clone(),
+            r.respond_by.clone(),
+            r.opened_at.clone(),
+            r.settled_at.clone(),
+            r.amount.clone(),
+            r.opportunity_id.clone(),
+        ]);
+    }
+    format!("{} leads\n{t}\n", rows.len())
+}
+
+/// Leads as CSV, one row each.
+///
+/// # Errors
+/// Only if the CSV writer fails (it writes to memory).
+pub fn leads_csv(rows: &[crate::leads::LeadRow]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "owner",
+        "status",
+        "contact",
+        "campaign",
+        "respond_by",
+        "opened_at",
+        "settled_at",
+        "amount",
+        "opportunity",
+    ])?;
+    for r in rows {
+        w.write_record([
+            &r.owner,
+            &r.status,
+            &r.contact_id,
+            &r.campaign_id,
+            &r.respond_by,
+            &r.opened_at,
+            &r.settled_at,
+            &r.amount,
+            &r.opportunity_id,
+        ])?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use canvass_engine::{
     durable::Engine,
-    reports::{campaign_data, customers},
+    reports::{campaign_data, contact_states, customers},
 };
 use canvass_report::{Allocation, Model, Options, render, svg, value::ValueOptions};
 use clap::ValueEnum;
@@ -84,6 +84,32 @@ pub struct Args {
     /// conditions agree with the report.
     #[arg(long, requires = "value", conflicts_with_all = ["json", "csv"])]
     emit_policy: bool,
+    /// List the leads handed to sales (owner, status, deadline) instead of a report.
+    #[arg(long, conflicts_with_all = ["value", "campaigns", "indirect_cost"])]
+    leads: bool,
+    /// With --leads: only this owner's.
+    #[arg(long, requires = "leads")]
+    owner: Option<String>,
+    /// With --leads: only the open and accepted ones.
+    #[arg(long, requires = "leads")]
+    open: bool,
+}
+
+fn leads(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
+    let states = contact_states(engine.store()).map_err(anyhow::Error::msg)?;
+    let rows = canvass_report::leads::build(
+        states.iter().map(|(id, s)| (id.as_str(), s)),
+        args.owner.as_deref(),
+        args.open,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if args.csv {
+        print!("{}", render::leads_csv(&rows)?);
+    } else {
+        print!("{}", render::leads_text(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn tier_percents(text: &str) -> anyhow::Result<[u32; 3]> {
@@ -165,6 +191,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let engine = Engine::open(store, canvass_engine::durable::EngineOptions::default())?;
     if args.value {
         return value(args, &engine);
+    }
+    if args.leads {
+        return leads(args, &engine);
     }
     let data = campaign_data(engine.store(), &args.campaigns).map_err(anyhow::Error::msg)?;
     let options = Options {

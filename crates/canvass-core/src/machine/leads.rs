@@ -253,30 +253,36 @@ impl Run<'_> {
                     return;
                 }
                 let from_owner = text_attr(event, "fromOwner");
-                let mut moved = Vec::new();
-                for o in &mut self.state.opportunities {
-                    let live = matches!(o.status(), Status::Open | Status::Accepted);
-                    if live
-                        && in_scope(o)
-                        && (from_owner.is_empty() || o.owner == from_owner)
-                        && o.owner != owner
-                    {
-                        let from = std::mem::replace(&mut o.owner, owner.clone());
-                        moved.push((o.campaign_id.clone(), o.id.clone(), from));
-                    }
-                }
-                for (campaign, id, from) in moved {
-                    self.lead(
-                        &campaign,
-                        &id,
-                        LeadChange::Reassigned {
-                            from,
-                            to: owner.clone(),
-                        },
-                    );
-                }
+                self.reassign(&owner, &from_owner, &event.campaign_id, &wanted);
             }
             _ => {}
+        }
+    }
+
+    /// Moves the open and accepted leads matching the filters (empty: any) to `owner`.
+    pub(super) fn reassign(
+        &mut self,
+        owner: &str,
+        from_owner: &str,
+        campaign_id: &str,
+        opportunity_id: &str,
+    ) {
+        let mut moved = Vec::new();
+        for o in &mut self.state.opportunities {
+            let live = matches!(o.status(), Status::Open | Status::Accepted);
+            if live
+                && (campaign_id.is_empty() || o.campaign_id == campaign_id)
+                && (opportunity_id.is_empty() || o.id == opportunity_id)
+                && (from_owner.is_empty() || o.owner == from_owner)
+                && o.owner != owner
+            {
+                let from = std::mem::replace(&mut o.owner, owner.to_string());
+                moved.push((o.campaign_id.clone(), o.id.clone(), from));
+            }
+        }
+        for (campaign, id, from) in moved {
+            let to = owner.to_string();
+            self.lead(&campaign, &id, LeadChange::Reassigned { from, to });
         }
     }
 
