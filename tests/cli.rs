@@ -478,3 +478,26 @@ fn a_frequency_cap_in_the_simulation_holds_back_what_exceeds_it() {
         "{err}"
     );
 }
+
+#[test]
+fn the_simulation_reports_how_the_campaign_performed() {
+    let out = reference(&["--report"]);
+    let text = stdout(&out);
+    // The generator has sales accept three hand-offs in four (42 of 56) and let the SLA of
+    // every fourth run out (14).
+    assert!(
+        text.contains("Leads: 56 handed to sales, 42 accepted within the SLA (75.0%), 14 breached"),
+        "{text}"
+    );
+    // 172 invited, 105 confirmed (75 at once, 30 after the letter), 56 rated high.
+    assert!(
+        text.contains("│ (enrolled)   invited              172   100.0% │"),
+        "{text}"
+    );
+    assert!(text.contains("Cost 3094.84 EUR (direct 3094.84, indirect 0.00). Budget 5000.00, remaining 1905.16, 0 actions withheld."), "{text}");
+    // Nothing confirms delivery in a simulation: nobody is reached.
+    assert!(text.contains("Density 0.0% (0 of 172 eligible reached, 172 defects), 1000000 DPMO, sigma none (nobody reached)."), "{text}");
+    let out = reference(&["--report", "--json"]);
+    let report = json_lines(&stdout(&out)).pop().unwrap();
+    assert_eq!(report["report"]["campaigns"][1]["leads"]["breached"], 14);
+}

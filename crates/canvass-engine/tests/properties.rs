@@ -231,32 +231,9 @@ fn run(s: &Scenario) -> (Simulator, Outcome) {
     run_in_batches(s, &[])
 }
 
-/// The report's input for every campaign of the run: its latest spec, counters, and the
-/// group sizes counted from the contacts' states.
+/// The report's input for every campaign of the run.
 fn report_data(sim: &Simulator, states: &BTreeMap<String, v1::ContactState>) -> Vec<CampaignData> {
-    sim.core()
-        .catalog()
-        .latest_all()
-        .map(|campaign| {
-            let mut groups: BTreeMap<String, u64> = BTreeMap::new();
-            for j in states.values().flat_map(|s| s.campaigns.iter()) {
-                if j.campaign_id == campaign.id() && !j.response_group.is_empty() {
-                    *groups.entry(j.response_group.clone()).or_default() += 1;
-                }
-            }
-            CampaignData {
-                spec: Some(campaign.spec.clone()),
-                id: campaign.id().to_string(),
-                status: sim.core().catalog().status(campaign.id()),
-                counters: sim
-                    .campaigns()
-                    .get(campaign.id())
-                    .cloned()
-                    .unwrap_or_default(),
-                groups: groups.into_iter().collect(),
-            }
-        })
-        .collect()
+    canvass_engine::reports::simulated(sim.core(), sim.campaigns(), states)
 }
 
 /// Structural invariants of every contact's state.

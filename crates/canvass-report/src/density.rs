@@ -26,8 +26,8 @@ pub struct Density {
     pub density: Option<f64>,
     /// Defects per million opportunities.
     pub dpmo: Option<f64>,
-    /// Short-term sigma level (yield quantile + 1.5); absent without defects (unbounded)
-    /// or without eligible contacts.
+    /// Short-term sigma level (yield quantile + 1.5); absent without defects or without
+    /// anyone reached (unbounded), or without eligible contacts.
     pub sigma: Option<f64>,
 }
 
@@ -48,10 +48,11 @@ pub fn density(eligible: u64, reached: u64) -> Density {
     }
 }
 
-/// The sigma level of a defect rate in DPMO; `None` at zero defects (unbounded).
+/// The sigma level of a defect rate in DPMO; `None` at zero defects (unbounded above) and
+/// when every opportunity is a defect (unbounded below).
 #[must_use]
 pub fn sigma_level(dpmo: f64) -> Option<f64> {
-    if dpmo <= 0.0 {
+    if dpmo <= 0.0 || dpmo >= 1_000_000.0 {
         return None;
     }
     let normal = Normal::standard();
@@ -81,6 +82,7 @@ mod tests {
             assert!(close(s, sigma, 0.01), "{dpmo} DPMO gave {s}");
         }
         assert_eq!(sigma_level(0.0), None);
+        assert_eq!(sigma_level(1_000_000.0), None);
     }
 
     proptest::proptest! {

@@ -31,6 +31,7 @@ fn sigma(d: &Density) -> String {
     match (d.sigma, d.defects, d.eligible) {
         (_, _, 0) => "-".to_string(),
         (None, 0, _) => "unbounded (no defects)".to_string(),
+        (None, _, _) => "none (nobody reached)".to_string(),
         (s, _, _) => number(s, 2),
     }
 }

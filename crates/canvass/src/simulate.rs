@@ -44,6 +44,10 @@ pub struct Args {
     /// Stop at the first malformed line instead of reporting and skipping it.
     #[arg(long)]
     strict: bool,
+    /// Also print the campaign performance report (as `canvass report` does for a data
+    /// directory): funnel, actions, cost, attributed revenue and ROI, arms, density, leads.
+    #[arg(long)]
+    report: bool,
     /// Engine-wide policy to simulate with (canonical-JSON Policy: churn days, tier
     /// thresholds, frequency caps, quiet hours).
     #[arg(long)]
@@ -198,6 +202,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("note: {events_after_until} event(s) after --until were not applied");
     }
     out.summary(&summary)?;
+    if args.report {
+        let data = canvass_engine::reports::simulated(sim.core(), sim.campaigns(), sim.states());
+        let report = canvass_report::build(&data, &canvass_report::Options::default());
+        if args.json {
+            writeln!(out.out, "{}", serde_json::json!({ "report": report }))?;
+        } else {
+            write!(out.out, "\n{}", canvass_report::render::text(&report))?;
+        }
+    }
     out.out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
