@@ -1203,6 +1203,15 @@ const LEADS: &str = r#"{
   ]
 }"#;
 
+/// p1, nurtured since 0h, asked for a demo at 1h: handed to alice until 49h.
+fn handed_over() -> World {
+    let mut w = world(&[LEADS]);
+    w.contact(r#"{"id": "p1"}"#);
+    w.launch("leads");
+    w.event(1, "demo.requested", "{}");
+    w
+}
+
 fn stage(w: &World) -> v1::LifecycleStage {
     w.state.contact.as_ref().unwrap().stage()
 }
@@ -1255,10 +1264,7 @@ fn a_lead_not_accepted_in_time_returns_to_marketing_with_a_notification() {
 
 #[test]
 fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
-    let mut w = world(&[LEADS]);
-    w.contact(r#"{"id": "p1"}"#);
-    w.launch("leads");
-    w.event(1, "demo.requested", "{}");
+    let mut w = handed_over();
     check(
         w.event(
             10,
@@ -1295,10 +1301,7 @@ fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
 
 #[test]
 fn open_leads_move_to_another_owner_without_being_lost() {
-    let mut w = world(&[LEADS]);
-    w.contact(r#"{"id": "p1"}"#);
-    w.launch("leads");
-    w.event(1, "demo.requested", "{}");
+    let mut w = handed_over();
     // Only alice's leads move; one naming another former owner changes nothing.
     check(
         w.event(
@@ -1504,10 +1507,7 @@ fn tier_churn_and_value_are_visible_to_conditions() {
 
 #[test]
 fn a_staff_change_moves_every_open_lead_of_the_owner() {
-    let mut w = world(&[LEADS]);
-    w.contact(r#"{"id": "p1"}"#);
-    w.launch("leads");
-    w.event(1, "demo.requested", "{}");
+    let mut w = handed_over();
     let change = |from: &str, to: &str| {
         Input::ReassignLeads(v1::LeadReassignment {
             from_owner: from.into(),

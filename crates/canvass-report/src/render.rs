@@ -9,6 +9,9 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::{CampaignReport, Density, Report, RoiRow};
 
+/// What writing CSV can fail with.
+pub type CsvError = csv::Error;
+
 fn percent(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0))
 }

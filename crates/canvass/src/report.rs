@@ -102,12 +102,34 @@ fn leads(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
         args.owner.as_deref(),
         args.open,
     );
+    print_as(
+        args,
+        rows.as_slice(),
+        render::leads_csv,
+        render::leads_text,
+        None,
+    )
+}
+
+/// Prints a report as the flags ask (JSON, CSV or tables) and writes its chart, if any, to
+/// the `--svg` file.
+fn print_as<T: serde::Serialize + ?Sized>(
+    args: &Args,
+    report: &T,
+    csv: fn(&T) -> Result<String, render::CsvError>,
+    text: fn(&T) -> String,
+    chart: Option<fn(&T) -> String>,
+) -> anyhow::Result<ExitCode> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else if args.csv {
-        print!("{}", render::leads_csv(&rows)?);
+        print!("{}", csv(report)?);
     } else {
-        print!("{}", render::leads_text(&rows));
+        print!("{}", text(report));
+    }
+    if let (Some(path), Some(chart)) = (&args.svg, chart) {
+        std::fs::write(path, chart(report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -169,18 +191,13 @@ fn value(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
         println!("{record}");
         return Ok(ExitCode::SUCCESS);
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if args.csv {
-        print!("{}", render::value_csv(&report)?);
-    } else {
-        print!("{}", render::value_text(&report));
-    }
-    if let Some(path) = &args.svg {
-        std::fs::write(path, svg::tiers(&report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(ExitCode::SUCCESS)
+    print_as(
+        args,
+        &report,
+        render::value_csv,
+        render::value_text,
+        Some(svg::tiers),
+    )
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -209,16 +226,5 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         },
     };
     let report = canvass_report::build(&data, &options);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if args.csv {
-        print!("{}", render::csv(&report)?);
-    } else {
-        print!("{}", render::text(&report));
-    }
-    if let Some(path) = &args.svg {
-        std::fs::write(path, svg::funnel(&report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(ExitCode::SUCCESS)
+    print_as(args, &report, render::csv, render::text, Some(svg::funnel))
 }
