@@ -66,6 +66,8 @@ pub enum LeadChange {
     LateAcceptance,
 }
 
+/// Decimals of a linear attribution share.
+pub const LINEAR_SHARE_DECIMALS: u32 = 10;
 /// Most touches kept per contact for attribution.
 pub const MAX_TOUCHES: usize = 64;
 
@@ -1246,8 +1248,10 @@ impl<'a> Run<'a> {
             .collect();
         if !touches.is_empty() {
             let count = Decimal::from(touches.len());
-            let share = amount / count;
-            // The last touch takes what rounding left, so the shares add up to the amount.
+            // Ten decimals: far finer than any currency, and sums of such shares stay exact
+            // (28 significant digits would round when added up). The last touch takes what
+            // rounding left, so the shares add up to the amount.
+            let share = (amount / count).round_dp(LINEAR_SHARE_DECIMALS);
             let remainder = amount - share * (count - Decimal::ONE);
             let mut credits: Vec<(String, Vec<(v1::ActionKind, Shares)>)> = Vec::new();
             let n = touches.len();
