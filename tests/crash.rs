@@ -300,3 +300,80 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
         actions(&actions_file).len()
     );
 }
+
+/// A storage failure (here: the file-size limit, as a full disk would) stops the engine with
+/// a clear error and a failure status; nothing half-written remains: once the disk has room
+/// again, a restart ends exactly where an uninterrupted run ends.
+#[test]
+fn a_storage_failure_stops_the_engine_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("stream.jsonl");
+    std::fs::write(&input, reference_stream(3)).unwrap();
+    let (clean, clean_actions) = (dir.path().join("clean"), dir.path().join("clean.jsonl"));
+    assert!(
+        spawn(&run_args(&clean, &input, &clean_actions))
+            .wait()
+            .unwrap()
+            .success()
+    );
+
+    let (full, full_actions) = (dir.path().join("full"), dir.path().join("full.jsonl"));
+    let args = run_args(&full, &input, &full_actions);
+    // Writes past 2 MiB fail with EFBIG (SIGXFSZ ignored, as a daemon would): the engine's
+    // store grows past that long before the stream ends.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2048; exec \"$0\" {}",
+        args.iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script, canvass_bin().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the engine went on past a failing disk: {stderr}"
+    );
+    // Said once, with what failed and why.
+    assert_eq!(
+        stderr.matches("File too large").count(),
+        1,
+        "no clear error: {stderr}"
+    );
+    assert!(
+        stderr.contains("error:") && stderr.contains("storage failed: IO error"),
+        "{stderr}"
+    );
+    let before = Store::open(&full, StoreOptions::default())
+        .unwrap()
+        .last_seq()
+        .unwrap();
+    let total = Store::open(&clean, StoreOptions::default())
+        .unwrap()
+        .last_seq()
+        .unwrap();
+    assert!(
+        before < total,
+        "the limit did not stop the engine early ({before} of {total} entries)"
+    );
+
+    assert!(spawn(&args).wait().unwrap().success());
+    assert_eq!(inputs(&full), inputs(&clean), "the inputs logged differ");
+    let (a, b) = (projections(&clean), projections(&full));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            x == y,
+            "projections differ under key {}",
+            String::from_utf8_lossy(&x.0)
+        );
+    }
+    let (expected, delivered) = (actions(&clean_actions), actions(&full_actions));
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        delivered.keys().collect::<Vec<_>>()
+    );
+}

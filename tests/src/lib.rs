@@ -152,7 +152,17 @@ pub fn reference_stream(copies: usize) -> String {
         ("campaign.json", "b-trial-invite"),
     ] {
         let version = json!({"campaignId": id, "version": 1});
-        lines.push(json!({"at": LAUNCH, "command": {"actor": "marketer", "putSpec": spec(file)}}));
+        let mut spec = spec(file);
+        // Each copy spends what the example spends: the budget grows with them, so that no
+        // action is withheld and the outcome is the example's, `copies` times.
+        if let Some(total) = spec
+            .pointer("/budget/total")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<f64>().ok())
+        {
+            spec["budget"]["total"] = json!(format!("{:.2}", total * copies as f64));
+        }
+        lines.push(json!({"at": LAUNCH, "command": {"actor": "marketer", "putSpec": spec}}));
         lines.push(json!({"at": LAUNCH, "command": {"actor": "marketer", "submit": version}}));
         lines.push(json!({"at": LAUNCH, "command": {"actor": "manager", "approve": version}}));
     }

@@ -29,9 +29,10 @@ pub const LOG_SCHEMA_VERSION: u32 = 1;
 /// Storage failures. Each names what it was doing; none is retried here.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The disk or sled failed (full disk, I/O error, corruption found by sled).
+    /// The disk or sled failed (full disk, I/O error, corruption found by sled). Not marked
+    /// as the source: the message already holds it, and error chains would print it twice.
     #[error("storage failed: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
     /// A log entry is missing, out of sequence or does not decode.
     #[error("log entry {seq}: {reason}")]
     CorruptLog {
@@ -64,6 +65,12 @@ pub enum Error {
     /// A checkpoint failed earlier; the store takes no more writes.
     #[error("a checkpoint failed, the store takes no more writes: {0}")]
     CheckpointFailed(String),
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Self::Storage(e)
+    }
 }
 
 /// How long [`Store::open`] waits for a data directory another handle is releasing.
