@@ -12,8 +12,8 @@ bench=target/release/canvass-bench
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(date -u +%Y-%m-%d)"
 echo
 $bench throughput --events 200000 --runs 3
-$bench latency --rate 10000 --seconds 10
-$bench latency --rate 5000 --seconds 10
+$bench latency --rate 10000 --seconds 40
+$bench latency --rate 5000 --seconds 40
 $bench memory --contacts 100000
 $bench memory --contacts 1000000
 $bench restart --events "$restart_events"

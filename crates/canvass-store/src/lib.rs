@@ -140,7 +140,7 @@ pub type Write = (Vec<u8>, Option<Vec<u8>>);
 const CHECKPOINT_SEQ: &str = "checkpoint_seq";
 /// Writes per sled batch when a checkpoint is applied: sled holds one lock per batch, and
 /// commits wait for it.
-const CHECKPOINT_SLICE: usize = 256;
+const CHECKPOINT_SLICE: usize = 64;
 /// Bytes per stored chunk of a checkpoint's redo record, and the most a log frame holds
 /// (unless one entry is larger). sled rewrites a whole node when it splits or consolidates
 /// one, and writes a node over a quarter of a segment (128 KiB by default) to a file of its
@@ -660,8 +660,11 @@ impl Store {
     /// applying if a crash came in between (see [`Store::open`]).
     fn write_checkpoint(&self, table: &Memtable) -> Result<()> {
         let (through, count, writes) = self.write_redo_record(table)?;
+        // Each slice is flushed on its own: sled flushes one at a time, so a commit waiting
+        // behind a checkpoint waits for one slice, never for the whole table (which stalled
+        // commits for hundreds of milliseconds).
         for slice in writes.chunks(CHECKPOINT_SLICE) {
-            self.write(slice.to_vec(), false)?;
+            self.write(slice.to_vec(), true)?;
         }
         self.write(finish_checkpoint(through, count), true)
     }
@@ -681,7 +684,7 @@ impl Store {
         let chunks: Vec<&[u8]> = record.chunks(CHECKPOINT_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let key = keys::checkpoint_chunk(through, u32::try_from(i).unwrap_or(u32::MAX));
-            self.write(vec![(key, Some(chunk.to_vec()))], false)?;
+            self.write(vec![(key, Some(chunk.to_vec()))], true)?;
         }
         let count = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
         self.write(
