@@ -111,6 +111,59 @@ fn actions(path: &Path) -> BTreeMap<String, Vec<String>> {
     by_key
 }
 
+/// Runs the engine over the input to its end and asserts it finished cleanly.
+fn run_to_end(data: &Path, input: &Path, actions_file: &Path) {
+    assert!(
+        spawn(&run_args(data, input, actions_file))
+            .wait()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Asserts that a run that was interrupted (`other`) ended where the uninterrupted one
+/// (`clean`) did: the same inputs logged in the same order, the same projections byte for
+/// byte, every action delivered at least once and never two different actions under one
+/// key. Returns the other run's actions by key.
+fn assert_ends_like(
+    clean: &Path,
+    clean_actions: &Path,
+    other: &Path,
+    other_actions: &Path,
+) -> BTreeMap<String, Vec<String>> {
+    assert_eq!(
+        inputs(other),
+        inputs(clean),
+        "the inputs logged differ from the clean run's"
+    );
+    let (a, b) = (projections(clean), projections(other));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            x == y,
+            "projections differ under key {}",
+            String::from_utf8_lossy(&x.0)
+        );
+    }
+    let (expected, delivered) = (actions(clean_actions), actions(other_actions));
+    assert!(
+        expected.values().all(|lines| lines.len() == 1),
+        "the clean run delivers each action once"
+    );
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        delivered.keys().collect::<Vec<_>>(),
+        "an action is missing"
+    );
+    for (key, lines) in &delivered {
+        assert!(
+            lines.iter().all(|l| l == &expected[key][0]),
+            "two different actions under {key}"
+        );
+    }
+    delivered
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,41 +232,11 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
         "no kill left a log tail after a checkpoint: the test did not exercise that path"
     );
 
-    assert_eq!(
-        inputs(&crashed),
-        inputs(&clean),
-        "the inputs logged differ from the clean run's"
-    );
-    let (a, b) = (projections(&clean), projections(&crashed));
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(&b) {
-        assert!(
-            x == y,
-            "projections differ under key {}",
-            String::from_utf8_lossy(&x.0)
-        );
-    }
-
-    let (expected, delivered) = (actions(&clean_actions), actions(&crashed_actions));
-    assert!(
-        expected.values().all(|lines| lines.len() == 1),
-        "the clean run delivers each action once"
-    );
-    assert_eq!(
-        expected.keys().collect::<Vec<_>>(),
-        delivered.keys().collect::<Vec<_>>(),
-        "an action is missing"
-    );
-    for (key, lines) in &delivered {
-        assert!(
-            lines.iter().all(|l| l == &expected[key][0]),
-            "two different actions under {key}"
-        );
-    }
+    let delivered = assert_ends_like(&clean, &clean_actions, &crashed, &crashed_actions);
     let redelivered: usize = delivered.values().map(|l| l.len() - 1).sum();
     eprintln!(
         "{kills} kills; {} actions, {redelivered} delivered again after a crash",
-        expected.len()
+        delivered.len()
     );
 }
 
@@ -223,12 +246,7 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
     let input = dir.path().join("stream.jsonl");
     std::fs::write(&input, reference_stream(1)).unwrap();
     let (data, actions_file) = (dir.path().join("data"), dir.path().join("actions.jsonl"));
-    assert!(
-        spawn(&run_args(&data, &input, &actions_file))
-            .wait()
-            .unwrap()
-            .success()
-    );
+    run_to_end(&data, &input, &actions_file);
     let live = Store::open(&data, StoreOptions::default())
         .unwrap()
         .projection_dump()
@@ -310,12 +328,7 @@ fn a_storage_failure_stops_the_engine_and_loses_nothing() {
     let input = dir.path().join("stream.jsonl");
     std::fs::write(&input, reference_stream(3)).unwrap();
     let (clean, clean_actions) = (dir.path().join("clean"), dir.path().join("clean.jsonl"));
-    assert!(
-        spawn(&run_args(&clean, &input, &clean_actions))
-            .wait()
-            .unwrap()
-            .success()
-    );
+    run_to_end(&clean, &input, &clean_actions);
 
     let (full, full_actions) = (dir.path().join("full"), dir.path().join("full.jsonl"));
     let args = run_args(&full, &input, &full_actions);
@@ -360,20 +373,6 @@ fn a_storage_failure_stops_the_engine_and_loses_nothing() {
         "the limit did not stop the engine early ({before} of {total} entries)"
     );
 
-    assert!(spawn(&args).wait().unwrap().success());
-    assert_eq!(inputs(&full), inputs(&clean), "the inputs logged differ");
-    let (a, b) = (projections(&clean), projections(&full));
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(&b) {
-        assert!(
-            x == y,
-            "projections differ under key {}",
-            String::from_utf8_lossy(&x.0)
-        );
-    }
-    let (expected, delivered) = (actions(&clean_actions), actions(&full_actions));
-    assert_eq!(
-        expected.keys().collect::<Vec<_>>(),
-        delivered.keys().collect::<Vec<_>>()
-    );
+    run_to_end(&full, &input, &full_actions);
+    assert_ends_like(&clean, &clean_actions, &full, &full_actions);
 }
