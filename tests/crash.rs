@@ -54,7 +54,7 @@ fn spawn(args: &[String]) -> std::process::Child {
 
 /// Starts the binary and waits until it is ready, so that kills are timed from when it
 /// ingests, however slow the start.
-fn spawn_ready(args: &[String]) -> std::process::Child {
+fn spawn_ready(args: &[String]) -> canvass_tests::KillOnDrop {
     start_ready(args, false).child
 }
 

@@ -66,7 +66,7 @@ fn start_engine_with(dir: &Path, top: &str, extra: &str) -> Engine {
         .line_starting("grpc: listening on", Duration::from_secs(60))
         .expect("the engine says where it listens");
     Engine {
-        child: KillOnDrop(running.child),
+        child: running.child,
         _lines: running.lines,
         address,
     }

@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Child, Command},
+    process::Command,
     time::Duration,
 };
 
@@ -103,7 +103,7 @@ fn engine_args(data: &Path, config: &Path, clock: &str) -> Vec<String> {
 }
 
 /// Starts the engine and waits until its store is open; stderr is echoed for diagnosis.
-fn start_engine(args: &[String]) -> Child {
+fn start_engine(args: &[String]) -> canvass_tests::KillOnDrop {
     start_ready(args, true).child
 }
 
@@ -568,7 +568,7 @@ fn start_serving(data: &Path, config: &Path, grpc: &Path) -> (canvass_tests::Kil
     let address = running
         .line_starting("grpc: listening on", Duration::from_secs(60))
         .expect("the engine serves gRPC beside Kafka");
-    (canvass_tests::KillOnDrop(running.child), address)
+    (running.child, address)
 }
 
 #[test]

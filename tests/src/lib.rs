@@ -98,6 +98,20 @@ impl KillOnDrop {
     }
 }
 
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -213,8 +227,8 @@ pub fn reference_stream(copies: usize) -> String {
 /// that it never blocks on a full pipe).
 #[derive(Debug)]
 pub struct Running {
-    /// The process.
-    pub child: Child,
+    /// The process, killed if the test ends (or fails) with it still running.
+    pub child: KillOnDrop,
     /// Its standard error lines printed after the `ready:` line.
     pub lines: Receiver<String>,
 }
@@ -251,12 +265,14 @@ impl Running {
 /// If it does not start, or does not say it is ready within two minutes.
 #[must_use]
 pub fn start_ready(args: &[String], echo: bool) -> Running {
-    let mut child = Command::new(canvass_bin())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("canvass starts");
+    let mut child = KillOnDrop(
+        Command::new(canvass_bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("canvass starts"),
+    );
     let stderr = child.stderr.take().expect("stderr is piped");
     let (ready_tx, ready_rx) = channel();
     let (lines_tx, lines_rx) = channel();
