@@ -181,17 +181,7 @@ impl Engine {
             Core::new(catalog),
             UnixMillis::default(),
         )?;
-        let last = store.last_seq()?;
-        let clock = if last == 0 {
-            UnixMillis::default()
-        } else {
-            store
-                .log_from(last)
-                .next()
-                .transpose()?
-                .and_then(|e| e.applied_at.as_ref().map(UnixMillis::from_proto))
-                .unwrap_or_default()
-        };
+        let clock = store.last_applied_at()?;
         Ok(Self {
             store,
             core,

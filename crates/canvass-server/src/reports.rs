@@ -36,21 +36,6 @@ fn json<T: serde::Serialize>(report: &T) -> Result<String, Status> {
     serde_json::to_string(report).map_err(|e| Status::internal(e.to_string()))
 }
 
-impl Reports {
-    /// The time of the last input applied (the engine's processing clock).
-    fn clock(&self) -> Result<UnixMillis, Status> {
-        let store = &self.0.store;
-        let last = store.last_seq().map_err(storage)?;
-        Ok(store
-            .log_from(last)
-            .next()
-            .transpose()
-            .map_err(storage)?
-            .and_then(|e| e.applied_at.as_ref().map(UnixMillis::from_proto))
-            .unwrap_or_default())
-    }
-}
-
 #[tonic::async_trait]
 impl ReportService for Reports {
     async fn get_campaign_report(
@@ -148,7 +133,7 @@ impl ReportService for Reports {
         };
         let as_of = match &r.as_of {
             Some(t) => UnixMillis::from_proto(t),
-            None => self.clock()?,
+            None => self.0.store.last_applied_at().map_err(storage)?,
         };
         let options = ValueOptions {
             as_of,

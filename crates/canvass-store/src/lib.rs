@@ -247,6 +247,21 @@ impl Store {
         Ok(self.shared.log_end.load(Ordering::SeqCst))
     }
 
+    /// Processing time of the last log entry: the engine's clock (the epoch for an empty
+    /// log).
+    pub fn last_applied_at(&self) -> Result<UnixMillis> {
+        let last = self.last_seq()?;
+        if last == 0 {
+            return Ok(UnixMillis::default());
+        }
+        Ok(self
+            .log_from(last)
+            .next()
+            .transpose()?
+            .and_then(|e| e.applied_at.as_ref().map(UnixMillis::from_proto))
+            .unwrap_or_default())
+    }
+
     /// The last log entry whose effects the projections hold, in memory or in sled. Entries
     /// after it were written but not applied (a crash came between): see
     /// [`Store::checkpoint_seq`].
