@@ -146,6 +146,27 @@ async fn pull_all(channel: &Channel, total: usize) -> BTreeMap<String, v1::Actio
     seen
 }
 
+/// One page of a contact's history, as a reader sees it.
+async fn contact_history(
+    channel: &Channel,
+    contact_id: &str,
+    page_size: u32,
+    page_token: String,
+) -> v1::GetContactHistoryResponse {
+    ContactServiceClient::new(channel.clone())
+        .get_contact_history(req(
+            READER,
+            v1::GetContactHistoryRequest {
+                contact_id: contact_id.to_string(),
+                page_size,
+                page_token,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn group_members(channel: &Channel, campaign: &str, group: &str) -> Vec<String> {
     let mut contacts = ContactServiceClient::new(channel.clone());
     let mut members = Vec::new();
@@ -322,18 +343,7 @@ async fn the_reference_campaign_runs_through_grpc_alone() {
             .iter()
             .any(|j| j.campaign_id == "b-trial-invite" && j.response_group == "rated_high")
     );
-    let history = contacts_client
-        .get_contact_history(req(
-            READER,
-            v1::GetContactHistoryRequest {
-                contact_id: member.clone(),
-                page_size: 1000,
-                page_token: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let history = contact_history(&channel, &member, 1000, String::new()).await;
     let types: Vec<String> = history
         .entries
         .iter()
@@ -776,18 +786,7 @@ async fn a_bad_spec_gets_every_violation_with_its_path_and_bad_input_a_clear_sta
         .unwrap_err();
     assert_eq!(broken.code(), Code::InvalidArgument);
     assert!(broken.message().starts_with("message 1"), "{broken:?}");
-    let history = contacts_client
-        .get_contact_history(req(
-            READER,
-            v1::GetContactHistoryRequest {
-                contact_id: "someone".into(),
-                page_size: 10,
-                page_token: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let history = contact_history(&channel, "someone", 10, String::new()).await;
     assert!(
         history.entries.is_empty(),
         "nothing of the refused stream applied"
@@ -1345,18 +1344,7 @@ async fn an_unacknowledged_action_is_streamed_again_even_past_a_cursor() {
             .is_err(),
         "nothing left to stream"
     );
-    let history = ContactServiceClient::new(channel.clone())
-        .get_contact_history(req(
-            READER,
-            v1::GetContactHistoryRequest {
-                contact_id: "a".into(),
-                page_size: 100,
-                page_token: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let history = contact_history(&channel, "a", 100, String::new()).await;
     let acks: Vec<&v1::LogEntry> = history
         .entries
         .iter()
@@ -1420,18 +1408,7 @@ async fn a_full_queue_answers_resource_exhausted_and_loses_nothing() {
     );
     assert!(answers.iter().all(|(a, _)| !a.duplicate && a.seq > 0));
     // Each event logged once.
-    let history = ContactServiceClient::new(channel.clone())
-        .get_contact_history(req(
-            READER,
-            v1::GetContactHistoryRequest {
-                contact_id: "busy".into(),
-                page_size: 1000,
-                page_token: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let history = contact_history(&channel, "busy", 1000, String::new()).await;
     let ids: BTreeSet<String> = history
         .entries
         .iter()
@@ -1484,33 +1461,11 @@ async fn a_stream_broken_mid_way_applies_a_prefix_once_and_sending_it_again_is_s
 
     // A prefix of the stream, each event whole: the first chunk of 1024 for sure (it was
     // answered before the break), the rest if the server saw the end before the reset.
-    let mut contacts_client = ContactServiceClient::new(connect(&engine.address).await);
-    let history = contacts_client
-        .get_contact_history(req(
-            READER,
-            v1::GetContactHistoryRequest {
-                contact_id: "streamer".into(),
-                page_size: 1000,
-                page_token: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let fresh = connect(&engine.address).await;
+    let history = contact_history(&fresh, "streamer", 1000, String::new()).await;
     let mut applied = history.entries.len();
     if !history.next_page_token.is_empty() {
-        let more = contacts_client
-            .get_contact_history(req(
-                READER,
-                v1::GetContactHistoryRequest {
-                    contact_id: "streamer".into(),
-                    page_size: 1000,
-                    page_token: history.next_page_token,
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let more = contact_history(&fresh, "streamer", 1000, history.next_page_token).await;
         applied += more.entries.len();
     }
     assert!(applied == 1024 || applied == 1500, "applied {applied}");
