@@ -156,6 +156,20 @@ fn campaign<'a>(r: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("campaign {id} in {r}"))
 }
 
+/// The named string fields of each object of a JSON array, in order.
+fn texts(rows: &Value, fields: &[&str]) -> Vec<Vec<String>> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            fields
+                .iter()
+                .map(|f| row[*f].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
 fn close(v: &Value, expected: f64) -> bool {
     v.as_f64().is_some_and(|v| (v - expected).abs() < 1e-9)
 }
@@ -281,24 +295,9 @@ fn every_figure_of_a_hand_worked_fixture() {
         r["channels"],
         json!([{"name": "EMAIL", "currency": "EUR", "cost": "0.25", "revenue": "170.00", "roi": 679.0}])
     );
-    let segments: Vec<(String, String, String)> = r["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| {
-            (
-                x["name"].as_str().unwrap().into(),
-                x["cost"].as_str().unwrap().into(),
-                x["revenue"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
     assert_eq!(
-        segments,
-        [
-            ("loyal".into(), "0.20".into(), "120.00".into()),
-            ("new".into(), "0.05".into(), "50.00".into())
-        ]
+        texts(&r["segments"], &["name", "cost", "revenue"]),
+        [["loyal", "0.20", "120.00"], ["new", "0.05", "50.00"]]
     );
 }
 
@@ -447,24 +446,9 @@ fn customer_value_of_the_fixture() {
         ]
     );
     // RFM among three: recency c2 0 days, c3 9, c1 10; one purchase each; c1 120, c3 50, c2 30.
-    let rfm: Vec<(String, String)> = r["top"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().into(),
-                c["rfm"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
     assert_eq!(
-        rfm,
-        [
-            ("c1".into(), "255".into()),
-            ("c3".into(), "454".into()),
-            ("c2".into(), "552".into())
-        ]
+        texts(&r["top"], &["id", "rfm"]),
+        [["c1", "255"], ["c3", "454"], ["c2", "552"]]
     );
     // Nobody bought 90 days before: no retention observed, so the CLV is the value.
     assert_eq!(r["retentionRate"], Value::Null);
@@ -675,19 +659,9 @@ fn leads_follow_their_sla_and_a_staff_change_loses_none() {
                "winRate": 0.5, "wonAmount": "900.00", "reassigned": 3, "lateAcceptances": 0})
     );
     // The win is revenue: last touch the hand-off, first touch the email, half each linearly.
-    let kinds: Vec<(String, String)> = d["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            (
-                k["kind"].as_str().unwrap().into(),
-                k["revenue"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let kinds = texts(&d["actions"], &["kind", "revenue"]);
     assert!(
-        kinds.contains(&("SALES_HANDOFF".into(), "900.00".into())),
+        kinds.contains(&vec!["SALES_HANDOFF".to_string(), "900.00".to_string()]),
         "{kinds:?}"
     );
     assert_eq!(d["revenueByModel"]["linear"], "900.00");
@@ -709,24 +683,12 @@ fn leads_follow_their_sla_and_a_staff_change_loses_none() {
     );
 
     let rows: Value = serde_json::from_str(&report(&data, &["--leads", "--json"])).unwrap();
-    let rows: Vec<(String, String, String)> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["contactId"].as_str().unwrap().into(),
-                l["owner"].as_str().unwrap().into(),
-                l["status"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
     assert_eq!(
-        rows,
+        texts(&rows, &["contactId", "owner", "status"]),
         [
-            ("d1".into(), "bob".into(), "WON".into()),
-            ("d2".into(), "bob".into(), "BREACHED".into()),
-            ("d3".into(), "bob".into(), "LOST".into())
+            ["d1", "bob", "WON"],
+            ["d2", "bob", "BREACHED"],
+            ["d3", "bob", "LOST"]
         ]
     );
     let open: Value =
