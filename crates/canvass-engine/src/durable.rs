@@ -912,14 +912,16 @@ impl Pending {
         let mut recent = std::mem::take(&mut before.recent_events);
         recent.retain(|e| e.applied_at.as_ref().map(UnixMillis::from_proto) >= Some(cutoff));
         // The core withholds what would overrun a budget: it needs what was spent so far.
-        let budgeted: Vec<String> = self
+        // Loaded once per batch (and per new campaign); later steps find them in the batch.
+        let unloaded: Vec<String> = self
             .core
             .catalog()
             .latest_all()
             .filter(|c| c.budget.as_ref().is_some_and(|b| b.total.is_some()))
+            .filter(|c| !self.counters.contains_key(c.id()))
             .map(|c| c.id().to_string())
             .collect();
-        for campaign in &budgeted {
+        for campaign in &unloaded {
             self.counters(campaign)?;
         }
         let mut transition = self.core.step(&before, input, now, &self.counters);
