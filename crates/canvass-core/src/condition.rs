@@ -71,6 +71,9 @@ pub struct Condition {
     source: Arc<str>,
     program: Arc<Program>,
     env: Arc<Env>,
+    /// The scope variables the expression names: only those are built and bound when it
+    /// runs (building the contact's CEL value costs more than most guards).
+    uses: Vec<&'static str>,
 }
 
 impl fmt::Debug for Condition {
@@ -87,8 +90,13 @@ impl Condition {
             Program::compile(source).map_err(|e| CompileError::Syntax(syntax_message(&e)))?;
         let bound = comprehension_variables(source);
         let available = scope.variables().join(", ");
+        let mut uses = Vec::new();
         for name in program.references().variables() {
-            if scope.variables().contains(&name) || bound.iter().any(|b| b == name) {
+            if let Some(known) = scope.variables().iter().find(|v| **v == name) {
+                uses.push(*known);
+                continue;
+            }
+            if bound.iter().any(|b| b == name) {
                 continue;
             }
             let name = name.to_string();
@@ -103,7 +111,14 @@ impl Condition {
             source: source.into(),
             program: Arc::new(program),
             env: Arc::clone(env),
+            uses,
         })
+    }
+
+    /// Whether the expression names the scope variable `name` (so it must be bound).
+    #[must_use]
+    pub fn uses(&self, name: &str) -> bool {
+        self.uses.contains(&name)
     }
 
     /// The expression as written in the spec.
@@ -239,6 +254,27 @@ mod tests {
         )
         .unwrap();
         assert!(c.eval(&event_with_rating(Value::Int(5))).is_err());
+    }
+
+    #[test]
+    fn only_the_variables_named_are_bound() {
+        let c = Condition::compile(
+            "event.attrs.rating >= 4 && contact.purchases.exists(p, p.product == 'A')",
+            Scope::EventTransition,
+            &standard_env(),
+        )
+        .unwrap();
+        assert!(c.uses("event") && c.uses("contact"));
+        assert!(!c.uses("state") && !c.uses("campaign") && !c.uses("p"));
+        // A variable it names must be bound: leaving `contact` out is an error.
+        assert!(c.eval(&event_with_rating(Value::Int(5))).is_err());
+        let guard = Condition::compile(
+            "event.attrs.rating >= 4",
+            Scope::EventTransition,
+            &standard_env(),
+        )
+        .unwrap();
+        assert_eq!(guard.eval(&event_with_rating(Value::Int(4))), Ok(true));
     }
 
     #[test]

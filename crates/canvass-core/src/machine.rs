@@ -486,10 +486,13 @@ impl<'a> Run<'a> {
 
     fn contact_cel(&mut self) -> Value {
         let now = self.now;
-        let contact = self.state.contact.clone().unwrap_or_default();
         let (policy, cost) = (self.catalog.policy(), &self.state.marketing_cost);
+        let contact = &self.state.contact;
         self.contact_value
-            .get_or_insert_with(|| bindings::contact_value(&contact, now, policy, cost))
+            .get_or_insert_with(|| {
+                let contact = contact.clone().unwrap_or_default();
+                bindings::contact_value(&contact, now, policy, cost)
+            })
             .clone()
     }
 
@@ -498,16 +501,20 @@ impl<'a> Run<'a> {
         &mut self,
         campaign: &Campaign,
         condition: &Condition,
-        path: String,
+        path: impl FnOnce() -> String,
         journey: Option<usize>,
     ) -> bool {
-        let mut b = Bindings::default()
-            .with("contact", self.contact_cel())
-            .with("campaign", campaign.cel_value.clone());
-        if let Some(e) = self.cause_event {
+        let mut b = Bindings::default();
+        if condition.uses("contact") {
+            b = b.with("contact", self.contact_cel());
+        }
+        if condition.uses("campaign") {
+            b = b.with("campaign", campaign.cel_value.clone());
+        }
+        if let Some(e) = self.cause_event.filter(|_| condition.uses("event")) {
             b = b.with("event", bindings::event_value(e));
         }
-        if let Some(j) = journey {
+        if let Some(j) = journey.filter(|_| condition.uses("state")) {
             b = b.with(
                 "state",
                 bindings::state_value(&self.state.campaigns[j], self.now),
@@ -518,7 +525,7 @@ impl<'a> Run<'a> {
             Err(e) => {
                 self.effects.push(Effect::ConditionFailed {
                     campaign_id: campaign.id().to_string(),
-                    path,
+                    path: path(),
                     error: e.0,
                 });
                 false
@@ -536,7 +543,7 @@ impl<'a> Run<'a> {
         let Some(audience) = &campaign.audience else {
             return;
         };
-        if self.holds(campaign, audience, "audience.filter".into(), None) {
+        if self.holds(campaign, audience, || "audience.filter".into(), None) {
             self.enroll(campaign, EnrollCause::Launch);
         }
     }
@@ -623,7 +630,9 @@ impl<'a> Run<'a> {
                 }
                 let matched = match &trigger.guard {
                     None => true,
-                    Some(g) => self.holds(campaign, g, format!("entryTriggers[{i}].guard"), None),
+                    Some(g) => {
+                        self.holds(campaign, g, || format!("entryTriggers[{i}].guard"), None)
+                    }
                 };
                 if matched {
                     self.enroll(
@@ -653,7 +662,7 @@ impl<'a> Run<'a> {
             let passes = match guard {
                 None => true,
                 Some(g) => {
-                    let path = format!("states.{}.transitions[{t}].onEvent.guard", state.id);
+                    let path = || format!("states.{}.transitions[{t}].onEvent.guard", state.id);
                     self.holds(campaign, g, path, Some(j))
                 }
             };
@@ -975,7 +984,7 @@ impl<'a> Run<'a> {
             let passes = match guard {
                 None => true,
                 Some(g) => {
-                    let path = format!("states.{}.transitions[{t}].immediately.guard", state.id);
+                    let path = || format!("states.{}.transitions[{t}].immediately.guard", state.id);
                     self.holds(campaign, g, path, Some(journey))
                 }
             };
