@@ -30,9 +30,11 @@ pub(crate) struct Memtable {
 #[derive(Debug, Clone)]
 struct Slot {
     value: Option<Vec<u8>>,
-    /// No older layer holds the key: removing it leaves nothing to hide, so the slot goes
-    /// (a timer armed and cancelled, an action queued and delivered, between checkpoints).
-    fresh: bool,
+    /// Whether no older layer holds the key: removing a fresh key leaves nothing to hide,
+    /// so the slot goes (a timer armed and cancelled, an action queued and delivered,
+    /// between checkpoints). `None` until a removal needs to know: most keys are never
+    /// removed, and asking sled for each new key cost more than the rest of the table.
+    fresh: Option<bool>,
 }
 
 impl Memtable {
@@ -44,7 +46,9 @@ impl Memtable {
             .map(|s| s.value.clone())
     }
 
-    /// Applies writes; `held_below` tells whether an older layer (or sled) holds a key.
+    /// Applies writes; `held_below` tells whether an older layer (or sled) holds a key. What
+    /// the layers below hold does not change while this table is active (the table being
+    /// checkpointed moves into sled, unchanged), so the answer may be sought late.
     pub(crate) fn apply(
         &self,
         writes: Vec<Write>,
@@ -56,17 +60,41 @@ impl Memtable {
         let mut bytes = 0;
         for (k, value) in writes {
             bytes += k.len() + value.as_ref().map_or(0, Vec::len);
-            match map.get_mut(&k) {
-                Some(slot) if slot.fresh && value.is_none() => {
-                    map.remove(&k);
-                }
-                Some(slot) => slot.value = value,
-                None => {
-                    let fresh = !held_below(&k)?;
-                    if !(fresh && value.is_none()) {
-                        map.insert(k, Slot { value, fresh });
+            let Some(slot) = map.get_mut(&k) else {
+                match value {
+                    Some(value) => {
+                        let slot = Slot {
+                            value: Some(value),
+                            fresh: None,
+                        };
+                        map.insert(k, slot);
                     }
+                    None if held_below(&k)? => {
+                        let slot = Slot {
+                            value: None,
+                            fresh: Some(false),
+                        };
+                        map.insert(k, slot);
+                    }
+                    None => {}
                 }
+                continue;
+            };
+            if value.is_some() {
+                slot.value = value;
+                continue;
+            }
+            let fresh = match slot.fresh {
+                Some(fresh) => fresh,
+                None => !held_below(&k)?,
+            };
+            if fresh {
+                map.remove(&k);
+            } else {
+                *slot = Slot {
+                    value: None,
+                    fresh: Some(false),
+                };
             }
         }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -307,5 +335,23 @@ mod tests {
         t.apply(vec![del("new"), del("old"), del("never")], 1, None, &below)
             .unwrap();
         assert_eq!(t.writes(), vec![(b"old".to_vec(), None)]);
+    }
+
+    #[test]
+    fn sled_is_asked_about_a_key_only_when_it_is_removed() {
+        let t = Memtable::default();
+        let asked = std::sync::Mutex::new(Vec::new());
+        let below = |k: &[u8]| {
+            asked.lock().unwrap().push(k.to_vec());
+            Ok(false)
+        };
+        let put = |k: &str| (k.as_bytes().to_vec(), Some(b"v".to_vec()));
+        let del = |k: &str| (k.as_bytes().to_vec(), None);
+        t.apply(vec![put("a"), put("b"), put("a")], 1, None, &below)
+            .unwrap();
+        assert!(asked.lock().unwrap().is_empty(), "puts need no answer");
+        t.apply(vec![del("b"), del("c")], 1, None, &below).unwrap();
+        assert_eq!(*asked.lock().unwrap(), vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(t.writes(), vec![(b"a".to_vec(), Some(b"v".to_vec()))]);
     }
 }
