@@ -136,6 +136,15 @@ struct Shared {
 /// One write of a batch: a key and its new value, or `None` for a removal.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// How a checkpoint goes to sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoint {
+    /// In slices beside running commits, made atomic by a redo record written first.
+    Sliced,
+    /// In one batch, while the caller waits.
+    Whole,
+}
+
 /// The last log entry the projections in sled include.
 const CHECKPOINT_SEQ: &str = "checkpoint_seq";
 /// Writes per sled batch when a checkpoint is applied: sled holds one lock per batch, and
@@ -583,7 +592,7 @@ impl Store {
         if active.bytes() >= self.options.checkpoint_bytes
             || active.entries() >= self.options.checkpoint_entries
         {
-            self.start_checkpoint()?;
+            self.start_checkpoint(Checkpoint::Sliced)?;
         }
         Ok(())
     }
@@ -599,9 +608,13 @@ impl Store {
 
     /// Writes every projection change held in memory to sled, durably, and waits for it.
     /// Not needed for safety (the log holds everything); it shortens the next restart.
+    ///
+    /// The caller waits and commits nothing meanwhile, so the table goes to sled as one
+    /// atomic batch with one flush: no redo record, no slices (those exist only so that
+    /// commits running beside a background checkpoint never wait long).
     pub fn checkpoint(&self) -> Result<()> {
         self.check_failed()?;
-        self.start_checkpoint()?;
+        self.start_checkpoint(Checkpoint::Whole)?;
         self.wait_for_checkpoint()
     }
 
@@ -619,7 +632,7 @@ impl Store {
     /// Freezes the active table and writes it to sled, on a thread of its own unless
     /// turned off. A checkpoint still running is waited for first: memory holds at most one
     /// table being written and one filling.
-    fn start_checkpoint(&self) -> Result<()> {
+    fn start_checkpoint(&self, how: Checkpoint) -> Result<()> {
         self.wait_for_checkpoint()?;
         let frozen = {
             let mut layers = self
@@ -636,7 +649,10 @@ impl Store {
         };
         let store = self.clone();
         let run = move || {
-            let result = store.write_checkpoint(&frozen);
+            let result = match how {
+                Checkpoint::Sliced => store.write_checkpoint(&frozen),
+                Checkpoint::Whole => store.write_checkpoint_whole(&frozen),
+            };
             match &result {
                 Ok(()) => {
                     let mut layers = store
@@ -657,7 +673,7 @@ impl Store {
             }
             result
         };
-        if self.options.background_checkpoints {
+        if self.options.background_checkpoints && how == Checkpoint::Sliced {
             let handle = std::thread::Builder::new()
                 .name("canvass-checkpoint".into())
                 .spawn(run)
@@ -684,17 +700,32 @@ impl Store {
         self.write(finish_checkpoint(through, count), true)
     }
 
-    /// The first half of a checkpoint: its writes stored durably as a redo record.
-    /// Returns the last log seq it covers, the record's chunk count, and the writes.
-    fn write_redo_record(&self, table: &Memtable) -> Result<(u64, u32, Vec<Write>)> {
-        let through = table.through();
-        // A removal of a key sled never had is no write at all.
+    /// Writes a frozen table to sled in one atomic batch, flushed once.
+    fn write_checkpoint_whole(&self, table: &Memtable) -> Result<()> {
+        let mut writes = self.checkpoint_writes(table)?;
+        writes.push((
+            keys::meta(CHECKPOINT_SEQ),
+            Some(table.through().to_be_bytes().to_vec()),
+        ));
+        self.write(writes, true)
+    }
+
+    /// A table's writes, less the removals of keys sled never had (no write at all).
+    fn checkpoint_writes(&self, table: &Memtable) -> Result<Vec<Write>> {
         let mut writes = Vec::new();
         for (k, v) in table.writes() {
             if v.is_some() || self.db.contains_key(&k)? {
                 writes.push((k, v));
             }
         }
+        Ok(writes)
+    }
+
+    /// The first half of a checkpoint: its writes stored durably as a redo record.
+    /// Returns the last log seq it covers, the record's chunk count, and the writes.
+    fn write_redo_record(&self, table: &Memtable) -> Result<(u64, u32, Vec<Write>)> {
+        let through = table.through();
+        let writes = self.checkpoint_writes(table)?;
         let record = encode_writes(&writes);
         let chunks: Vec<&[u8]> = record.chunks(CHECKPOINT_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
