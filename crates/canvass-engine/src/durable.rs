@@ -165,6 +165,10 @@ pub struct Engine {
     options: EngineOptions,
     /// The latest processing time applied: the clock never goes back.
     clock: UnixMillis,
+    /// The last outbox position [`Engine::dispatch`] delivered and removed: positions only
+    /// grow, so the next call reads after it instead of stepping again over the removals
+    /// the in-memory table holds for the ones before.
+    dispatched: Option<(u64, u32)>,
 }
 
 impl Engine {
@@ -187,6 +191,7 @@ impl Engine {
             core,
             options,
             clock,
+            dispatched: None,
         })
     }
 
@@ -253,10 +258,13 @@ impl Engine {
         limit: usize,
         dispatch: &mut dyn FnMut(&[v1::Action]) -> std::io::Result<()>,
     ) -> Result<usize, DispatchError> {
-        let queued = self.store.outbox(limit).map_err(Error::from)?;
-        if queued.is_empty() {
+        let queued = self
+            .store
+            .outbox_after(self.dispatched, limit)
+            .map_err(Error::from)?;
+        let Some(&(last, _)) = queued.last() else {
             return Ok(0);
-        }
+        };
         let actions: Vec<v1::Action> = queued.iter().map(|(_, a)| a.clone()).collect();
         dispatch(&actions).map_err(DispatchError::Deliver)?;
         let acks = v1::ActionAcks {
@@ -283,6 +291,7 @@ impl Engine {
         )?;
         pending.append(log_entry::Input::ActionAcks(acks), None, self.clock)?;
         self.finish(pending)?;
+        self.dispatched = Some(last);
         Ok(actions.len())
     }
 
