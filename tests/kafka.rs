@@ -553,6 +553,64 @@ fn the_engine_survives_a_broker_restart() {
     );
 }
 
+#[test]
+fn a_stop_while_the_broker_is_away_ends_within_the_shutdown_timeout() {
+    let _ = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let own = OwnBroker::start(&dir.path().join("broker"));
+    let broker = Broker::at(&format!("127.0.0.1:{}", own.port));
+    let topics = Topics::create(&broker, "away", 1);
+    let config = topics.config(dir.path(), &broker, &unique("away"));
+    // A publication waits up to two minutes for the broker: without a bound on the stop,
+    // SIGTERM would wait as long.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("publish_timeout_ms = 5000", "publish_timeout_ms = 120000");
+    std::fs::write(&config, format!("shutdown_timeout_ms = 3000\n{text}")).unwrap();
+    let data = dir.path().join("data");
+    let args = engine_args(&data, &config, "event");
+    let copies = 3;
+    let p = phases(&topics, copies);
+    set_up(&broker, &p, &args);
+    broker.produce(&p.events);
+
+    // Runs until stopped: no --exit-when-caught-up.
+    let serving: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--exit-when-caught-up")
+        .cloned()
+        .collect();
+    let mut engine = start_ready(&serving, true);
+    assert!(
+        engine.wait_for("progress:", Duration::from_secs(120)),
+        "the engine applies no records"
+    );
+    own.down();
+    std::thread::sleep(Duration::from_secs(1));
+    // 3 s are configured; the margin is for a loaded machine, and still well below the
+    // publication's wait.
+    let status = engine
+        .child
+        .terminate_within(Duration::from_secs(45))
+        .expect("the engine did not stop within 45 s of SIGTERM with the broker away");
+    assert!(status.success(), "a stop is not a failure: {status}");
+
+    // Nothing applied was lost: with the broker back, the run ends as an uninterrupted one.
+    // In a group of its own: the stopped engine could not leave its group, and Tansu 0.6
+    // does not expire a member that was in a group when it restarted. The offsets live in
+    // the engine's store, so the group only decides who reads the partitions.
+    own.up();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let group = text
+        .lines()
+        .find(|l| l.starts_with("group_id"))
+        .unwrap()
+        .to_string();
+    std::fs::write(&config, text.replace(&group, "group_id = \"away-after\"")).unwrap();
+    run_engine_until_idle(&args);
+    assert_reference_outcome(&broker, &topics, &data, copies as u64);
+}
+
 /// Starts an engine on Kafka that also serves gRPC (until stopped); returns it and the
 /// gRPC address.
 fn start_serving(data: &Path, config: &Path, grpc: &Path) -> (canvass_tests::KillOnDrop, String) {

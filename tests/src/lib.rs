@@ -89,12 +89,35 @@ impl KillOnDrop {
     /// # Panics
     /// If the signal cannot be sent or the process cannot be waited for.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.send_sigterm();
+        self.0.wait().expect("the process can be waited for")
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits at most `limit`: `None` if it is still
+    /// running then (it is killed when dropped).
+    ///
+    /// # Panics
+    /// If the signal cannot be sent or the process cannot be waited for.
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.send_sigterm();
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("the process can be waited for") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn send_sigterm(&self) {
         let sent = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(sent.success(), "SIGTERM not sent");
-        self.0.wait().expect("the process can be waited for")
     }
 }
 

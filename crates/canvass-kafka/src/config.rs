@@ -94,6 +94,10 @@ pub struct KafkaConfig {
     /// Longest wait for the broker to acknowledge a batch of published records, in
     /// milliseconds; unacknowledged records stay queued and go out again.
     pub publish_timeout_ms: u64,
+    /// Longest a stop (SIGTERM, SIGINT) may take, in milliseconds: leaving the consumer
+    /// group and waiting for acknowledgements are given up after it (with a broker that
+    /// is away they could wait for minutes). Everything applied is durable by then.
+    pub shutdown_timeout_ms: u64,
     /// librdkafka properties passed through unchanged to every client (security.protocol,
     /// sasl.*, ssl.*, ...). They override the engine's own settings, except the ones its
     /// guarantees rest on (listed in [`KafkaConfig::RESERVED`]).
@@ -114,6 +118,7 @@ impl Default for KafkaConfig {
             max_batch: 4096,
             max_wait_ms: 5,
             publish_timeout_ms: 30_000,
+            shutdown_timeout_ms: 10_000,
             librdkafka: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
@@ -223,6 +228,7 @@ impl KafkaConfig {
                 }
                 "MAX_WAIT_MS" => self.max_wait_ms = number(&value)?,
                 "PUBLISH_TIMEOUT_MS" => self.publish_timeout_ms = number(&value)?,
+                "SHUTDOWN_TIMEOUT_MS" => self.shutdown_timeout_ms = number(&value)?,
                 "TOPIC_TOUCHPOINTS" => self.topics.touchpoints = value,
                 "TOPIC_CONTROL" => self.topics.control = value,
                 "TOPIC_ACTIONS" => self.topics.actions = value,

@@ -216,12 +216,46 @@ pub fn run(
             eprintln!("caught up: {}", positions(&owned));
         }
         if stop || caught_up {
-            let mut state = consumer.context().lock();
-            state.commit_pending()?;
-            // Not needed for safety; the next start then has no log tail to apply again.
-            state.engine.checkpoint()?;
-            return Ok(state.report.clone());
+            let report = {
+                let mut state = consumer.context().lock();
+                state.commit_pending()?;
+                // Not needed for safety; the next start then has no log tail to apply again.
+                state.engine.checkpoint()?;
+                state.report.clone()
+            };
+            // Half the stop's time: the rest is left for the producer's and sled's close.
+            leave_group(
+                consumer,
+                Duration::from_millis(config.shutdown_timeout_ms / 2),
+            );
+            return Ok(report);
         }
+    }
+}
+
+/// Leaves the consumer group, giving up after `limit`: rdkafka's own close on drop waits
+/// without bound for a coordinator that may be away. Everything applied is durable and the
+/// offsets live in sled, so a consumer left unclosed only keeps its partitions until the
+/// group's session timeout.
+fn leave_group(consumer: BaseConsumer<EngineContext>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    if let Err(e) = consumer.close_queue() {
+        eprintln!("warning: kafka: cannot leave the group: {e}");
+    } else {
+        // Records polled now are not applied: the next start reads them again.
+        while !consumer.closed() && Instant::now() < deadline {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+    }
+    if consumer.closed() {
+        drop(consumer);
+    } else {
+        eprintln!(
+            "warning: kafka: the consumer did not leave its group within {} ms (is the broker away?); stopping without it",
+            limit.as_millis()
+        );
+        // Its drop would wait for the broker again.
+        std::mem::forget(consumer);
     }
 }
 

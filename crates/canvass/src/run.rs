@@ -3,7 +3,10 @@
 use std::{
     path::PathBuf,
     process::ExitCode,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -246,6 +249,7 @@ fn run_kafka(
     intake: Option<&runtime::Intake>,
 ) -> anyhow::Result<ExitCode> {
     let config = KafkaConfig::load(args.kafka_config.as_deref())?;
+    exit_after_stop(stop, Duration::from_millis(config.shutdown_timeout_ms));
     let options = KafkaRunOptions {
         exit_when_caught_up: args.exit_when_caught_up,
         stop: Some(Arc::clone(stop)),
@@ -266,6 +270,31 @@ fn run_kafka(
         report.publications
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ends the process `limit` after a stop signal if it is still running then: a client
+/// waiting on a broker that is away must not keep it from stopping. Safe at any moment:
+/// every commit is atomic and durable, and a start resumes from the last one.
+fn exit_after_stop(stop: &Arc<AtomicBool>, limit: Duration) {
+    let stop = Arc::clone(stop);
+    let watch = move || {
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(limit);
+        eprintln!(
+            "warning: not stopped {} ms after the signal (the broker does not answer); exiting now: everything applied is durable, the next start resumes from it",
+            limit.as_millis()
+        );
+        std::process::exit(0);
+    };
+    // Without the watch, a stop is only unbounded, not unsafe.
+    if let Err(e) = std::thread::Builder::new()
+        .name("canvass-stop-watch".into())
+        .spawn(watch)
+    {
+        eprintln!("warning: cannot watch the stop: {e}");
+    }
 }
 
 #[derive(Debug, clap::Args)]
