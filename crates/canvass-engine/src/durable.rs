@@ -120,6 +120,18 @@ pub struct BatchReport {
     pub outcomes: Vec<Outcome>,
 }
 
+impl BatchReport {
+    /// Adds what a later commit of the same call did.
+    fn add(&mut self, other: BatchReport) {
+        self.entries += other.entries;
+        self.timers_fired += other.timers_fired;
+        self.actions += other.actions;
+        self.duplicates += other.duplicates;
+        self.dead_letters += other.dead_letters;
+        self.outcomes.extend(other.outcomes);
+    }
+}
+
 /// What became of one input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -210,35 +222,58 @@ impl Engine {
     /// Applies a batch of inputs as one group commit at wall time `wall_now` (ignored with the
     /// event clock), firing the timers that fall due before each input.
     pub fn ingest(&mut self, inputs: Vec<Sourced>, wall_now: UnixMillis) -> Result<BatchReport> {
-        let mut pending = Pending::new(
-            &self.store,
-            self.core.clone(),
-            self.options.clone(),
-            self.clock,
-        )?;
+        let mut report = self.sweep()?;
+        let mut pending = self.pending()?;
         if self.options.clock == ClockMode::Wall {
             pending.fire_due(wall_now.max(self.clock))?;
         }
         for input in inputs {
             pending.accept(input, wall_now)?;
+            // A command that concerns more contacts than one entry steps: the rest of its
+            // sweep comes before the next input, in commits of their own.
+            if pending.sweeping {
+                report.add(self.finish(pending)?);
+                report.add(self.sweep()?);
+                pending = self.pending()?;
+            }
         }
-        self.finish(pending)
+        report.add(self.finish(pending)?);
+        Ok(report)
     }
 
-    /// Fires the timers due at or before `now` (with the event clock: at or before the clock).
-    pub fn tick(&mut self, wall_now: UnixMillis) -> Result<BatchReport> {
-        let mut pending = Pending::new(
+    fn pending(&self) -> Result<Pending> {
+        Pending::new(
             &self.store,
             self.core.clone(),
             self.options.clone(),
             self.clock,
-        )?;
+        )
+    }
+
+    /// Finishes the sweeps in progress (a command's follow-up for every contact), one
+    /// commit per slice of contacts. Inputs wait for them, so none sees a sweep half done;
+    /// after a crash the next call goes on where the last commit ended.
+    pub fn sweep(&mut self) -> Result<BatchReport> {
+        let mut report = BatchReport::default();
+        while let Some(sweep) = self.store.sweeps()?.into_iter().next() {
+            let mut pending = self.pending()?;
+            pending.sweep_step(&sweep)?;
+            report.add(self.finish(pending)?);
+        }
+        Ok(report)
+    }
+
+    /// Fires the timers due at or before `now` (with the event clock: at or before the clock).
+    pub fn tick(&mut self, wall_now: UnixMillis) -> Result<BatchReport> {
+        let mut report = self.sweep()?;
+        let mut pending = self.pending()?;
         let now = match self.options.clock {
             ClockMode::Wall => wall_now.max(self.clock),
             ClockMode::Event => self.clock,
         };
         pending.fire_due(now)?;
-        self.finish(pending)
+        report.add(self.finish(pending)?);
+        Ok(report)
     }
 
     fn finish(&mut self, pending: Pending) -> Result<BatchReport> {
@@ -354,6 +389,13 @@ fn apply_log(
         for entry in &entries {
             pending.apply(entry)?;
             applied += 1;
+            // A sweep's entries each change up to a slice of contacts: commit before the
+            // batch holds many of them.
+            if pending.contacts.len() >= SWEEP_SLICE {
+                let (batch, _, core, clock) = pending.into_batch();
+                store.commit(batch)?;
+                pending = Pending::new(store, core, options.clone(), clock)?;
+            }
         }
         from = entries.last().map_or(from, |e| e.seq + 1);
         let (batch, _, core, clock) = pending.into_batch();
@@ -375,6 +417,44 @@ pub enum DispatchError {
     /// The receiver failed; the actions stay queued.
     #[error("delivering actions failed: {0}")]
     Deliver(std::io::Error),
+}
+
+/// Contacts one log entry steps for a command that concerns everyone; a sweep steps the
+/// others, this many per entry. Part of the log's meaning: replay steps the same slices.
+const SWEEP_SLICE: usize = 4096;
+
+/// A follow-up for everyone as the log records it.
+fn follow_up_of(input: &Input) -> Option<v1::FollowUp> {
+    use v1::follow_up::Kind;
+    let kind = match input {
+        Input::Launch { campaign_id } => Kind::Launch(campaign_id.clone()),
+        Input::Migrate { campaign_id } => Kind::Migrate(campaign_id.clone()),
+        Input::Resume { campaign_id } => Kind::Resume(campaign_id.clone()),
+        Input::Stop { campaign_id } => Kind::Stop(campaign_id.clone()),
+        Input::ReassignLeads(r) => Kind::ReassignLeads(r.clone()),
+        Input::UpsertContact(_) | Input::Event(_) | Input::TimerFired(_) => return None,
+    };
+    Some(v1::FollowUp { kind: Some(kind) })
+}
+
+/// The input a logged follow-up stands for.
+fn input_of(follow_up: &v1::FollowUp) -> Option<Input> {
+    use v1::follow_up::Kind;
+    Some(match follow_up.kind.as_ref()? {
+        Kind::Launch(c) => Input::Launch {
+            campaign_id: c.clone(),
+        },
+        Kind::Migrate(c) => Input::Migrate {
+            campaign_id: c.clone(),
+        },
+        Kind::Resume(c) => Input::Resume {
+            campaign_id: c.clone(),
+        },
+        Kind::Stop(c) => Input::Stop {
+            campaign_id: c.clone(),
+        },
+        Kind::ReassignLeads(r) => Input::ReassignLeads(r.clone()),
+    })
 }
 
 fn load_catalog(store: &Store) -> Result<Catalog> {
@@ -431,6 +511,8 @@ struct Pending {
     acked: BTreeSet<(u64, u32)>,
     /// The caller of the input being accepted, logged with its entry.
     caller: String,
+    /// A command left a sweep to finish before the next input.
+    sweeping: bool,
 }
 
 impl Pending {
@@ -459,6 +541,7 @@ impl Pending {
             outcomes: Vec::new(),
             acked: BTreeSet::new(),
             caller: String::new(),
+            sweeping: false,
         })
     }
 
@@ -850,6 +933,7 @@ impl Pending {
                 }
             }
             Some(log_entry::Input::Command(c)) => self.command(c, now, entry.seq)?,
+            Some(log_entry::Input::SweepStep(s)) => self.apply_sweep_step(s, now, entry.seq)?,
         }
         Ok(())
     }
@@ -888,14 +972,77 @@ impl Pending {
         self.step_everyone(&input, now, seq)
     }
 
-    /// Steps every contact known now: those stored and those this batch created.
+    /// Steps every contact known now (those stored and those this batch created): the
+    /// first [`SWEEP_SLICE`] here, the others by a sweep, a slice per log entry.
     fn step_everyone(&mut self, input: &Input, now: UnixMillis, seq: u64) -> Result<()> {
-        let mut ids: BTreeSet<String> = self.contacts.keys().cloned().collect();
-        for contact in self.store.contact_ids(EMBEDDED_PARTITION) {
+        let ids = self.contacts_after(None, SWEEP_SLICE)?;
+        for contact in &ids {
+            self.step(contact, input, now, seq)?;
+        }
+        if let (Some(last), Some(follow_up)) = (ids.last(), follow_up_of(input))
+            && ids.len() == SWEEP_SLICE
+        {
+            self.batch.put_sweep(&v1::Sweep {
+                command_seq: seq,
+                follow_up: Some(follow_up),
+                after: last.clone(),
+            });
+            self.sweeping = true;
+        }
+        Ok(())
+    }
+
+    /// The ids of the contacts known now that sort after `after`, in order, at most `limit`.
+    fn contacts_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let mut ids: BTreeSet<String> = self
+            .contacts
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .cloned()
+            .collect();
+        for contact in self
+            .store
+            .contact_ids_after(EMBEDDED_PARTITION, after)
+            .take(limit)
+        {
             ids.insert(contact?);
         }
-        for contact in ids {
-            self.step(&contact, input, now, seq)?;
+        Ok(ids.into_iter().take(limit).collect())
+    }
+
+    /// Logs and applies the next slice of a sweep.
+    fn sweep_step(&mut self, sweep: &v1::Sweep) -> Result<()> {
+        let ids = self.contacts_after(Some(&sweep.after), SWEEP_SLICE)?;
+        let step = v1::SweepStep {
+            command_seq: sweep.command_seq,
+            follow_up: sweep.follow_up.clone(),
+            after: sweep.after.clone(),
+            through: ids.last().cloned().unwrap_or_else(|| sweep.after.clone()),
+        };
+        self.append(log_entry::Input::SweepStep(step), None, self.clock)
+    }
+
+    /// Applies a logged sweep step: the contacts in its range, then the sweep's progress
+    /// (ended once a slice comes out short).
+    fn apply_sweep_step(&mut self, s: &v1::SweepStep, now: UnixMillis, seq: u64) -> Result<()> {
+        let ids: Vec<String> = self
+            .contacts_after(Some(&s.after), SWEEP_SLICE)?
+            .into_iter()
+            .filter(|id| *id <= s.through)
+            .collect();
+        if let Some(input) = s.follow_up.as_ref().and_then(input_of) {
+            for contact in &ids {
+                self.step(contact, &input, now, seq)?;
+            }
+        }
+        if ids.len() == SWEEP_SLICE {
+            self.batch.put_sweep(&v1::Sweep {
+                command_seq: s.command_seq,
+                follow_up: s.follow_up.clone(),
+                after: s.through.clone(),
+            });
+        } else {
+            self.batch.remove_sweep(s.command_seq);
         }
         Ok(())
     }

@@ -352,3 +352,113 @@ fn the_lifecycle_is_enforced_and_recorded() {
     );
     assert_eq!(l.versions[0].reviewer, "manager");
 }
+
+/// The invitation campaign launched over `contacts` contacts, every other one in its
+/// audience (bought A), then, in `after_launch`, what follows the launch.
+fn many_contacts(contacts: usize, after_launch: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    publish(&mut lines, &example("campaign.json"), "b-trial-invite", 1);
+    for i in 0..contacts {
+        let product = if i % 2 == 0 { "A" } else { "B" };
+        lines.push(format!(
+            r#"{{"at": "{LAUNCH}", "contact": {{"id": "m-{i:05}", "purchases": [{{"product": "{product}", "amount": "10", "at": "2025-01-01T00:00:00Z"}}]}}}}"#
+        ));
+    }
+    lines.push(command("ops", r#""launch": "b-trial-invite""#));
+    lines.extend_from_slice(after_launch);
+    lines
+}
+
+fn is_launch(entry: &v1::LogEntry) -> bool {
+    let Some(v1::log_entry::Input::Command(c)) = &entry.input else {
+        return false;
+    };
+    matches!(c.command, Some(v1::campaign_command::Command::Launch(_)))
+}
+
+fn log_of(store: &Store) -> Vec<v1::LogEntry> {
+    store.log_from(1).collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn a_launch_over_many_contacts_goes_in_slices_before_the_next_input() {
+    // 10,000 contacts: the launch's own entry steps the first 4096, two sweep steps the
+    // rest (4096, then 1808). An event for the last contact comes in the same batch.
+    let confirmed = r#"{"event": {"id": "e-last", "type": "trial.confirmed", "contactId": "m-09998", "occurredAt": "2026-03-02T10:00:00Z"}}"#;
+    let lines = many_contacts(10_000, &[confirmed.to_string()]);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = run(dir.path(), &lines, lines.len());
+
+    let log = log_of(&store);
+    let launch = log.iter().position(is_launch).unwrap();
+    let steps: Vec<&v1::SweepStep> = log[launch + 1..]
+        .iter()
+        .map_while(|e| match &e.input {
+            Some(v1::log_entry::Input::SweepStep(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), 2, "two sweep steps follow the launch");
+    assert_eq!(
+        (steps[0].after.as_str(), steps[0].through.as_str()),
+        ("m-04095", "m-08191")
+    );
+    assert_eq!(
+        (steps[1].after.as_str(), steps[1].through.as_str()),
+        ("m-08191", "m-09999")
+    );
+    assert!(
+        matches!(&log[launch + 3].input, Some(v1::log_entry::Input::Event(e)) if e.id == "e-last"),
+        "the event comes after the sweep"
+    );
+    assert!(store.sweeps().unwrap().is_empty(), "the sweep is over");
+    // Every contact in the audience enrolled, and the event found the last one inside.
+    assert_eq!(store.counters("b-trial-invite").unwrap().enrollments, 5_000);
+    let last = store.contact(0, "m-09998").unwrap().unwrap();
+    assert_eq!(last.campaigns[0].state, "confirmed");
+    // Replay takes the same slices.
+    let live = store.projection_dump().unwrap();
+    Engine::replay(&store, options()).unwrap();
+    assert_same(&live, &store.projection_dump().unwrap());
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_sweep_ends_where_a_clean_run_ends() {
+    let lines = many_contacts(9_000, &[]);
+    let (clean_dir, crashed_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let clean = Store::open(clean_dir.path(), StoreOptions::default()).unwrap();
+    Engine::open(clean.clone(), options())
+        .unwrap()
+        .ingest(lines.iter().map(|l| record(l)).collect(), UnixMillis(0))
+        .unwrap();
+
+    // A crash right after the launch's commit: the log ends with the launch, and no
+    // projection reached sled (they wait for a checkpoint).
+    let log = log_of(&clean);
+    let launch = log.iter().position(is_launch).unwrap();
+    assert_eq!(
+        log.len(),
+        launch + 3,
+        "the launch and two sweep steps end the log"
+    );
+    let crashed = Store::open(crashed_dir.path(), StoreOptions::default()).unwrap();
+    let mut batch = canvass_store::WriteBatch::new();
+    for entry in &log[..=launch] {
+        batch.append_log(entry);
+    }
+    crashed.commit(batch).unwrap();
+
+    // The restart applies the log (the launch's first slice, the sweep recorded), and the
+    // next call finishes the sweep before anything else.
+    let mut engine = Engine::open(crashed.clone(), options()).unwrap();
+    assert_eq!(crashed.sweeps().unwrap().len(), 1, "a sweep is in progress");
+    engine.tick(UnixMillis(0)).unwrap();
+    assert!(
+        log_of(&crashed) == log,
+        "the entries differ from the clean run's"
+    );
+    assert_same(
+        &clean.projection_dump().unwrap(),
+        &crashed.projection_dump().unwrap(),
+    );
+}

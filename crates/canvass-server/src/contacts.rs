@@ -54,7 +54,8 @@ fn concerns(entry: &v1::LogEntry, contact_id: &str) -> bool {
         Some(log_entry::Input::Event(e)) => e.contact_id == contact_id,
         Some(log_entry::Input::TimerFired(t)) => t.contact_id == contact_id,
         Some(log_entry::Input::ActionAcks(a)) => a.acks.iter().any(|a| a.contact_id == contact_id),
-        Some(log_entry::Input::Command(_)) | None => false,
+        // A sweep step carries out a campaign command: campaign history too.
+        Some(log_entry::Input::Command(_) | log_entry::Input::SweepStep(_)) | None => false,
     }
 }
 

@@ -35,10 +35,12 @@ pub const META: u8 = b'M';
 /// A checkpoint being written: `K` + its last log seq + chunk number (`K` + seq alone: the
 /// header, present once every chunk is).
 pub const CHECKPOINT: u8 = b'K';
+/// Sweeps in progress, by the command's log sequence number.
+pub const SWEEP: u8 = b'W';
 
 /// The namespaces rebuilt from the log by replay. Dead letters and metadata are not.
-pub const PROJECTIONS: [u8; 9] = [
-    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, OFFSET, SPEC, LIFECYCLE, POLICY,
+pub const PROJECTIONS: [u8; 10] = [
+    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, OFFSET, SPEC, LIFECYCLE, POLICY, SWEEP,
 ];
 
 /// The namespaces written at every commit, straight to sled; the other projections wait
@@ -52,6 +54,12 @@ pub fn written_at_commit(key: &[u8]) -> bool {
 
 /// Partition of the embedded sources: one engine owns everything.
 pub const EMBEDDED_PARTITION: u16 = 0;
+
+pub fn sweep(command_seq: u64) -> Vec<u8> {
+    let mut k = vec![SWEEP];
+    k.extend_from_slice(&command_seq.to_be_bytes());
+    k
+}
 
 pub fn log(seq: u64) -> Vec<u8> {
     let mut k = vec![LOG];

@@ -349,6 +349,32 @@ impl Store {
             .map(move |kv| utf8("contact key", &kv?.0[skip..]))
     }
 
+    /// The contact ids of a partition that sort after `after` (from the first with `None`),
+    /// in id order.
+    pub fn contact_ids_after(
+        &self,
+        partition: u16,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<String>> + '_ {
+        let prefix = keys::contact(partition, "");
+        let skip = prefix.len();
+        let end = prefix_end(&prefix);
+        let mut start = prefix;
+        if let Some(after) = after {
+            start.extend_from_slice(after.as_bytes());
+            start.push(0);
+        }
+        self.scan(start, end)
+            .map(move |kv| utf8("contact key", &kv?.0[skip..]))
+    }
+
+    /// Sweeps in progress, oldest command first.
+    pub fn sweeps(&self) -> Result<Vec<v1::Sweep>> {
+        self.scan_prefix(vec![keys::SWEEP])
+            .map(|kv| decode("sweep", &kv?.1))
+            .collect()
+    }
+
     /// A campaign's counters (zero if it has none yet).
     pub fn counters(&self, campaign: &str) -> Result<v1::CampaignCounters> {
         Ok(self
@@ -1115,6 +1141,16 @@ impl WriteBatch {
     /// Replaces the engine-wide policy.
     pub fn put_policy(&mut self, policy: &v1::Policy) {
         self.put(vec![keys::POLICY], policy.encode_to_vec());
+    }
+
+    /// Records how far a sweep went.
+    pub fn put_sweep(&mut self, sweep: &v1::Sweep) {
+        self.put(keys::sweep(sweep.command_seq), sweep.encode_to_vec());
+    }
+
+    /// Forgets a sweep that reached every contact.
+    pub fn remove_sweep(&mut self, command_seq: u64) {
+        self.del(keys::sweep(command_seq));
     }
 
     /// Parks a dead letter as number `n` (numbers follow [`Store::dead_letter_count`]).
