@@ -356,7 +356,16 @@ impl Store {
         partition: u16,
         after: Option<&str>,
     ) -> impl Iterator<Item = Result<String>> + '_ {
-        let prefix = keys::contact(partition, "");
+        self.ids_after(keys::contact(partition, ""), after, "contact key")
+    }
+
+    /// The ids (the rest of the key) under `prefix` that sort after `after`, in order.
+    fn ids_after(
+        &self,
+        prefix: Vec<u8>,
+        after: Option<&str>,
+        what: &'static str,
+    ) -> impl Iterator<Item = Result<String>> + '_ {
         let skip = prefix.len();
         let end = prefix_end(&prefix);
         let mut start = prefix;
@@ -365,7 +374,7 @@ impl Store {
             start.push(0);
         }
         self.scan(start, end)
-            .map(move |kv| utf8("contact key", &kv?.0[skip..]))
+            .map(move |kv| utf8(what, &kv?.0[skip..]))
     }
 
     /// Sweeps in progress, oldest command first.
@@ -399,16 +408,7 @@ impl Store {
         group: &str,
         after: Option<&str>,
     ) -> impl Iterator<Item = Result<String>> + '_ {
-        let prefix = keys::group_prefix(campaign, group);
-        let skip = prefix.len();
-        let end = prefix_end(&prefix);
-        let mut start = prefix;
-        if let Some(after) = after {
-            start.extend_from_slice(after.as_bytes());
-            start.push(0);
-        }
-        self.scan(start, end)
-            .map(move |kv| utf8("group key", &kv?.0[skip..]))
+        self.ids_after(keys::group_prefix(campaign, group), after, "group key")
     }
 
     /// The offset to resume `source` from.
