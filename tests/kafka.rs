@@ -511,22 +511,65 @@ impl Drop for OwnBroker {
     }
 }
 
-#[test]
-fn the_engine_survives_a_broker_restart() {
-    // The suite's broker must be there (it installed tansu); this test runs one of its own.
+/// The reference stream on a broker of the test's own: commands, contacts and launch applied,
+/// events produced. `configure` edits the engine's settings file first.
+struct OwnRun {
+    own: OwnBroker,
+    broker: Broker,
+    topics: Topics,
+    config: PathBuf,
+    data: PathBuf,
+    args: Vec<String>,
+    copies: usize,
+    /// Records produced to the touchpoints topic (contacts and events).
+    touchpoints: usize,
+    _dir: tempfile::TempDir,
+}
+
+fn own_run(name: &str, configure: impl FnOnce(String) -> String) -> OwnRun {
+    // The suite's broker must be there (it installed tansu); the test runs one of its own.
     let _ = broker();
     let dir = tempfile::tempdir().unwrap();
     let own = OwnBroker::start(&dir.path().join("broker"));
     let broker = Broker::at(&format!("127.0.0.1:{}", own.port));
-    let topics = Topics::create(&broker, "restart", 1);
-    let config = topics.config(dir.path(), &broker, &unique("restart"));
+    let topics = Topics::create(&broker, name, 1);
+    let config = topics.config(dir.path(), &broker, &unique(name));
+    std::fs::write(
+        &config,
+        configure(std::fs::read_to_string(&config).unwrap()),
+    )
+    .unwrap();
     let data = dir.path().join("data");
     let args = engine_args(&data, &config, "event");
     let copies = 3;
     let p = phases(&topics, copies);
     set_up(&broker, &p, &args);
     broker.produce(&p.events);
+    OwnRun {
+        touchpoints: p.contacts.len() + p.events.len(),
+        own,
+        broker,
+        topics,
+        config,
+        data,
+        args,
+        copies,
+        _dir: dir,
+    }
+}
 
+#[test]
+fn the_engine_survives_a_broker_restart() {
+    let OwnRun {
+        own,
+        broker,
+        topics,
+        data,
+        args,
+        copies,
+        touchpoints,
+        ..
+    } = own_run("restart", |text| text);
     let mut engine = start_ready(&args, true);
     assert!(
         engine.wait_for("progress:", Duration::from_secs(120)),
@@ -548,31 +591,28 @@ fn the_engine_survives_a_broker_restart() {
         store
             .offset(&format!("kafka:{}/0", topics.touchpoints))
             .unwrap(),
-        Some((p.contacts.len() + p.events.len()) as u64),
+        Some(touchpoints as u64),
         "every touchpoint applied, once"
     );
 }
 
 #[test]
 fn a_stop_while_the_broker_is_away_ends_within_the_shutdown_timeout() {
-    let _ = broker();
-    let dir = tempfile::tempdir().unwrap();
-    let own = OwnBroker::start(&dir.path().join("broker"));
-    let broker = Broker::at(&format!("127.0.0.1:{}", own.port));
-    let topics = Topics::create(&broker, "away", 1);
-    let config = topics.config(dir.path(), &broker, &unique("away"));
     // A publication waits up to two minutes for the broker: without a bound on the stop,
     // SIGTERM would wait as long.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("publish_timeout_ms = 5000", "publish_timeout_ms = 120000");
-    std::fs::write(&config, format!("shutdown_timeout_ms = 3000\n{text}")).unwrap();
-    let data = dir.path().join("data");
-    let args = engine_args(&data, &config, "event");
-    let copies = 3;
-    let p = phases(&topics, copies);
-    set_up(&broker, &p, &args);
-    broker.produce(&p.events);
+    let OwnRun {
+        own,
+        broker,
+        topics,
+        config,
+        data,
+        args,
+        copies,
+        ..
+    } = own_run("away", |text| {
+        let text = text.replace("publish_timeout_ms = 5000", "publish_timeout_ms = 120000");
+        format!("shutdown_timeout_ms = 3000\n{text}")
+    });
 
     // Runs until stopped: no --exit-when-caught-up.
     let serving: Vec<String> = args
