@@ -291,9 +291,7 @@ pub enum Effect {
         kind: v1::ActionKind,
         /// The action's key.
         idempotency_key: String,
-        /// Why (for `SentLate` and `Expired`, not meaningful).
-        reason: CapReason,
-        /// What became of it.
+        /// What became of it (and why, when it was held back).
         outcome: CapOutcome,
     },
     /// An opportunity handed to sales changed.

@@ -253,8 +253,8 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
         Effect::Capped { outcome, .. } => {
             let k = c.capped.get_or_insert_default();
             match outcome {
-                CapOutcome::Deferred(_) => k.deferred += 1,
-                CapOutcome::Dropped => k.dropped += 1,
+                CapOutcome::Deferred { .. } => k.deferred += 1,
+                CapOutcome::Dropped(_) => k.dropped += 1,
                 CapOutcome::Expired => k.expired += 1,
                 CapOutcome::SentLate => k.sent_late += 1,
             }

@@ -263,19 +263,18 @@ fn render(e: &Effect) -> String {
         } => format!("lead {campaign_id} {opportunity_id} {change:?}"),
         Effect::Capped {
             idempotency_key,
-            reason,
             outcome,
             ..
-        } => {
-            let outcome = match outcome {
-                CapOutcome::Deferred(until) => format!("deferred to {}", hours(until.0)),
-                other => format!("{other:?}"),
-            };
-            match outcome.as_str() {
-                "SentLate" | "Expired" => format!("capped {idempotency_key}: {outcome}"),
-                _ => format!("capped {idempotency_key} by {reason:?}: {outcome}"),
+        } => match outcome {
+            CapOutcome::Deferred { reason, until } => format!(
+                "capped {idempotency_key} by {reason:?}: deferred to {}",
+                hours(until.0)
+            ),
+            CapOutcome::Dropped(reason) => {
+                format!("capped {idempotency_key} by {reason:?}: Dropped")
             }
-        }
+            other => format!("capped {idempotency_key}: {other:?}"),
+        },
         Effect::ArmPurchase {
             campaign_id,
             arm,

@@ -35,12 +35,17 @@ pub enum CapReason {
 }
 
 /// What became of an action held back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CapOutcome {
-    /// Tried again at this time.
-    Deferred(UnixMillis),
-    /// Not sent.
-    Dropped,
+    /// Held back for `reason`, tried again at `until`.
+    Deferred {
+        /// Why.
+        reason: CapReason,
+        /// When it is tried again.
+        until: UnixMillis,
+    },
+    /// Held back for `reason`, not sent.
+    Dropped(CapReason),
     /// Deferred, then dropped: the contact had left the state that emitted it.
     Expired,
     /// Deferred, then sent.
@@ -111,21 +116,20 @@ impl Run<'_> {
             return false;
         };
         let outcome = if drop {
-            CapOutcome::Dropped
+            CapOutcome::Dropped(reason)
         } else {
             self.defer(action.clone(), entry_seq, until);
-            CapOutcome::Deferred(until)
+            CapOutcome::Deferred { reason, until }
         };
-        self.capped(action, reason, outcome);
+        self.capped(action, outcome);
         true
     }
 
-    fn capped(&mut self, action: &v1::Action, reason: CapReason, outcome: CapOutcome) {
+    fn capped(&mut self, action: &v1::Action, outcome: CapOutcome) {
         self.effects.push(Effect::Capped {
             campaign_id: action.campaign_id.clone(),
             kind: action.kind(),
             idempotency_key: action.idempotency_key.clone(),
-            reason,
             outcome,
         });
     }
@@ -172,7 +176,7 @@ impl Run<'_> {
             .catalog
             .get(&action.campaign_id, action.campaign_version);
         let (true, Some(campaign)) = (here, campaign) else {
-            self.capped(&action, CapReason::QuietHours, CapOutcome::Expired);
+            self.capped(&action, CapOutcome::Expired);
             return;
         };
         if self.catalog.status(campaign.id()) == v1::CampaignStatus::Paused {
@@ -184,7 +188,7 @@ impl Run<'_> {
             return;
         }
         action.emitted_at = Some(self.now.to_proto());
-        self.capped(&action, CapReason::QuietHours, CapOutcome::SentLate);
+        self.capped(&action, CapOutcome::SentLate);
         self.send(campaign, action, None, deferred.entry_seq);
     }
 }
