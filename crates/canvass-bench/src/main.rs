@@ -66,6 +66,13 @@ enum Bench {
         /// Contacts.
         #[arg(long, default_value_t = 1_000_000)]
         contacts: u64,
+        /// sled's page cache, in MiB (the engine's default unless given).
+        #[arg(long)]
+        cache_mib: Option<u64>,
+        /// Projection changes held in memory before a checkpoint, in MiB (the engine's
+        /// default unless given).
+        #[arg(long)]
+        checkpoint_mib: Option<usize>,
     },
     /// Kafka end to end (touchpoints topic -> state -> actions topic) beside a plain
     /// consumer reading the same topic from the same broker.
@@ -408,9 +415,10 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn memory(contacts: u64) -> anyhow::Result<()> {
+fn memory(contacts: u64, options: StoreOptions) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (store, mut engine) = open(dir.path())?;
+    let (cache, checkpoint) = (options.cache_capacity >> 20, options.checkpoint_bytes >> 20);
+    let (store, mut engine) = open_with(dir.path(), options)?;
     setup(&mut engine)?;
     let started = Instant::now();
     // Only signups: every contact enrolls and waits on its 30-day timer.
@@ -422,7 +430,9 @@ fn memory(contacts: u64) -> anyhow::Result<()> {
         i += n;
     }
     let counters = store.counters("bench")?;
-    println!("## Memory with {contacts} contacts in flight\n");
+    println!(
+        "## Memory with {contacts} contacts in flight (sled cache {cache} MiB, checkpoints of {checkpoint} MiB)\n"
+    );
     println!(
         "| contacts enrolled | timers armed | peak RSS | store on disk | time |\n| ---: | ---: | ---: | ---: | ---: |"
     );
@@ -491,7 +501,20 @@ fn main() -> anyhow::Result<()> {
         } => throughput(events, batch, runs),
         Bench::ThroughputOnce { events, batch } => throughput_once(events, batch),
         Bench::Latency { rate, seconds } => latency(rate, seconds),
-        Bench::Memory { contacts } => memory(contacts),
+        Bench::Memory {
+            contacts,
+            cache_mib,
+            checkpoint_mib,
+        } => {
+            let mut options = StoreOptions::default();
+            if let Some(mib) = cache_mib {
+                options.cache_capacity = mib << 20;
+            }
+            if let Some(mib) = checkpoint_mib {
+                options.checkpoint_bytes = mib << 20;
+            }
+            memory(contacts, options)
+        }
         Bench::Kafka {
             broker,
             events,
