@@ -319,6 +319,53 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
     );
 }
 
+#[test]
+fn replay_uses_the_dedupe_window_run_kept_with_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("stream.jsonl");
+    std::fs::write(&input, reference_stream(1)).unwrap();
+    let (data, actions_file) = (dir.path().join("data"), dir.path().join("actions.jsonl"));
+    let mut args = run_args(&data, &input, &actions_file);
+    args.extend(["--dedupe-hours".to_string(), "1".to_string()]);
+    assert!(spawn(&args).wait().unwrap().success());
+    let dump = || {
+        Store::open(&data, StoreOptions::default())
+            .unwrap()
+            .projection_dump()
+            .unwrap()
+    };
+    let live = dump();
+    let replay = |extra: &[&str]| {
+        let out = Command::new(canvass_bin())
+            .args(["replay", "--data", data.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // No flag: the window `run` used, so the same projections.
+    replay(&[]);
+    assert!(
+        dump() == live,
+        "replay with the kept window changed the projections"
+    );
+    // Another window is honoured, with a note, and does change what contacts remember.
+    let stderr = replay(&["--dedupe-hours", "168"]);
+    assert!(
+        stderr.contains("replaying with a 168-hour dedupe window; `run` used 1 hours"),
+        "{stderr}"
+    );
+    assert!(
+        dump() != live,
+        "the window made no difference: the test proves nothing"
+    );
+}
+
 /// A storage failure (here: the file-size limit, as a full disk would) stops the engine with
 /// a clear error and a failure status; nothing half-written remains: once the disk has room
 /// again, a restart ends exactly where an uninterrupted run ends.

@@ -251,6 +251,21 @@ impl Store {
         Ok(self.db.get(keys::meta(name))?.map_or(0, |v| u64_value(&v)))
     }
 
+    /// A setting kept with the data (`None`: never stored), e.g. the dedupe window the
+    /// projections were built with, so that a replay can use the same.
+    pub fn setting(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get(keys::meta(&format!("setting.{name}")))?
+            .map(|v| u64_value(&v)))
+    }
+
+    /// Stores a setting, durably.
+    pub fn put_setting(&self, name: &str, value: u64) -> Result<()> {
+        let key = keys::meta(&format!("setting.{name}"));
+        self.write(vec![(key, Some(value.to_be_bytes().to_vec()))], true)
+    }
+
     /// Sequence number of the last log entry (0 for an empty log).
     pub fn last_seq(&self) -> Result<u64> {
         Ok(self.shared.log_end.load(Ordering::SeqCst))

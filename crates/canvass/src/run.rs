@@ -78,8 +78,9 @@ pub struct RunArgs {
     /// Longest wait, in milliseconds, for more inputs before a group commit.
     #[arg(long, default_value_t = 2)]
     max_wait_ms: u64,
-    /// How long event ids are remembered to recognise duplicates, in hours.
-    #[arg(long, default_value_t = 168)]
+    /// How long event ids are remembered to recognise duplicates, in hours. Kept with the
+    /// data, for `replay`.
+    #[arg(long, default_value_t = DEDUPE_HOURS)]
     dedupe_hours: i64,
     /// sled page cache, in MiB.
     #[arg(long, default_value_t = 64)]
@@ -96,6 +97,25 @@ pub struct RunArgs {
 fn open(data: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
     Store::open(data, options)
         .with_context(|| format!("cannot open the data directory {}", data.display()))
+}
+
+const DEDUPE_HOURS: i64 = 168;
+/// The stored setting: the dedupe window the projections are built with, in hours.
+const DEDUPE_SETTING: &str = "dedupe_hours";
+
+/// Keeps the dedupe window with the data, saying so when it changes: the projections keep
+/// event ids by it, and a replay rebuilds them byte for byte only with the same window.
+fn remember_dedupe_hours(store: &Store, hours: i64) -> anyhow::Result<()> {
+    let hours = u64::try_from(hours).context("--dedupe-hours must not be negative")?;
+    match store.setting(DEDUPE_SETTING)? {
+        Some(stored) if stored == hours => return Ok(()),
+        Some(stored) => eprintln!(
+            "note: the dedupe window changes from {stored} to {hours} hours; `replay` uses the newest"
+        ),
+        None => {}
+    }
+    store.put_setting(DEDUPE_SETTING, hours)?;
+    Ok(())
 }
 
 fn engine_options(clock: Clock, dedupe_hours: i64, publish: bool) -> EngineOptions {
@@ -121,6 +141,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     )?;
     let opening = std::time::Instant::now();
     let kafka = args.kafka || args.kafka_config.is_some();
+    remember_dedupe_hours(&store, args.dedupe_hours)?;
     let mut engine = Engine::open(store, engine_options(args.clock, args.dedupe_hours, kafka))?;
     // Operators (and the crash test) learn here that the engine is up and where it resumed.
     eprintln!(
@@ -302,18 +323,28 @@ pub struct ReplayArgs {
     /// Data directory.
     #[arg(long)]
     data: PathBuf,
-    /// How long event ids are remembered, in hours (as given to `run`).
-    #[arg(long, default_value_t = 168)]
-    dedupe_hours: i64,
+    /// How long event ids are remembered, in hours. By default the window `run` last used
+    /// on this data (kept with it), so that the projections come out as `run` built them.
+    #[arg(long)]
+    dedupe_hours: Option<i64>,
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.data, StoreOptions::default())?;
+    let stored = store.setting(DEDUPE_SETTING)?;
+    let hours = match (args.dedupe_hours, stored) {
+        (Some(given), Some(stored)) if u64::try_from(given).ok() != Some(stored) => {
+            eprintln!(
+                "note: replaying with a {given}-hour dedupe window; `run` used {stored} hours, so the events remembered per contact will differ from what it built"
+            );
+            given
+        }
+        (Some(given), _) => given,
+        (None, Some(stored)) => i64::try_from(stored).unwrap_or(DEDUPE_HOURS),
+        (None, None) => DEDUPE_HOURS,
+    };
     let started = std::time::Instant::now();
-    let applied = Engine::replay(
-        &store,
-        engine_options(Clock::Wall, args.dedupe_hours, false),
-    )?;
+    let applied = Engine::replay(&store, engine_options(Clock::Wall, hours, false))?;
     eprintln!(
         "rebuilt the projections from {applied} log entries in {:.1?}",
         started.elapsed()
