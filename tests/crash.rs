@@ -7,7 +7,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -112,6 +112,14 @@ fn actions(path: &Path) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Runs the engine over the input to its end and asserts it finished cleanly.
+/// A directory for the test, holding the reference stream with `copies` copies.
+fn stream_file(copies: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("stream.jsonl");
+    std::fs::write(&input, reference_stream(copies)).unwrap();
+    (dir, input)
+}
+
 fn run_to_end(data: &Path, input: &Path, actions_file: &Path) {
     assert!(
         spawn(&run_args(data, input, actions_file))
@@ -166,9 +174,7 @@ fn assert_ends_like(
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("stream.jsonl");
-    std::fs::write(&input, reference_stream(8)).unwrap();
+    let (dir, input) = stream_file(8);
 
     // One uninterrupted run.
     let (clean, clean_actions) = (
@@ -242,9 +248,7 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
 
 #[test]
 fn canvass_replay_rebuilds_what_canvass_run_built() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("stream.jsonl");
-    std::fs::write(&input, reference_stream(1)).unwrap();
+    let (dir, input) = stream_file(1);
     let (data, actions_file) = (dir.path().join("data"), dir.path().join("actions.jsonl"));
     run_to_end(&data, &input, &actions_file);
     let live = Store::open(&data, StoreOptions::default())
@@ -321,9 +325,7 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
 
 #[test]
 fn replay_uses_the_dedupe_window_run_kept_with_the_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("stream.jsonl");
-    std::fs::write(&input, reference_stream(1)).unwrap();
+    let (dir, input) = stream_file(1);
     let (data, actions_file) = (dir.path().join("data"), dir.path().join("actions.jsonl"));
     let mut args = run_args(&data, &input, &actions_file);
     args.extend(["--dedupe-hours".to_string(), "1".to_string()]);
@@ -371,9 +373,7 @@ fn replay_uses_the_dedupe_window_run_kept_with_the_data() {
 /// again, a restart ends exactly where an uninterrupted run ends.
 #[test]
 fn a_storage_failure_stops_the_engine_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("stream.jsonl");
-    std::fs::write(&input, reference_stream(3)).unwrap();
+    let (dir, input) = stream_file(3);
     let (clean, clean_actions) = (dir.path().join("clean"), dir.path().join("clean.jsonl"));
     run_to_end(&clean, &input, &clean_actions);
 
