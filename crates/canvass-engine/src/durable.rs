@@ -1014,9 +1014,7 @@ impl Pending {
     fn sweep_step(&mut self, sweep: &v1::Sweep) -> Result<()> {
         let ids = self.contacts_after(Some(&sweep.after), SWEEP_SLICE)?;
         let step = v1::SweepStep {
-            command_seq: sweep.command_seq,
-            follow_up: sweep.follow_up.clone(),
-            after: sweep.after.clone(),
+            sweep: Some(sweep.clone()),
             through: ids.last().cloned().unwrap_or_else(|| sweep.after.clone()),
         };
         self.append(log_entry::Input::SweepStep(step), None, self.clock)
@@ -1025,24 +1023,30 @@ impl Pending {
     /// Applies a logged sweep step: the contacts in its range, then the sweep's progress
     /// (ended once a slice comes out short).
     fn apply_sweep_step(&mut self, s: &v1::SweepStep, now: UnixMillis, seq: u64) -> Result<()> {
+        let Some(sweep) = &s.sweep else {
+            return Err(canvass_store::Error::CorruptLog {
+                seq,
+                reason: "a sweep step without its sweep".into(),
+            }
+            .into());
+        };
         let ids: Vec<String> = self
-            .contacts_after(Some(&s.after), SWEEP_SLICE)?
+            .contacts_after(Some(&sweep.after), SWEEP_SLICE)?
             .into_iter()
             .filter(|id| *id <= s.through)
             .collect();
-        if let Some(input) = s.follow_up.as_ref().and_then(input_of) {
+        if let Some(input) = sweep.follow_up.as_ref().and_then(input_of) {
             for contact in &ids {
                 self.step(contact, &input, now, seq)?;
             }
         }
         if ids.len() == SWEEP_SLICE {
             self.batch.put_sweep(&v1::Sweep {
-                command_seq: s.command_seq,
-                follow_up: s.follow_up.clone(),
                 after: s.through.clone(),
+                ..sweep.clone()
             });
         } else {
-            self.batch.remove_sweep(s.command_seq);
+            self.batch.remove_sweep(sweep.command_seq);
         }
         Ok(())
     }

@@ -400,11 +400,17 @@ fn a_launch_over_many_contacts_goes_in_slices_before_the_next_input() {
         .collect();
     assert_eq!(steps.len(), 2, "two sweep steps follow the launch");
     assert_eq!(
-        (steps[0].after.as_str(), steps[0].through.as_str()),
+        (
+            steps[0].sweep.as_ref().unwrap().after.as_str(),
+            steps[0].through.as_str()
+        ),
         ("m-04095", "m-08191")
     );
     assert_eq!(
-        (steps[1].after.as_str(), steps[1].through.as_str()),
+        (
+            steps[1].sweep.as_ref().unwrap().after.as_str(),
+            steps[1].through.as_str()
+        ),
         ("m-08191", "m-09999")
     );
     assert!(
