@@ -568,6 +568,8 @@ fn the_engine_survives_a_broker_restart() {
         args,
         copies,
         touchpoints,
+        // Bound so that the directory lives to the end of the test.
+        _dir,
         ..
     } = own_run("restart", |text| text);
     let mut engine = start_ready(&args, true);
@@ -608,6 +610,7 @@ fn a_stop_while_the_broker_is_away_ends_within_the_shutdown_timeout() {
         data,
         args,
         copies,
+        _dir,
         ..
     } = own_run("away", |text| {
         let text = text.replace("publish_timeout_ms = 5000", "publish_timeout_ms = 120000");
