@@ -461,10 +461,13 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
     );
 }
 
-/// A broker of the test's own, on a free port, keeping its data in `dir` (sqlite).
+/// A broker of the test's own, on a free port, keeping its data under the test's directory
+/// (sqlite). The directory goes only after the broker stopped: `drop` stops it, then the
+/// fields drop.
 struct OwnBroker {
     dir: PathBuf,
     port: u16,
+    home: tempfile::TempDir,
 }
 
 impl OwnBroker {
@@ -472,15 +475,16 @@ impl OwnBroker {
         canvass_tests::repo_root().join("scripts/kafka.sh")
     }
 
-    fn start(dir: &Path) -> Self {
+    fn start(home: tempfile::TempDir) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let broker = Self {
-            dir: dir.to_path_buf(),
+            dir: home.path().join("broker"),
             port,
+            home,
         };
         broker.up();
         broker
@@ -523,23 +527,22 @@ struct OwnRun {
     copies: usize,
     /// Records produced to the touchpoints topic (contacts and events).
     touchpoints: usize,
-    _dir: tempfile::TempDir,
 }
 
 fn own_run(name: &str, configure: impl FnOnce(String) -> String) -> OwnRun {
     // The suite's broker must be there (it installed tansu); the test runs one of its own.
     let _ = broker();
-    let dir = tempfile::tempdir().unwrap();
-    let own = OwnBroker::start(&dir.path().join("broker"));
+    let own = OwnBroker::start(tempfile::tempdir().unwrap());
+    let home = own.home.path().to_path_buf();
     let broker = Broker::at(&format!("127.0.0.1:{}", own.port));
     let topics = Topics::create(&broker, name, 1);
-    let config = topics.config(dir.path(), &broker, &unique(name));
+    let config = topics.config(&home, &broker, &unique(name));
     std::fs::write(
         &config,
         configure(std::fs::read_to_string(&config).unwrap()),
     )
     .unwrap();
-    let data = dir.path().join("data");
+    let data = home.join("data");
     let args = engine_args(&data, &config, "event");
     let copies = 3;
     let p = phases(&topics, copies);
@@ -554,7 +557,6 @@ fn own_run(name: &str, configure: impl FnOnce(String) -> String) -> OwnRun {
         data,
         args,
         copies,
-        _dir: dir,
     }
 }
 
@@ -568,8 +570,6 @@ fn the_engine_survives_a_broker_restart() {
         args,
         copies,
         touchpoints,
-        // Bound so that the directory lives to the end of the test.
-        _dir,
         ..
     } = own_run("restart", |text| text);
     let mut engine = start_ready(&args, true);
@@ -610,7 +610,6 @@ fn a_stop_while_the_broker_is_away_ends_within_the_shutdown_timeout() {
         data,
         args,
         copies,
-        _dir,
         ..
     } = own_run("away", |text| {
         let text = text.replace("publish_timeout_ms = 5000", "publish_timeout_ms = 120000");
