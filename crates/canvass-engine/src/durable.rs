@@ -975,21 +975,39 @@ impl Pending {
     /// Steps every contact known now (those stored and those this batch created): the
     /// first [`SWEEP_SLICE`] here, the others by a sweep, a slice per log entry.
     fn step_everyone(&mut self, input: &Input, now: UnixMillis, seq: u64) -> Result<()> {
-        let ids = self.contacts_after(None, SWEEP_SLICE)?;
-        for contact in &ids {
-            self.step(contact, input, now, seq)?;
-        }
-        if let (Some(last), Some(follow_up)) = (ids.last(), follow_up_of(input))
-            && ids.len() == SWEEP_SLICE
-        {
+        let full = self.step_slice(None, None, Some(input), now, seq)?;
+        if let (Some(last), Some(follow_up)) = (full, follow_up_of(input)) {
             self.batch.put_sweep(&v1::Sweep {
                 command_seq: seq,
                 follow_up: Some(follow_up),
-                after: last.clone(),
+                after: last,
             });
             self.sweeping = true;
         }
         Ok(())
+    }
+
+    /// Steps the next slice of the contacts known now: those after `after`, up to
+    /// `through` if given, at most [`SWEEP_SLICE`]. Returns the last id when the slice was
+    /// full (more may follow).
+    fn step_slice(
+        &mut self,
+        after: Option<&str>,
+        through: Option<&str>,
+        input: Option<&Input>,
+        now: UnixMillis,
+        seq: u64,
+    ) -> Result<Option<String>> {
+        let mut ids = self.contacts_after(after, SWEEP_SLICE)?;
+        if let Some(through) = through {
+            ids.retain(|id| id.as_str() <= through);
+        }
+        if let Some(input) = input {
+            for contact in &ids {
+                self.step(contact, input, now, seq)?;
+            }
+        }
+        Ok(ids.pop().filter(|_| ids.len() + 1 == SWEEP_SLICE))
     }
 
     /// The ids of the contacts known now that sort after `after`, in order, at most `limit`.
@@ -1030,23 +1048,20 @@ impl Pending {
             }
             .into());
         };
-        let ids: Vec<String> = self
-            .contacts_after(Some(&sweep.after), SWEEP_SLICE)?
-            .into_iter()
-            .filter(|id| *id <= s.through)
-            .collect();
-        if let Some(input) = sweep.follow_up.as_ref().and_then(input_of) {
-            for contact in &ids {
-                self.step(contact, &input, now, seq)?;
-            }
-        }
-        if ids.len() == SWEEP_SLICE {
-            self.batch.put_sweep(&v1::Sweep {
-                after: s.through.clone(),
+        let input = sweep.follow_up.as_ref().and_then(input_of);
+        let full = self.step_slice(
+            Some(&sweep.after),
+            Some(&s.through),
+            input.as_ref(),
+            now,
+            seq,
+        )?;
+        match full {
+            Some(last) => self.batch.put_sweep(&v1::Sweep {
+                after: last,
                 ..sweep.clone()
-            });
-        } else {
-            self.batch.remove_sweep(sweep.command_seq);
+            }),
+            None => self.batch.remove_sweep(sweep.command_seq),
         }
         Ok(())
     }
