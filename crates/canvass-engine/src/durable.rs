@@ -181,6 +181,9 @@ pub struct Engine {
     /// grow, so the next call reads after it instead of stepping again over the removals
     /// the in-memory table holds for the ones before.
     dispatched: Option<(u64, u32)>,
+    /// A sweep may be in progress (one was left in the store or started since the last
+    /// [`Engine::sweep`]): only then do `ingest` and `tick` read the store's sweeps.
+    sweeping: bool,
 }
 
 impl Engine {
@@ -198,12 +201,14 @@ impl Engine {
             UnixMillis::default(),
         )?;
         let clock = store.last_applied_at()?;
+        let sweeping = !store.sweeps()?.is_empty();
         Ok(Self {
             store,
             core,
             options,
             clock,
             dispatched: None,
+            sweeping,
         })
     }
 
@@ -232,6 +237,7 @@ impl Engine {
             // A command that concerns more contacts than one entry steps: the rest of its
             // sweep comes before the next input, in commits of their own.
             if pending.sweeping {
+                self.sweeping = true;
                 report.add(self.finish(pending)?);
                 report.add(self.sweep()?);
                 pending = self.pending()?;
@@ -255,11 +261,15 @@ impl Engine {
     /// after a crash the next call goes on where the last commit ended.
     pub fn sweep(&mut self) -> Result<BatchReport> {
         let mut report = BatchReport::default();
+        if !self.sweeping {
+            return Ok(report);
+        }
         while let Some(sweep) = self.store.sweeps()?.into_iter().next() {
             let mut pending = self.pending()?;
             pending.sweep_step(&sweep)?;
             report.add(self.finish(pending)?);
         }
+        self.sweeping = false;
         Ok(report)
     }
 
