@@ -248,16 +248,17 @@ impl Store {
     }
 
     fn meta(&self, name: &str) -> Result<u64> {
-        Ok(self.db.get(keys::meta(name))?.map_or(0, |v| u64_value(&v)))
+        Ok(self.meta_value(name)?.unwrap_or(0))
+    }
+
+    fn meta_value(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.db.get(keys::meta(name))?.map(|v| u64_value(&v)))
     }
 
     /// A setting kept with the data (`None`: never stored), e.g. the dedupe window the
     /// projections were built with, so that a replay can use the same.
     pub fn setting(&self, name: &str) -> Result<Option<u64>> {
-        Ok(self
-            .db
-            .get(keys::meta(&format!("setting.{name}")))?
-            .map(|v| u64_value(&v)))
+        self.meta_value(&format!("setting.{name}"))
     }
 
     /// Stores a setting, durably.
