@@ -83,6 +83,19 @@ fn projections(data: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// Runs `canvass replay` on `data` (with `extra` arguments), asserts it succeeded and
+/// returns what it printed on standard error.
+fn replay(data: &Path, extra: &[&str]) -> String {
+    let out = Command::new(canvass_bin())
+        .args(["replay", "--data", data.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 /// Every logged input but the acknowledgements and the bare source-progress entries (both
 /// depend on when commits and deliveries happened), in order.
 fn inputs(data: &Path) -> Vec<v1::LogEntry> {
@@ -256,16 +269,7 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
         .projection_dump()
         .unwrap();
 
-    let out = Command::new(canvass_bin())
-        .args(["replay", "--data", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("rebuilt the projections from"));
+    assert!(replay(&data, &[]).contains("rebuilt the projections from"));
     let rebuilt = Store::open(&data, StoreOptions::default())
         .unwrap()
         .projection_dump()
@@ -330,40 +334,21 @@ fn replay_uses_the_dedupe_window_run_kept_with_the_data() {
     let mut args = run_args(&data, &input, &actions_file);
     args.extend(["--dedupe-hours".to_string(), "1".to_string()]);
     assert!(spawn(&args).wait().unwrap().success());
-    let dump = || {
-        Store::open(&data, StoreOptions::default())
-            .unwrap()
-            .projection_dump()
-            .unwrap()
-    };
-    let live = dump();
-    let replay = |extra: &[&str]| {
-        let out = Command::new(canvass_bin())
-            .args(["replay", "--data", data.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let live = projections(&data);
     // No flag: the window `run` used, so the same projections.
-    replay(&[]);
+    replay(&data, &[]);
     assert!(
-        dump() == live,
+        projections(&data) == live,
         "replay with the kept window changed the projections"
     );
     // Another window is honoured, with a note, and does change what contacts remember.
-    let stderr = replay(&["--dedupe-hours", "168"]);
+    let stderr = replay(&data, &["--dedupe-hours", "168"]);
     assert!(
         stderr.contains("replaying with a 168-hour dedupe window; `run` used 1 hours"),
         "{stderr}"
     );
     assert!(
-        dump() != live,
+        projections(&data) != live,
         "the window made no difference: the test proves nothing"
     );
 }
