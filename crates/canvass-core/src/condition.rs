@@ -1,8 +1,59 @@
-//! CEL conditions: compiled once per spec, evaluated against the variables their place allows.
+//! CEL conditions: compiled once per spec, evaluated against the variables their place allows,
+//! within limits on their size, their nesting and the work of each evaluation.
+
+mod budget;
+mod shape;
 
 use std::{fmt, sync::Arc};
 
-use cel::{Context, Env, Program, Value};
+use cel::{Context, Env, IdedExpr, Value};
+
+pub use shape::{ShapeError, ShapeLimits};
+
+/// Bounds on CEL conditions. Size and nesting are checked when a spec is validated, before
+/// the expression is parsed (the parser and the evaluator recurse once per level); the cost
+/// bounds each evaluation. Set by the policy (`celLimits`), so replay applies the same bounds
+/// at the same point of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CelLimits {
+    /// Longest expression, in bytes.
+    pub max_bytes: usize,
+    /// Deepest nesting (chained operators, member accesses, calls, brackets on one path).
+    pub max_depth: usize,
+    /// Most cost units one evaluation may spend: one per element of each comprehension's
+    /// range, and per cell of each value a `map` or `filter` builds.
+    pub max_cost: u64,
+}
+
+impl CelLimits {
+    /// What applies when the policy says nothing.
+    pub const DEFAULT: Self = Self {
+        max_bytes: 16 * 1024,
+        max_depth: 64,
+        max_cost: 100_000,
+    };
+
+    /// The most a policy may allow: nesting past this is not safe on a thread's default
+    /// stack (measured by the tests of this module on a 2 MiB stack, in a debug build).
+    pub const CEILING: Self = Self {
+        max_bytes: 1024 * 1024,
+        max_depth: 100,
+        max_cost: 100_000_000,
+    };
+
+    fn shape(self) -> ShapeLimits {
+        ShapeLimits {
+            max_bytes: self.max_bytes,
+            max_depth: self.max_depth,
+        }
+    }
+}
+
+impl Default for CelLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// The CEL variables a condition may name, fixed by where the condition sits in the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +82,9 @@ impl Scope {
     }
 }
 
+/// Above [`CelLimits::CEILING`]'s nesting, so that [`shape::check`] refuses first.
+const PARSER_RECURSION_LIMIT: u16 = 128;
+
 /// Every variable any scope knows, to tell a misplaced variable from a misspelt one.
 const ALL_VARIABLES: [&str; 4] = ["contact", "event", "state", "campaign"];
 
@@ -40,6 +94,9 @@ pub enum CompileError {
     /// The expression does not parse.
     #[error("invalid CEL: {0}")]
     Syntax(String),
+    /// The expression is longer or nests deeper than the limits allow.
+    #[error("CEL over the limits: {0}")]
+    Shape(#[from] ShapeError),
     /// The expression names a variable that is not available here.
     #[error("`{name}` is not available here (available: {available})")]
     UnavailableVariable {
@@ -69,8 +126,10 @@ pub fn standard_env() -> Arc<Env> {
 #[derive(Clone)]
 pub struct Condition {
     source: Arc<str>,
-    program: Arc<Program>,
+    expr: Arc<IdedExpr>,
     env: Arc<Env>,
+    /// Whether the expression has comprehensions, whose work is metered.
+    metered: bool,
     /// The scope variables the expression names: only those are built and bound when it
     /// runs (building the contact's CEL value costs more than most guards).
     uses: Vec<&'static str>,
@@ -83,15 +142,27 @@ impl fmt::Debug for Condition {
 }
 
 impl Condition {
-    /// Parses `source` and checks that it names only variables `scope` provides. `env` is
-    /// the environment it will run in (see [`standard_env`]).
-    pub fn compile(source: &str, scope: Scope, env: &Arc<Env>) -> Result<Self, CompileError> {
-        let program =
-            Program::compile(source).map_err(|e| CompileError::Syntax(syntax_message(&e)))?;
+    /// Checks `source` against the size and nesting `limits`, parses it and checks that it
+    /// names only variables `scope` provides. `env` is the environment it will run in (see
+    /// [`standard_env`]).
+    pub fn compile(
+        source: &str,
+        scope: Scope,
+        env: &Arc<Env>,
+        limits: &CelLimits,
+    ) -> Result<Self, CompileError> {
+        shape::check(source, limits.shape())?;
+        // The parser's own limit counts bracketed sub-expressions only; ours is stricter and
+        // says more, so the parser's is set above it.
+        let mut expr = env
+            .parser()
+            .max_recursion_depth(PARSER_RECURSION_LIMIT)
+            .parse(source)
+            .map_err(|e| CompileError::Syntax(syntax_message(&e)))?;
         let bound = comprehension_variables(source);
         let available = scope.variables().join(", ");
         let mut uses = Vec::new();
-        for name in program.references().variables() {
+        for name in expr.references().variables() {
             if let Some(known) = scope.variables().iter().find(|v| **v == name) {
                 uses.push(*known);
                 continue;
@@ -107,10 +178,12 @@ impl Condition {
                 CompileError::UnknownVariable { name, available }
             });
         }
+        let metered = budget::instrument(&mut expr);
         Ok(Self {
             source: source.into(),
-            program: Arc::new(program),
+            expr: Arc::new(expr),
             env: Arc::clone(env),
+            metered,
             uses,
         })
     }
@@ -127,19 +200,24 @@ impl Condition {
         &self.source
     }
 
-    /// Evaluates the condition. A missing key, a type mismatch or a non-boolean result is an
-    /// error, which callers treat as "does not match" and report.
-    pub fn eval(&self, bindings: &Bindings) -> Result<bool, EvalError> {
+    /// Evaluates the condition, spending at most `max_cost` units. A missing key, a type
+    /// mismatch, a non-boolean result or a spent budget is an error, which callers treat as
+    /// "does not match" and report.
+    pub fn eval(&self, bindings: &Bindings, max_cost: u64) -> Result<bool, EvalError> {
         let mut ctx = Context::with_env(Arc::clone(&self.env));
         for (name, value) in &bindings.values {
             ctx.add_variable_from_value(*name, value.clone());
         }
-        match self.program.execute(&ctx) {
+        let meter = self.metered.then(|| budget::install(&mut ctx, max_cost));
+        match ctx.resolve(&self.expr) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(EvalError(format!(
                 "expected a boolean, got {:?}",
                 other.type_of()
             ))),
+            Err(_) if meter.as_ref().is_some_and(budget::Meter::ran_out) => Err(EvalError(
+                meter.map(|m| m.exceeded()).unwrap_or_default(),
+            )),
             Err(e) => Err(EvalError(e.to_string())),
         }
     }
@@ -237,12 +315,12 @@ mod tests {
         let c = Condition::compile(
             "event.attrs.rating >= 4",
             Scope::EventTransition,
-            &standard_env(),
+            &standard_env(), &CelLimits::DEFAULT,
         )
         .unwrap();
-        assert_eq!(c.eval(&event_with_rating(Value::Int(5))), Ok(true));
-        assert_eq!(c.eval(&event_with_rating(Value::Float(3.5))), Ok(false));
-        assert_eq!(c.eval(&event_with_rating(Value::Int(4))), Ok(true));
+        assert_eq!(c.eval(&event_with_rating(Value::Int(5)), CelLimits::DEFAULT.max_cost), Ok(true));
+        assert_eq!(c.eval(&event_with_rating(Value::Float(3.5)), CelLimits::DEFAULT.max_cost), Ok(false));
+        assert_eq!(c.eval(&event_with_rating(Value::Int(4)), CelLimits::DEFAULT.max_cost), Ok(true));
     }
 
     #[test]
@@ -250,10 +328,10 @@ mod tests {
         let c = Condition::compile(
             "event.attrs.score >= 4",
             Scope::EventTransition,
-            &standard_env(),
+            &standard_env(), &CelLimits::DEFAULT,
         )
         .unwrap();
-        assert!(c.eval(&event_with_rating(Value::Int(5))).is_err());
+        assert!(c.eval(&event_with_rating(Value::Int(5)), CelLimits::DEFAULT.max_cost).is_err());
     }
 
     #[test]
@@ -261,20 +339,20 @@ mod tests {
         let c = Condition::compile(
             "event.attrs.rating >= 4 && contact.purchases.exists(p, p.product == 'A')",
             Scope::EventTransition,
-            &standard_env(),
+            &standard_env(), &CelLimits::DEFAULT,
         )
         .unwrap();
         assert!(c.uses("event") && c.uses("contact"));
         assert!(!c.uses("state") && !c.uses("campaign") && !c.uses("p"));
         // A variable it names must be bound: leaving `contact` out is an error.
-        assert!(c.eval(&event_with_rating(Value::Int(5))).is_err());
+        assert!(c.eval(&event_with_rating(Value::Int(5)), CelLimits::DEFAULT.max_cost).is_err());
         let guard = Condition::compile(
             "event.attrs.rating >= 4",
             Scope::EventTransition,
-            &standard_env(),
+            &standard_env(), &CelLimits::DEFAULT,
         )
         .unwrap();
-        assert_eq!(guard.eval(&event_with_rating(Value::Int(4))), Ok(true));
+        assert_eq!(guard.eval(&event_with_rating(Value::Int(4)), CelLimits::DEFAULT.max_cost), Ok(true));
     }
 
     #[test]
@@ -282,16 +360,16 @@ mod tests {
         let c = Condition::compile(
             "event.attrs.rating",
             Scope::EventTransition,
-            &standard_env(),
+            &standard_env(), &CelLimits::DEFAULT,
         )
         .unwrap();
-        let err = c.eval(&event_with_rating(Value::Int(5))).unwrap_err();
+        let err = c.eval(&event_with_rating(Value::Int(5)), CelLimits::DEFAULT.max_cost).unwrap_err();
         assert!(err.0.contains("expected a boolean"), "{err}");
     }
 
     #[test]
     fn syntax_errors_are_reported_briefly() {
-        let err = Condition::compile("event.type ==", Scope::EventTransition, &standard_env())
+        let err = Condition::compile("event.type ==", Scope::EventTransition, &standard_env(), &CelLimits::DEFAULT)
             .unwrap_err();
         let CompileError::Syntax(msg) = err else {
             panic!("{err:?}")
@@ -303,23 +381,134 @@ mod tests {
     #[test]
     fn variables_are_checked_against_the_scope() {
         assert_eq!(
-            Condition::compile("event.type == 'x'", Scope::Audience, &standard_env()).unwrap_err(),
+            Condition::compile("event.type == 'x'", Scope::Audience, &standard_env(), &CelLimits::DEFAULT).unwrap_err(),
             CompileError::UnavailableVariable {
                 name: "event".into(),
                 available: "contact, campaign".into()
             }
         );
         assert!(matches!(
-            Condition::compile("contat.tags.size() > 0", Scope::Audience, &standard_env()).unwrap_err(),
+            Condition::compile("contat.tags.size() > 0", Scope::Audience, &standard_env(), &CelLimits::DEFAULT).unwrap_err(),
             CompileError::UnknownVariable { name, .. } if name == "contat"
         ));
         assert!(
             Condition::compile(
                 "contact.purchases.exists(p, p.product == 'A')",
                 Scope::Audience,
-                &standard_env(),
+                &standard_env(), &CelLimits::DEFAULT,
             )
             .is_ok()
         );
+    }
+
+    fn compile_with(source: &str, limits: &CelLimits) -> Result<Condition, CompileError> {
+        Condition::compile(source, Scope::EventTransition, &standard_env(), limits)
+    }
+
+    fn literal_list(n: usize) -> String {
+        format!("[{}]", vec!["1"; n].join(","))
+    }
+
+    #[test]
+    fn nested_comprehensions_stop_at_the_cost_limit() {
+        let r = literal_list(60);
+        let source = format!("{r}.all(a, {r}.all(b, {r}.all(c, {r}.all(d, a + b + c + d > 0))))");
+        let c = compile_with(&source, &CelLimits::DEFAULT).unwrap();
+        let err = c.eval(&Bindings::default(), 100_000).unwrap_err();
+        assert!(err.0.contains("cost limit exceeded"), "{err}");
+        assert!(err.0.contains("100000"), "{err}");
+        // The same expression within a budget that covers it (60^4 elements and ranges).
+        let small = format!("{r}.all(a, {r}.all(b, a + b > 0))");
+        let c = compile_with(&small, &CelLimits::DEFAULT).unwrap();
+        assert_eq!(c.eval(&Bindings::default(), 60 + 60 * 60), Ok(true));
+        assert!(c.eval(&Bindings::default(), 60 + 60 * 60 - 1).is_err());
+    }
+
+    #[test]
+    fn results_that_multiply_stop_at_the_cost_limit() {
+        // Each of 3000 elements maps to a copy of a 3000-element list: 9M values unchecked.
+        let r = literal_list(3000);
+        let source = format!("size({r}.map(a, {r})) > 0");
+        let c = compile_with(&source, &CelLimits::DEFAULT).unwrap();
+        let err = c.eval(&Bindings::default(), 100_000).unwrap_err();
+        assert!(err.0.contains("cost limit exceeded"), "{err}");
+        let filtered = format!("size({r}.filter(a, a == 1)) == 3000");
+        let c = compile_with(&filtered, &CelLimits::DEFAULT).unwrap();
+        assert_eq!(c.eval(&Bindings::default(), 6000), Ok(true));
+        assert!(c.eval(&Bindings::default(), 5999).is_err());
+    }
+
+    #[test]
+    fn conditions_without_comprehensions_are_not_metered() {
+        let c = compile_with("1 + 2 == 3", &CelLimits::DEFAULT).unwrap();
+        assert!(!c.metered);
+        assert_eq!(c.eval(&Bindings::default(), 0), Ok(true));
+    }
+
+    #[test]
+    fn over_the_limits_is_a_compile_error_naming_the_limit() {
+        let chain = vec!["1"; 400_000].join("+");
+        let err = compile_with(&format!("{chain} > 0"), &CelLimits::CEILING).unwrap_err();
+        assert!(
+            matches!(err, CompileError::Shape(ShapeError::TooDeep { limit: 100 })),
+            "{err}"
+        );
+        let err = compile_with("contact.tier == 'A'", &CelLimits {
+            max_bytes: 8,
+            ..CelLimits::DEFAULT
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CEL over the limits: the expression is 19 bytes long, more than the limit of 8"
+        );
+    }
+
+    /// The deepest expression of each shape that the ceiling accepts compiles and runs on a
+    /// thread with the default 2 MiB stack: the nesting limit is what keeps the recursive
+    /// parser and evaluator within it.
+    #[test]
+    fn the_deepest_accepted_conditions_run_on_a_default_stack() {
+        type Shape = fn(usize) -> String;
+        let shapes: [(&str, Shape); 9] = [
+            ("sum", |n| format!("{} > 0", vec!["1"; n].join(" + "))),
+            ("parens", |n| format!("{}1{} == 1", "(".repeat(n), ")".repeat(n))),
+            ("calls", |n| format!("{}1{} == 1", "int(".repeat(n), ")".repeat(n))),
+            ("lists", |n| {
+                format!("{}1{}{} == 1", "[".repeat(n), "]".repeat(n), "[0]".repeat(n))
+            }),
+            ("not", |n| format!("{}true", "!".repeat(n))),
+            ("neg", |n| format!("{}1{} != 0", "-(".repeat(n), ")".repeat(n))),
+            ("ternary", |n| format!("{}true{}", "false ? false : ".repeat(n), "")),
+            ("comprehensions", |n| {
+                format!("{}true{}", "[1].all(x, ".repeat(n), ")".repeat(n))
+            }),
+            ("maps", |n| {
+                format!("size({}1{}) == 1", "{1: ".repeat(n), "}".repeat(n))
+            }),
+        ];
+        let limits = CelLimits::CEILING;
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let mut deepest = Vec::new();
+                for (name, make) in shapes {
+                    let mut n = 1;
+                    while shape::check(&make(n + 1), limits.shape()).is_ok() {
+                        n += 1;
+                    }
+                    let c = compile_with(&make(n), &limits)
+                        .unwrap_or_else(|e| panic!("{name} at {n}: {e}"));
+                    // Evaluation errors (the parser may refuse some shapes) are fine: only
+                    // overflowing the stack is not.
+                    let _ = c.eval(&Bindings::default(), limits.max_cost);
+                    drop(c);
+                    deepest.push((name, n));
+                }
+                deepest
+            })
+            .expect("thread");
+        let deepest = handle.join().expect("no stack overflow");
+        assert!(deepest.iter().all(|(_, n)| *n >= 20), "{deepest:?}");
     }
 }

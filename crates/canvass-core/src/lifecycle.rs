@@ -7,7 +7,7 @@
 
 use canvass_proto::v1::{self, CampaignStatus as S, VersionStatus as V, campaign_command::Command};
 
-use crate::{Catalog, UnixMillis, compile};
+use crate::{Catalog, UnixMillis, condition::CelLimits, validate::compile_with};
 
 /// What the engine must do for every known contact after a command was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +43,12 @@ fn name(status: S) -> &'static str {
 }
 
 /// Whether `command` may be accepted given the campaign's lifecycle (`None`: unknown
-/// campaign) and the catalog. The error says why not, for the dead-letter record.
+/// campaign) and the CEL limits of the policy in force (a new spec's conditions must stay
+/// within them). The error says why not, for the dead-letter record.
 pub fn check(
     command: &v1::CampaignCommand,
     lifecycle: Option<&v1::CampaignLifecycle>,
+    limits: &CelLimits,
 ) -> Result<(), String> {
     if command.actor.trim().is_empty() {
         return Err("field `actor`: required".into());
@@ -75,7 +77,7 @@ pub fn check(
             });
     }
     if let Command::PutSpec(spec) = cmd {
-        compile(spec).map_err(|e| e.to_string())?;
+        compile_with(spec, limits).map_err(|e| e.to_string())?;
         if let Some(l) = lifecycle {
             let newest = l.versions.iter().map(|v| v.version).max().unwrap_or(0);
             if spec.version <= newest {
@@ -199,7 +201,8 @@ pub fn apply(
     };
     let (change, follow) = match cmd {
         Command::PutSpec(spec) => {
-            if let Ok(c) = compile(spec) {
+            // Accepted under the limits in force: the ceiling keeps it valid later.
+            if let Ok(c) = compile_with(spec, &CelLimits::CEILING) {
                 let _ = catalog.insert(c);
             }
             if lifecycle.status() == S::Unspecified {
@@ -292,7 +295,7 @@ pub fn catalog_from(
 ) -> Result<Catalog, crate::SpecErrors> {
     let mut catalog = Catalog::new();
     for spec in specs {
-        let _ = catalog.insert(compile(spec)?);
+        let _ = catalog.insert(compile_with(spec, &CelLimits::CEILING)?);
     }
     for l in lifecycles {
         catalog.set_status(&l.campaign_id, l.status());
@@ -321,17 +324,17 @@ mod tests {
 
     #[test]
     fn a_lead_reassignment_needs_two_different_owners() {
-        assert_eq!(check(&reassign("alice", "bob"), None), Ok(()));
+        assert_eq!(check(&reassign("alice", "bob"), None, &CelLimits::DEFAULT), Ok(()));
         assert_eq!(
-            check(&reassign("", "bob"), None),
+            check(&reassign("", "bob"), None, &CelLimits::DEFAULT),
             Err("field `fromOwner`: required".into())
         );
         assert_eq!(
-            check(&reassign("alice", " "), None),
+            check(&reassign("alice", " "), None, &CelLimits::DEFAULT),
             Err("field `toOwner`: required".into())
         );
         assert_eq!(
-            check(&reassign("bob", "bob"), None),
+            check(&reassign("bob", "bob"), None, &CelLimits::DEFAULT),
             Err("`bob` would take over their own leads".into())
         );
     }

@@ -518,7 +518,7 @@ impl<'a> Run<'a> {
                 bindings::state_value(&self.state.campaigns[j], self.now),
             );
         }
-        match condition.eval(&b) {
+        match condition.eval(&b, self.catalog.policy().cel.max_cost) {
             Ok(v) => v,
             Err(e) => {
                 self.effects.push(Effect::ConditionFailed {

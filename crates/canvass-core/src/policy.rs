@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use crate::{
+    condition::CelLimits,
     time::{DAY_MILLIS, SpanMillis, UnixMillis},
     validate::{Issue, kind_name},
 };
@@ -67,6 +68,8 @@ pub struct Policy {
     pub caps: Vec<Cap>,
     /// Quiet hours.
     pub quiet: Option<Quiet>,
+    /// Bounds on CEL conditions.
+    pub cel: CelLimits,
 }
 
 impl Default for Policy {
@@ -77,6 +80,7 @@ impl Default for Policy {
             tiers: None,
             caps: Vec::new(),
             quiet: None,
+            cel: CelLimits::DEFAULT,
         }
     }
 }
@@ -197,6 +201,7 @@ pub fn compile(spec: &v1::Policy) -> Result<Policy, Vec<Issue>> {
             drop: mode_drops(q.mode),
         })
     });
+    let cel = cel_limits(spec.cel_limits.as_ref(), &mut report);
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -206,7 +211,41 @@ pub fn compile(spec: &v1::Policy) -> Result<Policy, Vec<Issue>> {
         tiers,
         caps,
         quiet,
+        cel,
     })
+}
+
+/// The CEL limits a policy sets: 0 takes the default; more than the ceiling is refused.
+fn cel_limits(spec: Option<&v1::CelLimits>, report: &mut impl FnMut(String, String)) -> CelLimits {
+    let (default, ceiling) = (CelLimits::DEFAULT, CelLimits::CEILING);
+    let Some(spec) = spec else {
+        return default;
+    };
+    let mut pick = |field: &str, set: u64, default: u64, ceiling: u64| {
+        if set > ceiling {
+            report(
+                format!("celLimits.{field}"),
+                format!("{set} is more than the most allowed, {ceiling}"),
+            );
+        }
+        if set == 0 { default } else { set.min(ceiling) }
+    };
+    let as_u64 = |n: usize| n as u64;
+    CelLimits {
+        max_bytes: pick(
+            "maxExpressionBytes",
+            u64::from(spec.max_expression_bytes),
+            as_u64(default.max_bytes),
+            as_u64(ceiling.max_bytes),
+        ) as usize,
+        max_depth: pick(
+            "maxNesting",
+            u64::from(spec.max_nesting),
+            as_u64(default.max_depth),
+            as_u64(ceiling.max_depth),
+        ) as usize,
+        max_cost: pick("maxCost", spec.max_cost, default.max_cost, ceiling.max_cost),
+    }
 }
 
 impl Policy {

@@ -11,7 +11,7 @@ use canvass_proto::{v1, wkt};
 use rust_decimal::Decimal;
 
 use crate::{
-    condition::{Condition, Scope, standard_env},
+    condition::{CelLimits, Condition, Scope, standard_env},
     spec::{self, Campaign, Reentry, StateIdx, Trigger},
     time::SpanMillis,
 };
@@ -78,11 +78,18 @@ pub fn id_problem(id: &str) -> Option<String> {
     None
 }
 
-/// Validates and compiles a spec. Reports every problem found, not only the first.
+/// Validates and compiles a spec under the default CEL limits. Reports every problem found,
+/// not only the first.
 pub fn compile(spec: &v1::CampaignSpec) -> Result<Campaign, SpecErrors> {
+    compile_with(spec, &CelLimits::DEFAULT)
+}
+
+/// Validates and compiles a spec whose CEL conditions must stay within `limits`.
+pub fn compile_with(spec: &v1::CampaignSpec, limits: &CelLimits) -> Result<Campaign, SpecErrors> {
     let mut c = Checker {
         issues: Vec::new(),
         env: standard_env(),
+        limits: *limits,
     };
     let campaign = c.campaign(spec);
     match campaign {
@@ -97,6 +104,7 @@ pub fn compile(spec: &v1::CampaignSpec) -> Result<Campaign, SpecErrors> {
 struct Checker {
     issues: Vec<Issue>,
     env: Arc<cel::Env>,
+    limits: CelLimits,
 }
 
 impl Checker {
@@ -108,7 +116,7 @@ impl Checker {
     }
 
     fn condition(&mut self, path: &str, source: &str, scope: Scope) -> Option<Condition> {
-        match Condition::compile(source, scope, &self.env) {
+        match Condition::compile(source, scope, &self.env, &self.limits) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.report(path, e.to_string());

@@ -758,7 +758,8 @@ impl Pending {
             return Ok(Err("the command is empty".into()));
         };
         let current = self.lifecycle(lifecycle::campaign_of(cmd))?;
-        Ok(lifecycle::check(c, current.as_ref()))
+        let limits = self.core.catalog().policy().cel;
+        Ok(lifecycle::check(c, current.as_ref(), &limits))
     }
 
     /// A campaign's lifecycle as this batch sees it.

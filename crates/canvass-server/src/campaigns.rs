@@ -14,17 +14,30 @@ use crate::{
 
 pub(crate) struct Campaigns(pub(crate) Shared);
 
-/// Every problem of a spec, as (path, reason).
-fn violations(spec: &v1::CampaignSpec) -> Vec<(String, String)> {
-    match canvass_core::validate::compile(spec) {
-        Ok(_) => Vec::new(),
-        Err(e) => e.issues.into_iter().map(|i| (i.path, i.reason)).collect(),
-    }
+/// The CEL limits of the policy in force, which a new spec must meet (the engine checks
+/// again when the command is applied, at its place in the log).
+fn cel_limits(shared: &Shared) -> Result<canvass_core::condition::CelLimits, Status> {
+    let policy = shared.store.policy().map_err(storage)?.unwrap_or_default();
+    Ok(canvass_core::policy::compile(&policy)
+        .map(|p| p.cel)
+        .unwrap_or_default())
 }
 
-fn checked_spec(spec: Option<v1::CampaignSpec>) -> Result<v1::CampaignSpec, Status> {
+/// Every problem of a spec under the policy in force, as (path, reason).
+fn violations(shared: &Shared, spec: &v1::CampaignSpec) -> Result<Vec<(String, String)>, Status> {
+    let limits = cel_limits(shared)?;
+    Ok(match canvass_core::validate::compile_with(spec, &limits) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.issues.into_iter().map(|i| (i.path, i.reason)).collect(),
+    })
+}
+
+fn checked_spec(
+    shared: &Shared,
+    spec: Option<v1::CampaignSpec>,
+) -> Result<v1::CampaignSpec, Status> {
     let spec = spec.ok_or_else(|| required("spec"))?;
-    let problems = violations(&spec);
+    let problems = violations(shared, &spec)?;
     if problems.is_empty() {
         Ok(spec)
     } else {
@@ -176,7 +189,7 @@ impl CampaignService for Campaigns {
         let caller = self.0.auth.check(&request, Rpc::CreateCampaign)?;
         let at = record_time(&request)?;
         let r = request.into_inner();
-        let spec = checked_spec(r.spec)?;
+        let spec = checked_spec(&self.0, r.spec)?;
         if self.lifecycle(&spec.id)?.is_some() {
             return Err(Status::already_exists(format!(
                 "campaign `{}` exists; NewCampaignVersion adds a version",
@@ -199,7 +212,7 @@ impl CampaignService for Campaigns {
     ) -> Result<Response<v1::ValidateCampaignResponse>, Status> {
         self.0.auth.check(&request, Rpc::ValidateCampaign)?;
         let spec = request.into_inner().spec.ok_or_else(|| required("spec"))?;
-        let violations: Vec<v1::Violation> = violations(&spec)
+        let violations: Vec<v1::Violation> = violations(&self.0, &spec)?
             .into_iter()
             .map(|(path, reason)| v1::Violation { path, reason })
             .collect();
@@ -349,7 +362,7 @@ impl CampaignService for Campaigns {
         let caller = self.0.auth.check(&request, Rpc::NewCampaignVersion)?;
         let at = record_time(&request)?;
         let r = request.into_inner();
-        let spec = checked_spec(r.spec)?;
+        let spec = checked_spec(&self.0, r.spec)?;
         let id = spec.id.clone();
         self.existing(&id)?;
         let (seq, lifecycle) = self
