@@ -1033,7 +1033,7 @@ fn the_cli_operates_a_running_engine() {
     let bad_path = dir.path().join("bad.json");
     let mut bad = self::spec("survey.json");
     bad.initial_state = "missing".into();
-    std::fs::write(&bad_path, json::to_string(&bad)).unwrap();
+    std::fs::write(&bad_path, json::to_string(&bad).unwrap()).unwrap();
     let invalid = cli(MARKETER, &["create", bad_path.to_str().unwrap()]);
     assert_eq!(invalid.status.code(), Some(1));
     let text = String::from_utf8_lossy(&invalid.stderr);

@@ -326,3 +326,85 @@ pub fn start_ready(args: &[String], echo: bool) -> Running {
         lines: lines_rx,
     }
 }
+
+/// A tmpfs of a fixed size mounted for one test, so that a test can fill a real filesystem
+/// (a file-size limit fails writes differently from a full disk). Unmounted when dropped.
+#[derive(Debug)]
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `kib` KiB on a new temporary directory.
+    ///
+    /// # Panics
+    /// If it cannot be mounted: the test needs root (CI runs as root), and says so rather
+    /// than pass without having filled a disk.
+    #[must_use]
+    pub fn mount(kib: u64) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (this test fills a real filesystem and needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    /// Where it is mounted.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Grows (or shrinks) it to `kib` KiB, keeping what it holds.
+    ///
+    /// # Panics
+    /// If the remount fails.
+    pub fn resize(&self, kib: u64) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={kib}k")])
+            .arg(self.dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "cannot resize the tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Waits at most `limit` for `child` to exit: its status, or `None` if it is still
+/// running (then it is killed).
+///
+/// # Panics
+/// If the process cannot be waited for.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("the process can be waited for") {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

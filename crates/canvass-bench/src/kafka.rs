@@ -77,7 +77,7 @@ fn prepare(broker: &str, events: u64, partitions: i32) -> anyhow::Result<KafkaCo
             unreachable!("the workload is events")
         };
         let key = e.contact_id.clone();
-        let payload = canvass_proto::json::to_string(record.as_ref());
+        let payload = canvass_proto::json::to_string(record.as_ref())?;
         pending.push(
             producer
                 .send_result(

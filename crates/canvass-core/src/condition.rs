@@ -215,9 +215,9 @@ impl Condition {
                 "expected a boolean, got {:?}",
                 other.type_of()
             ))),
-            Err(_) if meter.as_ref().is_some_and(budget::Meter::ran_out) => Err(EvalError(
-                meter.map(|m| m.exceeded()).unwrap_or_default(),
-            )),
+            Err(_) if meter.as_ref().is_some_and(budget::Meter::ran_out) => {
+                Err(EvalError(meter.map(|m| m.exceeded()).unwrap_or_default()))
+            }
             Err(e) => Err(EvalError(e.to_string())),
         }
     }
@@ -315,12 +315,31 @@ mod tests {
         let c = Condition::compile(
             "event.attrs.rating >= 4",
             Scope::EventTransition,
-            &standard_env(), &CelLimits::DEFAULT,
+            &standard_env(),
+            &CelLimits::DEFAULT,
         )
         .unwrap();
-        assert_eq!(c.eval(&event_with_rating(Value::Int(5)), CelLimits::DEFAULT.max_cost), Ok(true));
-        assert_eq!(c.eval(&event_with_rating(Value::Float(3.5)), CelLimits::DEFAULT.max_cost), Ok(false));
-        assert_eq!(c.eval(&event_with_rating(Value::Int(4)), CelLimits::DEFAULT.max_cost), Ok(true));
+        assert_eq!(
+            c.eval(
+                &event_with_rating(Value::Int(5)),
+                CelLimits::DEFAULT.max_cost
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            c.eval(
+                &event_with_rating(Value::Float(3.5)),
+                CelLimits::DEFAULT.max_cost
+            ),
+            Ok(false)
+        );
+        assert_eq!(
+            c.eval(
+                &event_with_rating(Value::Int(4)),
+                CelLimits::DEFAULT.max_cost
+            ),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -328,10 +347,17 @@ mod tests {
         let c = Condition::compile(
             "event.attrs.score >= 4",
             Scope::EventTransition,
-            &standard_env(), &CelLimits::DEFAULT,
+            &standard_env(),
+            &CelLimits::DEFAULT,
         )
         .unwrap();
-        assert!(c.eval(&event_with_rating(Value::Int(5)), CelLimits::DEFAULT.max_cost).is_err());
+        assert!(
+            c.eval(
+                &event_with_rating(Value::Int(5)),
+                CelLimits::DEFAULT.max_cost
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -339,20 +365,34 @@ mod tests {
         let c = Condition::compile(
             "event.attrs.rating >= 4 && contact.purchases.exists(p, p.product == 'A')",
             Scope::EventTransition,
-            &standard_env(), &CelLimits::DEFAULT,
+            &standard_env(),
+            &CelLimits::DEFAULT,
         )
         .unwrap();
         assert!(c.uses("event") && c.uses("contact"));
         assert!(!c.uses("state") && !c.uses("campaign") && !c.uses("p"));
         // A variable it names must be bound: leaving `contact` out is an error.
-        assert!(c.eval(&event_with_rating(Value::Int(5)), CelLimits::DEFAULT.max_cost).is_err());
+        assert!(
+            c.eval(
+                &event_with_rating(Value::Int(5)),
+                CelLimits::DEFAULT.max_cost
+            )
+            .is_err()
+        );
         let guard = Condition::compile(
             "event.attrs.rating >= 4",
             Scope::EventTransition,
-            &standard_env(), &CelLimits::DEFAULT,
+            &standard_env(),
+            &CelLimits::DEFAULT,
         )
         .unwrap();
-        assert_eq!(guard.eval(&event_with_rating(Value::Int(4)), CelLimits::DEFAULT.max_cost), Ok(true));
+        assert_eq!(
+            guard.eval(
+                &event_with_rating(Value::Int(4)),
+                CelLimits::DEFAULT.max_cost
+            ),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -360,17 +400,28 @@ mod tests {
         let c = Condition::compile(
             "event.attrs.rating",
             Scope::EventTransition,
-            &standard_env(), &CelLimits::DEFAULT,
+            &standard_env(),
+            &CelLimits::DEFAULT,
         )
         .unwrap();
-        let err = c.eval(&event_with_rating(Value::Int(5)), CelLimits::DEFAULT.max_cost).unwrap_err();
+        let err = c
+            .eval(
+                &event_with_rating(Value::Int(5)),
+                CelLimits::DEFAULT.max_cost,
+            )
+            .unwrap_err();
         assert!(err.0.contains("expected a boolean"), "{err}");
     }
 
     #[test]
     fn syntax_errors_are_reported_briefly() {
-        let err = Condition::compile("event.type ==", Scope::EventTransition, &standard_env(), &CelLimits::DEFAULT)
-            .unwrap_err();
+        let err = Condition::compile(
+            "event.type ==",
+            Scope::EventTransition,
+            &standard_env(),
+            &CelLimits::DEFAULT,
+        )
+        .unwrap_err();
         let CompileError::Syntax(msg) = err else {
             panic!("{err:?}")
         };
@@ -381,7 +432,13 @@ mod tests {
     #[test]
     fn variables_are_checked_against_the_scope() {
         assert_eq!(
-            Condition::compile("event.type == 'x'", Scope::Audience, &standard_env(), &CelLimits::DEFAULT).unwrap_err(),
+            Condition::compile(
+                "event.type == 'x'",
+                Scope::Audience,
+                &standard_env(),
+                &CelLimits::DEFAULT
+            )
+            .unwrap_err(),
             CompileError::UnavailableVariable {
                 name: "event".into(),
                 available: "contact, campaign".into()
@@ -395,7 +452,8 @@ mod tests {
             Condition::compile(
                 "contact.purchases.exists(p, p.product == 'A')",
                 Scope::Audience,
-                &standard_env(), &CelLimits::DEFAULT,
+                &standard_env(),
+                &CelLimits::DEFAULT,
             )
             .is_ok()
         );
@@ -453,10 +511,13 @@ mod tests {
             matches!(err, CompileError::Shape(ShapeError::TooDeep { limit: 100 })),
             "{err}"
         );
-        let err = compile_with("contact.tier == 'A'", &CelLimits {
-            max_bytes: 8,
-            ..CelLimits::DEFAULT
-        })
+        let err = compile_with(
+            "contact.tier == 'A'",
+            &CelLimits {
+                max_bytes: 8,
+                ..CelLimits::DEFAULT
+            },
+        )
         .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -472,14 +533,27 @@ mod tests {
         type Shape = fn(usize) -> String;
         let shapes: [(&str, Shape); 9] = [
             ("sum", |n| format!("{} > 0", vec!["1"; n].join(" + "))),
-            ("parens", |n| format!("{}1{} == 1", "(".repeat(n), ")".repeat(n))),
-            ("calls", |n| format!("{}1{} == 1", "int(".repeat(n), ")".repeat(n))),
+            ("parens", |n| {
+                format!("{}1{} == 1", "(".repeat(n), ")".repeat(n))
+            }),
+            ("calls", |n| {
+                format!("{}1{} == 1", "int(".repeat(n), ")".repeat(n))
+            }),
             ("lists", |n| {
-                format!("{}1{}{} == 1", "[".repeat(n), "]".repeat(n), "[0]".repeat(n))
+                format!(
+                    "{}1{}{} == 1",
+                    "[".repeat(n),
+                    "]".repeat(n),
+                    "[0]".repeat(n)
+                )
             }),
             ("not", |n| format!("{}true", "!".repeat(n))),
-            ("neg", |n| format!("{}1{} != 0", "-(".repeat(n), ")".repeat(n))),
-            ("ternary", |n| format!("{}true{}", "false ? false : ".repeat(n), "")),
+            ("neg", |n| {
+                format!("{}1{} != 0", "-(".repeat(n), ")".repeat(n))
+            }),
+            ("ternary", |n| {
+                format!("{}true{}", "false ? false : ".repeat(n), "")
+            }),
             ("comprehensions", |n| {
                 format!("{}true{}", "[1].all(x, ".repeat(n), ")".repeat(n))
             }),

@@ -324,7 +324,10 @@ mod tests {
 
     #[test]
     fn a_lead_reassignment_needs_two_different_owners() {
-        assert_eq!(check(&reassign("alice", "bob"), None, &CelLimits::DEFAULT), Ok(()));
+        assert_eq!(
+            check(&reassign("alice", "bob"), None, &CelLimits::DEFAULT),
+            Ok(())
+        );
         assert_eq!(
             check(&reassign("", "bob"), None, &CelLimits::DEFAULT),
             Err("field `fromOwner`: required".into())

@@ -160,6 +160,8 @@ pub fn compile(spec: &v1::Policy) -> Result<Policy, Vec<Issue>> {
                 format!("caps[{i}].window"),
                 "must be a positive duration".into(),
             );
+        } else if let Some(problem) = c.window.as_ref().and_then(crate::time::span_problem) {
+            report(format!("caps[{i}].window"), problem);
         }
         caps.push(Cap {
             kind,

@@ -11,6 +11,26 @@ pub struct UnixMillis(pub i64);
 /// Milliseconds in a day, for the `days_since_*` fields exposed to CEL.
 pub const DAY_MILLIS: i64 = 86_400_000;
 
+/// The longest duration a spec or a policy may give (100 years): anything longer is a
+/// mistake, and durations near `i64::MAX` seconds overflow what a timestamp can hold.
+pub const MAX_SPAN: SpanMillis = SpanMillis(36_525 * DAY_MILLIS);
+
+/// Why a protobuf duration is not a positive span within [`MAX_SPAN`], if it is not.
+#[must_use]
+pub fn span_problem(d: &wkt::Duration) -> Option<String> {
+    let span = SpanMillis::from_proto(d);
+    if span.0 <= 0 {
+        Some(format!("must be positive, got {}s", d.seconds))
+    } else if span > MAX_SPAN || d.seconds > MAX_SPAN.0 / 1000 {
+        Some(format!(
+            "must be at most 36525 days (100 years), got {}s",
+            d.seconds
+        ))
+    } else {
+        None
+    }
+}
+
 impl UnixMillis {
     /// This instant plus a span, saturating instead of overflowing.
     #[must_use]

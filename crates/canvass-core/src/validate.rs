@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use crate::{
     condition::{CelLimits, Condition, Scope, standard_env},
     spec::{self, Campaign, Reentry, StateIdx, Trigger},
-    time::SpanMillis,
+    time::{SpanMillis, span_problem},
 };
 
 /// One problem found in a spec.
@@ -135,11 +135,10 @@ impl Checker {
     }
 
     fn positive_span(&mut self, path: &str, d: &wkt::Duration) -> SpanMillis {
-        let span = SpanMillis::from_proto(d);
-        if span.0 <= 0 {
-            self.report(path, format!("must be positive, got {}s", d.seconds));
+        if let Some(problem) = span_problem(d) {
+            self.report(path, problem);
         }
-        span
+        SpanMillis::from_proto(d)
     }
 
     fn amount(&mut self, path: &str, text: &str) -> Option<Decimal> {
@@ -224,10 +223,8 @@ impl Checker {
         let split = spec.split.as_ref().map(|s| self.split(s, &lookup));
         self.migrations(spec, &lookup);
         let budget = spec.budget.as_ref().map(|b| self.budget(b));
-        if let Some(w) = &spec.attribution_window
-            && SpanMillis::from_proto(w).0 <= 0
-        {
-            self.report("attributionWindow", "must be a positive duration");
+        if let Some(w) = &spec.attribution_window {
+            self.positive_span("attributionWindow", w);
         }
 
         let mut roots: Vec<StateIdx> = initial_state.into_iter().collect();

@@ -15,7 +15,10 @@ use canvass_core::{
     stats::{self, Cause},
     validate::kind_name,
 };
-use canvass_proto::v1::{self, log_entry};
+use canvass_proto::{
+    v1::{self, log_entry},
+    wkt,
+};
 use canvass_store::{EMBEDDED_PARTITION, LOG_SCHEMA_VERSION, Store, WriteBatch};
 use rust_decimal::Decimal;
 
@@ -35,6 +38,14 @@ pub enum Error {
         /// The problems.
         reason: String,
     },
+}
+
+impl Error {
+    /// Whether the store's disk failed (full, I/O error), as opposed to bad data.
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_storage())
+    }
 }
 
 /// Result of engine operations.
@@ -60,6 +71,11 @@ pub struct EngineOptions {
     /// Queue command results and dead letters as publications for outside topics (audit,
     /// dead letters), drained by [`Engine::publish`]. Off for sources without such topics.
     pub publish: bool,
+    /// An input dated more than this ahead of the wall clock is parked as a dead letter,
+    /// whatever the clock mode: under the event clock, one event dated in year 9999 would
+    /// otherwise fire every pending timer at once. `None`: no bound (tests and simulations
+    /// whose wall clock is not the real one).
+    pub max_lead: Option<SpanMillis>,
 }
 
 impl Default for EngineOptions {
@@ -68,6 +84,7 @@ impl Default for EngineOptions {
             clock: ClockMode::Wall,
             dedupe_retention: SpanMillis(7 * canvass_core::time::DAY_MILLIS),
             publish: false,
+            max_lead: None,
         }
     }
 }
@@ -154,18 +171,32 @@ pub enum Outcome {
     },
 }
 
-/// Requirements the JSON mapping cannot express.
+/// Requirements the JSON mapping cannot express, and the bounds it does express that a
+/// protobuf input (Kafka, gRPC) could break: every input path is held to the same.
 pub fn check_record(record: &v1::IngestRecord) -> Option<String> {
     use v1::ingest_record::Input;
     let missing = |field: &str| Some(format!("field `{field}`: required"));
+    let out_of_range = |field: &str, t: Option<&wkt::Timestamp>| {
+        t.and_then(|t| t.range_problem())
+            .map(|why| format!("field `{field}`: {why}"))
+    };
+    if let Some(problem) = out_of_range("at", record.at.as_ref()) {
+        return Some(problem);
+    }
     match &record.input {
         None => Some("the record holds none of `contact`, `event`, `command`".into()),
         Some(Input::Contact(c)) if c.id.trim().is_empty() => missing("contact.id"),
+        Some(Input::Contact(c)) => {
+            c.purchases.iter().enumerate().find_map(|(i, p)| {
+                out_of_range(&format!("contact.purchases[{i}].at"), p.at.as_ref())
+            })
+        }
         Some(Input::Event(e)) if e.id.trim().is_empty() => missing("event.id"),
         Some(Input::Event(e)) if e.r#type.trim().is_empty() => missing("event.type"),
         Some(Input::Event(e)) if e.contact_id.trim().is_empty() => missing("event.contactId"),
         Some(Input::Event(e)) if e.occurred_at.is_none() => missing("event.occurredAt"),
-        _ => None,
+        Some(Input::Event(e)) => out_of_range("event.occurredAt", e.occurred_at.as_ref()),
+        Some(Input::Command(_)) => None,
     }
 }
 
@@ -429,6 +460,17 @@ pub enum DispatchError {
     Deliver(std::io::Error),
 }
 
+impl DispatchError {
+    /// Whether a disk failed: the store's, or the one the actions are written to.
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        match self {
+            Self::Engine(e) => e.is_storage(),
+            Self::Deliver(_) => true,
+        }
+    }
+}
+
 /// Contacts one log entry steps for a command that concerns everyone; a sweep steps the
 /// others, this many per entry. Part of the log's meaning: replay steps the same slices.
 const SWEEP_SLICE: usize = 4096;
@@ -598,6 +640,26 @@ impl Pending {
         }))
     }
 
+    /// Why `record` is dated too far ahead of the wall clock, if it is (see
+    /// [`EngineOptions::max_lead`]).
+    fn too_far_ahead(&self, record: &v1::IngestRecord, wall_now: UnixMillis) -> Option<String> {
+        let lead = self.options.max_lead?;
+        let (field, at) = match &record.input {
+            Some(v1::ingest_record::Input::Event(e)) => ("event.occurredAt", e.occurred_at),
+            _ => ("at", record.at),
+        };
+        let at = at?;
+        let ahead = UnixMillis::from_proto(&at).0.saturating_sub(wall_now.0);
+        (ahead > lead.0).then(|| {
+            format!(
+                "field `{field}`: {at} is {} ahead of the wall clock ({}), more than the {} allowed (`--max-lead-hours`)",
+                SpanMillis(ahead),
+                wall_now.to_proto(),
+                lead
+            )
+        })
+    }
+
     fn dedupe_cutoff(&self, now: UnixMillis) -> UnixMillis {
         UnixMillis(now.0.saturating_sub(self.options.dedupe_retention.0))
     }
@@ -626,7 +688,9 @@ impl Pending {
             Incoming::Acks(acks) => return self.accept_acks(acks, position, caller, wall_now),
             Incoming::Record(r) => *r,
         };
-        if let Some(reason) = check_record(&record) {
+        if let Some(reason) =
+            check_record(&record).or_else(|| self.too_far_ahead(&record, wall_now))
+        {
             let payload = prost::Message::encode_to_vec(&record);
             self.dead_letter(payload, Vec::new(), reason, position, wall_now);
             return Ok(());
@@ -1280,7 +1344,7 @@ fn executed_event(ack: &v1::ActionAck, now: UnixMillis) -> v1::TouchpointEvent {
         r#type: r#type.to_string(),
         contact_id: ack.contact_id.clone(),
         occurred_at: Some(now.to_proto()),
-        attrs: Some(canvass_proto::wkt::Struct { fields }),
+        attrs: Some(wkt::Struct { fields }),
         // Only the campaign whose action it was sees the result.
         campaign_id: ack.campaign_id.clone(),
         ..Default::default()

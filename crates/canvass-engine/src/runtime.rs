@@ -9,7 +9,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader, Seek, SeekFrom, Write},
+    io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
     ops::Range,
     path::{Path, PathBuf},
     sync::{
@@ -39,7 +39,13 @@ pub struct RunOptions {
     pub follow: bool,
     /// Bound of the channel between the source thread and the loop.
     pub channel_capacity: usize,
+    /// Longest input line, in bytes: a longer one is a dead letter that keeps only its
+    /// first [`DEAD_LETTER_PREFIX`] bytes, and is never held in memory whole.
+    pub max_line_bytes: usize,
 }
+
+/// How much of an oversized input a dead letter keeps.
+pub const DEAD_LETTER_PREFIX: usize = 4096;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -48,6 +54,7 @@ impl Default for RunOptions {
             max_wait: Duration::from_millis(2),
             follow: false,
             channel_capacity: 16_384,
+            max_line_bytes: 1024 * 1024,
         }
     }
 }
@@ -81,6 +88,19 @@ pub enum RunError {
     /// The source failed.
     #[error("reading the input failed: {0}")]
     Source(io::Error),
+}
+
+impl RunError {
+    /// Whether a disk failed (the store's or the actions file's): the process stops with
+    /// the status that says so, and the data is as a crash would leave it.
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        match self {
+            Self::Engine(e) => e.is_storage(),
+            Self::Dispatch(e) => e.is_storage(),
+            Self::Source(_) => false,
+        }
+    }
 }
 
 enum Item {
@@ -273,12 +293,64 @@ fn parse(line: &[u8], position: Option<v1::SourcePosition>) -> Sourced {
     }
 }
 
+/// Reads up to and including the next newline (or to the end of the input), appending at
+/// most `max + 1` bytes of it to `line`: a line of any length costs bounded memory. Returns
+/// how many bytes were consumed and whether a newline ended them.
+fn read_line_bounded(
+    reader: &mut dyn BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<(u64, bool)> {
+    let mut taken = 0u64;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((taken, false));
+        }
+        let (n, ended) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = (max + 1).saturating_sub(line.len());
+        line.extend_from_slice(&buf[..n.min(room)]);
+        reader.consume(n);
+        taken += n as u64;
+        if ended {
+            return Ok((taken, true));
+        }
+    }
+}
+
+/// An input line longer than the limit: a dead letter with its first bytes.
+fn oversized(line: &[u8], len: u64, max: usize, position: Option<v1::SourcePosition>) -> Sourced {
+    let at = position
+        .as_ref()
+        .map(|p| format!("byte offset {}: ", p.offset))
+        .unwrap_or_default();
+    Sourced {
+        incoming: Incoming::Malformed {
+            payload: line[..line.len().min(DEAD_LETTER_PREFIX)].to_vec(),
+            key: Vec::new(),
+            reason: format!(
+                "{at}the line is {len} bytes long, more than the limit of {max} (`--max-input-bytes`); the dead letter keeps its first {DEAD_LETTER_PREFIX} bytes"
+            ),
+        },
+        position,
+        caller: None,
+    }
+}
+
 fn spawn_reader(
     input: InputSpec,
     resume: Option<u64>,
-    follow: bool,
+    options: &RunOptions,
     tx: SyncSender<Item>,
 ) -> io::Result<()> {
+    let (follow, max) = (options.follow, options.max_line_bytes);
     let name = input.source_name()?;
     let mut reader: Box<dyn BufRead + Send> = match &input {
         InputSpec::File(path) => {
@@ -293,26 +365,30 @@ fn spawn_reader(
         .name("canvass-source".into())
         .spawn(move || {
             let mut line = Vec::new();
+            // Bytes of the line read so far (`line` holds at most `max + 1` of them).
+            let mut len = 0u64;
             loop {
-                match reader.read_until(b'\n', &mut line) {
+                match read_line_bounded(&mut *reader, &mut line, max) {
                     Err(e) => {
                         let _ = tx.send(Item::Failed(e));
                         return;
                     }
-                    Ok(0) if follow => thread::sleep(Duration::from_millis(20)),
-                    Ok(0) => {
+                    Ok((0, _)) if follow => thread::sleep(Duration::from_millis(20)),
+                    Ok((0, _)) if len == 0 => {
                         let _ = tx.send(Item::End);
                         return;
                     }
-                    Ok(n) => {
-                        // A line still being written (no newline yet) is read again when complete.
-                        if follow && line.last() != Some(&b'\n') {
+                    Ok((n, ended)) => {
+                        len += n;
+                        // A line still being written (no newline yet) is read on when complete.
+                        if follow && !ended {
                             continue;
                         }
                         let start = offset;
-                        offset += n as u64;
+                        offset += len;
+                        let total = std::mem::take(&mut len);
                         let text = std::mem::take(&mut line);
-                        if text.iter().all(u8::is_ascii_whitespace) {
+                        if text.iter().all(u8::is_ascii_whitespace) && total <= max as u64 {
                             continue;
                         }
                         let position = name.as_ref().map(|source| v1::SourcePosition {
@@ -320,7 +396,12 @@ fn spawn_reader(
                             offset: start,
                             next_offset: offset,
                         });
-                        if tx.send(Item::Input(parse(&text, position))).is_err() {
+                        let item = if total > max as u64 {
+                            oversized(&text, total, max, position)
+                        } else {
+                            parse(&text, position)
+                        };
+                        if tx.send(Item::Input(item)).is_err() {
                             return;
                         }
                     }
@@ -342,6 +423,12 @@ pub trait Dispatcher {
 
 /// Writes delivered actions as canonical JSON lines to a file (appended, synced to disk
 /// before the actions count as delivered) or to standard output.
+///
+/// The file holds whole lines only: a batch is encoded first (an action that cannot be
+/// encoded fails the batch before anything is written), appended with one write, and cut
+/// back to its previous length if the write fails (a full disk). A line left partial by a
+/// crash in the middle of a write is cut off when the file is opened again; its action is
+/// still in the outbox and is written again, whole.
 #[derive(Debug)]
 pub struct JsonlSink {
     out: SinkTarget,
@@ -354,10 +441,16 @@ enum SinkTarget {
 }
 
 impl JsonlSink {
-    /// Appends to `path`.
+    /// Appends to `path`, first cutting off a partial last line.
     pub fn file(path: &Path) -> io::Result<Self> {
+        let file = File::options()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        truncate_partial_line(&file)?;
         Ok(Self {
-            out: SinkTarget::File(File::options().create(true).append(true).open(path)?),
+            out: SinkTarget::File(file),
         })
     }
 
@@ -370,22 +463,63 @@ impl JsonlSink {
     }
 }
 
+/// Cuts `file` back to just after its last newline, if what follows it is a partial line.
+fn truncate_partial_line(mut file: &File) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..usize::try_from(end - start).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(at) = chunk.iter().rposition(|b| *b == b'\n') {
+            end = start + at as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// One canonical JSON line per action, or the first that cannot be encoded.
+fn encode_lines(actions: &[v1::Action]) -> io::Result<Vec<u8>> {
+    let mut text = Vec::new();
+    for a in actions {
+        let line = json::to_string(a).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("action {} cannot be encoded: {e}", a.idempotency_key),
+            )
+        })?;
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
+    }
+    Ok(text)
+}
+
 impl Dispatcher for JsonlSink {
     /// Writes the actions; returns once they are durable (file) or flushed (stdout).
     fn deliver(&mut self, actions: &[v1::Action]) -> io::Result<()> {
-        let mut text = String::new();
-        for a in actions {
-            text.push_str(&json::to_string(a));
-            text.push('\n');
-        }
+        let text = encode_lines(actions)?;
         match &mut self.out {
             SinkTarget::File(f) => {
-                f.write_all(text.as_bytes())?;
-                f.sync_data()
+                let before = f.metadata()?.len();
+                if let Err(e) = f.write_all(&text).and_then(|()| f.sync_data()) {
+                    // Whole lines or nothing: what went in of this batch comes out again
+                    // (if this fails too, the next open cuts the partial line).
+                    let _ = f.set_len(before);
+                    return Err(e);
+                }
+                Ok(())
             }
             SinkTarget::Stdout => {
                 let mut out = io::stdout().lock();
-                out.write_all(text.as_bytes())?;
+                out.write_all(&text)?;
                 out.flush()
             }
         }
@@ -427,7 +561,7 @@ pub fn run(
             Some(name) => engine.store().offset(&name).map_err(Error::from)?,
             None => None,
         };
-        spawn_reader(input, resume, options.follow, tx).map_err(RunError::Source)?;
+        spawn_reader(input, resume, options, tx).map_err(RunError::Source)?;
     } else {
         _kept_open = Some(tx);
     }

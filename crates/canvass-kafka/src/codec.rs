@@ -2,7 +2,10 @@
 //! Pure: no client here, so every rule is tested without a broker.
 
 use canvass_core::UnixMillis;
-use canvass_engine::durable::{Incoming, Sourced, check_record};
+use canvass_engine::{
+    durable::{Incoming, Sourced, check_record},
+    runtime::DEAD_LETTER_PREFIX,
+};
 use canvass_proto::{json, v1};
 
 use crate::config::Format;
@@ -65,15 +68,36 @@ pub fn parse_source_name(name: &str) -> Option<(&str, i32)> {
 }
 
 /// Decodes a record into an input: a well-formed record, or the record unchanged with the
-/// reason it cannot be used (a dead letter). Never fails.
+/// reason it cannot be used (a dead letter; a payload over `max_bytes` keeps only its first
+/// [`DEAD_LETTER_PREFIX`] bytes). Never fails.
 #[must_use]
-pub fn decode(record: &RecordView<'_>, role: Role, default_format: Format) -> Sourced {
+pub fn decode(
+    record: &RecordView<'_>,
+    role: Role,
+    default_format: Format,
+    max_bytes: usize,
+) -> Sourced {
     let offset = u64::try_from(record.offset).unwrap_or(0);
     let position = v1::SourcePosition {
         source: source_name(record.topic, record.partition),
         offset,
         next_offset: offset + 1,
     };
+    let payload = record.payload.unwrap_or_default();
+    if payload.len() > max_bytes {
+        return Sourced {
+            incoming: Incoming::Malformed {
+                payload: payload[..DEAD_LETTER_PREFIX.min(payload.len())].to_vec(),
+                key: record.key.unwrap_or_default().to_vec(),
+                reason: format!(
+                    "the payload is {} bytes long, more than the limit of {max_bytes} (`max_record_bytes`); the dead letter keeps its first {DEAD_LETTER_PREFIX} bytes",
+                    payload.len()
+                ),
+            },
+            position: Some(position),
+            caller: None,
+        };
+    }
     let incoming = match decode_input(record, role, default_format) {
         Ok(input) => Incoming::Record(Box::new(input)),
         Err(reason) => Incoming::Malformed {
@@ -181,38 +205,56 @@ pub struct OutRecord {
     pub headers: Vec<(&'static str, Vec<u8>)>,
 }
 
-fn encode<M: prost::Message + serde::Serialize>(message: &M, format: Format) -> Vec<u8> {
+/// Encodes a message; a message the JSON mapping cannot express is an error, never an
+/// empty payload.
+fn encode<M: prost::Message + serde::Serialize>(
+    message: &M,
+    format: Format,
+) -> std::io::Result<Vec<u8>> {
     match format {
-        Format::Json => json::to_string(message).into_bytes(),
-        Format::Protobuf => message.encode_to_vec(),
+        Format::Json => json::to_string(message)
+            .map(String::into_bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Format::Protobuf => Ok(message.encode_to_vec()),
     }
 }
 
 /// An action for the actions topic: keyed by contact, its idempotency key in a header.
-#[must_use]
-pub fn action_record(topic: &str, action: &v1::Action, format: Format) -> OutRecord {
-    OutRecord {
+///
+/// # Errors
+/// The action cannot be encoded in `format`.
+pub fn action_record(
+    topic: &str,
+    action: &v1::Action,
+    format: Format,
+) -> std::io::Result<OutRecord> {
+    Ok(OutRecord {
         topic: topic.to_string(),
         key: Some(action.contact_id.clone().into_bytes()),
-        payload: encode(action, format),
+        payload: encode(action, format)?,
         headers: vec![
             (IDEMPOTENCY_KEY, action.idempotency_key.clone().into_bytes()),
             (CONTENT_TYPE, format.content_type().as_bytes().to_vec()),
         ],
-    }
+    })
 }
 
 /// A queued publication as a record: command results to the audit topic (keyed by
 /// campaign), dead letters to the dead-letter topic (unchanged, the reason and origin in
-/// headers).
-#[must_use]
+/// headers). `None`: an empty publication.
+///
+/// # Errors
+/// A command result cannot be encoded in `format`.
 pub fn publication_record(
     publication: &v1::Publication,
     audit_topic: &str,
     dead_letter_topic: &str,
     format: Format,
-) -> Option<OutRecord> {
-    match publication.kind.as_ref()? {
+) -> std::io::Result<Option<OutRecord>> {
+    let Some(kind) = publication.kind.as_ref() else {
+        return Ok(None);
+    };
+    Ok(match kind {
         v1::publication::Kind::CommandResult(result) => {
             let campaign = result
                 .command
@@ -228,7 +270,7 @@ pub fn publication_record(
             Some(OutRecord {
                 topic: audit_topic.to_string(),
                 key: Some(campaign.as_bytes().to_vec()),
-                payload: encode(result, format),
+                payload: encode(result, format)?,
                 headers: vec![
                     (CONTENT_TYPE, format.content_type().as_bytes().to_vec()),
                     (AUDIT_RESULT, outcome.as_bytes().to_vec()),
@@ -254,7 +296,7 @@ pub fn publication_record(
                 headers,
             })
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -262,6 +304,39 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+    use crate::KafkaConfig;
+
+    /// The decoder with the default payload limit.
+    fn decode(record: &RecordView<'_>, role: Role, format: Format) -> Sourced {
+        super::decode(
+            record,
+            role,
+            format,
+            KafkaConfig::default().max_record_bytes,
+        )
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_a_dead_letter_keeping_its_first_bytes() {
+        let big = vec![b'x'; 10_000];
+        let s = super::decode(
+            &view(Some(b"c1"), &big),
+            Role::Touchpoints,
+            Format::Json,
+            5000,
+        );
+        let Incoming::Malformed {
+            payload, reason, ..
+        } = s.incoming
+        else {
+            panic!("not a dead letter")
+        };
+        assert_eq!(payload.len(), DEAD_LETTER_PREFIX);
+        assert!(
+            reason.contains("10000 bytes long, more than the limit of 5000"),
+            "{reason}"
+        );
+    }
 
     fn view<'a>(key: Option<&'a [u8]>, payload: &'a [u8]) -> RecordView<'a> {
         RecordView {
@@ -397,7 +472,9 @@ mod tests {
         let p = v1::Publication {
             kind: Some(v1::publication::Kind::DeadLetter(letter)),
         };
-        let r = publication_record(&p, "audit", "dlq", Format::Json).unwrap();
+        let r = publication_record(&p, "audit", "dlq", Format::Json)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.topic, "dlq");
         assert_eq!(r.key.as_deref(), Some(&b"c9"[..]));
         assert_eq!(r.payload, b"{nope");
@@ -426,7 +503,9 @@ mod tests {
                 ..Default::default()
             })),
         };
-        let r = publication_record(&p, "audit", "dlq", Format::Json).unwrap();
+        let r = publication_record(&p, "audit", "dlq", Format::Json)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.topic, "audit");
         assert_eq!(r.key.as_deref(), Some(&b"welcome"[..]));
         assert!(r.headers.contains(&(AUDIT_RESULT, b"rejected".to_vec())));

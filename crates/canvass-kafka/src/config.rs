@@ -98,6 +98,9 @@ pub struct KafkaConfig {
     /// group and waiting for acknowledgements are given up after it (with a broker that
     /// is away they could wait for minutes). Everything applied is durable by then.
     pub shutdown_timeout_ms: u64,
+    /// Largest record payload used, in bytes: a larger one is a dead letter keeping its
+    /// first 4096 bytes (so that the dead-letter topic takes it).
+    pub max_record_bytes: usize,
     /// librdkafka properties passed through unchanged to every client (security.protocol,
     /// sasl.*, ssl.*, ...). They override the engine's own settings, except the ones its
     /// guarantees rest on (listed in [`KafkaConfig::RESERVED`]).
@@ -119,6 +122,7 @@ impl Default for KafkaConfig {
             max_wait_ms: 5,
             publish_timeout_ms: 30_000,
             shutdown_timeout_ms: 10_000,
+            max_record_bytes: 1024 * 1024,
             librdkafka: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
@@ -229,6 +233,10 @@ impl KafkaConfig {
                 "MAX_WAIT_MS" => self.max_wait_ms = number(&value)?,
                 "PUBLISH_TIMEOUT_MS" => self.publish_timeout_ms = number(&value)?,
                 "SHUTDOWN_TIMEOUT_MS" => self.shutdown_timeout_ms = number(&value)?,
+                "MAX_RECORD_BYTES" => {
+                    self.max_record_bytes =
+                        usize::try_from(number(&value)?).map_err(|_| invalid("too large"))?;
+                }
                 "TOPIC_TOUCHPOINTS" => self.topics.touchpoints = value,
                 "TOPIC_CONTROL" => self.topics.control = value,
                 "TOPIC_ACTIONS" => self.topics.actions = value,

@@ -83,6 +83,14 @@ pub enum RunError {
     Engine(#[from] EngineError),
 }
 
+impl RunError {
+    /// Whether the store's disk failed.
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Self::Engine(e) if e.is_storage())
+    }
+}
+
 /// Runs the engine on Kafka until `options` say stop. Inputs submitted through `intake`'s
 /// inboxes (the gRPC API) join the batches of records and are answered once committed.
 pub fn run(
@@ -434,8 +442,12 @@ impl State {
         } else {
             Role::Control
         };
-        self.pending
-            .push(codec::decode(record, role, config.format));
+        self.pending.push(codec::decode(
+            record,
+            role,
+            config.format,
+            config.max_record_bytes,
+        ));
     }
 
     /// Commits the pending records (or fires due timers when there are none).
@@ -566,25 +578,23 @@ impl Publisher {
             let format = self.config.format;
             let topic = self.config.topics.actions.clone();
             let sent = state.engine.dispatch(1024, &mut |actions| {
-                let records: Vec<OutRecord> = actions
+                let records = actions
                     .iter()
                     .map(|a| codec::action_record(&topic, a, format))
-                    .collect();
+                    .collect::<std::io::Result<Vec<OutRecord>>>()?;
                 self.send_all(&records)
             })?;
             state.report.actions_published += sent as u64;
             let published = state.engine.publish(1024, &mut |queued| {
-                let records: Vec<OutRecord> = queued
-                    .iter()
-                    .filter_map(|(_, p)| {
-                        codec::publication_record(
-                            p,
-                            &self.config.topics.audit,
-                            &self.config.topics.dead_letters,
-                            format,
-                        )
-                    })
-                    .collect();
+                let mut records = Vec::with_capacity(queued.len());
+                for (_, p) in queued {
+                    records.extend(codec::publication_record(
+                        p,
+                        &self.config.topics.audit,
+                        &self.config.topics.dead_letters,
+                        format,
+                    )?);
+                }
                 self.send_all(&records)
             })?;
             state.report.publications += published as u64;

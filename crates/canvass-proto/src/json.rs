@@ -67,15 +67,20 @@ fn error(path: String, e: &serde_json::Error) -> JsonError {
 }
 
 /// Encodes a message in its canonical JSON form on one line.
-pub fn to_string<T: Serialize>(message: &T) -> String {
-    // Generated messages serialize infallibly: every map key is a string, and timestamps
-    // the engine writes are in range.
-    serde_json::to_string(message).unwrap_or_default()
+///
+/// # Errors
+/// A value the mapping cannot express (a timestamp outside years 0001 to 9999, a
+/// non-finite number): the caller must not write or count what it could not encode.
+pub fn to_string<T: Serialize>(message: &T) -> Result<String, serde_json::Error> {
+    serde_json::to_string(message)
 }
 
 /// Encodes a message in its canonical JSON form, indented for people.
-pub fn to_string_pretty<T: Serialize>(message: &T) -> String {
-    serde_json::to_string_pretty(message).unwrap_or_default()
+///
+/// # Errors
+/// As [`to_string`].
+pub fn to_string_pretty<T: Serialize>(message: &T) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(message)
 }
 
 /// serde_json appends " at line L column C"; the position is reported separately.

@@ -30,6 +30,22 @@ impl Timestamp {
             .filter(|_| (MIN_SECONDS..=MAX_SECONDS).contains(&self.seconds))
     }
 
+    /// Why this timestamp is outside what the JSON mapping allows (years 0001 to 9999,
+    /// nanoseconds 0 to 999,999,999), if it is: the same bound on every input path.
+    #[must_use]
+    pub fn range_problem(self) -> Option<String> {
+        if !(0..1_000_000_000).contains(&self.nanos) {
+            return Some(format!("nanos {} is outside 0 to 999999999", self.nanos));
+        }
+        if !(MIN_SECONDS..=MAX_SECONDS).contains(&self.seconds) {
+            return Some(format!(
+                "seconds {} is outside years 0001 to 9999 ({MIN_SECONDS} to {MAX_SECONDS})",
+                self.seconds
+            ));
+        }
+        None
+    }
+
     /// Parses an RFC 3339 time (any offset; stored as UTC).
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = DateTime::parse_from_rfc3339(text).map_err(|_| {

@@ -37,12 +37,13 @@ fn round_trip<T: DeserializeOwned + Serialize + Message + Default + PartialEq + 
 ) {
     let message: T = json::from_str(text).unwrap();
     let original: serde_json::Value = serde_json::from_str(text).unwrap();
-    let again: serde_json::Value = serde_json::from_str(&json::to_string(&message)).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(&json::to_string(&message).unwrap()).unwrap();
     assert_eq!(numbers_as_doubles(original), numbers_as_doubles(again));
     let decoded = T::decode(message.encode_to_vec().as_slice()).unwrap();
     assert_eq!(decoded, message);
     assert_eq!(
-        json::from_str::<T>(&json::to_string_pretty(&message)).unwrap(),
+        json::from_str::<T>(&json::to_string_pretty(&message).unwrap()).unwrap(),
         message
     );
 }
@@ -78,7 +79,7 @@ fn durations_and_enums_use_their_canonical_json_forms() {
     };
     assert_eq!(after.seconds, 7 * 24 * 3600);
     assert_eq!(invited.actions[0].kind(), v1::ActionKind::Email);
-    let text = json::to_string(&spec);
+    let text = json::to_string(&spec).unwrap();
     assert!(text.contains(r#""after":"604800s""#), "{text}");
     assert!(text.contains(r#""kind":"ACTION_KIND_EMAIL""#), "{text}");
     assert!(text.contains(r#""initialState":"invited""#), "{text}");

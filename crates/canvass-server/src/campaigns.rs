@@ -393,7 +393,8 @@ impl CampaignService for Campaigns {
                 0 => Status::not_found(format!("no campaign `{id}`")),
                 v => Status::not_found(format!("campaign `{id}` has no version {v}")),
             })?;
-        let json = json::to_string(&spec);
+        let json = json::to_string(&spec)
+            .map_err(|e| Status::internal(format!("the stored spec cannot be encoded: {e}")))?;
         Ok(Response::new(v1::GetCampaignSpecResponse {
             spec: Some(spec),
             json,

@@ -65,6 +65,22 @@ pub enum Error {
     /// A checkpoint failed earlier; the store takes no more writes.
     #[error("a checkpoint failed, the store takes no more writes: {0}")]
     CheckpointFailed(String),
+    /// A write to sled failed earlier (a full disk, an I/O error); the store takes no more
+    /// writes, since sled may block for good on the next one.
+    #[error("the store takes no more writes after a storage failure: {0}")]
+    Halted(String),
+}
+
+impl Error {
+    /// Whether the disk or sled failed (as opposed to bad data): the process should stop,
+    /// with the status that says so.
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            Self::Storage(_) | Self::Halted(_) | Self::CheckpointFailed(_)
+        )
+    }
 }
 
 impl From<sled::Error> for Error {
@@ -131,6 +147,14 @@ struct Shared {
     checkpointer: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
     /// Why a background checkpoint failed, if one did.
     failed: Mutex<Option<String>>,
+    /// Why a write to sled failed, if one did: from then on nothing is written, and sled is
+    /// never dropped (its drop flushes, and on a full disk that flush blocks for good).
+    halted: Mutex<Option<String>>,
+    /// Writes to sled in progress, by when they started: a watchdog outside tells a stalled
+    /// disk from a slow one ([`Store::stalled_for`]).
+    writing: Mutex<Vec<(u64, std::time::Instant)>>,
+    /// Numbers the writes in `writing`.
+    next_write: AtomicU64,
 }
 
 /// One write of a batch: a key and its new value, or `None` for a removal.
@@ -166,6 +190,35 @@ fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
 
 fn u64_value(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Tells how long a write to sled has been running (see [`Store::stall_watch`]): sled can
+/// block without an error when the disk fills, so the process watches this and stops when
+/// it grows too long.
+#[derive(Debug, Clone)]
+pub struct StallWatch(Arc<Shared>);
+
+impl StallWatch {
+    /// How long the oldest write in progress has been running, if one is.
+    #[must_use]
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        lock(&self.0.writing)
+            .iter()
+            .map(|(_, since)| since.elapsed())
+            .max()
+    }
+}
+
+impl Drop for Store {
+    /// After a storage failure, sled is leaked rather than dropped: its drop flushes what it
+    /// buffers, and on a full disk that flush waits for good (seen on a real full tmpfs).
+    /// Leaking loses nothing: every commit was flushed before it counted, so the next
+    /// open finds what a crash would leave, which it is built to recover.
+    fn drop(&mut self) {
+        if lock(&self.shared.halted).is_some() {
+            std::mem::forget(self.db.clone());
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -207,9 +260,15 @@ impl Store {
                 recorded: Mutex::default(),
                 checkpointer: Mutex::default(),
                 failed: Mutex::default(),
+                halted: Mutex::default(),
+                writing: Mutex::default(),
+                next_write: AtomicU64::new(0),
             }),
         };
-        store.finish_interrupted_checkpoint()?;
+        if let Err(e) = store.finish_interrupted_checkpoint() {
+            store.halt(&e);
+            return Err(e);
+        }
         let end = store.find_log_end()?;
         store.shared.log_end.store(end, Ordering::SeqCst);
         Ok(store)
@@ -560,6 +619,14 @@ impl Store {
 
     /// Deletes every projection (not the log, not the dead letters), durably.
     pub fn clear_projections(&self) -> Result<()> {
+        let cleared = self.clear_projections_in_sled();
+        if let Err(e) = &cleared {
+            self.halt(e);
+        }
+        cleared
+    }
+
+    fn clear_projections_in_sled(&self) -> Result<()> {
         self.wait_for_checkpoint()?;
         *self
             .shared
@@ -583,6 +650,26 @@ impl Store {
         self.db.remove(keys::meta(CHECKPOINT_SEQ))?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Takes no more writes after `e`, and keeps sled from being dropped (see `halted`).
+    fn halt(&self, e: &Error) {
+        if e.is_storage() {
+            lock(&self.shared.halted).get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    /// Why the store takes no more writes, if a write to sled failed.
+    #[must_use]
+    pub fn halted(&self) -> Option<String> {
+        lock(&self.shared.halted).clone()
+    }
+
+    /// A handle that tells how long the oldest write to sled in progress has been running.
+    /// It does not keep sled open.
+    #[must_use]
+    pub fn stall_watch(&self) -> StallWatch {
+        StallWatch(Arc::clone(&self.shared))
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -641,7 +728,17 @@ impl Store {
 
     /// Applies writes to sled in one atomic batch.
     fn write(&self, writes: Vec<Write>, flush: bool) -> Result<()> {
-        write_to(&self.db, &writes, flush)?;
+        if let Some(reason) = lock(&self.shared.halted).as_ref() {
+            return Err(Error::Halted(reason.clone()));
+        }
+        let id = self.shared.next_write.fetch_add(1, Ordering::Relaxed);
+        lock(&self.shared.writing).push((id, std::time::Instant::now()));
+        let written = write_to(&self.db, &writes, flush);
+        lock(&self.shared.writing).retain(|(w, _)| *w != id);
+        if let Err(e) = written {
+            self.halt(&e);
+            return Err(e);
+        }
         if self.options.record_writes {
             lock(&self.shared.recorded).push(writes);
         }

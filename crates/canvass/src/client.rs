@@ -171,8 +171,9 @@ async fn connect(args: &CampaignArgs) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot reach {}", args.server))
 }
 
-fn print<M: serde::Serialize>(message: &M) {
-    println!("{}", json::to_string(message));
+fn print<M: serde::Serialize>(message: &M) -> anyhow::Result<()> {
+    println!("{}", json::to_string(message)?);
+    Ok(())
 }
 
 pub fn campaign(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
@@ -192,7 +193,7 @@ async fn campaign_call(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
                 .$method(with_token($message)?)
                 .await
                 .map_err(|s| refused(&s))?;
-            print(response.get_ref());
+            print(response.get_ref())?;
         }};
     }
     match &args.command {
@@ -218,7 +219,7 @@ async fn campaign_call(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|s| refused(&s))?
                 .into_inner();
-            print(&response);
+            print(&response)?;
             if !response.valid {
                 return Ok(ExitCode::from(1));
             }

@@ -70,6 +70,29 @@ enum GraphFormat {
 
 /// Exit code for a run that found problems in its input (bad spec, bad line with --strict).
 const EXIT_INVALID_INPUT: u8 = 1;
+/// Exit code for a run stopped by a disk (the store's or the actions file's is full or
+/// failing, or a write stalled): the data is as a crash would leave it, and a restart with
+/// room resumes from the last commit.
+const EXIT_STORAGE: u8 = 4;
+
+/// The exit code an error calls for.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let storage = e.chain().any(|c| {
+        c.downcast_ref::<canvass_engine::runtime::RunError>()
+            .is_some_and(canvass_engine::runtime::RunError::is_storage)
+            || c.downcast_ref::<canvass_kafka::RunError>()
+                .is_some_and(canvass_kafka::RunError::is_storage)
+            || c.downcast_ref::<canvass_engine::durable::Error>()
+                .is_some_and(canvass_engine::durable::Error::is_storage)
+            || c.downcast_ref::<canvass_store::Error>()
+                .is_some_and(canvass_store::Error::is_storage)
+    });
+    if storage {
+        EXIT_STORAGE
+    } else {
+        EXIT_INVALID_INPUT
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -88,7 +111,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_INVALID_INPUT)
+            ExitCode::from(exit_code(&e))
         }
     }
 }

@@ -186,7 +186,7 @@ fn value(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
         let record = serde_json::json!({"command": {
             "actor": "canvass-report",
             "reason": format!("tiers of the value pyramid as of {}", report.as_of),
-            "setPolicy": serde_json::from_str::<serde_json::Value>(&canvass_proto::json::to_string(&policy))?,
+            "setPolicy": serde_json::from_str::<serde_json::Value>(&canvass_proto::json::to_string(&policy)?)?,
         }});
         println!("{record}");
         return Ok(ExitCode::SUCCESS);

@@ -92,6 +92,20 @@ pub struct RunArgs {
     /// Most projection bytes held in memory before a checkpoint, in MiB.
     #[arg(long, default_value_t = 32)]
     checkpoint_mib: usize,
+    /// Longest input line, in bytes: a longer one is a dead letter keeping its first 4096
+    /// bytes (it is never held in memory whole).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_input_bytes: usize,
+    /// Park as a dead letter any input dated more than this many hours ahead of the wall
+    /// clock (an event in year 9999 would fire every pending timer at once under the event
+    /// clock); 0 turns the bound off.
+    #[arg(long, default_value_t = 24)]
+    max_lead_hours: u64,
+    /// Stop with status 4 when one write to the data directory has not finished after this
+    /// many seconds: sled can block without an error on a full disk, and a supervisor needs
+    /// an exit to act on. Every commit before it is durable.
+    #[arg(long, default_value_t = 30)]
+    storage_stall_secs: u64,
 }
 
 fn open(data: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
@@ -126,6 +140,7 @@ fn engine_options(clock: Clock, dedupe_hours: i64, publish: bool) -> EngineOptio
         },
         dedupe_retention: SpanMillis(dedupe_hours * 3_600_000),
         publish,
+        max_lead: None,
     }
 }
 
@@ -139,10 +154,23 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             ..StoreOptions::default()
         },
     )?;
+    watch_storage(
+        &store,
+        &args.data,
+        Duration::from_secs(args.storage_stall_secs.max(1)),
+    );
     let opening = std::time::Instant::now();
     let kafka = args.kafka || args.kafka_config.is_some();
     remember_dedupe_hours(&store, args.dedupe_hours)?;
-    let mut engine = Engine::open(store, engine_options(args.clock, args.dedupe_hours, kafka))?;
+    let options = EngineOptions {
+        max_lead: (args.max_lead_hours > 0).then(|| {
+            SpanMillis(
+                i64::try_from(args.max_lead_hours).unwrap_or(i64::MAX / 3_600_000) * 3_600_000,
+            )
+        }),
+        ..engine_options(args.clock, args.dedupe_hours, kafka)
+    };
+    let mut engine = Engine::open(store, options)?;
     // Operators (and the crash test) learn here that the engine is up and where it resumed.
     eprintln!(
         "ready: log ends at {}, projections checkpointed through {} ({} ms to open)",
@@ -233,6 +261,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         max_batch: args.max_batch.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
         follow: args.follow,
+        max_line_bytes: args.max_input_bytes.max(1),
         ..RunOptions::default()
     };
     let sink = sink.as_mut().map(|s| s as &mut dyn runtime::Dispatcher);
@@ -291,6 +320,32 @@ fn run_kafka(
         report.publications
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ends the process with status 4 once a write to the store has been running for `limit`:
+/// on a full disk sled can wait for good inside a flush, and a supervisor must get an exit
+/// status to act on. Safe like a crash: every commit is atomic and durable before it counts.
+fn watch_storage(store: &Store, data: &std::path::Path, limit: Duration) {
+    let watch = store.stall_watch();
+    let data = data.display().to_string();
+    let run = move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if let Some(stalled) = watch.stalled_for().filter(|d| *d >= limit) {
+                eprintln!(
+                    "error: storage stalled: a write to {data} has not finished after {} s (is the disk full or failing?); exiting: everything committed is durable, a restart with room resumes from it",
+                    stalled.as_secs()
+                );
+                std::process::exit(i32::from(crate::EXIT_STORAGE));
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("canvass-storage-watch".into())
+        .spawn(run)
+    {
+        eprintln!("warning: cannot watch the storage: {e}");
+    }
 }
 
 /// Ends the process `limit` after a stop signal if it is still running then: a client
@@ -379,7 +434,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         let partition = canvass_store::EMBEDDED_PARTITION;
         for id in store.contact_ids(partition) {
             if let Some(state) = store.contact(partition, &id?)? {
-                println!("{}", canvass_proto::json::to_string(&state));
+                println!("{}", canvass_proto::json::to_string(&state)?);
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -393,7 +448,10 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     println!("outbox:        {}", store.outbox(usize::MAX)?.len());
     println!("dead letters:  {}", store.dead_letter_count()?);
     if let Some(policy) = store.policy()? {
-        println!("policy:        {}", canvass_proto::json::to_string(&policy));
+        println!(
+            "policy:        {}",
+            canvass_proto::json::to_string(&policy)?
+        );
     }
     for l in store.lifecycles()? {
         let c = store.counters(&l.campaign_id)?;

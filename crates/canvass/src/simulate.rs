@@ -251,7 +251,7 @@ impl<W: Write> Printer<W> {
 
     fn action(&mut self, a: &v1::Action) -> anyhow::Result<()> {
         if self.json {
-            writeln!(self.out, "{{\"action\":{}}}", json::to_string(a))?;
+            writeln!(self.out, "{{\"action\":{}}}", json::to_string(a)?)?;
         } else {
             let at = a
                 .emitted_at

@@ -106,8 +106,10 @@ impl ActionExecutor for Executor {
             return Ok(Response::new(done.clone()));
         }
         let response = answer(&action);
+        let line = json::to_string(&action)
+            .map_err(|e| Status::invalid_argument(format!("the action cannot be encoded: {e}")))?;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", json::to_string(&action))
+        writeln!(out, "{line}")
             .and_then(|()| out.flush())
             .map_err(|e| Status::internal(e.to_string()))?;
         entry.1 = Some(response.clone());

@@ -149,9 +149,9 @@ pub(super) fn install(ctx: &mut Context<'_, '_>, limit: u64) -> Meter {
     let for_range = meter.clone();
     let range: Metering = Box::new(move |ftx| {
         let value = single_argument(ftx)?;
-        let units = value.as_sizer().map_or(1, |s| {
-            u64::try_from(*s.size().inner()).unwrap_or(u64::MAX)
-        });
+        let units = value
+            .as_sizer()
+            .map_or(1, |s| u64::try_from(*s.size().inner()).unwrap_or(u64::MAX));
         for_range.charge(units, ftx)?;
         Ok(value)
     });
