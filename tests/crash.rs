@@ -463,3 +463,87 @@ fn a_full_filesystem_stops_the_engine_cleanly_and_a_restart_with_room_loses_noth
         assert_ends_like(&clean, &clean_actions, &data, &actions_file);
     }
 }
+
+/// After a crash, `inspect` shows what is committed, not the last checkpoint: the log after
+/// the checkpoint is applied in memory, read-only (the data directory is not changed), and
+/// the contact states it prints are the ones a replay of the whole log rebuilds.
+#[test]
+fn inspect_after_a_crash_shows_what_is_committed_and_changes_nothing() {
+    let (dir, input) = stream_file(8);
+    let (data, actions_file) = (dir.path().join("data"), dir.path().join("actions.jsonl"));
+    let mut args = run_args(&data, &input, &actions_file);
+    // No checkpoint before the kill: everything but the log is in memory.
+    for (flag, value) in [
+        ("--checkpoint-entries", "100000000"),
+        ("--checkpoint-mib", "1024"),
+    ] {
+        let at = args.iter().position(|a| a == flag);
+        if let Some(at) = at {
+            args.drain(at..at + 2);
+        }
+        args.extend([flag.to_string(), value.to_string()]);
+    }
+    let mut child = spawn_ready(&args);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&actions_file)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 200
+    {
+        assert!(Instant::now() < deadline, "no actions within 2 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended too soon"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (checkpoint, end) = {
+        let store = Store::open(&data, StoreOptions::default()).unwrap();
+        (store.checkpoint_seq().unwrap(), store.last_seq().unwrap())
+    };
+    assert_eq!(checkpoint, 0, "a checkpoint was taken before the kill");
+    assert!(end > 0);
+
+    let inspect = |extra: &[&str]| {
+        let out = Command::new(canvass_bin())
+            .args(["inspect", "--data", data.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let summary = inspect(&[]);
+    assert!(
+        summary.contains(&format!(
+            "checkpoint:    through entry 0; the {end} entries after it"
+        )),
+        "{summary}"
+    );
+    let contacts = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("contacts:"))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap();
+    let states = inspect(&["--contacts"]);
+    assert_eq!(states.lines().count(), contacts);
+    assert!(contacts > 0, "{summary}");
+    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.checkpoint_seq().unwrap(),
+        0,
+        "inspect wrote a checkpoint"
+    );
+    assert_eq!(store.last_seq().unwrap(), end, "inspect wrote to the log");
+    drop(store);
+
+    // A replay of the whole log rebuilds the same states.
+    replay(&data, &[]);
+    assert_eq!(inspect(&["--contacts"]), states);
+}

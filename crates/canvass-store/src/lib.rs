@@ -65,6 +65,9 @@ pub enum Error {
     /// A checkpoint failed earlier; the store takes no more writes.
     #[error("a checkpoint failed, the store takes no more writes: {0}")]
     CheckpointFailed(String),
+    /// The store was opened read-only.
+    #[error("the store is open read-only")]
+    ReadOnly,
     /// A write to sled failed earlier (a full disk, an I/O error); the store takes no more
     /// writes, since sled may block for good on the next one.
     #[error("the store takes no more writes after a storage failure: {0}")]
@@ -114,6 +117,10 @@ pub struct StoreOptions {
     pub checkpoint_entries: u64,
     /// Write checkpoints on a thread of their own (the default), so commits go on meanwhile.
     pub background_checkpoints: bool,
+    /// Never write to sled: commits go to the in-memory table only and no checkpoint is
+    /// taken, so a read command can apply the log after the last checkpoint (what a crash
+    /// left to re-apply) and show what is committed without changing the data directory.
+    pub read_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -125,6 +132,7 @@ impl Default for StoreOptions {
             checkpoint_bytes: 32 * 1024 * 1024,
             checkpoint_entries: 200_000,
             background_checkpoints: true,
+            read_only: false,
         }
     }
 }
@@ -265,7 +273,12 @@ impl Store {
                 next_write: AtomicU64::new(0),
             }),
         };
-        if let Err(e) = store.finish_interrupted_checkpoint() {
+        let finished = if store.options.read_only {
+            store.read_interrupted_checkpoint()
+        } else {
+            store.finish_interrupted_checkpoint()
+        };
+        if let Err(e) = finished {
             store.halt(&e);
             return Err(e);
         }
@@ -627,6 +640,9 @@ impl Store {
     }
 
     fn clear_projections_in_sled(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
         self.wait_for_checkpoint()?;
         *self
             .shared
@@ -692,6 +708,26 @@ impl Store {
             projections,
             applied_through,
         } = batch;
+        if self.options.read_only {
+            if first_seq.is_some() {
+                return Err(Error::ReadOnly);
+            }
+            let mut writes = at_commit;
+            writes.extend(projections);
+            let layers = self.layers();
+            let held_below = |k: &[u8]| -> Result<bool> {
+                match layers.frozen.as_ref().and_then(|f| f.get(k)) {
+                    Some(v) => Ok(v.is_some()),
+                    None => Ok(self.db.contains_key(k)?),
+                }
+            };
+            return layers.active.apply(
+                writes,
+                applied_through.unwrap_or(0),
+                applied_through,
+                &held_below,
+            );
+        }
         let mut writes = at_commit;
         if let Some(first) = first_seq {
             let last = first + log.len() as u64 - 1;
@@ -718,8 +754,9 @@ impl Store {
             applied_through,
             &held_below,
         )?;
-        if active.bytes() >= self.options.checkpoint_bytes
-            || active.entries() >= self.options.checkpoint_entries
+        if !self.options.read_only
+            && (active.bytes() >= self.options.checkpoint_bytes
+                || active.entries() >= self.options.checkpoint_entries)
         {
             self.start_checkpoint(Checkpoint::Sliced)?;
         }
@@ -728,6 +765,9 @@ impl Store {
 
     /// Applies writes to sled in one atomic batch.
     fn write(&self, writes: Vec<Write>, flush: bool) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
         if let Some(reason) = lock(&self.shared.halted).as_ref() {
             return Err(Error::Halted(reason.clone()));
         }
@@ -752,6 +792,9 @@ impl Store {
     /// atomic batch with one flush: no redo record, no slices (those exist only so that
     /// commits running beside a background checkpoint never wait long).
     pub fn checkpoint(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
         self.check_failed()?;
         self.start_checkpoint(Checkpoint::Whole)?;
         self.wait_for_checkpoint()
@@ -882,8 +925,31 @@ impl Store {
         Ok((through, count, writes))
     }
 
-    /// Applies a checkpoint whose redo record is complete but whose end was not written.
-    fn finish_interrupted_checkpoint(&self) -> Result<()> {
+    /// Read-only: a checkpoint whose redo record is complete but whose end was not written
+    /// is read into the in-memory table below the active one, as if it had been finished.
+    fn read_interrupted_checkpoint(&self) -> Result<()> {
+        let Ok((through, _, record)) = self.interrupted_checkpoint()? else {
+            return Ok(());
+        };
+        let writes: Vec<Write> = decode_writes(&record)?
+            .into_iter()
+            .filter(|(k, _)| k.as_slice() != keys::meta(CHECKPOINT_SEQ).as_slice())
+            .collect();
+        let table = Arc::new(Memtable::default());
+        let db = &self.db;
+        table.apply(writes, through, Some(through), &|k| Ok(db.contains_key(k)?))?;
+        self.shared
+            .layers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .frozen = Some(table);
+        Ok(())
+    }
+
+    /// The redo record of a checkpoint a crash interrupted after it was complete: the last
+    /// log entry it covers, its number of chunks and its bytes. `Err(stale)`: no complete
+    /// record, only the chunks a crash left before its header was written.
+    fn interrupted_checkpoint(&self) -> Result<Result<(u64, u32, Vec<u8>), Vec<Write>>> {
         let mut header = None;
         let mut stale = Vec::new();
         for kv in self.db.scan_prefix([keys::CHECKPOINT]) {
@@ -898,11 +964,7 @@ impl Store {
             }
         }
         let Some((through, count)) = header else {
-            // Chunks without a header: the crash came before the checkpoint began to apply.
-            if !stale.is_empty() {
-                write_to(&self.db, &stale, true)?;
-            }
-            return Ok(());
+            return Ok(Err(stale));
         };
         let mut record = Vec::new();
         for i in 0..count {
@@ -915,9 +977,21 @@ impl Store {
                 })?;
             record.extend_from_slice(&chunk);
         }
-        let mut writes = decode_writes(&record)?;
-        writes.extend(finish_checkpoint(through, count));
-        write_to(&self.db, &writes, true)
+        Ok(Ok((through, count, record)))
+    }
+
+    /// Applies a checkpoint whose redo record is complete but whose end was not written.
+    fn finish_interrupted_checkpoint(&self) -> Result<()> {
+        match self.interrupted_checkpoint()? {
+            // Chunks without a header: the crash came before the checkpoint began to apply.
+            Err(stale) if stale.is_empty() => Ok(()),
+            Err(stale) => write_to(&self.db, &stale, true),
+            Ok((through, count, record)) => {
+                let mut writes = decode_writes(&record)?;
+                writes.extend(finish_checkpoint(through, count));
+                write_to(&self.db, &writes, true)
+            }
+        }
     }
 
     /// The batches written to sled since the last call (with `record_writes`).
@@ -1378,6 +1452,69 @@ mod tests {
             Some(contact("c199", 40)),
             "the rows come from sled after the redo"
         );
+    }
+
+    fn read_only() -> StoreOptions {
+        StoreOptions {
+            read_only: true,
+            ..foreground()
+        }
+    }
+
+    /// A read-only open sees an interrupted checkpoint as finished, without writing it: the
+    /// redo record stays for the next writable open, and sled is unchanged.
+    #[test]
+    fn a_read_only_open_reads_an_interrupted_checkpoint_without_finishing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks = {
+            let store = Store::open(dir.path(), foreground()).unwrap();
+            commit_rows(&store, 1, 3, false);
+            store.checkpoint().unwrap();
+            commit_rows(&store, 2, 200, true);
+            write_only_the_redo_record(&store)
+        };
+        {
+            let store = Store::open(dir.path(), read_only()).unwrap();
+            assert_eq!(store.applied_seq().unwrap(), 2);
+            assert_eq!(store.contact(0, "c0").unwrap(), None, "removed by the redo");
+            assert_eq!(store.contact(0, "c199").unwrap(), Some(contact("c199", 40)));
+            assert_eq!(store.checkpoint_seq().unwrap(), 1, "sled is not changed");
+            assert_eq!(redo_keys(&store), chunks as usize + 1);
+        }
+        let store = Store::open(dir.path(), foreground()).unwrap();
+        assert_eq!(store.checkpoint_seq().unwrap(), 2);
+        assert_eq!(redo_keys(&store), 0);
+    }
+
+    /// Read-only commits change what reads see, in memory only; writes to sled are refused.
+    #[test]
+    fn a_read_only_store_commits_in_memory_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), foreground()).unwrap();
+            commit_rows(&store, 1, 1, false);
+            store.checkpoint().unwrap();
+        }
+        {
+            let store = Store::open(dir.path(), read_only()).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put_contact(0, "c7", &contact("c7", 1));
+            batch.set_last_seq(1);
+            store.commit(batch).unwrap();
+            assert_eq!(store.contact(0, "c7").unwrap(), Some(contact("c7", 1)));
+            assert!(matches!(store.put_setting("x", 1), Err(Error::ReadOnly)));
+            assert!(matches!(store.checkpoint(), Err(Error::ReadOnly)));
+            let mut logged = WriteBatch::new();
+            logged.append_log(&v1::LogEntry {
+                schema_version: LOG_SCHEMA_VERSION,
+                seq: 2,
+                ..Default::default()
+            });
+            assert!(matches!(store.commit(logged), Err(Error::ReadOnly)));
+        }
+        let store = Store::open(dir.path(), foreground()).unwrap();
+        assert_eq!(store.contact(0, "c7").unwrap(), None);
+        assert_eq!(store.last_seq().unwrap(), 1);
     }
 
     #[test]

@@ -201,11 +201,9 @@ fn value(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let store = canvass_store::Store::open(&args.data, canvass_store::StoreOptions::default())
-        .with_context(|| format!("cannot open the data directory {}", args.data.display()))?;
-    // Opening the engine applies the log written after the last checkpoint, so the counters
-    // are complete even after a crash.
-    let engine = Engine::open(store, canvass_engine::durable::EngineOptions::default())?;
+    // The log written after the last checkpoint is applied in memory, so the counters are
+    // complete even after a crash, and the data directory is not changed.
+    let (engine, _) = crate::run::open_committed(&args.data)?;
     if args.value {
         return value(args, &engine);
     }

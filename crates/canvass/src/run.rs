@@ -384,6 +384,27 @@ pub struct ReplayArgs {
     dedupe_hours: Option<i64>,
 }
 
+/// Opens a data directory to read what is committed, changing nothing: the log entries after
+/// the last checkpoint (the ones a crash left for the next start to apply again) are applied
+/// in memory, with the dedupe window `run` kept with the data. Returns the engine and how
+/// many entries were applied so.
+pub fn open_committed(data: &std::path::Path) -> anyhow::Result<(Engine, u64)> {
+    let store = open(
+        data,
+        StoreOptions {
+            read_only: true,
+            ..StoreOptions::default()
+        },
+    )?;
+    let hours = store
+        .setting(DEDUPE_SETTING)?
+        .and_then(|h| i64::try_from(h).ok())
+        .unwrap_or(DEDUPE_HOURS);
+    let behind = store.last_seq()?.saturating_sub(store.applied_seq()?);
+    let engine = Engine::open(store, engine_options(Clock::Wall, hours, false))?;
+    Ok((engine, behind))
+}
+
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.data, StoreOptions::default())?;
     let stored = store.setting(DEDUPE_SETTING)?;
@@ -422,7 +443,10 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.data, StoreOptions::default())?;
+    // What is committed, even after a crash: the log after the last checkpoint is applied in
+    // memory for this view, and nothing is written.
+    let (engine, behind) = open_committed(&args.data)?;
+    let store = engine.store();
     if let Some(g) = &args.group {
         let (campaign, group) = g.split_once('/').context("--group takes CAMPAIGN/GROUP")?;
         for id in store.group_members(campaign, group) {
@@ -440,6 +464,12 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("log entries:   {}", store.last_seq()?);
+    if behind > 0 {
+        println!(
+            "checkpoint:    through entry {}; the {behind} entries after it (not yet checkpointed, as after a crash) are applied in memory for this view",
+            store.checkpoint_seq()?
+        );
+    }
     println!(
         "contacts:      {}",
         store.contact_ids(canvass_store::EMBEDDED_PARTITION).count()
