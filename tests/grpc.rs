@@ -1148,6 +1148,38 @@ async fn mutual_tls_lets_in_only_clients_with_a_certificate_of_the_ca() {
     if let Ok(channel) = plain {
         assert!(list(channel).await.is_err(), "served in plain text");
     }
+
+    // The command line reaches it with a client certificate (`--cert`/`--key`), and not
+    // without one.
+    std::fs::write(dir.path().join("client.pem"), &client_cert).unwrap();
+    std::fs::write(dir.path().join("client.key"), &client_key).unwrap();
+    let port = engine.address.rsplit(':').next().unwrap();
+    let server = format!("https://localhost:{port}");
+    let cli = |extra: &[&str]| {
+        let mut args = vec!["campaign", "--server", &server, "--ca"];
+        let ca = file("ca.pem");
+        args.push(&ca);
+        args.extend_from_slice(extra);
+        args.push("list");
+        let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+        Command::new(canvass_tests::canvass_bin())
+            .args(&args)
+            .env("CANVASS_TOKEN", READER)
+            .output()
+            .unwrap()
+    };
+    let (cert, key) = (file("client.pem"), file("client.key"));
+    let with_cert = tokio::task::block_in_place(|| cli(&["--cert", &cert, "--key", &key]));
+    assert!(
+        with_cert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_cert.stderr)
+    );
+    let without = tokio::task::block_in_place(|| cli(&[]));
+    assert!(
+        !without.status.success(),
+        "served the CLI without a certificate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1200,6 +1232,14 @@ async fn health_and_reflection_answer_and_unknown_enum_values_are_refused() {
     ] {
         assert!(names.contains(expected), "{expected} not listed: {names:?}");
     }
+    // Only what is served: `ActionExecutor` is the executors' service, called by the
+    // engine, and not served by it.
+    let served: BTreeSet<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.starts_with("grpc.reflection."))
+        .collect();
+    assert_eq!(served.len(), 6, "{names:?}");
 
     let mut actions = ActionServiceClient::new(channel.clone());
     let unknown_kind = actions

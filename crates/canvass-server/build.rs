@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .extern_path(".canvass.v1", "::canvass_proto::v1")
+        // A request that does not decode is INVALID_ARGUMENT, not tonic's INTERNAL.
+        .codec_path("crate::codec::CanvassCodec")
         .compile_with_config(config, &services, &[root, include])?;
     Ok(())
 }

@@ -75,6 +75,14 @@ pub enum Rpc {
 }
 
 impl Rpc {
+    /// The RPC of a gRPC method name (`CreateCampaign`), if it is one of ours.
+    #[must_use]
+    pub fn named(method: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|rpc| format!("{rpc:?}") == method)
+    }
+
     /// Every RPC.
     pub const ALL: [Rpc; 28] = [
         Rpc::CreateCampaign,
@@ -196,13 +204,17 @@ impl Authenticator {
 
     /// The caller of a request allowed to call `rpc`, or the status that refuses it.
     pub fn check<T>(&self, request: &Request<T>, rpc: Rpc) -> Result<Caller, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
+        let header = request.metadata().get("authorization").map(|v| v.to_str());
+        self.authorize(header.map(|v| v.ok()), rpc)
+    }
+
+    /// Like [`Authenticator::check`], from the `authorization` header's value (`None`:
+    /// absent; `Some(None)`: not text), for the layer that refuses a call before its
+    /// message is read.
+    pub fn authorize(&self, header: Option<Option<&str>>, rpc: Rpc) -> Result<Caller, Status> {
+        let header = header
             .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
         let token = header
-            .to_str()
-            .ok()
             .and_then(|v| {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))

@@ -7,9 +7,11 @@
 
 pub mod auth;
 mod campaigns;
+pub mod codec;
 pub mod config;
 mod contacts;
 pub mod delivery;
+mod gate;
 mod ingest;
 mod reports;
 
@@ -41,6 +43,15 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub use auth::{Authenticator, Caller, Role, Rpc, hash_token};
 pub use config::GrpcConfig;
 pub use delivery::Delivery;
+
+/// The services the engine serves (health and reflection aside).
+const SERVED: [&str; 5] = [
+    "canvass.v1.CampaignService",
+    "canvass.v1.ContactService",
+    "canvass.v1.IngestService",
+    "canvass.v1.ActionService",
+    "canvass.v1.ReportService",
+];
 
 /// What every service shares.
 #[derive(Debug, Clone)]
@@ -224,31 +235,39 @@ pub async fn serve_on(
     };
     let limit = config.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
+    // Only what is served: the descriptor set also holds `ActionExecutor`, which the
+    // engine calls on executors and does not serve.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(canvass_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        SERVED.iter().chain(&["grpc.health.v1.Health"]).fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(canvass_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(*name),
+        )
     };
+    let gate = gate::GateLayer(std::sync::Arc::new(shared.auth.clone()));
     // Both versions: older grpcurl releases only speak v1alpha.
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     // gRPC's convention for a message over the size limit is RESOURCE_EXHAUSTED; tonic's
     // decoder answers OUT_OF_RANGE. Its answer is trailers-only, so the code is a header.
-    let mut server = Server::builder().layer(tower::util::MapResponseLayer::new(
-        |mut response: http::Response<tonic::body::Body>| {
-            let headers = response.headers_mut();
-            // The message is percent-encoded on the wire.
-            let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
-                && headers
-                    .get("grpc-message")
-                    .and_then(|m| m.to_str().ok())
-                    .is_some_and(|m| m.contains("message%20length%20too%20large"));
-            if too_large {
-                headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-            }
-            response
-        },
-    ));
+    let mut server = Server::builder()
+        .layer(gate)
+        .layer(tower::util::MapResponseLayer::new(
+            |mut response: http::Response<tonic::body::Body>| {
+                let headers = response.headers_mut();
+                // The message is percent-encoded on the wire.
+                let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+                    && headers
+                        .get("grpc-message")
+                        .and_then(|m| m.to_str().ok())
+                        .is_some_and(|m| m.contains("message%20length%20too%20large"));
+                if too_large {
+                    headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+                }
+                response
+            },
+        ));
     if let Some(tls) = &config.tls {
         let cert = std::fs::read(&tls.cert)?;
         let key = std::fs::read(&tls.key)?;
@@ -278,14 +297,7 @@ pub async fn serve_on(
     let reports = ReportServiceServer::new(reports::Reports(shared))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    for name in [
-        "canvass.v1.CampaignService",
-        "canvass.v1.ContactService",
-        "canvass.v1.IngestService",
-        "canvass.v1.ActionService",
-        "canvass.v1.ReportService",
-        "",
-    ] {
+    for name in SERVED.iter().chain(&[""]) {
         health
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;

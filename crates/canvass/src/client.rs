@@ -12,7 +12,7 @@ use canvass_server::api::campaign_service_client::CampaignServiceClient;
 use clap::Subcommand;
 use tonic::{
     Request, Status,
-    transport::{Certificate, Channel, ClientTlsConfig},
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 use tonic_types::StatusExt;
 
@@ -26,6 +26,22 @@ pub struct CampaignArgs {
     /// PEM CA bundle to trust for an `https://` server.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires mutual TLS (with `--key`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        env = "CANVASS_CLIENT_CERT"
+    )]
+    cert: Option<PathBuf>,
+    /// PEM private key of `--cert`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "cert",
+        env = "CANVASS_CLIENT_KEY"
+    )]
+    key: Option<PathBuf>,
     #[command(subcommand)]
     command: CampaignCommand,
 }
@@ -160,10 +176,18 @@ fn refused(status: &Status) -> anyhow::Error {
 async fn connect(args: &CampaignArgs) -> anyhow::Result<Channel> {
     let mut endpoint = Channel::from_shared(args.server.clone())
         .with_context(|| format!("bad server address {}", args.server))?;
-    if let Some(ca) = &args.ca {
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    let read = |path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    if args.ca.is_some() || args.cert.is_some() {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &args.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls)?;
     }
     endpoint
         .connect()
