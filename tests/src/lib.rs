@@ -408,3 +408,77 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> Option<std::process::E
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// What a run of the binary bounded in time and memory left.
+#[derive(Debug)]
+pub struct Bounded {
+    /// How it ended.
+    pub status: std::process::ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Its peak resident memory (`VmHWM`), in KiB, as last sampled before it exited.
+    pub peak_rss_kib: u64,
+}
+
+/// The peak resident memory (`VmHWM`) of a running process, in KiB.
+#[must_use]
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs `canvass` with `args`, sampling its peak resident memory until it exits.
+///
+/// # Panics
+/// If it runs past `limit` or its peak memory passes `max_rss_mib` (it is killed first): a
+/// bad input must cost bounded time and memory.
+#[must_use]
+pub fn run_bounded(args: &[String], limit: Duration, max_rss_mib: u64) -> Bounded {
+    let mut child = KillOnDrop(
+        Command::new(canvass_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("canvass starts"),
+    );
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let started = std::time::Instant::now();
+    let mut peak = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the process can be waited for") {
+            break status;
+        }
+        peak = peak_rss_kib(child.id()).unwrap_or(peak).max(peak);
+        assert!(
+            peak <= max_rss_mib * 1024,
+            "canvass {args:?} passed {max_rss_mib} MiB of resident memory ({peak} KiB)"
+        );
+        assert!(
+            started.elapsed() <= limit,
+            "canvass {args:?} ran past {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Bounded {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        peak_rss_kib: peak,
+    }
+}
