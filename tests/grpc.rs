@@ -1802,3 +1802,177 @@ async fn reports_and_the_policy_over_grpc_agree_with_the_cli() {
     );
     assert_eq!(cli(&["--value", "--churn-days", "60"]), value_grpc);
 }
+
+/// Sends raw bytes as the message of an RPC: what a client that does not speak protobuf, or
+/// a hostile one, sends.
+async fn raw_call(
+    channel: &Channel,
+    path: &'static str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Status {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Raw;
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let mut request = Request::new(body);
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(request, path, Raw)
+        .await
+        .expect_err("garbage is refused")
+}
+
+/// The bad-input suite, gRPC part: hostile calls with every role's token get a clear status
+/// (never a crash, never INTERNAL), and the engine keeps serving within bounded memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_calls_get_clear_statuses_and_leave_the_engine_serving() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start_engine(dir.path(), "");
+    let channel = connect(&engine.address).await;
+    let mut campaigns = CampaignServiceClient::new(channel.clone());
+
+    // A 48 KB chain of `+`, from the lowest role: refused with its path, not a crash.
+    let mut chain = spec("survey.json");
+    chain.audience = Some(v1::Audience {
+        filter: format!("{} > 0", vec!["1"; 12_000].join(" + ")),
+    });
+    let answer = campaigns
+        .validate_campaign(req(
+            READER,
+            v1::ValidateCampaignRequest {
+                spec: Some(chain.clone()),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.valid);
+    assert!(
+        answer
+            .violations
+            .iter()
+            .any(|v| v.path == "audience.filter" && v.reason.contains("CEL over the limits")),
+        "{answer:?}"
+    );
+    let mut deep = spec("survey.json");
+    deep.audience = Some(v1::Audience {
+        filter: format!("{}true{}", "(".repeat(5000), ")".repeat(5000)),
+    });
+    let created = campaigns
+        .create_campaign(req(
+            MARKETER,
+            v1::CreateCampaignRequest {
+                spec: Some(deep),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(created.code(), Code::InvalidArgument, "{created:?}");
+
+    // Timestamps out of the JSON mapping's range and dated far ahead: refused, named.
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let event = |seconds: i64| v1::IngestEventRequest {
+        event: Some(v1::TouchpointEvent {
+            id: format!("e-{seconds}"),
+            r#type: "email.opened".into(),
+            contact_id: "c-0001".into(),
+            occurred_at: Some(canvass_proto::wkt::Timestamp { seconds, nanos: 0 }),
+            ..Default::default()
+        }),
+    };
+    let far = ingest
+        .ingest_event(req(SERVICE, event(1_000_000_000_000_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(far.code(), Code::InvalidArgument);
+    assert!(
+        far.message().contains("event.occurredAt") && far.message().contains("9999"),
+        "{far:?}"
+    );
+    let year_9999 = ingest
+        .ingest_event(req(SERVICE, event(253_402_300_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(year_9999.code(), Code::InvalidArgument);
+    assert!(
+        year_9999.message().contains("ahead of the wall clock"),
+        "{year_9999:?}"
+    );
+
+    // Bytes that are not protobuf: the caller's identity first, then the message.
+    let garbage = vec![0xff; 64];
+    let create = "/canvass.v1.CampaignService/CreateCampaign";
+    for (token, code) in [
+        (None, Code::Unauthenticated),
+        (Some("not-a-token"), Code::Unauthenticated),
+        (Some(READER), Code::PermissionDenied),
+        (Some(MARKETER), Code::InvalidArgument),
+    ] {
+        let status = raw_call(&channel, create, token, garbage.clone()).await;
+        assert_eq!(status.code(), code, "{token:?}: {status:?}");
+    }
+    let status = raw_call(
+        &channel,
+        "/canvass.v1.IngestService/IngestEvent",
+        Some(SERVICE),
+        garbage,
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("IngestEventRequest"),
+        "{status:?}"
+    );
+
+    // Still serving, within bounded memory.
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, 1);
+    campaigns
+        .list_campaigns(req(READER, v1::ListCampaignsRequest::default()))
+        .await
+        .unwrap();
+    let peak = canvass_tests::peak_rss_kib(engine.child.id()).unwrap();
+    assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
+}

@@ -781,3 +781,121 @@ fn grpc_beside_kafka_in_one_engine() {
     assert!(exit.success(), "the engine did not stop cleanly: {exit}");
     assert_reference_outcome(&broker, &topics, &data, 1);
 }
+
+/// The bad-input suite, Kafka part: hostile records on the touchpoints and control topics
+/// are dead letters (or refused commands on the audit topic) with their reasons, the
+/// engine goes on to the next record, and a record over the size limit reaches the
+/// dead-letter topic as its first 4096 bytes.
+#[test]
+fn hostile_records_are_dead_letters_with_their_reasons_and_the_engine_goes_on() {
+    use prost::Message as _;
+    let broker = broker();
+    let topics = Topics::create(&broker, "hostile", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.config(dir.path(), &broker, &unique("hostile"));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = format!("max_record_bytes = 65536\n{text}");
+    std::fs::write(&config, text).unwrap();
+    let data = dir.path().join("data");
+    let args = engine_args(&data, &config, "event");
+
+    let touchpoint = |key: &str, payload: Vec<u8>, content_type: &str| Produce {
+        topic: topics.touchpoints.clone(),
+        key: Some(key.as_bytes().to_vec()),
+        payload,
+        timestamp: None,
+        headers: vec![("content-type".into(), content_type.as_bytes().to_vec())],
+    };
+    let event = |id: &str, seconds: i64| v1::IngestRecord {
+        input: Some(v1::ingest_record::Input::Event(v1::TouchpointEvent {
+            id: id.into(),
+            r#type: "email.opened".into(),
+            contact_id: "c1".into(),
+            occurred_at: Some(canvass_proto::wkt::Timestamp { seconds, nanos: 0 }),
+            ..Default::default()
+        })),
+        at: None,
+    };
+    let mut oversized =
+        br#"{"event": {"id": "big", "type": "x", "contactId": "c1", "attrs": {"blob": ""#.to_vec();
+    oversized.resize(100_000, b'a');
+    oversized.extend_from_slice(br#""}}}"#);
+    let json_type = "application/json";
+    let proto_type = "application/x-protobuf";
+    // (record, what its dead letter's reason says)
+    let hostile = [
+        (
+            touchpoint("c1", vec![0xff, 0x00, 0x13, 0x37], json_type),
+            "not UTF-8",
+        ),
+        (
+            touchpoint(
+                "c1",
+                event("e-far", 1_000_000_000_000_000).encode_to_vec(),
+                proto_type,
+            ),
+            "field `event.occurredAt`: seconds 1000000000000000 is outside years 0001 to 9999",
+        ),
+        (
+            touchpoint("c1", oversized, json_type),
+            "more than the limit of 65536",
+        ),
+        (
+            touchpoint(
+                "c1",
+                event("e-9999", 253_402_300_000).encode_to_vec(),
+                proto_type,
+            ),
+            "ahead of the wall clock",
+        ),
+    ];
+    let mut chain = canvass_tests::api::spec("survey.json");
+    chain.audience = Some(v1::Audience {
+        filter: format!("{} > 0", vec!["1"; 12_000].join(" + ")),
+    });
+    let command = v1::CampaignCommand {
+        actor: "marketer".into(),
+        reason: String::new(),
+        command: Some(v1::campaign_command::Command::PutSpec(chain)),
+    };
+    let mut records: Vec<Produce> = hostile.iter().map(|(r, _)| r.clone()).collect();
+    records.push(Produce {
+        topic: topics.control.clone(),
+        key: None,
+        payload: json::to_string(&command).unwrap().into_bytes(),
+        timestamp: None,
+        headers: Vec::new(),
+    });
+    records.push(touchpoint(
+        "c-last",
+        br#"{"contact": {"id": "c-last"}}"#.to_vec(),
+        json_type,
+    ));
+    broker.produce(&records);
+    run_engine_until_idle(&args);
+
+    let letters = broker.read_all(&topics.dead_letters);
+    assert_eq!(letters.len(), hostile.len(), "{letters:?}");
+    for ((_, reason), letter) in hostile.iter().zip(&letters) {
+        let said = letter.header("canvass-reason").unwrap();
+        assert!(said.contains(reason), "expected `{reason}` in `{said}`");
+    }
+    assert_eq!(
+        letters[2].payload.len(),
+        4096,
+        "the oversized record's first bytes"
+    );
+    let audit = broker.read_all(&topics.audit);
+    let refused: v1::CommandResult = json::from_str(&audit.last().unwrap().text()).unwrap();
+    assert!(!refused.accepted);
+    assert!(
+        refused.reason.contains("CEL over the limits"),
+        "{}",
+        refused.reason
+    );
+    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    assert!(
+        store.contact(0, "c-last").unwrap().is_some(),
+        "the engine went on past the hostile records"
+    );
+}

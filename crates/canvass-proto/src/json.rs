@@ -144,8 +144,8 @@ fn value_before(text: &str, line: usize, column: usize) -> String {
         .nth(column)
         .map_or(line.len(), |(i, _)| i);
     let head = line[..end].trim_end_matches([',', '}', ']', ' ']);
-    let start = if head.ends_with('"') {
-        head[..head.len() - 1].rfind('"').unwrap_or(0)
+    let start = if let Some(inner) = head.strip_suffix('"') {
+        inner.rfind('"').unwrap_or(0)
     } else {
         head.rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
             .map_or(0, |i| i + 1)

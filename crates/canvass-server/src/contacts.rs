@@ -29,10 +29,7 @@ fn upsert_record(
         at,
     };
     if let Some(reason) = check_record(&record) {
-        return Err(invalid(
-            &reason,
-            vec![("contact.id".into(), "required".into())],
-        ));
+        return Err(crate::refused_record(&reason));
     }
     Ok(record)
 }

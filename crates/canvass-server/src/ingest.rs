@@ -4,7 +4,9 @@ use canvass_engine::durable::{Outcome, check_record};
 use canvass_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{Shared, api::ingest_service_server::IngestService, auth::Rpc, invalid, required};
+use crate::{
+    Shared, api::ingest_service_server::IngestService, auth::Rpc, refused_record, required,
+};
 
 pub(crate) struct Ingest(pub(crate) Shared);
 
@@ -19,9 +21,7 @@ fn event_record(event: Option<v1::TouchpointEvent>) -> Result<v1::IngestRecord, 
         at: None,
     };
     if let Some(reason) = check_record(&record) {
-        // "field `event.contactId`: required" -> the field path.
-        let field = reason.split('`').nth(1).unwrap_or("event").to_string();
-        return Err(invalid(&reason, vec![(field, "required".into())]));
+        return Err(refused_record(&reason));
     }
     Ok(record)
 }

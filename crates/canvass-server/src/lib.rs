@@ -44,6 +44,19 @@ pub use auth::{Authenticator, Caller, Role, Rpc, hash_token};
 pub use config::GrpcConfig;
 pub use delivery::Delivery;
 
+/// A record [`check_record`](canvass_engine::durable::check_record) refused, as
+/// `INVALID_ARGUMENT` with the field it names (its reasons read "field `F`: why").
+pub(crate) fn refused_record(reason: &str) -> Status {
+    let (field, why) = match reason
+        .strip_prefix("field `")
+        .and_then(|r| r.split_once("`: "))
+    {
+        Some((field, why)) => (field.to_string(), why.to_string()),
+        None => (String::new(), reason.to_string()),
+    };
+    invalid(reason, vec![(field, why)])
+}
+
 /// The services the engine serves (health and reflection aside).
 const SERVED: [&str; 5] = [
     "canvass.v1.CampaignService",

@@ -200,6 +200,18 @@ fn u64_value(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
+/// What a crash left of a checkpoint in progress.
+enum Interrupted {
+    /// A complete redo record: the last log entry it covers, its chunks and its bytes.
+    Complete {
+        through: u64,
+        chunks: u32,
+        record: Vec<u8>,
+    },
+    /// Chunks written before the record's header (none if no checkpoint was in progress).
+    Stale(Vec<Write>),
+}
+
 /// Tells how long a write to sled has been running (see [`Store::stall_watch`]): sled can
 /// block without an error when the disk fills, so the process watches this and stops when
 /// it grows too long.
@@ -928,7 +940,10 @@ impl Store {
     /// Read-only: a checkpoint whose redo record is complete but whose end was not written
     /// is read into the in-memory table below the active one, as if it had been finished.
     fn read_interrupted_checkpoint(&self) -> Result<()> {
-        let Ok((through, _, record)) = self.interrupted_checkpoint()? else {
+        let Interrupted::Complete {
+            through, record, ..
+        } = self.interrupted_checkpoint()?
+        else {
             return Ok(());
         };
         let writes: Vec<Write> = decode_writes(&record)?
@@ -946,10 +961,9 @@ impl Store {
         Ok(())
     }
 
-    /// The redo record of a checkpoint a crash interrupted after it was complete: the last
-    /// log entry it covers, its number of chunks and its bytes. `Err(stale)`: no complete
-    /// record, only the chunks a crash left before its header was written.
-    fn interrupted_checkpoint(&self) -> Result<Result<(u64, u32, Vec<u8>), Vec<Write>>> {
+    /// The redo record of a checkpoint a crash interrupted after it was complete, or the
+    /// chunks a crash left before its header was written.
+    fn interrupted_checkpoint(&self) -> Result<Interrupted> {
         let mut header = None;
         let mut stale = Vec::new();
         for kv in self.db.scan_prefix([keys::CHECKPOINT]) {
@@ -964,7 +978,7 @@ impl Store {
             }
         }
         let Some((through, count)) = header else {
-            return Ok(Err(stale));
+            return Ok(Interrupted::Stale(stale));
         };
         let mut record = Vec::new();
         for i in 0..count {
@@ -977,18 +991,26 @@ impl Store {
                 })?;
             record.extend_from_slice(&chunk);
         }
-        Ok(Ok((through, count, record)))
+        Ok(Interrupted::Complete {
+            through,
+            chunks: count,
+            record,
+        })
     }
 
     /// Applies a checkpoint whose redo record is complete but whose end was not written.
     fn finish_interrupted_checkpoint(&self) -> Result<()> {
         match self.interrupted_checkpoint()? {
             // Chunks without a header: the crash came before the checkpoint began to apply.
-            Err(stale) if stale.is_empty() => Ok(()),
-            Err(stale) => write_to(&self.db, &stale, true),
-            Ok((through, count, record)) => {
+            Interrupted::Stale(stale) if stale.is_empty() => Ok(()),
+            Interrupted::Stale(stale) => write_to(&self.db, &stale, true),
+            Interrupted::Complete {
+                through,
+                chunks,
+                record,
+            } => {
                 let mut writes = decode_writes(&record)?;
-                writes.extend(finish_checkpoint(through, count));
+                writes.extend(finish_checkpoint(through, chunks));
                 write_to(&self.db, &writes, true)
             }
         }
