@@ -715,15 +715,18 @@ impl Pending {
                     self.outcomes.push(Outcome::Refused {
                         reason: reason.clone(),
                     });
+                    // Decided at the time it would have been applied, as an accepted one is
+                    // (under the event clock, the command's own time, not the wall clock).
+                    let decided = self.processing_time(record_time, wall_now);
                     let payload = prost::Message::encode_to_vec(&c);
                     self.park(
                         payload,
                         Vec::new(),
                         reason.clone(),
                         position.clone(),
-                        wall_now,
+                        decided,
                     );
-                    self.queue_result(c, Err(reason), position, wall_now);
+                    self.queue_result(c, Err(reason), position, decided);
                     return Ok(());
                 }
                 (log_entry::Input::Command(c), record_time)

@@ -468,3 +468,46 @@ fn a_crash_in_the_middle_of_a_sweep_ends_where_a_clean_run_ends() {
         &crashed.projection_dump().unwrap(),
     );
 }
+
+/// Under the event clock a command is decided at its own time, refused or accepted: the
+/// audit record of a refusal does not carry the wall clock.
+#[test]
+fn a_refused_command_is_decided_at_its_own_time_under_the_event_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let mut engine = Engine::open(
+        store,
+        EngineOptions {
+            clock: ClockMode::Event,
+            publish: true,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let lines = [
+        command("marketer", &format!(r#""putSpec": {}"#, example("survey.json"))),
+        command("ops", r#""launch": "no-such-campaign""#),
+    ];
+    // A wall clock far from the commands' time.
+    let wall = UnixMillis(4_000_000_000_000);
+    engine
+        .ingest(lines.iter().map(|l| record(l)).collect(), wall)
+        .unwrap();
+    let mut results = Vec::new();
+    engine
+        .publish(10, &mut |queued| {
+            for (_, p) in queued {
+                if let Some(v1::publication::Kind::CommandResult(r)) = &p.kind {
+                    results.push(r.clone());
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(results[0].accepted && !results[1].accepted);
+    let launch = canvass_proto::wkt::Timestamp::parse(LAUNCH).unwrap();
+    for r in &results {
+        assert_eq!(r.decided_at, Some(launch), "{r:?}");
+    }
+}
