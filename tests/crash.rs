@@ -547,3 +547,43 @@ fn inspect_after_a_crash_shows_what_is_committed_and_changes_nothing() {
     replay(&data, &[]);
     assert_eq!(inspect(&["--contacts"]), states);
 }
+
+/// The actions file alone on a small disk (a tmpfs), which fills in the middle of a line:
+/// the engine stops with status 4, the file holds whole lines only, and once the disk has
+/// room a restart ends where an uninterrupted run ends, with no line torn or glued to
+/// another.
+#[test]
+fn an_actions_file_on_a_full_disk_is_never_torn() {
+    let (dir, input) = stream_file(2);
+    let (clean, clean_actions) = (dir.path().join("clean"), dir.path().join("clean.jsonl"));
+    run_to_end(&clean, &input, &clean_actions);
+    let total = std::fs::metadata(&clean_actions).unwrap().len();
+    for kib in [37, 58, 91] {
+        assert!(kib * 1024 < total, "the disk must fill before the run ends");
+        let disk = canvass_tests::SmallDisk::mount(kib);
+        let data = dir.path().join(format!("data-{kib}"));
+        let actions_file = disk.path().join("actions.jsonl");
+        let out = Command::new(canvass_bin())
+            .args(run_args(&data, &input, &actions_file))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{kib} KiB: {stderr}");
+        assert!(
+            stderr.contains("delivering actions failed: No space left on device"),
+            "{kib} KiB: {stderr}"
+        );
+        let text = std::fs::read_to_string(&actions_file).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{kib} KiB: a partial line is left"
+        );
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{kib} KiB: a torn line ({e}): {line}"));
+        }
+        disk.resize(64 * 1024);
+        run_to_end(&data, &input, &actions_file);
+        assert_ends_like(&clean, &clean_actions, &data, &actions_file);
+    }
+}

@@ -654,3 +654,58 @@ fn next_batch(
     }
     Ok((batch, replies, false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_the_actions_file_cuts_a_partial_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("actions.jsonl");
+        for (before, after) in [
+            ("", ""),
+            ("{\"a\":1}\n", "{\"a\":1}\n"),
+            ("{\"a\":1}\n{\"b\":", "{\"a\":1}\n"),
+            ("{\"b\":", ""),
+        ] {
+            std::fs::write(&path, before).unwrap();
+            drop(JsonlSink::file(&path).unwrap());
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), after, "{before:?}");
+        }
+        // Longer than one read of the scan back: the newline is found chunks earlier.
+        let long = format!("{{\"a\":1}}\n{}", "x".repeat(200_000));
+        std::fs::write(&path, &long).unwrap();
+        drop(JsonlSink::file(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn an_action_that_cannot_be_encoded_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("actions.jsonl");
+        let mut sink = JsonlSink::file(&path).unwrap();
+        let good = v1::Action {
+            idempotency_key: "k1".into(),
+            ..Default::default()
+        };
+        let bad = v1::Action {
+            idempotency_key: "k2".into(),
+            emitted_at: Some(canvass_proto::wkt::Timestamp {
+                seconds: 1_000_000_000_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let err = sink.deliver(&[good, bad]).unwrap_err();
+        assert!(
+            err.to_string().contains("action k2 cannot be encoded"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "",
+            "nothing of the batch"
+        );
+    }
+}

@@ -485,7 +485,10 @@ fn a_refused_command_is_decided_at_its_own_time_under_the_event_clock() {
     )
     .unwrap();
     let lines = [
-        command("marketer", &format!(r#""putSpec": {}"#, example("survey.json"))),
+        command(
+            "marketer",
+            &format!(r#""putSpec": {}"#, example("survey.json")),
+        ),
         command("ops", r#""launch": "no-such-campaign""#),
     ];
     // A wall clock far from the commands' time.
