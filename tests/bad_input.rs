@@ -206,6 +206,14 @@ fn cases() -> Vec<Case> {
             reason: "CEL over the limits",
         },
         Case {
+            what: "a condition naming no variable that always costs too much",
+            line: line(&command(
+                "marketer",
+                json!({"putSpec": spec("constant", &format!("{}.all(a, {}.all(b, true))", ones(1000), ones(1000)), "true")}),
+            )),
+            reason: "audience.filter: cost limit exceeded: the evaluation would cost more than 100000 units",
+        },
+        Case {
             what: "a duration of i64::MAX seconds",
             line: line(&command("marketer", json!({"putSpec": eternal}))),
             reason: "must be at most 36525 days (100 years), got 9223372036854775807s",
@@ -254,9 +262,17 @@ fn canvass(args: &[&str]) -> Bounded {
 #[test]
 fn every_bad_line_is_a_dead_letter_with_its_reason_and_the_stream_goes_on() {
     let dir = tempfile::tempdir().unwrap();
+    // Over the contact and the event, so that they are bounded as they run (a condition
+    // naming no variable is judged at validation, tested below).
     let r = ones(60);
-    let nested = format!("{r}.all(a, {r}.all(b, {r}.all(c, {r}.all(d, a + b + c + d > 0))))");
-    let explosion = format!("size({}.map(a, {})) > 0", ones(1000), ones(1000));
+    let nested = format!(
+        "size(contact.id) > 0 && {r}.all(a, {r}.all(b, {r}.all(c, {r}.all(d, a + b + c + d > 0))))"
+    );
+    let explosion = format!(
+        "size(event.id) > 0 && size({}.map(a, {})) > 0",
+        ones(1000),
+        ones(1000)
+    );
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for v in loaded(spec("costly-audience", &nested, "true"), "marketer")
         .into_iter()

@@ -188,6 +188,22 @@ impl Condition {
         })
     }
 
+    /// Why the condition can never be evaluated within `max_cost`, if that is known now: an
+    /// expression that names no variable always does the same work, so it is evaluated once
+    /// here, as validation. An expression over variables is bounded when it runs.
+    #[must_use]
+    pub fn constant_cost_problem(&self, max_cost: u64) -> Option<String> {
+        if !self.metered || !self.uses.is_empty() {
+            return None;
+        }
+        match self.eval(&Bindings::default(), max_cost) {
+            Err(EvalError(reason)) if reason.starts_with(budget::EXCEEDED) => Some(format!(
+                "{reason}, whatever the contact: it names no variable, so every evaluation does this work"
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether the expression names the scope variable `name` (so it must be bound).
     #[must_use]
     pub fn uses(&self, name: &str) -> bool {
@@ -494,6 +510,26 @@ mod tests {
         let c = compile_with(&filtered, &CelLimits::DEFAULT).unwrap();
         assert_eq!(c.eval(&Bindings::default(), 6000), Ok(true));
         assert!(c.eval(&Bindings::default(), 5999).is_err());
+    }
+
+    #[test]
+    fn a_condition_naming_no_variable_is_judged_against_the_cost_when_validated() {
+        let r = literal_list(1000);
+        let constant = compile_with(
+            &format!("{r}.all(a, {r}.all(b, true))"),
+            &CelLimits::DEFAULT,
+        )
+        .unwrap();
+        let problem = constant.constant_cost_problem(100_000).unwrap();
+        assert!(problem.starts_with("cost limit exceeded"), "{problem}");
+        assert_eq!(constant.constant_cost_problem(2_000_000), None);
+        // Over a variable it is bounded when it runs instead.
+        let over_event = compile_with(
+            &format!("size(event.id) > 0 && {r}.all(a, {r}.all(b, true))"),
+            &CelLimits::DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(over_event.constant_cost_problem(100_000), None);
     }
 
     #[test]

@@ -7,7 +7,11 @@
 
 use canvass_proto::v1::{self, CampaignStatus as S, VersionStatus as V, campaign_command::Command};
 
-use crate::{Catalog, UnixMillis, condition::CelLimits, validate::compile_with};
+use crate::{
+    Catalog, UnixMillis,
+    condition::CelLimits,
+    validate::{compile_stored, compile_with},
+};
 
 /// What the engine must do for every known contact after a command was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,8 +205,8 @@ pub fn apply(
     };
     let (change, follow) = match cmd {
         Command::PutSpec(spec) => {
-            // Accepted under the limits in force: the ceiling keeps it valid later.
-            if let Ok(c) = compile_with(spec, &CelLimits::CEILING) {
+            // Accepted under the limits in force: compiled as stored, it stays valid later.
+            if let Ok(c) = compile_stored(spec) {
                 let _ = catalog.insert(c);
             }
             if lifecycle.status() == S::Unspecified {
@@ -295,7 +299,7 @@ pub fn catalog_from(
 ) -> Result<Catalog, crate::SpecErrors> {
     let mut catalog = Catalog::new();
     for spec in specs {
-        let _ = catalog.insert(compile_with(spec, &CelLimits::CEILING)?);
+        let _ = catalog.insert(compile_stored(spec)?);
     }
     for l in lifecycles {
         catalog.set_status(&l.campaign_id, l.status());

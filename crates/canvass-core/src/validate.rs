@@ -84,12 +84,24 @@ pub fn compile(spec: &v1::CampaignSpec) -> Result<Campaign, SpecErrors> {
     compile_with(spec, &CelLimits::DEFAULT)
 }
 
-/// Validates and compiles a spec whose CEL conditions must stay within `limits`.
+/// Validates and compiles a spec whose CEL conditions must stay within `limits`; a
+/// condition that names no variable and costs more than `limits.max_cost` is refused too.
 pub fn compile_with(spec: &v1::CampaignSpec, limits: &CelLimits) -> Result<Campaign, SpecErrors> {
+    check(spec, limits, true)
+}
+
+/// Compiles a spec the log holds (accepted when it was submitted, under the limits then in
+/// force): under the ceiling, without evaluating anything, so that it always compiles again.
+pub fn compile_stored(spec: &v1::CampaignSpec) -> Result<Campaign, SpecErrors> {
+    check(spec, &CelLimits::CEILING, false)
+}
+
+fn check(spec: &v1::CampaignSpec, limits: &CelLimits, cost: bool) -> Result<Campaign, SpecErrors> {
     let mut c = Checker {
         issues: Vec::new(),
         env: standard_env(),
         limits: *limits,
+        cost,
     };
     let campaign = c.campaign(spec);
     match campaign {
@@ -105,6 +117,8 @@ struct Checker {
     issues: Vec<Issue>,
     env: Arc<cel::Env>,
     limits: CelLimits,
+    /// Evaluate conditions that name no variable against the cost limit.
+    cost: bool,
 }
 
 impl Checker {
@@ -117,7 +131,16 @@ impl Checker {
 
     fn condition(&mut self, path: &str, source: &str, scope: Scope) -> Option<Condition> {
         match Condition::compile(source, scope, &self.env, &self.limits) {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                if let Some(problem) = self
+                    .cost
+                    .then(|| c.constant_cost_problem(self.limits.max_cost))
+                    .flatten()
+                {
+                    self.report(path, problem);
+                }
+                Some(c)
+            }
             Err(e) => {
                 self.report(path, e.to_string());
                 None

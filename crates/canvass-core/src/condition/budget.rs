@@ -33,6 +33,9 @@ type Metering = Box<
         + Sync,
 >;
 
+/// How the reason of a spent budget starts.
+pub(super) const EXCEEDED: &str = "cost limit exceeded";
+
 /// Bytes of a string or bytes value that count as one cell.
 const BYTES_PER_CELL: usize = 64;
 
@@ -231,7 +234,7 @@ impl Meter {
     /// The reason given when the budget runs out.
     pub(super) fn exceeded(&self) -> String {
         format!(
-            "cost limit exceeded: the evaluation would cost more than {} units \
+            "{EXCEEDED}: the evaluation would cost more than {} units \
              (comprehension elements and values built; policy `celLimits.maxCost`)",
             self.0.limit
         )
