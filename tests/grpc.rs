@@ -1494,30 +1494,63 @@ async fn a_stream_broken_mid_way_applies_a_prefix_once_and_sending_it_again_is_s
     for i in 0..1500 {
         tx.send(event(i)).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The ids of the streamer's events applied so far, oldest first.
+    let fresh = connect(&engine.address).await;
+    let applied_ids = || {
+        let fresh = fresh.clone();
+        async move {
+            let mut ids = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = contact_history(&fresh, "streamer", 1000, token).await;
+                ids.extend(page.entries.into_iter().filter_map(|e| match e.input {
+                    Some(v1::log_entry::Input::Event(e)) => Some(e.id),
+                    _ => None,
+                }));
+                if page.next_page_token.is_empty() {
+                    return ids;
+                }
+                token = page.next_page_token;
+            }
+        }
+    };
+    // The break comes once the first chunk (1024 events) is answered: waited for, not slept.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while applied_ids().await.len() < 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the first chunk was not applied within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     call.abort();
     drop(tx);
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // A prefix of the stream, each event whole: the first chunk of 1024 for sure (it was
-    // answered before the break), the rest if the server saw the end before the reset.
-    let fresh = connect(&engine.address).await;
-    let history = contact_history(&fresh, "streamer", 1000, String::new()).await;
-    let mut applied = history.entries.len();
-    if !history.next_page_token.is_empty() {
-        let more = contact_history(&fresh, "streamer", 1000, history.next_page_token).await;
-        applied += more.entries.len();
-    }
-    assert!(applied == 1024 || applied == 1500, "applied {applied}");
-    // Sending the whole stream again is safe: what was applied is recognised.
+    // What was applied is a prefix of the stream, each event once: the first chunk for
+    // sure, the rest only if the server saw the end before the reset (and it may still be
+    // applying it now; the checks below hold either way).
+    let prefix = applied_ids().await;
+    assert!(
+        prefix.len() >= 1024 && prefix.len() <= 1500,
+        "applied {}",
+        prefix.len()
+    );
+    let expected: Vec<String> = (0..prefix.len()).map(|i| format!("s-{i}")).collect();
+    assert_eq!(prefix, expected, "not a prefix of the stream");
+    // Sending the whole stream again is safe: what was applied is recognised, the rest is
+    // applied, and every event ends applied exactly once.
     let again = IngestServiceClient::new(channel.clone())
         .ingest_events(req(SERVICE, tokio_stream::iter((0..1500).map(event))))
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(again.duplicates + again.accepted, 1500);
+    assert!(again.duplicates >= prefix.len() as u64, "{again:?}");
+    let all: Vec<String> = (0..1500).map(|i| format!("s-{i}")).collect();
     assert_eq!(
-        (again.duplicates, again.accepted),
-        (applied as u64, 1500 - applied as u64)
+        applied_ids().await,
+        all,
+        "each event applied once, in order"
     );
     // Still serving.
     assert!(
