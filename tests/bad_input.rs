@@ -435,6 +435,38 @@ fn validate_refuses_hostile_specs_instead_of_crashing() {
     let long = write("long.json", &long_spec(10_000));
     let out = canvass(&["validate", &long]);
     assert!(out.status.success(), "{}", out.stderr);
+    // 100,000 states chained by unguarded immediate transitions, the last three in a
+    // cycle: found in time linear in the states (walking the chain from every state took
+    // minutes).
+    let n = 100_000;
+    let states: Vec<Value> = (0..n)
+        .map(|i| {
+            let to = if i + 1 == n { n - 3 } else { i + 1 };
+            json!({"id": format!("s{i}"), "transitions": [{"to": format!("s{to}"), "immediately": {}}]})
+        })
+        .collect();
+    let chain = write(
+        "immediate.json",
+        &json!({"id": "chain", "version": 1, "name": "chain", "initialState": "s0", "states": states}),
+    );
+    // A minute, with room for a busy machine: walking the chain from every state (what
+    // validation did before) took about two here.
+    let out = run_bounded(
+        &["validate".to_string(), chain],
+        Duration::from_secs(60),
+        MAX_RSS_MIB,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let cycle: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("form a cycle"))
+        .collect();
+    assert_eq!(cycle.len(), 3, "{}", out.stderr);
+    assert!(
+        cycle[0].contains(&format!("states.s{}:", n - 3)),
+        "{cycle:?}"
+    );
     // The reference campaign is still valid.
     let reference = example("campaign.json");
     let out = canvass(&["validate", reference.to_str().unwrap()]);

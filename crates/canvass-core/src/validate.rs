@@ -637,6 +637,8 @@ impl Checker {
     }
 
     /// Unguarded immediate transitions that lead back to where they started would loop forever.
+    /// Each state has at most one such successor (the first one wins), so each walk stops at
+    /// a state already walked: linear in the number of states, whatever the spec.
     fn immediate_cycles(&mut self, states: &[spec::State], paths: &[String]) {
         let next = |i: StateIdx| {
             states[i].transitions.iter().find_map(|t| match &t.trigger {
@@ -644,18 +646,38 @@ impl Checker {
                 _ => None,
             })
         };
-        for (start, path) in paths.iter().enumerate() {
-            let mut at = start;
-            for _ in 0..states.len() {
-                let Some(to) = next(at) else { break };
-                if to == start {
-                    self.report(
-                        path,
-                        "unguarded immediate transitions form a cycle through this state",
-                    );
+        // 0: not walked yet; w + 1: walked by the walk from state w.
+        let mut walked = vec![0usize; states.len()];
+        let mut on_cycle = vec![false; states.len()];
+        for start in 0..states.len() {
+            if walked[start] != 0 {
+                continue;
+            }
+            let mut path = Vec::new();
+            let mut at = Some(start);
+            while let Some(i) = at.filter(|i| *i < states.len()) {
+                if walked[i] == start + 1 {
+                    // Back on this walk's own path: the states from `i` on form a cycle.
+                    let from = path.iter().position(|p| *p == i).unwrap_or(0);
+                    for p in &path[from..] {
+                        on_cycle[*p] = true;
+                    }
                     break;
                 }
-                at = to;
+                if walked[i] != 0 {
+                    break;
+                }
+                walked[i] = start + 1;
+                path.push(i);
+                at = next(i);
+            }
+        }
+        for (i, path) in paths.iter().enumerate() {
+            if on_cycle[i] {
+                self.report(
+                    path,
+                    "unguarded immediate transitions form a cycle through this state",
+                );
             }
         }
     }
