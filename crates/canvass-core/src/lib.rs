@@ -12,6 +12,7 @@ pub mod graph;
 pub mod key;
 pub mod lifecycle;
 pub mod machine;
+pub mod partition;
 pub mod policy;
 pub mod spec;
 pub mod split;
