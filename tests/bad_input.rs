@@ -219,9 +219,14 @@ fn cases() -> Vec<Case> {
             reason: "must be at most 36525 days (100 years), got 9223372036854775807s",
         },
         Case {
-            what: "an event dated in year 9999",
-            line: line(&event("far", "c1", "9999-12-31T23:59:59Z")),
+            what: "an event dated in year 2100",
+            line: line(&event("far", "c1", "2100-01-01T00:00:00Z")),
             reason: "ahead of the wall clock",
+        },
+        Case {
+            what: "an event dated in year 9999",
+            line: line(&event("farther", "c1", "9999-12-31T23:59:59Z")),
+            reason: "(up to 100 years later) must stay within year 9999",
         },
     ]
 }

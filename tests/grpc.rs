@@ -1958,13 +1958,21 @@ async fn hostile_calls_get_clear_statuses_and_leave_the_engine_serving() {
         far.message().contains("event.occurredAt") && far.message().contains("9999"),
         "{far:?}"
     );
+    let year_2100 = ingest
+        .ingest_event(req(SERVICE, event(4_102_444_800)))
+        .await
+        .unwrap_err();
+    assert_eq!(year_2100.code(), Code::InvalidArgument);
+    assert!(
+        year_2100.message().contains("ahead of the wall clock"),
+        "{year_2100:?}"
+    );
     let year_9999 = ingest
         .ingest_event(req(SERVICE, event(253_402_300_000)))
         .await
         .unwrap_err();
-    assert_eq!(year_9999.code(), Code::InvalidArgument);
     assert!(
-        year_9999.message().contains("ahead of the wall clock"),
+        year_9999.message().contains("must stay within year 9999"),
         "{year_9999:?}"
     );
 

@@ -843,7 +843,7 @@ fn hostile_records_are_dead_letters_with_their_reasons_and_the_engine_goes_on() 
         (
             touchpoint(
                 "c1",
-                event("e-9999", 253_402_300_000).encode_to_vec(),
+                event("e-2100", 4_102_444_800).encode_to_vec(),
                 proto_type,
             ),
             "ahead of the wall clock",

@@ -225,7 +225,13 @@ impl Condition {
             ctx.add_variable_from_value(*name, value.clone());
         }
         let meter = self.metered.then(|| budget::install(&mut ctx, max_cost));
-        match ctx.resolve(&self.expr) {
+        let result = ctx.resolve(&self.expr);
+        // `exists` and `all` set a step's error aside and may still find their answer in a
+        // later step: a spent budget fails the evaluation all the same.
+        if let Some(meter) = meter.as_ref().filter(|m| m.ran_out()) {
+            return Err(EvalError(meter.exceeded()));
+        }
+        match result {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(EvalError(format!(
                 "expected a boolean, got {:?}",
@@ -492,7 +498,7 @@ mod tests {
         assert!(err.0.contains("cost limit exceeded"), "{err}");
         assert!(err.0.contains("100000"), "{err}");
         // The same expression within a budget that covers it (60^4 elements and ranges).
-        let small = format!("{r}.all(a, {r}.all(b, a + b > 0))");
+        let small = format!("{r}.all(a, {r}.all(b, a > 0 && b > 0))");
         let c = compile_with(&small, &CelLimits::DEFAULT).unwrap();
         assert_eq!(c.eval(&Bindings::default(), 60 + 60 * 60), Ok(true));
         assert!(c.eval(&Bindings::default(), 60 + 60 * 60 - 1).is_err());
@@ -508,8 +514,9 @@ mod tests {
         assert!(err.0.contains("cost limit exceeded"), "{err}");
         let filtered = format!("size({r}.filter(a, a == 1)) == 3000");
         let c = compile_with(&filtered, &CelLimits::DEFAULT).unwrap();
-        assert_eq!(c.eval(&Bindings::default(), 6000), Ok(true));
-        assert!(c.eval(&Bindings::default(), 5999).is_err());
+        // 3000 elements of the range, 3000 kept, and the operand `a` of each step's `==`.
+        assert_eq!(c.eval(&Bindings::default(), 9000), Ok(true));
+        assert!(c.eval(&Bindings::default(), 8999).is_err());
     }
 
     #[test]
@@ -530,6 +537,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(over_event.constant_cost_problem(100_000), None);
+    }
+
+    /// Linear work repeated in a loop is charged: `t in tags` scans the list at every step.
+    #[test]
+    fn operands_that_grow_are_charged_at_every_step() {
+        let tags: Vec<Value> = (0..1000).map(|i| Value::from(format!("t{i}"))).collect();
+        let contact: HashMap<String, Value> = [("tags".to_string(), Value::List(tags.into()))]
+            .into_iter()
+            .collect();
+        let b = Bindings::default().with("contact", Value::from(contact));
+        let c = Condition::compile(
+            "contact.tags.all(t, t in contact.tags)",
+            Scope::Audience,
+            &standard_env(),
+            &CelLimits::DEFAULT,
+        )
+        .unwrap();
+        let err = c.eval(&b, 100_000).unwrap_err();
+        assert!(err.0.starts_with("cost limit exceeded"), "{err}");
+        // A comparison with a literal costs a cell per step, not the list.
+        let cheap = Condition::compile(
+            "contact.tags.exists(t, t == 't999')",
+            Scope::Audience,
+            &standard_env(),
+            &CelLimits::DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(cheap.eval(&b, 100_000), Ok(true));
+        assert!(cheap.eval(&b, 1000).is_err());
+    }
+
+    #[test]
+    fn a_spent_budget_fails_even_when_a_later_step_would_answer() {
+        // The first element's inner comprehension runs out; `exists` would find `true` in
+        // the second element's cheap step.
+        let source = format!(
+            "[0, 1].exists(i, i == 0 ? {r}.all(a, {r}.all(b, true)) : true)",
+            r = literal_list(1000)
+        );
+        let c = compile_with(&source, &CelLimits::DEFAULT).unwrap();
+        let err = c.eval(&Bindings::default(), 100_000).unwrap_err();
+        assert!(err.0.starts_with("cost limit exceeded"), "{err}");
     }
 
     #[test]
@@ -559,6 +608,58 @@ mod tests {
             err.to_string(),
             "CEL over the limits: the expression is 19 bytes long, more than the limit of 8"
         );
+    }
+
+    /// Token soups, weighted towards what nests (operator chains, brackets, calls) and what
+    /// a lexer may read differently from the check (quotes, escapes, prefixes, numbers glued
+    /// to words): whatever the check accepts compiles and runs on a 2 MiB stack.
+    #[test]
+    fn whatever_the_check_accepts_runs_on_a_default_stack() {
+        use proptest::prelude::*;
+        const TOKENS: [&str; 34] = [
+            "1", "a", "+", "+", "+", ".b", ".b", "(", ")", "[", "]", "{", "}", "f(", "in ", "1in ",
+            "'", "\"", "'''", "\\", "\\q", "r'", "b'", "br'", "rb'", "?", ":", "!", "-", " ", "\n",
+            "&&", ",", "0x",
+        ];
+        // What a lexer might read differently, then a long run of what nests, then noise.
+        const TRICKS: [&str; 12] = [
+            "'\r", "'\\q", "'\\\n", "''''", "rb'x'", "'", "\"\"\"", "1e", "0x", "1.", "r'\\", "b\"",
+        ];
+        const UNITS: [&str; 8] = ["+1", "1in ", ".b", "(", "[", "f(", "!", "-"];
+        let soup = (
+            proptest::collection::vec(0..TRICKS.len(), 0..4),
+            0..UNITS.len(),
+            50usize..4000,
+            proptest::collection::vec(0..TOKENS.len(), 0..200),
+        )
+            .prop_map(|(tricks, unit, n, noise)| {
+                let mut s: String = tricks.into_iter().map(|i| TRICKS[i]).collect();
+                s.push_str(&UNITS[unit].repeat(n));
+                s.extend(noise.into_iter().map(|i| TOKENS[i]));
+                s
+            });
+        let limits = CelLimits::CEILING;
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let config = ProptestConfig {
+                    cases: 200,
+                    failure_persistence: None,
+                    ..ProptestConfig::default()
+                };
+                proptest::test_runner::TestRunner::new(config)
+                    .run(&soup, |source| {
+                        if shape::check(&source, limits.shape()).is_ok()
+                            && let Ok(c) = compile_with(&source, &limits)
+                        {
+                            let _ = c.eval(&Bindings::default(), limits.max_cost);
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .expect("thread");
+        handle.join().expect("no stack overflow").unwrap();
     }
 
     /// The deepest expression of each shape that the ceiling accepts compiles and runs on a

@@ -96,12 +96,12 @@ pub fn compile_stored(spec: &v1::CampaignSpec) -> Result<Campaign, SpecErrors> {
     check(spec, &CelLimits::CEILING, false)
 }
 
-fn check(spec: &v1::CampaignSpec, limits: &CelLimits, cost: bool) -> Result<Campaign, SpecErrors> {
+fn check(spec: &v1::CampaignSpec, limits: &CelLimits, new: bool) -> Result<Campaign, SpecErrors> {
     let mut c = Checker {
         issues: Vec::new(),
         env: standard_env(),
         limits: *limits,
-        cost,
+        new,
     };
     let campaign = c.campaign(spec);
     match campaign {
@@ -117,8 +117,10 @@ struct Checker {
     issues: Vec<Issue>,
     env: Arc<cel::Env>,
     limits: CelLimits,
-    /// Evaluate conditions that name no variable against the cost limit.
-    cost: bool,
+    /// A new submission, not a spec the log holds: conditions that name no variable are
+    /// evaluated against the cost limit, and durations are bounded (a spec accepted before
+    /// these checks existed must still load).
+    new: bool,
 }
 
 impl Checker {
@@ -133,7 +135,7 @@ impl Checker {
         match Condition::compile(source, scope, &self.env, &self.limits) {
             Ok(c) => {
                 if let Some(problem) = self
-                    .cost
+                    .new
                     .then(|| c.constant_cost_problem(self.limits.max_cost))
                     .flatten()
                 {
@@ -158,10 +160,13 @@ impl Checker {
     }
 
     fn positive_span(&mut self, path: &str, d: &wkt::Duration) -> SpanMillis {
-        if let Some(problem) = span_problem(d) {
+        let span = SpanMillis::from_proto(d);
+        if (span.0 <= 0 || self.new)
+            && let Some(problem) = span_problem(d)
+        {
             self.report(path, problem);
         }
-        SpanMillis::from_proto(d)
+        span
     }
 
     fn amount(&mut self, path: &str, text: &str) -> Option<Decimal> {

@@ -287,3 +287,23 @@ fn migrations_must_come_from_earlier_versions_into_known_states() {
         "#]],
     );
 }
+
+/// A spec accepted before durations were bounded still loads from the log; a new one is
+/// refused.
+#[test]
+fn a_stored_spec_loads_under_the_rules_it_was_accepted_by() {
+    let text = format!(
+        r#"{{ {HEAD}, "states": [
+            {{"id": "a", "transitions": [{{"to": "b", "after": "9223372036854775807s"}}]}},
+            {{"id": "b", "terminal": true}}
+        ]}}"#
+    );
+    check(
+        &text,
+        expect![[r#"
+            states.a.transitions[0].after: must be at most 36525 days (100 years), got 9223372036854775807s
+        "#]],
+    );
+    let spec: v1::CampaignSpec = json::from_str(&text).unwrap();
+    assert!(canvass_core::validate::compile_stored(&spec).is_ok());
+}

@@ -176,9 +176,22 @@ pub enum Outcome {
 pub fn check_record(record: &v1::IngestRecord) -> Option<String> {
     use v1::ingest_record::Input;
     let missing = |field: &str| Some(format!("field `{field}`: required"));
+    // Times the engine derives from an input (a deadline, a timeout) lie up to
+    // `MAX_SPAN` after it and must stay within the mapping's range too.
+    let latest = wkt::Timestamp {
+        seconds: 253_402_300_799 - canvass_core::time::MAX_SPAN.0 / 1000,
+        nanos: 0,
+    };
     let out_of_range = |field: &str, t: Option<&wkt::Timestamp>| {
-        t.and_then(|t| t.range_problem())
-            .map(|why| format!("field `{field}`: {why}"))
+        let t = t?;
+        if let Some(why) = t.range_problem() {
+            return Some(format!("field `{field}`: {why}"));
+        }
+        (*t > latest).then(|| {
+            format!(
+                "field `{field}`: {t} is after {latest}: the times derived from it (up to 100 years later) must stay within year 9999"
+            )
+        })
     };
     if let Some(problem) = out_of_range("at", record.at.as_ref()) {
         return Some(problem);
@@ -461,12 +474,13 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
-    /// Whether a disk failed: the store's, or the one the actions are written to.
+    /// Whether a disk failed: the store's, or the one the actions are written to (an action
+    /// that cannot be encoded is a defect, not a disk).
     #[must_use]
     pub fn is_storage(&self) -> bool {
         match self {
             Self::Engine(e) => e.is_storage(),
-            Self::Deliver(_) => true,
+            Self::Deliver(e) => e.kind() != std::io::ErrorKind::InvalidData,
         }
     }
 }

@@ -325,6 +325,30 @@ fn read_line_bounded(
     }
 }
 
+/// [`parse`], with a panic of the decoder (a defect) turned into a dead letter for the line:
+/// one line must not end the stream, nor be taken for the end of the input.
+fn parse_guarded(line: &[u8], position: Option<v1::SourcePosition>) -> Sourced {
+    let at = position.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(line, position))).unwrap_or_else(
+        |panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Sourced {
+                incoming: Incoming::Malformed {
+                    payload: line.to_vec(),
+                    key: Vec::new(),
+                    reason: format!("the decoder failed on this line (a defect in canvass): {why}"),
+                },
+                position: at,
+                caller: None,
+            }
+        },
+    )
+}
+
 /// An input line longer than the limit: a dead letter with its first bytes.
 fn oversized(line: &[u8], len: u64, max: usize, position: Option<v1::SourcePosition>) -> Sourced {
     let at = position
@@ -388,7 +412,9 @@ fn spawn_reader(
                         offset += len;
                         let total = std::mem::take(&mut len);
                         let text = std::mem::take(&mut line);
-                        if text.iter().all(u8::is_ascii_whitespace) && total <= max as u64 {
+                        // The limit is on the line itself, its newline aside.
+                        let content = total - u64::from(ended);
+                        if text.iter().all(u8::is_ascii_whitespace) && content <= max as u64 {
                             continue;
                         }
                         let position = name.as_ref().map(|source| v1::SourcePosition {
@@ -396,10 +422,10 @@ fn spawn_reader(
                             offset: start,
                             next_offset: offset,
                         });
-                        let item = if total > max as u64 {
-                            oversized(&text, total, max, position)
+                        let item = if content > max as u64 {
+                            oversized(&text, content, max, position)
                         } else {
-                            parse(&text, position)
+                            parse_guarded(&text, position)
                         };
                         if tx.send(Item::Input(item)).is_err() {
                             return;
@@ -572,7 +598,7 @@ pub fn run(
     }
     let mut input_ended = !has_input;
     loop {
-        let (batch, replies, ended) = next_batch(&rx, options)?;
+        let (batch, replies, ended) = next_batch(&rx, options, input_ended)?;
         input_ended |= ended;
         let now = wall_clock();
         let result = if batch.is_empty() {
@@ -625,12 +651,21 @@ type Replies = Vec<(Range<usize>, oneshot::Sender<Reply>)>;
 fn next_batch(
     rx: &Receiver<Item>,
     options: &RunOptions,
+    input_ended: bool,
 ) -> Result<(Vec<Sourced>, Submissions, bool), RunError> {
+    // Every sender gone before the reader said the input ended: it stopped without saying
+    // why (it never does so by design); the rest of the input must not pass for none.
+    let lost = || {
+        RunError::Source(io::Error::other(
+            "the input reader stopped before the end of the input",
+        ))
+    };
     let mut batch = Vec::new();
     let mut replies = Submissions::default();
     let first = match rx.recv_timeout(Duration::from_millis(50)) {
         Ok(item) => item,
         Err(RecvTimeoutError::Timeout) => return Ok((batch, replies, false)),
+        Err(RecvTimeoutError::Disconnected) if !input_ended => return Err(lost()),
         Err(RecvTimeoutError::Disconnected) => return Ok((batch, replies, true)),
     };
     let deadline = Instant::now() + options.max_wait;
@@ -649,6 +684,7 @@ fn next_batch(
         next = match rx.recv_timeout(left) {
             Ok(item) => Some(item),
             Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) if !input_ended => return Err(lost()),
             Err(RecvTimeoutError::Disconnected) => return Ok((batch, replies, true)),
         };
     }
@@ -658,6 +694,37 @@ fn next_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_read_whole_up_to_the_limit_and_no_further() {
+        let mut input = io::Cursor::new(b"0123456789\n0123456789abc\nlast".to_vec());
+        let mut line = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut input, &mut line, 10).unwrap(),
+            (11, true)
+        );
+        assert_eq!(
+            line, b"0123456789\n",
+            "ten bytes and the newline: within the limit"
+        );
+        line.clear();
+        assert_eq!(
+            read_line_bounded(&mut input, &mut line, 10).unwrap(),
+            (14, true)
+        );
+        assert_eq!(line.len(), 11, "only the limit and one byte more are kept");
+        line.clear();
+        assert_eq!(
+            read_line_bounded(&mut input, &mut line, 10).unwrap(),
+            (4, false)
+        );
+        assert_eq!(line, b"last");
+        line.clear();
+        assert_eq!(
+            read_line_bounded(&mut input, &mut line, 10).unwrap(),
+            (0, false)
+        );
+    }
 
     #[test]
     fn opening_the_actions_file_cuts_a_partial_last_line() {

@@ -139,16 +139,19 @@ fn numeric_field(root: &str, path: &str) -> Option<Type> {
 /// The JSON value that ends at 1-based `column` of `line` (a number or a string).
 fn value_before(text: &str, line: usize, column: usize) -> String {
     let line = text.lines().nth(line.saturating_sub(1)).unwrap_or_default();
-    let end = line
-        .char_indices()
-        .nth(column)
-        .map_or(line.len(), |(i, _)| i);
+    // serde_json counts columns in bytes; cut at a character boundary at or before it.
+    let mut end = column.min(line.len());
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
     let head = line[..end].trim_end_matches([',', '}', ']', ' ']);
     let start = if let Some(inner) = head.strip_suffix('"') {
         inner.rfind('"').unwrap_or(0)
     } else {
-        head.rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
-            .map_or(0, |i| i + 1)
+        head.char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || "+-.".contains(*c)))
+            .map_or(0, |(i, c)| i + c.len_utf8())
     };
     head[start..].chars().take(40).collect()
 }
@@ -202,6 +205,15 @@ mod tests {
             "{}",
             err.reason
         );
+        // Text around it that is not ASCII (serde_json counts columns in bytes).
+        let err = from_str::<v1::IngestRecord>(
+            r#"{"command":{"actor":"éééé","submit":{"campaignId":"c","version":99999999999 é1}}}"#,
+        )
+        .unwrap_err();
+        assert!(!err.reason.is_empty());
+        let err =
+            from_str::<v1::CampaignSpec>(r#"{"name": "ééé", "version": 99999999999}"#).unwrap_err();
+        assert!(err.reason.starts_with("`99999999999`"), "{}", err.reason);
         let err = from_str::<v1::CampaignSpec>(r#"{"version": "12x"}"#).unwrap_err();
         assert!(
             err.reason.contains(r#"`"12x"`"#) && err.reason.contains("uint32"),

@@ -120,7 +120,10 @@ pub struct StoreOptions {
     /// Never write to sled: commits go to the in-memory table only and no checkpoint is
     /// taken, so a read command can apply the log after the last checkpoint (what a crash
     /// left to re-apply) and show what is committed without changing the data directory.
+    /// (sled itself still opens its files and recovers them as it does on any open.)
     pub read_only: bool,
+    /// Watches the writes to sled in progress (see [`StallWatch`]).
+    pub stall_watch: StallWatch,
 }
 
 impl Default for StoreOptions {
@@ -133,6 +136,7 @@ impl Default for StoreOptions {
             checkpoint_entries: 200_000,
             background_checkpoints: true,
             read_only: false,
+            stall_watch: StallWatch::default(),
         }
     }
 }
@@ -158,11 +162,6 @@ struct Shared {
     /// Why a write to sled failed, if one did: from then on nothing is written, and sled is
     /// never dropped (its drop flushes, and on a full disk that flush blocks for good).
     halted: Mutex<Option<String>>,
-    /// Writes to sled in progress, by when they started: a watchdog outside tells a stalled
-    /// disk from a slow one ([`Store::stalled_for`]).
-    writing: Mutex<Vec<(u64, std::time::Instant)>>,
-    /// Numbers the writes in `writing`.
-    next_write: AtomicU64,
 }
 
 /// One write of a batch: a key and its new value, or `None` for a removal.
@@ -212,20 +211,38 @@ enum Interrupted {
     Stale(Vec<Write>),
 }
 
-/// Tells how long a write to sled has been running (see [`Store::stall_watch`]): sled can
-/// block without an error when the disk fills, so the process watches this and stops when
-/// it grows too long.
-#[derive(Debug, Clone)]
-pub struct StallWatch(Arc<Shared>);
+/// Tells how long the oldest write to sled in progress has been running: sled can block
+/// without an error when the disk fills, so the process watches this and stops when it grows
+/// too long. Made before the store is opened (and given in [`StoreOptions::stall_watch`]), so
+/// that the writes `Store::open` itself makes are watched too; it does not keep sled open.
+#[derive(Debug, Clone, Default)]
+pub struct StallWatch(Arc<Writes>);
+
+#[derive(Debug, Default)]
+struct Writes {
+    /// Writes in progress, by number, with when they started.
+    in_progress: Mutex<Vec<(u64, std::time::Instant)>>,
+    next: AtomicU64,
+}
 
 impl StallWatch {
     /// How long the oldest write in progress has been running, if one is.
     #[must_use]
     pub fn stalled_for(&self) -> Option<std::time::Duration> {
-        lock(&self.0.writing)
+        lock(&self.0.in_progress)
             .iter()
             .map(|(_, since)| since.elapsed())
             .max()
+    }
+
+    fn start(&self) -> u64 {
+        let id = self.0.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.0.in_progress).push((id, std::time::Instant::now()));
+        id
+    }
+
+    fn finish(&self, id: u64) {
+        lock(&self.0.in_progress).retain(|(w, _)| *w != id);
     }
 }
 
@@ -281,18 +298,12 @@ impl Store {
                 checkpointer: Mutex::default(),
                 failed: Mutex::default(),
                 halted: Mutex::default(),
-                writing: Mutex::default(),
-                next_write: AtomicU64::new(0),
             }),
         };
-        let finished = if store.options.read_only {
-            store.read_interrupted_checkpoint()
+        if store.options.read_only {
+            store.read_interrupted_checkpoint()?;
         } else {
-            store.finish_interrupted_checkpoint()
-        };
-        if let Err(e) = finished {
-            store.halt(&e);
-            return Err(e);
+            store.guarded(|| store.finish_interrupted_checkpoint())?;
         }
         let end = store.find_log_end()?;
         store.shared.log_end.store(end, Ordering::SeqCst);
@@ -644,18 +655,11 @@ impl Store {
 
     /// Deletes every projection (not the log, not the dead letters), durably.
     pub fn clear_projections(&self) -> Result<()> {
-        let cleared = self.clear_projections_in_sled();
-        if let Err(e) = &cleared {
-            self.halt(e);
-        }
-        cleared
+        self.wait_for_checkpoint()?;
+        self.guarded(|| self.clear_projections_in_sled())
     }
 
     fn clear_projections_in_sled(&self) -> Result<()> {
-        if self.options.read_only {
-            return Err(Error::ReadOnly);
-        }
-        self.wait_for_checkpoint()?;
         *self
             .shared
             .layers
@@ -693,11 +697,28 @@ impl Store {
         lock(&self.shared.halted).clone()
     }
 
-    /// A handle that tells how long the oldest write to sled in progress has been running.
-    /// It does not keep sled open.
+    /// The watch over this store's writes in progress.
     #[must_use]
     pub fn stall_watch(&self) -> StallWatch {
-        StallWatch(Arc::clone(&self.shared))
+        self.options.stall_watch.clone()
+    }
+
+    /// Runs a write to sled: refused once the store halted or if it is read-only, watched
+    /// while it runs, and halting the store if it fails.
+    fn guarded<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if let Some(reason) = lock(&self.shared.halted).as_ref() {
+            return Err(Error::Halted(reason.clone()));
+        }
+        let id = self.options.stall_watch.start();
+        let written = write();
+        self.options.stall_watch.finish(id);
+        if let Err(e) = &written {
+            self.halt(e);
+        }
+        written
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -777,20 +798,7 @@ impl Store {
 
     /// Applies writes to sled in one atomic batch.
     fn write(&self, writes: Vec<Write>, flush: bool) -> Result<()> {
-        if self.options.read_only {
-            return Err(Error::ReadOnly);
-        }
-        if let Some(reason) = lock(&self.shared.halted).as_ref() {
-            return Err(Error::Halted(reason.clone()));
-        }
-        let id = self.shared.next_write.fetch_add(1, Ordering::Relaxed);
-        lock(&self.shared.writing).push((id, std::time::Instant::now()));
-        let written = write_to(&self.db, &writes, flush);
-        lock(&self.shared.writing).retain(|(w, _)| *w != id);
-        if let Err(e) = written {
-            self.halt(&e);
-            return Err(e);
-        }
+        self.guarded(|| write_to(&self.db, &writes, flush))?;
         if self.options.record_writes {
             lock(&self.shared.recorded).push(writes);
         }

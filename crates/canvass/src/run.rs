@@ -18,7 +18,7 @@ use canvass_engine::{
 };
 use canvass_kafka::{KafkaConfig, KafkaRunOptions};
 use canvass_proto::v1;
-use canvass_store::{Store, StoreOptions};
+use canvass_store::{StallWatch, Store, StoreOptions};
 
 use crate::input;
 
@@ -104,7 +104,7 @@ pub struct RunArgs {
     /// Stop with status 4 when one write to the data directory has not finished after this
     /// many seconds: sled can block without an error on a full disk, and a supervisor needs
     /// an exit to act on. Every commit before it is durable.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = STALL_SECS)]
     storage_stall_secs: u64,
 }
 
@@ -114,6 +114,8 @@ fn open(data: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> 
 }
 
 const DEDUPE_HOURS: i64 = 168;
+/// `--storage-stall-secs` by default, and for `replay`.
+const STALL_SECS: u64 = 30;
 /// The stored setting: the dedupe window the projections are built with, in hours.
 const DEDUPE_SETTING: &str = "dedupe_hours";
 
@@ -145,20 +147,21 @@ fn engine_options(clock: Clock, dedupe_hours: i64, publish: bool) -> EngineOptio
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // Watched from before the open: finishing an interrupted checkpoint writes too.
+    let stall_watch = watch_storage(
+        &args.data,
+        Duration::from_secs(args.storage_stall_secs.max(1)),
+    );
     let store = open(
         &args.data,
         StoreOptions {
             cache_capacity: args.cache_mib * 1024 * 1024,
             checkpoint_entries: args.checkpoint_entries.max(1),
             checkpoint_bytes: args.checkpoint_mib.max(1) * 1024 * 1024,
+            stall_watch,
             ..StoreOptions::default()
         },
     )?;
-    watch_storage(
-        &store,
-        &args.data,
-        Duration::from_secs(args.storage_stall_secs.max(1)),
-    );
     let opening = std::time::Instant::now();
     let kafka = args.kafka || args.kafka_config.is_some();
     remember_dedupe_hours(&store, args.dedupe_hours)?;
@@ -325,13 +328,15 @@ fn run_kafka(
 /// Ends the process with status 4 once a write to the store has been running for `limit`:
 /// on a full disk sled can wait for good inside a flush, and a supervisor must get an exit
 /// status to act on. Safe like a crash: every commit is atomic and durable before it counts.
-fn watch_storage(store: &Store, data: &std::path::Path, limit: Duration) {
-    let watch = store.stall_watch();
+/// Returns the watch to open the store with.
+fn watch_storage(data: &std::path::Path, limit: Duration) -> StallWatch {
+    let watch = StallWatch::default();
+    let watched = watch.clone();
     let data = data.display().to_string();
     let run = move || {
         loop {
             std::thread::sleep(Duration::from_millis(200));
-            if let Some(stalled) = watch.stalled_for().filter(|d| *d >= limit) {
+            if let Some(stalled) = watched.stalled_for().filter(|d| *d >= limit) {
                 eprintln!(
                     "error: storage stalled: a write to {data} has not finished after {} s (is the disk full or failing?); exiting: everything committed is durable, a restart with room resumes from it",
                     stalled.as_secs()
@@ -346,6 +351,7 @@ fn watch_storage(store: &Store, data: &std::path::Path, limit: Duration) {
     {
         eprintln!("warning: cannot watch the storage: {e}");
     }
+    watch
 }
 
 /// Ends the process `limit` after a stop signal if it is still running then: a client
@@ -389,6 +395,11 @@ pub struct ReplayArgs {
 /// in memory, with the dedupe window `run` kept with the data. Returns the engine and how
 /// many entries were applied so.
 pub fn open_committed(data: &std::path::Path) -> anyhow::Result<(Engine, u64)> {
+    anyhow::ensure!(
+        data.is_dir(),
+        "no data directory at {} (`canvass run --data` makes one)",
+        data.display()
+    );
     let store = open(
         data,
         StoreOptions {
@@ -406,7 +417,13 @@ pub fn open_committed(data: &std::path::Path) -> anyhow::Result<(Engine, u64)> {
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.data, StoreOptions::default())?;
+    let store = open(
+        &args.data,
+        StoreOptions {
+            stall_watch: watch_storage(&args.data, Duration::from_secs(STALL_SECS)),
+            ..StoreOptions::default()
+        },
+    )?;
     let stored = store.setting(DEDUPE_SETTING)?;
     let hours = match (args.dedupe_hours, stored) {
         (Some(given), Some(stored)) if u64::try_from(given).ok() != Some(stored) => {

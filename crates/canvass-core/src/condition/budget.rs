@@ -1,9 +1,11 @@
 //! The cost budget of one CEL evaluation. The interpreter has no meter of its own, so the
 //! compiled tree is instrumented: every comprehension's range passes through a function that
-//! charges one unit per element before the loop starts, and every value a `map` or `filter`
-//! adds to its result passes through one that charges its size in cells. Both stop the
-//! evaluation with an error once the budget is spent, so nested comprehensions and results
-//! that multiply stop after a bounded amount of work and memory.
+//! charges one unit per element before the loop starts; every value a `map` or `filter` adds
+//! to its result, and every operand of an operation whose work grows with its operands' size
+//! (`in`, `==`, `!=`, `+`, `contains`, `startsWith`, `endsWith`), passes through one that
+//! charges its size in cells. Both stop the evaluation with an error once the budget is
+//! spent, so nested comprehensions, results that multiply and linear work repeated in a loop
+//! stop after a bounded amount of work and memory.
 
 use std::sync::{
     Arc,
@@ -44,8 +46,10 @@ const BYTES_PER_CELL: usize = 64;
 /// tree with a stack of its own, not by recursion.
 pub(super) fn instrument(expr: &mut IdedExpr) -> bool {
     let mut found = false;
-    let mut todo: Vec<&mut IdedExpr> = vec![expr];
-    while let Some(node) = todo.pop() {
+    // Each node with whether it runs once per step of a comprehension (only there does
+    // linear work repeat, so only there are operands charged).
+    let mut todo: Vec<(&mut IdedExpr, bool)> = vec![(expr, false)];
+    while let Some((node, in_loop)) = todo.pop() {
         let id = node.id;
         match &mut node.expr {
             Expr::Comprehension(c) => {
@@ -57,43 +61,75 @@ pub(super) fn instrument(expr: &mut IdedExpr) -> bool {
                         wrap(element, CELLS, id);
                     }
                 }
-                todo.push(&mut c.iter_range);
-                todo.push(&mut c.accu_init);
-                todo.push(&mut c.loop_cond);
-                todo.push(&mut c.loop_step);
-                todo.push(&mut c.result);
+                todo.push((&mut c.iter_range, in_loop));
+                todo.push((&mut c.accu_init, in_loop));
+                todo.push((&mut c.loop_cond, true));
+                todo.push((&mut c.loop_step, true));
+                todo.push((&mut c.result, in_loop));
             }
             Expr::Call(call) => {
-                if let Some(target) = call.target.as_deref_mut() {
-                    todo.push(target);
+                if in_loop && grows_with_operands(call) {
+                    if let Some(target) = call.target.as_deref_mut() {
+                        charge_operand(target);
+                    }
+                    call.args.iter_mut().for_each(charge_operand);
                 }
-                todo.extend(call.args.iter_mut());
+                if let Some(target) = call.target.as_deref_mut() {
+                    todo.push((target, in_loop));
+                }
+                todo.extend(call.args.iter_mut().map(|a| (a, in_loop)));
             }
-            Expr::List(list) => todo.extend(list.elements.iter_mut()),
+            Expr::List(list) => todo.extend(list.elements.iter_mut().map(|e| (e, in_loop))),
             Expr::Map(map) => {
                 for entry in &mut map.entries {
                     if let EntryExpr::MapEntry(e) = &mut entry.expr {
-                        todo.push(&mut e.key);
-                        todo.push(&mut e.value);
+                        todo.push((&mut e.key, in_loop));
+                        todo.push((&mut e.value, in_loop));
                     }
                 }
             }
             Expr::Struct(s) => {
                 for entry in &mut s.entries {
                     match &mut entry.expr {
-                        EntryExpr::StructField(f) => todo.push(&mut f.value),
+                        EntryExpr::StructField(f) => todo.push((&mut f.value, in_loop)),
                         EntryExpr::MapEntry(e) => {
-                            todo.push(&mut e.key);
-                            todo.push(&mut e.value);
+                            todo.push((&mut e.key, in_loop));
+                            todo.push((&mut e.value, in_loop));
                         }
                     }
                 }
             }
-            Expr::Select(s) => todo.push(&mut s.operand),
+            Expr::Select(s) => todo.push((&mut s.operand, in_loop)),
             Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
         }
     }
     found
+}
+
+/// Operations whose work grows with the size of their operands (a list scanned, values
+/// compared or copied). The accumulator's own append (`@result + [e]`) is left as it is: the
+/// interpreter appends in place when it sees that shape, and its elements are charged apart.
+fn grows_with_operands(call: &CallExpr) -> bool {
+    let hidden = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(n) if n.starts_with('@'));
+    matches!(
+        call.func_name.as_str(),
+        operators::IN
+            | operators::EQUALS
+            | operators::NOT_EQUALS
+            | operators::ADD
+            | "contains"
+            | "startsWith"
+            | "endsWith"
+    ) && !call.args.iter().chain(call.target.as_deref()).any(hidden)
+}
+
+/// Charges an operand's size when it is evaluated; a literal's is fixed by the expression's
+/// size, so it is left alone.
+fn charge_operand(operand: &mut IdedExpr) {
+    if !matches!(operand.expr, Expr::Literal(_)) {
+        let id = operand.id;
+        wrap(operand, CELLS, id);
+    }
 }
 
 /// Replaces `expr` by a call of `function` on it (the wrapper's argument is the original).

@@ -99,9 +99,19 @@ pub fn check(source: &str, limits: ShapeLimits) -> Result<(), ShapeError> {
                 continue;
             }
             b'\'' | b'"' => {
-                i = skip_string(bytes, i, false);
-                after_operand = true;
-                continue;
+                // A string the lexer would not take whole is read as code from its quote on
+                // (the lexer skips what it cannot read and goes on): counted, never skipped.
+                match skip_string(bytes, i, false) {
+                    Some(end) => {
+                        i = end;
+                        after_operand = true;
+                        continue;
+                    }
+                    None => {
+                        group.ops += 1;
+                        after_operand = false;
+                    }
+                }
             }
             b'0'..=b'9' => {
                 i = skip_number(bytes, i);
@@ -114,9 +124,12 @@ pub fn check(source: &str, limits: ShapeLimits) -> Result<(), ShapeError> {
                     i += 1;
                 }
                 let word = &source[start..i];
-                if matches!(bytes.get(i), Some(b'\'' | b'"')) && is_string_prefix(word) {
-                    let raw = word.contains(['r', 'R']);
-                    i = skip_string(bytes, i, raw);
+                let prefixed = matches!(bytes.get(i), Some(b'\'' | b'"')) && is_string_prefix(word);
+                let string = prefixed
+                    .then(|| skip_string(bytes, i, word.contains(['r', 'R'])))
+                    .flatten();
+                if let Some(end) = string {
+                    i = end;
                     after_operand = true;
                 } else if word == "in" {
                     group.ops += 1;
@@ -195,11 +208,9 @@ fn group_ops_exceed(stack: &[Group], max_depth: usize) -> bool {
         .is_some_and(|g| g.ops + g.child > max_depth || g.conditionals > max_depth)
 }
 
+/// The prefixes CEL's lexer takes before a quote: raw, bytes, and raw bytes (`br`, not `rb`).
 fn is_string_prefix(word: &str) -> bool {
-    matches!(
-        word,
-        "r" | "R" | "b" | "B" | "rb" | "rB" | "Rb" | "RB" | "br" | "bR" | "Br" | "BR"
-    )
+    matches!(word, "r" | "R" | "b" | "B" | "br" | "bR" | "Br" | "BR")
 }
 
 fn skip_line(bytes: &[u8], mut i: usize) -> usize {
@@ -209,59 +220,96 @@ fn skip_line(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Skips a number: at most one `.` and one exponent sign followed by a digit (`1e+5` is one
-/// token, not an addition). Anything else ends it, so that nothing the lexer would read as an
-/// operator is hidden inside a number here.
+/// Skips a number as CEL's lexer reads one (`12`, `0x1F`, `3u`, `1.5`, `2e-3`): what follows
+/// it, letters included, is another token, as it is for the lexer (`1in` is `1 in`).
 fn skip_number(bytes: &[u8], mut i: usize) -> usize {
-    let hex = bytes[i] == b'0' && matches!(bytes.get(i + 1), Some(b'x' | b'X'));
-    let (mut dot, mut sign) = (false, false);
-    while i < bytes.len() {
-        let c = bytes[i];
-        let exponent_sign = !hex
-            && !sign
-            && matches!(c, b'+' | b'-')
-            && matches!(bytes.get(i.wrapping_sub(1)), Some(b'e' | b'E'))
-            && bytes.get(i + 1).is_some_and(u8::is_ascii_digit);
-        if c.is_ascii_alphanumeric() || c == b'_' {
-            i += 1;
-        } else if c == b'.' && !dot && !hex {
-            dot = true;
-            i += 1;
-        } else if exponent_sign {
-            sign = true;
-            i += 1;
-        } else {
-            break;
+    let digits = |mut j: usize, hex: bool| {
+        while bytes
+            .get(j)
+            .is_some_and(|c| c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()))
+        {
+            j += 1;
         }
+        j
+    };
+    let is_digit = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_digit);
+    if bytes[i] == b'0'
+        && matches!(bytes.get(i + 1), Some(b'x' | b'X'))
+        && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+    {
+        i = digits(i + 2, true);
+        if matches!(bytes.get(i), Some(b'u' | b'U')) {
+            i += 1;
+        }
+        return i;
+    }
+    i = digits(i, false);
+    let mut float = false;
+    if bytes.get(i) == Some(&b'.') && is_digit(i + 1) {
+        i = digits(i + 1, false);
+        float = true;
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(bytes.get(i + 1), Some(b'+' | b'-')));
+        if is_digit(i + 1 + sign) {
+            i = digits(i + 1 + sign, false);
+            float = true;
+        }
+    }
+    if !float && matches!(bytes.get(i), Some(b'u' | b'U')) {
+        i += 1;
     }
     i
 }
 
-/// Skips a quoted string starting at `i` (one or three quotes), honouring escapes unless
-/// `raw`. An unterminated string runs to the end (the parser reports it).
-fn skip_string(bytes: &[u8], i: usize, raw: bool) -> usize {
+/// The length of the escape whose backslash is at `i`, if CEL's lexer takes it as one.
+fn escape_len(bytes: &[u8], i: usize) -> Option<usize> {
+    let hex = |from: usize, n: usize| {
+        bytes
+            .get(from..from + n)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    };
+    let octal = bytes
+        .get(i + 2..i + 4)
+        .is_some_and(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+    match *bytes.get(i + 1)? {
+        b'a' | b'b' | b'f' | b'n' | b'r' | b't' | b'v' | b'"' | b'\'' | b'\\' | b'?' | b'`' => {
+            Some(2)
+        }
+        b'0'..=b'3' if octal => Some(4),
+        b'x' | b'X' if hex(i + 2, 2) => Some(4),
+        b'u' if hex(i + 2, 4) => Some(6),
+        b'U' if hex(i + 2, 8) => Some(10),
+        _ => None,
+    }
+}
+
+/// The end of the string literal whose quote is at `i` (one or three quotes), if CEL's lexer
+/// reads it whole: closed, with valid escapes (unless `raw`), and without a line break in a
+/// one-quote string. `None` for anything else, which the caller then reads as code.
+fn skip_string(bytes: &[u8], i: usize, raw: bool) -> Option<usize> {
     let quote = bytes[i];
-    let triple = bytes.get(i..i + 3) == Some(&[quote, quote, quote][..]);
+    let three = [quote, quote, quote];
+    let triple = bytes.get(i..i + 3) == Some(&three[..]);
     let mut j = if triple { i + 3 } else { i + 1 };
     while j < bytes.len() {
         let c = bytes[j];
         if c == b'\\' && !raw {
-            j += 2;
+            j += escape_len(bytes, j)?;
             continue;
         }
-        if c == quote {
-            if !triple {
-                return j + 1;
+        if triple {
+            if bytes.get(j..j + 3) == Some(&three[..]) {
+                return Some(j + 3);
             }
-            if bytes.get(j..j + 3) == Some(&[quote, quote, quote][..]) {
-                return j + 3;
-            }
-        } else if c == b'\n' && !triple {
-            return j;
+        } else if c == quote {
+            return Some(j + 1);
+        } else if c == b'\n' || c == b'\r' {
+            return None;
         }
         j += 1;
     }
-    bytes.len()
+    None
 }
 
 #[cfg(test)]
@@ -317,6 +365,36 @@ mod tests {
             format!("true // {noise}\n"),
         ] {
             assert_eq!(check(&source, LIMITS), Ok(()), "{source}");
+        }
+    }
+
+    /// Where the lexer reads code, the check counts it: letters after a number are a token of
+    /// their own, and a string the lexer would not take whole is code from its quote on.
+    #[test]
+    fn what_the_lexer_reads_as_code_is_counted() {
+        let chain = vec!["1"; 40].join("+");
+        for source in [
+            format!("{}1", "1in ".repeat(40)),
+            format!("'\r{chain}"),
+            format!("'\\q{chain}"),
+            format!("'\\\n{chain}"),
+            format!("''''{chain}"),
+            format!("rb'x' + {chain}"),
+            format!("'unterminated {chain}"),
+            format!(r#""""never closed {chain}"#),
+            format!("1.{}", ".x".repeat(40)),
+            format!("0x{}", "+1".repeat(40)),
+            format!("1e{}", "+1".repeat(40)),
+        ] {
+            assert!(deep(&source), "{source:?}");
+        }
+        for source in [
+            r"'\n\t\x41\u0041\U00000041\101\'' == 'x'",
+            r"r'\q' == b'\x00' && br'\q' != ''",
+            "'''multi\nline''' == \"\"\"x\"\"\"",
+            "1.5e+3 > 2e-3 && 0x1F == 31u && .5 < 1.0",
+        ] {
+            assert_eq!(check(source, LIMITS), Ok(()), "{source}");
         }
     }
 
