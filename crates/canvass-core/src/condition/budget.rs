@@ -2,7 +2,8 @@
 //! compiled tree is instrumented: every comprehension's range passes through a function that
 //! charges one unit per element before the loop starts; every value a `map` or `filter` adds
 //! to its result, and every operand of an operation whose work grows with its operands' size
-//! (`in`, `==`, `!=`, `+`, `contains`, `startsWith`, `endsWith`), passes through one that
+//! (`in`, `==`, `!=`, `+`, `contains`, `startsWith`, `endsWith`, `size`, `string`) inside a
+//! comprehension's steps, passes through one that
 //! charges its size in cells. Both stop the evaluation with an error once the budget is
 //! spent, so nested comprehensions, results that multiply and linear work repeated in a loop
 //! stop after a bounded amount of work and memory.
@@ -120,6 +121,8 @@ fn grows_with_operands(call: &CallExpr) -> bool {
             | "contains"
             | "startsWith"
             | "endsWith"
+            | "size"
+            | "string"
     ) && !call.args.iter().chain(call.target.as_deref()).any(hidden)
 }
 
