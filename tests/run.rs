@@ -1,5 +1,6 @@
 //! `canvass run` on the wall clock: a timeout fires in real time while the engine tails its
-//! input, and the engine picks up lines appended to the input after it started.
+//! input, and the engine picks up lines appended to the input after it started; on the event
+//! clock, what happens to the timers still armed at the end of the input.
 
 #![allow(clippy::unwrap_used)]
 
@@ -122,4 +123,150 @@ fn now_rfc3339() -> String {
         nanos: 0,
     }
     .to_string()
+}
+
+/// Two weeks of timeouts after one launch: what the event clock does once the input ends.
+const TIMEOUTS: &str = r#"{"id": "follow-up", "version": 1, "initialState": "invited",
+  "audience": {"filter": "true"},
+  "states": [
+    {"id": "invited", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "invite"}],
+     "transitions": [{"to": "reminded", "after": "604800s"}]},
+    {"id": "reminded", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "reminder"}],
+     "transitions": [{"to": "lapsed", "after": "604800s"}]},
+    {"id": "lapsed", "terminal": true}
+  ]}"#;
+
+const T0: &str = "2026-03-02T09:00:00Z";
+
+/// The actions of a run on the event clock over `TIMEOUTS`, one contact, with `extra` flags,
+/// by idempotency key (canonical JSON).
+fn run_timeouts(extra: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let spec: serde_json::Value = serde_json::from_str(TIMEOUTS).unwrap();
+    let version = serde_json::json!({"campaignId": "follow-up", "version": 1});
+    let lines = [
+        serde_json::json!({"at": T0, "command": {"actor": "marketer", "putSpec": spec}}),
+        serde_json::json!({"at": T0, "command": {"actor": "marketer", "submit": version}}),
+        serde_json::json!({"at": T0, "command": {"actor": "manager", "approve": version}}),
+        serde_json::json!({"at": T0, "contact": {"id": "c1"}}),
+        serde_json::json!({"at": T0, "command": {"actor": "ops", "launch": "follow-up"}}),
+    ];
+    let input = dir.path().join("input.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    let actions = dir.path().join("actions.jsonl");
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--actions",
+        actions.to_str().unwrap(),
+        "--clock",
+        "event",
+    ];
+    args.extend_from_slice(extra);
+    let out = canvass_tests::canvass(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&actions)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["idempotencyKey"].as_str().unwrap().to_string(),
+                l.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Under the event clock the timers still armed when the input ends wait for more input;
+/// `--until T` fires those due until T and `--drain` all of them, each at its due time, and
+/// what `--drain` delivers is what `simulate` prints for the same campaign and contact.
+#[test]
+fn the_event_clock_moves_on_at_the_end_of_the_input_as_simulate_does() {
+    let templates = |actions: &std::collections::BTreeMap<String, String>| -> Vec<String> {
+        actions
+            .values()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["template"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(templates(&run_timeouts(&[])), ["invite"]);
+    assert_eq!(
+        templates(&run_timeouts(&["--until", "2026-03-10T00:00:00Z"])),
+        ["invite", "reminder"]
+    );
+    assert_eq!(
+        templates(&run_timeouts(&["--until", "2026-03-09T08:59:59Z"])),
+        ["invite"],
+        "one second before the timeout is due"
+    );
+    let drained = run_timeouts(&["--drain"]);
+    assert_eq!(templates(&drained), ["invite", "reminder"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, TIMEOUTS).unwrap();
+    let contacts = dir.path().join("contacts.jsonl");
+    std::fs::write(&contacts, "{\"id\": \"c1\"}\n").unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let out = canvass_tests::canvass(&[
+        "simulate",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--contacts",
+        contacts.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        "--start",
+        T0,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let simulated: std::collections::BTreeMap<String, String> =
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("action").cloned())
+            .map(|a| {
+                (
+                    a["idempotencyKey"].as_str().unwrap().to_string(),
+                    a.to_string(),
+                )
+            })
+            .collect();
+    let drained: std::collections::BTreeMap<String, String> = drained
+        .into_iter()
+        .map(|(k, l)| {
+            (
+                k,
+                serde_json::from_str::<serde_json::Value>(&l)
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(drained, simulated, "the same actions, keys and content");
+
+    // The event clock only, refused before the data directory is made.
+    let data = dir.path().join("not-made");
+    let refused = canvass_tests::canvass(&["run", "--data", data.to_str().unwrap(), "--drain"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--clock event"));
+    assert!(!data.exists());
 }

@@ -317,6 +317,22 @@ impl Engine {
         Ok(report)
     }
 
+    /// Under the event clock, moves time on to `until` once the input has ended: fires, in
+    /// order, every timer due at or before it (those the firings arm included), each a log
+    /// entry at its due time, in commits of at most [`ADVANCE_SLICE`] timers, as the
+    /// simulator does at the end of its input. The clock itself moves only with what fires.
+    pub fn advance_to(&mut self, until: UnixMillis) -> Result<BatchReport> {
+        let mut report = self.sweep()?;
+        loop {
+            let mut pending = self.pending()?;
+            let fired = pending.fire_due_at_most(until.max(self.clock), ADVANCE_SLICE)?;
+            report.add(self.finish(pending)?);
+            if fired < ADVANCE_SLICE {
+                return Ok(report);
+            }
+        }
+    }
+
     /// Fires the timers due at or before `now` (with the event clock: at or before the clock).
     pub fn tick(&mut self, wall_now: UnixMillis) -> Result<BatchReport> {
         let mut report = self.sweep()?;
@@ -484,6 +500,9 @@ impl DispatchError {
         }
     }
 }
+
+/// Most timers [`Engine::advance_to`] fires in one commit.
+pub const ADVANCE_SLICE: usize = 4096;
 
 /// Contacts one log entry steps for a command that concerns everyone; a sweep steps the
 /// others, this many per entry. Part of the log's meaning: replay steps the same slices.
@@ -892,10 +911,17 @@ impl Pending {
 
     /// Fires, in (due, id) order, every armed timer due at or before `now`.
     fn fire_due(&mut self, now: UnixMillis) -> Result<()> {
+        self.fire_due_at_most(now, usize::MAX).map(|_| ())
+    }
+
+    /// Fires at most `limit` of the timers due at or before `now`, in order; returns how many.
+    fn fire_due_at_most(&mut self, now: UnixMillis, limit: usize) -> Result<usize> {
+        let mut fired_count = 0;
         while let Some((due, id)) = self.next_timer()? {
-            if due > now {
+            if due > now || fired_count == limit {
                 break;
             }
+            fired_count += 1;
             let fired = v1::TimerFired {
                 contact_id: id.contact_id.clone(),
                 campaign_id: id.campaign_id.clone(),
@@ -910,7 +936,7 @@ impl Pending {
             self.report.timers_fired += 1;
             self.append(log_entry::Input::TimerFired(fired), None, at)?;
         }
-        Ok(())
+        Ok(fired_count)
     }
 
     /// The earliest armed timer, from the store and this batch together.

@@ -42,6 +42,22 @@ pub struct RunOptions {
     /// Longest input line, in bytes: a longer one is a dead letter that keeps only its
     /// first [`DEAD_LETTER_PREFIX`] bytes, and is never held in memory whole.
     pub max_line_bytes: usize,
+    /// What the event clock does once a finite input has ended.
+    pub at_end: AtEnd,
+}
+
+/// What happens to the timers still armed once a finite input has ended (under the event
+/// clock; the wall clock fires them as real time passes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AtEnd {
+    /// Nothing: they wait for later input.
+    #[default]
+    Stop,
+    /// The clock moves on to this time, firing every timer due until then.
+    Until(UnixMillis),
+    /// The clock moves on by this span past the latest time applied (what `simulate` does
+    /// without `--until`), firing every timer due until then.
+    Drain(canvass_core::SpanMillis),
 }
 
 /// How much of an oversized input a dead letter keeps.
@@ -55,6 +71,7 @@ impl Default for RunOptions {
             follow: false,
             channel_capacity: 16_384,
             max_line_bytes: 1024 * 1024,
+            at_end: AtEnd::Stop,
         }
     }
 }
@@ -621,6 +638,22 @@ pub fn run(
             drain(engine, sink, &mut report)?;
         }
         let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        if input_ended && !serve && !stopping {
+            let until = match options.at_end {
+                AtEnd::Stop => None,
+                AtEnd::Until(t) => Some(t),
+                AtEnd::Drain(horizon) => Some(engine.clock().plus(horizon)),
+            };
+            if let Some(until) = until {
+                let r = engine.advance_to(until)?;
+                report.commits += u64::from(r.entries > 0);
+                report.entries += r.entries;
+                report.timers_fired += r.timers_fired;
+                if let Some(sink) = sink.as_deref_mut() {
+                    drain(engine, sink, &mut report)?;
+                }
+            }
+        }
         if stopping || (input_ended && !serve) {
             // Not needed for safety; the next start then has no log tail to apply again.
             engine.checkpoint()?;

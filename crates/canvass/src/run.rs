@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use canvass_core::SpanMillis;
+use canvass_core::{SpanMillis, UnixMillis};
 use canvass_engine::{
     durable::{ClockMode, Engine, EngineOptions, Incoming, Sourced},
     runtime::{self, InputSpec, JsonlSink, RunOptions},
@@ -72,6 +72,15 @@ pub struct RunArgs {
     /// Keep tailing the input and firing timers instead of stopping at its end.
     #[arg(long)]
     follow: bool,
+    /// With the event clock: once the input has ended, move the clock on to this time
+    /// (RFC 3339), firing every timer due until then, as `simulate --until` does.
+    #[arg(long, value_name = "RFC3339", conflicts_with_all = ["follow", "kafka", "kafka_config", "grpc_config", "drain"])]
+    until: Option<String>,
+    /// With the event clock: once the input has ended, fire the timers still armed until none
+    /// is left, at most a year past the latest time applied, as `simulate` does without
+    /// `--until`.
+    #[arg(long, conflicts_with_all = ["follow", "kafka", "kafka_config", "grpc_config"])]
+    drain: bool,
     /// Most inputs per group commit.
     #[arg(long, default_value_t = 4096)]
     max_batch: usize,
@@ -147,6 +156,20 @@ fn engine_options(clock: Clock, dedupe_hours: i64, publish: bool) -> EngineOptio
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // Settings are checked before the data directory is touched.
+    let at_end = match (&args.until, args.drain) {
+        (None, false) => runtime::AtEnd::Stop,
+        _ if !matches!(args.clock, Clock::Event) => {
+            anyhow::bail!("--until and --drain move the event clock: give --clock event")
+        }
+        (Some(t), _) => runtime::AtEnd::Until(UnixMillis::from_proto(
+            &canvass_proto::wkt::Timestamp::parse(t)
+                .map_err(|e| anyhow::anyhow!("--until: {e}"))?,
+        )),
+        (None, true) => runtime::AtEnd::Drain(SpanMillis(
+            crate::simulate::DEFAULT_HORIZON_DAYS * canvass_core::time::DAY_MILLIS,
+        )),
+    };
     // Watched from before the open: finishing an interrupted checkpoint writes too.
     let stall_watch = watch_storage(
         &args.data,
@@ -265,6 +288,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         max_wait: Duration::from_millis(args.max_wait_ms),
         follow: args.follow,
         max_line_bytes: args.max_input_bytes.max(1),
+        at_end,
         ..RunOptions::default()
     };
     let sink = sink.as_mut().map(|s| s as &mut dyn runtime::Dispatcher);

@@ -18,7 +18,7 @@ use canvass_proto::{json, v1};
 use crate::{EXIT_INVALID_INPUT, input};
 
 /// How far past the last event timers keep firing when no --until is given.
-const DEFAULT_HORIZON_DAYS: i64 = 366;
+pub(crate) const DEFAULT_HORIZON_DAYS: i64 = 366;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
