@@ -10,15 +10,16 @@ use cel::{Context, Env, IdedExpr, Value};
 
 pub use shape::{ShapeError, ShapeLimits};
 
-/// Bounds on CEL conditions. Size and nesting are checked when a spec is validated, before
-/// the expression is parsed (the parser and the evaluator recurse once per level); the cost
-/// bounds each evaluation. Set by the policy (`celLimits`), so replay applies the same bounds
+/// Bounds on CEL conditions. Size and nesting are checked when a spec is validated: the size
+/// before the expression is parsed, the nesting on the tree the parser built (the parse runs
+/// on a stack of its own; the evaluator recurses once per level); the cost bounds each
+/// evaluation. Set by the policy (`celLimits`), so replay applies the same bounds
 /// at the same point of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CelLimits {
     /// Longest expression, in bytes.
     pub max_bytes: usize,
-    /// Deepest nesting (chained operators, member accesses, calls, brackets on one path).
+    /// Deepest tree (operators, member accesses, calls, comprehensions on one path).
     pub max_depth: usize,
     /// Most cost units one evaluation may spend: one per element of each comprehension's
     /// range, and per cell of each value a `map` or `filter` builds.
@@ -36,7 +37,8 @@ impl CelLimits {
     /// The most a policy may allow: nesting past this is not safe on a thread's default
     /// stack (measured by the tests of this module on a 2 MiB stack, in a debug build).
     pub const CEILING: Self = Self {
-        max_bytes: 1024 * 1024,
+        // The parse's own stack is sized for this (see `shape`).
+        max_bytes: 64 * 1024,
         max_depth: 100,
         max_cost: 100_000_000,
     };
@@ -82,7 +84,8 @@ impl Scope {
     }
 }
 
-/// Above [`CelLimits::CEILING`]'s nesting, so that [`shape::check`] refuses first.
+/// The parser's own limit, on bracketed levels only: above [`CelLimits::CEILING`]'s nesting,
+/// so that the measure of the whole tree (which says more) refuses first.
 const PARSER_RECURSION_LIMIT: u16 = 128;
 
 /// Every variable any scope knows, to tell a misplaced variable from a misspelt one.
@@ -151,13 +154,7 @@ impl Condition {
         env: &Arc<Env>,
         limits: &CelLimits,
     ) -> Result<Self, CompileError> {
-        shape::check(source, limits.shape())?;
-        // The parser's own limit counts bracketed sub-expressions only; ours is stricter and
-        // says more, so the parser's is set above it.
-        let mut expr = env
-            .parser()
-            .max_recursion_depth(PARSER_RECURSION_LIMIT)
-            .parse(source)
+        let mut expr = shape::parse(source, env, PARSER_RECURSION_LIMIT, limits.shape())?
             .map_err(|e| CompileError::Syntax(syntax_message(&e)))?;
         let bound = comprehension_variables(source);
         let available = scope.variables().join(", ");
@@ -498,7 +495,7 @@ mod tests {
         assert!(err.0.contains("cost limit exceeded"), "{err}");
         assert!(err.0.contains("100000"), "{err}");
         // The same expression within a budget that covers it (60^4 elements and ranges).
-        let small = format!("{r}.all(a, {r}.all(b, a > 0 && b > 0))");
+        let small = format!("{r}.all(a, {r}.all(b, true))");
         let c = compile_with(&small, &CelLimits::DEFAULT).unwrap();
         assert_eq!(c.eval(&Bindings::default(), 60 + 60 * 60), Ok(true));
         assert!(c.eval(&Bindings::default(), 60 + 60 * 60 - 1).is_err());
@@ -590,10 +587,16 @@ mod tests {
 
     #[test]
     fn over_the_limits_is_a_compile_error_naming_the_limit() {
-        let chain = vec!["1"; 400_000].join("+");
+        let chain = vec!["1"; 30_000].join("+");
         let err = compile_with(&format!("{chain} > 0"), &CelLimits::CEILING).unwrap_err();
         assert!(
-            matches!(err, CompileError::Shape(ShapeError::TooDeep { limit: 100 })),
+            matches!(
+                err,
+                CompileError::Shape(ShapeError::TooDeep {
+                    depth: 30_001,
+                    limit: 100
+                })
+            ),
             "{err}"
         );
         let err = compile_with(
@@ -622,8 +625,22 @@ mod tests {
             "&&", ",", "0x",
         ];
         // What a lexer might read differently, then a long run of what nests, then noise.
-        const TRICKS: [&str; 12] = [
-            "'\r", "'\\q", "'\\\n", "''''", "rb'x'", "'", "\"\"\"", "1e", "0x", "1.", "r'\\", "b\"",
+        const TRICKS: [&str; 15] = [
+            "'\r",
+            "'\\q",
+            "'\\\n",
+            "''''",
+            "rb'x'",
+            "'",
+            "\"\"\"",
+            "1e",
+            "0x",
+            "1.",
+            "r'\\",
+            "b\"",
+            "a.`//`",
+            "'\"\"\"\n",
+            "0XBr'",
         ];
         const UNITS: [&str; 8] = ["+1", "1in ", ".b", "(", "[", "f(", "!", "-"];
         let soup = (
@@ -649,9 +666,7 @@ mod tests {
                 };
                 proptest::test_runner::TestRunner::new(config)
                     .run(&soup, |source| {
-                        if shape::check(&source, limits.shape()).is_ok()
-                            && let Ok(c) = compile_with(&source, &limits)
-                        {
+                        if let Ok(c) = compile_with(&source, &limits) {
                             let _ = c.eval(&Bindings::default(), limits.max_cost);
                         }
                         Ok(())
@@ -704,16 +719,21 @@ mod tests {
             .spawn(move || {
                 let mut deepest = Vec::new();
                 for (name, make) in shapes {
+                    let too_deep = |n: usize| {
+                        matches!(
+                            compile_with(&make(n), &limits),
+                            Err(CompileError::Shape(ShapeError::TooDeep { .. }))
+                        )
+                    };
                     let mut n = 1;
-                    while shape::check(&make(n + 1), limits.shape()).is_ok() {
+                    while !too_deep(n + 1) && n < 1000 {
                         n += 1;
                     }
-                    let c = compile_with(&make(n), &limits)
-                        .unwrap_or_else(|e| panic!("{name} at {n}: {e}"));
-                    // Evaluation errors (the parser may refuse some shapes) are fine: only
-                    // overflowing the stack is not.
-                    let _ = c.eval(&Bindings::default(), limits.max_cost);
-                    drop(c);
+                    // The parser's own limit may refuse some shapes first (a syntax error):
+                    // only overflowing the stack is wrong.
+                    if let Ok(c) = compile_with(&make(n), &limits) {
+                        let _ = c.eval(&Bindings::default(), limits.max_cost);
+                    }
                     deepest.push((name, n));
                 }
                 deepest

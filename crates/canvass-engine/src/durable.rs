@@ -171,17 +171,20 @@ pub enum Outcome {
     },
 }
 
+/// The latest time an input may carry, or the event clock be moved to: the times the engine
+/// derives from it (a deadline, a timeout) lie up to [`MAX_SPAN`](canvass_core::time::MAX_SPAN)
+/// after it and must stay within the JSON mapping's range (year 9999) too.
+#[must_use]
+pub fn latest_input_time() -> UnixMillis {
+    UnixMillis((253_402_300_799 - canvass_core::time::MAX_SPAN.0 / 1000) * 1000)
+}
+
 /// Requirements the JSON mapping cannot express, and the bounds it does express that a
 /// protobuf input (Kafka, gRPC) could break: every input path is held to the same.
 pub fn check_record(record: &v1::IngestRecord) -> Option<String> {
     use v1::ingest_record::Input;
     let missing = |field: &str| Some(format!("field `{field}`: required"));
-    // Times the engine derives from an input (a deadline, a timeout) lie up to
-    // `MAX_SPAN` after it and must stay within the mapping's range too.
-    let latest = wkt::Timestamp {
-        seconds: 253_402_300_799 - canvass_core::time::MAX_SPAN.0 / 1000,
-        nanos: 0,
-    };
+    let latest = latest_input_time().to_proto();
     let out_of_range = |field: &str, t: Option<&wkt::Timestamp>| {
         let t = t?;
         if let Some(why) = t.range_problem() {
@@ -322,6 +325,7 @@ impl Engine {
     /// entry at its due time, in commits of at most [`ADVANCE_SLICE`] timers, as the
     /// simulator does at the end of its input. The clock itself moves only with what fires.
     pub fn advance_to(&mut self, until: UnixMillis) -> Result<BatchReport> {
+        let until = until.min(latest_input_time());
         let mut report = self.sweep()?;
         loop {
             let mut pending = self.pending()?;

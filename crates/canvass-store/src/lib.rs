@@ -655,10 +655,15 @@ impl Store {
 
     /// Deletes every projection (not the log, not the dead letters), durably.
     pub fn clear_projections(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
         self.wait_for_checkpoint()?;
-        self.guarded(|| self.clear_projections_in_sled())
+        self.clear_projections_in_sled()
     }
 
+    /// Each batch of removals is one guarded write: a large store takes many, and the watch
+    /// must tell a slow replay from a stalled disk.
     fn clear_projections_in_sled(&self) -> Result<()> {
         *self
             .shared
@@ -676,12 +681,14 @@ impl Store {
                 if n == 0 {
                     break;
                 }
-                self.db.apply_batch(batch)?;
+                self.guarded(|| Ok(self.db.apply_batch(batch)?))?;
             }
         }
-        self.db.remove(keys::meta(CHECKPOINT_SEQ))?;
-        self.db.flush()?;
-        Ok(())
+        self.guarded(|| {
+            self.db.remove(keys::meta(CHECKPOINT_SEQ))?;
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     /// Takes no more writes after `e`, and keeps sled from being dropped (see `halted`).

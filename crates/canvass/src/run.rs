@@ -162,10 +162,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         _ if !matches!(args.clock, Clock::Event) => {
             anyhow::bail!("--until and --drain move the event clock: give --clock event")
         }
-        (Some(t), _) => runtime::AtEnd::Until(UnixMillis::from_proto(
-            &canvass_proto::wkt::Timestamp::parse(t)
-                .map_err(|e| anyhow::anyhow!("--until: {e}"))?,
-        )),
+        (Some(t), _) => {
+            let until = UnixMillis::from_proto(
+                &canvass_proto::wkt::Timestamp::parse(t)
+                    .map_err(|e| anyhow::anyhow!("--until: {e}"))?,
+            );
+            let latest = canvass_engine::durable::latest_input_time();
+            anyhow::ensure!(
+                until <= latest,
+                "--until: {t} is after {}: the times derived from it must stay within year 9999",
+                latest.to_proto()
+            );
+            runtime::AtEnd::Until(until)
+        }
         (None, true) => runtime::AtEnd::Drain(SpanMillis(
             crate::simulate::DEFAULT_HORIZON_DAYS * canvass_core::time::DAY_MILLIS,
         )),
@@ -412,6 +421,10 @@ pub struct ReplayArgs {
     /// on this data (kept with it), so that the projections come out as `run` built them.
     #[arg(long)]
     dedupe_hours: Option<i64>,
+    /// Stop with status 4 when one write to the data directory has not finished after this
+    /// many seconds (as `run --storage-stall-secs`).
+    #[arg(long, default_value_t = STALL_SECS)]
+    storage_stall_secs: u64,
 }
 
 /// Opens a data directory to read what is committed, changing nothing: the log entries after
@@ -444,7 +457,10 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let store = open(
         &args.data,
         StoreOptions {
-            stall_watch: watch_storage(&args.data, Duration::from_secs(STALL_SECS)),
+            stall_watch: watch_storage(
+                &args.data,
+                Duration::from_secs(args.storage_stall_secs.max(1)),
+            ),
             ..StoreOptions::default()
         },
     )?;

@@ -2,7 +2,8 @@
 //! compiled tree is instrumented: every comprehension's range passes through a function that
 //! charges one unit per element before the loop starts; every value a `map` or `filter` adds
 //! to its result, and every operand of an operation whose work grows with its operands' size
-//! (`in`, `==`, `!=`, `+`, `contains`, `startsWith`, `endsWith`, `size`, `string`) inside a
+//! (`in`, `==`, `!=`, `<`, `<=`, `>`, `>=`, `+`, `contains`, `startsWith`, `endsWith`,
+//! `string`; not `size`, which is constant for lists and maps) inside a
 //! comprehension's steps, passes through one that
 //! charges its size in cells. Both stop the evaluation with an error once the budget is
 //! spent, so nested comprehensions, results that multiply and linear work repeated in a loop
@@ -118,10 +119,13 @@ fn grows_with_operands(call: &CallExpr) -> bool {
             | operators::EQUALS
             | operators::NOT_EQUALS
             | operators::ADD
+            | operators::LESS
+            | operators::LESS_EQUALS
+            | operators::GREATER
+            | operators::GREATER_EQUALS
             | "contains"
             | "startsWith"
             | "endsWith"
-            | "size"
             | "string"
     ) && !call.args.iter().chain(call.target.as_deref()).any(hidden)
 }
