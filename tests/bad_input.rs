@@ -314,17 +314,11 @@ fn every_bad_line_is_a_dead_letter_with_its_reason_and_the_stream_goes_on() {
     write_lines(&input, &lines);
     let data = dir.path().join("data");
     let actions = dir.path().join("actions.jsonl");
-    let run = canvass(&[
-        "run",
-        "--data",
-        data.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--actions",
-        actions.to_str().unwrap(),
-        "--clock",
-        "event",
-    ]);
+    let run = run_bounded(
+        &canvass_tests::event_clock_run(&data, &input, &actions),
+        LIMIT,
+        MAX_RSS_MIB,
+    );
     assert!(run.status.success(), "{}", run.stderr);
     eprintln!("peak RSS {} MiB", run.peak_rss_kib / 1024);
 

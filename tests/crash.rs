@@ -20,27 +20,21 @@ use canvass_tests::{canvass_bin, reference_stream, start_ready};
 const KILLS: usize = 20;
 
 fn run_args(data: &Path, input: &Path, actions: &Path) -> Vec<String> {
-    [
-        "run",
-        "--data",
-        data.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--actions",
-        actions.to_str().unwrap(),
-        "--clock",
-        "event",
-        "--max-batch",
-        "8",
-        "--max-wait-ms",
-        "1",
-        // Checkpoints every few batches, so that kills land before, during and after them.
-        "--checkpoint-entries",
-        "50",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect()
+    let mut args = canvass_tests::event_clock_run(data, input, actions);
+    args.extend(
+        [
+            "--max-batch",
+            "8",
+            "--max-wait-ms",
+            "1",
+            // Checkpoints every few batches, so that kills land before, during and after them.
+            "--checkpoint-entries",
+            "50",
+        ]
+        .iter()
+        .map(ToString::to_string),
+    );
+    args
 }
 
 fn spawn(args: &[String]) -> std::process::Child {

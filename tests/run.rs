@@ -156,18 +156,9 @@ fn run_timeouts(extra: &[&str]) -> std::collections::BTreeMap<String, String> {
     std::fs::write(&input, text).unwrap();
     let actions = dir.path().join("actions.jsonl");
     let data = dir.path().join("data");
-    let mut args = vec![
-        "run",
-        "--data",
-        data.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--actions",
-        actions.to_str().unwrap(),
-        "--clock",
-        "event",
-    ];
-    args.extend_from_slice(extra);
+    let mut args = canvass_tests::event_clock_run(&data, &input, &actions);
+    args.extend(extra.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = canvass_tests::canvass(&args);
     assert!(
         out.status.success(),

@@ -482,3 +482,24 @@ pub fn run_bounded(args: &[String], limit: Duration, max_rss_mib: u64) -> Bounde
         peak_rss_kib: peak,
     }
 }
+
+/// The arguments of `canvass run` over a JSON-lines `input` on the event clock, with its data
+/// in `data` and its actions appended to `actions`.
+///
+/// # Panics
+/// If a path is not UTF-8.
+#[must_use]
+pub fn event_clock_run(data: &Path, input: &Path, actions: &Path) -> Vec<String> {
+    let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    vec![
+        "run".into(),
+        "--data".into(),
+        path(data),
+        "--input".into(),
+        path(input),
+        "--actions".into(),
+        path(actions),
+        "--clock".into(),
+        "event".into(),
+    ]
+}
