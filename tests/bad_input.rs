@@ -431,6 +431,21 @@ fn validate_refuses_hostile_specs_instead_of_crashing() {
         assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
         assert!(out.stderr.contains("CEL over the limits"), "{}", out.stderr);
     }
+    // 16,000 stray characters: 16,000 lexer errors, of which one is said (formatting them all
+    // copied the line each time: hundreds of megabytes).
+    let stray = write("stray.json", &spec("stray", &"#".repeat(16_000), "true"));
+    let out = canvass(&["validate", &stray]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("invalid CEL: line 1 column"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.len() < 2000,
+        "{} bytes of errors",
+        out.stderr.len()
+    );
     let long = write("long.json", &long_spec(10_000));
     let out = canvass(&["validate", &long]);
     assert!(out.status.success(), "{}", out.stderr);

@@ -176,6 +176,15 @@ impl Condition {
             });
         }
         let metered = budget::instrument(&mut expr);
+        // The meter's wrappers are levels the evaluator recurses through too: the tree that
+        // runs must be within the limit, not only the one written.
+        let depth = shape::depth(&expr);
+        if depth > limits.max_depth {
+            return Err(CompileError::Shape(ShapeError::TooDeep {
+                depth,
+                limit: limits.max_depth,
+            }));
+        }
         Ok(Self {
             source: source.into(),
             expr: Arc::new(expr),
@@ -266,23 +275,21 @@ impl Bindings {
 /// First line of a parser error, as `line L column C: message`, without the grammar's long
 /// token list.
 fn syntax_message(err: &cel::ParseErrors) -> String {
-    let text = err.to_string();
-    let first = text.lines().next().unwrap_or("syntax error").trim();
-    let first = match first.find(" expecting {") {
-        Some(cut) => &first[..cut],
-        None => first,
+    // The first error only, from its fields: formatting them all copies the source line once
+    // per error, and an expression of stray characters has one error per character.
+    let Some(first) = err.errors.first() else {
+        return "syntax error".into();
     };
-    let rest = first
-        .trim_start_matches("ERROR: ")
-        .trim_start_matches("<input>:");
-    let mut parts = rest.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(line), Some(col), Some(msg))
-            if line.parse::<u32>().is_ok() && col.parse::<u32>().is_ok() =>
-        {
-            format!("line {line} column {col}: {}", msg.trim())
-        }
-        _ => first.to_string(),
+    let msg = first.msg.lines().next().unwrap_or("syntax error").trim();
+    let msg = match msg.find(" expecting {") {
+        Some(cut) => &msg[..cut],
+        None => msg,
+    };
+    let (line, column) = first.pos;
+    if line > 0 {
+        format!("line {line} column {column}: {msg}")
+    } else {
+        msg.to_string()
     }
 }
 
@@ -683,7 +690,7 @@ mod tests {
     #[test]
     fn the_deepest_accepted_conditions_run_on_a_default_stack() {
         type Shape = fn(usize) -> String;
-        let shapes: [(&str, Shape); 9] = [
+        let shapes: [(&str, Shape); 11] = [
             ("sum", |n| format!("{} > 0", vec!["1"; n].join(" + "))),
             ("parens", |n| {
                 format!("{}1{} == 1", "(".repeat(n), ")".repeat(n))
@@ -711,6 +718,12 @@ mod tests {
             }),
             ("maps", |n| {
                 format!("size({}1{}) == 1", "{1: ".repeat(n), "}".repeat(n))
+            }),
+            ("sum in a loop", |n| {
+                format!("[1].all(x, {} > 0)", vec!["x"; n].join(" + "))
+            }),
+            ("chained maps", |n| {
+                format!("size([1]{}) == 1", ".map(x, x)".repeat(n))
             }),
         ];
         let limits = CelLimits::CEILING;

@@ -93,7 +93,13 @@ pub fn compile_with(spec: &v1::CampaignSpec, limits: &CelLimits) -> Result<Campa
 /// Compiles a spec the log holds (accepted when it was submitted, under the limits then in
 /// force): under the ceiling, without evaluating anything, so that it always compiles again.
 pub fn compile_stored(spec: &v1::CampaignSpec) -> Result<Campaign, SpecErrors> {
-    check(spec, &CelLimits::CEILING, false)
+    // No length limit: a spec the log holds may predate it (the parse's stack grows with
+    // the length); the depth ceiling stays, since the evaluator needs it.
+    let limits = CelLimits {
+        max_bytes: usize::MAX,
+        ..CelLimits::CEILING
+    };
+    check(spec, &limits, false)
 }
 
 fn check(spec: &v1::CampaignSpec, limits: &CelLimits, new: bool) -> Result<Campaign, SpecErrors> {

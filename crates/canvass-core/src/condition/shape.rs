@@ -2,8 +2,7 @@
 //! its tree, measured on the tree the parser built. The parser, its visitor, the evaluator and
 //! the drop of a tree all recurse once per level, and the parser bounds only bracketed levels
 //! (a million-term `+` chain overflowed the stack). So the parse runs on a stack of its own,
-//! large enough for anything the length allows, and a tree deeper than the limit is measured
-//! and dropped there; only trees within the limit leave it, and those are safe to evaluate on
+//! sized by the length, and a tree deeper than the limit is measured and dropped there; only trees within the limit leave it, and those are safe to evaluate on
 //! any thread. Measuring the parser's own tree, not a model of its lexer, leaves no input on
 //! which the check and the parser disagree.
 
@@ -31,6 +30,12 @@ pub enum ShapeError {
         /// The limit.
         limit: usize,
     },
+    /// The stack to parse it on could not be had.
+    #[error("cannot map {bytes} bytes of stack to parse the expression on")]
+    NoStack {
+        /// The size asked for.
+        bytes: usize,
+    },
     /// The expression nests deeper than allowed.
     #[error(
         "the expression nests {depth} levels deep, more than the limit of {limit} (each operator, \
@@ -45,10 +50,13 @@ pub enum ShapeError {
     },
 }
 
-/// Stack the parse runs on: about 2 KiB per level of a `+` chain in the parser's unoptimised
-/// frames, so 64 MiB for the 32,768 levels the longest expression allowed (64 KiB) can spell,
-/// four times over. Only the pages a parse touches are ever used.
-const PARSE_STACK: usize = 256 * 1024 * 1024;
+/// Stack the parse runs on, per byte of source: a `+` chain spells a level in two bytes and
+/// the parser takes under 2 KiB a level (measured: 32,000 levels fit in 64 MiB), so 4 KiB a
+/// byte leaves a margin of four. Only the pages a parse touches are ever used.
+const PARSE_STACK_PER_BYTE: usize = 4 * 1024;
+
+/// The least stack a parse gets (short expressions).
+const PARSE_STACK_MIN: usize = 16 * 1024 * 1024;
 
 /// Parses `source` with `env`'s parser (at most `parser_depth` bracketed levels) if it is
 /// within `limits`: refused before parsing if too long, after it if its tree is too deep.
@@ -64,7 +72,11 @@ pub(super) fn parse(
             limit: limits.max_bytes,
         });
     }
-    stacker::grow(PARSE_STACK, || {
+    let stack = source
+        .len()
+        .saturating_mul(PARSE_STACK_PER_BYTE)
+        .max(PARSE_STACK_MIN);
+    let parse = || {
         let parsed = env.parser().max_recursion_depth(parser_depth).parse(source);
         match &parsed {
             Ok(expr) => {
@@ -81,7 +93,10 @@ pub(super) fn parse(
             }
             Err(_) => Ok(parsed),
         }
-    })
+    };
+    // stacker panics if it cannot map the stack (address space limits): refused, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stacker::grow(stack, parse)))
+        .unwrap_or(Err(ShapeError::NoStack { bytes: stack }))
 }
 
 /// The depth of a tree (a leaf is 1), found with a stack of its own, not by recursion.
