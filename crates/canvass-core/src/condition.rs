@@ -501,7 +501,8 @@ mod tests {
         let err = c.eval(&Bindings::default(), 100_000).unwrap_err();
         assert!(err.0.contains("cost limit exceeded"), "{err}");
         assert!(err.0.contains("100000"), "{err}");
-        // The same expression within a budget that covers it (60^4 elements and ranges).
+        // Two levels within a budget that covers them exactly: the outer range of 60, then 60
+        // inner ranges of 60.
         let small = format!("{r}.all(a, {r}.all(b, true))");
         let c = compile_with(&small, &CelLimits::DEFAULT).unwrap();
         assert_eq!(c.eval(&Bindings::default(), 60 + 60 * 60), Ok(true));

@@ -283,11 +283,15 @@ impl InputSpec {
     }
 }
 
-fn parse(line: &[u8], position: Option<v1::SourcePosition>) -> Sourced {
-    let at = position
-        .as_ref()
+/// Where in the input a dead letter's line was, as its reason begins.
+fn at_offset(position: Option<&v1::SourcePosition>) -> String {
+    position
         .map(|p| format!("byte offset {}: ", p.offset))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn parse(line: &[u8], position: Option<v1::SourcePosition>) -> Sourced {
+    let at = at_offset(position.as_ref());
     let incoming = match std::str::from_utf8(line) {
         Err(e) => Incoming::Malformed {
             payload: line.to_vec(),
@@ -368,10 +372,7 @@ fn parse_guarded(line: &[u8], position: Option<v1::SourcePosition>) -> Sourced {
 
 /// An input line longer than the limit: a dead letter with its first bytes.
 fn oversized(line: &[u8], len: u64, max: usize, position: Option<v1::SourcePosition>) -> Sourced {
-    let at = position
-        .as_ref()
-        .map(|p| format!("byte offset {}: ", p.offset))
-        .unwrap_or_default();
+    let at = at_offset(position.as_ref());
     Sourced {
         incoming: Incoming::Malformed {
             payload: line[..line.len().min(DEAD_LETTER_PREFIX)].to_vec(),

@@ -698,18 +698,6 @@ impl Store {
         }
     }
 
-    /// Why the store takes no more writes, if a write to sled failed.
-    #[must_use]
-    pub fn halted(&self) -> Option<String> {
-        lock(&self.shared.halted).clone()
-    }
-
-    /// The watch over this store's writes in progress.
-    #[must_use]
-    pub fn stall_watch(&self) -> StallWatch {
-        self.options.stall_watch.clone()
-    }
-
     /// Runs a write to sled: refused once the store halted or if it is read-only, watched
     /// while it runs, and halting the store if it fails.
     fn guarded<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
