@@ -1,4 +1,5 @@
-//! The canvass store: the event log and everything derived from it, over sled.
+//! The canvass store: the event log and everything derived from it, over sled (or, for
+//! simulations, over a sorted map in memory: the same code above `backend`).
 //!
 //! Architecture invariant: nothing outside this crate names sled. Every write goes through a
 //! [`WriteBatch`] handed to [`Store::commit`]: its log entries (one frame), offsets and dead
@@ -8,6 +9,7 @@
 //! them atomically (a redo record makes a sliced write atomic) together with the log position
 //! they reach; after a crash the engine applies the log from that position again.
 
+mod backend;
 mod keys;
 mod memtable;
 
@@ -15,6 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use backend::Backend;
 use memtable::{Layers, Memtable, Scan};
 
 use canvass_core::{TimerId, UnixMillis};
@@ -145,7 +148,7 @@ impl Default for StoreOptions {
 /// projection changes.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: sled::Db,
+    backend: Backend,
     options: StoreOptions,
     shared: Arc<Shared>,
 }
@@ -253,7 +256,7 @@ impl Drop for Store {
     /// open finds what a crash would leave, which it is built to recover.
     fn drop(&mut self) {
         if lock(&self.shared.halted).is_some() {
-            std::mem::forget(self.db.clone());
+            self.backend.leak();
         }
     }
 }
@@ -269,27 +272,20 @@ impl Store {
     /// its threads wind down, so a lock conflict is retried for up to [`LOCK_WAIT`] before it
     /// is reported as [`Error::InUse`].
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self> {
-        let started = std::time::Instant::now();
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(dir)
-                .cache_capacity(options.cache_capacity)
-                // Commits flush explicitly; the background flusher would only add I/O.
-                .flush_every_ms(None)
-                .open();
-            match opened {
-                Ok(db) => break db,
-                Err(e) if e.to_string().contains("could not acquire lock") => {
-                    if started.elapsed() >= LOCK_WAIT {
-                        return Err(Error::InUse(dir.display().to_string()));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let backend = Backend::open_sled(dir, options.cache_capacity)?;
+        Self::on(backend, options)
+    }
+
+    /// A store in memory, empty, gone with the process: the same tables, log, batches and
+    /// checkpoints as on disk (simulations and previews run the engine on it).
+    #[must_use]
+    pub fn in_memory(options: StoreOptions) -> Self {
+        Self::on(Backend::memory(), options).expect("an empty store in memory opens")
+    }
+
+    fn on(backend: Backend, options: StoreOptions) -> Result<Self> {
         let store = Self {
-            db,
+            backend,
             options,
             shared: Arc::new(Shared {
                 layers: RwLock::new(Layers::new()),
@@ -321,7 +317,7 @@ impl Store {
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.layers().get(key) {
             Some(v) => Ok(v),
-            None => Ok(self.db.get(key)?.map(|v| v.to_vec())),
+            None => self.backend.get(key),
         }
     }
 
@@ -334,7 +330,7 @@ impl Store {
 
     /// The keys from `start` (inclusive) to `end` (exclusive), memory and sled together.
     fn scan(&self, start: Vec<u8>, end: Vec<u8>) -> Scan {
-        Scan::new(&self.layers(), &self.db, start, end)
+        Scan::new(&self.layers(), &self.backend, start, end)
     }
 
     fn scan_prefix(&self, prefix: Vec<u8>) -> Scan {
@@ -347,7 +343,7 @@ impl Store {
     }
 
     fn meta_value(&self, name: &str) -> Result<Option<u64>> {
-        Ok(self.db.get(keys::meta(name))?.map(|v| u64_value(&v)))
+        Ok(self.backend.get(&keys::meta(name))?.map(|v| u64_value(&v)))
     }
 
     /// A setting kept with the data (`None`: never stored), e.g. the dedupe window the
@@ -402,12 +398,12 @@ impl Store {
     }
 
     fn find_log_end(&self) -> Result<u64> {
-        let Some(kv) = self.db.scan_prefix([keys::LOG]).next_back() else {
+        let Some(kv) = self.backend.prefix(&[keys::LOG]).next_back() else {
             return Ok(0);
         };
         let (k, v) = kv?;
         let first = u64_value(&k[1..]);
-        let frame = v1::LogFrame::decode(v.as_ref()).map_err(|e| Error::CorruptLog {
+        let frame = v1::LogFrame::decode(v.as_slice()).map_err(|e| Error::CorruptLog {
             seq: first,
             reason: format!("the frame starting here does not decode: {e}"),
         })?;
@@ -422,12 +418,11 @@ impl Store {
     /// The highest number under a namespace keyed by big-endian numbers (0: none).
     fn last_number(&self, namespace: u8) -> Result<u64> {
         Ok(self
-            .db
-            .scan_prefix([namespace])
-            .keys()
+            .backend
+            .prefix(&[namespace])
             .next_back()
             .transpose()?
-            .map_or(0, |k| u64_value(&k[1..])))
+            .map_or(0, |(k, _)| u64_value(&k[1..])))
     }
 
     /// The number of the last publication queued (0: none queued).
@@ -437,8 +432,8 @@ impl Store {
 
     /// Publications waiting for a broker, oldest first, at most `limit`.
     pub fn publications(&self, limit: usize) -> Result<Vec<(u64, v1::Publication)>> {
-        self.db
-            .scan_prefix([keys::PUBLICATION])
+        self.backend
+            .prefix(&[keys::PUBLICATION])
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
@@ -524,7 +519,10 @@ impl Store {
 
     /// The offset to resume `source` from.
     pub fn offset(&self, source: &str) -> Result<Option<u64>> {
-        Ok(self.db.get(keys::offset(source))?.map(|v| u64_value(&v)))
+        Ok(self
+            .backend
+            .get(&keys::offset(source))?
+            .map(|v| u64_value(&v)))
     }
 
     /// The armed timers in (due, id) order, from `from` (inclusive) or from the earliest.
@@ -612,10 +610,9 @@ impl Store {
 
     /// The dead letters, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<v1::DeadLetter>> {
-        self.db
-            .scan_prefix([keys::DEAD_LETTER])
-            .values()
-            .map(|v| decode("dead letter", &v?))
+        self.backend
+            .prefix(&[keys::DEAD_LETTER])
+            .map(|kv| decode("dead letter", &kv?.1))
             .collect()
     }
 
@@ -625,14 +622,13 @@ impl Store {
         let from = from.max(1);
         // The frame holding `from` starts at or before it.
         let start = self
-            .db
-            .range(keys::log(0)..=keys::log(from))
-            .keys()
-            .next_back()
-            .and_then(Result::ok)
-            .map_or_else(|| keys::log(from), |k| k.to_vec());
+            .backend
+            .last_at_or_before(&keys::log(0), &keys::log(from))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| keys::log(from));
         LogIter {
-            frames: self.db.range(start..keys::log(u64::MAX)),
+            frames: self.backend.range(start, keys::log(u64::MAX)),
             frame: Vec::new().into_iter(),
             next_in_frame: 0,
             expected: from,
@@ -672,22 +668,19 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner) = Layers::new();
         for ns in keys::PROJECTIONS {
             loop {
-                let mut batch = sled::Batch::default();
-                let mut n = 0;
-                for k in self.db.scan_prefix([ns]).keys().take(10_000) {
-                    batch.remove(k?);
-                    n += 1;
+                let mut removals = Vec::new();
+                for kv in self.backend.prefix(&[ns]).take(10_000) {
+                    removals.push((kv?.0, None));
                 }
-                if n == 0 {
+                if removals.is_empty() {
                     break;
                 }
-                self.guarded(|| Ok(self.db.apply_batch(batch)?))?;
+                self.guarded(|| self.backend.apply(&removals, false))?;
             }
         }
         self.guarded(|| {
-            self.db.remove(keys::meta(CHECKPOINT_SEQ))?;
-            self.db.flush()?;
-            Ok(())
+            self.backend
+                .apply(&[(keys::meta(CHECKPOINT_SEQ), None)], true)
         })
     }
 
@@ -746,7 +739,7 @@ impl Store {
             let held_below = |k: &[u8]| -> Result<bool> {
                 match layers.frozen.as_ref().and_then(|f| f.get(k)) {
                     Some(v) => Ok(v.is_some()),
-                    None => Ok(self.db.contains_key(k)?),
+                    None => self.backend.contains(k),
                 }
             };
             return layers.active.apply(
@@ -772,7 +765,7 @@ impl Store {
         let held_below = |k: &[u8]| -> Result<bool> {
             match layers.frozen.as_ref().and_then(|f| f.get(k)) {
                 Some(v) => Ok(v.is_some()),
-                None => Ok(self.db.contains_key(k)?),
+                None => self.backend.contains(k),
             }
         };
         let active = &layers.active;
@@ -793,7 +786,7 @@ impl Store {
 
     /// Applies writes to sled in one atomic batch.
     fn write(&self, writes: Vec<Write>, flush: bool) -> Result<()> {
-        self.guarded(|| write_to(&self.db, &writes, flush))?;
+        self.guarded(|| self.backend.apply(&writes, flush))?;
         if self.options.record_writes {
             lock(&self.shared.recorded).push(writes);
         }
@@ -911,7 +904,7 @@ impl Store {
     fn checkpoint_writes(&self, table: &Memtable) -> Result<Vec<Write>> {
         let mut writes = Vec::new();
         for (k, v) in table.writes() {
-            if v.is_some() || self.db.contains_key(&k)? {
+            if v.is_some() || self.backend.contains(&k)? {
                 writes.push((k, v));
             }
         }
@@ -954,8 +947,8 @@ impl Store {
             .filter(|(k, _)| k.as_slice() != keys::meta(CHECKPOINT_SEQ).as_slice())
             .collect();
         let table = Arc::new(Memtable::default());
-        let db = &self.db;
-        table.apply(writes, through, Some(through), &|k| Ok(db.contains_key(k)?))?;
+        let backend = &self.backend;
+        table.apply(writes, through, Some(through), &|k| backend.contains(k))?;
         self.shared
             .layers
             .write()
@@ -969,12 +962,12 @@ impl Store {
     fn interrupted_checkpoint(&self) -> Result<Interrupted> {
         let mut header = None;
         let mut stale = Vec::new();
-        for kv in self.db.scan_prefix([keys::CHECKPOINT]) {
+        for kv in self.backend.prefix(&[keys::CHECKPOINT]) {
             let (k, v) = kv?;
             if k.len() == 9 {
                 header = Some((
                     u64_value(&k[1..]),
-                    u32::from_be_bytes(v.as_ref().try_into().unwrap_or_default()),
+                    u32::from_be_bytes(v.as_slice().try_into().unwrap_or_default()),
                 ));
             } else {
                 stale.push((k.to_vec(), None));
@@ -986,8 +979,8 @@ impl Store {
         let mut record = Vec::new();
         for i in 0..count {
             let chunk = self
-                .db
-                .get(keys::checkpoint_chunk(through, i))?
+                .backend
+                .get(&keys::checkpoint_chunk(through, i))?
                 .ok_or_else(|| Error::CorruptRecord {
                     what: "checkpoint",
                     reason: format!("chunk {i} of the checkpoint through {through} is missing"),
@@ -1006,7 +999,7 @@ impl Store {
         match self.interrupted_checkpoint()? {
             // Chunks without a header: the crash came before the checkpoint began to apply.
             Interrupted::Stale(stale) if stale.is_empty() => Ok(()),
-            Interrupted::Stale(stale) => write_to(&self.db, &stale, true),
+            Interrupted::Stale(stale) => self.backend.apply(&stale, true),
             Interrupted::Complete {
                 through,
                 chunks,
@@ -1014,7 +1007,7 @@ impl Store {
             } => {
                 let mut writes = decode_writes(&record)?;
                 writes.extend(finish_checkpoint(through, chunks));
-                write_to(&self.db, &writes, true)
+                self.backend.apply(&writes, true)
             }
         }
     }
@@ -1024,15 +1017,15 @@ impl Store {
         std::mem::take(&mut *lock(&self.shared.recorded))
     }
 
-    /// Bytes the database takes on disk.
+    /// Bytes the database takes on disk (in memory: the bytes of its keys and values).
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        self.backend.size()
     }
 }
 
 /// Walks the log frame by frame, entry by entry.
 struct LogIter {
-    frames: sled::Iter,
+    frames: backend::KvIter,
     /// The entries of the current frame not yet read, and the seq of the first of them.
     frame: std::vec::IntoIter<Vec<u8>>,
     next_in_frame: u64,
@@ -1053,10 +1046,10 @@ impl LogIter {
             }
             let (k, v) = match self.frames.next()? {
                 Ok(kv) => kv,
-                Err(e) => return Some(Err(e.into())),
+                Err(e) => return Some(Err(e)),
             };
             let first = u64_value(&k[1..]);
-            match v1::LogFrame::decode(v.as_ref()) {
+            match v1::LogFrame::decode(v.as_slice()) {
                 Ok(frame) => {
                     self.frame = frame.entries.into_iter();
                     self.next_in_frame = first;
@@ -1132,21 +1125,6 @@ fn frames(first: u64, entries: Vec<Vec<u8>>) -> Vec<Write> {
         out.push((keys::log(start), Some(frame.encode_to_vec())));
     }
     out
-}
-
-fn write_to(db: &sled::Db, writes: &[Write], flush: bool) -> Result<()> {
-    let mut batch = sled::Batch::default();
-    for (k, v) in writes {
-        match v {
-            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
-            None => batch.remove(k.as_slice()),
-        }
-    }
-    db.apply_batch(batch)?;
-    if flush {
-        db.flush()?;
-    }
-    Ok(())
 }
 
 /// The writes that end a checkpoint: its mark, and its redo record removed.
@@ -1442,7 +1420,7 @@ mod tests {
     }
 
     fn redo_keys(store: &Store) -> usize {
-        store.db.scan_prefix([keys::CHECKPOINT]).count()
+        store.backend.prefix(&[keys::CHECKPOINT]).count()
     }
 
     #[test]
@@ -1458,8 +1436,8 @@ mod tests {
             let chunks = write_only_the_redo_record(&store);
             assert!(chunks > 1, "the record should span chunks, got {chunks}");
             // Nothing of the second batch is in sled yet: only its redo record.
-            assert!(store.db.contains_key(keys::contact(0, "c0")).unwrap());
-            assert!(!store.db.contains_key(keys::contact(0, "c5")).unwrap());
+            assert!(store.backend.contains(&keys::contact(0, "c0")).unwrap());
+            assert!(!store.backend.contains(&keys::contact(0, "c5")).unwrap());
             assert_eq!(store.checkpoint_seq().unwrap(), 1);
             assert_eq!(redo_keys(&store), chunks as usize + 1);
         }
@@ -1471,7 +1449,7 @@ mod tests {
             0,
             "the redo record is removed once applied"
         );
-        assert!(!store.db.contains_key(keys::contact(0, "c0")).unwrap());
+        assert!(!store.backend.contains(&keys::contact(0, "c0")).unwrap());
         assert_eq!(
             store.contact(0, "c199").unwrap(),
             Some(contact("c199", 40)),
@@ -1550,8 +1528,10 @@ mod tests {
             commit_rows(&store, 1, 200, false);
             let chunks = write_only_the_redo_record(&store);
             // The crash came while the chunks were written: the header is missing.
-            store.db.remove(keys::checkpoint_header(1)).unwrap();
-            store.db.flush().unwrap();
+            store
+                .backend
+                .apply(&[(keys::checkpoint_header(1), None)], true)
+                .unwrap();
             assert_eq!(redo_keys(&store), chunks as usize);
         }
         let store = Store::open(dir.path(), foreground()).unwrap();
@@ -1573,8 +1553,10 @@ mod tests {
             let store = Store::open(dir.path(), foreground()).unwrap();
             commit_rows(&store, 1, 200, false);
             write_only_the_redo_record(&store);
-            store.db.remove(keys::checkpoint_chunk(1, 1)).unwrap();
-            store.db.flush().unwrap();
+            store
+                .backend
+                .apply(&[(keys::checkpoint_chunk(1, 1), None)], true)
+                .unwrap();
         }
         let err = Store::open(dir.path(), foreground()).unwrap_err();
         assert!(

@@ -178,7 +178,7 @@ enum Source {
         from: Bound<Vec<u8>>,
         end: Vec<u8>,
     },
-    Disk(Box<sled::Iter>),
+    Below(crate::backend::KvIter),
 }
 
 impl Source {
@@ -189,10 +189,7 @@ impl Source {
                 *from = Bound::Excluded(item.0.clone());
                 Some(Ok(item))
             }
-            Self::Disk(iter) => iter.next().map(|kv| {
-                kv.map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
-                    .map_err(Into::into)
-            }),
+            Self::Below(iter) => iter.next().map(|kv| kv.map(|(k, v)| (k, Some(v)))),
         }
     }
 }
@@ -206,7 +203,12 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
-    pub(crate) fn new(layers: &Layers, db: &sled::Db, start: Vec<u8>, end: Vec<u8>) -> Self {
+    pub(crate) fn new(
+        layers: &Layers,
+        below: &crate::backend::Backend,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Self {
         let mut sources = Vec::with_capacity(3);
         for table in std::iter::once(&layers.active).chain(layers.frozen.as_ref()) {
             sources.push(Source::Memory {
@@ -215,7 +217,7 @@ impl Scan {
                 end: end.clone(),
             });
         }
-        sources.push(Source::Disk(Box::new(db.range(start..end))));
+        sources.push(Source::Below(below.range(start, end)));
         let heads = vec![None; sources.len()];
         Self {
             sources,
@@ -290,10 +292,12 @@ mod tests {
     #[test]
     fn the_newest_layer_wins_and_removals_hide_older_values() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        for k in ["a", "b", "c", "d"] {
-            db.insert(k, "disk").unwrap();
-        }
+        let db = crate::backend::Backend::open_sled(dir.path(), 1 << 20).unwrap();
+        let disk: Vec<Write> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|k| (k.as_bytes().to_vec(), Some(b"disk".to_vec())))
+            .collect();
+        db.apply(&disk, false).unwrap();
         let layers = Layers {
             active: table(&[("b", None), ("c", Some("active")), ("e", Some("active"))]),
             frozen: Some(table(&[

@@ -1,0 +1,377 @@
+//! The store's contract, checked on every backend: sled on disk and the sorted map in
+//! memory that simulations run on. A backend that passes this suite can stand in for the
+//! other; each test runs on both and names the backend that failed.
+
+use canvass_core::{TimerId, UnixMillis};
+use canvass_proto::v1;
+use canvass_store::{LOG_SCHEMA_VERSION, Store, StoreOptions, WriteBatch};
+
+/// Runs `test` on a store in memory and on a sled store in a fresh directory, each with
+/// the given options.
+fn on_both(options: &StoreOptions, test: impl Fn(&Store)) {
+    let memory = Store::in_memory(options.clone());
+    run_named("memory", &memory, &test);
+    let dir = tempfile::tempdir().unwrap();
+    let sled = Store::open(dir.path(), options.clone()).unwrap();
+    run_named("sled", &sled, &test);
+}
+
+fn run_named(name: &str, store: &Store, test: &impl Fn(&Store)) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(store)));
+    if let Err(panic) = outcome {
+        eprintln!("conformance failure on the {name} backend");
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn foreground() -> StoreOptions {
+    StoreOptions {
+        background_checkpoints: false,
+        ..StoreOptions::default()
+    }
+}
+
+fn entry(seq: u64, at: i64, payload_bytes: usize) -> v1::LogEntry {
+    v1::LogEntry {
+        schema_version: LOG_SCHEMA_VERSION,
+        seq,
+        applied_at: Some(UnixMillis(at).to_proto()),
+        caller: "x".repeat(payload_bytes),
+        ..Default::default()
+    }
+}
+
+fn contact(id: &str) -> v1::ContactState {
+    v1::ContactState {
+        contact: Some(v1::Contact {
+            id: id.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn timer(contact: &str, entry_seq: u64) -> TimerId {
+    TimerId {
+        contact_id: contact.into(),
+        campaign_id: "welcome".into(),
+        entry_seq,
+        transition: 0,
+    }
+}
+
+/// Commits one batch built by `fill`, under log entry `seq` (none if 0).
+fn commit(store: &Store, seq: u64, fill: impl FnOnce(&mut WriteBatch)) {
+    let mut batch = WriteBatch::new();
+    if seq > 0 {
+        batch.append_log(&entry(seq, i64::try_from(seq).unwrap() * 1000, 10));
+        batch.set_last_seq(seq);
+    }
+    fill(&mut batch);
+    store.commit(batch).unwrap();
+}
+
+#[test]
+fn the_log_reads_back_in_sequence_from_any_entry_across_frames() {
+    on_both(&foreground(), |store| {
+        assert_eq!(store.last_seq().unwrap(), 0);
+        assert_eq!(store.last_applied_at().unwrap(), UnixMillis::default());
+        // Entries of a few KiB each: one batch spans several frames.
+        let mut batch = WriteBatch::new();
+        for seq in 1..=40 {
+            batch.append_log(&entry(seq, i64::try_from(seq).unwrap(), 3000));
+        }
+        store.commit(batch).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.append_log(&entry(41, 41, 1));
+        store.commit(batch).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 41);
+        assert_eq!(store.last_applied_at().unwrap(), UnixMillis(41));
+        let all: Vec<u64> = store.log_from(1).map(|e| e.unwrap().seq).collect();
+        assert_eq!(all, (1..=41).collect::<Vec<_>>());
+        for from in [0, 1, 2, 17, 40, 41] {
+            let first = store.log_from(from).next().unwrap().unwrap();
+            assert_eq!(first.seq, from.max(1), "reading from {from}");
+            assert_eq!(first.caller.len(), if from == 41 { 1 } else { 3000 });
+        }
+        assert!(store.log_from(42).next().is_none());
+    });
+}
+
+#[test]
+fn contacts_and_groups_read_back_in_id_order_with_paging() {
+    on_both(&foreground(), |store| {
+        commit(store, 1, |b| {
+            for id in ["c3", "c1", "c2", "c10"] {
+                b.put_contact(0, id, &contact(id));
+                b.add_to_group("welcome", "responders", id);
+            }
+            b.add_to_group("welcome", "silent", "c9");
+        });
+        commit(store, 2, |b| {
+            b.remove_from_group("welcome", "responders", "c2")
+        });
+        assert_eq!(store.contact(0, "c2").unwrap(), Some(contact("c2")));
+        assert_eq!(store.contact(0, "nobody").unwrap(), None);
+        assert_eq!(store.contact(1, "c2").unwrap(), None, "another partition");
+        let ids: Vec<String> = store.contact_ids(0).map(Result::unwrap).collect();
+        assert_eq!(ids, ["c1", "c10", "c2", "c3"]);
+        let after: Vec<String> = store
+            .contact_ids_after(0, Some("c10"))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(after, ["c2", "c3"]);
+        let members: Vec<String> = store
+            .group_members("welcome", "responders")
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(members, ["c1", "c10", "c3"]);
+        let page: Vec<String> = store
+            .group_members_after("welcome", "responders", Some("c1"))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(page, ["c10", "c3"]);
+    });
+}
+
+#[test]
+fn timers_come_in_due_order_and_a_removed_one_is_gone() {
+    on_both(&foreground(), |store| {
+        commit(store, 1, |b| {
+            b.put_timer(UnixMillis(300), &timer("a", 1));
+            b.put_timer(UnixMillis(-5), &timer("b", 1));
+            b.put_timer(UnixMillis(100), &timer("c", 1));
+            b.put_timer(UnixMillis(100), &timer("a", 2));
+        });
+        commit(store, 2, |b| {
+            b.remove_timer(UnixMillis(300), &timer("a", 1))
+        });
+        let all: Vec<(i64, String)> = store
+            .timers(None)
+            .map(|t| {
+                let (due, id) = t.unwrap();
+                (due.0, id.contact_id)
+            })
+            .collect();
+        // Same due time: by timer id, whose key starts with the state entry's number.
+        assert_eq!(
+            all,
+            [(-5, "b".into()), (100, "c".into()), (100, "a".into())]
+        );
+        let from_a: Vec<String> = store
+            .timers(Some((UnixMillis(100), &timer("a", 2))))
+            .map(|t| t.unwrap().1.contact_id)
+            .collect();
+        assert_eq!(from_a, ["a"]);
+    });
+}
+
+#[test]
+fn the_outbox_reads_in_emission_order_after_a_position() {
+    on_both(&foreground(), |store| {
+        let action = |key: &str| v1::Action {
+            idempotency_key: key.into(),
+            ..Default::default()
+        };
+        commit(store, 1, |b| {
+            b.put_outbox((2, 0), &action("k20"));
+            b.put_outbox((1, 1), &action("k11"));
+            b.put_outbox((1, 0), &action("k10"));
+        });
+        commit(store, 2, |b| b.remove_outbox((1, 1)));
+        let keys = |list: Vec<((u64, u32), v1::Action)>| -> Vec<String> {
+            list.into_iter().map(|(_, a)| a.idempotency_key).collect()
+        };
+        assert_eq!(keys(store.outbox(10).unwrap()), ["k10", "k20"]);
+        assert_eq!(keys(store.outbox(1).unwrap()), ["k10"]);
+        assert_eq!(keys(store.outbox_after(Some((1, 0)), 10).unwrap()), ["k20"]);
+        assert!(store.outbox_holds((2, 0)).unwrap());
+        assert!(!store.outbox_holds((1, 1)).unwrap());
+    });
+}
+
+#[test]
+fn campaign_records_offsets_and_settings_read_back() {
+    on_both(&foreground(), |store| {
+        let spec = |id: &str, version| v1::CampaignSpec {
+            id: id.into(),
+            version,
+            ..Default::default()
+        };
+        commit(store, 1, |b| {
+            b.put_spec(&spec("b", 1));
+            b.put_spec(&spec("a", 2));
+            b.put_spec(&spec("a", 1));
+            b.put_lifecycle(&v1::CampaignLifecycle {
+                campaign_id: "a".into(),
+                ..Default::default()
+            });
+            b.put_policy(&v1::Policy {
+                churn_days: 90,
+                ..Default::default()
+            });
+            b.put_counters(
+                "a",
+                &v1::CampaignCounters {
+                    enrollments: 3,
+                    ..Default::default()
+                },
+            );
+            b.set_offset("file:in.jsonl", 7);
+            b.put_sweep(&v1::Sweep {
+                command_seq: 1,
+                after: "c9".into(),
+                ..Default::default()
+            });
+        });
+        let versions: Vec<(String, u32)> = store
+            .specs()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id, s.version))
+            .collect();
+        assert_eq!(
+            versions,
+            [("a".into(), 1), ("a".into(), 2), ("b".into(), 1)]
+        );
+        assert_eq!(store.lifecycles().unwrap().len(), 1);
+        assert!(store.lifecycle("a").unwrap().is_some());
+        assert!(store.lifecycle("b").unwrap().is_none());
+        assert_eq!(store.policy().unwrap().unwrap().churn_days, 90);
+        assert_eq!(store.counters("a").unwrap().enrollments, 3);
+        assert_eq!(
+            store.counters("none").unwrap(),
+            v1::CampaignCounters::default()
+        );
+        assert_eq!(store.offset("file:in.jsonl").unwrap(), Some(7));
+        assert_eq!(store.offset("other").unwrap(), None);
+        assert_eq!(store.sweeps().unwrap()[0].after, "c9");
+        commit(store, 2, |b| b.remove_sweep(1));
+        assert!(store.sweeps().unwrap().is_empty());
+        assert_eq!(store.setting("dedupe").unwrap(), None);
+        store.put_setting("dedupe", 42).unwrap();
+        assert_eq!(store.setting("dedupe").unwrap(), Some(42));
+    });
+}
+
+#[test]
+fn dead_letters_and_publications_are_numbered_and_kept_in_order() {
+    on_both(&foreground(), |store| {
+        assert_eq!(store.dead_letter_count().unwrap(), 0);
+        assert_eq!(store.last_publication().unwrap(), 0);
+        let letter = |reason: &str| v1::DeadLetter {
+            reason: reason.into(),
+            ..Default::default()
+        };
+        commit(store, 0, |b| {
+            b.put_dead_letter(1, &letter("first"));
+            b.put_dead_letter(2, &letter("second"));
+            for n in 1..=3 {
+                b.put_publication(n, &v1::Publication::default());
+            }
+        });
+        commit(store, 0, |b| b.remove_publication(1));
+        let reasons: Vec<String> = store
+            .dead_letters()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.reason)
+            .collect();
+        assert_eq!(reasons, ["first", "second"]);
+        assert_eq!(store.dead_letter_count().unwrap(), 2);
+        assert_eq!(store.last_publication().unwrap(), 3);
+        let numbers: Vec<u64> = store
+            .publications(10)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(numbers, [2, 3]);
+    });
+}
+
+#[test]
+fn checkpoints_keep_every_row_visible_and_move_the_mark() {
+    // Small tables: commits start background checkpoints all along.
+    let options = StoreOptions {
+        checkpoint_entries: 7,
+        checkpoint_bytes: 2048,
+        ..StoreOptions::default()
+    };
+    on_both(&options, |store| {
+        for seq in 1..=200u64 {
+            commit(store, seq, |b| {
+                let id = format!("c{:03}", seq % 50);
+                let mut state = contact(&id);
+                state.campaigns.push(v1::ContactCampaignState {
+                    entry_seq: seq,
+                    ..Default::default()
+                });
+                b.put_contact(0, &id, &state);
+                let due = |seq: u64| UnixMillis(i64::try_from(seq).unwrap());
+                b.put_timer(due(seq), &timer("t", seq));
+                if seq > 1 {
+                    b.remove_timer(due(seq - 1), &timer("t", seq - 1));
+                }
+            });
+            // Every read sees the last commit, whatever the checkpoint is doing.
+            let id = format!("c{:03}", seq % 50);
+            let row = store.contact(0, &id).unwrap().unwrap();
+            assert_eq!(row.campaigns[0].entry_seq, seq);
+        }
+        assert_eq!(store.applied_seq().unwrap(), 200);
+        assert_eq!(store.contact_ids(0).count(), 50);
+        assert_eq!(
+            store.timers(None).count(),
+            1,
+            "each commit removes the one before"
+        );
+        store.checkpoint().unwrap();
+        assert_eq!(store.checkpoint_seq().unwrap(), 200);
+        assert_eq!(store.applied_seq().unwrap(), 200);
+        assert_eq!(store.contact_ids(0).count(), 50);
+    });
+}
+
+#[test]
+fn a_key_created_and_removed_between_checkpoints_leaves_nothing() {
+    on_both(&foreground(), |store| {
+        commit(store, 1, |b| b.put_timer(UnixMillis(5), &timer("a", 1)));
+        commit(store, 2, |b| b.remove_timer(UnixMillis(5), &timer("a", 1)));
+        store.checkpoint().unwrap();
+        assert!(store.projection_dump().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn clearing_the_projections_keeps_the_log_and_the_dead_letters() {
+    on_both(&foreground(), |store| {
+        commit(store, 1, |b| {
+            b.put_contact(0, "c1", &contact("c1"));
+            b.put_dead_letter(1, &v1::DeadLetter::default());
+        });
+        store.checkpoint().unwrap();
+        commit(store, 2, |b| b.put_contact(0, "c2", &contact("c2")));
+        assert_eq!(store.projection_dump().unwrap().len(), 2);
+        store.clear_projections().unwrap();
+        assert!(store.projection_dump().unwrap().is_empty());
+        assert_eq!(store.contact(0, "c1").unwrap(), None);
+        assert_eq!(store.checkpoint_seq().unwrap(), 0);
+        assert_eq!(store.last_seq().unwrap(), 2);
+        assert_eq!(store.dead_letter_count().unwrap(), 1);
+    });
+}
+
+#[test]
+fn a_projection_dump_holds_every_table_in_key_order() {
+    on_both(&foreground(), |store| {
+        commit(store, 1, |b| {
+            b.put_contact(0, "c1", &contact("c1"));
+            b.put_counters("a", &v1::CampaignCounters::default());
+            b.set_offset("s", 1);
+        });
+        let dump = store.projection_dump().unwrap();
+        assert_eq!(dump.len(), 3);
+        assert!(dump.windows(2).all(|w| w[0].0 < w[1].0));
+    });
+}
