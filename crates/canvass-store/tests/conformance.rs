@@ -2,6 +2,8 @@
 //! memory that simulations run on. A backend that passes this suite can stand in for the
 //! other; each test runs on both and names the backend that failed.
 
+#![allow(clippy::unwrap_used)]
+
 use canvass_core::{TimerId, UnixMillis};
 use canvass_proto::v1;
 use canvass_store::{LOG_SCHEMA_VERSION, Store, StoreOptions, WriteBatch};
