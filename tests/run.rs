@@ -261,3 +261,84 @@ fn the_event_clock_moves_on_at_the_end_of_the_input_as_simulate_does() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--clock event"));
     assert!(!data.exists());
 }
+
+/// A preview is what production does: the input stream `simulate` ran on the reference
+/// example, given to `run --clock event --drain`, delivers the same actions (keys and
+/// content) and gives the same report.
+#[test]
+fn simulate_and_run_on_the_stream_simulate_ran_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.jsonl");
+    let example = |name: &str| canvass_tests::example(name).to_str().unwrap().to_string();
+    let simulated = canvass_tests::canvass(&[
+        "simulate",
+        "--spec",
+        &example("campaign.json"),
+        "--spec",
+        &example("survey.json"),
+        "--contacts",
+        &example("contacts.jsonl"),
+        "--events",
+        &example("events.jsonl"),
+        "--start",
+        "2026-03-02T09:00:00Z",
+        "--json",
+        "--report",
+        "--emit-input",
+        stream.to_str().unwrap(),
+    ]);
+    assert!(
+        simulated.status.success(),
+        "{}",
+        canvass_tests::stderr(&simulated)
+    );
+    let lines: Vec<serde_json::Value> = canvass_tests::stdout(&simulated)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let simulated_actions: std::collections::BTreeMap<String, serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| l.get("action"))
+        .map(|a| (a["idempotencyKey"].as_str().unwrap().to_string(), a.clone()))
+        .collect();
+    let simulated_report = lines.iter().find_map(|l| l.get("report")).unwrap().clone();
+    assert_eq!(simulated_actions.len(), 519, "the example's actions");
+
+    let data = dir.path().join("data");
+    let actions = dir.path().join("actions.jsonl");
+    let run = canvass_tests::canvass(&[
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--input",
+        stream.to_str().unwrap(),
+        "--actions",
+        actions.to_str().unwrap(),
+        "--clock",
+        "event",
+        "--drain",
+    ]);
+    assert!(run.status.success(), "{}", canvass_tests::stderr(&run));
+    let delivered: std::collections::BTreeMap<String, serde_json::Value> =
+        std::fs::read_to_string(&actions)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let a: serde_json::Value = serde_json::from_str(l).unwrap();
+                (a["idempotencyKey"].as_str().unwrap().to_string(), a)
+            })
+            .collect();
+    assert_eq!(
+        delivered, simulated_actions,
+        "the same actions, keys and content"
+    );
+    let report = canvass_tests::canvass(&["report", "--data", data.to_str().unwrap(), "--json"]);
+    assert!(
+        report.status.success(),
+        "{}",
+        canvass_tests::stderr(&report)
+    );
+    let reported: serde_json::Value =
+        serde_json::from_str(&canvass_tests::stdout(&report)).unwrap();
+    assert_eq!(reported, simulated_report, "the same report");
+}

@@ -135,6 +135,37 @@ pub struct BatchReport {
     pub dead_letters: u64,
     /// What became of each input given to [`Engine::ingest`], in order.
     pub outcomes: Vec<Outcome>,
+    /// Conditions that could not be evaluated and inputs the core could not apply as the
+    /// spec intends, in the order they happened: kept in no table, told to the operator.
+    pub warnings: Vec<Warning>,
+    /// Enrollments the core refused (already in, re-entry rules).
+    pub enrollments_skipped: u64,
+}
+
+/// What a [`Warning`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarningKind {
+    /// A condition failed to evaluate and was taken as false.
+    ConditionFailed,
+    /// The input could not be applied as the spec intends.
+    Fault,
+}
+
+/// Something the core reported that changes no table: a condition that failed to evaluate
+/// (treated as false), or an input it could not apply as the spec intends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Processing time of the step.
+    pub at: UnixMillis,
+    /// The contact stepped.
+    pub contact_id: String,
+    /// The campaign concerned.
+    pub campaign_id: String,
+    /// Which of the two it is.
+    pub kind: WarningKind,
+    /// What happened, e.g. `states.a.transitions[0].onEvent.guard: No such key: rating
+    /// (treated as false)`.
+    pub message: String,
 }
 
 impl BatchReport {
@@ -146,6 +177,8 @@ impl BatchReport {
         self.duplicates += other.duplicates;
         self.dead_letters += other.dead_letters;
         self.outcomes.extend(other.outcomes);
+        self.warnings.extend(other.warnings);
+        self.enrollments_skipped += other.enrollments_skipped;
     }
 }
 
@@ -269,6 +302,12 @@ impl Engine {
     #[must_use]
     pub fn clock(&self) -> UnixMillis {
         self.clock
+    }
+
+    /// The core as the log has configured it so far (campaigns, versions, policy).
+    #[must_use]
+    pub fn core(&self) -> &Core {
+        &self.core
     }
 
     /// Applies a batch of inputs as one group commit at wall time `wall_now` (ignored with the
@@ -1225,6 +1264,7 @@ impl Pending {
         let cause = Cause::of(input, now);
         for effect in &transition.effects {
             self.effect(effect, seq, &cause)?;
+            self.note(contact_id, effect, now);
         }
         self.regroup(contact_id, &before, &transition.state);
         transition.state.recent_events = recent;
@@ -1299,6 +1339,29 @@ impl Pending {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Reports what the core said that no table keeps.
+    fn note(&mut self, contact_id: &str, effect: &Effect, now: UnixMillis) {
+        let (kind, message) = match effect {
+            Effect::ConditionFailed { path, error, .. } => (
+                WarningKind::ConditionFailed,
+                format!("{path}: {error} (treated as false)"),
+            ),
+            Effect::Fault { reason, .. } => (WarningKind::Fault, reason.clone()),
+            Effect::EnrollmentSkipped { .. } => {
+                self.report.enrollments_skipped += 1;
+                return;
+            }
+            _ => return,
+        };
+        self.report.warnings.push(Warning {
+            at: now,
+            contact_id: contact_id.to_string(),
+            campaign_id: effect.campaign_id().to_string(),
+            kind,
+            message,
+        });
     }
 
     /// Notes in the campaign's history that its budget ran out: the first cost-bearing

@@ -9,5 +9,5 @@ pub mod runtime;
 pub mod simulate;
 pub mod summary;
 
-pub use simulate::{LogEntry, Output, Replayed, Simulator, replay};
+pub use simulate::Simulation;
 pub use summary::Summary;

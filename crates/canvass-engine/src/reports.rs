@@ -83,31 +83,3 @@ pub fn contact_states(
     }
     Ok(out)
 }
-
-/// The campaigns of a simulation (or of any in-memory run): each campaign's latest spec,
-/// status and counters, and group sizes counted from the contacts' states.
-#[must_use]
-pub fn simulated(
-    core: &canvass_core::Core,
-    counters: &std::collections::BTreeMap<String, canvass_proto::v1::CampaignCounters>,
-    states: &std::collections::BTreeMap<String, canvass_proto::v1::ContactState>,
-) -> Vec<CampaignData> {
-    core.catalog()
-        .latest_all()
-        .map(|campaign| {
-            let mut groups: std::collections::BTreeMap<String, u64> = Default::default();
-            for j in states.values().flat_map(|s| s.campaigns.iter()) {
-                if j.campaign_id == campaign.id() && !j.response_group.is_empty() {
-                    *groups.entry(j.response_group.clone()).or_default() += 1;
-                }
-            }
-            CampaignData {
-                spec: Some(campaign.spec.clone()),
-                id: campaign.id().to_string(),
-                status: core.catalog().status(campaign.id()),
-                counters: counters.get(campaign.id()).cloned().unwrap_or_default(),
-                groups: groups.into_iter().collect(),
-            }
-        })
-        .collect()
-}

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use canvass_core::{Core, Effect, validate::kind_name};
+use canvass_core::Core;
 use canvass_proto::v1;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-/// Running counts of what a run saw and did.
+/// Counts of what a run saw and did, gathered from the engine's batch reports and counters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
     /// Contact upserts applied.
@@ -32,32 +32,6 @@ pub struct Counters {
     pub cost: BTreeMap<String, Decimal>,
     /// Cost-bearing actions withheld for the budget, by campaign.
     pub withheld: BTreeMap<String, u64>,
-}
-
-impl Counters {
-    /// Counts one effect.
-    pub fn count(&mut self, effect: &Effect) {
-        match effect {
-            Effect::Action(a) => {
-                *self
-                    .actions
-                    .entry(a.campaign_id.clone())
-                    .or_default()
-                    .entry(kind_name(a.kind()).to_string())
-                    .or_default() += 1;
-                if let Ok(cost) = a.cost.parse::<Decimal>() {
-                    *self.cost.entry(a.campaign_id.clone()).or_default() += cost;
-                }
-            }
-            Effect::Withheld { campaign_id, .. } => {
-                *self.withheld.entry(campaign_id.clone()).or_default() += 1;
-            }
-            Effect::ConditionFailed { .. } => self.condition_failures += 1,
-            Effect::Fault { .. } => self.faults += 1,
-            Effect::EnrollmentSkipped { .. } => self.enrollments_skipped += 1,
-            _ => {}
-        }
-    }
 }
 
 /// The end-of-run summary, serialized as JSON in lowerCamelCase like the rest of the API.

@@ -1,18 +1,25 @@
-//! Property tests of the core driven by the simulator: determinism, batching, replay, and
-//! one state per contact per campaign, over random contacts and event streams.
+//! Property tests of the engine itself: the simulation (the engine over a store in memory)
+//! and the durable engine on sled, fed in arbitrary batches and replayed, over random
+//! streams with events out of order, duplicate ids within and across contacts, repeats
+//! after the dedupe window and timers due in the same millisecond, end in the same states,
+//! the same actions (keys and content) and the same reports.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use canvass_core::{Catalog, Core, Effect, UnixMillis, compile};
-use canvass_engine::{Output, Simulator, replay};
+use canvass_core::{Core, SpanMillis, UnixMillis};
+use canvass_engine::{
+    Simulation,
+    durable::{ClockMode, Engine, EngineOptions, Sourced},
+    simulate::{self, unsourced},
+};
 use canvass_proto::{json, v1, wkt};
-use canvass_report::{CampaignData, Options};
+use canvass_report::Options;
+use canvass_store::{Store, StoreOptions};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use std::str::FromStr;
-
 const T0: i64 = 1_772_442_000_000; // 2026-03-02T09:00:00Z
 const HOUR: i64 = 3_600_000;
 
@@ -47,24 +54,32 @@ const ROUTER: &str = r#"{
   ]
 }"#;
 
-fn core() -> Core {
-    let mut catalog = Catalog::new();
-    for text in [
-        example("campaign.json"),
+fn specs() -> Vec<v1::CampaignSpec> {
+    [
         example("survey.json"),
+        example("campaign.json"),
         ROUTER.to_string(),
-    ] {
-        let spec: v1::CampaignSpec = json::from_str(&text).unwrap();
-        catalog.insert(compile(&spec).unwrap()).unwrap();
+    ]
+    .iter()
+    .map(|text| json::from_str(text).unwrap())
+    .collect()
+}
+
+/// Two days: the streams span fifty, so a redelivery often comes after the window.
+const DEDUPE: SpanMillis = SpanMillis(2 * 24 * HOUR);
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        clock: ClockMode::Event,
+        dedupe_retention: DEDUPE,
+        ..EngineOptions::default()
     }
-    catalog.run_all_latest();
-    Core::new(catalog)
 }
 
 #[derive(Debug, Clone)]
 struct Scenario {
     contacts: Vec<v1::Contact>,
-    /// Sorted by time, as the simulator applies them.
+    /// In arrival order: mostly by time, some late, some redelivered.
     events: Vec<v1::TouchpointEvent>,
 }
 
@@ -94,7 +109,7 @@ fn attrs(pairs: &[(&str, wkt::Value)]) -> Option<wkt::Struct> {
     })
 }
 
-fn event_strategy(contacts: usize) -> impl Strategy<Value = (usize, i64, v1::TouchpointEvent)> {
+fn event_strategy(contacts: usize) -> impl Strategy<Value = v1::TouchpointEvent> {
     let kinds = prop::sample::select(vec![
         "trial.confirmed",
         "trial.rated",
@@ -105,6 +120,8 @@ fn event_strategy(contacts: usize) -> impl Strategy<Value = (usize, i64, v1::Tou
         "email.opened",
         "purchase",
     ]);
+    // Whole hours: contacts that enter a state in the same hour have timers due in the
+    // same millisecond.
     (0..contacts + 1, 0i64..(50 * 24), kinds, 1u8..=5).prop_map(move |(who, hour, kind, rating)| {
         // `contacts` itself names a contact missing from the contacts list.
         let contact_id = format!("p{who}");
@@ -131,109 +148,177 @@ fn event_strategy(contacts: usize) -> impl Strategy<Value = (usize, i64, v1::Tou
             ),
             other => (other, None),
         };
-        let at = UnixMillis(T0 + hour * HOUR);
-        let e = v1::TouchpointEvent {
+        v1::TouchpointEvent {
             id: String::new(),
             r#type: kind.to_string(),
             contact_id,
-            occurred_at: Some(at.to_proto()),
+            occurred_at: Some(UnixMillis(T0 + hour * HOUR).to_proto()),
             attrs,
             ..Default::default()
-        };
-        (who, hour, e)
+        }
     })
+}
+
+/// How an earlier event comes again.
+#[derive(Debug, Clone, Copy)]
+enum Again {
+    /// The same event, later in the stream (a redelivery).
+    Same,
+    /// Its id on another contact.
+    OtherContact,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     (1usize..7)
         .prop_flat_map(|n| {
             let contacts = (0..n).map(contact_strategy).collect::<Vec<_>>();
+            let again = prop_oneof![Just(Again::Same), Just(Again::OtherContact)];
             (
                 contacts,
                 prop::collection::vec(event_strategy(n), 0..60),
-                prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+                prop::collection::vec(
+                    (
+                        any::<prop::sample::Index>(),
+                        any::<prop::sample::Index>(),
+                        again,
+                    ),
+                    0..4,
+                ),
+                // Events moved later in the stream than their time: they arrive late.
+                prop::collection::vec(
+                    (any::<prop::sample::Index>(), any::<prop::sample::Index>()),
+                    0..4,
+                ),
             )
         })
-        .prop_map(|(contacts, events, duplicates)| {
+        .prop_map(|(contacts, events, repeats, late)| {
             let mut events: Vec<v1::TouchpointEvent> = events
                 .into_iter()
                 .enumerate()
-                .map(|(i, (_, _, mut e))| {
+                .map(|(i, mut e)| {
                     e.id = format!("e{i}");
                     e
                 })
                 .collect();
-            // Redeliveries of earlier events, under the same id.
-            for d in duplicates {
+            events.sort_by_key(|e| UnixMillis::from_proto(e.occurred_at.as_ref().unwrap()));
+            for (from, to) in late {
                 if !events.is_empty() {
-                    let copy = events[d.index(events.len())].clone();
-                    events.push(copy);
+                    let e = events.remove(from.index(events.len()));
+                    events.insert(to.index(events.len() + 1), e);
                 }
             }
-            events.sort_by_key(|e| UnixMillis::from_proto(e.occurred_at.as_ref().unwrap()));
+            for (which, at, again) in repeats {
+                if events.is_empty() {
+                    continue;
+                }
+                let i = which.index(events.len());
+                let mut copy = events[i].clone();
+                if let Again::OtherContact = again {
+                    copy.contact_id = format!("{}x", copy.contact_id);
+                }
+                // Anywhere after the original: soon, or weeks later.
+                let at = i + 1 + at.index(events.len() - i);
+                events.insert(at, copy);
+            }
             Scenario { contacts, events }
         })
 }
 
-type Outcome = (BTreeMap<String, v1::ContactState>, Vec<Output>);
-
-fn start(s: &Scenario) -> Simulator {
-    let mut sim = Simulator::new(core(), UnixMillis(T0)).recording();
-    for c in &s.contacts {
-        sim.upsert_contact(c.clone());
-    }
+/// The stream a run takes for a scenario: campaigns loaded and launched at T0, contacts,
+/// then the events in arrival order.
+fn stream(s: &Scenario) -> Vec<v1::IngestRecord> {
+    let t0 = UnixMillis(T0);
+    let mut out = simulate::load_commands(&specs(), t0);
+    out.extend(
+        s.contacts
+            .iter()
+            .map(|c| simulate::contact_record(c.clone(), t0)),
+    );
     for id in ["b-trial-invite", "router"] {
-        sim.launch(id);
+        out.push(simulate::launch_command(id, t0));
     }
-    sim
+    out.extend(s.events.iter().cloned().map(simulate::event_record));
+    out
 }
 
 fn horizon() -> UnixMillis {
     UnixMillis(T0 + 200 * 24 * HOUR)
 }
 
-/// Feeds the events in batches; before each batch the clock is advanced `pause` hours (but
-/// never past the batch's first event), firing whatever timers fall due meanwhile.
-fn run_in_batches(s: &Scenario, cuts: &[(usize, i64)]) -> (Simulator, Outcome) {
-    let mut sim = start(s);
-    let mut output = sim.take_output();
-    let mut next = 0;
-    let mut boundaries: Vec<(usize, i64)> = cuts
-        .iter()
-        .map(|(c, p)| (c % (s.events.len() + 1), *p))
-        .collect();
-    boundaries.sort();
-    boundaries.push((s.events.len(), 0));
-    for (end, pause) in boundaries {
-        if end < next {
-            continue;
-        }
-        if let Some(first) = s.events.get(next) {
-            let first_at = UnixMillis::from_proto(first.occurred_at.as_ref().unwrap());
-            let pause_at = UnixMillis(sim.clock().0 + pause * HOUR).min(first_at);
-            if pause_at >= sim.clock() {
-                sim.advance_to(pause_at);
-            }
-        }
-        for e in &s.events[next..end] {
-            sim.ingest(e.clone());
-        }
-        output.extend(sim.take_output());
-        next = end;
+/// What a run ended with: every contact's state, the actions delivered (in order), each
+/// campaign's counters, the performance report, and every projection's bytes.
+#[derive(Debug, Clone, PartialEq)]
+struct Outcome {
+    states: BTreeMap<String, v1::ContactState>,
+    actions: Vec<v1::Action>,
+    counters: BTreeMap<String, v1::CampaignCounters>,
+    report: canvass_report::Report,
+    projections: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn outcome(engine: &Engine, actions: Vec<v1::Action>) -> Outcome {
+    let store = engine.store();
+    let data = canvass_engine::reports::campaign_data(store, &[]).unwrap();
+    Outcome {
+        states: canvass_engine::reports::contact_states(store)
+            .unwrap()
+            .into_iter()
+            .collect(),
+        actions,
+        counters: data
+            .iter()
+            .map(|d| (d.id.clone(), d.counters.clone()))
+            .collect(),
+        report: canvass_report::build(&data, &Options::default()),
+        projections: store.projection_dump().unwrap(),
     }
-    sim.drain(horizon());
-    output.extend(sim.take_output());
-    let states = sim.states().clone();
-    (sim, (states, output))
 }
 
-fn run(s: &Scenario) -> (Simulator, Outcome) {
-    run_in_batches(s, &[])
+/// `simulate`: the engine over a store in memory, the whole stream in one commit.
+fn simulated(s: &Scenario) -> (Simulation, Outcome) {
+    let mut sim = Simulation::new(options()).unwrap();
+    sim.ingest(stream(s).into_iter().map(unsourced).collect())
+        .unwrap();
+    let mut actions = sim.take_actions().unwrap();
+    sim.advance_to(horizon()).unwrap();
+    actions.extend(sim.take_actions().unwrap());
+    let out = outcome(sim.engine(), actions);
+    (sim, out)
 }
 
-/// The report's input for every campaign of the run.
-fn report_data(sim: &Simulator, states: &BTreeMap<String, v1::ContactState>) -> Vec<CampaignData> {
-    canvass_engine::reports::simulated(sim.core(), sim.campaigns(), states)
+/// `run`: the engine on sled, the stream cut into commits at `cuts`, the outbox delivered
+/// after each one. Returns the outcome and the directory (for a replay).
+fn on_sled(s: &Scenario, cuts: &[usize]) -> (Outcome, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = Engine::open(
+        Store::open(dir.path(), StoreOptions::default()).unwrap(),
+        options(),
+    )
+    .unwrap();
+    let inputs: Vec<Sourced> = stream(s).into_iter().map(unsourced).collect();
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (inputs.len() + 1)).collect();
+    cuts.push(inputs.len());
+    cuts.sort_unstable();
+    let mut actions = Vec::new();
+    let mut deliver = |engine: &mut Engine| {
+        engine
+            .dispatch(usize::MAX, &mut |a| {
+                actions.extend_from_slice(a);
+                Ok(())
+            })
+            .unwrap();
+    };
+    let mut rest = inputs.into_iter();
+    let mut done = 0;
+    for cut in cuts {
+        let batch: Vec<Sourced> = rest.by_ref().take(cut - done).collect();
+        done = cut;
+        engine.ingest(batch, UnixMillis(0)).unwrap();
+        deliver(&mut engine);
+    }
+    engine.advance_to(horizon()).unwrap();
+    deliver(&mut engine);
+    (outcome(&engine, actions), dir)
 }
 
 /// Structural invariants of every contact's state.
@@ -293,7 +378,7 @@ fn check_invariants(
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 96,
+        cases: 64,
         // Failing cases are kept beside this file (tests/properties.proptest-regressions) and
         // committed, so that every later run tries them first.
         failure_persistence: Some(Box::new(prop::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
@@ -302,38 +387,36 @@ proptest! {
 
     #[test]
     fn the_same_inputs_always_give_the_same_output(s in scenario()) {
-        let (_, a) = run(&s);
-        let (_, b) = run(&s);
+        let (_, a) = simulated(&s);
+        let (_, b) = simulated(&s);
         prop_assert_eq!(a, b);
     }
 
+    /// The simulation, a durable run cut into arbitrary commits, and a replay of that run's
+    /// log agree on everything.
     #[test]
-    fn batching_the_input_does_not_change_the_outcome(
+    fn simulate_run_and_replay_agree_whatever_the_batches(
         s in scenario(),
-        cuts in prop::collection::vec((0usize..80, 0i64..400), 0..8),
+        cuts in prop::collection::vec(0usize..100, 0..8),
     ) {
-        let (_, whole) = run(&s);
-        let (_, batched) = run_in_batches(&s, &cuts);
-        prop_assert_eq!(whole, batched);
-    }
-
-    #[test]
-    fn replaying_the_log_rebuilds_the_same_state_effects_and_reports(s in scenario()) {
-        let (sim, (states, output)) = run(&s);
-        let replayed = replay(sim.core(), sim.log());
-        prop_assert_eq!(&states, &replayed.states);
-        let effects: Vec<Effect> = output.into_iter().map(|o| o.effect).collect();
-        prop_assert_eq!(effects, replayed.effects);
-        prop_assert_eq!(sim.campaigns(), &replayed.campaigns);
-        let live = canvass_report::build(&report_data(&sim, &states), &Options::default());
-        let rebuilt = canvass_report::build(&report_data(&sim, &replayed.states), &Options::default());
-        prop_assert_eq!(live, rebuilt);
+        let (_, simulated) = simulated(&s);
+        let (run, dir) = on_sled(&s, &cuts);
+        prop_assert_eq!(&simulated.states, &run.states);
+        prop_assert_eq!(&simulated.actions, &run.actions);
+        prop_assert_eq!(&simulated.counters, &run.counters);
+        prop_assert_eq!(&simulated.report, &run.report);
+        prop_assert_eq!(&simulated.projections, &run.projections);
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        Engine::replay(&store, options()).unwrap();
+        prop_assert_eq!(&run.projections, &store.projection_dump().unwrap(), "replay");
     }
 
     #[test]
     fn reports_add_up(s in scenario()) {
-        let (sim, (states, _)) = run(&s);
-        for data in report_data(&sim, &states) {
+        let (sim, out) = simulated(&s);
+        let states = &out.states;
+        let data = canvass_engine::reports::campaign_data(sim.engine().store(), &[]).unwrap();
+        for data in &data {
             let c = &data.counters;
             let journeys: Vec<&v1::ContactCampaignState> = states
                 .values()
@@ -355,8 +438,7 @@ proptest! {
             let active = journeys.iter().filter(|j| j.status() == v1::JourneyStatus::Active).count() as u64;
             prop_assert_eq!(c.states.values().map(|s| s.active).sum::<u64>(), active);
         }
-        let report = canvass_report::build(&report_data(&sim, &states), &Options::default());
-        for r in &report.campaigns {
+        for r in &out.report.campaigns {
             let d = &r.density;
             prop_assert!(d.reached <= d.eligible);
             if let Some(density) = d.density {
@@ -366,7 +448,7 @@ proptest! {
         }
         // Each model credits each purchase's whole amount once: the totals agree.
         let total = |pick: fn(&v1::Attribution) -> &str| -> Decimal {
-            sim.campaigns()
+            out.counters
                 .values()
                 .filter_map(|c| c.attribution.as_ref())
                 .map(|a| Decimal::from_str(pick(a)).unwrap_or_default())
@@ -379,14 +461,12 @@ proptest! {
 
     #[test]
     fn every_contact_is_in_at_most_one_state_per_campaign(s in scenario()) {
-        let (sim, (states, output)) = run(&s);
-        check_invariants(sim.core(), &states)?;
+        let (sim, out) = simulated(&s);
+        check_invariants(sim.engine().core(), &out.states)?;
         // Idempotency keys never repeat within a run.
-        let mut keys = std::collections::HashSet::new();
-        for o in &output {
-            if let Effect::Action(a) = &o.effect {
-                prop_assert!(keys.insert(a.idempotency_key.clone()), "key {} emitted twice", a.idempotency_key);
-            }
+        let mut keys = HashSet::new();
+        for a in &out.actions {
+            prop_assert!(keys.insert(a.idempotency_key.clone()), "key {} emitted twice", a.idempotency_key);
         }
     }
 }

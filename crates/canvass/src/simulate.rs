@@ -8,17 +8,23 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use canvass_core::{Core, Effect, UnixMillis, time::DAY_MILLIS, validate::kind_name};
+use canvass_core::{UnixMillis, time::DAY_MILLIS, validate::kind_name};
 use canvass_engine::{
-    Output, Simulator, Summary,
-    summary::{ClockSummary, InputSummary},
+    Simulation, Summary,
+    durable::{BatchReport, EngineOptions, Outcome, WarningKind},
+    simulate::{self, unsourced},
+    summary::{ClockSummary, Counters, InputSummary},
 };
 use canvass_proto::{json, v1};
+use rust_decimal::Decimal;
 
 use crate::{EXIT_INVALID_INPUT, input};
 
 /// How far past the last event timers keep firing when no --until is given.
 pub(crate) const DEFAULT_HORIZON_DAYS: i64 = 366;
+
+/// Inputs per group commit, as `run` batches a file by default.
+const BATCH: usize = 4096;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,7 +34,9 @@ pub struct Args {
     /// Contacts, one canonical-JSON Contact per line.
     #[arg(long)]
     contacts: PathBuf,
-    /// Touchpoint events, one canonical-JSON TouchpointEvent per line, applied in time order.
+    /// Touchpoint events, one canonical-JSON TouchpointEvent per line, applied in file order
+    /// as `run` applies its input: an event dated before one already applied is applied at
+    /// the clock's time.
     #[arg(long)]
     events: PathBuf,
     /// Launch time of the campaigns (RFC 3339); defaults to the earliest event's time.
@@ -52,6 +60,11 @@ pub struct Args {
     /// thresholds, frequency caps, quiet hours).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Write the input stream the simulation ran (commands, contacts, events, as
+    /// `canvass run --input` reads them) to this file: `run --clock event --drain` on it
+    /// does what the simulation did.
+    #[arg(long, value_name = "FILE")]
+    emit_input: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -71,7 +84,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             launch_order.push(c.id().to_string());
         }
     }
+    let specs: Vec<v1::CampaignSpec> = campaigns.iter().map(|(_, c)| c.spec.clone()).collect();
     let mut catalog = input::catalog(campaigns)?;
+    let mut policy = None;
     if let Some(path) = &args.policy {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -86,6 +101,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_INVALID_INPUT));
             }
         }
+        policy = Some(spec);
     }
     let dangling = catalog.dangling_references();
     if !dangling.is_empty() {
@@ -106,19 +122,18 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INVALID_INPUT));
     }
 
-    let mut events = events.good;
+    let events = events.good;
     let time_of = |e: &v1::TouchpointEvent| {
         e.occurred_at
             .as_ref()
             .map(UnixMillis::from_proto)
             .unwrap_or_default()
     };
-    // Stable: events with equal times keep their file order.
-    events.sort_by_key(time_of);
+    let earliest = events.iter().map(time_of).min();
     let start = match &args.start {
         Some(s) => input::parse_instant(s)?,
-        None => match events.first() {
-            Some(e) => time_of(e),
+        None => match earliest {
+            Some(t) => t,
             None => bail!("{} holds no events: give --start", args.events.display()),
         },
     };
@@ -133,78 +148,133 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         bail!("--until is before the start ({start})");
     }
 
-    let core = Core::new(catalog);
     // Events before the launch are history: they are applied at their own times first (a
-    // purchase made before the launch counts for the audience).
-    let clock = events.first().map_or(start, |e| time_of(e).min(start));
-    let mut sim = Simulator::new(core, clock);
-    let stdout = io::stdout();
-    let mut out = Printer {
-        out: BufWriter::new(stdout.lock()),
-        json: args.json,
+    // purchase made before the launch counts for the audience). Everything else is loaded
+    // at the earliest time the run knows of.
+    let loaded_at = earliest.map_or(start, |t| t.min(start));
+    let mut stream: Vec<Fed> = Vec::new();
+    stream.extend(
+        policy
+            .map(|p| simulate::policy_command(p, loaded_at))
+            .map(Fed::Other),
+    );
+    let profiled: std::collections::HashSet<String> =
+        contacts.good.iter().map(|c| c.id.clone()).collect();
+    stream.extend(
+        contacts
+            .good
+            .into_iter()
+            .map(|c| Fed::Contact(simulate::contact_record(c, loaded_at))),
+    );
+    stream.extend(
+        simulate::load_commands(&specs, loaded_at)
+            .into_iter()
+            .map(Fed::Other),
+    );
+    let launches = || {
+        launch_order
+            .iter()
+            .map(|id| Fed::Other(simulate::launch_command(id, start)))
+            .collect::<Vec<_>>()
     };
-
-    for contact in contacts.good {
-        sim.upsert_contact(contact);
-    }
     let mut launched = false;
-    let launch = |sim: &mut Simulator| {
-        sim.advance_to(start);
-        for id in &launch_order {
-            sim.launch(id);
-        }
-    };
     let mut events_after_until = 0u64;
-    let last_event = events.last().map(time_of);
+    let last_event = events.iter().map(time_of).max();
     for event in events {
         if until.is_some_and(|u| time_of(&event) > u) {
             events_after_until += 1;
             continue;
         }
         if !launched && time_of(&event) >= start {
-            launch(&mut sim);
+            stream.extend(launches());
             launched = true;
         }
-        sim.ingest(event);
-        out.effects(sim.take_output())?;
+        let unknown = !profiled.contains(&event.contact_id);
+        stream.push(Fed::Event(simulate::event_record(event), unknown));
     }
     if !launched {
-        launch(&mut sim);
+        stream.extend(launches());
     }
-    match until {
-        Some(u) => sim.advance_to(u),
-        None => {
-            let horizon = last_event
-                .unwrap_or(start)
-                .max(start)
-                .plus(canvass_core::SpanMillis(DEFAULT_HORIZON_DAYS * DAY_MILLIS));
-            sim.drain(horizon);
+    if let Some(path) = &args.emit_input {
+        write_stream(path, &stream)?;
+    }
+
+    let mut sim = Simulation::new(EngineOptions::default())?;
+    let stdout = io::stdout();
+    let mut out = Printer {
+        out: BufWriter::new(stdout.lock()),
+        json: args.json,
+    };
+    let mut tally = Tally::default();
+    let mut stream = stream.into_iter().peekable();
+    while stream.peek().is_some() {
+        let chunk: Vec<Fed> = stream.by_ref().take(BATCH).collect();
+        let kinds: Vec<Kind> = chunk.iter().map(Fed::kind).collect();
+        let report = sim.ingest(chunk.into_iter().map(|f| unsourced(f.record())).collect())?;
+        tally.add(&kinds, &report);
+        out.batch(&report, sim.take_actions()?)?;
+    }
+    let horizon = match until {
+        Some(u) => u,
+        None => last_event
+            .unwrap_or(start)
+            .max(start)
+            .plus(canvass_core::SpanMillis(DEFAULT_HORIZON_DAYS * DAY_MILLIS)),
+    };
+    let report = sim.advance_to(horizon)?;
+    tally.add(&[], &report);
+    out.batch(&report, sim.take_actions()?)?;
+
+    let store = sim.engine().store();
+    let states = canvass_engine::reports::contact_states(store).map_err(anyhow::Error::msg)?;
+    let campaigns =
+        canvass_engine::reports::campaign_data(store, &[]).map_err(anyhow::Error::msg)?;
+    let mut counters = tally.counters;
+    for data in &campaigns {
+        let c = &data.counters;
+        let by_kind: BTreeMap<String, u64> = c
+            .kinds
+            .iter()
+            .filter(|(_, k)| k.emitted > 0)
+            .map(|(kind, k)| (kind.clone(), k.emitted))
+            .collect();
+        if !by_kind.is_empty() {
+            counters.actions.insert(data.id.clone(), by_kind);
+        }
+        counters.cost.insert(
+            data.id.clone(),
+            c.cost.parse::<Decimal>().unwrap_or_default(),
+        );
+        if c.over_budget > 0 {
+            counters.withheld.insert(data.id.clone(), c.over_budget);
         }
     }
-    out.effects(sim.take_output())?;
-
-    let c = sim.counters();
     let inputs = InputSummary {
-        contacts: c.contacts_upserted,
-        events: c.events,
+        contacts: counters.contacts_upserted,
+        events: counters.events,
         malformed_lines: malformed as u64,
-        duplicate_events: c.duplicate_events,
-        unknown_contact_events: c.unknown_contact_events,
-        timers_fired: c.timers_fired,
-        pending_timers: sim.pending_timers() as u64,
+        duplicate_events: counters.duplicate_events,
+        unknown_contact_events: counters.unknown_contact_events,
+        timers_fired: counters.timers_fired,
+        pending_timers: store.timers(None).count() as u64,
     };
     let clock = ClockSummary {
         start: start.to_string(),
-        end: sim.clock().to_string(),
+        end: sim.engine().clock().max(start).to_string(),
     };
-    let summary = Summary::build(sim.core(), sim.states().values(), c, inputs, clock);
+    let summary = Summary::build(
+        sim.engine().core(),
+        states.iter().map(|(_, s)| s),
+        &counters,
+        inputs,
+        clock,
+    );
     if events_after_until > 0 {
         eprintln!("note: {events_after_until} event(s) after --until were not applied");
     }
     out.summary(&summary)?;
     if args.report {
-        let data = canvass_engine::reports::simulated(sim.core(), sim.campaigns(), sim.states());
-        let report = canvass_report::build(&data, &canvass_report::Options::default());
+        let report = canvass_report::build(&campaigns, &canvass_report::Options::default());
         if args.json {
             writeln!(out.out, "{}", serde_json::json!({ "report": report }))?;
         } else {
@@ -215,36 +285,104 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One input of the simulated stream, with what the summary counts it as.
+enum Fed {
+    Contact(v1::IngestRecord),
+    /// An event, and whether its contact is missing from the contacts file.
+    Event(v1::IngestRecord, bool),
+    Other(v1::IngestRecord),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Contact,
+    Event { unknown: bool },
+    Other,
+}
+
+impl Fed {
+    fn kind(&self) -> Kind {
+        match self {
+            Self::Contact(_) => Kind::Contact,
+            Self::Event(_, unknown) => Kind::Event { unknown: *unknown },
+            Self::Other(_) => Kind::Other,
+        }
+    }
+
+    fn record(self) -> v1::IngestRecord {
+        match self {
+            Self::Contact(r) | Self::Event(r, _) | Self::Other(r) => r,
+        }
+    }
+
+    fn as_record(&self) -> &v1::IngestRecord {
+        match self {
+            Self::Contact(r) | Self::Event(r, _) | Self::Other(r) => r,
+        }
+    }
+}
+
+fn write_stream(path: &std::path::Path, stream: &[Fed]) -> anyhow::Result<()> {
+    let mut file = BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+    );
+    for fed in stream {
+        writeln!(file, "{}", json::to_string(fed.as_record())?)?;
+    }
+    file.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// What the summary counts, from each input's outcome.
+#[derive(Default)]
+struct Tally {
+    counters: Counters,
+}
+
+impl Tally {
+    fn add(&mut self, kinds: &[Kind], report: &BatchReport) {
+        let c = &mut self.counters;
+        c.timers_fired += report.timers_fired;
+        c.enrollments_skipped += report.enrollments_skipped;
+        for w in &report.warnings {
+            match w.kind {
+                WarningKind::ConditionFailed => c.condition_failures += 1,
+                WarningKind::Fault => c.faults += 1,
+            }
+        }
+        for (kind, outcome) in kinds.iter().zip(&report.outcomes) {
+            match (kind, outcome) {
+                (Kind::Contact, Outcome::Logged { .. }) => c.contacts_upserted += 1,
+                (Kind::Event { unknown }, Outcome::Logged { .. }) => {
+                    c.events += 1;
+                    c.unknown_contact_events += u64::from(*unknown);
+                }
+                (Kind::Event { .. }, Outcome::Duplicate) => c.duplicate_events += 1,
+                (_, Outcome::DeadLetter { reason } | Outcome::Refused { reason }) => {
+                    eprintln!("error: {reason}");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 struct Printer<W: Write> {
     out: W,
     json: bool,
 }
 
 impl<W: Write> Printer<W> {
-    fn effects(&mut self, outputs: Vec<Output>) -> anyhow::Result<()> {
-        for Output {
-            at,
-            contact_id,
-            effect,
-        } in outputs
-        {
-            match effect {
-                Effect::Action(a) => self.action(&a)?,
-                Effect::ConditionFailed {
-                    campaign_id,
-                    path,
-                    error,
-                } => {
-                    eprintln!(
-                        "warning: {at}: {campaign_id}: contact {contact_id}: {path}: {error} (treated as false)"
-                    );
-                }
-                Effect::Fault {
-                    campaign_id,
-                    reason,
-                } => eprintln!("warning: {at}: {campaign_id}: contact {contact_id}: {reason}"),
-                _ => {}
-            }
+    /// What one commit did: its warnings (on stderr), then its actions.
+    fn batch(&mut self, report: &BatchReport, actions: Vec<v1::Action>) -> anyhow::Result<()> {
+        for w in &report.warnings {
+            eprintln!(
+                "warning: {}: {}: contact {}: {}",
+                w.at, w.campaign_id, w.contact_id, w.message
+            );
+        }
+        for a in &actions {
+            self.action(a)?;
         }
         Ok(())
     }
