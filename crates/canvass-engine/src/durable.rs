@@ -623,9 +623,6 @@ struct Pending {
     offsets: BTreeMap<String, u64>,
     /// Actions emitted so far by the log entry being applied.
     action_index: u32,
-    /// Sources whose last position in this batch was not logged (a duplicate, a dead
-    /// letter): a bare entry records it, so that offsets too can be rebuilt from the log.
-    unlogged: BTreeMap<String, v1::SourcePosition>,
     /// Where the scan of the store's timers resumes, and whether it has run out.
     timer_cursor: Option<(UnixMillis, TimerId)>,
     stored_timers_done: bool,
@@ -661,7 +658,6 @@ impl Pending {
             timer_due: HashMap::new(),
             offsets: BTreeMap::new(),
             action_index: 0,
-            unlogged: BTreeMap::new(),
             timer_cursor: None,
             stored_timers_done: false,
             lifecycles: BTreeMap::new(),
@@ -674,20 +670,6 @@ impl Pending {
     }
 
     fn into_batch(mut self) -> (WriteBatch, BatchReport, Core, UnixMillis) {
-        for position in std::mem::take(&mut self.unlogged).into_values() {
-            let entry = v1::LogEntry {
-                schema_version: LOG_SCHEMA_VERSION,
-                seq: self.next_seq,
-                applied_at: Some(self.clock.to_proto()),
-                source: Some(position),
-                input: None,
-                caller: String::new(),
-            };
-            self.next_seq += 1;
-            self.batch.append_log(&entry);
-            self.last_seq = Some(entry.seq);
-            self.report.entries += 1;
-        }
         for (id, state) in &self.contacts {
             self.batch.put_contact(EMBEDDED_PARTITION, id, state);
         }
@@ -747,10 +729,10 @@ impl Pending {
             position,
             caller,
         } = input;
+        // The offset is written with the commit, beside the log frame, whatever becomes of
+        // the input: the log holds inputs only, never a position without one.
         if let Some(p) = &position {
             self.offsets.insert(p.source.clone(), p.next_offset);
-            // Until the input is logged, only a bare entry would account for this position.
-            self.unlogged.insert(p.source.clone(), p.clone());
         }
         let record = match incoming {
             Incoming::Malformed {
@@ -1040,9 +1022,6 @@ impl Pending {
         self.next_seq = entry.seq + 1;
         self.action_index = 0;
         self.last_seq = Some(entry.seq);
-        if let Some(p) = &entry.source {
-            self.offsets.insert(p.source.clone(), p.next_offset);
-        }
         match &entry.input {
             None => {}
             Some(log_entry::Input::ContactUpsert(c)) => {

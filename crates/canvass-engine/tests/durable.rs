@@ -562,3 +562,62 @@ fn advancing_the_event_clock_fires_what_is_due_in_slices_and_replays_the_same() 
     Engine::replay(&store, options()).unwrap();
     assert_same(&live, &store.projection_dump().unwrap());
 }
+
+/// The log holds inputs only: read from a file (with source positions) in commits of one
+/// input or of many, it has the same entries, none without an input, and the stored offset
+/// covers the last line even when that line was a duplicate or a dead letter, which no log
+/// entry records. A replay leaves the offset where the commits put it.
+#[test]
+fn the_log_holds_the_same_inputs_whatever_the_batches_and_positions_go_with_the_commit() {
+    let mut lines = stream(None);
+    // The input ends with a duplicate of its last event and a line that is not JSON.
+    let last_event = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with(r#"{"event""#) && l.contains("contactId"))
+        .unwrap()
+        .clone();
+    lines.push(last_event);
+    lines.push("not json".to_string());
+    let sourced = |lines: &[String]| -> Vec<Sourced> {
+        let mut offset = 0u64;
+        lines
+            .iter()
+            .map(|l| {
+                let next = offset + l.len() as u64 + 1;
+                let mut s = record(l);
+                s.position = Some(v1::SourcePosition {
+                    source: "file:stream.jsonl".into(),
+                    offset,
+                    next_offset: next,
+                });
+                offset = next;
+                s
+            })
+            .collect()
+    };
+    let end = lines.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+    let logs: Vec<Vec<v1::LogEntry>> = [1, 16, 4096]
+        .iter()
+        .map(|batch| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let mut engine = Engine::open(store.clone(), options()).unwrap();
+            let inputs = sourced(&lines);
+            let mut rest = inputs.into_iter().peekable();
+            while rest.peek().is_some() {
+                let chunk: Vec<Sourced> = rest.by_ref().take(*batch).collect();
+                engine.ingest(chunk, UnixMillis(0)).unwrap();
+            }
+            assert_eq!(store.offset("file:stream.jsonl").unwrap(), Some(end));
+            let log = log_of(&store);
+            assert!(log.iter().all(|e| e.input.is_some()), "batch {batch}");
+            drop(engine);
+            Engine::replay(&store, options()).unwrap();
+            assert_eq!(store.offset("file:stream.jsonl").unwrap(), Some(end));
+            log
+        })
+        .collect();
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[0], logs[2]);
+}
