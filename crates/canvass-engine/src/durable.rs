@@ -76,6 +76,11 @@ pub struct EngineOptions {
     /// otherwise fire every pending timer at once. `None`: no bound (tests and simulations
     /// whose wall clock is not the real one).
     pub max_lead: Option<SpanMillis>,
+    /// How late an event may come and still be applied before the timers due after its
+    /// time: a timer fires only once the clock has passed its due time by this much, so
+    /// an event dated before a deadline but delivered up to this late still wins. An event
+    /// dated further behind the clock is applied at the clock's time and counted as late.
+    pub allowed_lateness: SpanMillis,
 }
 
 impl Default for EngineOptions {
@@ -85,6 +90,7 @@ impl Default for EngineOptions {
             dedupe_retention: SpanMillis(7 * canvass_core::time::DAY_MILLIS),
             publish: false,
             max_lead: None,
+            allowed_lateness: SpanMillis(0),
         }
     }
 }
@@ -316,7 +322,7 @@ impl Engine {
         let mut report = self.sweep()?;
         let mut pending = self.pending()?;
         if self.options.clock == ClockMode::Wall {
-            pending.fire_due(wall_now.max(self.clock))?;
+            pending.fire_due(pending.timer_horizon(wall_now.max(self.clock)))?;
         }
         for input in inputs {
             pending.accept(input, wall_now)?;
@@ -384,7 +390,7 @@ impl Engine {
             ClockMode::Wall => wall_now.max(self.clock),
             ClockMode::Event => self.clock,
         };
-        pending.fire_due(now)?;
+        pending.fire_due(pending.timer_horizon(now))?;
         report.add(self.finish(pending)?);
         Ok(report)
     }
@@ -638,6 +644,10 @@ struct Pending {
     caller: String,
     /// A command left a sweep to finish before the next input.
     sweeping: bool,
+    /// The input being appended came later than the allowed lateness.
+    late: bool,
+    /// Late events applied in this batch.
+    late_events: u64,
 }
 
 impl Pending {
@@ -666,6 +676,8 @@ impl Pending {
             acked: BTreeSet::new(),
             caller: String::new(),
             sweeping: false,
+            late: false,
+            late_events: 0,
         })
     }
 
@@ -678,6 +690,12 @@ impl Pending {
         }
         for l in self.lifecycles.values() {
             self.batch.put_lifecycle(l);
+        }
+        if self.late_events > 0 {
+            // Read once per batch that has late events: most have none.
+            let mut counters = self.store.input_counters().unwrap_or_default();
+            counters.late_events += self.late_events;
+            self.batch.put_input_counters(&counters);
         }
         if let Some(seq) = self.last_seq {
             self.batch.set_last_seq(seq);
@@ -792,7 +810,9 @@ impl Pending {
         };
         let now = self.processing_time(event_time, wall_now);
         if self.options.clock == ClockMode::Event {
-            self.fire_due(now)?;
+            self.fire_due(self.timer_horizon(now))?;
+            self.late = matches!(input, log_entry::Input::Event(_))
+                && event_time.is_some_and(|t| self.timer_horizon(self.clock) > t);
         }
         let command = match &input {
             log_entry::Input::Command(c) if self.options.publish => Some(c.clone()),
@@ -867,6 +887,12 @@ impl Pending {
         self.batch
             .put_publication(self.next_publication, &publication);
         self.next_publication += 1;
+    }
+
+    /// The latest due time of the timers that may fire at `now`: a timer waits for the
+    /// allowed lateness past its due time, for events dated before it that come late.
+    fn timer_horizon(&self, now: UnixMillis) -> UnixMillis {
+        UnixMillis(now.0.saturating_sub(self.options.allowed_lateness.0))
     }
 
     /// The time an input arriving now is applied at: the clock never goes back.
@@ -1005,6 +1031,7 @@ impl Pending {
             input: Some(input),
             // Only the accepted input itself: timers it fires first are nobody's.
             caller: std::mem::take(&mut self.caller),
+            late: std::mem::take(&mut self.late),
         };
         self.batch.append_log(&entry);
         self.report.entries += 1;
@@ -1022,6 +1049,7 @@ impl Pending {
         self.next_seq = entry.seq + 1;
         self.action_index = 0;
         self.last_seq = Some(entry.seq);
+        self.late_events += u64::from(entry.late);
         match &entry.input {
             None => {}
             Some(log_entry::Input::ContactUpsert(c)) => {

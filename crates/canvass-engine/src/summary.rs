@@ -78,6 +78,8 @@ pub struct InputSummary {
     pub timers_fired: u64,
     /// Timers still armed when the run stopped.
     pub pending_timers: u64,
+    /// Events applied later than the allowed lateness, at the clock's time.
+    pub late_events: u64,
 }
 
 /// Diagnostic counts.

@@ -76,6 +76,14 @@ fn options() -> EngineOptions {
     }
 }
 
+/// [`options`] with an allowed lateness of `hours`.
+fn late_by(hours: i64) -> EngineOptions {
+    EngineOptions {
+        allowed_lateness: SpanMillis(hours * HOUR),
+        ..options()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Scenario {
     contacts: Vec<v1::Contact>,
@@ -275,8 +283,8 @@ fn outcome(engine: &Engine, actions: Vec<v1::Action>) -> Outcome {
 }
 
 /// `simulate`: the engine over a store in memory, the whole stream in one commit.
-fn simulated(s: &Scenario) -> (Simulation, Outcome) {
-    let mut sim = Simulation::new(options()).unwrap();
+fn simulated(s: &Scenario, options: EngineOptions) -> (Simulation, Outcome) {
+    let mut sim = Simulation::new(options).unwrap();
     sim.ingest(stream(s).into_iter().map(unsourced).collect())
         .unwrap();
     let mut actions = sim.take_actions().unwrap();
@@ -288,11 +296,11 @@ fn simulated(s: &Scenario) -> (Simulation, Outcome) {
 
 /// `run`: the engine on sled, the stream cut into commits at `cuts`, the outbox delivered
 /// after each one. Returns the outcome and the directory (for a replay).
-fn on_sled(s: &Scenario, cuts: &[usize]) -> (Outcome, tempfile::TempDir) {
+fn on_sled(s: &Scenario, cuts: &[usize], options: EngineOptions) -> (Outcome, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = Engine::open(
         Store::open(dir.path(), StoreOptions::default()).unwrap(),
-        options(),
+        options,
     )
     .unwrap();
     let inputs: Vec<Sourced> = stream(s).into_iter().map(unsourced).collect();
@@ -387,8 +395,8 @@ proptest! {
 
     #[test]
     fn the_same_inputs_always_give_the_same_output(s in scenario()) {
-        let (_, a) = simulated(&s);
-        let (_, b) = simulated(&s);
+        let (_, a) = simulated(&s, options());
+        let (_, b) = simulated(&s, options());
         prop_assert_eq!(a, b);
     }
 
@@ -398,22 +406,23 @@ proptest! {
     fn simulate_run_and_replay_agree_whatever_the_batches(
         s in scenario(),
         cuts in prop::collection::vec(0usize..100, 0..8),
+        lateness in prop::sample::select(vec![0i64, 3, 30]),
     ) {
-        let (_, simulated) = simulated(&s);
-        let (run, dir) = on_sled(&s, &cuts);
+        let (_, simulated) = simulated(&s, late_by(lateness));
+        let (run, dir) = on_sled(&s, &cuts, late_by(lateness));
         prop_assert_eq!(&simulated.states, &run.states);
         prop_assert_eq!(&simulated.actions, &run.actions);
         prop_assert_eq!(&simulated.counters, &run.counters);
         prop_assert_eq!(&simulated.report, &run.report);
         prop_assert_eq!(&simulated.projections, &run.projections);
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        Engine::replay(&store, options()).unwrap();
+        Engine::replay(&store, late_by(lateness)).unwrap();
         prop_assert_eq!(&run.projections, &store.projection_dump().unwrap(), "replay");
     }
 
     #[test]
     fn reports_add_up(s in scenario()) {
-        let (sim, out) = simulated(&s);
+        let (sim, out) = simulated(&s, options());
         let states = &out.states;
         let data = canvass_engine::reports::campaign_data(sim.engine().store(), &[]).unwrap();
         for data in &data {
@@ -461,7 +470,7 @@ proptest! {
 
     #[test]
     fn every_contact_is_in_at_most_one_state_per_campaign(s in scenario()) {
-        let (sim, out) = simulated(&s);
+        let (sim, out) = simulated(&s, options());
         check_invariants(sim.engine().core(), &out.states)?;
         // Idempotency keys never repeat within a run.
         let mut keys = HashSet::new();

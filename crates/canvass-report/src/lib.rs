@@ -101,6 +101,9 @@ pub struct Report {
     pub segments: Vec<RoiRow>,
     /// The indirect cost and how it was shared, if one was given.
     pub indirect: Option<IndirectCost>,
+    /// Events applied later than the allowed lateness (at the clock's time, not their own):
+    /// set by the caller from the engine's input counters.
+    pub late_events: u64,
 }
 
 /// Cost, revenue and ROI of a group of campaigns or actions.
@@ -455,6 +458,7 @@ pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
     }
     Report {
         model: options.model,
+        late_events: 0,
         campaigns: reports,
         channels: channels
             .into_iter()

@@ -71,6 +71,13 @@ pub fn text(report: &Report) -> String {
         let _ = writeln!(out, "Segments ({model})");
         let _ = writeln!(out, "{}\n", roi_table(&report.segments, true));
     }
+    if report.late_events > 0 {
+        let _ = writeln!(
+            out,
+            "Late events: {} applied at the clock's time, later than the allowed lateness\n",
+            report.late_events
+        );
+    }
     if let Some(i) = &report.indirect {
         let rule = serde_plain(i.rule);
         let shares: Vec<String> = i.shares.iter().map(|(c, s)| format!("{c} {s}")).collect();

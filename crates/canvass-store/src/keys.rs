@@ -37,13 +37,15 @@ pub const META: u8 = b'M';
 pub const CHECKPOINT: u8 = b'K';
 /// Sweeps in progress, by the command's log sequence number.
 pub const SWEEP: u8 = b'W';
+/// What the engine counts about its inputs: `E` alone.
+pub const INPUTS: u8 = b'E';
 
 /// The namespaces rebuilt from the log by replay. Dead letters, publications, metadata and
 /// source offsets are not: offsets are written with each commit's log frame, in the same
 /// atomic batch, including those of inputs never logged (duplicates, dead letters), so the
 /// log holds inputs only and a replay leaves the offsets as they are.
-pub const PROJECTIONS: [u8; 9] = [
-    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, SPEC, LIFECYCLE, POLICY, SWEEP,
+pub const PROJECTIONS: [u8; 10] = [
+    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, SPEC, LIFECYCLE, POLICY, SWEEP, INPUTS,
 ];
 
 /// The namespaces written at every commit, straight to sled; the other projections wait

@@ -584,6 +584,13 @@ impl Store {
         Ok(out)
     }
 
+    /// What the engine counted about its inputs (zero if nothing yet).
+    pub fn input_counters(&self) -> Result<v1::InputCounters> {
+        Ok(self
+            .get("input counters", &[keys::INPUTS])?
+            .unwrap_or_default())
+    }
+
     /// The engine-wide policy, if one was set.
     pub fn policy(&self) -> Result<Option<v1::Policy>> {
         self.get("policy", &[keys::POLICY])
@@ -1326,6 +1333,11 @@ impl WriteBatch {
             keys::lifecycle(&lifecycle.campaign_id),
             lifecycle.encode_to_vec(),
         );
+    }
+
+    /// Stores what the engine counted about its inputs.
+    pub fn put_input_counters(&mut self, counters: &v1::InputCounters) {
+        self.put(vec![keys::INPUTS], counters.encode_to_vec());
     }
 
     /// Replaces the engine-wide policy.

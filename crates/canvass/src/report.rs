@@ -223,6 +223,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             AllocationArg::DirectCost => Allocation::DirectCost,
         },
     };
-    let report = canvass_report::build(&data, &options);
+    let mut report = canvass_report::build(&data, &options);
+    report.late_events = engine.store().input_counters()?.late_events;
     print_as(args, &report, render::csv, render::text, Some(svg::funnel))
 }

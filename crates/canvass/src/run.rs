@@ -110,11 +110,23 @@ pub struct RunArgs {
     /// clock); 0 turns the bound off.
     #[arg(long, default_value_t = 24)]
     max_lead_hours: u64,
+    /// How late an event may arrive, in seconds, and still be applied before the timers due
+    /// after its time: a timer fires only once the clock has passed its due time by this
+    /// much. Under the event clock, an event dated further behind the clock is applied at the
+    /// clock's time and counted as late (`inspect`, `report`).
+    #[arg(long, default_value_t = 0)]
+    allowed_lateness_secs: u64,
     /// Stop with status 4 when one write to the data directory has not finished after this
     /// many seconds: sled can block without an error on a full disk, and a supervisor needs
     /// an exit to act on. Every commit before it is durable.
     #[arg(long, default_value_t = STALL_SECS)]
     storage_stall_secs: u64,
+}
+
+/// `--allowed-lateness-secs` as a span (bounded by the longest span a spec may hold).
+pub(crate) fn lateness(secs: u64) -> SpanMillis {
+    let millis = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    SpanMillis(millis.min(canvass_core::time::MAX_SPAN.0))
 }
 
 fn open(data: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
@@ -152,6 +164,7 @@ fn engine_options(clock: Clock, dedupe_hours: i64, publish: bool) -> EngineOptio
         dedupe_retention: SpanMillis(dedupe_hours * 3_600_000),
         publish,
         max_lead: None,
+        allowed_lateness: SpanMillis(0),
     }
 }
 
@@ -203,6 +216,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 i64::try_from(args.max_lead_hours).unwrap_or(i64::MAX / 3_600_000) * 3_600_000,
             )
         }),
+        allowed_lateness: lateness(args.allowed_lateness_secs),
         ..engine_options(args.clock, args.dedupe_hours, kafka)
     };
     let mut engine = Engine::open(store, options)?;
@@ -534,6 +548,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     println!("timers armed:  {}", store.timers(None).count());
     println!("outbox:        {}", store.outbox(usize::MAX)?.len());
     println!("dead letters:  {}", store.dead_letter_count()?);
+    println!("late events:   {}", store.input_counters()?.late_events);
     if let Some(policy) = store.policy()? {
         println!(
             "policy:        {}",

@@ -65,6 +65,10 @@ pub struct Args {
     /// does what the simulation did.
     #[arg(long, value_name = "FILE")]
     emit_input: Option<PathBuf>,
+    /// How late an event may arrive, in seconds, and still be applied before the timers due
+    /// after its time (as `run --allowed-lateness-secs`).
+    #[arg(long, default_value_t = 0)]
+    allowed_lateness_secs: u64,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -199,7 +203,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         write_stream(path, &stream)?;
     }
 
-    let mut sim = Simulation::new(EngineOptions::default())?;
+    let mut sim = Simulation::new(EngineOptions {
+        allowed_lateness: crate::run::lateness(args.allowed_lateness_secs),
+        ..EngineOptions::default()
+    })?;
     let stdout = io::stdout();
     let mut out = Printer {
         out: BufWriter::new(stdout.lock()),
@@ -257,6 +264,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         unknown_contact_events: counters.unknown_contact_events,
         timers_fired: counters.timers_fired,
         pending_timers: store.timers(None).count() as u64,
+        late_events: store.input_counters()?.late_events,
     };
     let clock = ClockSummary {
         start: start.to_string(),
@@ -274,7 +282,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     out.summary(&summary)?;
     if args.report {
-        let report = canvass_report::build(&campaigns, &canvass_report::Options::default());
+        let mut report = canvass_report::build(&campaigns, &canvass_report::Options::default());
+        report.late_events = store.input_counters()?.late_events;
         if args.json {
             writeln!(out.out, "{}", serde_json::json!({ "report": report }))?;
         } else {
@@ -434,6 +443,13 @@ impl<W: Write> Printer<W> {
             i.timers_fired,
             i.pending_timers
         )?;
+        if i.late_events > 0 {
+            writeln!(
+                self.out,
+                "late: {} events applied at the clock's time, later than the allowed lateness",
+                i.late_events
+            )?;
+        }
         for c in &s.campaigns {
             writeln!(
                 self.out,
