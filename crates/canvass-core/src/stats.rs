@@ -1,7 +1,8 @@
 //! Campaign counters as a fold of effects: the measurement projections of the log.
 //!
-//! The durable engine and the simulator both call [`record`] for every effect of every step,
-//! in log order, so the counters are a function of the log and replay rebuilds them exactly.
+//! The engine (live, in replay, and in a simulation) calls [`record`] for every effect of
+//! every step, in log order, so the counters are a function of the log and replay rebuilds
+//! them exactly.
 //! Money is kept as decimal strings in the counters (their stored form) and added exactly.
 
 use std::{collections::BTreeMap, str::FromStr};

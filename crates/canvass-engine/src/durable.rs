@@ -322,7 +322,7 @@ impl Engine {
         let mut report = self.sweep()?;
         let mut pending = self.pending()?;
         if self.options.clock == ClockMode::Wall {
-            pending.fire_due(pending.timer_horizon(wall_now.max(self.clock)))?;
+            pending.fire_due(wall_now.max(self.clock))?;
         }
         for input in inputs {
             pending.accept(input, wall_now)?;
@@ -367,14 +367,16 @@ impl Engine {
 
     /// Under the event clock, moves time on to `until` once the input has ended: fires, in
     /// order, every timer due at or before it (those the firings arm included), each a log
-    /// entry at its due time, in commits of at most [`ADVANCE_SLICE`] timers, as the
-    /// simulator does at the end of its input. The clock itself moves only with what fires.
+    /// entry at its due time, in commits of at most [`ADVANCE_SLICE`] timers (what
+    /// `simulate` does at the end of its input). The clock itself moves only with what fires.
     pub fn advance_to(&mut self, until: UnixMillis) -> Result<BatchReport> {
         let until = until.min(latest_input_time());
         let mut report = self.sweep()?;
         loop {
             let mut pending = self.pending()?;
-            let fired = pending.fire_due_at_most(until.max(self.clock), ADVANCE_SLICE)?;
+            // The input has ended: nothing late can come, so no lateness is waited for.
+            let until = until.max(self.clock);
+            let fired = pending.fire_due_at_most(until, until, ADVANCE_SLICE)?;
             report.add(self.finish(pending)?);
             if fired < ADVANCE_SLICE {
                 return Ok(report);
@@ -390,7 +392,7 @@ impl Engine {
             ClockMode::Wall => wall_now.max(self.clock),
             ClockMode::Event => self.clock,
         };
-        pending.fire_due(pending.timer_horizon(now))?;
+        pending.fire_due(now)?;
         report.add(self.finish(pending)?);
         Ok(report)
     }
@@ -646,8 +648,8 @@ struct Pending {
     sweeping: bool,
     /// The input being appended came later than the allowed lateness.
     late: bool,
-    /// Late events applied in this batch.
-    late_events: u64,
+    /// The input counters, once this batch changed them.
+    input_counters: Option<v1::InputCounters>,
 }
 
 impl Pending {
@@ -677,7 +679,7 @@ impl Pending {
             caller: String::new(),
             sweeping: false,
             late: false,
-            late_events: 0,
+            input_counters: None,
         })
     }
 
@@ -691,11 +693,8 @@ impl Pending {
         for l in self.lifecycles.values() {
             self.batch.put_lifecycle(l);
         }
-        if self.late_events > 0 {
-            // Read once per batch that has late events: most have none.
-            let mut counters = self.store.input_counters().unwrap_or_default();
-            counters.late_events += self.late_events;
-            self.batch.put_input_counters(&counters);
+        if let Some(counters) = &self.input_counters {
+            self.batch.put_input_counters(counters);
         }
         if let Some(seq) = self.last_seq {
             self.batch.set_last_seq(seq);
@@ -810,7 +809,7 @@ impl Pending {
         };
         let now = self.processing_time(event_time, wall_now);
         if self.options.clock == ClockMode::Event {
-            self.fire_due(self.timer_horizon(now))?;
+            self.fire_due(now)?;
             self.late = matches!(input, log_entry::Input::Event(_))
                 && event_time.is_some_and(|t| self.timer_horizon(self.clock) > t);
         }
@@ -960,16 +959,25 @@ impl Pending {
         letter
     }
 
-    /// Fires, in (due, id) order, every armed timer due at or before `now`.
+    /// Fires, in (due, id) order, every armed timer that may fire at `now`: due at or
+    /// before it less the allowed lateness.
     fn fire_due(&mut self, now: UnixMillis) -> Result<()> {
-        self.fire_due_at_most(now, usize::MAX).map(|_| ())
+        self.fire_due_at_most(now, self.timer_horizon(now), usize::MAX)
+            .map(|_| ())
     }
 
-    /// Fires at most `limit` of the timers due at or before `now`, in order; returns how many.
-    fn fire_due_at_most(&mut self, now: UnixMillis, limit: usize) -> Result<usize> {
+    /// Fires at most `limit` of the timers due at or before `horizon`, in order, at `now`
+    /// under the wall clock (at their due time, or the clock if later, under the event
+    /// clock); returns how many.
+    fn fire_due_at_most(
+        &mut self,
+        now: UnixMillis,
+        horizon: UnixMillis,
+        limit: usize,
+    ) -> Result<usize> {
         let mut fired_count = 0;
         while let Some((due, id)) = self.next_timer()? {
-            if due > now || fired_count == limit {
+            if due > horizon || fired_count == limit {
                 break;
             }
             fired_count += 1;
@@ -1049,7 +1057,15 @@ impl Pending {
         self.next_seq = entry.seq + 1;
         self.action_index = 0;
         self.last_seq = Some(entry.seq);
-        self.late_events += u64::from(entry.late);
+        if entry.late {
+            // Read once per batch with a late event: most have none.
+            let counters = match self.input_counters.take() {
+                Some(c) => c,
+                None => self.store.input_counters()?,
+            };
+            let counters = self.input_counters.insert(counters);
+            counters.late_events += 1;
+        }
         match &entry.input {
             None => {}
             Some(log_entry::Input::ContactUpsert(c)) => {

@@ -685,3 +685,49 @@ fn an_allowed_lateness_lets_an_event_dated_before_a_deadline_win() {
         assert_eq!(store.input_counters().unwrap().late_events, late);
     }
 }
+
+/// Under the wall clock the lateness delays a timer past its due time, and the timer is
+/// applied at the wall time it fires at: the log's times never go back.
+#[test]
+fn under_the_wall_clock_a_lateness_delays_timers_without_dating_them_back() {
+    let spec: serde_json::Value = serde_json::from_str(WAIT_FOR_REPLY).unwrap();
+    let mut lines = Vec::new();
+    publish(&mut lines, &spec.to_string(), "reply", 1);
+    lines.push(format!(
+        r#"{{"at": "{LAUNCH}", "contact": {{"id": "c1"}}}}"#
+    ));
+    lines.push(command("ops", r#""launch": "reply""#));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let launch = UnixMillis::from_proto(&canvass_proto::wkt::Timestamp::parse(LAUNCH).unwrap());
+    let minutes = |m: i64| UnixMillis(launch.0 + m * 60_000);
+    let mut engine = Engine::open(
+        store.clone(),
+        EngineOptions {
+            clock: ClockMode::Wall,
+            allowed_lateness: canvass_core::SpanMillis(30 * 60_000),
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    engine
+        .ingest(lines.iter().map(|l| record(l)).collect(), minutes(0))
+        .unwrap();
+    // Due at 60 minutes; with 30 minutes of lateness it waits until 90.
+    assert_eq!(engine.tick(minutes(80)).unwrap().timers_fired, 0);
+    assert_eq!(engine.tick(minutes(95)).unwrap().timers_fired, 1);
+    let log = log_of(&store);
+    let fired = log
+        .iter()
+        .find(|e| matches!(e.input, Some(v1::log_entry::Input::TimerFired(_))))
+        .unwrap();
+    assert_eq!(
+        fired.applied_at.as_ref().map(UnixMillis::from_proto),
+        Some(minutes(95))
+    );
+    let times: Vec<UnixMillis> = log
+        .iter()
+        .filter_map(|e| e.applied_at.as_ref().map(UnixMillis::from_proto))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+}

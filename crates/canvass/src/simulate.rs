@@ -61,8 +61,9 @@ pub struct Args {
     #[arg(long)]
     policy: Option<PathBuf>,
     /// Write the input stream the simulation ran (commands, contacts, events, as
-    /// `canvass run --input` reads them) to this file: `run --clock event --drain` on it
-    /// does what the simulation did.
+    /// `canvass run --input` reads them) to this file: `run --clock event --drain
+    /// --max-lead-hours 0` on it (`--until T` for `--drain` if given here, and the same
+    /// `--allowed-lateness-secs`) does what the simulation did.
     #[arg(long, value_name = "FILE")]
     emit_input: Option<PathBuf>,
     /// How late an event may arrive, in seconds, and still be applied before the timers due
@@ -268,7 +269,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let clock = ClockSummary {
         start: start.to_string(),
-        end: sim.engine().clock().max(start).to_string(),
+        // With --until the virtual clock stops there, whatever fired last.
+        end: until
+            .unwrap_or_else(|| sim.engine().clock().max(start))
+            .to_string(),
     };
     let summary = Summary::build(
         sim.engine().core(),
