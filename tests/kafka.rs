@@ -391,8 +391,9 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
         let data = dir.path().join(name);
         let args = engine_args(&data, &config, "event");
         // Long enough that five kills, each after the engine has shown progress, land before
-        // its end (the engine got faster: four copies ran out before the fourth kill).
-        let p = phases(&topics, 7);
+        // its end: each run applies about 700 records before its kill, and seven copies
+        // (3,003 records) once ran out before the fifth kill.
+        let p = phases(&topics, 12);
         set_up(&broker, &p, &args);
         broker.produce(&p.events);
         let set_up_end = Store::open(&data, StoreOptions::default())
