@@ -7,7 +7,8 @@ use canvass_proto::v1;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-/// Counts of what a run saw and did, gathered from the engine's batch reports and counters.
+/// Counts of what came in and what the core reported that no table keeps, gathered from the
+/// engine's batch reports (what a campaign did comes from its counters).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
     /// Contact upserts applied.
@@ -26,12 +27,6 @@ pub struct Counters {
     pub faults: u64,
     /// Enrollments refused (already in, re-entry rules, unknown campaign).
     pub enrollments_skipped: u64,
-    /// Actions by campaign, then by kind name.
-    pub actions: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Cost of the actions by campaign.
-    pub cost: BTreeMap<String, Decimal>,
-    /// Cost-bearing actions withheld for the budget, by campaign.
-    pub withheld: BTreeMap<String, u64>,
 }
 
 /// The end-of-run summary, serialized as JSON in lowerCamelCase like the rest of the API.
@@ -145,11 +140,13 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Summary {
-    /// Summarizes the final states and the counters of a run.
+    /// Summarizes the final states, each campaign's counters (by id) and the input counts of
+    /// a run.
     #[must_use]
     pub fn build<'a>(
         core: &Core,
         states: impl IntoIterator<Item = &'a v1::ContactState>,
+        campaign_counters: &BTreeMap<String, v1::CampaignCounters>,
         counters: &Counters,
         inputs: InputSummary,
         clock: ClockSummary,
@@ -202,14 +199,15 @@ impl Summary {
         }
         let mut actions_by_kind: BTreeMap<String, u64> = BTreeMap::new();
         for (id, c) in &mut campaigns {
-            if let Some(by_kind) = counters.actions.get(id) {
-                c.actions_by_kind.clone_from(by_kind);
-                for (kind, n) in by_kind {
-                    *actions_by_kind.entry(kind.clone()).or_default() += n;
-                }
+            let Some(counted) = campaign_counters.get(id) else {
+                continue;
+            };
+            for (kind, k) in counted.kinds.iter().filter(|(_, k)| k.emitted > 0) {
+                c.actions_by_kind.insert(kind.clone(), k.emitted);
+                *actions_by_kind.entry(kind.clone()).or_default() += k.emitted;
             }
-            c.withheld = counters.withheld.get(id).copied().unwrap_or_default();
-            let cost = counters.cost.get(id).copied().unwrap_or_default();
+            c.withheld = counted.over_budget;
+            let cost = counted.cost.parse::<Decimal>().unwrap_or_default();
             c.cost = cost.to_string();
             if let Some(budget) = core.catalog().latest(id).and_then(|c| c.budget.as_ref()) {
                 c.currency.clone_from(&budget.currency);

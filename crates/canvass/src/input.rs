@@ -104,7 +104,8 @@ pub fn load_specs(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Campaign)>, Vec<Spe
     }
 }
 
-/// Builds a catalog; a second spec with the same id and version is an error.
+/// Builds a catalog, to check the specs against one another (a second spec with the same id
+/// and version is an error; `dangling_references` finds sub-campaigns not given).
 pub fn catalog(campaigns: Vec<(PathBuf, Campaign)>) -> anyhow::Result<Catalog> {
     let mut catalog = Catalog::new();
     for (path, campaign) in campaigns {
@@ -112,8 +113,6 @@ pub fn catalog(campaigns: Vec<(PathBuf, Campaign)>) -> anyhow::Result<Catalog> {
             .insert(campaign)
             .with_context(|| format!("{}", path.display()))?;
     }
-    // A simulation runs what it is given: the newest version of each campaign.
-    catalog.run_all_latest();
     Ok(catalog)
 }
 

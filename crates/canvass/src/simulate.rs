@@ -16,7 +16,6 @@ use canvass_engine::{
     summary::{ClockSummary, Counters, InputSummary},
 };
 use canvass_proto::{json, v1};
-use rust_decimal::Decimal;
 
 use crate::{EXIT_INVALID_INPUT, input};
 
@@ -90,15 +89,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     let specs: Vec<v1::CampaignSpec> = campaigns.iter().map(|(_, c)| c.spec.clone()).collect();
-    let mut catalog = input::catalog(campaigns)?;
+    let catalog = input::catalog(campaigns)?;
     let mut policy = None;
     if let Some(path) = &args.policy {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let spec: v1::Policy =
             json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // Checked here to name the file; the simulation's engine compiles it again.
         match canvass_core::policy::compile(&spec) {
-            Ok(p) => catalog.set_policy(p),
+            Ok(_) => {}
             Err(issues) => {
                 for issue in issues {
                     eprintln!("error: {}: {issue}", path.display());
@@ -161,7 +161,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     stream.extend(
         policy
             .map(|p| simulate::policy_command(p, loaded_at))
-            .map(Fed::Other),
+            .map(|r| Fed::new(r, Kind::Other)),
     );
     let profiled: std::collections::HashSet<String> =
         contacts.good.iter().map(|c| c.id.clone()).collect();
@@ -169,17 +169,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         contacts
             .good
             .into_iter()
-            .map(|c| Fed::Contact(simulate::contact_record(c, loaded_at))),
+            .map(|c| Fed::new(simulate::contact_record(c, loaded_at), Kind::Contact)),
     );
     stream.extend(
         simulate::load_commands(&specs, loaded_at)
             .into_iter()
-            .map(Fed::Other),
+            .map(|r| Fed::new(r, Kind::Other)),
     );
     let launches = || {
         launch_order
             .iter()
-            .map(|id| Fed::Other(simulate::launch_command(id, start)))
+            .map(|id| Fed::new(simulate::launch_command(id, start), Kind::Other))
             .collect::<Vec<_>>()
     };
     let mut launched = false;
@@ -195,7 +195,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             launched = true;
         }
         let unknown = !profiled.contains(&event.contact_id);
-        stream.push(Fed::Event(simulate::event_record(event), unknown));
+        stream.push(Fed::new(
+            simulate::event_record(event),
+            Kind::Event { unknown },
+        ));
     }
     if !launched {
         stream.extend(launches());
@@ -217,8 +220,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut stream = stream.into_iter().peekable();
     while stream.peek().is_some() {
         let chunk: Vec<Fed> = stream.by_ref().take(BATCH).collect();
-        let kinds: Vec<Kind> = chunk.iter().map(Fed::kind).collect();
-        let report = sim.ingest(chunk.into_iter().map(|f| unsourced(f.record())).collect())?;
+        let kinds: Vec<Kind> = chunk.iter().map(|f| f.counts_as).collect();
+        let report = sim.ingest(chunk.into_iter().map(|f| unsourced(f.record)).collect())?;
         tally.add(&kinds, &report);
         out.batch(&report, sim.take_actions()?)?;
     }
@@ -237,26 +240,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let states = canvass_engine::reports::contact_states(store).map_err(anyhow::Error::msg)?;
     let campaigns =
         canvass_engine::reports::campaign_data(store, &[]).map_err(anyhow::Error::msg)?;
-    let mut counters = tally.counters;
-    for data in &campaigns {
-        let c = &data.counters;
-        let by_kind: BTreeMap<String, u64> = c
-            .kinds
-            .iter()
-            .filter(|(_, k)| k.emitted > 0)
-            .map(|(kind, k)| (kind.clone(), k.emitted))
-            .collect();
-        if !by_kind.is_empty() {
-            counters.actions.insert(data.id.clone(), by_kind);
-        }
-        counters.cost.insert(
-            data.id.clone(),
-            c.cost.parse::<Decimal>().unwrap_or_default(),
-        );
-        if c.over_budget > 0 {
-            counters.withheld.insert(data.id.clone(), c.over_budget);
-        }
-    }
+    let campaign_counters: BTreeMap<String, v1::CampaignCounters> = campaigns
+        .iter()
+        .map(|d| (d.id.clone(), d.counters.clone()))
+        .collect();
+    let counters = tally.counters;
+    let late_events = store.input_counters()?.late_events;
     let inputs = InputSummary {
         contacts: counters.contacts_upserted,
         events: counters.events,
@@ -265,7 +254,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         unknown_contact_events: counters.unknown_contact_events,
         timers_fired: counters.timers_fired,
         pending_timers: store.timers(None).count() as u64,
-        late_events: store.input_counters()?.late_events,
+        late_events,
     };
     let clock = ClockSummary {
         start: start.to_string(),
@@ -277,6 +266,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let summary = Summary::build(
         sim.engine().core(),
         states.iter().map(|(_, s)| s),
+        &campaign_counters,
         &counters,
         inputs,
         clock,
@@ -287,7 +277,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     out.summary(&summary)?;
     if args.report {
         let mut report = canvass_report::build(&campaigns, &canvass_report::Options::default());
-        report.late_events = store.input_counters()?.late_events;
+        report.late_events = late_events;
         if args.json {
             writeln!(out.out, "{}", serde_json::json!({ "report": report }))?;
         } else {
@@ -299,40 +289,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// One input of the simulated stream, with what the summary counts it as.
-enum Fed {
-    Contact(v1::IngestRecord),
-    /// An event, and whether its contact is missing from the contacts file.
-    Event(v1::IngestRecord, bool),
-    Other(v1::IngestRecord),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Contact,
-    Event { unknown: bool },
-    Other,
+struct Fed {
+    record: v1::IngestRecord,
+    counts_as: Kind,
 }
 
 impl Fed {
-    fn kind(&self) -> Kind {
-        match self {
-            Self::Contact(_) => Kind::Contact,
-            Self::Event(_, unknown) => Kind::Event { unknown: *unknown },
-            Self::Other(_) => Kind::Other,
-        }
+    fn new(record: v1::IngestRecord, counts_as: Kind) -> Self {
+        Self { record, counts_as }
     }
+}
 
-    fn record(self) -> v1::IngestRecord {
-        match self {
-            Self::Contact(r) | Self::Event(r, _) | Self::Other(r) => r,
-        }
-    }
-
-    fn as_record(&self) -> &v1::IngestRecord {
-        match self {
-            Self::Contact(r) | Self::Event(r, _) | Self::Other(r) => r,
-        }
-    }
+/// What the summary counts an input as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Contact,
+    /// An event, and whether its contact is missing from the contacts file.
+    Event {
+        unknown: bool,
+    },
+    Other,
 }
 
 fn write_stream(path: &std::path::Path, stream: &[Fed]) -> anyhow::Result<()> {
@@ -340,7 +316,7 @@ fn write_stream(path: &std::path::Path, stream: &[Fed]) -> anyhow::Result<()> {
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
     );
     for fed in stream {
-        writeln!(file, "{}", json::to_string(fed.as_record())?)?;
+        writeln!(file, "{}", json::to_string(&fed.record)?)?;
     }
     file.flush()
         .with_context(|| format!("cannot write {}", path.display()))
