@@ -4,36 +4,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use canvass_tests::{canvass, example, stderr, stdout};
+use canvass_tests::{canvass, example, simulate_reference as reference, stderr, stdout};
 use serde_json::Value;
 
 fn path(name: &str) -> String {
     example(name).display().to_string()
-}
-
-/// The reference simulation, as the README runs it.
-fn reference(extra: &[&str]) -> std::process::Output {
-    let (campaign, survey, contacts, events) = (
-        path("campaign.json"),
-        path("survey.json"),
-        path("contacts.jsonl"),
-        path("events.jsonl"),
-    );
-    let mut args = vec![
-        "simulate",
-        "--spec",
-        &campaign,
-        "--spec",
-        &survey,
-        "--contacts",
-        &contacts,
-        "--events",
-        &events,
-        "--start",
-        "2026-03-02T09:00:00Z",
-    ];
-    args.extend_from_slice(extra);
-    canvass(&args)
 }
 
 fn json_lines(out: &str) -> Vec<Value> {

@@ -269,19 +269,7 @@ fn the_event_clock_moves_on_at_the_end_of_the_input_as_simulate_does() {
 fn simulate_and_run_on_the_stream_simulate_ran_agree() {
     let dir = tempfile::tempdir().unwrap();
     let stream = dir.path().join("stream.jsonl");
-    let example = |name: &str| canvass_tests::example(name).to_str().unwrap().to_string();
-    let simulated = canvass_tests::canvass(&[
-        "simulate",
-        "--spec",
-        &example("campaign.json"),
-        "--spec",
-        &example("survey.json"),
-        "--contacts",
-        &example("contacts.jsonl"),
-        "--events",
-        &example("events.jsonl"),
-        "--start",
-        "2026-03-02T09:00:00Z",
+    let simulated = canvass_tests::simulate_reference(&[
         "--json",
         "--report",
         "--emit-input",

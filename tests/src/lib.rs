@@ -29,6 +29,34 @@ pub fn example(name: &str) -> PathBuf {
     repo_root().join("examples/reference").join(name)
 }
 
+/// `canvass simulate` on the reference example, as the README runs it (`scripts/demo.sh`),
+/// with `extra` arguments.
+#[must_use]
+pub fn simulate_reference(extra: &[&str]) -> Output {
+    let path = |name: &str| example(name).display().to_string();
+    let (campaign, survey, contacts, events) = (
+        path("campaign.json"),
+        path("survey.json"),
+        path("contacts.jsonl"),
+        path("events.jsonl"),
+    );
+    let mut args = vec![
+        "simulate",
+        "--spec",
+        &campaign,
+        "--spec",
+        &survey,
+        "--contacts",
+        &contacts,
+        "--events",
+        &events,
+        "--start",
+        "2026-03-02T09:00:00Z",
+    ];
+    args.extend_from_slice(extra);
+    canvass(&args)
+}
+
 /// Path of the `canvass` binary, built once per test process with the same profile as the
 /// tests, so that a test never runs a stale binary.
 ///
