@@ -399,6 +399,8 @@ pub struct Transition {
 #[derive(Debug, Clone, Default)]
 pub struct Core {
     catalog: Arc<Catalog>,
+    /// The partition this core decides for: its share of each budget.
+    share: crate::partition::Share,
 }
 
 impl Core {
@@ -407,7 +409,21 @@ impl Core {
     pub fn new(catalog: Catalog) -> Self {
         Self {
             catalog: Arc::new(catalog),
+            share: crate::partition::Share::default(),
         }
+    }
+
+    /// The same core deciding for partition `share` (its allotment of each budget).
+    #[must_use]
+    pub fn with_share(mut self, share: crate::partition::Share) -> Self {
+        self.share = share;
+        self
+    }
+
+    /// The partition this core decides for.
+    #[must_use]
+    pub fn share(&self) -> crate::partition::Share {
+        self.share
     }
 
     /// The campaigns.
@@ -428,6 +444,7 @@ impl Core {
     ) -> Transition {
         let mut run = Run {
             catalog: &self.catalog,
+            share: self.share,
             spending,
             spent_here: Vec::new(),
             state: state.clone(),
@@ -459,6 +476,7 @@ impl Core {
 /// One step in progress.
 struct Run<'a> {
     catalog: &'a Catalog,
+    share: crate::partition::Share,
     spending: &'a dyn Spending,
     /// Cost of the actions emitted in this step, per campaign.
     spent_here: Vec<(String, Decimal)>,
@@ -1051,7 +1069,7 @@ impl<'a> Run<'a> {
         let kind = action.kind();
         if let Some(b) = &campaign.budget {
             let cost = b.cost_of(kind);
-            if let Some(total) = b.total
+            if let Some(total) = b.total.map(|t| crate::partition::allotment(t, self.share))
                 && cost > Decimal::ZERO
             {
                 let spent = self.spending.spent(campaign.id()) + self.spent_here(campaign.id());

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use rust_decimal::Decimal;
+
 /// How a contact id (a record key) maps to a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Partitioner {
@@ -66,9 +68,94 @@ pub fn murmur2(key: &[u8]) -> u32 {
     murmur2::murmur2(key, KAFKA_SEED)
 }
 
+/// Which partition of how many a core runs for: a campaign's budget is split among the
+/// partitions by [`allotment`], so that each decides alone (from its own log) and the sum of
+/// what they spend never exceeds the total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Share {
+    /// This partition.
+    pub index: u32,
+    /// Partitions in all (at least 1).
+    pub count: u32,
+}
+
+impl Default for Share {
+    /// The whole: one partition.
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+/// Decimal places the budget is split in, at least: a cent of the usual currencies. A total
+/// given with more places is split in its own.
+const ALLOTMENT_SCALE: u32 = 2;
+
+/// The part of `total` partition `share.index` of `share.count` may spend: the total in
+/// minor units divided evenly, the remainder one minor unit each to the first partitions.
+/// The parts add up to the total exactly and depend on the partition count only, never on
+/// the traffic, so each partition's outcome is a function of its own log.
+#[must_use]
+pub fn allotment(total: Decimal, share: Share) -> Decimal {
+    let count = share.count.max(1);
+    if count == 1 || total <= Decimal::ZERO {
+        return if share.index == 0 || total <= Decimal::ZERO {
+            total
+        } else {
+            Decimal::ZERO
+        };
+    }
+    let scale = total.scale().max(ALLOTMENT_SCALE);
+    let unit = Decimal::new(1, scale);
+    // A total too large to count in minor units (beyond 28 digits) is split as it is.
+    let Some(units) = total.checked_div(unit).map(|u| u.trunc()) else {
+        return total / Decimal::from(count);
+    };
+    let count = Decimal::from(count);
+    let each = (units / count).trunc();
+    let remainder = units - each * count;
+    let extra = if Decimal::from(share.index) < remainder {
+        Decimal::ONE
+    } else {
+        Decimal::ZERO
+    };
+    ((each + extra) * unit).normalize()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allotments_add_up_to_the_total_and_differ_by_one_minor_unit_at_most() {
+        for (total, count) in [
+            ("5000.00", 1),
+            ("5000.00", 3),
+            ("100", 7),
+            ("0.05", 8),
+            ("12.345", 4),
+            ("0", 4),
+            ("1", 32),
+        ] {
+            let total: Decimal = total.parse().unwrap();
+            let parts: Vec<Decimal> = (0..count)
+                .map(|index| allotment(total, Share { index, count }))
+                .collect();
+            assert_eq!(
+                parts.iter().copied().sum::<Decimal>(),
+                total,
+                "{total} / {count}"
+            );
+            let (lo, hi) = (parts.iter().min().unwrap(), parts.iter().max().unwrap());
+            let unit = Decimal::new(1, total.scale().max(ALLOTMENT_SCALE));
+            assert!(hi - lo <= unit, "{total} / {count}: {parts:?}");
+            assert!(
+                parts.windows(2).all(|w| w[0] >= w[1]),
+                "remainder first: {parts:?}"
+            );
+        }
+        let third = allotment("100".parse().unwrap(), Share { index: 0, count: 3 });
+        assert_eq!(third.to_string(), "33.34");
+    }
 
     /// Apache Kafka's `UtilsTest.testMurmur2`, as the Java client's signed ints.
     #[test]

@@ -325,6 +325,105 @@ fn leave(c: &mut v1::CampaignCounters, state: &str) {
     }
 }
 
+/// Adds the counters one partition kept for a campaign to those of the others: every count
+/// and amount summed, the first exhaustion of the budget kept. Counters summed over the
+/// partitions are the counters one partition would have kept for the same steps.
+pub fn merge(into: &mut v1::CampaignCounters, other: &v1::CampaignCounters) {
+    into.enrollments += other.enrollments;
+    into.holdouts += other.holdouts;
+    into.state_entries += other.state_entries;
+    into.goals += other.goals;
+    into.completions += other.completions;
+    into.actions += other.actions;
+    into.delivered += other.delivered;
+    into.failed += other.failed;
+    into.condition_failures += other.condition_failures;
+    add_text(&mut into.cost, &other.cost);
+    for (kind, k) in &other.kinds {
+        let to = into.kinds.entry(kind.clone()).or_default();
+        to.emitted += k.emitted;
+        to.delivered += k.delivered;
+        to.bounced += k.bounced;
+        to.failed += k.failed;
+        to.handed_off += k.handed_off;
+        to.over_budget += k.over_budget;
+        add_text(&mut to.cost, &k.cost);
+        merge_attribution(&mut to.attribution, k.attribution.as_ref());
+    }
+    for (state, s) in &other.states {
+        let to = into.states.entry(state.clone()).or_default();
+        to.entries += s.entries;
+        to.active += s.active;
+    }
+    for (edge, n) in &other.transitions {
+        *into.transitions.entry(edge.clone()).or_default() += n;
+    }
+    for (arm, a) in &other.arms {
+        let to = into.arms.entry(arm.clone()).or_default();
+        to.enrolled += a.enrolled;
+        to.goals += a.goals;
+        to.converted += a.converted;
+        add_text(&mut to.revenue, &a.revenue);
+        to.reached += a.reached;
+    }
+    for (date, d) in &other.days {
+        let to = into.days.entry(date.clone()).or_default();
+        to.enrollments += d.enrollments;
+        for (state, n) in &d.entries {
+            *to.entries.entry(state.clone()).or_default() += n;
+        }
+        to.goals += d.goals;
+        to.actions += d.actions;
+    }
+    merge_attribution(&mut into.attribution, other.attribution.as_ref());
+    into.reached += other.reached;
+    into.over_budget += other.over_budget;
+    into.budget_exhausted_at = match (into.budget_exhausted_at, other.budget_exhausted_at) {
+        (Some(a), Some(b)) => Some(if b < a { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    if into.latency_buckets.len() < other.latency_buckets.len() {
+        into.latency_buckets.resize(other.latency_buckets.len(), 0);
+    }
+    for (to, n) in into.latency_buckets.iter_mut().zip(&other.latency_buckets) {
+        *to += n;
+    }
+    if let Some(l) = &other.leads {
+        let to = into.leads.get_or_insert_default();
+        to.opened += l.opened;
+        to.accepted += l.accepted;
+        to.breached += l.breached;
+        to.won += l.won;
+        to.lost += l.lost;
+        add_text(&mut to.won_amount, &l.won_amount);
+        to.reassigned += l.reassigned;
+        to.late_acceptances += l.late_acceptances;
+    }
+    if let Some(c) = &other.capped {
+        let to = into.capped.get_or_insert_default();
+        to.deferred += c.deferred;
+        to.dropped += c.dropped;
+        to.expired += c.expired;
+        to.sent_late += c.sent_late;
+    }
+}
+
+fn merge_attribution(to: &mut Option<v1::Attribution>, other: Option<&v1::Attribution>) {
+    let Some(other) = other else { return };
+    let to = to.get_or_insert_default();
+    add_text(&mut to.last_touch, &other.last_touch);
+    add_text(&mut to.first_touch, &other.first_touch);
+    add_text(&mut to.linear, &other.linear);
+    to.conversions += other.conversions;
+}
+
+/// Adds a decimal string to another; an empty one (never written) changes nothing.
+fn add_text(total: &mut String, amount: &str) {
+    if !amount.is_empty() {
+        add_money(total, money(amount));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
