@@ -11,6 +11,7 @@
 
 mod backend;
 mod keys;
+pub mod layout;
 mod memtable;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use canvass_proto::v1;
 use prost::Message;
 
 pub use keys::EMBEDDED_PARTITION;
+pub use layout::{Layout, Stores, Wanted};
 
 /// The log envelope version this build writes and reads.
 pub const LOG_SCHEMA_VERSION: u32 = 1;
@@ -75,6 +77,9 @@ pub enum Error {
     /// writes, since sled may block for good on the next one.
     #[error("the store takes no more writes after a storage failure: {0}")]
     Halted(String),
+    /// The data directory's partitions are not what was asked, or not readable.
+    #[error("{0}")]
+    Layout(String),
 }
 
 impl Error {
