@@ -9,7 +9,6 @@
 
 use std::{path::Path, time::Duration};
 
-use canvass_store::{Store, StoreOptions};
 use canvass_tests::{Bounded, example, run_bounded};
 use serde_json::{Value, json};
 
@@ -322,7 +321,7 @@ fn every_bad_line_is_a_dead_letter_with_its_reason_and_the_stream_goes_on() {
     assert!(run.status.success(), "{}", run.stderr);
     eprintln!("peak RSS {} MiB", run.peak_rss_kib / 1024);
 
-    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    let store = canvass_tests::store(&data);
     let letters = store.dead_letters().unwrap();
     assert_eq!(
         letters.len(),

@@ -13,7 +13,6 @@ use std::{
 };
 
 use canvass_proto::v1;
-use canvass_store::{Store, StoreOptions};
 use canvass_tests::{canvass_bin, reference_stream, start_ready};
 
 /// Kills required before the run may finish.
@@ -68,7 +67,7 @@ impl Lcg {
 /// The projections, less the log position (acknowledgement entries, and so the length of
 /// the log, depend on when deliveries happened).
 fn projections(data: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let store = Store::open(data, StoreOptions::default()).unwrap();
+    let store = canvass_tests::store(data);
     store
         .projection_dump()
         .unwrap()
@@ -93,7 +92,7 @@ fn replay(data: &Path, extra: &[&str]) -> String {
 /// Every logged input but the acknowledgements (they depend on when deliveries happened),
 /// in order.
 fn inputs(data: &Path) -> Vec<v1::LogEntry> {
-    let store = Store::open(data, StoreOptions::default()).unwrap();
+    let store = canvass_tests::store(data);
     store
         .log_from(1)
         .map(Result::unwrap)
@@ -228,7 +227,7 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 kills += 1;
-                let store = Store::open(&crashed, StoreOptions::default()).unwrap();
+                let store = canvass_tests::store(&crashed);
                 let (checkpoint, end) =
                     (store.checkpoint_seq().unwrap(), store.last_seq().unwrap());
                 eprintln!("kill {kills}: checkpoint {checkpoint}, log end {end}");
@@ -258,16 +257,10 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
     let (dir, input) = stream_file(1);
     let (data, actions_file) = (dir.path().join("data"), dir.path().join("actions.jsonl"));
     run_to_end(&data, &input, &actions_file);
-    let live = Store::open(&data, StoreOptions::default())
-        .unwrap()
-        .projection_dump()
-        .unwrap();
+    let live = canvass_tests::store(&data).projection_dump().unwrap();
 
     assert!(replay(&data, &[]).contains("rebuilt the projections from"));
-    let rebuilt = Store::open(&data, StoreOptions::default())
-        .unwrap()
-        .projection_dump()
-        .unwrap();
+    let rebuilt = canvass_tests::store(&data).projection_dump().unwrap();
     assert_eq!(
         live.len(),
         rebuilt.len(),
@@ -386,14 +379,8 @@ fn a_storage_failure_stops_the_engine_and_loses_nothing() {
         stderr.contains("error:") && stderr.contains("storage failed: IO error"),
         "{stderr}"
     );
-    let before = Store::open(&full, StoreOptions::default())
-        .unwrap()
-        .last_seq()
-        .unwrap();
-    let total = Store::open(&clean, StoreOptions::default())
-        .unwrap()
-        .last_seq()
-        .unwrap();
+    let before = canvass_tests::store(&full).last_seq().unwrap();
+    let total = canvass_tests::store(&clean).last_seq().unwrap();
     assert!(
         before < total,
         "the limit did not stop the engine early ({before} of {total} entries)"
@@ -494,7 +481,7 @@ fn inspect_after_a_crash_shows_what_is_committed_and_changes_nothing() {
     child.kill().unwrap();
     child.wait().unwrap();
     let (checkpoint, end) = {
-        let store = Store::open(&data, StoreOptions::default()).unwrap();
+        let store = canvass_tests::store(&data);
         (store.checkpoint_seq().unwrap(), store.last_seq().unwrap())
     };
     assert_eq!(checkpoint, 0, "a checkpoint was taken before the kill");
@@ -516,7 +503,7 @@ fn inspect_after_a_crash_shows_what_is_committed_and_changes_nothing() {
     let summary = inspect(&[]);
     assert!(
         summary.contains(&format!(
-            "checkpoint:    through entry 0; the {end} entries after it"
+            "checkpoint:    0 entries checkpointed; the {end} after them"
         )),
         "{summary}"
     );
@@ -528,7 +515,7 @@ fn inspect_after_a_crash_shows_what_is_committed_and_changes_nothing() {
     let states = inspect(&["--contacts"]);
     assert_eq!(states.lines().count(), contacts);
     assert!(contacts > 0, "{summary}");
-    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    let store = canvass_tests::store(&data);
     assert_eq!(
         store.checkpoint_seq().unwrap(),
         0,

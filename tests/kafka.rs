@@ -13,7 +13,6 @@ use std::{
 };
 
 use canvass_proto::{json, v1};
-use canvass_store::{Store, StoreOptions};
 use canvass_tests::{
     broker::{Broker, Consumed, Produce, broker, unique},
     example, reference_stream, start_ready,
@@ -220,10 +219,7 @@ type KeyValue = (Vec<u8>, Vec<u8>);
 /// The projections, and apart the stored offsets (their keys name the topics, which differ
 /// between runs).
 fn projections(data: &Path) -> (Vec<KeyValue>, Vec<Vec<u8>>) {
-    let dump = Store::open(data, StoreOptions::default())
-        .unwrap()
-        .projection_dump()
-        .unwrap();
+    let dump = canvass_tests::store(data).projection_dump().unwrap();
     let (offsets, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|(k, _)| k[0] == b'S');
     (rest, offsets.into_iter().map(|(_, v)| v).collect())
 }
@@ -264,7 +260,7 @@ fn assert_reference_outcome(broker: &Broker, topics: &Topics, data: &Path, copie
             "keyed by contact"
         );
     }
-    let store = Store::open(data, StoreOptions::default()).unwrap();
+    let stores = canvass_tests::stores(data);
     for campaign in expected["campaigns"].as_array().unwrap() {
         let id = campaign["id"].as_str().unwrap();
         for (kind, count) in campaign["actionsByKind"].as_object().unwrap() {
@@ -279,7 +275,10 @@ fn assert_reference_outcome(broker: &Broker, topics: &Topics, data: &Path, copie
         }
         // Group by group, from the engine's response-group index.
         for (group, count) in campaign["responseGroups"].as_object().unwrap() {
-            let members = store.group_members(id, group).count() as u64;
+            let members: u64 = stores
+                .iter()
+                .map(|s| s.group_members(id, group).count() as u64)
+                .sum();
             assert_eq!(
                 members,
                 count.as_u64().unwrap() * copies,
@@ -287,12 +286,160 @@ fn assert_reference_outcome(broker: &Broker, topics: &Topics, data: &Path, copie
             );
         }
     }
-    assert_eq!(
-        store.outbox(usize::MAX).unwrap().len(),
-        0,
-        "everything published"
-    );
+    for store in stores.iter() {
+        assert_eq!(
+            store.outbox(usize::MAX).unwrap().len(),
+            0,
+            "everything published"
+        );
+    }
     expected
+}
+
+/// Feeds the first three phases as [`set_up`] does, touchpoints placed by `partitioner`.
+fn set_up_placed(broker: &Broker, phases: &Phases, args: &[String], partitioner: &str) {
+    for phase in [&phases.commands, &phases.contacts, &phases.launch] {
+        broker.produce_placed(phase, partitioner);
+        run_engine_until_idle(args);
+    }
+}
+
+/// On a touchpoints topic of four partitions produced as the Java client does (murmur2 of
+/// the contact id), the data directory gets four partitions, each contact lives in the one
+/// its record came from, each partition keeps its own clock, and the outcome is the one a
+/// file run on four partitions gives: the same actions (keys and content) and the same
+/// report. A record on another partition than its contact's is refused to the dead-letter
+/// topic with the reason.
+#[test]
+fn four_touchpoint_partitions_are_four_partitions_of_the_data_directory() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "partitions", 4);
+    let config = topics.config(dir.path(), &broker, &unique("partitions"));
+    let data = dir.path().join("data");
+    let args = engine_args(&data, &config, "event");
+
+    let p = phases(&topics, 1);
+    set_up_placed(&broker, &p, &args, "murmur2_random");
+    let layout = canvass_tests::stores(&data).layout();
+    assert_eq!(layout.partitions, 4, "as many partitions as the topic");
+    // A touchpoint on a partition its contact does not map to.
+    let stray = "c-0001";
+    let owner = layout.partition_of(stray);
+    let wrong = (owner + 1) % 4;
+    let misplaced = Produce {
+        topic: topics.touchpoints.clone(),
+        key: Some(stray.as_bytes().to_vec()),
+        payload: format!(r#"{{"event":{{"id":"stray-1","type":"email.opened","contactId":"{stray}","occurredAt":"2026-03-03T10:00:00Z"}}}}"#).into_bytes(),
+        ..Produce::default()
+    };
+    broker.produce_to(&misplaced, i32::try_from(wrong).unwrap());
+    broker.produce_placed(&p.events, "murmur2_random");
+    run_engine_until_idle(&args);
+
+    let stores = canvass_tests::stores(&data);
+    for (p, store) in stores.iter().enumerate() {
+        for id in store.contact_ids(0) {
+            let id = id.unwrap();
+            assert_eq!(
+                layout.partition_of(&id) as usize,
+                p,
+                "{id} in partition {p}"
+            );
+        }
+        assert!(
+            store.last_seq().unwrap() > 0,
+            "partition {p} has a log of its own"
+        );
+    }
+    let letters = broker.read_all(&topics.dead_letters);
+    let stray_letter = letters
+        .iter()
+        .find(|l| l.payload.windows(7).any(|w| w == b"stray-1"))
+        .expect("the misplaced record is a dead letter");
+    let reason = stray_letter.header("canvass-reason").unwrap();
+    assert!(
+        reason.contains(&format!("on partition {wrong}"))
+            && reason.contains(&format!(
+                "maps to partition {owner} of 4 under the murmur2 partitioner"
+            )),
+        "{reason}"
+    );
+    assert_eq!(
+        stray_letter.header("canvass-source-partition").unwrap(),
+        wrong.to_string()
+    );
+    // Parked in the partition it came from, with its offset: nothing of it elsewhere.
+    assert_eq!(stores.partition(wrong).dead_letters().unwrap().len(), 1);
+    drop(stores);
+
+    // The same stream from a file, on four partitions: the same report.
+    let file_data = dir.path().join("file");
+    let stream = dir.path().join("stream.jsonl");
+    std::fs::write(&stream, reference_stream(1)).unwrap();
+    let run = Command::new(canvass_tests::canvass_bin())
+        .args(["run", "--data", file_data.to_str().unwrap(), "--input"])
+        .arg(&stream)
+        .args([
+            "--actions",
+            dir.path().join("actions.jsonl").to_str().unwrap(),
+        ])
+        .args([
+            "--clock",
+            "event",
+            "--max-lead-hours",
+            "0",
+            "--partitions",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let from_file: BTreeMap<String, v1::Action> =
+        std::fs::read_to_string(dir.path().join("actions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let a: v1::Action = json::from_str(l).unwrap();
+                (a.idempotency_key.clone(), a)
+            })
+            .collect();
+    let published = broker.read_all(&topics.actions);
+    let from_kafka: BTreeMap<String, v1::Action> = published
+        .iter()
+        .map(|r| {
+            let a: v1::Action = json::from_str(&r.text()).unwrap();
+            (a.idempotency_key.clone(), a)
+        })
+        .collect();
+    assert_eq!(
+        from_kafka.len(),
+        published.len(),
+        "a key was published twice"
+    );
+    assert!(from_kafka.len() > 400, "{} actions", from_kafka.len());
+    assert_eq!(from_kafka, from_file, "Kafka and file on four partitions");
+    let report = |data: &Path| {
+        let out = Command::new(canvass_tests::canvass_bin())
+            .args(["report", "--json", "--data", data.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        report(&data),
+        report(&file_data),
+        "Kafka and file on four partitions"
+    );
 }
 
 #[test]
@@ -319,7 +466,7 @@ fn the_reference_campaign_runs_through_kafka_alone() {
     run_engine_until_idle(&args);
 
     let expected = assert_reference_outcome(&broker, &topics, &data, 1);
-    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    let store = canvass_tests::store(&data);
 
     // Without a crash, each key went out exactly once.
     let actions = broker.read_all(&topics.actions);
@@ -396,10 +543,7 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
         let p = phases(&topics, 12);
         set_up(&broker, &p, &args);
         broker.produce(&p.events);
-        let set_up_end = Store::open(&data, StoreOptions::default())
-            .unwrap()
-            .last_seq()
-            .unwrap();
+        let set_up_end = canvass_tests::store(&data).last_seq().unwrap();
         let mut ends = Vec::new();
         for k in 0..kills {
             let mut running = start_ready(&args, true);
@@ -415,18 +559,10 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
             // The killed member's session lapses before its successor joins (Tansu 0.6 was
             // seen never to assign a member that joined while a killed one still counted).
             std::thread::sleep(Duration::from_secs(7));
-            ends.push(
-                Store::open(&data, StoreOptions::default())
-                    .unwrap()
-                    .last_seq()
-                    .unwrap(),
-            );
+            ends.push(canvass_tests::store(&data).last_seq().unwrap());
         }
         run_engine_until_idle(&args);
-        let end = Store::open(&data, StoreOptions::default())
-            .unwrap()
-            .last_seq()
-            .unwrap();
+        let end = canvass_tests::store(&data).last_seq().unwrap();
         if kills > 0 {
             eprintln!(
                 "log end after set-up {set_up_end}, after each kill {ends:?}, at the end {end}"
@@ -589,7 +725,7 @@ fn the_engine_survives_a_broker_restart() {
     );
 
     assert_reference_outcome(&broker, &topics, &data, copies as u64);
-    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    let store = canvass_tests::store(&data);
     assert_eq!(
         store
             .offset(&format!("kafka:{}/0", topics.touchpoints))
@@ -894,7 +1030,7 @@ fn hostile_records_are_dead_letters_with_their_reasons_and_the_engine_goes_on() 
         "{}",
         refused.reason
     );
-    let store = Store::open(&data, StoreOptions::default()).unwrap();
+    let store = canvass_tests::store(&data);
     assert!(
         store.contact(0, "c-last").unwrap().is_some(),
         "the engine went on past the hostile records"

@@ -543,13 +543,9 @@ fn a_policy_in_the_log_holds_actions_back_and_a_bad_one_is_refused() {
         stdout(&out)
     );
     assert!(!stdout(&out).contains("policy:"));
-    let letters = canvass_store::Store::open(
-        std::path::Path::new(&data),
-        canvass_store::StoreOptions::default(),
-    )
-    .unwrap()
-    .dead_letters()
-    .unwrap();
+    let letters = canvass_tests::store(std::path::Path::new(&data))
+        .dead_letters()
+        .unwrap();
     assert_eq!(
         letters[0].reason,
         "invalid policy: caps[0].channel: `FAX` is not a customer-facing action kind (EMAIL, POSTAL_MAIL, SMS, PHONE_CALL, TRIAL_OFFER); quietHours: hours run from 0 to 23"

@@ -136,10 +136,36 @@ impl Broker {
     /// # Panics
     /// If a record is not acknowledged.
     pub fn produce(&self, records: &[Produce]) {
+        self.produce_placed(records, "consistent_random");
+    }
+
+    /// Produces one record to partition `partition`, whatever its key.
+    ///
+    /// # Panics
+    /// If it is not acknowledged.
+    pub fn produce_to(&self, r: &Produce, partition: i32) {
+        let producer: FutureProducer = self.config().create().expect("producer");
+        let mut record = FutureRecord::to(&r.topic)
+            .payload(&r.payload)
+            .partition(partition);
+        if let Some(k) = &r.key {
+            record = record.key(k);
+        }
+        futures::executor::block_on(producer.send(record, Duration::from_secs(30)))
+            .expect("acknowledged");
+    }
+
+    /// Produces records with librdkafka's `partitioner` (e.g. `murmur2_random`, the Java
+    /// client's choice for keyed records) and waits until the broker acknowledged all.
+    ///
+    /// # Panics
+    /// If a record is not acknowledged.
+    pub fn produce_placed(&self, records: &[Produce], partitioner: &str) {
         let producer: FutureProducer = self
             .config()
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
+            .set("partitioner", partitioner)
             .create()
             .expect("producer");
         let mut deliveries = Vec::new();

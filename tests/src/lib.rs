@@ -14,6 +14,31 @@ use std::{
     time::Duration,
 };
 
+/// The stores of the partitions of a data directory `canvass run` made.
+///
+/// # Panics
+/// If it does not open.
+#[must_use]
+pub fn stores(data: impl AsRef<Path>) -> canvass_store::Stores {
+    canvass_store::Stores::open(
+        data.as_ref(),
+        canvass_store::Wanted::default(),
+        &canvass_store::StoreOptions::default(),
+    )
+    .expect("the data directory opens")
+}
+
+/// The store of a data directory of one partition.
+///
+/// # Panics
+/// If it does not open, or has more partitions.
+#[must_use]
+pub fn store(data: impl AsRef<Path>) -> canvass_store::Store {
+    let stores = stores(data);
+    assert_eq!(stores.layout().partitions, 1, "a one-partition directory");
+    stores.partition(0).clone()
+}
+
 /// The repository root.
 #[must_use]
 pub fn repo_root() -> PathBuf {

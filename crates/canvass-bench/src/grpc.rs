@@ -86,7 +86,8 @@ fn touchpoint(i: u64) -> v1::TouchpointEvent {
 /// Events/s through gRPC client-streaming, the engine committing and delivering.
 fn ingest_over_grpc(events: u64) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let (store, mut engine) = open(dir.path())?;
+    let (_, mut engine) = open(dir.path())?;
+    let stores = engine.stores().clone();
     setup(&mut engine)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -104,7 +105,7 @@ fn ingest_over_grpc(events: u64) -> anyhow::Result<f64> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        canvass_server::serve_on(&config, listener, store, inbox, None, shutdown).await
+        canvass_server::serve_on(&config, listener, stores, inbox, None, shutdown).await
     });
     let loop_stop = Arc::clone(&stop);
     let engine_thread = std::thread::spawn(move || {
@@ -202,8 +203,9 @@ fn push(actions: u64) -> anyhow::Result<f64> {
     let (inbox, intake) = runtime::channel(16_384);
     let config = config(Some(&executor_address))?;
     let started = Instant::now();
-    let delivery =
-        rt.block_on(async { Delivery::start(store.clone(), inbox.clone(), &config.executors) })?;
+    let delivery = rt.block_on(async {
+        Delivery::start(engine.stores().clone(), inbox.clone(), &config.executors)
+    })?;
     let stop = Arc::new(AtomicBool::new(false));
     let loop_stop = Arc::clone(&stop);
     let hook = delivery.clone();

@@ -4,9 +4,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use canvass_engine::durable::{ClockMode, Engine, EngineOptions, Incoming};
+use canvass_engine::{
+    Partitions,
+    durable::{ClockMode, EngineOptions, Incoming},
+};
 use canvass_kafka::{KafkaConfig, KafkaRunOptions};
-use canvass_store::{Store, StoreOptions};
+use canvass_store::{StoreOptions, Stores, Wanted};
 use rdkafka::{
     ClientConfig, Message as _,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -127,14 +130,15 @@ fn raw_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
 /// published to the actions topic and acknowledged, from its first record to caught up.
 fn engine_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), StoreOptions::default())?;
-    let mut engine = Engine::open(
-        store,
+    let stores = Stores::open(dir.path(), Wanted::default(), &StoreOptions::default())?;
+    let mut engine = Partitions::open(
+        stores,
         EngineOptions {
             clock: ClockMode::Event,
             publish: true,
             ..EngineOptions::default()
         },
+        1,
     )?;
     setup(&mut engine)?;
     let mut config = config.clone();

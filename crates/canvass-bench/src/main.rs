@@ -8,9 +8,12 @@ use std::{
 
 use anyhow::Context as _;
 use canvass_core::UnixMillis;
-use canvass_engine::durable::{ClockMode, Engine, EngineOptions, Incoming, Sourced};
+use canvass_engine::{
+    Partitions,
+    durable::{ClockMode, EngineOptions, Incoming, Sourced},
+};
 use canvass_proto::{json, v1};
-use canvass_store::{Store, StoreOptions};
+use canvass_store::{Store, StoreOptions, Stores, Wanted};
 use clap::{Parser, Subcommand};
 
 mod grpc;
@@ -151,7 +154,7 @@ fn command(actor: &str, cmd: v1::campaign_command::Command) -> Sourced {
 }
 
 /// Loads, approves and launches the bench campaign.
-fn setup(engine: &mut Engine) -> anyhow::Result<()> {
+fn setup(engine: &mut Partitions) -> anyhow::Result<()> {
     use v1::campaign_command::Command as C;
     let spec: v1::CampaignSpec = json::from_str(SPEC).map_err(|e| anyhow::anyhow!("{e}"))?;
     let r = v1::VersionRef {
@@ -196,23 +199,26 @@ fn event(i: u64) -> Sourced {
     })
 }
 
-fn open(dir: &Path) -> anyhow::Result<(Store, Engine)> {
+fn open(dir: &Path) -> anyhow::Result<(Store, Partitions)> {
     open_with(dir, StoreOptions::default())
 }
 
-fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<(Store, Engine)> {
-    let store = Store::open(dir, options)?;
-    let engine = Engine::open(
-        store.clone(),
+/// One partition's engine (and its store) on `dir`.
+fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<(Store, Partitions)> {
+    let stores = Stores::open(dir, Wanted::default(), &options)?;
+    let store = stores.partition(0).clone();
+    let engine = Partitions::open(
+        stores,
         EngineOptions {
             clock: ClockMode::Event,
             ..EngineOptions::default()
         },
+        1,
     )?;
     Ok((store, engine))
 }
 
-fn deliver(engine: &mut Engine) -> anyhow::Result<u64> {
+fn deliver(engine: &mut Partitions) -> anyhow::Result<u64> {
     let mut n = 0;
     loop {
         let d = engine.dispatch(100_000, &mut |_| Ok(()))?;
@@ -469,14 +475,15 @@ fn restart(events: u64, replay_limit: u64) -> anyhow::Result<()> {
     // Replay for comparison, on a copy of at most `replay_limit` entries' worth: time a
     // replay of the whole log when it is small enough, else extrapolate linearly.
     let started = Instant::now();
-    let store = Store::open(dir.path(), StoreOptions::default())?;
+    let stores = Stores::open(dir.path(), Wanted::default(), &StoreOptions::default())?;
     let replayed = if entries <= replay_limit {
-        Engine::replay(
-            &store,
+        Partitions::replay(
+            &stores,
             EngineOptions {
                 clock: ClockMode::Event,
                 ..EngineOptions::default()
             },
+            1,
         )?
     } else {
         0

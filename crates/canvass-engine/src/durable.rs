@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use canvass_core::partition::Share;
 use canvass_core::{
     Catalog, Core, Effect, Input, SpanMillis, TimerId, UnixMillis,
     lifecycle::{self, FollowUp},
@@ -19,7 +20,7 @@ use canvass_proto::{
     v1::{self, log_entry},
     wkt,
 };
-use canvass_store::{EMBEDDED_PARTITION, LOG_SCHEMA_VERSION, Store, WriteBatch};
+use canvass_store::{EMBEDDED_PARTITION, LOG_SCHEMA_VERSION, Layout, Store, WriteBatch};
 use rust_decimal::Decimal;
 
 /// Engine failures: storage failures stop the engine; nothing half-written is visible.
@@ -175,8 +176,8 @@ pub struct Warning {
 }
 
 impl BatchReport {
-    /// Adds what a later commit of the same call did.
-    fn add(&mut self, other: BatchReport) {
+    /// Adds what a later commit of the same call (or another partition) did.
+    pub(crate) fn add(&mut self, other: BatchReport) {
         self.entries += other.entries;
         self.timers_fired += other.timers_fired;
         self.actions += other.actions;
@@ -255,12 +256,49 @@ pub fn check_record(record: &v1::IngestRecord) -> Option<String> {
     }
 }
 
-/// The durable engine over one store.
+/// Which partition of which layout an engine runs: its share of each budget, and whether
+/// it is the home of a command (the one partition that parks a refused command and
+/// queues a command's result for the audit topic, so that each is told once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The data directory's layout.
+    pub layout: Layout,
+    /// This partition.
+    pub partition: u32,
+}
+
+impl Placement {
+    /// The share of each budget this partition decides for.
+    #[must_use]
+    pub fn share(&self) -> Share {
+        Share {
+            index: self.partition,
+            count: self.layout.partitions,
+        }
+    }
+
+    /// The home partition of a command: the one its campaign id maps to (partition 0 for
+    /// the engine-wide ones).
+    #[must_use]
+    pub fn home_of(layout: &Layout, command: &v1::CampaignCommand) -> u32 {
+        match command.command.as_ref().map(lifecycle::campaign_of) {
+            Some(campaign) if !campaign.is_empty() => layout.partition_of(campaign),
+            _ => 0,
+        }
+    }
+
+    fn is_home(&self, command: &v1::CampaignCommand) -> bool {
+        Self::home_of(&self.layout, command) == self.partition
+    }
+}
+
+/// The durable engine over one store: one partition.
 #[derive(Debug)]
 pub struct Engine {
     store: Store,
     core: Core,
     options: EngineOptions,
+    placement: Placement,
     /// The latest processing time applied: the clock never goes back.
     clock: UnixMillis,
     /// The last outbox position [`Engine::dispatch`] delivered and removed: positions only
@@ -277,13 +315,23 @@ impl Engine {
     /// again the log entries written after the last checkpoint (a crash lost their effects
     /// held in memory; the log kept the entries).
     pub fn open(store: Store, options: EngineOptions) -> Result<Self> {
+        Self::open_partition(store, options, Placement::default())
+    }
+
+    /// Opens the engine of one partition of a layout (see [`Engine::open`]).
+    pub fn open_partition(
+        store: Store,
+        options: EngineOptions,
+        placement: Placement,
+    ) -> Result<Self> {
         let catalog = load_catalog(&store)?;
         let applied = store.applied_seq()?;
         let (core, _) = apply_log(
             &store,
             &options,
+            placement,
             applied + 1,
-            Core::new(catalog),
+            Core::new(catalog).with_share(placement.share()),
             UnixMillis::default(),
         )?;
         let clock = store.last_applied_at()?;
@@ -292,6 +340,7 @@ impl Engine {
             store,
             core,
             options,
+            placement,
             clock,
             dispatched: None,
             sweeping,
@@ -310,6 +359,12 @@ impl Engine {
         self.clock
     }
 
+    /// Which partition this engine runs.
+    #[must_use]
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
     /// The core as the log has configured it so far (campaigns, versions, policy).
     #[must_use]
     pub fn core(&self) -> &Core {
@@ -319,6 +374,18 @@ impl Engine {
     /// Applies a batch of inputs as one group commit at wall time `wall_now` (ignored with the
     /// event clock), firing the timers that fall due before each input.
     pub fn ingest(&mut self, inputs: Vec<Sourced>, wall_now: UnixMillis) -> Result<BatchReport> {
+        self.ingest_at(inputs, &[], wall_now)
+    }
+
+    /// Applies a batch as [`Engine::ingest`] does, and moves the offsets of `positions` with
+    /// it: where a batch split among partitions reached in each source, written by every
+    /// partition whether or not it took an input of it.
+    pub fn ingest_at(
+        &mut self,
+        inputs: Vec<Sourced>,
+        positions: &[v1::SourcePosition],
+        wall_now: UnixMillis,
+    ) -> Result<BatchReport> {
         let mut report = self.sweep()?;
         let mut pending = self.pending()?;
         if self.options.clock == ClockMode::Wall {
@@ -335,6 +402,9 @@ impl Engine {
                 pending = self.pending()?;
             }
         }
+        for p in positions {
+            pending.offsets.insert(p.source.clone(), p.next_offset);
+        }
         report.add(self.finish(pending)?);
         Ok(report)
     }
@@ -344,6 +414,7 @@ impl Engine {
             &self.store,
             self.core.clone(),
             self.options.clone(),
+            self.placement,
             self.clock,
         )
     }
@@ -439,12 +510,7 @@ impl Engine {
                 })
                 .collect(),
         };
-        let mut pending = Pending::new(
-            &self.store,
-            self.core.clone(),
-            self.options.clone(),
-            self.clock,
-        )?;
+        let mut pending = self.pending()?;
         pending.append(log_entry::Input::ActionAcks(acks), None, self.clock)?;
         self.finish(pending)?;
         self.dispatched = Some(last);
@@ -475,8 +541,18 @@ impl Engine {
     /// Throws the projections away and rebuilds them from the log, durably. Returns the
     /// entries applied.
     pub fn replay(store: &Store, options: EngineOptions) -> Result<u64> {
+        Self::replay_partition(store, options, Placement::default())
+    }
+
+    /// Rebuilds one partition's projections from its log (see [`Engine::replay`]).
+    pub fn replay_partition(
+        store: &Store,
+        options: EngineOptions,
+        placement: Placement,
+    ) -> Result<u64> {
         store.clear_projections()?;
-        let (_, applied) = apply_log(store, &options, 1, Core::default(), UnixMillis::default())?;
+        let core = Core::default().with_share(placement.share());
+        let (_, applied) = apply_log(store, &options, placement, 1, core, UnixMillis::default())?;
         store.checkpoint()?;
         Ok(applied)
     }
@@ -494,11 +570,12 @@ impl Engine {
 fn apply_log(
     store: &Store,
     options: &EngineOptions,
+    placement: Placement,
     from: u64,
     core: Core,
     clock: UnixMillis,
 ) -> Result<(Core, u64)> {
-    let mut pending = Pending::new(store, core, options.clone(), clock)?;
+    let mut pending = Pending::new(store, core, options.clone(), placement, clock)?;
     let mut applied = 0;
     let mut from = from;
     loop {
@@ -515,13 +592,13 @@ fn apply_log(
             if pending.contacts.len() >= SWEEP_SLICE {
                 let (batch, _, core, clock) = pending.into_batch();
                 store.commit(batch)?;
-                pending = Pending::new(store, core, options.clone(), clock)?;
+                pending = Pending::new(store, core, options.clone(), placement, clock)?;
             }
         }
         from = entries.last().map_or(from, |e| e.seq + 1);
         let (batch, _, core, clock) = pending.into_batch();
         store.commit(batch)?;
-        pending = Pending::new(store, core, options.clone(), clock)?;
+        pending = Pending::new(store, core, options.clone(), placement, clock)?;
     }
     Ok((pending.core, applied))
 }
@@ -616,6 +693,7 @@ struct Pending {
     store: Store,
     core: Core,
     options: EngineOptions,
+    placement: Placement,
     clock: UnixMillis,
     next_seq: u64,
     next_dead_letter: u64,
@@ -653,8 +731,15 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(store: &Store, core: Core, options: EngineOptions, clock: UnixMillis) -> Result<Self> {
+    fn new(
+        store: &Store,
+        core: Core,
+        options: EngineOptions,
+        placement: Placement,
+        clock: UnixMillis,
+    ) -> Result<Self> {
         Ok(Self {
+            placement,
             next_seq: store.last_seq()? + 1,
             next_dead_letter: store.dead_letter_count()? + 1,
             next_publication: store.last_publication()? + 1,
@@ -790,6 +875,10 @@ impl Pending {
                     self.outcomes.push(Outcome::Refused {
                         reason: reason.clone(),
                     });
+                    // Every partition refuses it alike; its home alone parks and tells it.
+                    if !self.placement.is_home(&c) {
+                        return Ok(());
+                    }
                     // Decided at the time it would have been applied, as an accepted one is
                     // (under the event clock, the command's own time, not the wall clock).
                     let decided = self.processing_time(record_time, wall_now);
@@ -814,7 +903,9 @@ impl Pending {
                 && event_time.is_some_and(|t| self.timer_horizon(self.clock) > t);
         }
         let command = match &input {
-            log_entry::Input::Command(c) if self.options.publish => Some(c.clone()),
+            log_entry::Input::Command(c) if self.options.publish && self.placement.is_home(c) => {
+                Some(c.clone())
+            }
             _ => None,
         };
         let seq = self.next_seq;
@@ -1132,7 +1223,7 @@ impl Pending {
         if let v1::campaign_command::Command::SetPolicy(policy) = cmd {
             let mut catalog = self.core.catalog().clone();
             lifecycle::apply(c, &mut v1::CampaignLifecycle::default(), &mut catalog, now);
-            self.core = Core::new(catalog);
+            self.core = Core::new(catalog).with_share(self.core.share());
             self.batch.put_policy(policy);
             return Ok(());
         }
@@ -1140,7 +1231,7 @@ impl Pending {
         let mut record = self.lifecycle(&id)?.unwrap_or_default();
         let mut catalog = self.core.catalog().clone();
         let follow = lifecycle::apply(c, &mut record, &mut catalog, now);
-        self.core = Core::new(catalog);
+        self.core = Core::new(catalog).with_share(self.core.share());
         if let v1::campaign_command::Command::PutSpec(spec) = cmd {
             self.batch.put_spec(spec);
         }
@@ -1402,11 +1493,19 @@ impl Pending {
         };
         record.history.push(v1::LifecycleChange {
             at: Some(now.to_proto()),
-            actor: "engine".to_string(),
-            reason: format!(
-                "spent {spent} of {total}; a {} action and every cost-bearing action after it is withheld",
-                kind_name(kind)
-            ),
+            actor: crate::reports::ENGINE_ACTOR.to_string(),
+            reason: if self.placement.layout.partitions > 1 {
+                format!(
+                    "partition {} spent {spent} of its allotment {total} of the budget; a {} action and every cost-bearing action after it in this partition is withheld",
+                    self.placement.partition,
+                    kind_name(kind)
+                )
+            } else {
+                format!(
+                    "spent {spent} of {total}; a {} action and every cost-bearing action after it is withheld",
+                    kind_name(kind)
+                )
+            },
             change: "budget exhausted".to_string(),
             status: record.status,
         });

@@ -4,10 +4,12 @@
 //! with the effects; it never decides what a campaign does (that is the core's step).
 
 pub mod durable;
+pub mod partitions;
 pub mod reports;
 pub mod runtime;
 pub mod simulate;
 pub mod summary;
 
+pub use partitions::Partitions;
 pub use simulate::Simulation;
 pub use summary::Summary;

@@ -1,11 +1,12 @@
-//! Reads what the reports need from the store: each campaign's latest spec, status,
-//! counters and response-group sizes.
+//! Reads what the reports need from a data directory's partitions: each campaign's latest
+//! spec and status (the same in every partition: commands are logged in each), its counters
+//! and response-group sizes summed over the partitions.
 
 use std::collections::BTreeSet;
 
 use canvass_core::machine::HOLDOUT_GROUP;
 use canvass_report::CampaignData;
-use canvass_store::Store;
+use canvass_store::Stores;
 
 use crate::durable::Result;
 
@@ -13,8 +14,9 @@ use crate::durable::Result;
 ///
 /// # Errors
 /// A store error, or an id no campaign has.
-pub fn campaign_data(store: &Store, only: &[String]) -> Result<Vec<CampaignData>, String> {
+pub fn campaign_data(stores: &Stores, only: &[String]) -> Result<Vec<CampaignData>, String> {
     let fail = |e: canvass_store::Error| e.to_string();
+    let store = stores.partition(0);
     let specs = store.specs().map_err(fail)?;
     let lifecycles = store.lifecycles().map_err(fail)?;
     for id in only {
@@ -38,7 +40,10 @@ pub fn campaign_data(store: &Store, only: &[String]) -> Result<Vec<CampaignData>
         }
         let mut sizes = Vec::new();
         for g in groups {
-            let n = store.group_members(&l.campaign_id, &g).count() as u64;
+            let n = stores
+                .iter()
+                .map(|s| s.group_members(&l.campaign_id, &g).count() as u64)
+                .sum();
             sizes.push((g, n));
         }
         out.push(CampaignData {
@@ -48,19 +53,48 @@ pub fn campaign_data(store: &Store, only: &[String]) -> Result<Vec<CampaignData>
                 .map(|s| (*s).clone()),
             id: l.campaign_id.clone(),
             status: l.status(),
-            counters: store.counters(&l.campaign_id).map_err(fail)?,
+            counters: counters(stores, &l.campaign_id).map_err(fail)?,
             groups: sizes,
         });
     }
     Ok(out)
 }
 
+/// A campaign's counters, summed over the partitions.
+///
+/// # Errors
+/// A store error.
+pub fn counters(
+    stores: &Stores,
+    campaign: &str,
+) -> Result<canvass_proto::v1::CampaignCounters, canvass_store::Error> {
+    let mut total = canvass_proto::v1::CampaignCounters::default();
+    for store in stores.iter() {
+        canvass_core::stats::merge(&mut total, &store.counters(campaign)?);
+    }
+    Ok(total)
+}
+
+/// The input counters (late events), summed over the partitions.
+///
+/// # Errors
+/// A store error.
+pub fn input_counters(
+    stores: &Stores,
+) -> Result<canvass_proto::v1::InputCounters, canvass_store::Error> {
+    let mut total = canvass_proto::v1::InputCounters::default();
+    for store in stores.iter() {
+        total.late_events += store.input_counters()?.late_events;
+    }
+    Ok(total)
+}
+
 /// Every contact, reduced to what the customer-value report needs.
 ///
 /// # Errors
 /// A store error.
-pub fn customers(store: &Store) -> Result<Vec<canvass_report::value::Customer>, String> {
-    Ok(contact_states(store)?
+pub fn customers(stores: &Stores) -> Result<Vec<canvass_report::value::Customer>, String> {
+    Ok(contact_states(stores)?
         .iter()
         .map(|(_, state)| canvass_report::value::Customer::from_state(state))
         .collect())
@@ -71,15 +105,75 @@ pub fn customers(store: &Store) -> Result<Vec<canvass_report::value::Customer>, 
 /// # Errors
 /// A store error.
 pub fn contact_states(
-    store: &Store,
+    stores: &Stores,
 ) -> Result<Vec<(String, canvass_proto::v1::ContactState)>, String> {
     let partition = canvass_store::EMBEDDED_PARTITION;
     let mut out = Vec::new();
-    for id in store.contact_ids(partition) {
-        let id = id.map_err(|e| e.to_string())?;
-        if let Some(state) = store.contact(partition, &id).map_err(|e| e.to_string())? {
-            out.push((id, state));
+    for store in stores.iter() {
+        for id in store.contact_ids(partition) {
+            let id = id.map_err(|e| e.to_string())?;
+            if let Some(state) = store.contact(partition, &id).map_err(|e| e.to_string())? {
+                out.push((id, state));
+            }
         }
     }
+    // One order whatever the partitioning.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
+
+/// Every campaign's lifecycle as one record: partition 0's (every partition logs the same
+/// commands), with the notes the engine wrote in the others (a partition's allotment of the
+/// budget running out) merged into the history in time order.
+///
+/// # Errors
+/// A store error.
+pub fn lifecycles(
+    stores: &Stores,
+) -> Result<Vec<canvass_proto::v1::CampaignLifecycle>, canvass_store::Error> {
+    let mut all = stores.partition(0).lifecycles()?;
+    for store in stores.iter().skip(1) {
+        for theirs in store.lifecycles()? {
+            if let Some(l) = all.iter_mut().find(|l| l.campaign_id == theirs.campaign_id) {
+                merge_engine_notes(l, &theirs);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// One campaign's lifecycle as [`lifecycles`] gives it.
+///
+/// # Errors
+/// A store error.
+pub fn lifecycle(
+    stores: &Stores,
+    campaign: &str,
+) -> Result<Option<canvass_proto::v1::CampaignLifecycle>, canvass_store::Error> {
+    let Some(mut l) = stores.partition(0).lifecycle(campaign)? else {
+        return Ok(None);
+    };
+    for store in stores.iter().skip(1) {
+        if let Some(theirs) = store.lifecycle(campaign)? {
+            merge_engine_notes(&mut l, &theirs);
+        }
+    }
+    Ok(Some(l))
+}
+
+fn merge_engine_notes(
+    into: &mut canvass_proto::v1::CampaignLifecycle,
+    other: &canvass_proto::v1::CampaignLifecycle,
+) {
+    let notes = other
+        .history
+        .iter()
+        .filter(|c| c.actor == ENGINE_ACTOR && !into.history.contains(c));
+    into.history.extend(notes.cloned().collect::<Vec<_>>());
+    // Stable: changes of the same time keep their order (commands first, as logged).
+    into.history
+        .sort_by_key(|c| c.at.map(|t| (t.seconds, t.nanos)).unwrap_or_default());
+}
+
+/// The actor of the history entries the engine writes itself.
+pub const ENGINE_ACTOR: &str = "engine";

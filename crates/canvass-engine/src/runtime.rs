@@ -26,7 +26,8 @@ use futures::channel::oneshot;
 use canvass_core::UnixMillis;
 use canvass_proto::{json, v1};
 
-use crate::durable::{BatchReport, DispatchError, Engine, Error, Incoming, Outcome, Sourced};
+use crate::durable::{BatchReport, DispatchError, Error, Incoming, Outcome, Sourced};
+use crate::partitions::Partitions;
 
 /// How the loop batches and waits.
 #[derive(Debug, Clone)]
@@ -583,7 +584,7 @@ pub fn wall_clock() -> UnixMillis {
 /// until `stop`), delivering actions to `sink` after every commit. Without a sink the outbox
 /// is left to another delivery (the gRPC one), which reads it from the store.
 pub fn run(
-    engine: &mut Engine,
+    engine: &mut Partitions,
     sources: Sources,
     mut sink: Option<&mut dyn Dispatcher>,
     options: &RunOptions,
@@ -602,7 +603,7 @@ pub fn run(
     let mut _kept_open = None;
     if let Some(input) = input {
         let resume = match input.source_name().map_err(RunError::Source)? {
-            Some(name) => engine.store().offset(&name).map_err(Error::from)?,
+            Some(name) => engine.offset(&name)?,
             None => None,
         };
         spawn_reader(input, resume, options, tx).map_err(RunError::Source)?;
@@ -664,7 +665,7 @@ pub fn run(
 }
 
 fn drain(
-    engine: &mut Engine,
+    engine: &mut Partitions,
     sink: &mut dyn Dispatcher,
     report: &mut RunReport,
 ) -> Result<(), RunError> {

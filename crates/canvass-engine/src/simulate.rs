@@ -7,16 +7,17 @@
 
 use canvass_core::UnixMillis;
 use canvass_proto::v1;
-use canvass_store::{Store, StoreOptions};
+use canvass_store::{Layout, StoreOptions, Stores};
 
 use crate::durable::{
-    BatchReport, ClockMode, DispatchError, Engine, EngineOptions, Incoming, Result, Sourced,
+    BatchReport, ClockMode, DispatchError, EngineOptions, Incoming, Result, Sourced,
 };
+use crate::partitions::Partitions;
 
 /// The engine on a store in memory, fed directly (no source thread, no channel).
 #[derive(Debug)]
 pub struct Simulation {
-    engine: Engine,
+    engine: Partitions,
 }
 
 /// The actor of the commands a simulation issues for the campaigns it was given.
@@ -30,17 +31,29 @@ impl Simulation {
     /// # Errors
     /// None in practice: an empty store in memory has no log to apply.
     pub fn new(options: EngineOptions) -> Result<Self> {
-        let store = Store::in_memory(StoreOptions {
-            // Nothing is gained by writing the in-memory tables on a thread of their own.
-            background_checkpoints: false,
-            ..StoreOptions::default()
-        });
+        Self::partitioned(options, Layout::default(), 1)
+    }
+
+    /// An empty simulation over the partitions of `layout`, as `run` would build them, on
+    /// `workers` threads.
+    ///
+    /// # Errors
+    /// None in practice: empty stores in memory have no log to apply.
+    pub fn partitioned(options: EngineOptions, layout: Layout, workers: usize) -> Result<Self> {
+        let stores = Stores::in_memory(
+            layout,
+            &StoreOptions {
+                // Nothing is gained by writing the in-memory tables on a thread of their own.
+                background_checkpoints: false,
+                ..StoreOptions::default()
+            },
+        );
         let options = EngineOptions {
             clock: ClockMode::Event,
             ..options
         };
         Ok(Self {
-            engine: Engine::open(store, options)?,
+            engine: Partitions::open(stores, options, workers)?,
         })
     }
 
@@ -87,9 +100,10 @@ impl Simulation {
         }
     }
 
-    /// The engine (its store holds the states, counters and log, as a data directory would).
+    /// The engine (its stores hold the states, counters and logs, as a data directory
+    /// would).
     #[must_use]
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &Partitions {
         &self.engine
     }
 }

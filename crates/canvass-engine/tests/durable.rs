@@ -667,7 +667,7 @@ fn an_allowed_lateness_lets_an_event_dated_before_a_deadline_win() {
         let mut sim = canvass_engine::Simulation::new(options.clone()).unwrap();
         sim.ingest(lines.iter().map(|l| record(l)).collect())
             .unwrap();
-        let store = sim.engine().store();
+        let store = sim.engine().stores().partition(0);
         assert_eq!(state_of(store), state, "simulated, lateness {minutes} min");
         assert_eq!(store.input_counters().unwrap().late_events, late);
 

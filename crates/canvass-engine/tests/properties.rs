@@ -2,21 +2,24 @@
 //! and the durable engine on sled, fed in arbitrary batches and replayed, over random
 //! streams with events out of order, duplicate ids within and across contacts, repeats
 //! after the dedupe window and timers due in the same millisecond, end in the same states,
-//! the same actions (keys and content) and the same reports.
+//! the same actions (keys and content) and the same reports, whatever the partition and
+//! worker counts; a partitioned run ends as one partition does on a stream in time order;
+//! and no partitioning lets a campaign spend past its budget.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
 
+use canvass_core::partition::Partitioner;
 use canvass_core::{Core, SpanMillis, UnixMillis};
 use canvass_engine::{
-    Simulation,
-    durable::{ClockMode, Engine, EngineOptions, Sourced},
+    Partitions, Simulation,
+    durable::{ClockMode, EngineOptions, Sourced},
     simulate::{self, unsourced},
 };
 use canvass_proto::{json, v1, wkt};
 use canvass_report::Options;
-use canvass_store::{Store, StoreOptions};
+use canvass_store::{Layout, StoreOptions, Stores, Wanted};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use std::str::FromStr;
@@ -249,6 +252,37 @@ fn stream(s: &Scenario) -> Vec<v1::IngestRecord> {
     out
 }
 
+/// A campaign that spends on every signup and every email opened, within `total`.
+fn spender(total: &str) -> v1::CampaignSpec {
+    json::from_str(&format!(
+        r#"{{
+  "id": "spender", "version": 1, "initialState": "mail",
+  "entryTriggers": [{{"eventType": "signup"}}],
+  "states": [
+    {{"id": "mail", "actions": [{{"kind": "ACTION_KIND_EMAIL", "template": "offer"}}, {{"kind": "ACTION_KIND_POSTAL_MAIL", "template": "letter"}}],
+     "transitions": [{{"to": "mail", "onEvent": {{"type": "email.opened"}}}}, {{"to": "done", "onEvent": {{"type": "purchase"}}}}]}},
+    {{"id": "done", "terminal": true}}
+  ],
+  "budget": {{"currency": "EUR", "total": "{total}", "costPerAction": {{"EMAIL": "0.35", "POSTAL_MAIL": "1.20"}}}}
+}}"#
+    ))
+    .unwrap()
+}
+
+/// The stream of [`stream`] for the spender campaign alone.
+fn spender_stream(s: &Scenario, total: &str) -> Vec<v1::IngestRecord> {
+    let t0 = UnixMillis(T0);
+    let mut out = simulate::load_commands(&[spender(total)], t0);
+    out.extend(
+        s.contacts
+            .iter()
+            .map(|c| simulate::contact_record(c.clone(), t0)),
+    );
+    out.push(simulate::launch_command("spender", t0));
+    out.extend(s.events.iter().cloned().map(simulate::event_record));
+    out
+}
+
 fn horizon() -> UnixMillis {
     UnixMillis(T0 + 200 * 24 * HOUR)
 }
@@ -264,11 +298,11 @@ struct Outcome {
     projections: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-fn outcome(engine: &Engine, actions: Vec<v1::Action>) -> Outcome {
-    let store = engine.store();
-    let data = canvass_engine::reports::campaign_data(store, &[]).unwrap();
+fn outcome(engine: &Partitions, actions: Vec<v1::Action>) -> Outcome {
+    let stores = engine.stores();
+    let data = canvass_engine::reports::campaign_data(stores, &[]).unwrap();
     Outcome {
-        states: canvass_engine::reports::contact_states(store)
+        states: canvass_engine::reports::contact_states(stores)
             .unwrap()
             .into_iter()
             .collect(),
@@ -278,13 +312,49 @@ fn outcome(engine: &Engine, actions: Vec<v1::Action>) -> Outcome {
             .map(|d| (d.id.clone(), d.counters.clone()))
             .collect(),
         report: canvass_report::build(&data, &Options::default()),
-        projections: store.projection_dump().unwrap(),
+        projections: dump(stores),
+    }
+}
+
+/// Every partition's projections, each key under its partition number.
+fn dump(stores: &Stores) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (p, store) in stores.iter().enumerate() {
+        for (k, v) in store.projection_dump().unwrap() {
+            let mut key = (p as u32).to_be_bytes().to_vec();
+            key.extend(k);
+            out.push((key, v));
+        }
+    }
+    out
+}
+
+/// Actions by the partition of their contact, each partition's in delivery order.
+fn in_partitions(layout: &Layout, actions: &[v1::Action]) -> BTreeMap<u32, Vec<v1::Action>> {
+    let mut out: BTreeMap<u32, Vec<v1::Action>> = BTreeMap::new();
+    for a in actions {
+        out.entry(layout.partition_of(&a.contact_id))
+            .or_default()
+            .push(a.clone());
+    }
+    out
+}
+
+fn layout(partitions: u32) -> Layout {
+    Layout {
+        partitions,
+        partitioner: Partitioner::Murmur2,
     }
 }
 
 /// `simulate`: the engine over a store in memory, the whole stream in one commit.
 fn simulated(s: &Scenario, options: EngineOptions) -> (Simulation, Outcome) {
-    let mut sim = Simulation::new(options).unwrap();
+    simulated_on(s, options, layout(1))
+}
+
+/// [`simulated`] over the partitions of `layout`.
+fn simulated_on(s: &Scenario, options: EngineOptions, layout: Layout) -> (Simulation, Outcome) {
+    let mut sim = Simulation::partitioned(options, layout, 1).unwrap();
     sim.ingest(stream(s).into_iter().map(unsourced).collect())
         .unwrap();
     let mut actions = sim.take_actions().unwrap();
@@ -296,19 +366,26 @@ fn simulated(s: &Scenario, options: EngineOptions) -> (Simulation, Outcome) {
 
 /// `run`: the engine on sled, the stream cut into commits at `cuts`, the outbox delivered
 /// after each one. Returns the outcome and the directory (for a replay).
-fn on_sled(s: &Scenario, cuts: &[usize], options: EngineOptions) -> (Outcome, tempfile::TempDir) {
+fn on_sled(
+    s: &Scenario,
+    cuts: &[usize],
+    options: EngineOptions,
+    layout: Layout,
+    workers: usize,
+) -> (Outcome, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut engine = Engine::open(
-        Store::open(dir.path(), StoreOptions::default()).unwrap(),
-        options,
-    )
-    .unwrap();
+    let wanted = Wanted {
+        partitions: Some(layout.partitions),
+        partitioner: Some(layout.partitioner),
+    };
+    let stores = Stores::open(dir.path(), wanted, &StoreOptions::default()).unwrap();
+    let mut engine = Partitions::open(stores, options, workers).unwrap();
     let inputs: Vec<Sourced> = stream(s).into_iter().map(unsourced).collect();
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (inputs.len() + 1)).collect();
     cuts.push(inputs.len());
     cuts.sort_unstable();
     let mut actions = Vec::new();
-    let mut deliver = |engine: &mut Engine| {
+    let mut deliver = |engine: &mut Partitions| {
         engine
             .dispatch(usize::MAX, &mut |a| {
                 actions.extend_from_slice(a);
@@ -400,31 +477,62 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 
-    /// The simulation, a durable run cut into arbitrary commits, and a replay of that run's
-    /// log agree on everything.
+    /// The simulation, a durable run cut into arbitrary commits on any number of worker
+    /// threads, and a replay of that run's logs agree on everything, for any partitioning.
     #[test]
     fn simulate_run_and_replay_agree_whatever_the_batches(
         s in scenario(),
         cuts in prop::collection::vec(0usize..100, 0..8),
         lateness in prop::sample::select(vec![0i64, 3, 30]),
+        partitions in prop::sample::select(vec![1u32, 3, 4]),
+        workers in 1usize..=3,
     ) {
-        let (_, simulated) = simulated(&s, late_by(lateness));
-        let (run, dir) = on_sled(&s, &cuts, late_by(lateness));
+        let (_, simulated) = simulated_on(&s, late_by(lateness), layout(partitions));
+        let (run, dir) = on_sled(&s, &cuts, late_by(lateness), layout(partitions), workers);
         prop_assert_eq!(&simulated.states, &run.states);
-        prop_assert_eq!(&simulated.actions, &run.actions);
+        // Each partition delivers its actions in its own order; how the partitions'
+        // deliveries interleave depends on the commits.
+        let spread = layout(partitions);
+        prop_assert_eq!(in_partitions(&spread, &simulated.actions), in_partitions(&spread, &run.actions));
         prop_assert_eq!(&simulated.counters, &run.counters);
         prop_assert_eq!(&simulated.report, &run.report);
         prop_assert_eq!(&simulated.projections, &run.projections);
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        Engine::replay(&store, late_by(lateness)).unwrap();
-        prop_assert_eq!(&run.projections, &store.projection_dump().unwrap(), "replay");
+        let stores = Stores::open(dir.path(), Wanted::default(), &StoreOptions::default()).unwrap();
+        Partitions::replay(&stores, late_by(lateness), workers).unwrap();
+        prop_assert_eq!(&run.projections, &dump(&stores), "replay");
+    }
+
+    /// On a stream in time order, every partitioning ends as one partition does: the same
+    /// states, the same actions (in another order: each partition delivers its own), the
+    /// same counters summed and the same report.
+    #[test]
+    fn a_partitioned_run_ends_as_one_partition_on_a_stream_in_time_order(
+        s in scenario(),
+        partitions in 2u32..6,
+        crc in any::<bool>(),
+    ) {
+        let mut s = s;
+        s.events.sort_by_key(|e| UnixMillis::from_proto(e.occurred_at.as_ref().unwrap()));
+        let (_, one) = simulated(&s, options());
+        let spread = Layout {
+            partitions,
+            partitioner: if crc { Partitioner::Crc32 } else { Partitioner::Murmur2 },
+        };
+        let (_, many) = simulated_on(&s, options(), spread);
+        prop_assert_eq!(&one.states, &many.states);
+        let by_key = |actions: &[v1::Action]| -> BTreeMap<String, v1::Action> {
+            actions.iter().map(|a| (a.idempotency_key.clone(), a.clone())).collect()
+        };
+        prop_assert_eq!(by_key(&one.actions), by_key(&many.actions));
+        prop_assert_eq!(&one.counters, &many.counters);
+        prop_assert_eq!(&one.report, &many.report);
     }
 
     #[test]
     fn reports_add_up(s in scenario()) {
         let (sim, out) = simulated(&s, options());
         let states = &out.states;
-        let data = canvass_engine::reports::campaign_data(sim.engine().store(), &[]).unwrap();
+        let data = canvass_engine::reports::campaign_data(sim.engine().stores(), &[]).unwrap();
         for data in &data {
             let c = &data.counters;
             let journeys: Vec<&v1::ContactCampaignState> = states
@@ -477,5 +585,57 @@ proptest! {
         for a in &out.actions {
             prop_assert!(keys.insert(a.idempotency_key.clone()), "key {} emitted twice", a.idempotency_key);
         }
+    }
+
+    /// Whatever the partitioning and the commits, a campaign never spends past its budget,
+    /// and each partition spends within its allotment, which depends on the partition count
+    /// alone: the same stream gives each partition the same spend in any interleaving.
+    #[test]
+    fn no_partitioning_spends_past_the_budget(
+        s in scenario(),
+        partitions in 1u32..6,
+        total in prop::sample::select(vec!["0", "1.19", "3.00", "7.55", "12"]),
+        cuts in prop::collection::vec(0usize..100, 0..4),
+    ) {
+        let budget = Decimal::from_str(total).unwrap();
+        let spread = layout(partitions);
+        let mut sim = Simulation::partitioned(options(), spread, 2).unwrap();
+        let inputs: Vec<Sourced> = spender_stream(&s, total).into_iter().map(unsourced).collect();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (inputs.len() + 1)).collect();
+        cuts.push(inputs.len());
+        cuts.sort_unstable();
+        let mut rest = inputs.into_iter();
+        let mut done = 0;
+        let mut actions = Vec::new();
+        for cut in cuts {
+            sim.ingest(rest.by_ref().take(cut - done).collect()).unwrap();
+            done = cut;
+            actions.extend(sim.take_actions().unwrap());
+        }
+        let spent_by = |p: u32| -> Decimal {
+            actions
+                .iter()
+                .filter(|a| spread.partition_of(&a.contact_id) == p)
+                .map(|a| Decimal::from_str(&a.cost).unwrap_or_default())
+                .sum()
+        };
+        let mut spent = Decimal::ZERO;
+        for p in 0..partitions {
+            let share = canvass_core::partition::Share { index: p, count: partitions };
+            let allotment = canvass_core::partition::allotment(budget, share);
+            prop_assert!(spent_by(p) <= allotment, "partition {}: {} of {}", p, spent_by(p), allotment);
+            spent += spent_by(p);
+        }
+        prop_assert!(spent <= budget, "spent {} of {}", spent, budget);
+        let counters = canvass_engine::reports::counters(sim.engine().stores(), "spender").unwrap();
+        prop_assert_eq!(Decimal::from_str(if counters.cost.is_empty() { "0" } else { &counters.cost }).unwrap(), spent);
+        // The same stream in one commit spends the same in each partition.
+        let (_, whole) = {
+            let mut one = Simulation::partitioned(options(), spread, 1).unwrap();
+            one.ingest(spender_stream(&s, total).into_iter().map(unsourced).collect()).unwrap();
+            let a = one.take_actions().unwrap();
+            (one, a)
+        };
+        prop_assert_eq!(in_partitions(&spread, &whole), in_partitions(&spread, &actions));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
+use canvass_core::partition::Partitioner;
 use serde::Deserialize;
 
 /// Payload encoding of records without a `content-type` header.
@@ -87,6 +88,12 @@ pub struct KafkaConfig {
     pub topics: Topics,
     /// Payload format of records without a `content-type` header.
     pub format: Format,
+    /// How the producers of the touchpoints topic choose a record's partition from its key
+    /// (the contact id): `murmur2` (the Java client's default; librdkafka's
+    /// `murmur2_random`) or `consistent` (librdkafka's `consistent_random`, CRC32). The
+    /// engine places contacts from files and gRPC by the same function, and refuses a
+    /// touchpoint found on another partition than it gives.
+    pub partitioner: String,
     /// Most records in one group commit.
     pub max_batch: usize,
     /// Longest wait for more records once one arrived, in milliseconds.
@@ -118,6 +125,7 @@ impl Default for KafkaConfig {
             group_id: "canvass".into(),
             topics: Topics::default(),
             format: Format::Json,
+            partitioner: "murmur2".into(),
             max_batch: 4096,
             max_wait_ms: 5,
             publish_timeout_ms: 30_000,
@@ -163,6 +171,12 @@ pub enum ConfigError {
 pub const ENV_PREFIX: &str = "CANVASS_KAFKA_";
 
 impl KafkaConfig {
+    /// The partitioner the `partitioner` setting names (checked by [`KafkaConfig::check`]).
+    #[must_use]
+    pub fn partitioner(&self) -> Partitioner {
+        Partitioner::named(&self.partitioner).unwrap_or_default()
+    }
+
     /// librdkafka properties the engine sets itself: exactly-once rests on them.
     pub const RESERVED: [&'static str; 5] = [
         "group.id",
@@ -222,6 +236,7 @@ impl KafkaConfig {
             match field {
                 "BROKERS" => self.brokers = value,
                 "GROUP_ID" => self.group_id = value,
+                "PARTITIONER" => self.partitioner = value,
                 "FORMAT" => {
                     self.format =
                         Format::parse(&value).ok_or_else(|| invalid("`json` or `protobuf`"))?;
@@ -273,6 +288,15 @@ impl KafkaConfig {
         }
         if self.max_batch == 0 {
             return Err(invalid("max_batch", "must be at least 1".into()));
+        }
+        if Partitioner::named(&self.partitioner).is_none() {
+            return Err(invalid(
+                "partitioner",
+                format!(
+                    "`{}` is not a partitioner canvass knows: `murmur2` (or `murmur2_random`) or `consistent` (or `consistent_random`)",
+                    self.partitioner
+                ),
+            ));
         }
         let topics = [
             ("topics.touchpoints", &self.topics.touchpoints),

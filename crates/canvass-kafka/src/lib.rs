@@ -7,4 +7,4 @@ pub mod config;
 pub mod runtime;
 
 pub use config::{Format, KafkaConfig};
-pub use runtime::{KafkaReport, KafkaRunOptions, RunError, run};
+pub use runtime::{KafkaReport, KafkaRunOptions, RunError, run, touchpoint_partitions};

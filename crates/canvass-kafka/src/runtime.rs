@@ -21,7 +21,9 @@ use std::{
 };
 
 use canvass_engine::{
-    durable::{DispatchError, Engine, Error as EngineError, Sourced},
+    Partitions,
+    durable::{DispatchError, Error as EngineError, Incoming, Sourced},
+    partitions::{Route, route},
     runtime::{Intake, Submissions, wall_clock},
 };
 use rdkafka::{
@@ -94,7 +96,7 @@ impl RunError {
 /// Runs the engine on Kafka until `options` say stop. Inputs submitted through `intake`'s
 /// inboxes (the gRPC API) join the batches of records and are answered once committed.
 pub fn run(
-    engine: Engine,
+    engine: Partitions,
     config: &KafkaConfig,
     options: &KafkaRunOptions,
     intake: Option<&Intake>,
@@ -103,6 +105,7 @@ pub fn run(
         state: Mutex::new(State {
             engine,
             pending: Vec::new(),
+            routes: HashMap::new(),
             submissions: Submissions::default(),
             next: HashMap::new(),
             to_commit: HashMap::new(),
@@ -383,6 +386,8 @@ fn producer_config(config: &KafkaConfig) -> ClientConfig {
 #[derive(Debug)]
 struct Logging(&'static str);
 
+impl ConsumerContext for Logging {}
+
 impl ClientContext for Logging {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         log_line(self.0, level, fac, message);
@@ -412,9 +417,12 @@ impl EngineContext {
 }
 
 struct State {
-    engine: Engine,
+    engine: Partitions,
     /// Records read (and inputs submitted) not yet committed.
     pending: Vec<Sourced>,
+    /// The partition each touchpoint record among `pending` goes to, by its index there:
+    /// its own Kafka partition (the others are routed by what they hold).
+    routes: HashMap<usize, Route>,
     /// Submissions among `pending`, answered once committed.
     submissions: Submissions,
     /// Next offset to apply, per assigned partition.
@@ -442,12 +450,34 @@ impl State {
         } else {
             Role::Control
         };
-        self.pending.push(codec::decode(
-            record,
-            role,
-            config.format,
-            config.max_record_bytes,
-        ));
+        let mut input = codec::decode(record, role, config.format, config.max_record_bytes);
+        if role == Role::Touchpoints {
+            let layout = self.engine.layout();
+            let partition = u32::try_from(record.partition).unwrap_or(u32::MAX);
+            let (owner, why) = if partition >= layout.partitions {
+                (
+                    0,
+                    Some(format!(
+                        "the record is on partition {partition} of `{}`, but the data directory has {} partitions (the topic was given more partitions after it was created): a contact's partition would change, so it is refused",
+                        record.topic, layout.partitions
+                    )),
+                )
+            } else {
+                (
+                    partition,
+                    misplaced(&layout, &input.incoming, partition, record.topic),
+                )
+            };
+            if let Some(reason) = why {
+                input.incoming = Incoming::Malformed {
+                    payload: record.payload.unwrap_or_default().to_vec(),
+                    key: record.key.unwrap_or_default().to_vec(),
+                    reason,
+                };
+            }
+            self.routes.insert(self.pending.len(), Route::One(owner));
+        }
+        self.pending.push(input);
     }
 
     /// Commits the pending records (or fires due timers when there are none).
@@ -462,10 +492,22 @@ impl State {
             }
         }
         let now = wall_clock();
+        let mut routes = std::mem::take(&mut self.routes);
+        let layout = self.engine.layout();
         let result = if batch.is_empty() {
             self.engine.tick(now)
         } else {
-            self.engine.ingest(batch, now)
+            let routed = batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let to = routes
+                        .remove(&i)
+                        .unwrap_or_else(|| route(&layout, &s.incoming));
+                    (to, s)
+                })
+                .collect();
+            self.engine.ingest_routed(routed, now)
         };
         let r = std::mem::take(&mut self.submissions).settle(result)?;
         self.report.entries += r.entries;
@@ -478,7 +520,7 @@ impl State {
         self.report.rebalances += 1;
         for mut elem in tpl.elements() {
             let name = codec::source_name(elem.topic(), elem.partition());
-            let stored = self.engine.store().offset(&name)?;
+            let stored = self.engine.offset(&name)?;
             let start = stored.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
             let offset = match stored {
                 Some(_) => Offset::Offset(start),
@@ -696,4 +738,49 @@ impl Backoff {
         self.failures = 0;
         self.until = None;
     }
+}
+
+/// Why a touchpoint on Kafka partition `partition` is not that partition's to apply: the
+/// contact it concerns maps to another under the configured partitioner (its producer used
+/// another one, or another key), and one contact must never have state in two partitions.
+fn misplaced(
+    layout: &canvass_store::Layout,
+    incoming: &Incoming,
+    partition: u32,
+    topic: &str,
+) -> Option<String> {
+    let Route::One(owner) = route(layout, incoming) else {
+        return None;
+    };
+    let Incoming::Record(_) = incoming else {
+        return None;
+    };
+    (owner != partition).then(|| {
+        format!(
+            "the record is on partition {partition} of `{topic}`, but its contact maps to partition {owner} of {} under the {} partitioner (`partitioner` in the Kafka settings): produce it keyed by contact id with that partitioner, so that one contact never has state in two partitions",
+            layout.partitions, layout.partitioner
+        )
+    })
+}
+
+/// The partition count of the touchpoints topic, which a data directory used on Kafka has.
+///
+/// # Errors
+/// The broker cannot be reached within `timeout`, or the topic does not exist.
+pub fn touchpoint_partitions(config: &KafkaConfig, timeout: Duration) -> Result<u32, RunError> {
+    let consumer: BaseConsumer<Logging> =
+        consumer_config(config).create_with_context(Logging("consumer"))?;
+    let topic = &config.topics.touchpoints;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let count = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len());
+    if count == 0 {
+        return Err(RunError::Client(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        )));
+    }
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
 }

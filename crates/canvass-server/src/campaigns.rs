@@ -17,7 +17,11 @@ pub(crate) struct Campaigns(pub(crate) Shared);
 /// The CEL limits of the policy in force, which a new spec must meet (the engine checks
 /// again when the command is applied, at its place in the log).
 fn cel_limits(shared: &Shared) -> Result<canvass_core::condition::CelLimits, Status> {
-    let policy = shared.store.policy().map_err(storage)?.unwrap_or_default();
+    let policy = shared
+        .global()
+        .policy()
+        .map_err(storage)?
+        .unwrap_or_default();
     Ok(canvass_core::policy::compile(&policy)
         .map(|p| p.cel)
         .unwrap_or_default())
@@ -82,7 +86,7 @@ fn nonempty<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
 
 impl Campaigns {
     fn lifecycle(&self, id: &str) -> Result<Option<v1::CampaignLifecycle>, Status> {
-        self.0.store.lifecycle(id).map_err(storage)
+        self.0.global().lifecycle(id).map_err(storage)
     }
 
     fn existing(&self, id: &str) -> Result<v1::CampaignLifecycle, Status> {
@@ -229,7 +233,7 @@ impl CampaignService for Campaigns {
         self.0.auth.check(&request, Rpc::GetCampaign)?;
         let id = request.into_inner().campaign_id;
         let lifecycle = self.existing(nonempty("campaign_id", &id)?)?;
-        let counters = self.0.store.counters(&id).map_err(storage)?;
+        let counters = canvass_engine::reports::counters(&self.0.stores, &id).map_err(storage)?;
         Ok(Response::new(v1::GetCampaignResponse {
             lifecycle: Some(lifecycle),
             counters: Some(counters),
@@ -245,7 +249,7 @@ impl CampaignService for Campaigns {
         let size = page_size(r.page_size);
         let mut campaigns: Vec<v1::CampaignLifecycle> = self
             .0
-            .store
+            .global()
             .lifecycles()
             .map_err(storage)?
             .into_iter()
@@ -383,7 +387,7 @@ impl CampaignService for Campaigns {
         let id = nonempty("campaign_id", &r.campaign_id)?;
         let spec = self
             .0
-            .store
+            .global()
             .specs()
             .map_err(storage)?
             .into_iter()
@@ -433,7 +437,7 @@ impl CampaignService for Campaigns {
         let seq = logged(self.0.submit_one(record, &caller).await?)?;
         Ok(Response::new(v1::SetPolicyResponse {
             seq,
-            policy: self.0.store.policy().map_err(storage)?,
+            policy: self.0.global().policy().map_err(storage)?,
         }))
     }
 
@@ -443,7 +447,7 @@ impl CampaignService for Campaigns {
     ) -> Result<Response<v1::GetPolicyResponse>, Status> {
         self.0.auth.check(&request, Rpc::GetPolicy)?;
         Ok(Response::new(v1::GetPolicyResponse {
-            policy: self.0.store.policy().map_err(storage)?,
+            policy: self.0.global().policy().map_err(storage)?,
         }))
     }
 }

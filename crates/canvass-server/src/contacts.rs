@@ -106,7 +106,8 @@ impl ContactService for Contacts {
         }
         let mut state = self
             .0
-            .store
+            .stores
+            .of_contact(&id)
             .contact(EMBEDDED_PARTITION, &id)
             .map_err(storage)?
             .ok_or_else(|| Status::not_found(format!("no contact `{id}`")))?;
@@ -135,7 +136,8 @@ impl ContactService for Contacts {
             })?
         };
         let size = page_size(r.page_size);
-        let store = self.0.store.clone();
+        // The contact's whole story is in its partition's log.
+        let store = self.0.stores.of_contact(&r.contact_id).clone();
         let contact_id = r.contact_id;
         // The scan reads sled: off the async workers.
         let (entries, next) = tokio::task::spawn_blocking(move || {
@@ -175,13 +177,19 @@ impl ContactService for Contacts {
         }
         let size = page_size(r.page_size);
         let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
-        let mut contact_ids = self
-            .0
-            .store
-            .group_members_after(&r.campaign_id, &r.group, after)
-            .take(size + 1)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?;
+        // Each partition's members are in id order: the first page of their union is in
+        // the first pages of each.
+        let mut contact_ids = Vec::new();
+        for store in self.0.stores.iter() {
+            let mine = store
+                .group_members_after(&r.campaign_id, &r.group, after)
+                .take(size + 1)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(storage)?;
+            contact_ids.extend(mine);
+        }
+        contact_ids.sort();
+        contact_ids.truncate(size + 1);
         let next_page_token = if contact_ids.len() > size {
             contact_ids.truncate(size);
             contact_ids.last().cloned().unwrap_or_default()

@@ -17,7 +17,7 @@ use canvass_engine::{
     runtime::{Busy, Inbox},
 };
 use canvass_proto::v1;
-use canvass_store::Store;
+use canvass_store::Stores;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tonic::{Request, Response, Status};
 
@@ -36,7 +36,10 @@ const SCAN: usize = 1024;
 /// Longest wait between two retries of a push.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-type Position = (u64, u32);
+/// Where an action sits: its partition and its place in that partition's outbox.
+type Position = (u32, u64, u32);
+/// How far a puller has read: per partition, the last outbox place it was sent.
+type Cursor = BTreeMap<u32, (u64, u32)>;
 
 /// The delivery: shared by the outbox reader, the executors and the `ActionService`.
 #[derive(Debug, Clone)]
@@ -90,8 +93,8 @@ fn ack(
         contact_id: action.contact_id.clone(),
         outcome: outcome as i32,
         detail,
-        outbox_seq: position.0,
-        outbox_index: position.1,
+        outbox_seq: position.1,
+        outbox_index: position.2,
         opportunity_id,
         campaign_id: action.campaign_id.clone(),
         kind: action.kind,
@@ -102,7 +105,11 @@ fn ack(
 impl Delivery {
     /// Starts reading the outbox and pushing to the configured executors (on the current
     /// tokio runtime). Call [`Delivery::committed`] after each commit.
-    pub fn start(store: Store, inbox: Inbox, executors: &[ExecutorConfig]) -> anyhow::Result<Self> {
+    pub fn start(
+        stores: Stores,
+        inbox: Inbox,
+        executors: &[ExecutorConfig],
+    ) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner {
             inbox,
             pull: Mutex::new(Pull::default()),
@@ -130,7 +137,7 @@ impl Delivery {
         let reader = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("canvass-outbox".into())
-            .spawn(move || read_outbox(&reader, &store, &routes))?;
+            .spawn(move || read_outbox(&reader, &stores, &routes))?;
         Ok(Self { inner })
     }
 
@@ -142,29 +149,62 @@ impl Delivery {
     }
 }
 
-/// Reads the outbox in order, once per process: rows go to their executor or to pullers.
-/// What is read once is in flight until its result is logged.
+/// Reads each partition's outbox in order, once per process: rows go to their executor or
+/// to pullers. What is read once is in flight until its result is logged.
 fn read_outbox(
     inner: &Inner,
-    store: &Store,
+    stores: &Stores,
     routes: &HashMap<i32, mpsc::Sender<(Position, v1::Action)>>,
 ) {
-    let mut cursor: Option<Position> = None;
+    let mut cursors: Vec<Option<(u64, u32)>> = vec![None; stores.iter().len()];
     let mut seen = 0;
     loop {
-        let rows = match store.outbox_after(cursor, SCAN) {
-            Ok(rows) => rows,
-            Err(e) => {
-                eprintln!("error: reading the outbox failed: {e}");
-                Vec::new()
+        let mut full = false;
+        for (p, store) in stores.iter().enumerate() {
+            let rows = match store.outbox_after(cursors[p], SCAN) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    eprintln!("error: reading the outbox of partition {p} failed: {e}");
+                    Vec::new()
+                }
+            };
+            full |= rows.len() == SCAN;
+            if let Some(&(last, _)) = rows.last() {
+                cursors[p] = Some(last);
             }
-        };
-        let full = rows.len() == SCAN;
+            let rows = rows
+                .into_iter()
+                .map(|((seq, index), action)| ((p as u32, seq, index), action));
+            if !hand_out(inner, routes, rows) {
+                return;
+            }
+        }
+        if full {
+            continue;
+        }
+        // Wait for the next commit (or a while: commits made before this reader started).
+        let (count, changed) = &inner.commits;
+        let guard = count.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = changed
+            .wait_timeout_while(guard, Duration::from_millis(200), |c| *c == seen)
+            .unwrap_or_else(PoisonError::into_inner);
+        seen = *guard;
+    }
+}
+
+/// Gives outbox rows to their executor or to the pullers; `false` once the executors are
+/// gone (the server stopped).
+fn hand_out(
+    inner: &Inner,
+    routes: &HashMap<i32, mpsc::Sender<(Position, v1::Action)>>,
+    rows: impl Iterator<Item = (Position, v1::Action)>,
+) -> bool {
+    {
         for (position, action) in rows {
             if let Some(route) = routes.get(&action.kind) {
                 // Waits while the executor is busy: its backlog stays in the store.
                 if route.blocking_send((position, action)).is_err() {
-                    return;
+                    return false;
                 }
             } else {
                 loop {
@@ -178,19 +218,9 @@ fn read_outbox(
                 }
                 inner.pull_changed.notify_waiters();
             }
-            cursor = Some(position);
         }
-        if full {
-            continue;
-        }
-        // Wait for the next commit (or a while: commits made before this reader started).
-        let (count, changed) = &inner.commits;
-        let guard = count.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = changed
-            .wait_timeout_while(guard, Duration::from_millis(200), |c| *c == seen)
-            .unwrap_or_else(PoisonError::into_inner);
-        seen = *guard;
     }
+    true
 }
 
 /// Logs results through the engine, retrying while its queue is full.
@@ -298,21 +328,42 @@ impl Actions {
     }
 }
 
-fn parse_cursor(cursor: &str) -> Result<Option<Position>, Status> {
-    if cursor.is_empty() {
-        return Ok(None);
-    }
+/// A cursor as the API writes it: `SEQ.INDEX` per partition, `P:SEQ.INDEX` for the
+/// partitions but 0, comma-separated.
+fn parse_cursor(cursor: &str) -> Result<Cursor, Status> {
     let bad = || {
         invalid(
             "bad cursor",
             vec![("cursor".into(), "not a cursor from this API".into())],
         )
     };
-    let (seq, index) = cursor.split_once('.').ok_or_else(bad)?;
-    Ok(Some((
-        seq.parse().map_err(|_| bad())?,
-        index.parse().map_err(|_| bad())?,
-    )))
+    let mut out = Cursor::new();
+    for part in cursor.split(',').filter(|p| !p.is_empty()) {
+        let (partition, place) = match part.split_once(':') {
+            Some((p, place)) => (p.parse().map_err(|_| bad())?, place),
+            None => (0, part),
+        };
+        let (seq, index) = place.split_once('.').ok_or_else(bad)?;
+        out.insert(
+            partition,
+            (
+                seq.parse().map_err(|_| bad())?,
+                index.parse().map_err(|_| bad())?,
+            ),
+        );
+    }
+    Ok(out)
+}
+
+fn format_cursor(cursor: &Cursor) -> String {
+    cursor
+        .iter()
+        .map(|(p, (seq, index))| match p {
+            0 => format!("{seq}.{index}"),
+            p => format!("{p}:{seq}.{index}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The next action for a puller: a redelivery first, else the first new one after its
@@ -320,7 +371,8 @@ fn parse_cursor(cursor: &str) -> Result<Option<Position>, Status> {
 fn take_next(
     pull: &mut Pull,
     kinds: &[i32],
-    cursor: Option<Position>,
+    cursor: &Cursor,
+    marks: &mut Cursor,
     deadline: Duration,
 ) -> (Option<v1::StreamActionsResponse>, Option<Instant>) {
     let now = Instant::now();
@@ -339,7 +391,9 @@ fn take_next(
     let found = pull
         .ready
         .iter()
-        .find(|(p, (a, again))| wanted(a) && (*again || cursor.is_none_or(|c| **p > c)))
+        .find(|(p, (a, again))| {
+            wanted(a) && (*again || cursor.get(&p.0).is_none_or(|c| (p.1, p.2) > *c))
+        })
         .map(|(p, _)| *p);
     let next_expiry = pull.leased.values().map(|l| l.deadline).min();
     let Some(position) = found else {
@@ -356,9 +410,11 @@ fn take_next(
             deadline: now + deadline,
         },
     );
+    let mark = marks.entry(position.0).or_insert((position.1, position.2));
+    *mark = (*mark).max((position.1, position.2));
     let response = v1::StreamActionsResponse {
         action: Some(action),
-        cursor: format!("{}.{}", position.0, position.1),
+        cursor: format_cursor(marks),
         redelivery: again,
     };
     (Some(response), next_expiry)
@@ -410,6 +466,8 @@ impl ActionService for Actions {
         tokio::spawn(async move {
             // Keys leased through this stream: handed back at once if the client leaves.
             let mut leased_here: Vec<String> = Vec::new();
+            // What this stream has sent, per partition: the cursor a client resumes from.
+            let mut marks = cursor.clone();
             loop {
                 let notified = inner.pull_changed.notified();
                 let (next, expiry) = {
@@ -417,7 +475,7 @@ impl ActionService for Actions {
                     if leased_here.len() >= 1024 {
                         leased_here.retain(|k| pull.leased.contains_key(k));
                     }
-                    take_next(&mut pull, &r.kinds, cursor, deadline)
+                    take_next(&mut pull, &r.kinds, &cursor, &mut marks, deadline)
                 };
                 match next {
                     Some(response) => {

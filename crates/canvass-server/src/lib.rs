@@ -33,7 +33,7 @@ use canvass_engine::{
     runtime::{Busy, Inbox},
 };
 use canvass_proto::v1;
-use canvass_store::Store;
+use canvass_store::{Store, Stores};
 use tonic::{
     Status,
     transport::{Certificate, Identity, Server, ServerTlsConfig},
@@ -69,12 +69,18 @@ const SERVED: [&str; 5] = [
 /// What every service shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
-    pub(crate) store: Store,
+    pub(crate) stores: Stores,
     pub(crate) inbox: Inbox,
     pub(crate) auth: Authenticator,
 }
 
 impl Shared {
+    /// The engine-wide tables (specs, lifecycles, policy): every partition logs the same
+    /// commands, so partition 0's are everyone's.
+    pub(crate) fn global(&self) -> &Store {
+        self.stores.partition(0)
+    }
+
     /// Submits inputs to the engine and waits until they are durable.
     pub(crate) async fn submit(&self, inputs: Vec<Sourced>) -> Result<Vec<Outcome>, Status> {
         let answer = self.inbox.submit(inputs).map_err(|e| match e {
@@ -221,13 +227,13 @@ pub(crate) fn page_size(requested: u32) -> usize {
 /// has stopped.
 pub async fn serve(
     config: &GrpcConfig,
-    store: Store,
+    stores: Stores,
     inbox: Inbox,
     delivery: Option<Delivery>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    serve_on(config, listener, store, inbox, delivery, shutdown).await
+    serve_on(config, listener, stores, inbox, delivery, shutdown).await
 }
 
 /// Serves on a listener already bound (its address may be port 0, chosen by the system).
@@ -236,13 +242,13 @@ pub async fn serve(
 pub async fn serve_on(
     config: &GrpcConfig,
     listener: tokio::net::TcpListener,
-    store: Store,
+    stores: Stores,
     inbox: Inbox,
     delivery: Option<Delivery>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let shared = Shared {
-        store,
+        stores,
         inbox,
         auth: Authenticator::new(&config.tokens),
     };

@@ -47,7 +47,7 @@ impl ReportService for Reports {
         if id.trim().is_empty() {
             return Err(required("campaign_id"));
         }
-        let data = campaign_data(&self.0.store, std::slice::from_ref(&id)).map_err(unreadable)?;
+        let data = campaign_data(&self.0.stores, std::slice::from_ref(&id)).map_err(unreadable)?;
         let Some(campaign) = data.into_iter().next() else {
             return Err(Status::not_found(format!("no campaign `{id}`")));
         };
@@ -86,7 +86,7 @@ impl ReportService for Reports {
                 )
             })?)
         };
-        let data = campaign_data(&self.0.store, &r.campaign_ids).map_err(unreadable)?;
+        let data = campaign_data(&self.0.stores, &r.campaign_ids).map_err(unreadable)?;
         let report = canvass_report::build(
             &data,
             &Options {
@@ -133,7 +133,13 @@ impl ReportService for Reports {
         };
         let as_of = match &r.as_of {
             Some(t) => UnixMillis::from_proto(t),
-            None => self.0.store.last_applied_at().map_err(storage)?,
+            None => {
+                let mut latest = UnixMillis::default();
+                for store in self.0.stores.iter() {
+                    latest = latest.max(store.last_applied_at().map_err(storage)?);
+                }
+                latest
+            }
         };
         let options = ValueOptions {
             as_of,
@@ -156,7 +162,7 @@ impl ReportService for Reports {
             },
             all_contacts: r.all_contacts,
         };
-        let contacts = customers(&self.0.store).map_err(unreadable)?;
+        let contacts = customers(&self.0.stores).map_err(unreadable)?;
         let report = canvass_report::value::build(&contacts, &options);
         Ok(Response::new(v1::GetValueReportResponse {
             report_json: json(&report)?,

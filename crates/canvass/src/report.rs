@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use canvass_engine::{
-    durable::Engine,
+    Partitions,
     reports::{campaign_data, contact_states, customers},
 };
 use canvass_report::{Allocation, Model, Options, render, svg, value::ValueOptions};
@@ -95,8 +95,8 @@ pub struct Args {
     open: bool,
 }
 
-fn leads(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
-    let states = contact_states(engine.store()).map_err(anyhow::Error::msg)?;
+fn leads(args: &Args, engine: &Partitions) -> anyhow::Result<ExitCode> {
+    let states = contact_states(engine.stores()).map_err(anyhow::Error::msg)?;
     let rows = canvass_report::leads::build(
         states.iter().map(|(id, s)| (id.as_str(), s)),
         args.owner.as_deref(),
@@ -149,7 +149,7 @@ fn tier_percents(text: &str) -> anyhow::Result<[u32; 3]> {
     Ok([a, b, c])
 }
 
-fn value(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
+fn value(args: &Args, engine: &Partitions) -> anyhow::Result<ExitCode> {
     if args.margin < Decimal::ZERO || args.margin > Decimal::ONE {
         anyhow::bail!("--margin {}: a share between 0 and 1", args.margin);
     }
@@ -173,10 +173,10 @@ fn value(args: &Args, engine: &Engine) -> anyhow::Result<ExitCode> {
         periods: args.periods,
         all_contacts: args.all_contacts,
     };
-    let customers = customers(engine.store()).map_err(anyhow::Error::msg)?;
+    let customers = customers(engine.stores()).map_err(anyhow::Error::msg)?;
     let report = canvass_report::value::build(&customers, &options);
     if args.emit_policy {
-        let mut policy = engine.store().policy()?.unwrap_or_default();
+        let mut policy = engine.stores().partition(0).policy()?.unwrap_or_default();
         policy.churn_days = args.churn_days;
         let min = |t: usize| report.tiers[t].min_value.clone();
         let a = min(0).unwrap_or_else(|| "0".into());
@@ -210,7 +210,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if args.leads {
         return leads(args, &engine);
     }
-    let data = campaign_data(engine.store(), &args.campaigns).map_err(anyhow::Error::msg)?;
+    let data = campaign_data(engine.stores(), &args.campaigns).map_err(anyhow::Error::msg)?;
     let options = Options {
         model: match args.model {
             ModelArg::LastTouch => Model::LastTouch,
@@ -224,6 +224,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         },
     };
     let mut report = canvass_report::build(&data, &options);
-    report.late_events = engine.store().input_counters()?.late_events;
+    report.late_events = canvass_engine::reports::input_counters(engine.stores())?.late_events;
     print_as(args, &report, render::csv, render::text, Some(svg::funnel))
 }

@@ -11,14 +11,16 @@ use std::{
 };
 
 use anyhow::Context as _;
+use canvass_core::partition::Partitioner;
 use canvass_core::{SpanMillis, UnixMillis};
 use canvass_engine::{
-    durable::{ClockMode, Engine, EngineOptions, Incoming, Sourced},
+    Partitions,
+    durable::{ClockMode, EngineOptions, Incoming, Sourced},
     runtime::{self, InputSpec, JsonlSink, RunOptions},
 };
 use canvass_kafka::{KafkaConfig, KafkaRunOptions};
 use canvass_proto::v1;
-use canvass_store::{StallWatch, Store, StoreOptions};
+use canvass_store::{StallWatch, Store, StoreOptions, Stores, Wanted};
 
 use crate::input;
 
@@ -81,6 +83,19 @@ pub struct RunArgs {
     /// `--until`.
     #[arg(long, conflicts_with_all = ["follow", "kafka", "kafka_config", "grpc_config"])]
     drain: bool,
+    /// Partitions of a new data directory (contacts are spread over them by id, each with
+    /// its own log, clock and group commit). An existing directory keeps the count it was
+    /// created with and refuses another. On Kafka, the touchpoints topic's partition count.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(canvass_store::layout::MAX_PARTITIONS)))]
+    partitions: Option<u32>,
+    /// How a contact id maps to a partition: `murmur2` (the Kafka Java client's default)
+    /// or `consistent` (librdkafka's default, CRC32). On Kafka, the `partitioner` setting.
+    #[arg(long, value_parser = parse_partitioner)]
+    partitioner: Option<Partitioner>,
+    /// Threads that run the partitions (each owns every `workers`-th partition); by
+    /// default the number of cores.
+    #[arg(long)]
+    workers: Option<usize>,
     /// Most inputs per group commit.
     #[arg(long, default_value_t = 4096)]
     max_batch: usize,
@@ -129,9 +144,23 @@ pub(crate) fn lateness(secs: u64) -> SpanMillis {
     SpanMillis(millis.min(canvass_core::time::MAX_SPAN.0))
 }
 
-fn open(data: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
-    Store::open(data, options)
+fn open(data: &std::path::Path, wanted: Wanted, options: &StoreOptions) -> anyhow::Result<Stores> {
+    Stores::open(data, wanted, options)
         .with_context(|| format!("cannot open the data directory {}", data.display()))
+}
+
+/// A partitioner by its settings name.
+pub(crate) fn parse_partitioner(name: &str) -> Result<Partitioner, String> {
+    Partitioner::named(name).ok_or_else(|| {
+        format!("`{name}` is not a partitioner: `murmur2` (or `murmur2_random`) or `consistent` (or `consistent_random`)")
+    })
+}
+
+/// Threads for the partitions: `--workers`, or one per core.
+pub(crate) fn workers(given: Option<usize>) -> usize {
+    given
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1)
 }
 
 const DEDUPE_HOURS: i64 = 168;
@@ -197,9 +226,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         &args.data,
         Duration::from_secs(args.storage_stall_secs.max(1)),
     );
-    let store = open(
+    let kafka = args.kafka || args.kafka_config.is_some();
+    let wanted = if kafka {
+        kafka_layout(args)?
+    } else {
+        Wanted {
+            partitions: args.partitions,
+            partitioner: args.partitioner,
+        }
+    };
+    let stores = open(
         &args.data,
-        StoreOptions {
+        wanted,
+        &StoreOptions {
             cache_capacity: args.cache_mib * 1024 * 1024,
             checkpoint_entries: args.checkpoint_entries.max(1),
             checkpoint_bytes: args.checkpoint_mib.max(1) * 1024 * 1024,
@@ -208,8 +247,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let opening = std::time::Instant::now();
-    let kafka = args.kafka || args.kafka_config.is_some();
-    remember_dedupe_hours(&store, args.dedupe_hours)?;
+    remember_dedupe_hours(stores.partition(0), args.dedupe_hours)?;
     let options = EngineOptions {
         max_lead: (args.max_lead_hours > 0).then(|| {
             SpanMillis(
@@ -219,12 +257,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         allowed_lateness: lateness(args.allowed_lateness_secs),
         ..engine_options(args.clock, args.dedupe_hours, kafka)
     };
-    let mut engine = Engine::open(store, options)?;
+    let mut engine = Partitions::open(stores, options, workers(args.workers))?;
+    let (mut entries, mut checkpointed) = (0, 0);
+    for store in engine.stores().iter() {
+        entries += store.last_seq()?;
+        checkpointed += store.checkpoint_seq()?;
+    }
     // Operators (and the crash test) learn here that the engine is up and where it resumed.
     eprintln!(
-        "ready: log ends at {}, projections checkpointed through {} ({} ms to open)",
-        engine.store().last_seq()?,
-        engine.store().checkpoint_seq()?,
+        "ready: {}, logs hold {entries} entries, projections checkpointed through {checkpointed} of them ({} ms to open)",
+        engine.layout(),
         opening.elapsed().as_millis()
     );
 
@@ -233,7 +275,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     for path in &args.specs {
         let spec = input::read_spec(path)?;
         let loaded = engine
-            .store()
+            .stores()
+            .partition(0)
             .specs()?
             .iter()
             .any(|s| s.id == spec.id && s.version == spec.version);
@@ -253,14 +296,23 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !commands.is_empty() {
-        let before = engine.store().dead_letter_count()?;
-        engine.ingest(commands, runtime::wall_clock())?;
-        for letter in engine
-            .store()
-            .dead_letters()?
+        // A refused spec is parked in its campaign's home partition.
+        let before: Vec<u64> = engine
+            .stores()
             .iter()
-            .skip(usize::try_from(before).unwrap_or(0))
-        {
+            .map(Store::dead_letter_count)
+            .collect::<Result<_, _>>()?;
+        engine.ingest(commands, runtime::wall_clock())?;
+        let mut rejected = Vec::new();
+        for (store, before) in engine.stores().iter().zip(before) {
+            rejected.extend(
+                store
+                    .dead_letters()?
+                    .into_iter()
+                    .skip(usize::try_from(before).unwrap_or(0)),
+            );
+        }
+        for letter in rejected {
             eprintln!("error: spec rejected: {}", letter.reason);
         }
     }
@@ -276,7 +328,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         // On Kafka, actions go to the actions topic; otherwise over gRPC unless `--actions`.
         Some(path) => Some(crate::serve::start(
             path,
-            engine.store().clone(),
+            engine.stores().clone(),
             &stop,
             !kafka && args.actions.is_none(),
         )?),
@@ -342,8 +394,39 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The layout a data directory used on Kafka must have: as many partitions as the
+/// touchpoints topic (asked of the broker), placed by the configured partitioner.
+fn kafka_layout(args: &RunArgs) -> anyhow::Result<Wanted> {
+    let config = KafkaConfig::load(args.kafka_config.as_deref())?;
+    let count = canvass_kafka::touchpoint_partitions(&config, Duration::from_secs(30))
+        .with_context(|| {
+            format!(
+                "cannot learn the partition count of the touchpoints topic `{}` from {} (create it first; its partition count is the data directory's)",
+                config.topics.touchpoints, config.brokers
+            )
+        })?;
+    if let Some(given) = args.partitions {
+        anyhow::ensure!(
+            given == count,
+            "--partitions {given}: the touchpoints topic `{}` has {count} partitions, and on Kafka the data directory has as many",
+            config.topics.touchpoints
+        );
+    }
+    if let Some(given) = args.partitioner {
+        anyhow::ensure!(
+            given == config.partitioner(),
+            "--partitioner {given}: the Kafka settings say `partitioner = \"{}\"`; set it there",
+            config.partitioner
+        );
+    }
+    Ok(Wanted {
+        partitions: Some(count),
+        partitioner: Some(config.partitioner()),
+    })
+}
+
 fn run_kafka(
-    engine: Engine,
+    engine: Partitions,
     args: &RunArgs,
     stop: &Arc<AtomicBool>,
     intake: Option<&runtime::Intake>,
@@ -445,32 +528,47 @@ pub struct ReplayArgs {
 /// the last checkpoint (the ones a crash left for the next start to apply again) are applied
 /// in memory, with the dedupe window `run` kept with the data. Returns the engine and how
 /// many entries were applied so.
-pub fn open_committed(data: &std::path::Path) -> anyhow::Result<(Engine, u64)> {
+pub fn open_committed(data: &std::path::Path) -> anyhow::Result<(Partitions, u64)> {
     anyhow::ensure!(
         data.is_dir(),
         "no data directory at {} (`canvass run --data` makes one)",
         data.display()
     );
-    let store = open(
+    let stores = open(
         data,
-        StoreOptions {
+        Wanted::default(),
+        &StoreOptions {
             read_only: true,
             ..StoreOptions::default()
         },
     )?;
-    let hours = store
+    let hours = stores
+        .partition(0)
         .setting(DEDUPE_SETTING)?
         .and_then(|h| i64::try_from(h).ok())
         .unwrap_or(DEDUPE_HOURS);
-    let behind = store.last_seq()?.saturating_sub(store.applied_seq()?);
-    let engine = Engine::open(store, engine_options(Clock::Wall, hours, false))?;
+    let mut behind = 0;
+    for store in stores.iter() {
+        behind += store.last_seq()?.saturating_sub(store.applied_seq()?);
+    }
+    let engine = Partitions::open(
+        stores,
+        engine_options(Clock::Wall, hours, false),
+        workers(None),
+    )?;
     Ok((engine, behind))
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let store = open(
+    anyhow::ensure!(
+        args.data.is_dir(),
+        "no data directory at {} (`canvass run --data` makes one)",
+        args.data.display()
+    );
+    let stores = open(
         &args.data,
-        StoreOptions {
+        Wanted::default(),
+        &StoreOptions {
             stall_watch: watch_storage(
                 &args.data,
                 Duration::from_secs(args.storage_stall_secs.max(1)),
@@ -478,7 +576,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             ..StoreOptions::default()
         },
     )?;
-    let stored = store.setting(DEDUPE_SETTING)?;
+    let stored = stores.partition(0).setting(DEDUPE_SETTING)?;
     let hours = match (args.dedupe_hours, stored) {
         (Some(given), Some(stored)) if u64::try_from(given).ok() != Some(stored) => {
             eprintln!(
@@ -491,7 +589,11 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         (None, None) => DEDUPE_HOURS,
     };
     let started = std::time::Instant::now();
-    let applied = Engine::replay(&store, engine_options(Clock::Wall, hours, false))?;
+    let applied = Partitions::replay(
+        &stores,
+        engine_options(Clock::Wall, hours, false),
+        workers(None),
+    )?;
     eprintln!(
         "rebuilt the projections from {applied} log entries in {:.1?}",
         started.elapsed()
@@ -514,49 +616,77 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    use canvass_engine::reports;
     // What is committed, even after a crash: the log after the last checkpoint is applied in
     // memory for this view, and nothing is written.
     let (engine, behind) = open_committed(&args.data)?;
-    let store = engine.store();
+    let stores = engine.stores();
+    let fail = anyhow::Error::msg;
     if let Some(g) = &args.group {
         let (campaign, group) = g.split_once('/').context("--group takes CAMPAIGN/GROUP")?;
-        for id in store.group_members(campaign, group) {
-            println!("{}", id?);
+        let mut members = Vec::new();
+        for store in stores.iter() {
+            for id in store.group_members(campaign, group) {
+                members.push(id?);
+            }
+        }
+        members.sort();
+        for id in members {
+            println!("{id}");
         }
         return Ok(ExitCode::SUCCESS);
     }
     if args.contacts {
-        let partition = canvass_store::EMBEDDED_PARTITION;
-        for id in store.contact_ids(partition) {
-            if let Some(state) = store.contact(partition, &id?)? {
-                println!("{}", canvass_proto::json::to_string(&state)?);
-            }
+        for (_, state) in reports::contact_states(stores).map_err(fail)? {
+            println!("{}", canvass_proto::json::to_string(&state)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!("log entries:   {}", store.last_seq()?);
+    let mut totals = [0u64; 6];
+    for store in stores.iter() {
+        let row = [
+            store.last_seq()?,
+            store.checkpoint_seq()?,
+            store.contact_ids(canvass_store::EMBEDDED_PARTITION).count() as u64,
+            store.timers(None).count() as u64,
+            store.outbox(usize::MAX)?.len() as u64,
+            store.dead_letter_count()?,
+        ];
+        for (t, n) in totals.iter_mut().zip(row) {
+            *t += n;
+        }
+    }
+    let [
+        entries,
+        checkpointed,
+        contacts,
+        timers,
+        outbox,
+        dead_letters,
+    ] = totals;
+    println!("layout:        {}", engine.layout());
+    println!("log entries:   {entries}");
     if behind > 0 {
         println!(
-            "checkpoint:    through entry {}; the {behind} entries after it (not yet checkpointed, as after a crash) are applied in memory for this view",
-            store.checkpoint_seq()?
+            "checkpoint:    {checkpointed} entries checkpointed; the {behind} after them (not yet checkpointed, as after a crash) are applied in memory for this view"
         );
     }
+    println!("contacts:      {contacts}");
+    println!("timers armed:  {timers}");
+    println!("outbox:        {outbox}");
+    println!("dead letters:  {dead_letters}");
     println!(
-        "contacts:      {}",
-        store.contact_ids(canvass_store::EMBEDDED_PARTITION).count()
+        "late events:   {}",
+        reports::input_counters(stores)?.late_events
     );
-    println!("timers armed:  {}", store.timers(None).count());
-    println!("outbox:        {}", store.outbox(usize::MAX)?.len());
-    println!("dead letters:  {}", store.dead_letter_count()?);
-    println!("late events:   {}", store.input_counters()?.late_events);
-    if let Some(policy) = store.policy()? {
+    if let Some(policy) = stores.partition(0).policy()? {
         println!(
             "policy:        {}",
             canvass_proto::json::to_string(&policy)?
         );
     }
-    for l in store.lifecycles()? {
-        let c = store.counters(&l.campaign_id)?;
+    for l in reports::lifecycles(stores)? {
+        let c = reports::counters(stores, &l.campaign_id)?;
         let status = l
             .status()
             .as_str_name()

@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use canvass_engine::runtime::{self, Intake};
 use canvass_server::{Delivery, GrpcConfig};
-use canvass_store::Store;
+use canvass_store::Stores;
 
 /// A running gRPC server; [`Serving::finish`] stops it.
 pub struct Serving {
@@ -31,7 +31,7 @@ pub struct Serving {
 /// `deliver_actions`, the outbox is delivered over gRPC (executors and pullers).
 pub fn start(
     config_path: &Path,
-    store: Store,
+    stores: Stores,
     stop: &Arc<AtomicBool>,
     deliver_actions: bool,
 ) -> anyhow::Result<Serving> {
@@ -46,14 +46,13 @@ pub fn start(
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    let delivery =
-        if deliver_actions {
-            Some(rt.block_on(async {
-                Delivery::start(store.clone(), inbox.clone(), &config.executors)
-            })?)
-        } else {
-            None
-        };
+    let delivery = if deliver_actions {
+        Some(rt.block_on(async {
+            Delivery::start(stores.clone(), inbox.clone(), &config.executors)
+        })?)
+    } else {
+        None
+    };
     let watched = Arc::clone(stop);
     let shutdown = async move {
         while !watched.load(Ordering::Relaxed) {
@@ -63,7 +62,7 @@ pub fn start(
     let server = {
         let delivery = delivery.clone();
         rt.spawn(async move {
-            canvass_server::serve_on(&config, listener, store, inbox, delivery, shutdown).await
+            canvass_server::serve_on(&config, listener, stores, inbox, delivery, shutdown).await
         })
     };
     // Clients (and tests) learn the address here, also when the port was 0.

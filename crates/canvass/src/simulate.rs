@@ -69,6 +69,16 @@ pub struct Args {
     /// after its time (as `run --allowed-lateness-secs`).
     #[arg(long, default_value_t = 0)]
     allowed_lateness_secs: u64,
+    /// Partitions to simulate (as `run --partitions`): each has its own clock and its share
+    /// of every budget, so a preview of a partitioned deployment is exact.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(canvass_store::layout::MAX_PARTITIONS)))]
+    partitions: u32,
+    /// How a contact id maps to a partition (as `run --partitioner`).
+    #[arg(long, value_parser = crate::run::parse_partitioner, default_value = "murmur2")]
+    partitioner: canvass_core::partition::Partitioner,
+    /// Threads that run the partitions (as `run --workers`); by default the number of cores.
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -207,10 +217,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         write_stream(path, &stream)?;
     }
 
-    let mut sim = Simulation::new(EngineOptions {
-        allowed_lateness: crate::run::lateness(args.allowed_lateness_secs),
-        ..EngineOptions::default()
-    })?;
+    let mut sim = Simulation::partitioned(
+        EngineOptions {
+            allowed_lateness: crate::run::lateness(args.allowed_lateness_secs),
+            ..EngineOptions::default()
+        },
+        canvass_store::Layout {
+            partitions: args.partitions,
+            partitioner: args.partitioner,
+        },
+        crate::run::workers(args.workers),
+    )?;
     let stdout = io::stdout();
     let mut out = Printer {
         out: BufWriter::new(stdout.lock()),
@@ -236,7 +253,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     tally.add(&[], &report);
     out.batch(&report, sim.take_actions()?)?;
 
-    let store = sim.engine().store();
+    let store = sim.engine().stores();
     let states = canvass_engine::reports::contact_states(store).map_err(anyhow::Error::msg)?;
     let campaigns =
         canvass_engine::reports::campaign_data(store, &[]).map_err(anyhow::Error::msg)?;
@@ -245,7 +262,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .map(|d| (d.id.clone(), d.counters.clone()))
         .collect();
     let counters = tally.counters;
-    let late_events = store.input_counters()?.late_events;
+    let late_events = canvass_engine::reports::input_counters(store)?.late_events;
     let inputs = InputSummary {
         contacts: counters.contacts_upserted,
         events: counters.events,
@@ -253,7 +270,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         duplicate_events: counters.duplicate_events,
         unknown_contact_events: counters.unknown_contact_events,
         timers_fired: counters.timers_fired,
-        pending_timers: store.timers(None).count() as u64,
+        pending_timers: store.iter().map(|s| s.timers(None).count() as u64).sum(),
         late_events,
     };
     let clock = ClockSummary {

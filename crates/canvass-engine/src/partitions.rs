@@ -1,0 +1,536 @@
+//! The partitioned engine: one [`Engine`] per partition of the data directory, each with its
+//! own log, clock, tables and group commit, fed by a router.
+//!
+//! Routing: an input about a contact (a profile, an event, the acknowledgement of an action
+//! sent to it) goes to the partition its id maps to, by the layout's partitioner (what a
+//! Kafka producer keyed by contact id does). A command goes to every partition, in input
+//! order: each logs it at its own position and decides it alike (the lifecycle rules read
+//! only the commands before it), so every partition is self-contained; only the command's
+//! home partition parks a refusal and queues the result for the audit topic. An input that
+//! names no contact is parked in partition 0.
+//!
+//! Offsets: each partition writes, with every commit, the batch's latest position of each
+//! source, also when it took no input of that batch. A restart resumes each source at the
+//! lowest position the partitions hold, and a partition skips what it already holds, so a
+//! crash between the partitions' commits of one batch loses nothing and applies nothing
+//! twice.
+//!
+//! Parallelism: partitions run on `workers` threads (partition `p` on worker `p % workers`);
+//! each partition's commit is its own, so a batch is durable in a partition before anything
+//! of it is visible there.
+
+use std::collections::{BTreeMap, HashMap};
+
+use canvass_core::{Core, UnixMillis};
+use canvass_proto::v1;
+use canvass_store::{Layout, Store, Stores};
+
+use crate::durable::{
+    BatchReport, DispatchError, Engine, EngineOptions, Incoming, Outcome, Placement, Queued,
+    Result, Sourced,
+};
+
+/// Where an input goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To the one partition that owns its contact.
+    One(u32),
+    /// To every partition (a command).
+    All,
+    /// Split among the partitions of the contacts it concerns (acknowledgements).
+    Split,
+}
+
+/// Where `incoming` goes under `layout`.
+#[must_use]
+pub fn route(layout: &Layout, incoming: &Incoming) -> Route {
+    use v1::ingest_record::Input as R;
+    match incoming {
+        Incoming::Record(r) => match &r.input {
+            Some(R::Contact(c)) => Route::One(layout.partition_of(&c.id)),
+            Some(R::Event(e)) => Route::One(layout.partition_of(&e.contact_id)),
+            Some(R::Command(_)) => Route::All,
+            None => Route::One(0),
+        },
+        Incoming::Acks(_) => Route::Split,
+        Incoming::Malformed { key, .. } => match std::str::from_utf8(key) {
+            Ok(k) if !k.is_empty() => Route::One(layout.partition_of(k)),
+            _ => Route::One(0),
+        },
+    }
+}
+
+/// The engine over every partition of a data directory.
+#[derive(Debug)]
+pub struct Partitions {
+    stores: Stores,
+    parts: Vec<Engine>,
+    workers: usize,
+    /// Each partition's stored position per source, as far as read or written here.
+    offsets: Vec<HashMap<String, Option<u64>>>,
+    /// The partition [`Partitions::dispatch`] starts at next, so none waits behind another.
+    next_dispatch: usize,
+}
+
+/// Where a partition's outcome for one input sits: (partition, index among its inputs).
+type Slot = (usize, usize);
+
+impl Partitions {
+    /// Opens every partition's engine (applying each log tail a crash left), on `workers`
+    /// threads (at least 1).
+    ///
+    /// # Errors
+    /// A partition's store or log failed.
+    pub fn open(stores: Stores, options: EngineOptions, workers: usize) -> Result<Self> {
+        let layout = stores.layout();
+        let parts = each_parallel(
+            stores.iter().cloned().enumerate().collect(),
+            workers,
+            |(p, store): (usize, Store)| {
+                Engine::open_partition(
+                    store,
+                    options.clone(),
+                    Placement {
+                        layout,
+                        partition: p as u32,
+                    },
+                )
+            },
+        )
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            offsets: vec![HashMap::new(); parts.len()],
+            stores,
+            parts,
+            workers: workers.max(1),
+            next_dispatch: 0,
+        })
+    }
+
+    /// Rebuilds every partition's projections from its own log; returns the entries
+    /// applied in all.
+    ///
+    /// # Errors
+    /// A partition's store or log failed.
+    pub fn replay(stores: &Stores, options: EngineOptions, workers: usize) -> Result<u64> {
+        let layout = stores.layout();
+        each_parallel(
+            stores.iter().cloned().enumerate().collect(),
+            workers,
+            |(p, store): (usize, Store)| {
+                Engine::replay_partition(
+                    &store,
+                    options.clone(),
+                    Placement {
+                        layout,
+                        partition: p as u32,
+                    },
+                )
+            },
+        )
+        .into_iter()
+        .sum()
+    }
+
+    /// The data directory's layout.
+    #[must_use]
+    pub fn layout(&self) -> Layout {
+        self.stores.layout()
+    }
+
+    /// Every partition's store.
+    #[must_use]
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// The partitions' engines, in partition order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Engine> + '_ {
+        self.parts.iter()
+    }
+
+    /// Partition `p`'s engine.
+    ///
+    /// # Panics
+    /// `p` is not a partition.
+    #[must_use]
+    pub fn partition(&self, p: u32) -> &Engine {
+        &self.parts[p as usize]
+    }
+
+    /// The core as the logs have configured it (every partition's is the same but for its
+    /// share of the budgets): partition 0's.
+    #[must_use]
+    pub fn core(&self) -> &Core {
+        self.parts[0].core()
+    }
+
+    /// The latest processing time any partition has applied.
+    #[must_use]
+    pub fn clock(&self) -> UnixMillis {
+        self.parts
+            .iter()
+            .map(Engine::clock)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Where a source resumes: the lowest position the partitions hold for it (`None`: one
+    /// holds none, so the source starts at its beginning).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn offset(&mut self, source: &str) -> Result<Option<u64>> {
+        let mut lowest = Some(u64::MAX);
+        for p in 0..self.parts.len() {
+            lowest = lowest.min(self.stored_offset(p, source)?);
+        }
+        Ok(lowest)
+    }
+
+    fn stored_offset(&mut self, p: usize, source: &str) -> Result<Option<u64>> {
+        if let Some(known) = self.offsets[p].get(source) {
+            return Ok(*known);
+        }
+        let stored = self.parts[p].store().offset(source)?;
+        self.offsets[p].insert(source.to_string(), stored);
+        Ok(stored)
+    }
+
+    /// Whether partition `p` already holds the input at `position` (a restart re-reads
+    /// from the lowest position any partition holds).
+    fn holds(&mut self, p: usize, position: Option<&v1::SourcePosition>) -> Result<bool> {
+        let Some(position) = position else {
+            return Ok(false);
+        };
+        Ok(self
+            .stored_offset(p, &position.source)?
+            .is_some_and(|held| position.next_offset <= held))
+    }
+
+    /// Applies a batch of inputs at wall time `wall_now`, each routed by [`route`]: one
+    /// group commit in every partition, in parallel. The outcomes are in input order.
+    ///
+    /// # Errors
+    /// A partition's store failed: the partitions that committed keep their commit; a
+    /// restart gives each what it lacks.
+    pub fn ingest(&mut self, inputs: Vec<Sourced>, wall_now: UnixMillis) -> Result<BatchReport> {
+        let layout = self.layout();
+        let routed = inputs
+            .into_iter()
+            .map(|s| (route(&layout, &s.incoming), s))
+            .collect();
+        self.ingest_routed(routed, wall_now)
+    }
+
+    /// Applies inputs whose route the caller chose (on Kafka, a record's own partition),
+    /// as [`Partitions::ingest`] does.
+    ///
+    /// # Errors
+    /// As [`Partitions::ingest`].
+    pub fn ingest_routed(
+        &mut self,
+        inputs: Vec<(Route, Sourced)>,
+        wall_now: UnixMillis,
+    ) -> Result<BatchReport> {
+        let n = self.parts.len();
+        let layout = self.layout();
+        let mut per: Vec<Vec<Sourced>> = vec![Vec::new(); n];
+        // For each input, the partition outcomes it takes its own from.
+        let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(inputs.len());
+        let mut latest: BTreeMap<String, v1::SourcePosition> = BTreeMap::new();
+        for (route, input) in inputs {
+            if let Some(p) = &input.position {
+                let newer = latest
+                    .get(&p.source)
+                    .is_none_or(|l| l.next_offset <= p.next_offset);
+                if newer {
+                    latest.insert(p.source.clone(), p.clone());
+                }
+            }
+            let mut mine = Vec::new();
+            match route {
+                Route::One(p) => {
+                    let p = (p as usize).min(n - 1);
+                    if !self.holds(p, input.position.as_ref())? {
+                        mine.push((p, per[p].len()));
+                        per[p].push(input);
+                    }
+                }
+                Route::All => {
+                    let home = match &input.incoming {
+                        Incoming::Record(r) => match &r.input {
+                            Some(v1::ingest_record::Input::Command(c)) => {
+                                Placement::home_of(&layout, c) as usize
+                            }
+                            _ => 0,
+                        },
+                        _ => 0,
+                    };
+                    for (p, theirs) in per.iter_mut().enumerate() {
+                        if self.holds(p, input.position.as_ref())? {
+                            continue;
+                        }
+                        if p == home {
+                            mine.push((p, theirs.len()));
+                        }
+                        theirs.push(input.clone());
+                    }
+                }
+                Route::Split => {
+                    for (p, part) in split_acks(&layout, input) {
+                        if !self.holds(p, part.position.as_ref())? {
+                            mine.push((p, per[p].len()));
+                            per[p].push(part);
+                        }
+                    }
+                }
+            }
+            slots.push(mine);
+        }
+        // Each partition moves on to the batch's latest positions, never back (after a
+        // restart, a partition may hold more than the batch re-read).
+        let mut work = Vec::with_capacity(n);
+        for (p, inputs) in per.into_iter().enumerate() {
+            let mut ahead = Vec::new();
+            for position in latest.values() {
+                if !self.holds(p, Some(position))? {
+                    ahead.push(position.clone());
+                }
+            }
+            work.push((inputs, ahead));
+        }
+        let moved: Vec<Vec<v1::SourcePosition>> = work.iter().map(|(_, a)| a.clone()).collect();
+        let reports = self.each(work, |engine, (inputs, ahead)| {
+            engine.ingest_at(inputs, &ahead, wall_now)
+        });
+        let reports = match reports {
+            Ok(r) => r,
+            Err(e) => {
+                // Some partitions may have committed: read their positions again.
+                self.offsets.iter_mut().for_each(HashMap::clear);
+                return Err(e);
+            }
+        };
+        for (offsets, moved) in self.offsets.iter_mut().zip(moved) {
+            for position in moved {
+                offsets.insert(position.source, Some(position.next_offset));
+            }
+        }
+        Ok(merge(reports, &slots))
+    }
+
+    /// Finishes every partition's sweeps in progress.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn sweep(&mut self) -> Result<BatchReport> {
+        let reports = self.each(vec![(); self.parts.len()], |engine, ()| engine.sweep())?;
+        Ok(merge(reports, &[]))
+    }
+
+    /// Moves every partition's event clock on to `until` (see [`Engine::advance_to`]).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn advance_to(&mut self, until: UnixMillis) -> Result<BatchReport> {
+        let reports = self.each(vec![(); self.parts.len()], |engine, ()| {
+            engine.advance_to(until)
+        })?;
+        Ok(merge(reports, &[]))
+    }
+
+    /// Fires every partition's due timers (see [`Engine::tick`]).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn tick(&mut self, wall_now: UnixMillis) -> Result<BatchReport> {
+        let reports = self.each(vec![(); self.parts.len()], |engine, ()| {
+            engine.tick(wall_now)
+        })?;
+        Ok(merge(reports, &[]))
+    }
+
+    /// Delivers at most `limit` queued actions through `dispatch`, from the partitions in
+    /// turn (see [`Engine::dispatch`]).
+    ///
+    /// # Errors
+    /// A store error, or `dispatch` failed (the actions stay queued).
+    pub fn dispatch(
+        &mut self,
+        limit: usize,
+        dispatch: &mut dyn FnMut(&[v1::Action]) -> std::io::Result<()>,
+    ) -> Result<usize, DispatchError> {
+        let n = self.parts.len();
+        let mut sent = 0;
+        for i in 0..n {
+            if sent >= limit {
+                break;
+            }
+            let p = (self.next_dispatch + i) % n;
+            sent += self.parts[p].dispatch(limit - sent, dispatch)?;
+        }
+        self.next_dispatch = (self.next_dispatch + 1) % n;
+        Ok(sent)
+    }
+
+    /// Hands queued publications (at most `limit`) to `publish`, from the partitions in
+    /// order (see [`Engine::publish`]).
+    ///
+    /// # Errors
+    /// A store error, or `publish` failed (they stay queued).
+    pub fn publish(
+        &mut self,
+        limit: usize,
+        publish: &mut dyn FnMut(&[Queued]) -> std::io::Result<()>,
+    ) -> Result<usize, DispatchError> {
+        let mut sent = 0;
+        for part in &mut self.parts {
+            if sent >= limit {
+                break;
+            }
+            sent += part.publish(limit - sent, publish)?;
+        }
+        Ok(sent)
+    }
+
+    /// Checkpoints every partition (see [`Engine::checkpoint`]).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.each(vec![(); self.parts.len()], |engine, ()| engine.checkpoint())
+            .map(|_| ())
+    }
+
+    /// Runs `work` on every partition with its input, on the worker threads; the results
+    /// are in partition order, or the first error.
+    fn each<T: Send, R: Send>(
+        &mut self,
+        inputs: Vec<T>,
+        work: impl Fn(&mut Engine, T) -> Result<R> + Sync,
+    ) -> Result<Vec<R>> {
+        let jobs: Vec<(&mut Engine, T)> = self.parts.iter_mut().zip(inputs).collect();
+        each_parallel(jobs, self.workers, |(engine, input)| work(engine, input))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Runs `work` on each job, the jobs dealt round-robin to `workers` threads (the calling
+/// thread is one of them); the results are in job order.
+fn each_parallel<T: Send, R: Send>(
+    jobs: Vec<T>,
+    workers: usize,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let workers = workers.clamp(1, jobs.len().max(1));
+    if workers == 1 {
+        return jobs.into_iter().map(work).collect();
+    }
+    let count = jobs.len();
+    let mut groups: Vec<Vec<(usize, T)>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, job) in jobs.into_iter().enumerate() {
+        groups[i % workers].push((i, job));
+    }
+    let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
+    let work = &work;
+    std::thread::scope(|scope| {
+        let mut groups = groups.into_iter();
+        let own = groups.next().unwrap_or_default();
+        let handles: Vec<_> = groups
+            .map(|group| {
+                scope.spawn(move || {
+                    group
+                        .into_iter()
+                        .map(|(i, job)| (i, work(job)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (i, job) in own {
+            results[i] = Some(work(job));
+        }
+        for handle in handles {
+            match handle.join() {
+                Ok(done) => {
+                    for (i, r) in done {
+                        results[i] = Some(r);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
+}
+
+/// Splits acknowledgements among the partitions of the contacts they concern.
+fn split_acks(layout: &Layout, input: Sourced) -> Vec<(usize, Sourced)> {
+    let Sourced {
+        incoming,
+        position,
+        caller,
+    } = input;
+    let Incoming::Acks(acks) = incoming else {
+        return vec![(
+            0,
+            Sourced {
+                incoming,
+                position,
+                caller,
+            },
+        )];
+    };
+    let mut by_partition: BTreeMap<usize, Vec<v1::ActionAck>> = BTreeMap::new();
+    for ack in acks.acks {
+        by_partition
+            .entry(layout.partition_of(&ack.contact_id) as usize)
+            .or_default()
+            .push(ack);
+    }
+    by_partition
+        .into_iter()
+        .map(|(p, acks)| {
+            (
+                p,
+                Sourced {
+                    incoming: Incoming::Acks(v1::ActionAcks { acks }),
+                    position: position.clone(),
+                    caller: caller.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// One report for the batch: the partitions' reports summed, and each input's outcome
+/// taken from its partitions (the first that applied it; a duplicate where none did).
+fn merge(reports: Vec<BatchReport>, slots: &[Vec<Slot>]) -> BatchReport {
+    let mut total = BatchReport::default();
+    let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(reports.len());
+    for mut r in reports {
+        outcomes.push(std::mem::take(&mut r.outcomes));
+        total.add(r);
+    }
+    total.outcomes = slots
+        .iter()
+        .map(|mine| {
+            let theirs = mine
+                .iter()
+                .filter_map(|&(p, i)| outcomes.get(p).and_then(|o| o.get(i)));
+            let mut best = Outcome::Duplicate;
+            for o in theirs {
+                if best == Outcome::Duplicate {
+                    best = o.clone();
+                }
+            }
+            best
+        })
+        .collect();
+    total
+}
