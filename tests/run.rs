@@ -328,3 +328,163 @@ fn simulate_and_run_on_the_stream_simulate_ran_agree() {
         serde_json::from_str(&canvass_tests::stdout(&report)).unwrap();
     assert_eq!(reported, simulated_report, "the same report");
 }
+
+/// A data directory of the layout before partitions is refused by `run` with the way out,
+/// and `canvass migrate-store` rewrites it into partitions: every contact ends in the state
+/// the old store holds (its dedupe memory included), the same actions are still queued, the
+/// counters add up to the old ones, and the new partitions replay to the same bytes.
+#[test]
+fn migrate_store_rewrites_a_store_of_the_single_partition_layout_into_partitions() {
+    use canvass_engine::durable::{ClockMode, Engine, EngineOptions, Incoming, Sourced};
+    use canvass_proto::{json, v1};
+    use canvass_store::{Store, StoreOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    // The layout before partitions: one store directly in the directory.
+    let sources = ["stream.jsonl"];
+    {
+        let store = Store::open(&old, StoreOptions::default()).unwrap();
+        let mut engine = Engine::open(
+            store,
+            EngineOptions {
+                clock: ClockMode::Event,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        let inputs: Vec<Sourced> = canvass_tests::reference_stream(1)
+            .lines()
+            .enumerate()
+            .map(|(i, line)| Sourced {
+                incoming: match json::from_str::<v1::IngestRecord>(line) {
+                    Ok(r) => Incoming::Record(Box::new(r)),
+                    Err(e) => Incoming::Malformed {
+                        payload: line.as_bytes().to_vec(),
+                        key: Vec::new(),
+                        reason: e.to_string(),
+                    },
+                },
+                position: Some(v1::SourcePosition {
+                    source: sources[0].to_string(),
+                    offset: i as u64,
+                    next_offset: i as u64 + 1,
+                }),
+                caller: None,
+            })
+            .collect();
+        for (n, chunk) in inputs.chunks(64).enumerate() {
+            engine
+                .ingest(chunk.to_vec(), canvass_core::UnixMillis(0))
+                .unwrap();
+            // Some actions delivered (their acknowledgements logged), the rest still queued.
+            if n % 2 == 0 {
+                engine.dispatch(40, &mut |_| Ok(())).unwrap();
+            }
+        }
+        engine.checkpoint().unwrap();
+    }
+
+    let run = Command::new(canvass_bin())
+        .args([
+            "run",
+            "--data",
+            old.to_str().unwrap(),
+            "--input",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("single-partition layout") && stderr.contains("canvass migrate-store"),
+        "{stderr}"
+    );
+
+    let new = dir.path().join("new");
+    let migrate = Command::new(canvass_bin())
+        .args(["migrate-store", "--from", old.to_str().unwrap(), "--to"])
+        .arg(&new)
+        .args(["--partitions", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    let old_store = Store::open(&old, StoreOptions::default()).unwrap();
+    let mut old_states = Vec::new();
+    for id in old_store.contact_ids(0) {
+        let id = id.unwrap();
+        let state = old_store.contact(0, &id).unwrap().unwrap();
+        old_states.push((id, state));
+    }
+    let stores = canvass_tests::stores(&new);
+    assert_eq!(stores.layout().partitions, 3);
+    let new_states = canvass_engine::reports::contact_states(&stores).unwrap();
+    assert!(old_states.len() > 300, "{} contacts", old_states.len());
+    assert_eq!(
+        old_states, new_states,
+        "every contact as the old store holds it"
+    );
+    for l in old_store.lifecycles().unwrap() {
+        assert_eq!(
+            old_store.counters(&l.campaign_id).unwrap(),
+            canvass_engine::reports::counters(&stores, &l.campaign_id).unwrap(),
+            "{}",
+            l.campaign_id
+        );
+    }
+    let keys = |rows: Vec<((u64, u32), v1::Action)>| -> Vec<v1::Action> {
+        rows.into_iter().map(|(_, a)| a).collect()
+    };
+    let mut queued_before = keys(old_store.outbox(usize::MAX).unwrap());
+    let mut queued_after: Vec<v1::Action> = stores
+        .iter()
+        .flat_map(|s| keys(s.outbox(usize::MAX).unwrap()))
+        .collect();
+    queued_before.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
+    queued_after.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
+    assert!(!queued_before.is_empty());
+    assert_eq!(queued_before, queued_after, "the same actions still queued");
+    assert_eq!(
+        stores
+            .iter()
+            .map(|s| s.dead_letter_count().unwrap())
+            .sum::<u64>(),
+        old_store.dead_letter_count().unwrap()
+    );
+    for store in stores.iter() {
+        assert_eq!(
+            store.offset(sources[0]).unwrap(),
+            old_store.offset(sources[0]).unwrap(),
+            "a file resumes where the old store would"
+        );
+    }
+    let live: Vec<_> = stores
+        .iter()
+        .map(|s| s.projection_dump().unwrap())
+        .collect();
+    drop(stores);
+    let replay = Command::new(canvass_bin())
+        .args(["replay", "--data"])
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let rebuilt: Vec<_> = canvass_tests::stores(&new)
+        .iter()
+        .map(|s| s.projection_dump().unwrap())
+        .collect();
+    assert!(
+        live == rebuilt,
+        "the migrated partitions replay to the same bytes"
+    );
+}

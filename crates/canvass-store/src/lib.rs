@@ -805,6 +805,13 @@ impl Store {
         Ok(())
     }
 
+    /// Makes every commit so far durable: for stores opened without a flush per commit
+    /// (a bulk rewrite that is redone from its start if it is interrupted).
+    pub fn flush(&self) -> Result<()> {
+        self.check_failed()?;
+        self.write(Vec::new(), true)
+    }
+
     /// Writes every projection change held in memory to sled, durably, and waits for it.
     /// Not needed for safety (the log holds everything); it shortens the next restart.
     ///

@@ -43,6 +43,9 @@ enum Command {
     Replay(run::ReplayArgs),
     /// Prints what a data directory holds.
     Inspect(run::InspectArgs),
+    /// Rewrites a data directory of the single-partition layout (before partitions) into a
+    /// new, partitioned one, by applying its log again.
+    MigrateStore(run::MigrateArgs),
     /// What the campaigns of a data directory achieved: funnel, actions, cost and budget,
     /// attributed revenue and ROI, split arms and uplift, marketing density.
     Report(report::Args),
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Replay(args) => run::replay(&args),
         Command::Inspect(args) => run::inspect(&args),
+        Command::MigrateStore(args) => run::migrate_store(&args),
         Command::Report(args) => report::run(&args),
         Command::Campaign(args) => client::campaign(&args),
         Command::Token(command) => client::token(&command),

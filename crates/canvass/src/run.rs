@@ -602,6 +602,90 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The data directory of the single-partition layout (left unchanged).
+    #[arg(long)]
+    from: PathBuf,
+    /// The new data directory (must not exist).
+    #[arg(long)]
+    to: PathBuf,
+    /// Partitions of the new directory (see `run --partitions`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(canvass_store::layout::MAX_PARTITIONS)))]
+    partitions: u32,
+    /// How contact ids map to partitions (see `run --partitioner`).
+    #[arg(long, value_parser = parse_partitioner, default_value = "murmur2")]
+    partitioner: Partitioner,
+    /// The allowed lateness the old store ran with (`run --allowed-lateness-secs`), so that
+    /// its timers fire again when they fired then.
+    #[arg(long, default_value_t = 0)]
+    allowed_lateness_secs: u64,
+    /// Threads that run the partitions.
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+/// `canvass migrate-store`: the old log applied again into a new partitioned directory.
+pub fn migrate_store(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        canvass_store::layout::is_single_store(&args.from),
+        "{} is not a data directory of the single-partition layout (sled's files directly in it); a partitioned one needs no migration",
+        args.from.display()
+    );
+    anyhow::ensure!(
+        !args.to.exists(),
+        "{} exists: give a new directory (the old one is left as it is)",
+        args.to.display()
+    );
+    let old = Store::open(
+        &args.from,
+        StoreOptions {
+            read_only: true,
+            ..StoreOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open {}", args.from.display()))?;
+    let hours = old
+        .setting(DEDUPE_SETTING)?
+        .and_then(|h| i64::try_from(h).ok())
+        .unwrap_or(DEDUPE_HOURS);
+    let stores = open(
+        &args.to,
+        Wanted {
+            partitions: Some(args.partitions),
+            partitioner: Some(args.partitioner),
+        },
+        &StoreOptions {
+            // One flush at the end: an interrupted migration is started again from scratch.
+            flush_on_commit: false,
+            ..StoreOptions::default()
+        },
+    )?;
+    remember_dedupe_hours(stores.partition(0), hours)?;
+    let options = EngineOptions {
+        allowed_lateness: lateness(args.allowed_lateness_secs),
+        ..engine_options(Clock::Wall, hours, false)
+    };
+    let mut engine = Partitions::open(stores, options, workers(args.workers))?;
+    let started = std::time::Instant::now();
+    let done = canvass_engine::migrate::migrate(&old, &mut engine)?;
+    eprintln!(
+        "migrated {} log entries ({} inputs applied again, {} dead letters copied) into {} in {:.1?}",
+        done.entries,
+        done.inputs,
+        done.dead_letters,
+        engine.layout(),
+        started.elapsed()
+    );
+    if done.unmatched_acks > 0 {
+        eprintln!(
+            "note: {} acknowledgements named actions the new partitions do not hold (dropped)",
+            done.unmatched_acks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// Data directory.
     #[arg(long)]
