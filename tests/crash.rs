@@ -19,7 +19,12 @@ use canvass_tests::{canvass_bin, reference_stream, start_ready};
 const KILLS: usize = 20;
 
 fn run_args(data: &Path, input: &Path, actions: &Path) -> Vec<String> {
+    run_args_with(data, input, actions, &[])
+}
+
+fn run_args_with(data: &Path, input: &Path, actions: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = canvass_tests::event_clock_run(data, input, actions);
+    args.extend(extra.iter().map(ToString::to_string));
     args.extend(
         [
             "--max-batch",
@@ -67,13 +72,17 @@ impl Lcg {
 /// The projections, less the log position (acknowledgement entries, and so the length of
 /// the log, depend on when deliveries happened).
 fn projections(data: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let store = canvass_tests::store(data);
-    store
-        .projection_dump()
-        .unwrap()
-        .into_iter()
-        .filter(|(k, _)| k.as_slice() != b"Mlast_seq")
-        .collect()
+    let mut out = Vec::new();
+    for (p, store) in canvass_tests::stores(data).iter().enumerate() {
+        for (k, v) in store.projection_dump().unwrap() {
+            if k.as_slice() != b"Mlast_seq" {
+                let mut key = format!("{p}/").into_bytes();
+                key.extend(k);
+                out.push((key, v));
+            }
+        }
+    }
+    out
 }
 
 /// Runs `canvass replay` on `data` (with `extra` arguments), asserts it succeeded and
@@ -92,16 +101,20 @@ fn replay(data: &Path, extra: &[&str]) -> String {
 /// Every logged input but the acknowledgements (they depend on when deliveries happened),
 /// in order.
 fn inputs(data: &Path) -> Vec<v1::LogEntry> {
-    let store = canvass_tests::store(data);
-    store
-        .log_from(1)
-        .map(Result::unwrap)
-        .filter(|e| !matches!(e.input, Some(v1::log_entry::Input::ActionAcks(_))))
-        .map(|mut e| {
-            e.seq = 0;
-            e
-        })
-        .collect()
+    let mut out = Vec::new();
+    for store in canvass_tests::stores(data).iter() {
+        out.extend(
+            store
+                .log_from(1)
+                .map(Result::unwrap)
+                .filter(|e| !matches!(e.input, Some(v1::log_entry::Input::ActionAcks(_))))
+                .map(|mut e| {
+                    e.seq = 0;
+                    e
+                }),
+        );
+    }
+    out
 }
 
 /// Action lines by idempotency key.
@@ -180,6 +193,17 @@ fn assert_ends_like(
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
+    sigkill_at_random_moments(&[]);
+}
+
+/// The same on three partitions run by two workers: a kill lands between the partitions'
+/// commits of one batch as well, and the restart gives each partition what it lacks.
+#[test]
+fn sigkill_on_partitions_run_in_parallel_loses_nothing_and_changes_nothing() {
+    sigkill_at_random_moments(&["--partitions", "3", "--workers", "2"]);
+}
+
+fn sigkill_at_random_moments(extra: &[&str]) {
     let (dir, input) = stream_file(8);
 
     // One uninterrupted run.
@@ -187,7 +211,7 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
         dir.path().join("clean"),
         dir.path().join("clean-actions.jsonl"),
     );
-    let mut child = spawn_ready(&run_args(&clean, &input, &clean_actions));
+    let mut child = spawn_ready(&run_args_with(&clean, &input, &clean_actions, extra));
     let started = Instant::now();
     assert!(child.wait().unwrap().success());
     let clean_time = started.elapsed();
@@ -209,7 +233,7 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
         dir.path().join("crashed"),
         dir.path().join("crashed-actions.jsonl"),
     );
-    let args = run_args(&crashed, &input, &crashed_actions);
+    let args = run_args_with(&crashed, &input, &crashed_actions, extra);
     // At most a quarter of the clean run's time in all, so that a clean run slowed down by
     // a busy machine still leaves the killed runs far from the end of the stream.
     let life = clean_time.as_millis() as u64 / (4 * KILLS as u64);
@@ -227,12 +251,15 @@ fn sigkill_at_random_moments_loses_nothing_and_changes_nothing() {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 kills += 1;
-                let store = canvass_tests::store(&crashed);
-                let (checkpoint, end) =
-                    (store.checkpoint_seq().unwrap(), store.last_seq().unwrap());
-                eprintln!("kill {kills}: checkpoint {checkpoint}, log end {end}");
-                if checkpoint > 0 && checkpoint < end {
-                    tails_after_a_checkpoint += 1;
+                for (p, store) in canvass_tests::stores(&crashed).iter().enumerate() {
+                    let (checkpoint, end) =
+                        (store.checkpoint_seq().unwrap(), store.last_seq().unwrap());
+                    eprintln!(
+                        "kill {kills}: partition {p}: checkpoint {checkpoint}, log end {end}"
+                    );
+                    if checkpoint > 0 && checkpoint < end {
+                        tails_after_a_checkpoint += 1;
+                    }
                 }
             }
         }

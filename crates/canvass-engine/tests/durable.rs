@@ -731,3 +731,110 @@ fn under_the_wall_clock_a_lateness_delays_timers_without_dating_them_back() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 }
+
+/// A crash between the partitions' commits of one batch: one partition committed it, the
+/// others did not. The source resumes at the lowest offset the partitions hold, the partition
+/// that has the batch skips it, the others apply it, and the end is the end of a run that
+/// never crashed, with each input logged once.
+#[test]
+fn a_batch_committed_by_some_partitions_only_is_completed_by_the_restart() {
+    use canvass_engine::{
+        Partitions,
+        durable::Placement,
+        partitions::{Route, route},
+    };
+    use canvass_store::{Layout, Stores, Wanted};
+
+    let layout = Layout {
+        partitions: 3,
+        partitioner: canvass_core::partition::Partitioner::Murmur2,
+    };
+    let wanted = Wanted {
+        partitions: Some(3),
+        partitioner: None,
+    };
+    let positioned: Vec<Sourced> = stream(None)
+        .iter()
+        .enumerate()
+        .map(|(i, line)| Sourced {
+            position: Some(v1::SourcePosition {
+                source: "stream".into(),
+                offset: i as u64,
+                next_offset: i as u64 + 1,
+            }),
+            ..record(line)
+        })
+        .collect();
+    let batches: Vec<Vec<Sourced>> = positioned.chunks(100).map(<[_]>::to_vec).collect();
+    let dump = |stores: &Stores| -> Vec<Dump> {
+        stores
+            .iter()
+            .map(|s| s.projection_dump().unwrap())
+            .collect()
+    };
+
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean = Stores::open(clean_dir.path(), wanted, &StoreOptions::default()).unwrap();
+    let mut engine = Partitions::open(clean.clone(), options(), 2).unwrap();
+    for b in &batches {
+        engine.ingest(b.clone(), UnixMillis(0)).unwrap();
+    }
+    drop(engine);
+
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = Stores::open(dir.path(), wanted, &StoreOptions::default()).unwrap();
+    let mut engine = Partitions::open(crashed.clone(), options(), 2).unwrap();
+    // Within the contacts: a profile applied twice would be logged twice.
+    let cut = 1;
+    for b in &batches[..cut] {
+        engine.ingest(b.clone(), UnixMillis(0)).unwrap();
+    }
+    drop(engine);
+    // Partition 1 alone commits the next batch (its inputs and the batch's position), as a
+    // worker does that finishes before the process dies.
+    {
+        let mut one = Engine::open_partition(
+            crashed.partition(1).clone(),
+            options(),
+            Placement {
+                layout,
+                partition: 1,
+            },
+        )
+        .unwrap();
+        let mine: Vec<Sourced> = batches[cut]
+            .iter()
+            .filter(|s| matches!(route(&layout, &s.incoming), Route::One(1) | Route::All))
+            .cloned()
+            .collect();
+        let last = batches[cut].last().unwrap().position.clone().unwrap();
+        one.ingest_at(mine, &[last], UnixMillis(0)).unwrap();
+    }
+    // The restart: the source resumes at the lowest position held.
+    let mut engine = Partitions::open(crashed.clone(), options(), 2).unwrap();
+    let resume = engine.offset("stream").unwrap().unwrap();
+    assert_eq!(resume, batches[cut][0].position.as_ref().unwrap().offset);
+    assert!(
+        crashed.partition(1).offset("stream").unwrap().unwrap() > resume,
+        "partition 1 holds more than the others"
+    );
+    for b in &batches[cut..] {
+        engine.ingest(b.clone(), UnixMillis(0)).unwrap();
+    }
+    drop(engine);
+
+    for (p, (a, b)) in dump(&clean).iter().zip(dump(&crashed)).enumerate() {
+        assert!(a.len() == b.len(), "partition {p}: the key counts differ");
+        assert_same(a, &b);
+    }
+    for p in 0..3 {
+        let log = |s: &Stores| -> Vec<v1::LogEntry> {
+            s.partition(p).log_from(1).map(Result::unwrap).collect()
+        };
+        assert_eq!(
+            log(&clean),
+            log(&crashed),
+            "partition {p}: each input logged once"
+        );
+    }
+}
