@@ -33,7 +33,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// Events/s through core + store with a flush per group commit, beside raw sled
-    /// inserting the same log bytes in the same batches.
+    /// inserting the same writes in the same batches on as many databases and threads; for
+    /// each worker count given, on the same partitions.
     Throughput {
         /// Events to apply.
         #[arg(long, default_value_t = 200_000)]
@@ -44,6 +45,12 @@ enum Bench {
         /// Runs; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Partitions of the data directory (one sled database each).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Worker counts to measure, e.g. `--workers 1 --workers 2`.
+        #[arg(long, default_values_t = [1])]
+        workers: Vec<usize>,
     },
     /// One throughput run (used by `throughput`, which runs each in its own process).
     #[command(hide = true)]
@@ -54,6 +61,12 @@ enum Bench {
         /// Inputs per group commit.
         #[arg(long)]
         batch: usize,
+        /// Partitions.
+        #[arg(long)]
+        partitions: u32,
+        /// Worker threads.
+        #[arg(long)]
+        workers: usize,
     },
     /// Input-to-outbox latency at a steady arrival rate, committing whatever arrived.
     Latency {
@@ -205,17 +218,31 @@ fn open(dir: &Path) -> anyhow::Result<(Store, Partitions)> {
 
 /// One partition's engine (and its store) on `dir`.
 fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<(Store, Partitions)> {
-    let stores = Stores::open(dir, Wanted::default(), &options)?;
-    let store = stores.partition(0).clone();
-    let engine = Partitions::open(
+    let engine = open_partitions(dir, options, 1, 1)?;
+    let store = engine.stores().partition(0).clone();
+    Ok((store, engine))
+}
+
+/// The engine over `partitions` partitions on `dir`, run by `workers` threads.
+fn open_partitions(
+    dir: &Path,
+    options: StoreOptions,
+    partitions: u32,
+    workers: usize,
+) -> anyhow::Result<Partitions> {
+    let wanted = Wanted {
+        partitions: Some(partitions),
+        partitioner: None,
+    };
+    let stores = Stores::open(dir, wanted, &options)?;
+    Ok(Partitions::open(
         stores,
         EngineOptions {
             clock: ClockMode::Event,
             ..EngineOptions::default()
         },
-        1,
-    )?;
-    Ok((store, engine))
+        workers,
+    )?)
 }
 
 fn deliver(engine: &mut Partitions) -> anyhow::Result<u64> {
@@ -242,16 +269,27 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// One throughput run, in this process: prints `engine raw writes-per-event bytes-per-event`.
-fn throughput_once(events: u64, batch: usize) -> anyhow::Result<()> {
+/// With `CANVASS_BENCH_ENGINE_ONLY` set (for a profile of the engine alone), nothing is
+/// recorded and the raw baseline is not run.
+fn throughput_once(
+    events: u64,
+    batch: usize,
+    partitions: u32,
+    workers: usize,
+) -> anyhow::Result<()> {
     settle();
+    let engine_only = std::env::var_os("CANVASS_BENCH_ENGINE_ONLY").is_some();
     let dir = tempfile::tempdir()?;
     let options = StoreOptions {
-        record_writes: true,
+        record_writes: !engine_only,
         ..StoreOptions::default()
     };
-    let (store, mut engine) = open_with(dir.path(), options)?;
+    let mut engine = open_partitions(dir.path(), options, partitions, workers)?;
     setup(&mut engine)?;
-    store.take_recorded();
+    let stores = engine.stores().clone();
+    for store in stores.iter() {
+        store.take_recorded();
+    }
     let started = Instant::now();
     let mut i = 0;
     while i < events {
@@ -265,19 +303,21 @@ fn throughput_once(events: u64, batch: usize) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let engine_rate = events as f64 / elapsed;
 
-    // Raw sled: exactly the writes the engine committed (log, state, indexes, outbox,
-    // acknowledgements), in the same batches, a flush per batch: what sled alone costs.
-    let batches = store.take_recorded();
-    let writes: usize = batches.iter().map(Vec::len).sum();
-    let bytes: usize = batches
-        .iter()
+    // Raw sled: exactly the writes each partition committed (log, state, indexes, outbox,
+    // acknowledgements), in the same batches, a flush per batch, on a database per
+    // partition run by as many threads: what sled alone costs.
+    let recorded: Vec<Vec<Vec<canvass_store::Write>>> =
+        stores.iter().map(Store::take_recorded).collect();
+    let all = || recorded.iter().flatten();
+    let writes: usize = all().map(Vec::len).sum();
+    let bytes: usize = all()
         .flatten()
         .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
         .sum();
     let writes_per_event = writes as f64 / events as f64;
     if std::env::var_os("CANVASS_BENCH_KEYS").is_some() {
         let mut by_ns = std::collections::BTreeMap::<char, (usize, usize)>::new();
-        for (k, v) in batches.iter().flatten() {
+        for (k, v) in all().flatten() {
             let e = by_ns.entry(char::from(k[0])).or_default();
             e.0 += 1;
             e.1 += k.len() + v.as_ref().map_or(0, Vec::len);
@@ -286,27 +326,50 @@ fn throughput_once(events: u64, batch: usize) -> anyhow::Result<()> {
     }
     let bytes_per_event = bytes as f64 / events as f64;
     drop(engine);
-    drop(store);
+    drop(stores);
     drop(dir);
+    if engine_only {
+        println!("{engine_rate} 0 0 0");
+        return Ok(());
+    }
     settle();
     let raw_dir = tempfile::tempdir()?;
-    let db = sled::Config::new()
-        .path(raw_dir.path())
-        .cache_capacity(64 << 20)
-        .flush_every_ms(None)
-        .open()?;
-    let started = Instant::now();
-    for batch in &batches {
-        let mut b = sled::Batch::default();
-        for (k, v) in batch {
-            match v {
-                Some(v) => b.insert(k.as_slice(), v.as_slice()),
-                None => b.remove(k.as_slice()),
+    let dbs: Vec<sled::Db> = (0..recorded.len())
+        .map(|p| {
+            sled::Config::new()
+                .path(raw_dir.path().join(p.to_string()))
+                .cache_capacity((64 << 20) / recorded.len() as u64)
+                .flush_every_ms(None)
+                .open()
+        })
+        .collect::<Result<_, _>>()?;
+    let replay = |p: usize| -> sled::Result<()> {
+        for batch in &recorded[p] {
+            let mut b = sled::Batch::default();
+            for (k, v) in batch {
+                match v {
+                    Some(v) => b.insert(k.as_slice(), v.as_slice()),
+                    None => b.remove(k.as_slice()),
+                }
             }
+            dbs[p].apply_batch(b)?;
+            dbs[p].flush()?;
         }
-        db.apply_batch(b)?;
-        db.flush()?;
-    }
+        Ok(())
+    };
+    let started = Instant::now();
+    let count = recorded.len();
+    let threads = workers.clamp(1, count);
+    let replay = &replay;
+    std::thread::scope(|scope| -> sled::Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| scope.spawn(move || (w..count).step_by(threads).try_for_each(replay)))
+            .collect();
+        for h in handles {
+            h.join().expect("a raw replay thread panicked")?;
+        }
+        Ok(())
+    })?;
     let raw_rate = events as f64 / started.elapsed().as_secs_f64();
     println!("{engine_rate} {raw_rate} {writes_per_event} {bytes_per_event}");
     Ok(())
@@ -314,49 +377,82 @@ fn throughput_once(events: u64, batch: usize) -> anyhow::Result<()> {
 
 /// Each run in a fresh process: sled keeps process-wide state (its epoch-based garbage
 /// collector among it), and later runs in the same process were measured up to 2x slower.
-fn throughput(events: u64, batch: usize, runs: usize) -> anyhow::Result<()> {
-    let (mut engine_rates, mut raw_rates) = (Vec::new(), Vec::new());
-    let (mut bytes_per_event, mut writes_per_event) = (0.0, 0.0);
+/// The worker counts alternate run by run, so that a noisy moment hurts each alike.
+fn throughput(
+    events: u64,
+    batch: usize,
+    runs: usize,
+    partitions: u32,
+    workers: &[usize],
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
+    let mut rates: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); workers.len()];
+    let (mut bytes_per_event, mut writes_per_event) = (0.0, 0.0);
     for _ in 0..runs {
-        let out = std::process::Command::new(&exe)
-            .args([
-                "throughput-once",
-                "--events",
-                &events.to_string(),
-                "--batch",
-                &batch.to_string(),
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "a run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<f64> = text
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        anyhow::ensure!(v.len() == 4, "unexpected run output: {text}");
-        engine_rates.push(v[0]);
-        raw_rates.push(v[1]);
-        writes_per_event = v[2];
-        bytes_per_event = v[3];
+        for (w, &count) in workers.iter().enumerate() {
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "throughput-once",
+                    "--events",
+                    &events.to_string(),
+                    "--batch",
+                    &batch.to_string(),
+                    "--partitions",
+                    &partitions.to_string(),
+                    "--workers",
+                    &count.to_string(),
+                ])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "a run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let v: Vec<f64> = text
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()?;
+            anyhow::ensure!(v.len() == 4, "unexpected run output: {text}");
+            rates[w].0.push(v[0]);
+            rates[w].1.push(v[1]);
+            writes_per_event = v[2];
+            bytes_per_event = v[3];
+        }
     }
 
-    let (e, r) = (median(engine_rates.clone()), median(raw_rates.clone()));
-    println!("## Throughput ({events} events, {batch} per group commit, median of {runs})\n");
-    println!("| | events/s (median) | all runs |\n| --- | ---: | --- |");
     println!(
-        "| engine: core + store, flush per commit, actions delivered | {e:.0} | {} |",
-        fmt_all(&engine_rates)
+        "## Throughput ({events} events, {batch} per group commit, {partitions} partition{}, median of {runs})\n",
+        if partitions == 1 { "" } else { "s" }
     );
     println!(
-        "| raw sled: the same writes ({writes_per_event:.1} keys, {bytes_per_event:.0} B per event), same batches, flush per batch | {r:.0} | {} |",
-        fmt_all(&raw_rates)
+        "The same writes on raw sled: {writes_per_event:.1} keys, {bytes_per_event:.0} B per event, the same batches on a database per partition, a flush per batch, as many threads.\n"
     );
-    println!("\nengine / raw sled: **{:.0}%**\n", 100.0 * e / r);
+    println!(
+        "| workers | engine events/s (median) | all runs | raw sled events/s (median) | all runs | engine / raw |\n| ---: | ---: | --- | ---: | --- | ---: |"
+    );
+    let mut first = None;
+    for (&count, (engine, raw)) in workers.iter().zip(&rates) {
+        let (e, r) = (median(engine.clone()), median(raw.clone()));
+        first.get_or_insert(e);
+        println!(
+            "| {count} | {e:.0} | {} | {r:.0} | {} | **{:.0}%** |",
+            fmt_all(engine),
+            fmt_all(raw),
+            100.0 * e / r
+        );
+    }
+    if let (Some(base), true) = (first, workers.len() > 1) {
+        println!();
+        for (&count, (engine, _)) in workers.iter().zip(&rates).skip(1) {
+            println!(
+                "engine with {count} workers / with {}: **{:.2}x**",
+                workers[0],
+                median(engine.clone()) / base
+            );
+        }
+    }
+    println!();
     Ok(())
 }
 
@@ -505,8 +601,15 @@ fn main() -> anyhow::Result<()> {
             events,
             batch,
             runs,
-        } => throughput(events, batch, runs),
-        Bench::ThroughputOnce { events, batch } => throughput_once(events, batch),
+            partitions,
+            workers,
+        } => throughput(events, batch, runs, partitions, &workers),
+        Bench::ThroughputOnce {
+            events,
+            batch,
+            partitions,
+            workers,
+        } => throughput_once(events, batch, partitions, workers),
         Bench::Latency { rate, seconds } => latency(rate, seconds),
         Bench::Memory {
             contacts,
