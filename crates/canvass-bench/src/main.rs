@@ -218,17 +218,19 @@ fn open(dir: &Path) -> anyhow::Result<(Store, Partitions)> {
 
 /// One partition's engine (and its store) on `dir`.
 fn open_with(dir: &Path, options: StoreOptions) -> anyhow::Result<(Store, Partitions)> {
-    let engine = open_partitions(dir, options, 1, 1)?;
+    let engine = open_partitions(dir, options, 1, 1, false)?;
     let store = engine.stores().partition(0).clone();
     Ok((store, engine))
 }
 
-/// The engine over `partitions` partitions on `dir`, run by `workers` threads.
+/// The engine over `partitions` partitions on `dir`, run by `workers` threads; with
+/// `deferred`, a commit returns before its flush ends (as `canvass run` does).
 fn open_partitions(
     dir: &Path,
     options: StoreOptions,
     partitions: u32,
     workers: usize,
+    deferred: bool,
 ) -> anyhow::Result<Partitions> {
     let wanted = Wanted {
         partitions: Some(partitions),
@@ -239,6 +241,7 @@ fn open_partitions(
         stores,
         EngineOptions {
             clock: ClockMode::Event,
+            deferred_flush: deferred,
             ..EngineOptions::default()
         },
         workers,
@@ -284,7 +287,7 @@ fn throughput_once(
         record_writes: !engine_only,
         ..StoreOptions::default()
     };
-    let mut engine = open_partitions(dir.path(), options, partitions, workers)?;
+    let mut engine = open_partitions(dir.path(), options, partitions, workers, true)?;
     setup(&mut engine)?;
     let stores = engine.stores().clone();
     for store in stores.iter() {
@@ -292,11 +295,21 @@ fn throughput_once(
     }
     let started = Instant::now();
     let mut i = 0;
+    // As `canvass run` does: a batch's actions leave once its flush ended, which runs while
+    // the next batch is computed.
+    let mut in_flight: Option<Vec<u64>> = None;
     while i < events {
         let n = (events - i).min(batch as u64);
         engine.ingest((i..i + n).map(event).collect(), UnixMillis(0))?;
-        deliver(&mut engine)?;
+        if let Some(marks) = in_flight.replace(engine.commit_marks()) {
+            engine.wait_durable(&marks)?;
+            deliver(&mut engine)?;
+        }
         i += n;
+    }
+    if let Some(marks) = in_flight {
+        engine.wait_durable(&marks)?;
+        deliver(&mut engine)?;
     }
     // Sustained throughput includes writing the projections held in memory.
     engine.checkpoint()?;

@@ -82,6 +82,12 @@ pub struct EngineOptions {
     /// an event dated before a deadline but delivered up to this late still wins. An event
     /// dated further behind the clock is applied at the clock's time and counted as late.
     pub allowed_lateness: SpanMillis,
+    /// Return from a commit once it is applied, its flush running on a thread of its own,
+    /// so that the next batch is computed while the disk writes this one: the next commit
+    /// (or [`Engine::wait_synced`]) waits for it. Nothing of a commit leaves the engine
+    /// before its flush ended (the outbox is read up to the last flush); the caller answers
+    /// a batch's submitters only after that.
+    pub deferred_flush: bool,
 }
 
 impl Default for EngineOptions {
@@ -92,6 +98,7 @@ impl Default for EngineOptions {
             publish: false,
             max_lead: None,
             allowed_lateness: SpanMillis(0),
+            deferred_flush: false,
         }
     }
 }
@@ -469,8 +476,21 @@ impl Engine {
     }
 
     fn finish(&mut self, pending: Pending) -> Result<BatchReport> {
+        self.finish_then(pending, true)
+    }
+
+    /// Commits `pending`; under [`EngineOptions::deferred_flush`] its flush starts on a
+    /// thread of its own if `flush_now`, else the next flush covers it.
+    fn finish_then(&mut self, pending: Pending, flush_now: bool) -> Result<BatchReport> {
         let (batch, report, core, clock) = pending.into_batch();
-        self.store.commit(batch)?;
+        if self.options.deferred_flush {
+            self.store.commit_unsynced(batch)?;
+            if flush_now {
+                self.store.sync_in_background()?;
+            }
+        } else {
+            self.store.commit(batch)?;
+        }
         self.core = core;
         self.clock = clock;
         Ok(report)
@@ -487,7 +507,7 @@ impl Engine {
     ) -> Result<usize, DispatchError> {
         let queued = self
             .store
-            .outbox_after(self.dispatched, limit)
+            .outbox_durable_after(self.dispatched, limit)
             .map_err(Error::from)?;
         let Some(&(last, _)) = queued.last() else {
             return Ok(0);
@@ -512,7 +532,9 @@ impl Engine {
         };
         let mut pending = self.pending()?;
         pending.append(log_entry::Input::ActionAcks(acks), None, self.clock)?;
-        self.finish(pending)?;
+        // An acknowledgement lost in a crash only delivers its actions again: it need not
+        // wait for (or hold up) a flush of its own.
+        self.finish_then(pending, false)?;
         self.dispatched = Some(last);
         Ok(actions.len())
     }
@@ -560,7 +582,26 @@ impl Engine {
     /// Writes the projections held in memory to the store (see [`Store::checkpoint`]): a
     /// restart then has no log tail to apply again.
     pub fn checkpoint(&self) -> Result<()> {
+        self.wait_synced()?;
+        self.store.sync()?;
         Ok(self.store.checkpoint()?)
+    }
+
+    /// A mark of the commits made so far, for [`Engine::wait_durable`].
+    #[must_use]
+    pub fn commit_mark(&self) -> u64 {
+        self.store.commit_mark()
+    }
+
+    /// Waits until the commits up to `mark` are durable.
+    pub fn wait_durable(&self, mark: u64) -> Result<()> {
+        Ok(self.store.wait_durable(mark)?)
+    }
+
+    /// Waits until every commit so far is durable (see [`EngineOptions::deferred_flush`]).
+    pub fn wait_synced(&self) -> Result<()> {
+        self.store.wait_synced()?;
+        Ok(self.store.sync()?)
     }
 }
 

@@ -395,6 +395,37 @@ impl Partitions {
         Ok(sent)
     }
 
+    /// Waits until every partition's commits so far are durable (see
+    /// [`EngineOptions::deferred_flush`]).
+    ///
+    /// # Errors
+    /// A flush failed.
+    pub fn wait_synced(&mut self) -> Result<()> {
+        self.each(vec![(); self.parts.len()], |engine, ()| {
+            engine.wait_synced()
+        })
+        .map(|_| ())
+    }
+
+    /// A mark of every partition's commits so far, for [`Partitions::wait_durable`].
+    #[must_use]
+    pub fn commit_marks(&self) -> Vec<u64> {
+        self.parts.iter().map(Engine::commit_mark).collect()
+    }
+
+    /// Waits until every partition's commits up to its mark are durable: the commits of a
+    /// batch applied under [`EngineOptions::deferred_flush`], before anything of it may be
+    /// told (answers, actions delivered).
+    ///
+    /// # Errors
+    /// A flush failed.
+    pub fn wait_durable(&mut self, marks: &[u64]) -> Result<()> {
+        for (engine, mark) in self.parts.iter().zip(marks) {
+            engine.wait_durable(*mark)?;
+        }
+        Ok(())
+    }
+
     /// Checkpoints every partition (see [`Engine::checkpoint`]).
     ///
     /// # Errors

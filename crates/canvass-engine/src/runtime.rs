@@ -616,30 +616,44 @@ pub fn run(
         drain(engine, sink, &mut report)?;
     }
     let mut input_ended = !has_input;
+    // A batch applied whose flush may still run (under deferred flushes): answered and
+    // delivered once durable, after the next batch was computed beside its flush.
+    let mut held: Option<Held> = None;
     loop {
-        let (batch, replies, ended) = next_batch(&rx, options, input_ended)?;
+        // With a batch in flight, only what has arrived already joins the next one: the
+        // loop must not wait for more input while answers wait for it.
+        let (batch, replies, ended) = next_batch(&rx, options, input_ended, held.is_some())?;
         input_ended |= ended;
+        if batch.is_empty()
+            && let Some(h) = held.take()
+        {
+            complete(engine, h, &mut sink, &mut after_commit, &mut report)?;
+            continue;
+        }
         let now = wall_clock();
         let result = if batch.is_empty() {
             engine.tick(now)
         } else {
             engine.ingest(batch, now)
         };
-        let r = replies.settle(result)?;
-        if r.entries > 0 || r.dead_letters > 0 || r.duplicates > 0 {
-            report.commits += 1;
-            if let Some(hook) = after_commit.as_mut() {
-                hook();
+        let current = Held {
+            marks: engine.commit_marks(),
+            replies,
+            result,
+        };
+        if let Some(h) = held.take() {
+            if current.result.is_err() {
+                h.replies.fail("the engine stopped");
+            } else {
+                complete(engine, h, &mut sink, &mut after_commit, &mut report)?;
             }
         }
-        report.entries += r.entries;
-        report.timers_fired += r.timers_fired;
-        report.duplicates += r.duplicates;
-        report.dead_letters += r.dead_letters;
-        if let Some(sink) = sink.as_deref_mut() {
-            drain(engine, sink, &mut report)?;
-        }
+        held = Some(current);
         let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        let finishing = stopping || (input_ended && !serve);
+        if finishing && let Some(h) = held.take() {
+            complete(engine, h, &mut sink, &mut after_commit, &mut report)?;
+        }
         if input_ended && !serve && !stopping {
             let until = match options.at_end {
                 AtEnd::Stop => None,
@@ -648,6 +662,7 @@ pub fn run(
             };
             if let Some(until) = until {
                 let r = engine.advance_to(until)?;
+                engine.wait_synced()?;
                 report.commits += u64::from(r.entries > 0);
                 report.entries += r.entries;
                 report.timers_fired += r.timers_fired;
@@ -656,12 +671,53 @@ pub fn run(
                 }
             }
         }
-        if stopping || (input_ended && !serve) {
+        if finishing {
             // Not needed for safety; the next start then has no log tail to apply again.
             engine.checkpoint()?;
             return Ok(report);
         }
     }
+}
+
+/// A batch applied, with its submitters and where each partition's commits reached.
+struct Held {
+    marks: Vec<u64>,
+    replies: Submissions,
+    result: Result<BatchReport, Error>,
+}
+
+/// Once the batch is durable: answers its submitters, counts it, and delivers its actions.
+fn complete(
+    engine: &mut Partitions,
+    held: Held,
+    sink: &mut Option<&mut dyn Dispatcher>,
+    after_commit: &mut Option<Box<dyn FnMut() + Send>>,
+    report: &mut RunReport,
+) -> Result<(), RunError> {
+    let Held {
+        marks,
+        replies,
+        result,
+    } = held;
+    let result = match result {
+        Ok(r) => engine.wait_durable(&marks).map(|()| r),
+        Err(e) => Err(e),
+    };
+    let r = replies.settle(result)?;
+    if r.entries > 0 || r.dead_letters > 0 || r.duplicates > 0 {
+        report.commits += 1;
+        if let Some(hook) = after_commit.as_mut() {
+            hook();
+        }
+    }
+    report.entries += r.entries;
+    report.timers_fired += r.timers_fired;
+    report.duplicates += r.duplicates;
+    report.dead_letters += r.dead_letters;
+    if let Some(sink) = sink.as_deref_mut() {
+        drain(engine, sink, report)?;
+    }
+    Ok(())
 }
 
 fn drain(
@@ -687,6 +743,7 @@ fn next_batch(
     rx: &Receiver<Item>,
     options: &RunOptions,
     input_ended: bool,
+    in_flight: bool,
 ) -> Result<(Vec<Sourced>, Submissions, bool), RunError> {
     // Every sender gone before the reader said the input ended: it stopped without saying
     // why (it never does so by design); the rest of the input must not pass for none.
@@ -697,13 +754,24 @@ fn next_batch(
     };
     let mut batch = Vec::new();
     let mut replies = Submissions::default();
-    let first = match rx.recv_timeout(Duration::from_millis(50)) {
+    let first_wait = if in_flight {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(50)
+    };
+    let first = match rx.recv_timeout(first_wait) {
         Ok(item) => item,
         Err(RecvTimeoutError::Timeout) => return Ok((batch, replies, false)),
         Err(RecvTimeoutError::Disconnected) if !input_ended => return Err(lost()),
         Err(RecvTimeoutError::Disconnected) => return Ok((batch, replies, true)),
     };
-    let deadline = Instant::now() + options.max_wait;
+    // A batch in flight is the wait: take what is there.
+    let deadline = Instant::now()
+        + if in_flight {
+            Duration::ZERO
+        } else {
+            options.max_wait
+        };
     let mut next = Some(first);
     while let Some(item) = next.take() {
         match item {

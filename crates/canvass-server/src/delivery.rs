@@ -161,7 +161,8 @@ fn read_outbox(
     loop {
         let mut full = false;
         for (p, store) in stores.iter().enumerate() {
-            let rows = match store.outbox_after(cursors[p], SCAN) {
+            // Only what a flush made durable may leave.
+            let rows = match store.outbox_durable_after(cursors[p], SCAN) {
                 Ok(rows) => rows,
                 Err(e) => {
                     eprintln!("error: reading the outbox of partition {p} failed: {e}");

@@ -163,6 +163,15 @@ struct Shared {
     layers: RwLock<Layers>,
     /// Sequence number of the last log entry written.
     log_end: AtomicU64,
+    /// Sequence number of the last log entry a flush made durable: what readers outside
+    /// the engine may act on (see [`Store::commit_unsynced`]).
+    durable_end: AtomicU64,
+    /// Commits written to sled, and of them the ones a flush made durable (a commit of dead
+    /// letters or offsets alone has no log entry to tell it by).
+    commits_written: AtomicU64,
+    commits_durable: AtomicU64,
+    /// The flush started by [`Store::sync_in_background`], if one is running.
+    syncing: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
     recorded: Mutex<Vec<Vec<Write>>>,
     checkpointer: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
     /// Why a background checkpoint failed, if one did.
@@ -295,6 +304,10 @@ impl Store {
             shared: Arc::new(Shared {
                 layers: RwLock::new(Layers::new()),
                 log_end: AtomicU64::new(0),
+                durable_end: AtomicU64::new(0),
+                commits_written: AtomicU64::new(0),
+                commits_durable: AtomicU64::new(0),
+                syncing: Mutex::default(),
                 recorded: Mutex::default(),
                 checkpointer: Mutex::default(),
                 failed: Mutex::default(),
@@ -308,6 +321,8 @@ impl Store {
         }
         let end = store.find_log_end()?;
         store.shared.log_end.store(end, Ordering::SeqCst);
+        // What a crash left in the files is what a later flush would have made durable.
+        store.shared.durable_end.store(end, Ordering::SeqCst);
         Ok(store)
     }
 
@@ -564,7 +579,20 @@ impl Store {
     }
 
     /// Undelivered actions after `after` (exclusive; `None` from the first), in emission
-    /// order, at most `limit`.
+    /// order, at most `limit`, of commits a flush has made durable: what may leave.
+    pub fn outbox_durable_after(
+        &self,
+        after: Option<(u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<((u64, u32), v1::Action)>> {
+        let durable = self.durable_seq();
+        let mut rows = self.outbox_after(after, limit)?;
+        rows.retain(|((seq, _), _)| *seq <= durable);
+        Ok(rows)
+    }
+
+    /// Undelivered actions after `after` as [`Store::outbox_durable_after`], also of commits
+    /// whose flush has not ended yet (the engine's own view).
     pub fn outbox_after(
         &self,
         after: Option<(u64, u32)>,
@@ -733,6 +761,96 @@ impl Store {
     /// projection changes then join the in-memory table a later checkpoint writes. A crash
     /// before that checkpoint loses nothing: the log holds what the table held.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+        self.commit_with(batch, self.options.flush_on_commit)?;
+        if self.options.flush_on_commit {
+            self.mark_durable(
+                self.shared.log_end.load(Ordering::SeqCst),
+                self.shared.commits_written.load(Ordering::SeqCst),
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies a batch as [`Store::commit`] does but without the flush: it is not durable
+    /// until the next [`Store::sync`] (or the flush [`Store::sync_in_background`] starts)
+    /// returns. Its rows are readable at once: the engine reads them for the next batch
+    /// while the flush runs, but nothing may leave the engine before it is durable (an
+    /// action, an answer, an offset told to a broker): [`Store::outbox_durable_after`]
+    /// gives the outbox up to the last flush only.
+    pub fn commit_unsynced(&self, batch: WriteBatch) -> Result<()> {
+        self.commit_with(batch, false)
+    }
+
+    /// Makes every commit so far durable, and waits for it.
+    pub fn sync(&self) -> Result<()> {
+        let through = self.shared.log_end.load(Ordering::SeqCst);
+        let commits = self.shared.commits_written.load(Ordering::SeqCst);
+        self.check_failed()?;
+        if self.options.read_only {
+            return Ok(());
+        }
+        self.write(Vec::new(), true)?;
+        self.mark_durable(through, commits);
+        Ok(())
+    }
+
+    /// A mark of the commits written so far, for [`Store::wait_durable`].
+    #[must_use]
+    pub fn commit_mark(&self) -> u64 {
+        self.shared.commits_written.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the commits up to `mark` ([`Store::commit_mark`]) are durable: at once
+    /// if a flush has covered them, else by waiting for the flush running (which started
+    /// after them), else by flushing now.
+    pub fn wait_durable(&self, mark: u64) -> Result<()> {
+        if self.shared.commits_durable.load(Ordering::SeqCst) >= mark {
+            return Ok(());
+        }
+        self.wait_synced()?;
+        if self.shared.commits_durable.load(Ordering::SeqCst) >= mark {
+            return Ok(());
+        }
+        self.sync()
+    }
+
+    /// Starts making every commit so far durable on a thread of its own, once the flush
+    /// started before (if any) has ended: [`Store::wait_synced`] waits for it.
+    pub fn sync_in_background(&self) -> Result<()> {
+        self.wait_synced()?;
+        let store = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("canvass-flush".into())
+            .spawn(move || store.sync())
+            .map_err(|e| Error::Halted(format!("cannot start a flush: {e}")))?;
+        *lock(&self.shared.syncing) = Some(handle);
+        Ok(())
+    }
+
+    /// Waits for the flush [`Store::sync_in_background`] started, if one is running.
+    pub fn wait_synced(&self) -> Result<()> {
+        let running = lock(&self.shared.syncing).take();
+        match running.map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Halted("a flush panicked".into())),
+        }
+    }
+
+    /// The last log entry a flush made durable.
+    #[must_use]
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable_end.load(Ordering::SeqCst)
+    }
+
+    fn mark_durable(&self, through: u64, commits: u64) {
+        self.shared.durable_end.fetch_max(through, Ordering::SeqCst);
+        self.shared
+            .commits_durable
+            .fetch_max(commits, Ordering::SeqCst);
+    }
+
+    fn commit_with(&self, batch: WriteBatch, flush: bool) -> Result<()> {
         self.check_failed()?;
         let WriteBatch {
             log,
@@ -765,10 +883,12 @@ impl Store {
         if let Some(first) = first_seq {
             let last = first + log.len() as u64 - 1;
             writes.extend(frames(first, log));
-            self.write(writes, self.options.flush_on_commit)?;
+            self.write(writes, flush)?;
             self.shared.log_end.store(last, Ordering::SeqCst);
+            self.shared.commits_written.fetch_add(1, Ordering::SeqCst);
         } else if !writes.is_empty() {
-            self.write(writes, self.options.flush_on_commit)?;
+            self.write(writes, flush)?;
+            self.shared.commits_written.fetch_add(1, Ordering::SeqCst);
         }
         if projections.is_empty() && applied_through.is_none() {
             return Ok(());

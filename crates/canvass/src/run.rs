@@ -194,6 +194,7 @@ fn engine_options(clock: Clock, dedupe_hours: i64, publish: bool) -> EngineOptio
         publish,
         max_lead: None,
         allowed_lateness: SpanMillis(0),
+        deferred_flush: false,
     }
 }
 
@@ -255,6 +256,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             )
         }),
         allowed_lateness: lateness(args.allowed_lateness_secs),
+        // The run loop computes the next batch while the disk writes the last one; the
+        // Kafka loop publishes right after each commit and waits for it instead.
+        deferred_flush: !kafka,
         ..engine_options(args.clock, args.dedupe_hours, kafka)
     };
     let mut engine = Partitions::open(stores, options, workers(args.workers))?;
