@@ -192,6 +192,45 @@ fn the_outbox_reads_in_emission_order_after_a_position() {
     });
 }
 
+/// A commit without its flush is read by the engine at once, but its actions may leave
+/// only once a flush made it durable; a mark of the commits tells when that is.
+#[test]
+fn an_unsynced_commit_holds_its_actions_back_until_a_flush() {
+    on_both(&foreground(), |store| {
+        let action = |key: &str| v1::Action {
+            idempotency_key: key.into(),
+            ..Default::default()
+        };
+        commit(store, 1, |b| b.put_outbox((1, 0), &action("k10")));
+        let mut batch = WriteBatch::new();
+        batch.append_log(&entry(2, 2000, 10));
+        batch.set_last_seq(2);
+        batch.put_outbox((2, 0), &action("k20"));
+        store.commit_unsynced(batch).unwrap();
+        let mark = store.commit_mark();
+        let keys = |list: Vec<((u64, u32), v1::Action)>| -> Vec<String> {
+            list.into_iter().map(|(_, a)| a.idempotency_key).collect()
+        };
+        assert_eq!(keys(store.outbox_after(None, 10).unwrap()), ["k10", "k20"]);
+        assert_eq!(keys(store.outbox_durable_after(None, 10).unwrap()), ["k10"]);
+        assert_eq!(store.durable_seq(), 1);
+        store.sync_in_background().unwrap();
+        store.wait_durable(mark).unwrap();
+        assert_eq!(store.durable_seq(), 2);
+        assert_eq!(
+            keys(store.outbox_durable_after(None, 10).unwrap()),
+            ["k10", "k20"]
+        );
+        // With nothing running, waiting for a mark not yet flushed flushes.
+        let mut batch = WriteBatch::new();
+        batch.append_log(&entry(3, 3000, 10));
+        batch.set_last_seq(3);
+        store.commit_unsynced(batch).unwrap();
+        store.wait_durable(store.commit_mark()).unwrap();
+        assert_eq!(store.durable_seq(), 3);
+    });
+}
+
 #[test]
 fn campaign_records_offsets_and_settings_read_back() {
     on_both(&foreground(), |store| {
