@@ -76,6 +76,28 @@ enum Bench {
         /// How long to run, in seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Partitions of the data directory.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Events/s of `canvass simulate`'s engine: stores in memory, the event clock, the whole
+    /// stream in commits of 4096, then the timers drained.
+    Simulate {
+        /// Events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Peak RSS with this many contacts in flight (each enrolled, waiting on a timer).
     Memory {
@@ -89,6 +111,10 @@ enum Bench {
         /// default unless given).
         #[arg(long)]
         checkpoint_mib: Option<usize>,
+        /// Partitions the contacts are spread over (the cache and checkpoint sizes are the
+        /// whole directory's, shared among them).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
     },
     /// Kafka end to end (touchpoints topic -> state -> actions topic) beside a plain
     /// consumer reading the same topic from the same broker.
@@ -476,37 +502,62 @@ fn fmt_all(xs: &[f64]) -> String {
         .join(", ")
 }
 
-fn latency(rate: u64, seconds: u64) -> anyhow::Result<()> {
+fn latency(rate: u64, seconds: u64, partitions: u32, workers: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_, mut engine) = open(dir.path())?;
+    // As `canvass run` does: a batch counts once its flush ended, which runs while the next
+    // batch (whatever arrived meanwhile) is computed.
+    let mut engine = open_partitions(
+        dir.path(),
+        StoreOptions::default(),
+        partitions,
+        workers,
+        true,
+    )?;
     setup(&mut engine)?;
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
     let mut latencies: Vec<Duration> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut next = 0u64;
+    // The batch applied whose flush may run: its inputs and its partitions' marks.
+    let mut in_flight: Option<(std::ops::Range<u64>, Vec<u64>)> = None;
+    let mut settle = |engine: &mut Partitions,
+                      batch: Option<(std::ops::Range<u64>, Vec<u64>)>|
+     -> anyhow::Result<()> {
+        let Some((inputs, marks)) = batch else {
+            return Ok(());
+        };
+        engine.wait_durable(&marks)?;
+        let done = start.elapsed();
+        for i in inputs {
+            latencies.push(done.saturating_sub(interval.mul_f64(i as f64)));
+        }
+        deliver(engine)?;
+        Ok(())
+    };
     while next < total {
         // Everything that has arrived by now goes into one group commit.
         let now = start.elapsed();
         let arrived = ((now.as_secs_f64() / interval.as_secs_f64()) as u64 + 1).min(total);
         if arrived <= next {
+            // Nothing new: the batch in flight is done as soon as its flush is.
+            settle(&mut engine, in_flight.take())?;
             std::thread::sleep(Duration::from_micros(100));
             continue;
         }
         let inputs: Vec<Sourced> = (next..arrived).map(event).collect();
         engine.ingest(inputs, UnixMillis(0))?;
-        let done = start.elapsed();
-        for i in next..arrived {
-            let arrival = interval.mul_f64(i as f64);
-            latencies.push(done.saturating_sub(arrival));
-        }
+        let previous = in_flight.replace((next..arrived, engine.commit_marks()));
+        settle(&mut engine, previous)?;
         next = arrived;
-        deliver(&mut engine)?;
     }
+    settle(&mut engine, in_flight.take())?;
     latencies.sort();
     let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "## Latency at {rate} events/s for {seconds} s (input arrival to its commit, outbox rows durable)\n"
+        "## Latency at {rate} events/s for {seconds} s, {partitions} partition{}, {workers} worker{} (input arrival to its commit durable)\n",
+        if partitions == 1 { "" } else { "s" },
+        if workers == 1 { "" } else { "s" }
     );
     println!("| p50 | p90 | p99 | max |\n| ---: | ---: | ---: | ---: |");
     println!(
@@ -515,6 +566,58 @@ fn latency(rate: u64, seconds: u64) -> anyhow::Result<()> {
         q(0.9),
         q(0.99),
         latencies[latencies.len() - 1]
+    );
+    Ok(())
+}
+
+/// Events/s through the simulation (the engine over stores in memory, event clock): the
+/// workload's stream in commits of 4096, then every timer drained.
+fn simulate(events: u64, partitions: u32, workers: usize, runs: usize) -> anyhow::Result<()> {
+    let mut rates = Vec::new();
+    let mut fired = 0;
+    for _ in 0..runs {
+        let mut sim = canvass_engine::Simulation::partitioned(
+            EngineOptions::default(),
+            canvass_store::Layout {
+                partitions,
+                ..canvass_store::Layout::default()
+            },
+            workers,
+        )?;
+        let started = Instant::now();
+        let mut setup_inputs = Vec::new();
+        for spec in [SPEC] {
+            let spec: v1::CampaignSpec = json::from_str(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for r in canvass_engine::simulate::load_commands(&[spec], UnixMillis(T0)) {
+                setup_inputs.push(canvass_engine::simulate::unsourced(r));
+            }
+        }
+        setup_inputs.push(canvass_engine::simulate::unsourced(
+            canvass_engine::simulate::launch_command("bench", UnixMillis(T0)),
+        ));
+        sim.ingest(setup_inputs)?;
+        let mut i = 0;
+        while i < events {
+            let n = (events - i).min(4096);
+            sim.ingest((i..i + n).map(event).collect())?;
+            sim.take_actions()?;
+            i += n;
+        }
+        // A year on: every dormant timer fires.
+        let r = sim.advance_to(UnixMillis(T0 + 400 * 24 * 3_600_000))?;
+        sim.take_actions()?;
+        fired = r.timers_fired;
+        rates.push(events as f64 / started.elapsed().as_secs_f64());
+    }
+    println!(
+        "## Simulate: {events} events on the virtual clock, {partitions} partition{}, {workers} worker{} ({fired} timers drained at the end), median of {runs}\n",
+        if partitions == 1 { "" } else { "s" },
+        if workers == 1 { "" } else { "s" }
+    );
+    println!(
+        "| events/s (median) | all runs |\n| ---: | --- |\n| {:.0} | {} |\n",
+        median(rates.clone()),
+        fmt_all(&rates)
     );
     Ok(())
 }
@@ -530,10 +633,10 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn memory(contacts: u64, options: StoreOptions) -> anyhow::Result<()> {
+fn memory(contacts: u64, options: StoreOptions, partitions: u32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (cache, checkpoint) = (options.cache_capacity >> 20, options.checkpoint_bytes >> 20);
-    let (store, mut engine) = open_with(dir.path(), options)?;
+    let mut engine = open_partitions(dir.path(), options, partitions, partitions as usize, false)?;
     setup(&mut engine)?;
     let started = Instant::now();
     // Only signups: every contact enrolls and waits on its 30-day timer.
@@ -544,19 +647,23 @@ fn memory(contacts: u64, options: StoreOptions) -> anyhow::Result<()> {
         deliver(&mut engine)?;
         i += n;
     }
-    let counters = store.counters("bench")?;
+    let stores = engine.stores();
+    let counters = canvass_engine::reports::counters(stores, "bench")?;
+    let timers: usize = stores.iter().map(|s| s.timers(None).count()).sum();
+    let rss = peak_rss_kib() as f64 * 1024.0;
     println!(
-        "## Memory with {contacts} contacts in flight (sled cache {cache} MiB, checkpoints of {checkpoint} MiB)\n"
+        "## Memory with {contacts} contacts in flight over {partitions} partition{} (sled cache {cache} MiB, checkpoints of {checkpoint} MiB, for the whole directory)\n",
+        if partitions == 1 { "" } else { "s" }
     );
     println!(
-        "| contacts enrolled | timers armed | peak RSS | store on disk | time |\n| ---: | ---: | ---: | ---: | ---: |"
+        "| contacts enrolled | timers armed | peak RSS | per contact | store on disk | time |\n| ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     println!(
-        "| {} | {} | {:.0} MiB | {:.0} MiB | {:.1?} |\n",
+        "| {} | {timers} | {:.0} MiB | {:.0} B | {:.0} MiB | {:.1?} |\n",
         counters.enrollments,
-        store.timers(None).count(),
-        peak_rss_kib() as f64 / 1024.0,
-        store.size_on_disk()? as f64 / (1 << 20) as f64,
+        rss / f64::from(1 << 20),
+        rss / contacts.max(1) as f64,
+        stores.size_on_disk()? as f64 / f64::from(1 << 20),
         started.elapsed()
     );
     Ok(())
@@ -623,11 +730,23 @@ fn main() -> anyhow::Result<()> {
             partitions,
             workers,
         } => throughput_once(events, batch, partitions, workers),
-        Bench::Latency { rate, seconds } => latency(rate, seconds),
+        Bench::Latency {
+            rate,
+            seconds,
+            partitions,
+            workers,
+        } => latency(rate, seconds, partitions, workers),
+        Bench::Simulate {
+            events,
+            partitions,
+            workers,
+            runs,
+        } => simulate(events, partitions, workers, runs),
         Bench::Memory {
             contacts,
             cache_mib,
             checkpoint_mib,
+            partitions,
         } => {
             let mut options = StoreOptions::default();
             if let Some(mib) = cache_mib {
@@ -636,7 +755,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(mib) = checkpoint_mib {
                 options.checkpoint_bytes = mib << 20;
             }
-            memory(contacts, options)
+            memory(contacts, options, partitions)
         }
         Bench::Kafka {
             broker,
