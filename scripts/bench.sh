@@ -12,11 +12,20 @@ bench=target/release/canvass-bench
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(date -u +%Y-%m-%d)"
 echo
 $bench throughput --events 200000 --runs 3
+# Partition scaling: the same partitions, one worker and two.
+$bench throughput --events 200000 --runs 3 --partitions 2 --workers 1 --workers 2
+$bench throughput --events 200000 --runs 3 --partitions 4 --workers 1 --workers 2
 $bench latency --rate 10000 --seconds 40
-$bench latency --rate 5000 --seconds 40
+$bench latency --rate 20000 --seconds 40
+$bench latency --rate 20000 --seconds 40 --partitions 2 --workers 2
 for contacts in 100000 1000000 2000000; do
   $bench memory --contacts "$contacts"
 done
+for contacts in 1000000 4000000; do
+  $bench memory --contacts "$contacts" --partitions 8
+done
+$bench simulate --events 1000000 --runs 3
+$bench simulate --events 1000000 --runs 3 --partitions 4 --workers 2
 # The same with small bounds: what is left growing with the contacts is sled's own index.
 for contacts in 1000000 2000000; do
   $bench memory --contacts "$contacts" --cache-mib 8 --checkpoint-mib 4

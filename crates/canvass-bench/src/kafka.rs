@@ -68,6 +68,8 @@ fn prepare(broker: &str, events: u64, partitions: i32) -> anyhow::Result<KafkaCo
         r.map_err(|(t, e)| anyhow::anyhow!("cannot create {t}: {e}"))?;
     }
     let producer: FutureProducer = client(broker)
+        // Keyed by contact as the Java client places keys: where the engine looks for them.
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
@@ -128,9 +130,15 @@ fn raw_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
 
 /// Records/s through the engine: consumed, logged and applied with durability on, actions
 /// published to the actions topic and acknowledged, from its first record to caught up.
-fn engine_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
+fn engine_consume(config: &KafkaConfig, events: u64, partitions: i32) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let stores = Stores::open(dir.path(), Wanted::default(), &StoreOptions::default())?;
+    // As many partitions as the topic, as `canvass run` makes them.
+    let wanted = Wanted {
+        partitions: Some(u32::try_from(partitions)?),
+        partitioner: None,
+    };
+    let stores = Stores::open(dir.path(), wanted, &StoreOptions::default())?;
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let mut engine = Partitions::open(
         stores,
         EngineOptions {
@@ -138,7 +146,7 @@ fn engine_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
             publish: true,
             ..EngineOptions::default()
         },
-        1,
+        workers,
     )?;
     setup(&mut engine)?;
     let mut config = config.clone();
@@ -157,6 +165,11 @@ fn engine_consume(config: &KafkaConfig, events: u64) -> anyhow::Result<f64> {
         "the engine consumed {} records, not {events}",
         report.records
     );
+    anyhow::ensure!(
+        report.dead_letters == 0,
+        "{} records were dead letters (placed on another partition than their contact's?)",
+        report.dead_letters
+    );
     let elapsed = report
         .busy
         .context("the engine consumed nothing")?
@@ -171,7 +184,7 @@ pub fn kafka(broker: &str, events: u64, partitions: i32, runs: usize) -> anyhow:
         settle();
         let raw = raw_consume(&config, events)?;
         settle();
-        let engine = engine_consume(&config, events)?;
+        let engine = engine_consume(&config, events, partitions)?;
         eprintln!("run {run}: engine {engine:.0} records/s, raw consume {raw:.0} records/s");
         engine_rates.push(engine);
         raw_rates.push(raw);
