@@ -587,7 +587,8 @@ fn simulate(events: u64, partitions: u32, workers: usize, runs: usize) -> anyhow
         let started = Instant::now();
         let mut setup_inputs = Vec::new();
         for spec in [SPEC] {
-            let spec: v1::CampaignSpec = json::from_str(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let spec: v1::CampaignSpec =
+                json::from_str(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
             for r in canvass_engine::simulate::load_commands(&[spec], UnixMillis(T0)) {
                 setup_inputs.push(canvass_engine::simulate::unsourced(r));
             }

@@ -8,6 +8,7 @@
 pub mod bindings;
 pub mod catalog;
 pub mod condition;
+pub mod delivery;
 pub mod graph;
 pub mod key;
 pub mod lifecycle;

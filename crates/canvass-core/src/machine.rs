@@ -34,8 +34,7 @@ pub const HOLDOUT_GROUP: &str = "holdout";
 pub const PURCHASE_EVENT: &str = "purchase";
 /// Event type of an opportunity sales won; its `amount` attribute is revenue like a purchase's.
 pub const OPPORTUNITY_WON_EVENT: &str = "opportunity.won";
-/// Event types confirming that one of a campaign's actions reached the contact.
-pub const REACHED_EVENTS: [&str; 2] = ["action.delivered", "opportunity.created"];
+pub use crate::delivery::REACHED_EVENTS;
 pub use caps::{CapOutcome, CapReason, DEFER_TIMER};
 pub use leads::{
     BREACH_TEMPLATE, DEFAULT_OWNER, OPPORTUNITY_ACCEPTED, OPPORTUNITY_LOST, OPPORTUNITY_REASSIGNED,

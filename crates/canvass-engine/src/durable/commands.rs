@@ -1,0 +1,242 @@
+//! Commands: the lifecycle rules that accept or refuse them, what an accepted one changes,
+//! and the sweep that takes its follow-up to every contact in slices.
+
+use std::collections::BTreeSet;
+
+use canvass_core::{
+    Core, Input, UnixMillis,
+    lifecycle::{self, FollowUp},
+    validate::kind_name,
+};
+use canvass_proto::v1::{self, log_entry};
+use canvass_store::EMBEDDED_PARTITION;
+use rust_decimal::Decimal;
+
+use super::{Pending, Result, SWEEP_SLICE};
+
+impl Pending {
+    /// Why a command cannot be accepted, if it cannot.
+    pub(super) fn check_command(&mut self, c: &v1::CampaignCommand) -> Result<Result<(), String>> {
+        let Some(cmd) = &c.command else {
+            return Ok(Err("the command is empty".into()));
+        };
+        let current = self.lifecycle(lifecycle::campaign_of(cmd))?;
+        let limits = self.core.catalog().policy().cel;
+        Ok(lifecycle::check(c, current.as_ref(), &limits))
+    }
+
+    /// A campaign's lifecycle as this batch sees it.
+    pub(super) fn lifecycle(&mut self, id: &str) -> Result<Option<v1::CampaignLifecycle>> {
+        if let Some(l) = self.lifecycles.get(id) {
+            return Ok(Some(l.clone()));
+        }
+        Ok(self.store.lifecycle(id)?)
+    }
+
+    pub(super) fn command(
+        &mut self,
+        c: &v1::CampaignCommand,
+        now: UnixMillis,
+        seq: u64,
+    ) -> Result<()> {
+        let Some(cmd) = &c.command else {
+            return Ok(());
+        };
+        if let v1::campaign_command::Command::ReassignLeads(r) = cmd {
+            return self.step_everyone(&Input::ReassignLeads(r.clone()), now, seq);
+        }
+        if let v1::campaign_command::Command::SetPolicy(policy) = cmd {
+            let mut catalog = self.core.catalog().clone();
+            lifecycle::apply(c, &mut v1::CampaignLifecycle::default(), &mut catalog, now);
+            self.core = Core::new(catalog).with_share(self.core.share());
+            self.batch.put_policy(policy);
+            return Ok(());
+        }
+        let id = lifecycle::campaign_of(cmd).to_string();
+        let mut record = self.lifecycle(&id)?.unwrap_or_default();
+        let mut catalog = self.core.catalog().clone();
+        let follow = lifecycle::apply(c, &mut record, &mut catalog, now);
+        self.core = Core::new(catalog).with_share(self.core.share());
+        if let v1::campaign_command::Command::PutSpec(spec) = cmd {
+            self.batch.put_spec(spec);
+        }
+        self.lifecycles.insert(id, record);
+        let input = match follow {
+            FollowUp::Nothing => return Ok(()),
+            FollowUp::Launch(campaign_id) => Input::Launch { campaign_id },
+            FollowUp::Migrate(campaign_id) => Input::Migrate { campaign_id },
+            FollowUp::Resume(campaign_id) => Input::Resume { campaign_id },
+            FollowUp::Stop(campaign_id) => Input::Stop { campaign_id },
+            FollowUp::ReassignLeads(r) => Input::ReassignLeads(r),
+        };
+        self.step_everyone(&input, now, seq)
+    }
+
+    /// Steps every contact known now (those stored and those this batch created): the
+    /// first [`SWEEP_SLICE`] here, the others by a sweep, a slice per log entry.
+    pub(super) fn step_everyone(&mut self, input: &Input, now: UnixMillis, seq: u64) -> Result<()> {
+        let full = self.step_slice(None, None, Some(input), now, seq)?;
+        if let (Some(last), Some(follow_up)) = (full, follow_up_of(input)) {
+            self.batch.put_sweep(&v1::Sweep {
+                command_seq: seq,
+                follow_up: Some(follow_up),
+                after: last,
+            });
+            self.sweeping = true;
+        }
+        Ok(())
+    }
+
+    /// Steps the next slice of the contacts known now: those after `after`, up to
+    /// `through` if given, at most [`SWEEP_SLICE`]. Returns the last id when the slice was
+    /// full (more may follow).
+    pub(super) fn step_slice(
+        &mut self,
+        after: Option<&str>,
+        through: Option<&str>,
+        input: Option<&Input>,
+        now: UnixMillis,
+        seq: u64,
+    ) -> Result<Option<String>> {
+        let mut ids = self.contacts_after(after, SWEEP_SLICE)?;
+        if let Some(through) = through {
+            ids.retain(|id| id.as_str() <= through);
+        }
+        if let Some(input) = input {
+            for contact in &ids {
+                self.step(contact, input, now, seq)?;
+            }
+        }
+        Ok(ids.pop().filter(|_| ids.len() + 1 == SWEEP_SLICE))
+    }
+
+    /// The ids of the contacts known now that sort after `after`, in order, at most `limit`.
+    pub(super) fn contacts_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let mut ids: BTreeSet<String> = self
+            .contacts
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .cloned()
+            .collect();
+        for contact in self
+            .store
+            .contact_ids_after(EMBEDDED_PARTITION, after)
+            .take(limit)
+        {
+            ids.insert(contact?);
+        }
+        Ok(ids.into_iter().take(limit).collect())
+    }
+
+    /// Logs and applies the next slice of a sweep.
+    pub(super) fn sweep_step(&mut self, sweep: &v1::Sweep) -> Result<()> {
+        let ids = self.contacts_after(Some(&sweep.after), SWEEP_SLICE)?;
+        let step = v1::SweepStep {
+            sweep: Some(sweep.clone()),
+            through: ids.last().cloned().unwrap_or_else(|| sweep.after.clone()),
+        };
+        self.append(log_entry::Input::SweepStep(step), None, self.clock)
+    }
+
+    /// Applies a logged sweep step: the contacts in its range, then the sweep's progress
+    /// (ended once a slice comes out short).
+    pub(super) fn apply_sweep_step(
+        &mut self,
+        s: &v1::SweepStep,
+        now: UnixMillis,
+        seq: u64,
+    ) -> Result<()> {
+        let Some(sweep) = &s.sweep else {
+            return Err(canvass_store::Error::CorruptLog {
+                seq,
+                reason: "a sweep step without its sweep".into(),
+            }
+            .into());
+        };
+        let input = sweep.follow_up.as_ref().and_then(input_of);
+        let full = self.step_slice(
+            Some(&sweep.after),
+            Some(&s.through),
+            input.as_ref(),
+            now,
+            seq,
+        )?;
+        match full {
+            Some(last) => self.batch.put_sweep(&v1::Sweep {
+                after: last,
+                ..sweep.clone()
+            }),
+            None => self.batch.remove_sweep(sweep.command_seq),
+        }
+        Ok(())
+    }
+
+    /// Notes in the campaign's history that its budget ran out: the first cost-bearing
+    /// action withheld. Derived from the log, so replay writes the same note.
+    pub(super) fn budget_exhausted(
+        &mut self,
+        campaign: &str,
+        kind: v1::ActionKind,
+        spent: Decimal,
+        total: Decimal,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let Some(mut record) = self.lifecycle(campaign)? else {
+            return Ok(());
+        };
+        record.history.push(v1::LifecycleChange {
+            at: Some(now.to_proto()),
+            actor: crate::reports::ENGINE_ACTOR.to_string(),
+            reason: if self.placement.layout.partitions > 1 {
+                format!(
+                    "partition {} spent {spent} of its allotment {total} of the budget; a {} action and every cost-bearing action after it in this partition is withheld",
+                    self.placement.partition,
+                    kind_name(kind)
+                )
+            } else {
+                format!(
+                    "spent {spent} of {total}; a {} action and every cost-bearing action after it is withheld",
+                    kind_name(kind)
+                )
+            },
+            change: "budget exhausted".to_string(),
+            status: record.status,
+        });
+        self.lifecycles.insert(campaign.to_string(), record);
+        Ok(())
+    }
+}
+
+/// A follow-up for everyone as the log records it.
+fn follow_up_of(input: &Input) -> Option<v1::FollowUp> {
+    use v1::follow_up::Kind;
+    let kind = match input {
+        Input::Launch { campaign_id } => Kind::Launch(campaign_id.clone()),
+        Input::Migrate { campaign_id } => Kind::Migrate(campaign_id.clone()),
+        Input::Resume { campaign_id } => Kind::Resume(campaign_id.clone()),
+        Input::Stop { campaign_id } => Kind::Stop(campaign_id.clone()),
+        Input::ReassignLeads(r) => Kind::ReassignLeads(r.clone()),
+        Input::UpsertContact(_) | Input::Event(_) | Input::TimerFired(_) => return None,
+    };
+    Some(v1::FollowUp { kind: Some(kind) })
+}
+
+/// The input a logged follow-up stands for.
+fn input_of(follow_up: &v1::FollowUp) -> Option<Input> {
+    use v1::follow_up::Kind;
+    Some(match follow_up.kind.as_ref()? {
+        Kind::Launch(c) => Input::Launch {
+            campaign_id: c.clone(),
+        },
+        Kind::Migrate(c) => Input::Migrate {
+            campaign_id: c.clone(),
+        },
+        Kind::Resume(c) => Input::Resume {
+            campaign_id: c.clone(),
+        },
+        Kind::Stop(c) => Input::Stop {
+            campaign_id: c.clone(),
+        },
+        Kind::ReassignLeads(r) => Input::ReassignLeads(r.clone()),
+    })
+}
