@@ -6,6 +6,7 @@
 //! per-contact input the engine must then feed to every contact.
 
 use canvass_proto::v1::{self, CampaignStatus as S, VersionStatus as V, campaign_command::Command};
+use rust_decimal::Decimal;
 
 use crate::{
     Catalog, UnixMillis,
@@ -308,6 +309,40 @@ pub fn catalog_from(
         }
     }
     Ok(catalog)
+}
+
+/// The actor of the history entries the engine writes itself.
+pub const ENGINE_ACTOR: &str = "engine";
+
+/// The history entry that says a campaign's budget ran out (the first cost-bearing action
+/// withheld, `kind`), in the partition `share`: of its allotment when the budget is split.
+/// Its status is the campaign's, set by the caller.
+#[must_use]
+pub fn budget_exhausted(
+    kind: v1::ActionKind,
+    spent: Decimal,
+    allotment: Decimal,
+    share: crate::partition::Share,
+    now: UnixMillis,
+) -> v1::LifecycleChange {
+    let kind = crate::validate::kind_name(kind);
+    let reason = if share.count > 1 {
+        format!(
+            "partition {} spent {spent} of its allotment {allotment} of the budget; a {kind} action and every cost-bearing action after it in this partition is withheld",
+            share.index
+        )
+    } else {
+        format!(
+            "spent {spent} of {allotment}; a {kind} action and every cost-bearing action after it is withheld"
+        )
+    };
+    v1::LifecycleChange {
+        at: Some(now.to_proto()),
+        actor: ENGINE_ACTOR.to_string(),
+        reason,
+        change: "budget exhausted".to_string(),
+        status: 0,
+    }
 }
 
 #[cfg(test)]

@@ -360,6 +360,19 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// Whether the campaign counters count it (`stats::record`): not the bookkeeping of
+    /// timers, a skipped enrollment or a fault, which change no figure.
+    #[must_use]
+    pub fn counted(&self) -> bool {
+        !matches!(
+            self,
+            Self::ScheduleTimer { .. }
+                | Self::CancelTimer { .. }
+                | Self::EnrollmentSkipped { .. }
+                | Self::Fault { .. }
+        ) && !self.campaign_id().is_empty()
+    }
+
     /// The campaign the effect concerns.
     #[must_use]
     pub fn campaign_id(&self) -> &str {

@@ -37,12 +37,11 @@ pub fn record_all(
     effects: &[Effect],
     cause: &Cause,
 ) {
-    for effect in effects {
-        let campaign = effect.campaign_id();
-        if !campaign.is_empty() {
-            let c = counters.entry(campaign.to_string()).or_default();
-            record(c, effect, cause);
-        }
+    for effect in effects.iter().filter(|e| e.counted()) {
+        let c = counters
+            .entry(effect.campaign_id().to_string())
+            .or_default();
+        record(c, effect, cause);
     }
 }
 
@@ -284,6 +283,7 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
             }
             add_money(&mut a.revenue, *amount);
         }
+        // Not counted (`Effect::counted`).
         Effect::EnrollmentSkipped { .. }
         | Effect::ScheduleTimer { .. }
         | Effect::CancelTimer { .. }

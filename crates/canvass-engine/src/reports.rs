@@ -175,5 +175,4 @@ fn merge_engine_notes(
         .sort_by_key(|c| c.at.map(|t| (t.seconds, t.nanos)).unwrap_or_default());
 }
 
-/// The actor of the history entries the engine writes itself.
-pub const ENGINE_ACTOR: &str = "engine";
+pub use canvass_core::lifecycle::ENGINE_ACTOR;

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use canvass_core::{
     Core, Input, UnixMillis,
     lifecycle::{self, FollowUp},
-    validate::kind_name,
 };
 use canvass_proto::v1::{self, log_entry};
 use canvass_store::EMBEDDED_PARTITION;
@@ -184,23 +183,10 @@ impl Pending {
         let Some(mut record) = self.lifecycle(campaign)? else {
             return Ok(());
         };
+        let change = lifecycle::budget_exhausted(kind, spent, total, self.placement.share(), now);
         record.history.push(v1::LifecycleChange {
-            at: Some(now.to_proto()),
-            actor: crate::reports::ENGINE_ACTOR.to_string(),
-            reason: if self.placement.layout.partitions > 1 {
-                format!(
-                    "partition {} spent {spent} of its allotment {total} of the budget; a {} action and every cost-bearing action after it in this partition is withheld",
-                    self.placement.partition,
-                    kind_name(kind)
-                )
-            } else {
-                format!(
-                    "spent {spent} of {total}; a {} action and every cost-bearing action after it is withheld",
-                    kind_name(kind)
-                )
-            },
-            change: "budget exhausted".to_string(),
             status: record.status,
+            ..change
         });
         self.lifecycles.insert(campaign.to_string(), record);
         Ok(())

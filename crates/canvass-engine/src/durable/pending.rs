@@ -301,15 +301,7 @@ impl Pending {
     pub(super) fn effect(&mut self, effect: &Effect, seq: u64, cause: &Cause) -> Result<()> {
         let now = cause.now;
         let campaign = effect.campaign_id();
-        let counted = !campaign.is_empty()
-            && !matches!(
-                effect,
-                Effect::ScheduleTimer { .. }
-                    | Effect::CancelTimer { .. }
-                    | Effect::EnrollmentSkipped { .. }
-                    | Effect::Fault { .. }
-            );
-        if counted {
+        if effect.counted() {
             let counters = self.counters(campaign)?;
             let first_withheld = counters.budget_exhausted_at.is_none();
             stats::record(counters, effect, cause);
