@@ -1,0 +1,133 @@
+//! Actions and budget: a state's actions emitted, each charged to the partition's share of
+//! its campaign's budget or withheld, with what follows from its kind.
+
+use canvass_proto::v1;
+use rust_decimal::Decimal;
+
+use crate::{
+    key::idempotency_key,
+    spec::{Campaign, StateIdx},
+    time::SpanMillis,
+};
+
+use super::{Effect, EnrollCause, Run};
+
+impl<'a> Run<'a> {
+    pub(super) fn emit_actions(&mut self, campaign: &'a Campaign, at: StateIdx, j: usize) {
+        let state = &campaign.states[at];
+        for (k, spec) in state.actions.iter().enumerate() {
+            let journey = &self.state.campaigns[j];
+            let kind = spec.kind();
+            let entry_seq = journey.entry_seq;
+            let respond_by = (kind == v1::ActionKind::SalesHandoff)
+                .then(|| {
+                    spec.sla
+                        .as_ref()
+                        .map(|d| self.now.plus(SpanMillis::from_proto(d)).to_proto())
+                })
+                .flatten();
+            let action = v1::Action {
+                idempotency_key: idempotency_key(
+                    campaign.id(),
+                    journey.campaign_version,
+                    self.contact_id(),
+                    entry_seq,
+                    k,
+                ),
+                kind: spec.kind,
+                campaign_id: campaign.id().to_string(),
+                campaign_version: journey.campaign_version,
+                contact_id: self.contact_id().to_string(),
+                state: state.id.clone(),
+                action_index: u32::try_from(k).unwrap_or(u32::MAX),
+                template: spec.template.clone(),
+                params: spec.params.clone(),
+                emitted_at: Some(self.now.to_proto()),
+                respond_by,
+                target_campaign: spec.target_campaign.clone(),
+                cost: String::new(),
+                currency: String::new(),
+                variant: journey.variant.clone(),
+                cause_event_id: self.cause_event.map(|e| e.id.clone()).unwrap_or_default(),
+            };
+            if self.held_back(&action, entry_seq) {
+                continue;
+            }
+            self.send(campaign, action, Some(spec), entry_seq);
+        }
+    }
+
+    /// Charges the action to the budget (withholding it if that would exceed the budget) and
+    /// emits it, with what follows from its kind: a touch, an opportunity, an enrollment.
+    pub(super) fn send(
+        &mut self,
+        campaign: &'a Campaign,
+        mut action: v1::Action,
+        spec: Option<&v1::ActionSpec>,
+        entry_seq: u64,
+    ) {
+        let kind = action.kind();
+        if let Some(b) = &campaign.budget {
+            let cost = b.cost_of(kind);
+            if let Some(total) = b.total.map(|t| crate::partition::allotment(t, self.share))
+                && cost > Decimal::ZERO
+            {
+                let spent = self.spending.spent(campaign.id()) + self.spent_here(campaign.id());
+                if spent + cost > total {
+                    self.effects.push(Effect::Withheld {
+                        campaign_id: campaign.id().to_string(),
+                        kind,
+                        idempotency_key: action.idempotency_key,
+                        cost,
+                        spent,
+                        total,
+                    });
+                    return;
+                }
+            }
+            self.spend(campaign.id(), cost);
+            if cost > Decimal::ZERO {
+                crate::stats::add_money(&mut self.state.marketing_cost, cost);
+            }
+            action.cost = cost.to_string();
+            action.currency.clone_from(&b.currency);
+        }
+        match (kind, spec) {
+            (v1::ActionKind::SalesHandoff, Some(spec)) => {
+                self.effects.push(Effect::Action(Box::new(action.clone())));
+                self.open_opportunity(campaign, spec, &action, entry_seq);
+            }
+            _ => self.effects.push(Effect::Action(Box::new(action.clone()))),
+        }
+        if kind != v1::ActionKind::StartCampaign {
+            self.touch(campaign.id(), kind);
+        }
+        if kind == v1::ActionKind::StartCampaign
+            && let Some(target) = self.enrollable(&action.target_campaign)
+        {
+            self.enroll(
+                target,
+                EnrollCause::StartedBy {
+                    campaign_id: campaign.id().to_string(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn spent_here(&self, campaign_id: &str) -> Decimal {
+        self.spent_here
+            .iter()
+            .find(|(c, _)| c == campaign_id)
+            .map_or(Decimal::ZERO, |(_, d)| *d)
+    }
+
+    pub(super) fn spend(&mut self, campaign_id: &str, cost: Decimal) {
+        if cost.is_zero() {
+            return;
+        }
+        match self.spent_here.iter_mut().find(|(c, _)| c == campaign_id) {
+            Some((_, d)) => *d += cost,
+            None => self.spent_here.push((campaign_id.to_string(), cost)),
+        }
+    }
+}
