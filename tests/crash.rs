@@ -240,9 +240,12 @@ fn sigkill_at_random_moments(extra: &[&str]) {
     let mut kills = 0;
     // Kills after which a restart had to apply a log tail again over a checkpoint.
     let mut tails_after_a_checkpoint = 0;
-    while kills < KILLS {
+    // Past KILLS, a few longer lives if no kill has yet landed after a checkpoint (a loaded
+    // machine can make every short life end before its background checkpoint does).
+    while kills < KILLS || (tails_after_a_checkpoint == 0 && kills < KILLS + 8) {
         let mut child = spawn_ready(&args);
-        std::thread::sleep(Duration::from_millis(rng.below(life.max(1) + 1)));
+        let this_life = if kills < KILLS { life } else { life * 4 };
+        std::thread::sleep(Duration::from_millis(rng.below(this_life.max(1) + 1)));
         match child.try_wait().unwrap() {
             Some(status) => panic!(
                 "the run finished ({status}) after only {kills} kills: the stream is too short"

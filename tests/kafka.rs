@@ -1036,3 +1036,37 @@ fn hostile_records_are_dead_letters_with_their_reasons_and_the_engine_goes_on() 
         "the engine went on past the hostile records"
     );
 }
+
+/// Every partition of the engine applies the commands in one order, which only a control
+/// topic of one partition keeps: another count is refused before the data directory is
+/// touched.
+#[test]
+fn a_control_topic_of_several_partitions_is_refused_at_start() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "wide-control", 2);
+    let wide = unique("wide-control.control2");
+    broker.create_topic(&wide, 2);
+    let config = topics.config(dir.path(), &broker, &unique("wide-control"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("control = \"{}\"", topics.control),
+            &format!("control = \"{wide}\""),
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(canvass_tests::canvass_bin())
+        .args(engine_args(&data, &config, "event"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the control topic `{wide}` has 2 partitions")),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing was created");
+}

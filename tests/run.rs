@@ -345,10 +345,12 @@ fn migrate_store_rewrites_a_store_of_the_single_partition_layout_into_partitions
     let sources = ["stream.jsonl"];
     {
         let store = Store::open(&old, StoreOptions::default()).unwrap();
+        // With a lateness: timers fire hours after they are due, where the log says.
         let mut engine = Engine::open(
             store,
             EngineOptions {
                 clock: ClockMode::Event,
+                allowed_lateness: canvass_core::SpanMillis(3 * 3_600_000),
                 ..EngineOptions::default()
             },
         )

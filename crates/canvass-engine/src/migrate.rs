@@ -3,9 +3,8 @@
 //!
 //! The old log is applied again, input by input, through the partitioned engine on the wall
 //! clock, each commit at the time the old log applied its inputs: a contact's inputs reach
-//! its partition in their old order and at their old times, timers fire where the old log
-//! says they fired (every timer due by then, as the old engine's commit did), and commands
-//! reach every partition. What the old log holds that the engine makes again by itself
+//! its partition in their old order and at their old times, each timer fires at the entry
+//! where the old log fired it, and commands reach every partition. What the old log holds that the engine makes again by itself
 //! (timer firings, sweep steps) is not fed; acknowledgements are, pointed at the same actions
 //! in their new partitions (by idempotency key). So each contact ends in the state the old
 //! store holds, with the same actions delivered and the same ones still queued. What differs:
@@ -21,6 +20,10 @@ use canvass_store::{Store, WriteBatch};
 
 use crate::durable::{Incoming, Result, Sourced};
 use crate::partitions::Partitions;
+
+/// The allowed lateness of the engine a migration feeds: as long as any span, so that no
+/// timer fires before the old log says it did.
+pub const MIGRATION_LATENESS: canvass_core::SpanMillis = canvass_core::time::MAX_SPAN;
 
 /// What a migration did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -61,8 +64,10 @@ impl Outboxes {
     }
 }
 
-/// Applies the old store's log to `engine` (empty, on the wall clock, with the old run's
-/// dedupe window and lateness), then copies its dead letters and source offsets.
+/// Applies the old store's log to `engine`, then copies its dead letters and source offsets.
+/// `engine` is empty, on the wall clock, with the old run's dedupe window, and fires no timer
+/// by itself ([`MIGRATION_LATENESS`]): each fires at the entry where the old log fired it,
+/// whatever lateness or clock the old run had.
 ///
 /// # Errors
 /// A store error (the new directory is then incomplete: remove it and start again).
@@ -121,14 +126,14 @@ pub fn migrate(old: &Store, engine: &mut Partitions) -> Result<Migrated> {
                 }
                 Incoming::Acks(acks)
             }
-            // A timer fires by itself once its time has come: every timer due by now, as
-            // the old engine's commit fired them.
-            Some(log_entry::Input::TimerFired(_)) => {
+            // Each timer fires where the old log fired it (the engine fires none by itself
+            // here: see `migrate`).
+            Some(log_entry::Input::TimerFired(t)) => {
                 if !batch.is_empty() {
                     done.inputs += batch.len() as u64;
-                    commit(engine, std::mem::take(&mut batch), at)?;
+                    commit(engine, std::mem::take(&mut batch), batch_at)?;
                 }
-                engine.tick(at)?;
+                engine.fire_timers(vec![(t, at)])?;
                 continue;
             }
             // Sweeps are made again by the commands that started them; entries without an

@@ -352,6 +352,28 @@ impl Partitions {
         Ok(merge(reports, &[]))
     }
 
+    /// Fires the named timers in the partitions of their contacts, each at its time (see
+    /// [`Engine::fire_timers`]).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn fire_timers(&mut self, fired: Vec<(v1::TimerFired, UnixMillis)>) -> Result<BatchReport> {
+        let layout = self.layout();
+        let mut per: Vec<Vec<(v1::TimerFired, UnixMillis)>> = vec![Vec::new(); self.parts.len()];
+        for (timer, at) in fired {
+            let p = layout.partition_of(&timer.contact_id) as usize;
+            per[p].push((timer, at));
+        }
+        let reports = self.each(per, |engine, fired| {
+            if fired.is_empty() {
+                Ok(BatchReport::default())
+            } else {
+                engine.fire_timers(fired)
+            }
+        })?;
+        Ok(merge(reports, &[]))
+    }
+
     /// Delivers at most `limit` queued actions through `dispatch`, from the partitions in
     /// turn (see [`Engine::dispatch`]).
     ///

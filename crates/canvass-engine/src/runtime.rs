@@ -641,12 +641,17 @@ pub fn run(
             replies,
             result,
         };
+        // The batch before is answered first (it committed before this one), then a failure
+        // of this one stops the loop at once: nothing after it may commit.
         if let Some(h) = held.take() {
-            if current.result.is_err() {
-                h.replies.fail("the engine stopped");
-            } else {
-                complete(engine, h, &mut sink, &mut after_commit, &mut report)?;
-            }
+            complete(engine, h, &mut sink, &mut after_commit, &mut report)?;
+        }
+        if current.result.is_err() {
+            let Held {
+                replies, result, ..
+            } = current;
+            replies.settle(result)?;
+            unreachable!("settling a failed commit returns its error");
         }
         held = Some(current);
         let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));

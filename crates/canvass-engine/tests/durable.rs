@@ -838,3 +838,43 @@ fn a_batch_committed_by_some_partitions_only_is_completed_by_the_restart() {
         );
     }
 }
+
+/// A command goes to every partition; one that is not an input at all (dated too far
+/// ahead) is parked once, by its home partition, like a refused one.
+#[test]
+fn a_bad_command_is_a_dead_letter_once_whatever_the_partitions() {
+    use canvass_engine::{Partitions, durable::Outcome};
+    use canvass_store::{Stores, Wanted};
+
+    let dir = tempfile::tempdir().unwrap();
+    let wanted = Wanted {
+        partitions: Some(4),
+        partitioner: None,
+    };
+    let stores = Stores::open(dir.path(), wanted, &StoreOptions::default()).unwrap();
+    let options = EngineOptions {
+        max_lead: Some(canvass_core::SpanMillis(3_600_000)),
+        ..options()
+    };
+    let mut engine = Partitions::open(stores.clone(), options, 2).unwrap();
+    let ahead = r#"{"at": "2099-01-01T00:00:00Z", "command": {"actor": "ops", "launch": "x"}}"#;
+    let refused =
+        r#"{"at": "2026-03-02T09:00:00Z", "command": {"actor": "ops", "launch": "nothing"}}"#;
+    let report = engine
+        .ingest(
+            vec![record(ahead), record(refused)],
+            UnixMillis(1_772_442_000_000),
+        )
+        .unwrap();
+    assert!(
+        matches!(report.outcomes[0], Outcome::DeadLetter { .. }),
+        "{report:?}"
+    );
+    assert!(
+        matches!(report.outcomes[1], Outcome::Refused { .. }),
+        "{report:?}"
+    );
+    assert_eq!(report.dead_letters, 2, "{report:?}");
+    let parked: u64 = stores.iter().map(|s| s.dead_letter_count().unwrap()).sum();
+    assert_eq!(parked, 2, "each parked once, not once per partition");
+}

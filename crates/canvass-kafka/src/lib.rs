@@ -7,4 +7,6 @@ pub mod config;
 pub mod runtime;
 
 pub use config::{Format, KafkaConfig};
-pub use runtime::{KafkaReport, KafkaRunOptions, RunError, run, touchpoint_partitions};
+pub use runtime::{
+    KafkaReport, KafkaRunOptions, RunError, run, topic_partitions, touchpoint_partitions,
+};

@@ -768,9 +768,20 @@ fn misplaced(
 /// # Errors
 /// The broker cannot be reached within `timeout`, or the topic does not exist.
 pub fn touchpoint_partitions(config: &KafkaConfig, timeout: Duration) -> Result<u32, RunError> {
+    topic_partitions(config, &config.topics.touchpoints, timeout)
+}
+
+/// The partition count of `topic`.
+///
+/// # Errors
+/// The broker cannot be reached within `timeout`, or the topic does not exist.
+pub fn topic_partitions(
+    config: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<u32, RunError> {
     let consumer: BaseConsumer<Logging> =
         consumer_config(config).create_with_context(Logging("consumer"))?;
-    let topic = &config.topics.touchpoints;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let count = metadata
         .topics()

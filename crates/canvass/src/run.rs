@@ -16,6 +16,7 @@ use canvass_core::{SpanMillis, UnixMillis};
 use canvass_engine::{
     Partitions,
     durable::{ClockMode, EngineOptions, Incoming, Sourced},
+    partitions::Route,
     runtime::{self, InputSpec, JsonlSink, RunOptions},
 };
 use canvass_kafka::{KafkaConfig, KafkaRunOptions};
@@ -274,29 +275,45 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         opening.elapsed().as_millis()
     );
 
-    // Specs given on the command line are loaded through the log like any other command.
+    // Specs given on the command line are loaded through the log like any other command,
+    // into every partition that lacks them (a crash may have left one behind the others).
     let mut commands = Vec::new();
     for path in &args.specs {
         let spec = input::read_spec(path)?;
-        let loaded = engine
-            .stores()
-            .partition(0)
-            .specs()?
-            .iter()
-            .any(|s| s.id == spec.id && s.version == spec.version);
-        if !loaded {
-            commands.push(Sourced {
-                incoming: Incoming::Record(Box::new(v1::IngestRecord {
-                    input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
-                        actor: "cli".into(),
-                        reason: format!("canvass run --spec {}", path.display()),
-                        command: Some(v1::campaign_command::Command::PutSpec(spec)),
-                    })),
-                    at: None,
+        let command = Sourced {
+            incoming: Incoming::Record(Box::new(v1::IngestRecord {
+                input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
+                    actor: "cli".into(),
+                    reason: format!("canvass run --spec {}", path.display()),
+                    command: Some(v1::campaign_command::Command::PutSpec(spec.clone())),
                 })),
-                position: None,
-                caller: None,
-            });
+                at: None,
+            })),
+            position: None,
+            caller: None,
+        };
+        let lacking: Vec<u32> = (0..engine.layout().partitions)
+            .filter_map(|p| {
+                let loaded = engine.stores().partition(p).specs().map(|specs| {
+                    specs
+                        .iter()
+                        .any(|s| s.id == spec.id && s.version == spec.version)
+                });
+                match loaded {
+                    Ok(true) => None,
+                    Ok(false) => Some(Ok(p)),
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        if lacking.len() == engine.layout().partitions as usize {
+            commands.push((Route::All, command));
+        } else {
+            commands.extend(
+                lacking
+                    .into_iter()
+                    .map(|p| (Route::One(p), command.clone())),
+            );
         }
     }
     if !commands.is_empty() {
@@ -306,7 +323,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(Store::dead_letter_count)
             .collect::<Result<_, _>>()?;
-        engine.ingest(commands, runtime::wall_clock())?;
+        engine.ingest_routed(commands, runtime::wall_clock())?;
+        engine.wait_synced()?;
         let mut rejected = Vec::new();
         for (store, before) in engine.stores().iter().zip(before) {
             rejected.extend(
@@ -409,6 +427,20 @@ fn kafka_layout(args: &RunArgs) -> anyhow::Result<Wanted> {
                 config.topics.touchpoints, config.brokers
             )
         })?;
+    // Every partition applies the commands in one order: the order of one topic partition.
+    let control =
+        canvass_kafka::topic_partitions(&config, &config.topics.control, Duration::from_secs(30))
+            .with_context(|| {
+            format!(
+                "cannot learn the partition count of the control topic `{}`",
+                config.topics.control
+            )
+        })?;
+    anyhow::ensure!(
+        control == 1,
+        "the control topic `{}` has {control} partitions: every partition of the engine applies the commands in one order, which only a topic of one partition keeps; create it with one partition",
+        config.topics.control
+    );
     if let Some(given) = args.partitions {
         anyhow::ensure!(
             given == count,
@@ -619,10 +651,6 @@ pub struct MigrateArgs {
     /// How contact ids map to partitions (see `run --partitioner`).
     #[arg(long, value_parser = parse_partitioner, default_value = "murmur2")]
     partitioner: Partitioner,
-    /// The allowed lateness the old store ran with (`run --allowed-lateness-secs`), so that
-    /// its timers fire again when they fired then.
-    #[arg(long, default_value_t = 0)]
-    allowed_lateness_secs: u64,
     /// Threads that run the partitions.
     #[arg(long)]
     workers: Option<usize>,
@@ -652,8 +680,24 @@ pub fn migrate_store(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
         .setting(DEDUPE_SETTING)?
         .and_then(|h| i64::try_from(h).ok())
         .unwrap_or(DEDUPE_HOURS);
+    // Built beside its destination and renamed into place once complete: an interrupted
+    // migration leaves no directory `run` would take for a whole one.
+    let building = args.to.with_file_name(format!(
+        ".{}.migrating",
+        args.to
+            .file_name()
+            .map_or_else(|| "new".into(), |n| n.to_string_lossy().into_owned())
+    ));
+    if building.exists() {
+        std::fs::remove_dir_all(&building).with_context(|| {
+            format!(
+                "cannot remove {}, left by an interrupted migration",
+                building.display()
+            )
+        })?;
+    }
     let stores = open(
-        &args.to,
+        &building,
         Wanted {
             partitions: Some(args.partitions),
             partitioner: Some(args.partitioner),
@@ -666,18 +710,27 @@ pub fn migrate_store(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     )?;
     remember_dedupe_hours(stores.partition(0), hours)?;
     let options = EngineOptions {
-        allowed_lateness: lateness(args.allowed_lateness_secs),
+        allowed_lateness: canvass_engine::migrate::MIGRATION_LATENESS,
         ..engine_options(Clock::Wall, hours, false)
     };
     let mut engine = Partitions::open(stores, options, workers(args.workers))?;
     let started = std::time::Instant::now();
     let done = canvass_engine::migrate::migrate(&old, &mut engine)?;
+    let layout = engine.layout();
+    drop(engine);
+    std::fs::rename(&building, &args.to).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            building.display(),
+            args.to.display()
+        )
+    })?;
     eprintln!(
         "migrated {} log entries ({} inputs applied again, {} dead letters copied) into {} in {:.1?}",
         done.entries,
         done.inputs,
         done.dead_letters,
-        engine.layout(),
+        layout,
         started.elapsed()
     );
     if done.unmatched_acks > 0 {

@@ -77,6 +77,13 @@ impl Pending {
         if let Some(reason) =
             check_record(&record).or_else(|| self.too_far_ahead(&record, wall_now))
         {
+            // A command reaches every partition: its home alone parks and tells it.
+            if let Some(v1::ingest_record::Input::Command(c)) = &record.input
+                && !self.placement.is_home(c)
+            {
+                self.outcomes.push(Outcome::DeadLetter { reason });
+                return Ok(());
+            }
             let payload = prost::Message::encode_to_vec(&record);
             self.dead_letter(payload, Vec::new(), reason, position, wall_now);
             return Ok(());

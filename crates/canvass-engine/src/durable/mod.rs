@@ -310,6 +310,17 @@ impl Engine {
         }
     }
 
+    /// Fires the named timers, each at its time, in one commit (a migration that applies an
+    /// old log again fires each timer where that log fired it).
+    pub fn fire_timers(&mut self, fired: Vec<(v1::TimerFired, UnixMillis)>) -> Result<BatchReport> {
+        let mut pending = self.pending()?;
+        for (timer, at) in fired {
+            pending.report.timers_fired += 1;
+            pending.append(log_entry::Input::TimerFired(timer), None, at)?;
+        }
+        self.finish(pending)
+    }
+
     /// Fires the timers due at or before `now` (with the event clock: at or before the clock).
     pub fn tick(&mut self, wall_now: UnixMillis) -> Result<BatchReport> {
         let mut report = self.sweep()?;
@@ -332,15 +343,20 @@ impl Engine {
     fn finish_then(&mut self, pending: Pending, flush_now: bool) -> Result<BatchReport> {
         let (batch, report, core, clock) = pending.into_batch();
         if self.options.deferred_flush {
+            // Nothing written (an idle tick): no flush to start.
+            let wrote = !batch.is_empty();
             self.store.commit_unsynced(batch)?;
-            if flush_now {
+            // The batch is in the store: memory follows it whatever the flush does next.
+            self.core = core;
+            self.clock = clock;
+            if flush_now && wrote {
                 self.store.sync_in_background()?;
             }
         } else {
             self.store.commit(batch)?;
+            self.core = core;
+            self.clock = clock;
         }
-        self.core = core;
-        self.clock = clock;
         Ok(report)
     }
 
@@ -395,6 +411,10 @@ impl Engine {
         limit: usize,
         publish: &mut dyn FnMut(&[Queued]) -> std::io::Result<()>,
     ) -> Result<usize, DispatchError> {
+        // A publication leaves only once the commit that queued it is durable.
+        if self.options.deferred_flush {
+            self.wait_synced()?;
+        }
         let queued = self.store.publications(limit).map_err(Error::from)?;
         if queued.is_empty() {
             return Ok(0);
