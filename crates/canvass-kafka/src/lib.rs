@@ -2,11 +2,13 @@
 //! exactly-once effect (offsets stored beside the effects), actions, audit records and dead
 //! letters published and removed from the store only once the broker acknowledged them.
 
+mod clients;
 pub mod codec;
 pub mod config;
+mod context;
+mod publisher;
 pub mod runtime;
 
+pub use clients::{topic_partitions, touchpoint_partitions};
 pub use config::{Format, KafkaConfig};
-pub use runtime::{
-    KafkaReport, KafkaRunOptions, RunError, run, topic_partitions, touchpoint_partitions,
-};
+pub use runtime::{KafkaReport, KafkaRunOptions, RunError, run};

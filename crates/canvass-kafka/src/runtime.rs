@@ -14,7 +14,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -22,23 +22,24 @@ use std::{
 
 use canvass_engine::{
     Partitions,
-    durable::{DispatchError, Error as EngineError, Incoming, Sourced},
-    partitions::{Route, route},
-    runtime::{Intake, Submissions, wall_clock},
+    durable::{DispatchError, Error as EngineError},
+    runtime::{Intake, Submissions},
 };
 use rdkafka::{
-    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
-    config::RDKafkaLogLevel,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer},
     error::KafkaError,
-    message::{Header, Headers, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord, Producer as _},
+    message::Headers,
 };
 
 use crate::{
-    codec::{self, CONTENT_TYPE, OutRecord, RecordView, Role},
+    codec::{CONTENT_TYPE, RecordView},
     config::KafkaConfig,
 };
+
+use crate::clients::consumer_config;
+use crate::context::{EngineContext, State};
+use crate::publisher::Publisher;
 
 /// How the loop runs and stops.
 #[derive(Debug, Clone, Default)]
@@ -332,7 +333,10 @@ fn gather(consumer: &BaseConsumer<EngineContext>, config: &KafkaConfig) -> usize
 }
 
 /// Commits next offsets to Kafka: for lag monitoring only, never read back.
-fn commit_to_kafka(consumer: &BaseConsumer<EngineContext>, offsets: &HashMap<(String, i32), i64>) {
+pub(crate) fn commit_to_kafka(
+    consumer: &BaseConsumer<EngineContext>,
+    offsets: &HashMap<(String, i32), i64>,
+) {
     if offsets.is_empty() {
         return;
     }
@@ -344,338 +348,6 @@ fn commit_to_kafka(consumer: &BaseConsumer<EngineContext>, offsets: &HashMap<(St
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         eprintln!("warning: committing offsets to kafka (lag monitoring only): {e}");
-    }
-}
-
-fn base_config(
-    config: &KafkaConfig,
-    own: &std::collections::BTreeMap<String, String>,
-) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers);
-    c.set_log_level(RDKafkaLogLevel::Warning);
-    for (k, v) in config.librdkafka.iter().chain(own) {
-        c.set(k, v);
-    }
-    c
-}
-
-fn consumer_config(config: &KafkaConfig) -> ClientConfig {
-    let mut c = base_config(config, &config.consumer);
-    c.set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
-    if !c.config_map().contains_key("auto.offset.reset") {
-        c.set("auto.offset.reset", "earliest");
-    }
-    c
-}
-
-fn producer_config(config: &KafkaConfig) -> ClientConfig {
-    let mut c = base_config(config, &config.producer);
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", config.publish_timeout_ms.to_string());
-    if !c.config_map().contains_key("linger.ms") {
-        c.set("linger.ms", "2");
-    }
-    c
-}
-
-/// Reports librdkafka's warnings and errors on standard error.
-#[derive(Debug)]
-struct Logging(&'static str);
-
-impl ConsumerContext for Logging {}
-
-impl ClientContext for Logging {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        log_line(self.0, level, fac, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        eprintln!("warning: kafka {}: {error}: {reason}", self.0);
-    }
-}
-
-fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
-    if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-        eprintln!("warning: kafka {client} ({fac}): {message}");
-    }
-}
-
-/// The consumer's context: it owns the engine, so that rebalance callbacks can finish the
-/// pending batch before a revoke returns.
-struct EngineContext {
-    state: Mutex<State>,
-}
-
-impl EngineContext {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-struct State {
-    engine: Partitions,
-    /// Records read (and inputs submitted) not yet committed.
-    pending: Vec<Sourced>,
-    /// The partition each touchpoint record among `pending` goes to, by its index there:
-    /// its own Kafka partition (the others are routed by what they hold).
-    routes: HashMap<usize, Route>,
-    /// Submissions among `pending`, answered once committed.
-    submissions: Submissions,
-    /// Next offset to apply, per assigned partition.
-    next: HashMap<(String, i32), i64>,
-    /// Next offsets committed to the store and not yet to Kafka.
-    to_commit: HashMap<(String, i32), i64>,
-    /// An error met inside a callback, reported by the loop.
-    failure: Option<EngineError>,
-    report: KafkaReport,
-}
-
-impl State {
-    fn accept(&mut self, record: &RecordView<'_>, config: &KafkaConfig) {
-        self.report.records += 1;
-        let partition = (record.topic.to_string(), record.partition);
-        let next = self.next.entry(partition).or_insert(0);
-        if record.offset < *next {
-            // Already applied: the broker delivered from an older position.
-            self.report.skipped += 1;
-            return;
-        }
-        *next = record.offset + 1;
-        let role = if record.topic == config.topics.touchpoints {
-            Role::Touchpoints
-        } else {
-            Role::Control
-        };
-        let mut input = codec::decode(record, role, config.format, config.max_record_bytes);
-        if role == Role::Touchpoints {
-            let layout = self.engine.layout();
-            let partition = u32::try_from(record.partition).unwrap_or(u32::MAX);
-            let (owner, why) = if partition >= layout.partitions {
-                (
-                    0,
-                    Some(format!(
-                        "the record is on partition {partition} of `{}`, but the data directory has {} partitions (the topic was given more partitions after it was created): a contact's partition would change, so it is refused",
-                        record.topic, layout.partitions
-                    )),
-                )
-            } else {
-                (
-                    partition,
-                    misplaced(&layout, &input.incoming, partition, record.topic),
-                )
-            };
-            if let Some(reason) = why {
-                input.incoming = Incoming::Malformed {
-                    payload: record.payload.unwrap_or_default().to_vec(),
-                    key: record.key.unwrap_or_default().to_vec(),
-                    reason,
-                };
-            }
-            self.routes.insert(self.pending.len(), Route::One(owner));
-        }
-        self.pending.push(input);
-    }
-
-    /// Commits the pending records (or fires due timers when there are none).
-    fn commit_pending(&mut self) -> Result<(), EngineError> {
-        let batch = std::mem::take(&mut self.pending);
-        for s in &batch {
-            if let Some(p) = &s.position
-                && let Some((topic, partition)) = codec::parse_source_name(&p.source)
-            {
-                let next = i64::try_from(p.next_offset).unwrap_or(i64::MAX);
-                self.to_commit.insert((topic.to_string(), partition), next);
-            }
-        }
-        let now = wall_clock();
-        let mut routes = std::mem::take(&mut self.routes);
-        let layout = self.engine.layout();
-        let result = if batch.is_empty() {
-            self.engine.tick(now)
-        } else {
-            let routed = batch
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let to = routes
-                        .remove(&i)
-                        .unwrap_or_else(|| route(&layout, &s.incoming));
-                    (to, s)
-                })
-                .collect();
-            self.engine.ingest_routed(routed, now)
-        };
-        let r = std::mem::take(&mut self.submissions).settle(result)?;
-        self.report.entries += r.entries;
-        self.report.duplicates += r.duplicates;
-        self.report.dead_letters += r.dead_letters;
-        Ok(())
-    }
-
-    fn on_assign(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
-        self.report.rebalances += 1;
-        for mut elem in tpl.elements() {
-            let name = codec::source_name(elem.topic(), elem.partition());
-            let stored = self.engine.offset(&name)?;
-            let start = stored.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
-            let offset = match stored {
-                Some(_) => Offset::Offset(start),
-                None => Offset::Beginning,
-            };
-            if let Err(e) = elem.set_offset(offset) {
-                eprintln!("warning: kafka: cannot start {name} at {offset:?}: {e}");
-            }
-            // Operators (and tests) see where each partition resumes.
-            match stored {
-                Some(n) => eprintln!("assigned {name}: resuming at offset {n}"),
-                None => eprintln!("assigned {name}: starting at its beginning"),
-            }
-            self.next
-                .insert((elem.topic().to_string(), elem.partition()), start);
-        }
-        Ok(())
-    }
-
-    fn on_revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
-        self.report.rebalances += 1;
-        self.commit_pending()?;
-        for elem in tpl.elements() {
-            let name = codec::source_name(elem.topic(), elem.partition());
-            eprintln!("revoked {name}: records read before are committed");
-            self.next
-                .remove(&(elem.topic().to_string(), elem.partition()));
-        }
-        Ok(())
-    }
-}
-
-impl ClientContext for EngineContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        log_line("consumer", level, fac, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        eprintln!("warning: kafka consumer: {error}: {reason}");
-    }
-}
-
-impl ConsumerContext for EngineContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut state = self.lock();
-        let result = match rebalance {
-            Rebalance::Assign(tpl) => state.on_assign(tpl),
-            Rebalance::Revoke(tpl) => {
-                let result = state.on_revoke(tpl);
-                let commits = std::mem::take(&mut state.to_commit);
-                drop(state);
-                commit_to_kafka(consumer, &commits);
-                state = self.lock();
-                result
-            }
-            Rebalance::Error(e) => {
-                eprintln!("warning: kafka rebalance: {e}");
-                Ok(())
-            }
-        };
-        if let Err(e) = result {
-            state.failure.get_or_insert(e);
-        }
-    }
-}
-
-/// Publishes the outbox and the queued publications.
-struct Publisher {
-    producer: FutureProducer<Logging>,
-    config: KafkaConfig,
-}
-
-impl Publisher {
-    fn connect(config: &KafkaConfig) -> Result<FutureProducer<Logging>, KafkaError> {
-        producer_config(config).create_with_context(Logging("producer"))
-    }
-
-    /// Replaces the producer if it failed for good, or failed `failures` times in a row (an
-    /// idempotent producer keeps failing against a broker that lost its producer state, e.g.
-    /// after a restart): records not acknowledged stay queued and go out through the new one,
-    /// under a new producer id.
-    fn recover(&mut self, failures: u32) -> Result<(), KafkaError> {
-        let fatal = self.producer.client().fatal_error();
-        if fatal.is_some() || failures >= 3 {
-            eprintln!(
-                "warning: kafka producer failed {failures} times in a row{}; starting a new one",
-                fatal.map(|f| format!(" ({f:?})")).unwrap_or_default()
-            );
-            self.producer = Self::connect(&self.config)?;
-        }
-        Ok(())
-    }
-
-    /// Publishes everything queued; returns whether nothing is left.
-    fn drain(&self, state: &mut State) -> Result<bool, DispatchError> {
-        loop {
-            let format = self.config.format;
-            let topic = self.config.topics.actions.clone();
-            let sent = state.engine.dispatch(1024, &mut |actions| {
-                let records = actions
-                    .iter()
-                    .map(|a| codec::action_record(&topic, a, format))
-                    .collect::<std::io::Result<Vec<OutRecord>>>()?;
-                self.send_all(&records)
-            })?;
-            state.report.actions_published += sent as u64;
-            let published = state.engine.publish(1024, &mut |queued| {
-                let mut records = Vec::with_capacity(queued.len());
-                for (_, p) in queued {
-                    records.extend(codec::publication_record(
-                        p,
-                        &self.config.topics.audit,
-                        &self.config.topics.dead_letters,
-                        format,
-                    )?);
-                }
-                self.send_all(&records)
-            })?;
-            state.report.publications += published as u64;
-            if sent == 0 && published == 0 {
-                return Ok(true);
-            }
-        }
-    }
-
-    /// Sends records and waits until the broker acknowledged every one.
-    fn send_all(&self, records: &[OutRecord]) -> std::io::Result<()> {
-        let mut deliveries = Vec::with_capacity(records.len());
-        for r in records {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (key, value) in &r.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value.as_slice()),
-                });
-            }
-            let mut record = FutureRecord::to(&r.topic)
-                .payload(&r.payload)
-                .headers(headers);
-            if let Some(key) = &r.key {
-                record = record.key(key);
-            }
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => return Err(std::io::Error::other(e)),
-            }
-        }
-        for result in futures::executor::block_on(futures::future::join_all(deliveries)) {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(std::io::Error::other(e)),
-                Err(_) => return Err(std::io::Error::other("the producer dropped a record")),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -738,60 +410,4 @@ impl Backoff {
         self.failures = 0;
         self.until = None;
     }
-}
-
-/// Why a touchpoint on Kafka partition `partition` is not that partition's to apply: the
-/// contact it concerns maps to another under the configured partitioner (its producer used
-/// another one, or another key), and one contact must never have state in two partitions.
-fn misplaced(
-    layout: &canvass_store::Layout,
-    incoming: &Incoming,
-    partition: u32,
-    topic: &str,
-) -> Option<String> {
-    let Route::One(owner) = route(layout, incoming) else {
-        return None;
-    };
-    let Incoming::Record(_) = incoming else {
-        return None;
-    };
-    (owner != partition).then(|| {
-        format!(
-            "the record is on partition {partition} of `{topic}`, but its contact maps to partition {owner} of {} under the {} partitioner (`partitioner` in the Kafka settings): produce it keyed by contact id with that partitioner, so that one contact never has state in two partitions",
-            layout.partitions, layout.partitioner
-        )
-    })
-}
-
-/// The partition count of the touchpoints topic, which a data directory used on Kafka has.
-///
-/// # Errors
-/// The broker cannot be reached within `timeout`, or the topic does not exist.
-pub fn touchpoint_partitions(config: &KafkaConfig, timeout: Duration) -> Result<u32, RunError> {
-    topic_partitions(config, &config.topics.touchpoints, timeout)
-}
-
-/// The partition count of `topic`.
-///
-/// # Errors
-/// The broker cannot be reached within `timeout`, or the topic does not exist.
-pub fn topic_partitions(
-    config: &KafkaConfig,
-    topic: &str,
-    timeout: Duration,
-) -> Result<u32, RunError> {
-    let consumer: BaseConsumer<Logging> =
-        consumer_config(config).create_with_context(Logging("consumer"))?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let count = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map_or(0, |t| t.partitions().len());
-    if count == 0 {
-        return Err(RunError::Client(KafkaError::MetadataFetch(
-            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-        )));
-    }
-    Ok(u32::try_from(count).unwrap_or(u32::MAX))
 }

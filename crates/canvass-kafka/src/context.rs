@@ -1,0 +1,235 @@
+//! The consumer's context: it owns the engine, so that the rebalance callbacks can commit the
+//! records read before a revoke returns, and it takes each record in (its partition checked,
+//! its offset advanced).
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use canvass_engine::{
+    Partitions,
+    durable::{Error as EngineError, Incoming, Sourced},
+    partitions::{Route, route},
+    runtime::{Submissions, wall_clock},
+};
+use rdkafka::{
+    ClientContext, Offset, TopicPartitionList,
+    config::RDKafkaLogLevel,
+    consumer::{BaseConsumer, ConsumerContext, Rebalance},
+    error::KafkaError,
+};
+
+use crate::{
+    codec::{self, RecordView, Role},
+    config::KafkaConfig,
+};
+
+use crate::clients::log_line;
+use crate::runtime::{KafkaReport, commit_to_kafka};
+
+/// The consumer's context: it owns the engine, so that rebalance callbacks can finish the
+/// pending batch before a revoke returns.
+pub(crate) struct EngineContext {
+    pub(crate) state: Mutex<State>,
+}
+
+impl EngineContext {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) engine: Partitions,
+    /// Records read (and inputs submitted) not yet committed.
+    pub(crate) pending: Vec<Sourced>,
+    /// The partition each touchpoint record among `pending` goes to, by its index there:
+    /// its own Kafka partition (the others are routed by what they hold).
+    pub(crate) routes: HashMap<usize, Route>,
+    /// Submissions among `pending`, answered once committed.
+    pub(crate) submissions: Submissions,
+    /// Next offset to apply, per assigned partition.
+    pub(crate) next: HashMap<(String, i32), i64>,
+    /// Next offsets committed to the store and not yet to Kafka.
+    pub(crate) to_commit: HashMap<(String, i32), i64>,
+    /// An error met inside a callback, reported by the loop.
+    pub(crate) failure: Option<EngineError>,
+    pub(crate) report: KafkaReport,
+}
+
+impl State {
+    pub(crate) fn accept(&mut self, record: &RecordView<'_>, config: &KafkaConfig) {
+        self.report.records += 1;
+        let partition = (record.topic.to_string(), record.partition);
+        let next = self.next.entry(partition).or_insert(0);
+        if record.offset < *next {
+            // Already applied: the broker delivered from an older position.
+            self.report.skipped += 1;
+            return;
+        }
+        *next = record.offset + 1;
+        let role = if record.topic == config.topics.touchpoints {
+            Role::Touchpoints
+        } else {
+            Role::Control
+        };
+        let mut input = codec::decode(record, role, config.format, config.max_record_bytes);
+        if role == Role::Touchpoints {
+            let layout = self.engine.layout();
+            let partition = u32::try_from(record.partition).unwrap_or(u32::MAX);
+            let (owner, why) = if partition >= layout.partitions {
+                (
+                    0,
+                    Some(format!(
+                        "the record is on partition {partition} of `{}`, but the data directory has {} partitions (the topic was given more partitions after it was created): a contact's partition would change, so it is refused",
+                        record.topic, layout.partitions
+                    )),
+                )
+            } else {
+                (
+                    partition,
+                    misplaced(&layout, &input.incoming, partition, record.topic),
+                )
+            };
+            if let Some(reason) = why {
+                input.incoming = Incoming::Malformed {
+                    payload: record.payload.unwrap_or_default().to_vec(),
+                    key: record.key.unwrap_or_default().to_vec(),
+                    reason,
+                };
+            }
+            self.routes.insert(self.pending.len(), Route::One(owner));
+        }
+        self.pending.push(input);
+    }
+
+    /// Commits the pending records (or fires due timers when there are none).
+    pub(crate) fn commit_pending(&mut self) -> Result<(), EngineError> {
+        let batch = std::mem::take(&mut self.pending);
+        for s in &batch {
+            if let Some(p) = &s.position
+                && let Some((topic, partition)) = codec::parse_source_name(&p.source)
+            {
+                let next = i64::try_from(p.next_offset).unwrap_or(i64::MAX);
+                self.to_commit.insert((topic.to_string(), partition), next);
+            }
+        }
+        let now = wall_clock();
+        let mut routes = std::mem::take(&mut self.routes);
+        let layout = self.engine.layout();
+        let result = if batch.is_empty() {
+            self.engine.tick(now)
+        } else {
+            let routed = batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let to = routes
+                        .remove(&i)
+                        .unwrap_or_else(|| route(&layout, &s.incoming));
+                    (to, s)
+                })
+                .collect();
+            self.engine.ingest_routed(routed, now)
+        };
+        let r = std::mem::take(&mut self.submissions).settle(result)?;
+        self.report.entries += r.entries;
+        self.report.duplicates += r.duplicates;
+        self.report.dead_letters += r.dead_letters;
+        Ok(())
+    }
+
+    pub(crate) fn on_assign(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
+        self.report.rebalances += 1;
+        for mut elem in tpl.elements() {
+            let name = codec::source_name(elem.topic(), elem.partition());
+            let stored = self.engine.offset(&name)?;
+            let start = stored.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            let offset = match stored {
+                Some(_) => Offset::Offset(start),
+                None => Offset::Beginning,
+            };
+            if let Err(e) = elem.set_offset(offset) {
+                eprintln!("warning: kafka: cannot start {name} at {offset:?}: {e}");
+            }
+            // Operators (and tests) see where each partition resumes.
+            match stored {
+                Some(n) => eprintln!("assigned {name}: resuming at offset {n}"),
+                None => eprintln!("assigned {name}: starting at its beginning"),
+            }
+            self.next
+                .insert((elem.topic().to_string(), elem.partition()), start);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
+        self.report.rebalances += 1;
+        self.commit_pending()?;
+        for elem in tpl.elements() {
+            let name = codec::source_name(elem.topic(), elem.partition());
+            eprintln!("revoked {name}: records read before are committed");
+            self.next
+                .remove(&(elem.topic().to_string(), elem.partition()));
+        }
+        Ok(())
+    }
+}
+
+impl ClientContext for EngineContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log_line("consumer", level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        eprintln!("warning: kafka consumer: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for EngineContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut state = self.lock();
+        let result = match rebalance {
+            Rebalance::Assign(tpl) => state.on_assign(tpl),
+            Rebalance::Revoke(tpl) => {
+                let result = state.on_revoke(tpl);
+                let commits = std::mem::take(&mut state.to_commit);
+                drop(state);
+                commit_to_kafka(consumer, &commits);
+                state = self.lock();
+                result
+            }
+            Rebalance::Error(e) => {
+                eprintln!("warning: kafka rebalance: {e}");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            state.failure.get_or_insert(e);
+        }
+    }
+}
+
+/// Why a touchpoint on Kafka partition `partition` is not that partition's to apply: the
+/// contact it concerns maps to another under the configured partitioner (its producer used
+/// another one, or another key), and one contact must never have state in two partitions.
+pub(crate) fn misplaced(
+    layout: &canvass_store::Layout,
+    incoming: &Incoming,
+    partition: u32,
+    topic: &str,
+) -> Option<String> {
+    let Route::One(owner) = route(layout, incoming) else {
+        return None;
+    };
+    let Incoming::Record(_) = incoming else {
+        return None;
+    };
+    (owner != partition).then(|| {
+        format!(
+            "the record is on partition {partition} of `{topic}`, but its contact maps to partition {owner} of {} under the {} partitioner (`partitioner` in the Kafka settings): produce it keyed by contact id with that partitioner, so that one contact never has state in two partitions",
+            layout.partitions, layout.partitioner
+        )
+    })
+}
