@@ -45,14 +45,14 @@ pub const PURCHASE_EVENT: &str = "purchase";
 /// Event type of an opportunity sales won; its `amount` attribute is revenue like a purchase's.
 pub const OPPORTUNITY_WON_EVENT: &str = "opportunity.won";
 pub use crate::delivery::REACHED_EVENTS;
-pub use caps::{CapOutcome, CapReason, DEFER_TIMER};
+pub use caps::{CapOutcome, CapReason};
 pub use leads::{
     BREACH_TEMPLATE, DEFAULT_OWNER, OPPORTUNITY_ACCEPTED, OPPORTUNITY_LOST, OPPORTUNITY_REASSIGNED,
-    SLA_TIMER,
 };
 
 pub use types::{
-    Effect, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending, TimerId, Transition,
+    Effect, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending, TimerId, TimerKind,
+    Transition,
 };
 
 /// Decimals of a linear attribution share.

@@ -209,16 +209,18 @@ fn render(e: &Effect) -> String {
         }
         Effect::ScheduleTimer { id, due } => {
             format!(
-                "timer {} e{} t{} due {}",
+                "timer {} e{} {} due {}",
                 id.campaign_id,
                 id.entry_seq,
-                id.transition,
+                timer_name(id),
                 hours(due.0)
             )
         }
         Effect::CancelTimer { id, .. } => format!(
-            "cancel timer {} e{} t{}",
-            id.campaign_id, id.entry_seq, id.transition
+            "cancel timer {} e{} {}",
+            id.campaign_id,
+            id.entry_seq,
+            timer_name(id)
         ),
         Effect::GoalReached {
             campaign_id,
@@ -443,7 +445,7 @@ fn guards_choose_the_first_matching_transition() {
             trial: confirmed -> high (e3)
             goal trial high
             action SALES_HANDOFF trial/v1/e3/a0/p1 respond_by=+98h cost=25.00 EUR cause=ev2
-            timer trial e3 t2147483648 due +98h
+            timer trial e3 sla0 due +98h
             lead trial trial/v1/e3/a0/p1 Opened
             completed trial in high
         "#]],
@@ -1226,7 +1228,7 @@ fn a_lead_not_accepted_in_time_returns_to_marketing_with_a_notification() {
         expect![[r#"
             leads: nurture -> handoff (e2)
             action SALES_HANDOFF leads/v1/e2/a0/p1 respond_by=+49h cause=ev1
-            timer leads e2 t2147483648 due +49h
+            timer leads e2 sla0 due +49h
             lead leads leads/v1/e2/a0/p1 Opened
             completed leads in handoff
         "#]],
@@ -1271,7 +1273,7 @@ fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
             r#"{"opportunityId": "leads/v1/e2/a0/p1"}"#,
         ),
         expect![[r#"
-            cancel timer leads e2 t2147483648
+            cancel timer leads e2 sla0
             lead leads leads/v1/e2/a0/p1 Accepted
         "#]],
     );
@@ -1331,7 +1333,7 @@ fn open_leads_move_to_another_owner_without_being_lost() {
     check(
         w.event(5, "opportunity.lost", "{}"),
         expect![[r#"
-            cancel timer leads e2 t2147483648
+            cancel timer leads e2 sla0
             lead leads leads/v1/e2/a0/p1 Lost
         "#]],
     );
@@ -1394,7 +1396,7 @@ fn a_frequency_cap_across_campaigns_defers_the_action_until_the_window_allows_it
         expect![[r#"
             enrolled welcome v1 (trigger ev1)
             welcome: * -> hi (e1)
-            timer welcome e1 t1073741824 due +24h
+            timer welcome e1 deferred0 due +24h
             capped welcome/v1/e1/a0/p1 by Frequency { channel: "EMAIL", max: 1, window: SpanMillis(86400000) }: deferred to +24h
             timer welcome e1 t1 due +50h
         "#]],
@@ -1525,4 +1527,15 @@ fn a_staff_change_moves_every_open_lead_of_the_owner() {
     w.event(4, "opportunity.lost", "{}");
     check(w.apply(change("bob", "dave"), 5), expect![""]);
     assert_eq!(w.state.opportunities[0].owner, "bob");
+}
+
+/// A timer as the snapshots show it: `t2` (a transition's timeout), `deferred0`, `sla0`.
+fn timer_name(id: &TimerId) -> String {
+    use canvass_core::machine::TimerKind;
+    let kind = match id.kind {
+        TimerKind::Transition => "t",
+        TimerKind::Deferred => "deferred",
+        TimerKind::Sla => "sla",
+    };
+    format!("{kind}{}", id.index)
 }

@@ -4,7 +4,7 @@
 //! Everything lives in one tree so that all the writes of a group commit go in one
 //! `apply_batch`, which sled applies atomically, even across a crash.
 
-use canvass_core::{TimerId, UnixMillis};
+use canvass_core::{TimerId, UnixMillis, machine::TimerKind};
 
 /// The event log: `L` + seq.
 pub const LOG: u8 = b'L';
@@ -113,11 +113,14 @@ pub fn time_from(bytes: &[u8]) -> Option<UnixMillis> {
     Some(UnixMillis((u64::from_be_bytes(b) ^ (1 << 63)) as i64))
 }
 
-/// Timer id as bytes: contact, campaign (0-terminated), entry seq, transition. Parses back.
+/// Timer id as bytes: entry seq, kind, index, campaign (0-terminated), contact; in the order
+/// of `TimerId`'s own, so timers due together come out of the store in the order the core
+/// defines. Parses back.
 pub fn timer_id(id: &TimerId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.contact_id.len() + id.campaign_id.len() + 14);
+    let mut k = Vec::with_capacity(id.contact_id.len() + id.campaign_id.len() + 15);
     k.extend_from_slice(&id.entry_seq.to_be_bytes());
-    k.extend_from_slice(&id.transition.to_be_bytes());
+    k.push(timer_kind_byte(id.kind));
+    k.extend_from_slice(&id.index.to_be_bytes());
     k.extend_from_slice(id.campaign_id.as_bytes());
     k.push(0);
     k.extend_from_slice(id.contact_id.as_bytes());
@@ -126,15 +129,30 @@ pub fn timer_id(id: &TimerId) -> Vec<u8> {
 
 pub fn timer_id_from(bytes: &[u8]) -> Option<TimerId> {
     let entry_seq = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-    let transition = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
-    let rest = bytes.get(12..)?;
+    let kind = match bytes.get(8)? {
+        0 => TimerKind::Transition,
+        1 => TimerKind::Deferred,
+        2 => TimerKind::Sla,
+        _ => return None,
+    };
+    let index = u32::from_be_bytes(bytes.get(9..13)?.try_into().ok()?);
+    let rest = bytes.get(13..)?;
     let nul = rest.iter().position(|b| *b == 0)?;
     Some(TimerId {
         campaign_id: String::from_utf8(rest[..nul].to_vec()).ok()?,
         contact_id: String::from_utf8(rest[nul + 1..].to_vec()).ok()?,
         entry_seq,
-        transition,
+        kind,
+        index,
     })
+}
+
+fn timer_kind_byte(kind: TimerKind) -> u8 {
+    match kind {
+        TimerKind::Transition => 0,
+        TimerKind::Deferred => 1,
+        TimerKind::Sla => 2,
+    }
 }
 
 pub fn timer(due: UnixMillis, id: &TimerId) -> Vec<u8> {
@@ -219,13 +237,44 @@ mod tests {
     #[test]
     fn timer_ids_parse_back_whatever_the_contact_id() {
         for contact in ["c-1", "a\0b", "", "ünïcode/with:separators"] {
-            let id = TimerId {
-                contact_id: contact.into(),
-                campaign_id: "camp".into(),
-                entry_seq: 7,
-                transition: 2,
-            };
-            assert_eq!(timer_id_from(&timer_id(&id)), Some(id));
+            for kind in [TimerKind::Transition, TimerKind::Deferred, TimerKind::Sla] {
+                let id = TimerId {
+                    contact_id: contact.into(),
+                    campaign_id: "camp".into(),
+                    entry_seq: 7,
+                    kind,
+                    index: 2,
+                };
+                assert_eq!(timer_id_from(&timer_id(&id)), Some(id));
+            }
         }
+    }
+
+    /// The store's order of timers due together is the core's order of their ids.
+    #[test]
+    fn timer_keys_sort_like_timer_ids() {
+        let mut ids = Vec::new();
+        for entry_seq in [1, 2] {
+            for kind in [TimerKind::Sla, TimerKind::Transition, TimerKind::Deferred] {
+                for index in [3, 0] {
+                    for campaign in ["b", "a"] {
+                        for contact in ["z", "a\0x", ""] {
+                            ids.push(TimerId {
+                                contact_id: contact.into(),
+                                campaign_id: campaign.into(),
+                                entry_seq,
+                                kind,
+                                index,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let mut by_key = ids.clone();
+        by_key.sort_by_key(timer_id);
+        let mut by_id = ids;
+        by_id.sort();
+        assert_eq!(by_key, by_id);
     }
 }

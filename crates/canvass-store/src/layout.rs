@@ -18,8 +18,9 @@ use crate::{Error, Result, Store, StoreOptions};
 
 /// The layout file's name in a data directory.
 pub const LAYOUT_FILE: &str = "layout";
-/// The version of the layout this build writes and reads.
-pub const LAYOUT_SCHEMA: u32 = 1;
+/// The version of the layout this build writes and reads (2: timer keys carry the timer's
+/// kind).
+pub const LAYOUT_SCHEMA: u32 = 2;
 /// Most partitions a data directory may have.
 pub const MAX_PARTITIONS: u32 = 1024;
 

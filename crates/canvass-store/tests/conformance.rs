@@ -58,7 +58,8 @@ fn timer(contact: &str, entry_seq: u64) -> TimerId {
         contact_id: contact.into(),
         campaign_id: "welcome".into(),
         entry_seq,
-        transition: 0,
+        kind: canvass_core::machine::TimerKind::Transition,
+        index: 0,
     }
 }
 

@@ -5,15 +5,12 @@
 
 use canvass_proto::v1;
 
-use super::{Effect, Run, TimerId};
+use super::{Effect, Run, TimerId, TimerKind};
 use crate::{
     policy::{CUSTOMER_FACING, TIME_ZONE_ATTR},
     time::{SpanMillis, UnixMillis},
 };
 
-/// Timer transitions with this bit (below the SLA bit) are deferred actions; the rest of the
-/// number is the action's index in its state.
-pub const DEFER_TIMER: u32 = 1 << 30;
 /// How long a deferred action of a paused campaign waits before it is tried again.
 pub const PAUSED_RETRY: SpanMillis = SpanMillis(3_600_000);
 
@@ -139,7 +136,8 @@ impl Run<'_> {
             contact_id: self.contact_id().to_string(),
             campaign_id: action.campaign_id.clone(),
             entry_seq,
-            transition: DEFER_TIMER | action.action_index,
+            kind: TimerKind::Deferred,
+            index: action.action_index,
         };
         self.state.deferred.push(v1::DeferredAction {
             action: Some(action),
@@ -152,7 +150,7 @@ impl Run<'_> {
     /// A deferred action is due: sent if the contact is still where it was emitted and the
     /// policy now allows it; held back again, or dropped if the contact moved on.
     pub(super) fn deferred_due(&mut self, timer: &TimerId) {
-        let index = timer.transition & !DEFER_TIMER;
+        let index = timer.index;
         let Some(d) = self.state.deferred.iter().position(|d| {
             d.entry_seq == timer.entry_seq
                 && d.action

@@ -7,8 +7,8 @@ use rust_decimal::Decimal;
 use crate::{spec::Trigger, time::UnixMillis};
 
 use super::{
-    DEFER_TIMER, Effect, EnrollCause, OPPORTUNITY_WON_EVENT, PURCHASE_EVENT, REACHED_EVENTS, Run,
-    SLA_TIMER, TimerId, purchase_from, text_attr,
+    Effect, EnrollCause, OPPORTUNITY_WON_EVENT, PURCHASE_EVENT, REACHED_EVENTS, Run, TimerId,
+    TimerKind, purchase_from, text_attr,
 };
 
 impl<'a> Run<'a> {
@@ -155,13 +155,10 @@ impl<'a> Run<'a> {
     }
 
     pub(super) fn timer(&mut self, timer: &TimerId) {
-        if timer.transition >= SLA_TIMER {
-            self.sla_expired(timer);
-            return;
-        }
-        if timer.transition & DEFER_TIMER != 0 {
-            self.deferred_due(timer);
-            return;
+        match timer.kind {
+            TimerKind::Sla => return self.sla_expired(timer),
+            TimerKind::Deferred => return self.deferred_due(timer),
+            TimerKind::Transition => {}
         }
         let Some((j, campaign, at)) = self.current(&timer.campaign_id) else {
             return;
@@ -173,22 +170,22 @@ impl<'a> Run<'a> {
             v1::CampaignStatus::Paused => {
                 // Held until the campaign resumes.
                 let held = &mut self.state.campaigns[j].held_timers;
-                if !held.contains(&timer.transition) {
-                    held.push(timer.transition);
+                if !held.contains(&timer.index) {
+                    held.push(timer.index);
                 }
                 return;
             }
             v1::CampaignStatus::Running | v1::CampaignStatus::Completed => {}
             _ => return,
         }
-        let Some(transition) = usize::try_from(timer.transition)
+        let Some(transition) = usize::try_from(timer.index)
             .ok()
             .and_then(|t| campaign.states[at].transitions.get(t))
         else {
             return;
         };
         if matches!(transition.trigger, Trigger::After(_)) {
-            self.leave_and_enter(campaign, at, transition.to, Some(timer.transition));
+            self.leave_and_enter(campaign, at, transition.to, Some(timer.index));
         }
     }
 
@@ -206,7 +203,8 @@ impl<'a> Run<'a> {
                 contact_id,
                 campaign_id: campaign_id.to_string(),
                 entry_seq,
-                transition,
+                kind: TimerKind::Transition,
+                index: transition,
             };
             self.timer(&id);
         }

@@ -8,7 +8,7 @@ use crate::{
     time::UnixMillis,
 };
 
-use super::{Effect, MAX_IMMEDIATE_CHAIN, Run, TimerId};
+use super::{Effect, MAX_IMMEDIATE_CHAIN, Run, TimerId, TimerKind};
 
 impl<'a> Run<'a> {
     /// The active journey in `campaign_id`, its campaign version and its current state.
@@ -89,7 +89,8 @@ impl<'a> Run<'a> {
             contact_id: self.contact_id().to_string(),
             campaign_id: campaign.id().to_string(),
             entry_seq,
-            transition: u32::try_from(transition).unwrap_or(u32::MAX),
+            kind: TimerKind::Transition,
+            index: u32::try_from(transition).unwrap_or(u32::MAX),
         }
     }
 

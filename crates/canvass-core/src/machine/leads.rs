@@ -5,12 +5,9 @@
 use canvass_proto::v1::{self, LifecycleStage as Stage, OpportunityStatus as Status};
 use rust_decimal::Decimal;
 
-use super::{Effect, LeadChange, Run, TimerId, text_attr};
+use super::{Effect, LeadChange, Run, TimerId, TimerKind, text_attr};
 use crate::{spec::Campaign, time::UnixMillis};
 
-/// Timer transitions at or above this bit are SLA deadlines; the rest of the number is the
-/// hand-off's action index in its state.
-pub const SLA_TIMER: u32 = 1 << 31;
 /// Sales accepted an opportunity (attribute `opportunityId`, optional).
 pub const OPPORTUNITY_ACCEPTED: &str = "opportunity.accepted";
 /// Sales lost an opportunity.
@@ -95,7 +92,7 @@ impl Run<'_> {
     /// An SLA deadline came: an opportunity still open is breached, notified, and its contact
     /// goes back to the spec's nurture state.
     pub(super) fn sla_expired(&mut self, timer: &TimerId) {
-        let index = timer.transition - SLA_TIMER;
+        let index = timer.index;
         let Some(o) = self.state.opportunities.iter().position(|o| {
             o.campaign_id == timer.campaign_id
                 && o.entry_seq == timer.entry_seq
@@ -325,6 +322,7 @@ fn sla_timer(contact_id: &str, campaign_id: &str, entry_seq: u64, action_index: 
         contact_id: contact_id.to_string(),
         campaign_id: campaign_id.to_string(),
         entry_seq,
-        transition: SLA_TIMER | action_index,
+        kind: TimerKind::Sla,
+        index: action_index,
     }
 }

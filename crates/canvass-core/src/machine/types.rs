@@ -103,9 +103,24 @@ pub enum Input {
     ReassignLeads(v1::LeadReassignment),
 }
 
-/// Identifies a timeout: the `transition`-th transition of the state the contact entered at
-/// `entry_seq`. A timer whose entry has been left is stale and fires to no effect.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// What a timer is for. Part of its id, so that timers of different kinds never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// The timeout of the `index`-th transition (an `after`) of the state.
+    Transition,
+    /// The `index`-th action of the state, held back by a cap or quiet hours, tried again.
+    Deferred,
+    /// The SLA deadline of the lead the `index`-th action of the state handed to sales.
+    Sla,
+}
+
+/// Identifies a timer: what it is for, in the state the contact entered at `entry_seq`. A
+/// timer whose entry has been left is stale and fires to no effect.
+///
+/// Timers due in the same millisecond fire in the order of their ids, which is the order of
+/// their keys in the store (entry, kind, index, campaign, contact), so the order never
+/// depends on which batch armed them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TimerId {
     /// The contact.
     pub contact_id: String,
@@ -113,8 +128,81 @@ pub struct TimerId {
     pub campaign_id: String,
     /// The state entry that scheduled it.
     pub entry_seq: u64,
-    /// Index of the `after` transition in that state.
-    pub transition: u32,
+    /// What it is for.
+    pub kind: TimerKind,
+    /// Its index within its kind: the transition's, or the action's.
+    pub index: u32,
+}
+
+impl Ord for TimerId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (
+            self.entry_seq,
+            self.kind,
+            self.index,
+            &self.campaign_id,
+            &self.contact_id,
+        )
+            .cmp(&(
+                other.entry_seq,
+                other.kind,
+                other.index,
+                &other.campaign_id,
+                &other.contact_id,
+            ))
+    }
+}
+
+impl PartialOrd for TimerId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The top bits logs written before `TimerFired.kind` packed the kind into.
+const LOGGED_SLA_BIT: u32 = 1 << 31;
+const LOGGED_DEFER_BIT: u32 = 1 << 30;
+
+impl TimerId {
+    /// The timer a logged firing names (also from logs written before `kind` existed).
+    #[must_use]
+    pub fn from_fired(t: &v1::TimerFired) -> Self {
+        let (kind, index) = match v1::TimerKind::try_from(t.kind) {
+            Ok(v1::TimerKind::Deferred) => (TimerKind::Deferred, t.transition),
+            Ok(v1::TimerKind::Sla) => (TimerKind::Sla, t.transition),
+            _ if t.transition & LOGGED_SLA_BIT != 0 => {
+                (TimerKind::Sla, t.transition & !LOGGED_SLA_BIT)
+            }
+            _ if t.transition & LOGGED_DEFER_BIT != 0 => {
+                (TimerKind::Deferred, t.transition & !LOGGED_DEFER_BIT)
+            }
+            _ => (TimerKind::Transition, t.transition),
+        };
+        Self {
+            contact_id: t.contact_id.clone(),
+            campaign_id: t.campaign_id.clone(),
+            entry_seq: t.entry_seq,
+            kind,
+            index,
+        }
+    }
+
+    /// The log entry of its firing, due at `due`.
+    #[must_use]
+    pub fn fired(&self, due: UnixMillis) -> v1::TimerFired {
+        v1::TimerFired {
+            contact_id: self.contact_id.clone(),
+            campaign_id: self.campaign_id.clone(),
+            entry_seq: self.entry_seq,
+            transition: self.index,
+            due: Some(due.to_proto()),
+            kind: match self.kind {
+                TimerKind::Transition => v1::TimerKind::Transition,
+                TimerKind::Deferred => v1::TimerKind::Deferred,
+                TimerKind::Sla => v1::TimerKind::Sla,
+            } as i32,
+        }
+    }
 }
 
 /// Why a contact entered (or tried to enter) a campaign.
@@ -367,4 +455,33 @@ pub struct Transition {
     pub state: v1::ContactState,
     /// What the runtime must do, in order.
     pub effects: Vec<Effect>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timer_reads_back_from_its_firing_and_from_logs_that_packed_the_kind_in_bits() {
+        for kind in [TimerKind::Transition, TimerKind::Deferred, TimerKind::Sla] {
+            let id = TimerId {
+                contact_id: "c".into(),
+                campaign_id: "camp".into(),
+                entry_seq: 4,
+                kind,
+                index: 3,
+            };
+            assert_eq!(TimerId::from_fired(&id.fired(UnixMillis(0))), id);
+        }
+        let old = |transition| v1::TimerFired {
+            transition,
+            ..Default::default()
+        };
+        let sla = TimerId::from_fired(&old((1 << 31) | 3));
+        assert_eq!((sla.kind, sla.index), (TimerKind::Sla, 3));
+        let deferred = TimerId::from_fired(&old((1 << 30) | 2));
+        assert_eq!((deferred.kind, deferred.index), (TimerKind::Deferred, 2));
+        let timeout = TimerId::from_fired(&old(1));
+        assert_eq!((timeout.kind, timeout.index), (TimerKind::Transition, 1));
+    }
 }

@@ -185,12 +185,7 @@ impl Pending {
                 }
             }
             Some(log_entry::Input::TimerFired(t)) => {
-                let id = TimerId {
-                    contact_id: t.contact_id.clone(),
-                    campaign_id: t.campaign_id.clone(),
-                    entry_seq: t.entry_seq,
-                    transition: t.transition,
-                };
+                let id = TimerId::from_fired(t);
                 let due = t.due.as_ref().map_or(now, UnixMillis::from_proto);
                 self.disarm(&id, due);
                 self.step(

@@ -2,7 +2,7 @@
 //! (due time, timer id) order, each past the allowed lateness.
 
 use canvass_core::{TimerId, UnixMillis};
-use canvass_proto::v1::{self, log_entry};
+use canvass_proto::v1::log_entry;
 
 use super::{ClockMode, Pending, Result};
 
@@ -35,13 +35,7 @@ impl Pending {
                 break;
             }
             fired_count += 1;
-            let fired = v1::TimerFired {
-                contact_id: id.contact_id.clone(),
-                campaign_id: id.campaign_id.clone(),
-                entry_seq: id.entry_seq,
-                transition: id.transition,
-                due: Some(due.to_proto()),
-            };
+            let fired = id.fired(due);
             let at = match self.options.clock {
                 ClockMode::Event => due.max(self.clock),
                 ClockMode::Wall => now,
