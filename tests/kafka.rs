@@ -369,8 +369,17 @@ fn four_touchpoint_partitions_are_four_partitions_of_the_data_directory() {
         stray_letter.header("canvass-source-partition").unwrap(),
         wrong.to_string()
     );
-    // Parked in the partition it came from, with its offset: nothing of it elsewhere.
-    assert_eq!(stores.partition(wrong).dead_letters().unwrap().len(), 1);
+    // Parked in the partition it came from, and nowhere else. (Keyless bad records of the
+    // stream land on random partitions: only the stray one is counted.)
+    for (p, store) in stores.iter().enumerate() {
+        let strays = store
+            .dead_letters()
+            .unwrap()
+            .iter()
+            .filter(|l| l.payload.windows(7).any(|w| w == b"stray-1"))
+            .count();
+        assert_eq!(strays, usize::from(p == wrong as usize), "partition {p}");
+    }
     drop(stores);
 
     // The same stream from a file, on four partitions: the same report.
