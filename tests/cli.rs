@@ -476,3 +476,33 @@ fn the_simulation_reports_how_the_campaign_performed() {
     let report = json_lines(&stdout(&out)).pop().unwrap();
     assert_eq!(report["report"]["campaigns"][1]["leads"]["breached"], 14);
 }
+
+/// A mistyped data directory is an error for every command that reads one, and nothing is
+/// made of it: not of a missing path, not in an empty directory.
+#[test]
+fn reading_a_directory_that_is_not_a_data_directory_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mistyped");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for command in [&["inspect"][..], &["report"], &["replay"]] {
+        for data in [&missing, &empty] {
+            let mut args: Vec<&str> = command.to_vec();
+            args.extend(["--data", data.to_str().unwrap()]);
+            let out = canvass(&args);
+            assert!(!out.status.success(), "{args:?}");
+            let err = stderr(&out);
+            assert!(
+                err.contains("no data directory at")
+                    || err.contains("not a canvass data directory"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    assert!(!missing.exists(), "a missing path stays missing");
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "nothing written into it"
+    );
+}

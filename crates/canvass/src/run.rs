@@ -596,8 +596,9 @@ pub fn open_committed(data: &std::path::Path) -> anyhow::Result<(Partitions, u64
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    // Like the read commands, replay never makes a data directory of a mistyped path.
     anyhow::ensure!(
-        args.data.is_dir(),
+        args.data.is_dir() && canvass_store::layout::read_layout(&args.data)?.is_some(),
         "no data directory at {} (`canvass run --data` makes one)",
         args.data.display()
     );
