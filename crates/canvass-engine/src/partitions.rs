@@ -326,7 +326,7 @@ impl Partitions {
     /// # Errors
     /// A store error.
     pub fn sweep(&mut self) -> Result<BatchReport> {
-        let reports = self.each(vec![(); self.parts.len()], |engine, ()| engine.sweep())?;
+        let reports = self.each_engine(|engine| engine.sweep())?;
         Ok(merge(reports, &[]))
     }
 
@@ -335,9 +335,7 @@ impl Partitions {
     /// # Errors
     /// A store error.
     pub fn advance_to(&mut self, until: UnixMillis) -> Result<BatchReport> {
-        let reports = self.each(vec![(); self.parts.len()], |engine, ()| {
-            engine.advance_to(until)
-        })?;
+        let reports = self.each_engine(|engine| engine.advance_to(until))?;
         Ok(merge(reports, &[]))
     }
 
@@ -346,9 +344,7 @@ impl Partitions {
     /// # Errors
     /// A store error.
     pub fn tick(&mut self, wall_now: UnixMillis) -> Result<BatchReport> {
-        let reports = self.each(vec![(); self.parts.len()], |engine, ()| {
-            engine.tick(wall_now)
-        })?;
+        let reports = self.each_engine(|engine| engine.tick(wall_now))?;
         Ok(merge(reports, &[]))
     }
 
@@ -423,10 +419,7 @@ impl Partitions {
     /// # Errors
     /// A flush failed.
     pub fn wait_synced(&mut self) -> Result<()> {
-        self.each(vec![(); self.parts.len()], |engine, ()| {
-            engine.wait_synced()
-        })
-        .map(|_| ())
+        self.each_engine(|engine| engine.wait_synced()).map(|_| ())
     }
 
     /// A mark of every partition's commits so far, for [`Partitions::wait_durable`].
@@ -453,8 +446,16 @@ impl Partitions {
     /// # Errors
     /// A store error.
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.each(vec![(); self.parts.len()], |engine, ()| engine.checkpoint())
-            .map(|_| ())
+        self.each_engine(|engine| engine.checkpoint()).map(|_| ())
+    }
+
+    /// Runs `work` on every partition, on the worker threads; the results in partition
+    /// order, or the first error.
+    fn each_engine<R: Send>(
+        &mut self,
+        work: impl Fn(&mut Engine) -> Result<R> + Sync,
+    ) -> Result<Vec<R>> {
+        self.each(vec![(); self.parts.len()], |engine, ()| work(engine))
     }
 
     /// Runs `work` on every partition with its input, on the worker threads; the results

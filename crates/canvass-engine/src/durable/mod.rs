@@ -451,7 +451,6 @@ impl Engine {
     /// restart then has no log tail to apply again.
     pub fn checkpoint(&self) -> Result<()> {
         self.wait_synced()?;
-        self.store.sync()?;
         Ok(self.store.checkpoint()?)
     }
 
