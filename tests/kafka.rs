@@ -386,28 +386,23 @@ fn four_touchpoint_partitions_are_four_partitions_of_the_data_directory() {
     let file_data = dir.path().join("file");
     let stream = dir.path().join("stream.jsonl");
     std::fs::write(&stream, reference_stream(1)).unwrap();
-    let run = Command::new(canvass_tests::canvass_bin())
-        .args(["run", "--data", file_data.to_str().unwrap(), "--input"])
-        .arg(&stream)
-        .args([
-            "--actions",
-            dir.path().join("actions.jsonl").to_str().unwrap(),
-        ])
-        .args([
-            "--clock",
-            "event",
-            "--max-lead-hours",
-            "0",
-            "--partitions",
-            "4",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let actions_file = dir.path().join("actions.jsonl");
+    let run = canvass_tests::canvass(&[
+        "run",
+        "--data",
+        file_data.to_str().unwrap(),
+        "--input",
+        stream.to_str().unwrap(),
+        "--actions",
+        actions_file.to_str().unwrap(),
+        "--clock",
+        "event",
+        "--max-lead-hours",
+        "0",
+        "--partitions",
+        "4",
+    ]);
+    assert!(run.status.success(), "{}", canvass_tests::stderr(&run));
     let from_file: BTreeMap<String, v1::Action> =
         std::fs::read_to_string(dir.path().join("actions.jsonl"))
             .unwrap()
@@ -433,16 +428,9 @@ fn four_touchpoint_partitions_are_four_partitions_of_the_data_directory() {
     assert!(from_kafka.len() > 400, "{} actions", from_kafka.len());
     assert_eq!(from_kafka, from_file, "Kafka and file on four partitions");
     let report = |data: &Path| {
-        let out = Command::new(canvass_tests::canvass_bin())
-            .args(["report", "--json", "--data", data.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let out = canvass_tests::canvass(&["report", "--json", "--data", data.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", canvass_tests::stderr(&out));
+        canvass_tests::stdout(&out)
     };
     assert_eq!(
         report(&data),

@@ -387,17 +387,14 @@ fn migrate_store_rewrites_a_store_of_the_single_partition_layout_into_partitions
         engine.checkpoint().unwrap();
     }
 
-    let run = Command::new(canvass_bin())
-        .args([
-            "run",
-            "--data",
-            old.to_str().unwrap(),
-            "--input",
-            "/dev/null",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let run = canvass_tests::canvass(&[
+        "run",
+        "--data",
+        old.to_str().unwrap(),
+        "--input",
+        "/dev/null",
+    ]);
+    let stderr = canvass_tests::stderr(&run);
     assert!(!run.status.success());
     assert!(
         stderr.contains("single-partition layout") && stderr.contains("canvass migrate-store"),
@@ -405,16 +402,19 @@ fn migrate_store_rewrites_a_store_of_the_single_partition_layout_into_partitions
     );
 
     let new = dir.path().join("new");
-    let migrate = Command::new(canvass_bin())
-        .args(["migrate-store", "--from", old.to_str().unwrap(), "--to"])
-        .arg(&new)
-        .args(["--partitions", "3"])
-        .output()
-        .unwrap();
+    let migrate = canvass_tests::canvass(&[
+        "migrate-store",
+        "--from",
+        old.to_str().unwrap(),
+        "--to",
+        new.to_str().unwrap(),
+        "--partitions",
+        "3",
+    ]);
     assert!(
         migrate.status.success(),
         "{}",
-        String::from_utf8_lossy(&migrate.stderr)
+        canvass_tests::stderr(&migrate)
     );
 
     let old_store = Store::open(&old, StoreOptions::default()).unwrap();
@@ -471,15 +471,11 @@ fn migrate_store_rewrites_a_store_of_the_single_partition_layout_into_partitions
         .map(|s| s.projection_dump().unwrap())
         .collect();
     drop(stores);
-    let replay = Command::new(canvass_bin())
-        .args(["replay", "--data"])
-        .arg(&new)
-        .output()
-        .unwrap();
+    let replay = canvass_tests::canvass(&["replay", "--data", new.to_str().unwrap()]);
     assert!(
         replay.status.success(),
         "{}",
-        String::from_utf8_lossy(&replay.stderr)
+        canvass_tests::stderr(&replay)
     );
     let rebuilt: Vec<_> = canvass_tests::stores(&new)
         .iter()
