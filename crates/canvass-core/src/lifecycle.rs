@@ -5,7 +5,9 @@
 //! carries an accepted command out on the lifecycle record and the catalog, and says which
 //! per-contact input the engine must then feed to every contact.
 
-use canvass_proto::v1::{self, CampaignStatus as S, VersionStatus as V, campaign_command::Command};
+use canvass_proto::v1::{
+    self, CampaignStatus as S, VersionStatus as V, campaign_command::Command, follow_up::Kind,
+};
 use rust_decimal::Decimal;
 
 use crate::{
@@ -14,22 +16,9 @@ use crate::{
     validate::{compile_stored, compile_with},
 };
 
-/// What the engine must do for every known contact after a command was applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FollowUp {
-    /// Nothing.
-    Nothing,
-    /// Evaluate the audience and enroll matching contacts (the first launch).
-    Launch(String),
-    /// Move contacts onto the newly active version where it maps their state.
-    Migrate(String),
-    /// Fire the timeouts held while paused.
-    Resume(String),
-    /// End every journey.
-    Stop(String),
-    /// Move every open lead of one owner to another.
-    ReassignLeads(v1::LeadReassignment),
-}
+/// What the engine must do for every known contact after a command was applied, in the
+/// form its sweep logs it (`None`: nothing).
+pub type FollowUp = Option<Kind>;
 
 fn version(l: &v1::CampaignLifecycle, v: u32) -> Option<&v1::VersionLifecycle> {
     l.versions.iter().find(|x| x.version == v)
@@ -183,16 +172,16 @@ pub fn apply(
     now: UnixMillis,
 ) -> FollowUp {
     let Some(cmd) = &command.command else {
-        return FollowUp::Nothing;
+        return None;
     };
     if let Command::SetPolicy(policy) = cmd {
         if let Ok(p) = crate::policy::compile(policy) {
             catalog.set_policy(p);
         }
-        return FollowUp::Nothing;
+        return None;
     }
     if let Command::ReassignLeads(r) = cmd {
-        return FollowUp::ReassignLeads(r.clone());
+        return Some(Kind::ReassignLeads(r.clone()));
     }
     let id = campaign_of(cmd).to_string();
     lifecycle.campaign_id.clone_from(&id);
@@ -219,28 +208,28 @@ pub fn apply(
                 author: command.actor.clone(),
                 reviewer: String::new(),
             });
-            (format!("put v{}", spec.version), FollowUp::Nothing)
+            (format!("put v{}", spec.version), None)
         }
         Command::Submit(r) => {
             set_version(lifecycle, r.version, V::PendingApproval, None);
             if matches!(lifecycle.status(), S::Draft | S::Approved) {
                 lifecycle.set_status(S::PendingApproval);
             }
-            (format!("submit v{}", r.version), FollowUp::Nothing)
+            (format!("submit v{}", r.version), None)
         }
         Command::Approve(r) => {
             set_version(lifecycle, r.version, V::Approved, Some(&command.actor));
             if lifecycle.status() == S::PendingApproval {
                 lifecycle.set_status(S::Approved);
             }
-            (format!("approve v{}", r.version), FollowUp::Nothing)
+            (format!("approve v{}", r.version), None)
         }
         Command::Reject(r) => {
             set_version(lifecycle, r.version, V::Rejected, Some(&command.actor));
             if lifecycle.status() == S::PendingApproval {
                 lifecycle.set_status(S::Draft);
             }
-            (format!("reject v{}", r.version), FollowUp::Nothing)
+            (format!("reject v{}", r.version), None)
         }
         Command::Launch(_) => {
             let v = newest_approved(lifecycle).unwrap_or(0);
@@ -256,31 +245,31 @@ pub fn apply(
                 lifecycle.set_status(S::Running);
             }
             let follow = if first {
-                FollowUp::Launch(id.clone())
+                Some(Kind::Launch(id.clone()))
             } else {
-                FollowUp::Migrate(id.clone())
+                Some(Kind::Migrate(id.clone()))
             };
             (format!("launch v{v}"), follow)
         }
         Command::Pause(_) => {
             lifecycle.set_status(S::Paused);
-            ("pause".to_string(), FollowUp::Nothing)
+            ("pause".to_string(), None)
         }
         Command::Resume(_) => {
             lifecycle.set_status(S::Running);
-            ("resume".to_string(), FollowUp::Resume(id.clone()))
+            ("resume".to_string(), Some(Kind::Resume(id.clone())))
         }
         Command::Complete(_) => {
             lifecycle.set_status(S::Completed);
-            ("complete".to_string(), FollowUp::Nothing)
+            ("complete".to_string(), None)
         }
         Command::Stop(_) => {
             lifecycle.set_status(S::Stopped);
-            ("stop".to_string(), FollowUp::Stop(id.clone()))
+            ("stop".to_string(), Some(Kind::Stop(id.clone())))
         }
         // Applied above, before any campaign's record.
-        Command::SetPolicy(_) => return FollowUp::Nothing,
-        Command::ReassignLeads(r) => return FollowUp::ReassignLeads(r.clone()),
+        Command::SetPolicy(_) => return None,
+        Command::ReassignLeads(r) => return Some(Kind::ReassignLeads(r.clone())),
     };
     catalog.set_status(&id, lifecycle.status());
     lifecycle.history.push(v1::LifecycleChange {

@@ -102,8 +102,8 @@ impl Core {
     #[must_use]
     pub fn step(
         &self,
-        state: &v1::ContactState,
-        input: &Input,
+        state: v1::ContactState,
+        input: &Input<'_>,
         now: UnixMillis,
         spending: &dyn Spending,
     ) -> Transition {
@@ -112,23 +112,28 @@ impl Core {
             share: self.share,
             spending,
             spent_here: Vec::new(),
-            state: state.clone(),
+            state,
             effects: Vec::new(),
             now,
             contact_value: None,
             cause_event: None,
             enroll_depth: 0,
         };
-        match input {
+        match *input {
             Input::UpsertContact(contact) => run.upsert(contact),
-            Input::Launch { campaign_id } => run.launch(campaign_id),
             Input::Event(event) => run.event(event),
             Input::TimerFired(timer) => run.timer(timer),
-            Input::Resume { campaign_id } => run.resume(campaign_id),
-            Input::Stop { campaign_id } => run.stop(campaign_id),
-            Input::Migrate { campaign_id } => run.migrate(campaign_id),
-            Input::ReassignLeads(r) => {
-                run.reassign(&r.to_owner, &r.from_owner, &r.campaign_id, "");
+            Input::FollowUp(follow_up) => {
+                use v1::follow_up::Kind;
+                match follow_up {
+                    Kind::Launch(campaign_id) => run.launch(campaign_id),
+                    Kind::Resume(campaign_id) => run.resume(campaign_id),
+                    Kind::Stop(campaign_id) => run.stop(campaign_id),
+                    Kind::Migrate(campaign_id) => run.migrate(campaign_id),
+                    Kind::ReassignLeads(r) => {
+                        run.reassign(&r.to_owner, &r.from_owner, &r.campaign_id, "");
+                    }
+                }
             }
         }
         Transition {

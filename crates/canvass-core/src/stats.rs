@@ -131,7 +131,7 @@ pub struct Cause {
 impl Cause {
     /// The step applying `input` at processing time `now`.
     #[must_use]
-    pub fn of(input: &Input, now: UnixMillis) -> Self {
+    pub fn of(input: &Input<'_>, now: UnixMillis) -> Self {
         Self {
             event_at: match input {
                 Input::Event(e) => e.occurred_at.as_ref().map(UnixMillis::from_proto),

@@ -10,7 +10,10 @@ use canvass_core::{
     policy,
     stats::{self, Cause},
 };
-use canvass_proto::{json, v1};
+use canvass_proto::{
+    json,
+    v1::{self, follow_up::Kind},
+};
 use expect_test::{Expect, expect};
 
 /// 2026-01-01T00:00:00Z: traces print times as hours after it.
@@ -48,11 +51,15 @@ fn hours(ms: i64) -> String {
 }
 
 impl World {
-    fn apply(&mut self, input: Input, at_hours: i64) -> String {
+    fn apply(&mut self, input: Input<'_>, at_hours: i64) -> String {
         let now = UnixMillis(T0 + at_hours * HOUR);
-        let t = self.core.step(&self.state, &input, now, &self.counters);
+        let t = self.core.step(self.state.clone(), &input, now, &self.counters);
         // The same input on the same state always gives the same transition.
-        assert_eq!(t, self.core.step(&self.state, &input, now, &self.counters));
+        assert_eq!(
+            t,
+            self.core
+                .step(self.state.clone(), &input, now, &self.counters)
+        );
         stats::record_all(&mut self.counters, &t.effects, &Cause::of(&input, now));
         self.state = t.state;
         let mut out = String::new();
@@ -76,14 +83,12 @@ impl World {
 
     fn contact(&mut self, contact: &str) -> String {
         let c: v1::Contact = json::from_str(contact).unwrap();
-        self.apply(Input::UpsertContact(c), 0)
+        self.apply(Input::UpsertContact(&c), 0)
     }
 
     fn launch(&mut self, campaign: &str) -> String {
         self.apply(
-            Input::Launch {
-                campaign_id: campaign.into(),
-            },
+            Input::FollowUp(&Kind::Launch(campaign.into())),
             0,
         )
     }
@@ -100,7 +105,7 @@ impl World {
             self.seq
         );
         let e: v1::TouchpointEvent = json::from_str(&text).unwrap();
-        self.apply(Input::Event(e), at_hours)
+        self.apply(Input::Event(&e), at_hours)
     }
 
     /// Fires the earliest armed timer at its due time.
@@ -111,7 +116,7 @@ impl World {
         format!(
             "@{}\n{}",
             hours(due.0),
-            self.apply(Input::TimerFired(id), at)
+            self.apply(Input::TimerFired(&id), at)
         )
     }
 
@@ -131,7 +136,7 @@ impl World {
             self.others.insert(id, current);
         }
         self.state = self.others.remove(&c.id).unwrap_or_default();
-        self.apply(Input::UpsertContact(c), 0)
+        self.apply(Input::UpsertContact(&c), 0)
     }
 
     fn counters(&self, campaign: &str) -> &v1::CampaignCounters {
@@ -429,7 +434,7 @@ fn a_stale_timer_fires_to_no_effect() {
     w.launch("trial");
     let stale = w.timers[0].1.clone();
     w.event(1, "trial.confirmed", "{}");
-    check(w.apply(Input::TimerFired(stale), 168), expect![""]);
+    check(w.apply(Input::TimerFired(&stale), 168), expect![""]);
     assert_eq!(w.journey("trial").state, "confirmed");
 }
 
@@ -697,7 +702,7 @@ fn an_event_addressed_to_one_campaign_moves_only_that_campaign() {
     )
     .unwrap();
     check(
-        w.apply(Input::Event(e), 1),
+        w.apply(Input::Event(&e), 1),
         expect![[r#"
             cancel timer trial2 e1 t1
             trial2: invited -> confirmed (e2)
@@ -857,9 +862,7 @@ fn pausing_holds_timeouts_and_ignores_events_until_the_resume() {
     w.catalog(|c| c.set_status("trial", v1::CampaignStatus::Running));
     check(
         w.apply(
-            Input::Resume {
-                campaign_id: "trial".into(),
-            },
+            Input::FollowUp(&Kind::Resume("trial".into())),
             200,
         ),
         expect![[r#"
@@ -879,9 +882,7 @@ fn stopping_ends_the_journey_and_disarms_its_timers() {
     w.catalog(|c| c.set_status("trial", v1::CampaignStatus::Stopped));
     check(
         w.apply(
-            Input::Stop {
-                campaign_id: "trial".into(),
-            },
+            Input::FollowUp(&Kind::Stop("trial".into())),
             5,
         ),
         expect![[r#"
@@ -912,9 +913,7 @@ fn a_new_version_takes_over_contacts_in_the_states_it_maps() {
     // from the original entry.
     check(
         w.apply(
-            Input::Migrate {
-                campaign_id: "trial".into(),
-            },
+            Input::FollowUp(&Kind::Migrate("trial".into())),
             10,
         ),
         expect![[r#"
@@ -1104,10 +1103,10 @@ fn a_confirmed_delivery_marks_the_contact_reached_once() {
             r#"{{"id": "d{at}", "type": "action.delivered", "contactId": "p1", "campaignId": "news", "occurredAt": "2026-01-01T00:00:00Z"}}"#
         ))
         .unwrap();
-        Input::Event(e)
+        e
     };
-    check(w.apply(delivered(2), 2), expect!["reached news\n"]);
-    check(w.apply(delivered(3), 3), expect![""]);
+    check(w.apply(Input::Event(&delivered(2)), 2), expect!["reached news\n"]);
+    check(w.apply(Input::Event(&delivered(3)), 3), expect![""]);
     assert!(w.journey("news").reached);
     assert_eq!(w.counters("news").reached, 1);
 }
@@ -1348,7 +1347,7 @@ fn a_profile_update_keeps_what_events_taught() {
         r#"{"id": "x", "type": "purchase", "contactId": "p1", "channel": "web", "occurredAt": "2026-01-01T00:00:00Z", "attrs": {"amount": 10}}"#,
     )
     .unwrap();
-    w.apply(Input::Event(e), 1);
+    w.apply(Input::Event(&e), 1);
     w.contact(r#"{"id": "p1", "attrs": {"region": "south"}}"#);
     let c = w.state.contact.as_ref().unwrap();
     assert_eq!(
@@ -1510,22 +1509,22 @@ fn tier_churn_and_value_are_visible_to_conditions() {
 fn a_staff_change_moves_every_open_lead_of_the_owner() {
     let mut w = handed_over();
     let change = |from: &str, to: &str| {
-        Input::ReassignLeads(v1::LeadReassignment {
+        Kind::ReassignLeads(v1::LeadReassignment {
             from_owner: from.into(),
             to_owner: to.into(),
             campaign_id: String::new(),
         })
     };
-    check(w.apply(change("carol", "bob"), 2), expect![""]);
+    check(w.apply(Input::FollowUp(&change("carol", "bob")), 2), expect![""]);
     check(
-        w.apply(change("alice", "bob"), 3),
+        w.apply(Input::FollowUp(&change("alice", "bob")), 3),
         expect![[r#"
             lead leads leads/v1/e2/a0/p1 Reassigned { from: "alice", to: "bob" }
         "#]],
     );
     // Closed leads stay with whoever closed them.
     w.event(4, "opportunity.lost", "{}");
-    check(w.apply(change("bob", "dave"), 5), expect![""]);
+    check(w.apply(Input::FollowUp(&change("bob", "dave")), 5), expect![""]);
     assert_eq!(w.state.opportunities[0].owner, "bob");
 }
 

@@ -69,38 +69,20 @@ impl Shares {
     }
 }
 
-/// An input to the core. Each one is appended to the log before its effects are applied.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
+/// An input to the core: a view of what the log holds, borrowed from its entry (the log
+/// entry's own messages are the only form an input has; the core never gets a copy).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Input<'a> {
     /// Creates or replaces the contact's profile; its journeys are kept.
-    UpsertContact(v1::Contact),
-    /// Evaluates a campaign's audience for the contact and enrolls it if it matches.
-    Launch {
-        /// The campaign launched.
-        campaign_id: String,
-    },
-    /// A touchpoint event.
-    Event(v1::TouchpointEvent),
-    /// A timer scheduled by an earlier step came due.
-    TimerFired(TimerId),
-    /// The campaign resumed: timeouts held while it was paused fire now.
-    Resume {
-        /// The campaign.
-        campaign_id: String,
-    },
-    /// The campaign stopped: the contact's journey in it ends now.
-    Stop {
-        /// The campaign.
-        campaign_id: String,
-    },
-    /// A new version of the campaign became active: the contact moves onto it if the new
-    /// version maps its current state.
-    Migrate {
-        /// The campaign.
-        campaign_id: String,
-    },
-    /// The contact's open leads of one owner go to another (a staff change).
-    ReassignLeads(v1::LeadReassignment),
+    UpsertContact(&'a v1::Contact),
+    /// A touchpoint event (a logged one, or the result of a delivery as its event).
+    Event(&'a v1::TouchpointEvent),
+    /// A timer scheduled by an earlier step came due (its id, read from the logged firing).
+    TimerFired(&'a TimerId),
+    /// What an accepted command asks of every contact, as its sweep logs it: enroll on a
+    /// launch, move onto a new version, fire held timeouts on a resume, end journeys on a
+    /// stop, move leads to another owner.
+    FollowUp(&'a v1::follow_up::Kind),
 }
 
 /// What a timer is for. Part of its id, so that timers of different kinds never collide.

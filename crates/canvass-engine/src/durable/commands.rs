@@ -3,11 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use canvass_core::{
-    Core, Input, UnixMillis,
-    lifecycle::{self, FollowUp},
-};
-use canvass_proto::v1::{self, log_entry};
+use canvass_core::{Core, Input, UnixMillis, lifecycle};
+use canvass_proto::v1::{self, follow_up::Kind, log_entry};
 use canvass_store::EMBEDDED_PARTITION;
 use rust_decimal::Decimal;
 
@@ -42,7 +39,7 @@ impl Pending {
             return Ok(());
         };
         if let v1::campaign_command::Command::ReassignLeads(r) = cmd {
-            return self.step_everyone(&Input::ReassignLeads(r.clone()), now, seq);
+            return self.step_everyone(&Kind::ReassignLeads(r.clone()), now, seq);
         }
         if let v1::campaign_command::Command::SetPolicy(policy) = cmd {
             let mut catalog = self.core.catalog().clone();
@@ -60,25 +57,27 @@ impl Pending {
             self.batch.put_spec(spec);
         }
         self.lifecycles.insert(id, record);
-        let input = match follow {
-            FollowUp::Nothing => return Ok(()),
-            FollowUp::Launch(campaign_id) => Input::Launch { campaign_id },
-            FollowUp::Migrate(campaign_id) => Input::Migrate { campaign_id },
-            FollowUp::Resume(campaign_id) => Input::Resume { campaign_id },
-            FollowUp::Stop(campaign_id) => Input::Stop { campaign_id },
-            FollowUp::ReassignLeads(r) => Input::ReassignLeads(r),
-        };
-        self.step_everyone(&input, now, seq)
+        match follow {
+            Some(follow_up) => self.step_everyone(&follow_up, now, seq),
+            None => Ok(()),
+        }
     }
 
     /// Steps every contact known now (those stored and those this batch created): the
     /// first [`SWEEP_SLICE`] here, the others by a sweep, a slice per log entry.
-    pub(super) fn step_everyone(&mut self, input: &Input, now: UnixMillis, seq: u64) -> Result<()> {
-        let full = self.step_slice(None, None, Some(input), now, seq)?;
-        if let (Some(last), Some(follow_up)) = (full, follow_up_of(input)) {
+    pub(super) fn step_everyone(
+        &mut self,
+        follow_up: &Kind,
+        now: UnixMillis,
+        seq: u64,
+    ) -> Result<()> {
+        let full = self.step_slice(None, None, Some(follow_up), now, seq)?;
+        if let Some(last) = full {
             self.batch.put_sweep(&v1::Sweep {
                 command_seq: seq,
-                follow_up: Some(follow_up),
+                follow_up: Some(v1::FollowUp {
+                    kind: Some(follow_up.clone()),
+                }),
                 after: last,
             });
             self.sweeping = true;
@@ -93,7 +92,7 @@ impl Pending {
         &mut self,
         after: Option<&str>,
         through: Option<&str>,
-        input: Option<&Input>,
+        follow_up: Option<&Kind>,
         now: UnixMillis,
         seq: u64,
     ) -> Result<Option<String>> {
@@ -101,9 +100,9 @@ impl Pending {
         if let Some(through) = through {
             ids.retain(|id| id.as_str() <= through);
         }
-        if let Some(input) = input {
+        if let Some(follow_up) = follow_up {
             for contact in &ids {
-                self.step(contact, input, now, seq)?;
+                self.step(contact, &Input::FollowUp(follow_up), now, seq)?;
             }
         }
         Ok(ids.pop().filter(|_| ids.len() + 1 == SWEEP_SLICE))
@@ -152,14 +151,8 @@ impl Pending {
             }
             .into());
         };
-        let input = sweep.follow_up.as_ref().and_then(input_of);
-        let full = self.step_slice(
-            Some(&sweep.after),
-            Some(&s.through),
-            input.as_ref(),
-            now,
-            seq,
-        )?;
+        let follow_up = sweep.follow_up.as_ref().and_then(|f| f.kind.as_ref());
+        let full = self.step_slice(Some(&sweep.after), Some(&s.through), follow_up, now, seq)?;
         match full {
             Some(last) => self.batch.put_sweep(&v1::Sweep {
                 after: last,
@@ -193,36 +186,3 @@ impl Pending {
     }
 }
 
-/// A follow-up for everyone as the log records it.
-fn follow_up_of(input: &Input) -> Option<v1::FollowUp> {
-    use v1::follow_up::Kind;
-    let kind = match input {
-        Input::Launch { campaign_id } => Kind::Launch(campaign_id.clone()),
-        Input::Migrate { campaign_id } => Kind::Migrate(campaign_id.clone()),
-        Input::Resume { campaign_id } => Kind::Resume(campaign_id.clone()),
-        Input::Stop { campaign_id } => Kind::Stop(campaign_id.clone()),
-        Input::ReassignLeads(r) => Kind::ReassignLeads(r.clone()),
-        Input::UpsertContact(_) | Input::Event(_) | Input::TimerFired(_) => return None,
-    };
-    Some(v1::FollowUp { kind: Some(kind) })
-}
-
-/// The input a logged follow-up stands for.
-fn input_of(follow_up: &v1::FollowUp) -> Option<Input> {
-    use v1::follow_up::Kind;
-    Some(match follow_up.kind.as_ref()? {
-        Kind::Launch(c) => Input::Launch {
-            campaign_id: c.clone(),
-        },
-        Kind::Migrate(c) => Input::Migrate {
-            campaign_id: c.clone(),
-        },
-        Kind::Resume(c) => Input::Resume {
-            campaign_id: c.clone(),
-        },
-        Kind::Stop(c) => Input::Stop {
-            campaign_id: c.clone(),
-        },
-        Kind::ReassignLeads(r) => Input::ReassignLeads(r.clone()),
-    })
-}

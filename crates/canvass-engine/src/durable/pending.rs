@@ -162,20 +162,10 @@ impl Pending {
         match &entry.input {
             None => {}
             Some(log_entry::Input::ContactUpsert(c)) => {
-                self.step(
-                    &c.id.clone(),
-                    &Input::UpsertContact(c.clone()),
-                    now,
-                    entry.seq,
-                )?;
+                self.step(&c.id, &Input::UpsertContact(c), now, entry.seq)?;
             }
             Some(log_entry::Input::Event(e)) => {
-                self.step(
-                    &e.contact_id.clone(),
-                    &Input::Event(e.clone()),
-                    now,
-                    entry.seq,
-                )?;
+                self.step(&e.contact_id, &Input::Event(e), now, entry.seq)?;
                 // Remembered in the row the event changed: no index of its own to write.
                 if let Some(state) = self.contacts.get_mut(&e.contact_id) {
                     state.recent_events.push(v1::SeenEvent {
@@ -188,19 +178,14 @@ impl Pending {
                 let id = TimerId::from_fired(t);
                 let due = t.due.as_ref().map_or(now, UnixMillis::from_proto);
                 self.disarm(&id, due);
-                self.step(
-                    &id.contact_id.clone(),
-                    &Input::TimerFired(id.clone()),
-                    now,
-                    entry.seq,
-                )?;
+                self.step(&id.contact_id, &Input::TimerFired(&id), now, entry.seq)?;
             }
             Some(log_entry::Input::ActionAcks(acks)) => {
                 for ack in &acks.acks {
                     self.acknowledge(ack)?;
                     if ack.executed {
                         let event = canvass_core::delivery::result_event(ack, now);
-                        self.step(&ack.contact_id, &Input::Event(event), now, entry.seq)?;
+                        self.step(&ack.contact_id, &Input::Event(&event), now, entry.seq)?;
                     }
                 }
             }
@@ -214,22 +199,35 @@ impl Pending {
         if let Some(s) = self.contacts.get(id) {
             return Ok(s.clone());
         }
+        self.stored_contact(id)
+    }
+
+    fn stored_contact(&self, id: &str) -> Result<v1::ContactState> {
         Ok(self
             .store
             .contact(EMBEDDED_PARTITION, id)?
             .unwrap_or_default())
     }
 
+    /// Applies one input to one contact. The state is decoded once per batch (the batch
+    /// keeps it) and handed to the core by value: no copy per step.
     pub(super) fn step(
         &mut self,
         contact_id: &str,
-        input: &Input,
+        input: &Input<'_>,
         now: UnixMillis,
         seq: u64,
     ) -> Result<()> {
-        let mut before = self.contact(contact_id)?;
-        if before.contact.is_none() && matches!(input, Input::Launch { .. } | Input::TimerFired(_))
+        let (mut before, in_batch) = match self.contacts.remove(contact_id) {
+            Some(state) => (state, true),
+            None => (self.stored_contact(contact_id)?, false),
+        };
+        if before.contact.is_none() && matches!(input, Input::FollowUp(_) | Input::TimerFired(_))
         {
+            // Nothing to step (no profile yet): the batch keeps what it had.
+            if in_batch {
+                self.contacts.insert(contact_id.to_string(), before);
+            }
             return Ok(());
         }
         // The core never sees the dedupe memory; it is pruned whenever the row is written.
@@ -249,13 +247,14 @@ impl Pending {
         for campaign in &unloaded {
             self.counters(campaign)?;
         }
-        let mut transition = self.core.step(&before, input, now, &self.counters);
+        let groups_before = groups(&before);
+        let mut transition = self.core.step(before, input, now, &self.counters);
         let cause = Cause::of(input, now);
         for effect in &transition.effects {
             self.effect(effect, seq, &cause)?;
             self.note(contact_id, effect, now);
         }
-        self.regroup(contact_id, &before, &transition.state);
+        self.regroup(contact_id, &groups_before, &groups(&transition.state));
         transition.state.recent_events = recent;
         self.contacts
             .insert(contact_id.to_string(), transition.state);
@@ -263,24 +262,11 @@ impl Pending {
     }
 
     /// Moves the contact between response-group index entries.
-    pub(super) fn regroup(
-        &mut self,
-        contact_id: &str,
-        before: &v1::ContactState,
-        after: &v1::ContactState,
-    ) {
-        let groups = |s: &v1::ContactState| -> BTreeSet<(String, String)> {
-            s.campaigns
-                .iter()
-                .filter(|j| !j.response_group.is_empty())
-                .map(|j| (j.campaign_id.clone(), j.response_group.clone()))
-                .collect()
-        };
-        let (old, new) = (groups(before), groups(after));
-        for (campaign, group) in old.difference(&new) {
+    pub(super) fn regroup(&mut self, contact_id: &str, old: &Groups, new: &Groups) {
+        for (campaign, group) in old.difference(new) {
             self.batch.remove_from_group(campaign, group, contact_id);
         }
-        for (campaign, group) in new.difference(&old) {
+        for (campaign, group) in new.difference(old) {
             self.batch.add_to_group(campaign, group, contact_id);
         }
     }
@@ -349,4 +335,16 @@ impl Pending {
             message,
         });
     }
+}
+
+/// The (campaign, response group) pairs a contact is in.
+type Groups = BTreeSet<(String, String)>;
+
+fn groups(state: &v1::ContactState) -> Groups {
+    state
+        .campaigns
+        .iter()
+        .filter(|j| !j.response_group.is_empty())
+        .map(|j| (j.campaign_id.clone(), j.response_group.clone()))
+        .collect()
 }
