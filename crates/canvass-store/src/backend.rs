@@ -104,6 +104,17 @@ impl Backend {
     }
 
     /// Applies `writes` atomically; with `flush`, durably before returning.
+    /// Makes every batch applied so far durable.
+    pub(crate) fn flush(&self) -> Result<()> {
+        match self {
+            Self::Sled(db) => {
+                db.flush()?;
+                Ok(())
+            }
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
     pub(crate) fn apply(&self, writes: &[Write], flush: bool) -> Result<()> {
         match self {
             Self::Sled(db) => {

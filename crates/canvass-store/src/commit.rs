@@ -9,7 +9,7 @@ use prost::Message;
 
 use crate::{checkpoint::Checkpoint, log::frames};
 
-use crate::{Error, Result, Store, Write, keys, lock};
+use crate::{Error, Recorded, Result, Store, Write, keys, lock};
 
 impl Store {
     /// Makes a batch durable: its log entries (one frame), offsets and dead letters go to
@@ -17,7 +17,12 @@ impl Store {
     /// projection changes then join the in-memory table a later checkpoint writes. A crash
     /// before that checkpoint loses nothing: the log holds what the table held.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        self.commit_with(batch, self.options.flush_on_commit)?;
+        let how = if self.options.flush_on_commit {
+            Apply::Flushed
+        } else {
+            Apply::Unflushed
+        };
+        self.commit_with(batch, how)?;
         if self.options.flush_on_commit {
             self.mark_durable(
                 self.shared.log_end.load(Ordering::SeqCst),
@@ -34,7 +39,7 @@ impl Store {
     /// action, an answer, an offset told to a broker): [`Store::outbox_durable_after`]
     /// gives the outbox up to the last flush only.
     pub fn commit_unsynced(&self, batch: WriteBatch) -> Result<()> {
-        self.commit_with(batch, false)
+        self.commit_with(batch, Apply::Unflushed)
     }
 
     /// Makes every commit so far durable, and waits for it.
@@ -106,7 +111,7 @@ impl Store {
             .fetch_max(commits, Ordering::SeqCst);
     }
 
-    pub(crate) fn commit_with(&self, batch: WriteBatch, flush: bool) -> Result<()> {
+    pub(crate) fn commit_with(&self, batch: WriteBatch, how: Apply) -> Result<()> {
         self.check_failed()?;
         let WriteBatch {
             log,
@@ -135,15 +140,17 @@ impl Store {
                 &held_below,
             );
         }
+        let log_len = log.len();
         let mut writes = at_commit;
         if let Some(first) = first_seq {
-            let last = first + log.len() as u64 - 1;
             writes.extend(frames(first, log));
-            self.write(writes, flush)?;
-            self.shared.log_end.store(last, Ordering::SeqCst);
-            self.shared.commits_written.fetch_add(1, Ordering::SeqCst);
-        } else if !writes.is_empty() {
-            self.write(writes, flush)?;
+        }
+        if !writes.is_empty() {
+            self.write(writes, how == Apply::Flushed)?;
+            if let Some(first) = first_seq {
+                let last = first + log_len as u64 - 1;
+                self.shared.log_end.store(last, Ordering::SeqCst);
+            }
             self.shared.commits_written.fetch_add(1, Ordering::SeqCst);
         }
         if projections.is_empty() && applied_through.is_none() {
@@ -172,11 +179,17 @@ impl Store {
         Ok(())
     }
 
-    /// Applies writes to sled in one atomic batch.
+    /// Applies writes to sled in one atomic batch, then flushes if asked.
     pub(crate) fn write(&self, writes: Vec<Write>, flush: bool) -> Result<()> {
-        self.guarded(|| self.backend.apply(&writes, flush))?;
+        self.guarded(|| self.backend.apply(&writes, false))?;
+        if flush {
+            self.guarded(|| self.backend.flush())?;
+        }
         if self.options.record_writes {
-            lock(&self.shared.recorded).push(writes);
+            lock(&self.shared.recorded).push(Recorded {
+                writes,
+                flushed: flush,
+            });
         }
         Ok(())
     }
@@ -187,6 +200,16 @@ impl Store {
         self.check_failed()?;
         self.write(Vec::new(), true)
     }
+}
+
+/// How a commit's sled writes are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Apply {
+    /// Now, then flushed.
+    Flushed,
+    /// Now, without a flush (a deferred commit, or a store opened without a flush per
+    /// commit).
+    Unflushed,
 }
 
 /// Writes to apply together. Nothing is visible until [`Store::commit`].

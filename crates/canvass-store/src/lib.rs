@@ -182,7 +182,7 @@ struct Shared {
     commits_durable: AtomicU64,
     /// The flush started by [`Store::sync_in_background`], if one is running.
     syncing: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
-    recorded: Mutex<Vec<Vec<Write>>>,
+    recorded: Mutex<Vec<Recorded>>,
     checkpointer: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
     /// Why a background checkpoint failed, if one did.
     failed: Mutex<Option<String>>,
@@ -193,6 +193,16 @@ struct Shared {
 
 /// One write of a batch: a key and its new value, or `None` for a removal.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// One batch as it was applied to sled (with `record_writes`): its writes, and whether a
+/// flush followed it. The benchmarks replay these on raw sled.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The batch's writes, applied atomically.
+    pub writes: Vec<Write>,
+    /// A flush followed the batch.
+    pub flushed: bool,
+}
 
 pub(crate) fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::CorruptRecord {
@@ -400,7 +410,7 @@ impl Store {
     }
 
     /// The batches written to sled since the last call (with `record_writes`).
-    pub fn take_recorded(&self) -> Vec<Vec<Write>> {
+    pub fn take_recorded(&self) -> Vec<Recorded> {
         std::mem::take(&mut *lock(&self.shared.recorded))
     }
 
