@@ -719,6 +719,7 @@ fn restart(events: u64, replay_limit: u64) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    canvass_engine::process::prefer_small_pages();
     match Cli::parse().bench {
         Bench::Throughput {
             events,

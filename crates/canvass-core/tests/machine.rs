@@ -53,7 +53,9 @@ fn hours(ms: i64) -> String {
 impl World {
     fn apply(&mut self, input: Input<'_>, at_hours: i64) -> String {
         let now = UnixMillis(T0 + at_hours * HOUR);
-        let t = self.core.step(self.state.clone(), &input, now, &self.counters);
+        let t = self
+            .core
+            .step(self.state.clone(), &input, now, &self.counters);
         // The same input on the same state always gives the same transition.
         assert_eq!(
             t,
@@ -87,10 +89,7 @@ impl World {
     }
 
     fn launch(&mut self, campaign: &str) -> String {
-        self.apply(
-            Input::FollowUp(&Kind::Launch(campaign.into())),
-            0,
-        )
+        self.apply(Input::FollowUp(&Kind::Launch(campaign.into())), 0)
     }
 
     fn event(&mut self, at_hours: i64, kind: &str, attrs: &str) -> String {
@@ -861,10 +860,7 @@ fn pausing_holds_timeouts_and_ignores_events_until_the_resume() {
     assert_eq!(w.journey("trial").held_timers, [1]);
     w.catalog(|c| c.set_status("trial", v1::CampaignStatus::Running));
     check(
-        w.apply(
-            Input::FollowUp(&Kind::Resume("trial".into())),
-            200,
-        ),
+        w.apply(Input::FollowUp(&Kind::Resume("trial".into())), 200),
         expect![[r#"
             trial: invited -> no_reply (e2)
             action POSTAL_MAIL trial/v1/e2/a0/p1 template=letter cost=0 EUR
@@ -881,10 +877,7 @@ fn stopping_ends_the_journey_and_disarms_its_timers() {
     w.launch("trial");
     w.catalog(|c| c.set_status("trial", v1::CampaignStatus::Stopped));
     check(
-        w.apply(
-            Input::FollowUp(&Kind::Stop("trial".into())),
-            5,
-        ),
+        w.apply(Input::FollowUp(&Kind::Stop("trial".into())), 5),
         expect![[r#"
             cancel timer trial e1 t1
             stopped trial in invited
@@ -912,10 +905,7 @@ fn a_new_version_takes_over_contacts_in_the_states_it_maps() {
     // Still waiting in `invited`, entered at +0h: v2 waits 3 days instead of 7, counted
     // from the original entry.
     check(
-        w.apply(
-            Input::FollowUp(&Kind::Migrate("trial".into())),
-            10,
-        ),
+        w.apply(Input::FollowUp(&Kind::Migrate("trial".into())), 10),
         expect![[r#"
             cancel timer trial e1 t1
             migrated trial v1 invited -> v2 invited
@@ -1105,7 +1095,10 @@ fn a_confirmed_delivery_marks_the_contact_reached_once() {
         .unwrap();
         e
     };
-    check(w.apply(Input::Event(&delivered(2)), 2), expect!["reached news\n"]);
+    check(
+        w.apply(Input::Event(&delivered(2)), 2),
+        expect!["reached news\n"],
+    );
     check(w.apply(Input::Event(&delivered(3)), 3), expect![""]);
     assert!(w.journey("news").reached);
     assert_eq!(w.counters("news").reached, 1);
@@ -1515,7 +1508,10 @@ fn a_staff_change_moves_every_open_lead_of_the_owner() {
             campaign_id: String::new(),
         })
     };
-    check(w.apply(Input::FollowUp(&change("carol", "bob")), 2), expect![""]);
+    check(
+        w.apply(Input::FollowUp(&change("carol", "bob")), 2),
+        expect![""],
+    );
     check(
         w.apply(Input::FollowUp(&change("alice", "bob")), 3),
         expect![[r#"
@@ -1524,7 +1520,10 @@ fn a_staff_change_moves_every_open_lead_of_the_owner() {
     );
     // Closed leads stay with whoever closed them.
     w.event(4, "opportunity.lost", "{}");
-    check(w.apply(Input::FollowUp(&change("bob", "dave")), 5), expect![""]);
+    check(
+        w.apply(Input::FollowUp(&change("bob", "dave")), 5),
+        expect![""],
+    );
     assert_eq!(w.state.opportunities[0].owner, "bob");
 }
 

@@ -6,6 +6,7 @@
 pub mod durable;
 pub mod migrate;
 pub mod partitions;
+pub mod process;
 pub mod reports;
 pub mod runtime;
 pub mod simulate;

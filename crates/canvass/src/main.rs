@@ -98,6 +98,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 fn main() -> ExitCode {
+    canvass_engine::process::prefer_small_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { specs } => validate::run(&specs),
