@@ -15,6 +15,11 @@
 //! crash between the partitions' commits of one batch loses nothing and applies nothing
 //! twice.
 //!
+//! Commands without a source position (gRPC) are journaled first: numbered and made durable
+//! in partition 0's store before any partition applies them, and given the journal's
+//! position, so the same rule completes a batch a crash cut between the partitions' commits
+//! ([`Partitions::open`] hands each partition the journaled commands it lacks).
+//!
 //! Parallelism: partitions run on `workers` threads (partition `p` on worker `p % workers`);
 //! each partition's commit is its own, so a batch is durable in a partition before anything
 //! of it is visible there.
@@ -75,6 +80,9 @@ pub struct Partitions {
 /// Where a partition's outcome for one input sits: (partition, index among its inputs).
 type Slot = (usize, usize);
 
+/// The source name of the command journal's positions.
+pub const COMMAND_JOURNAL: &str = "journal:commands";
+
 impl Partitions {
     /// Opens every partition's engine (applying each log tail a crash left), on `workers`
     /// threads (at least 1).
@@ -99,13 +107,75 @@ impl Partitions {
         )
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
+        let mut engine = Self {
             offsets: vec![HashMap::new(); parts.len()],
             stores,
             parts,
             workers: workers.max(1),
             next_dispatch: 0,
-        })
+        };
+        engine.complete_journaled_commands()?;
+        Ok(engine)
+    }
+
+    /// Gives every partition the journaled commands it lacks (a crash came between the
+    /// partitions' commits of their batch), each at the time it was received, then forgets
+    /// the commands every partition has.
+    fn complete_journaled_commands(&mut self) -> Result<()> {
+        let journal = self.stores.partition(0).clone();
+        if self.parts.len() < 2 || journal.is_read_only() {
+            return Ok(());
+        }
+        let held = self.offset(COMMAND_JOURNAL)?.unwrap_or(0);
+        for (n, command) in journal.journal_from(held)? {
+            let received = command
+                .received_at
+                .as_ref()
+                .map_or_else(|| self.clock(), UnixMillis::from_proto);
+            let input = Sourced {
+                incoming: Incoming::Record(Box::new(command.record.unwrap_or_default())),
+                position: Some(journal_position(n)),
+                caller: Some(command.caller).filter(|c| !c.is_empty()),
+            };
+            self.ingest_routed(vec![(Route::All, input)], received)?;
+        }
+        let held = self.offset(COMMAND_JOURNAL)?.unwrap_or(0);
+        Ok(journal.prune_journal(held)?)
+    }
+
+    /// Journals the commands among `inputs` that go to every partition without a position
+    /// of their own (see the module's doc): one durable write for the batch.
+    fn journal_commands(
+        &mut self,
+        inputs: &mut [(Route, Sourced)],
+        wall_now: UnixMillis,
+    ) -> Result<()> {
+        let unpositioned = |(route, input): &&mut (Route, Sourced)| {
+            *route == Route::All
+                && input.position.is_none()
+                && matches!(&input.incoming, Incoming::Record(r)
+                    if matches!(r.input, Some(v1::ingest_record::Input::Command(_))))
+        };
+        if self.parts.len() < 2 || !inputs.iter_mut().any(|i| unpositioned(&i)) {
+            return Ok(());
+        }
+        let journal = self.stores.partition(0).clone();
+        let mut commands = Vec::new();
+        for (_, input) in inputs.iter_mut().filter(unpositioned) {
+            let Incoming::Record(record) = &input.incoming else {
+                continue;
+            };
+            commands.push(v1::JournaledCommand {
+                record: Some((**record).clone()),
+                caller: input.caller.clone().unwrap_or_default(),
+                received_at: Some(wall_now.to_proto()),
+            });
+        }
+        let first = journal.journal_commands(&commands)?;
+        for ((_, input), n) in inputs.iter_mut().filter(unpositioned).zip(first..) {
+            input.position = Some(journal_position(n));
+        }
+        Ok(())
     }
 
     /// Rebuilds every partition's projections from its own log; returns the entries
@@ -231,9 +301,10 @@ impl Partitions {
     /// As [`Partitions::ingest`].
     pub fn ingest_routed(
         &mut self,
-        inputs: Vec<(Route, Sourced)>,
+        mut inputs: Vec<(Route, Sourced)>,
         wall_now: UnixMillis,
     ) -> Result<BatchReport> {
+        self.journal_commands(&mut inputs, wall_now)?;
         let n = self.parts.len();
         let layout = self.layout();
         let mut per: Vec<Vec<Sourced>> = vec![Vec::new(); n];
@@ -587,4 +658,14 @@ fn merge(reports: Vec<BatchReport>, slots: &[Vec<Slot>]) -> BatchReport {
         })
         .collect();
     total
+}
+
+/// The position of the journaled command numbered `n`: a partition that applied it holds
+/// the journal up to `n + 1`.
+fn journal_position(n: u64) -> v1::SourcePosition {
+    v1::SourcePosition {
+        source: COMMAND_JOURNAL.into(),
+        offset: n,
+        next_offset: n + 1,
+    }
 }

@@ -839,6 +839,126 @@ fn a_batch_committed_by_some_partitions_only_is_completed_by_the_restart() {
     }
 }
 
+/// A command from gRPC has no source position: it is journaled before any partition applies
+/// it, and a start after a crash that left it in some partitions only gives it to the
+/// others, once.
+#[test]
+fn a_command_without_a_position_committed_by_some_partitions_only_is_completed_at_the_next_start() {
+    use canvass_engine::{Partitions, durable::Placement, partitions::COMMAND_JOURNAL};
+    use canvass_store::{Layout, Stores, Wanted};
+
+    let layout = Layout {
+        partitions: 3,
+        partitioner: canvass_core::partition::Partitioner::Murmur2,
+    };
+    let wanted = Wanted {
+        partitions: Some(3),
+        partitioner: None,
+    };
+    let lines = stream(None);
+    let launch_at = lines
+        .iter()
+        .position(|l| l.contains(r#""launch": "b-trial-invite""#))
+        .unwrap();
+    let before: Vec<Sourced> = lines[..launch_at].iter().map(|l| record(l)).collect();
+    let launch = record(&lines[launch_at]);
+    let after: Vec<Vec<Sourced>> = lines[launch_at + 1..]
+        .chunks(100)
+        .map(|c| c.iter().map(|l| record(l)).collect())
+        .collect();
+    let dump = |stores: &Stores| -> Vec<Dump> {
+        stores
+            .iter()
+            .map(|s| s.projection_dump().unwrap())
+            .collect()
+    };
+
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean = Stores::open(clean_dir.path(), wanted, &StoreOptions::default()).unwrap();
+    let mut engine = Partitions::open(clean.clone(), options(), 2).unwrap();
+    engine.ingest(before.clone(), UnixMillis(0)).unwrap();
+    engine.ingest(vec![launch.clone()], UnixMillis(0)).unwrap();
+    for b in &after {
+        engine.ingest(b.clone(), UnixMillis(0)).unwrap();
+    }
+    drop(engine);
+
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = Stores::open(dir.path(), wanted, &StoreOptions::default()).unwrap();
+    let mut engine = Partitions::open(crashed.clone(), options(), 2).unwrap();
+    engine.ingest(before, UnixMillis(0)).unwrap();
+    drop(engine);
+    // The launch is journaled, then partition 1 alone commits it before the process dies.
+    let Incoming::Record(launch_record) = &launch.incoming else {
+        unreachable!("the launch is a record")
+    };
+    let n = crashed
+        .partition(0)
+        .journal_commands(&[v1::JournaledCommand {
+            record: Some((**launch_record).clone()),
+            caller: String::new(),
+            received_at: Some(UnixMillis(0).to_proto()),
+        }])
+        .unwrap();
+    let position = v1::SourcePosition {
+        source: COMMAND_JOURNAL.into(),
+        offset: n,
+        next_offset: n + 1,
+    };
+    {
+        let mut one = Engine::open_partition(
+            crashed.partition(1).clone(),
+            options(),
+            Placement {
+                layout,
+                partition: 1,
+            },
+        )
+        .unwrap();
+        let positioned = Sourced {
+            position: Some(position.clone()),
+            ..launch
+        };
+        one.ingest_at(vec![positioned], &[position], UnixMillis(0))
+            .unwrap();
+    }
+    assert!(
+        crashed.partition(0).offset(COMMAND_JOURNAL).unwrap() < Some(n + 1),
+        "partition 0 lacks the launch before the restart"
+    );
+    // The restart completes the journal in the partitions that lack it, then goes on.
+    let mut engine = Partitions::open(crashed.clone(), options(), 2).unwrap();
+    assert_eq!(engine.offset(COMMAND_JOURNAL).unwrap(), Some(n + 1));
+    for b in &after {
+        engine.ingest(b.clone(), UnixMillis(0)).unwrap();
+    }
+    drop(engine);
+
+    for (p, (a, b)) in dump(&clean).iter().zip(dump(&crashed)).enumerate() {
+        assert!(a.len() == b.len(), "partition {p}: the key counts differ");
+        assert_same(a, &b);
+    }
+    for p in 0..3 {
+        let log = |s: &Stores| -> Vec<v1::LogEntry> {
+            s.partition(p).log_from(1).map(Result::unwrap).collect()
+        };
+        assert_eq!(
+            log(&clean),
+            log(&crashed),
+            "partition {p}: the launch logged once, at the same position"
+        );
+    }
+    // What every partition holds is forgotten; the last number is kept to go on from.
+    let kept: Vec<u64> = crashed
+        .partition(0)
+        .journal_from(0)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(kept, vec![n]);
+}
+
 /// A command goes to every partition; one that is not an input at all (dated too far
 /// ahead) is parked once, by its home partition, like a refused one.
 #[test]

@@ -39,6 +39,9 @@ pub const CHECKPOINT: u8 = b'K';
 pub const SWEEP: u8 = b'W';
 /// What the engine counts about its inputs: `E` alone.
 pub const INPUTS: u8 = b'E';
+/// Commands journaled before the partitions apply them: `J` + number (see
+/// [`crate::Store::journal_commands`]).
+pub const JOURNAL: u8 = b'J';
 
 /// The namespaces rebuilt from the log by replay. Dead letters, publications, metadata and
 /// source offsets are not: offsets are written with each commit's log frame, in the same

@@ -20,6 +20,7 @@ mod campaigns;
 mod checkpoint;
 mod commit;
 mod contacts;
+mod journal;
 mod keys;
 pub mod layout;
 mod letters;
@@ -407,6 +408,12 @@ impl Store {
             Some(reason) => Err(Error::CheckpointFailed(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Opened to read only.
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.options.read_only
     }
 
     /// The batches written to sled since the last call (with `record_writes`).

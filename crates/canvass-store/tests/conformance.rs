@@ -386,6 +386,52 @@ fn a_key_created_and_removed_between_checkpoints_leaves_nothing() {
 }
 
 #[test]
+fn the_command_journal_numbers_in_order_and_forgets_only_what_is_pruned() {
+    on_both(&foreground(), |store| {
+        let command = |actor: &str| v1::JournaledCommand {
+            record: Some(v1::IngestRecord {
+                input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
+                    actor: actor.into(),
+                    ..Default::default()
+                })),
+                at: None,
+            }),
+            caller: "ops".into(),
+            received_at: None,
+        };
+        assert_eq!(store.journal_end().unwrap(), 0);
+        assert_eq!(
+            store
+                .journal_commands(&[command("a"), command("b")])
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.journal_commands(&[command("c")]).unwrap(), 3);
+        let actors = |from: u64| -> Vec<(u64, String)> {
+            store
+                .journal_from(from)
+                .unwrap()
+                .into_iter()
+                .map(|(n, c)| match c.record.and_then(|r| r.input) {
+                    Some(v1::ingest_record::Input::Command(c)) => (n, c.actor),
+                    other => panic!("not a command: {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(actors(2), vec![(2, "b".into()), (3, "c".into())]);
+        store.prune_journal(3).unwrap();
+        assert_eq!(actors(0), vec![(3, "c".into())]);
+        // Everything held: the last number stays, so numbering goes on after it.
+        store.prune_journal(10).unwrap();
+        assert_eq!(actors(0), vec![(3, "c".into())]);
+        assert_eq!(store.journal_commands(&[command("d")]).unwrap(), 4);
+        // The journal is not a projection: a replay leaves it alone.
+        store.clear_projections().unwrap();
+        assert_eq!(store.journal_end().unwrap(), 4);
+    });
+}
+
+#[test]
 fn clearing_the_projections_keeps_the_log_and_the_dead_letters() {
     on_both(&foreground(), |store| {
         commit(store, 1, |b| {
