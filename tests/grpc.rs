@@ -63,8 +63,9 @@ fn start_engine_with(dir: &Path, top: &str, extra: &str) -> Engine {
     .collect();
     let running = start_ready(&args, true);
     let address = running
-        .line_starting("grpc: listening on", Duration::from_secs(60))
-        .expect("the engine says where it listens");
+        .grpc
+        .clone()
+        .expect("the ready file says where it listens");
     Engine {
         child: running.child,
         _lines: running.lines,

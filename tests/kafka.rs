@@ -546,7 +546,7 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
             let mut running = start_ready(&args, true);
             // Once it applies records, let it work a moment, then kill it without warning.
             assert!(
-                running.wait_for("progress:", Duration::from_secs(120)),
+                running.wait_for_event("progress", Duration::from_secs(120)),
                 "the engine applies no records"
             );
             let child = &mut running.child;
@@ -708,7 +708,7 @@ fn the_engine_survives_a_broker_restart() {
     } = own_run("restart", |text| text);
     let mut engine = start_ready(&args, true);
     assert!(
-        engine.wait_for("progress:", Duration::from_secs(120)),
+        engine.wait_for_event("progress", Duration::from_secs(120)),
         "the engine applies no records"
     );
     // The broker goes away mid-stream and comes back with its data (sqlite).
@@ -758,7 +758,7 @@ fn a_stop_while_the_broker_is_away_ends_within_the_shutdown_timeout() {
         .collect();
     let mut engine = start_ready(&serving, true);
     assert!(
-        engine.wait_for("progress:", Duration::from_secs(120)),
+        engine.wait_for_event("progress", Duration::from_secs(120)),
         "the engine applies no records"
     );
     own.down();
@@ -800,7 +800,8 @@ fn start_serving(data: &Path, config: &Path, grpc: &Path) -> (canvass_tests::Kil
     ]);
     let running = start_ready(&args, true);
     let address = running
-        .line_starting("grpc: listening on", Duration::from_secs(60))
+        .grpc
+        .clone()
         .expect("the engine serves gRPC beside Kafka");
     (running.child, address)
 }

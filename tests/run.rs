@@ -486,3 +486,106 @@ fn migrate_store_rewrites_a_store_of_the_single_partition_layout_into_partitions
         "the migrated partitions replay to the same bytes"
     );
 }
+
+/// A spec whose guard reads a field no event has: the condition fails for every contact
+/// that reaches it (taken as false), which the log tells once per interval.
+const FAILING_GUARD: &str = r#"{"id": "guarded", "version": 1, "initialState": "asked",
+  "entryTriggers": [{"eventType": "signup"}],
+  "states": [
+    {"id": "asked", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "ask"}],
+     "transitions": [{"to": "done", "onEvent": {"type": "reply", "guard": "event.attrs.rating > 3"}}]},
+    {"id": "done", "terminal": true}
+  ]}"#;
+
+/// The log as a log system reads it: with `--log-format json` every line of standard error
+/// is a JSON object with a timestamp, a level, a target and a message; the end of the run is
+/// an event whose fields are the run's figures; the core's warnings carry the campaign and
+/// the contact, and a warning repeated for every contact is told once with the count held
+/// back.
+#[test]
+fn the_json_log_is_one_event_per_line_with_the_runs_figures_and_throttled_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec: serde_json::Value = serde_json::from_str(FAILING_GUARD).unwrap();
+    let version = serde_json::json!({"campaignId": "guarded", "version": 1});
+    let mut input = String::new();
+    for (actor, command) in [
+        ("marketer", serde_json::json!({"putSpec": spec})),
+        ("marketer", serde_json::json!({"submit": version})),
+        ("manager", serde_json::json!({"approve": version})),
+        ("ops", serde_json::json!({"launch": "guarded"})),
+    ] {
+        let mut command = command;
+        command["actor"] = actor.into();
+        let line = serde_json::json!({"at": "2026-03-02T08:00:00Z", "command": command});
+        input.push_str(&format!("{line}\n"));
+    }
+    let contacts = 20;
+    for i in 0..contacts {
+        input.push_str(&format!(
+            r#"{{"event": {{"id": "s{i}", "type": "signup", "contactId": "c{i}", "occurredAt": "2026-03-02T09:00:00Z"}}}}"#
+        ));
+        input.push('\n');
+        input.push_str(&format!(
+            r#"{{"event": {{"id": "r{i}", "type": "reply", "contactId": "c{i}", "occurredAt": "2026-03-02T10:00:00Z"}}}}"#
+        ));
+        input.push('\n');
+    }
+    let input_path = dir.path().join("in.jsonl");
+    std::fs::write(&input_path, input).unwrap();
+    let data = dir.path().join("data");
+    let actions = dir.path().join("actions.jsonl");
+    let out = Command::new(canvass_bin())
+        .args(["run", "--clock", "event", "--log-format", "json", "--data"])
+        .arg(&data)
+        .arg("--input")
+        .arg(&input_path)
+        .arg("--actions")
+        .arg(&actions)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    for e in &events {
+        for field in ["timestamp", "level", "target"] {
+            assert!(e[field].is_string(), "no {field}: {e}");
+        }
+        assert!(e["fields"]["message"].is_string(), "no message: {e}");
+    }
+    let message = |e: &serde_json::Value| e["fields"]["message"].as_str().unwrap().to_string();
+    let stopped = events
+        .iter()
+        .find(|e| message(e).starts_with("stopped"))
+        .expect("the run logs its end");
+    assert_eq!(stopped["fields"]["entries"], 2 * contacts + 4, "{stopped}");
+    assert_eq!(stopped["fields"]["delivered"], contacts, "{stopped}");
+    let warnings: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["level"] == "WARN" && e["fields"]["campaign"] == "guarded")
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning for {contacts} failures: {warnings:?}"
+    );
+    let w = warnings[0];
+    assert_eq!(w["fields"]["held_back"], 0, "{w}");
+    assert!(w["fields"]["contact"].is_string(), "{w}");
+    assert!(message(w).contains("guard"), "{w}");
+}
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_refused_naming_the_variable() {
+    let out = Command::new(canvass_bin())
+        .args(["validate", "examples/reference/campaign.json"])
+        .current_dir(canvass_tests::repo_root())
+        .env("CANVASS_LOG", "info,[[")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CANVASS_LOG"), "{stderr}");
+}

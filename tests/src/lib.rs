@@ -299,58 +299,67 @@ pub fn reference_stream(copies: usize) -> String {
     text
 }
 
-/// A running `canvass` whose standard error is read line by line on a thread of its own (so
-/// that it never blocks on a full pipe).
+/// A running `canvass` whose log (JSON lines on standard error) is read on a thread of its
+/// own, so that it never blocks on a full pipe.
 #[derive(Debug)]
 pub struct Running {
     /// The process, killed if the test ends (or fails) with it still running.
     pub child: KillOnDrop,
-    /// Its standard error lines printed after the `ready:` line.
+    /// Its log events, each a JSON object as `--log-format json` writes it.
     pub lines: Receiver<String>,
+    /// Where its gRPC server listens, if it serves (from its ready file).
+    pub grpc: Option<String>,
+    /// Holds the ready file.
+    _ready_dir: tempfile::TempDir,
 }
 
 impl Running {
-    /// Waits up to `timeout` for a line starting with `prefix`; whether one came.
+    /// Waits up to `timeout` for a log event whose message starts with `message`; whether
+    /// one came.
     #[must_use]
-    pub fn wait_for(&self, prefix: &str, timeout: Duration) -> bool {
-        self.line_starting(prefix, timeout).is_some()
-    }
-
-    /// Waits up to `timeout` for a line starting with `prefix` and returns the rest of it.
-    #[must_use]
-    pub fn line_starting(&self, prefix: &str, timeout: Duration) -> Option<String> {
+    pub fn wait_for_event(&self, message: &str, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => {
-                    return Some(line[prefix.len()..].trim().to_string());
+                Ok(line) => {
+                    let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                    if event["fields"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))
+                    {
+                        return true;
+                    }
                 }
-                Ok(_) => {}
-                Err(_) => return None,
+                Err(_) => return false,
             }
         }
-        None
+        false
     }
 }
 
-/// Starts `canvass` and waits until it says it is ready (its store is open and the log tail
-/// applied), so that what a test times starts when the engine works, however slow its start.
-/// With `echo`, its standard error is repeated on the test's, indented.
+/// Starts `canvass run` with a ready file and a JSON log, and waits until the file says it
+/// takes inputs (store open, specs loaded, gRPC listening), so that what a test times starts
+/// when the engine works, however slow its start. With `echo`, its log is repeated on the
+/// test's standard error, indented.
 ///
 /// # Panics
-/// If it does not start, or does not say it is ready within two minutes.
+/// If it does not start, exits first, or is not ready within two minutes.
 #[must_use]
 pub fn start_ready(args: &[String], echo: bool) -> Running {
+    let ready_dir = tempfile::tempdir().expect("a directory for the ready file");
+    let ready_file = ready_dir.path().join("ready.json");
     let mut child = KillOnDrop(
         Command::new(canvass_bin())
             .args(args)
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .args(["--log-format", "json"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("canvass starts"),
     );
     let stderr = child.stderr.take().expect("stderr is piped");
-    let (ready_tx, ready_rx) = channel();
     let (lines_tx, lines_rx) = channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -361,22 +370,29 @@ pub fn start_ready(args: &[String], echo: bool) -> Running {
             if echo {
                 eprintln!("  engine: {line}");
             }
-            if line.starts_with("ready:") {
-                let _ = ready_tx.send(());
-            } else {
-                let _ = lines_tx.send(line);
-            }
+            let _ = lines_tx.send(line);
         }
     });
-    if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
-        panic!(
-            "canvass did not say it was ready within 2 minutes: {:?}",
-            child.try_wait()
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let ready = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file) {
+            break serde_json::from_str::<serde_json::Value>(&text)
+                .expect("the ready file is JSON");
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("canvass exited before it was ready: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "canvass was not ready within 2 minutes"
         );
-    }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     Running {
         child,
         lines: lines_rx,
+        grpc: ready["grpc"].as_str().map(str::to_string),
+        _ready_dir: ready_dir,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod reports;
 pub mod runtime;
 pub mod simulate;
 pub mod summary;
+pub mod throttle;
 
 pub use partitions::Partitions;
 pub use simulate::Simulation;

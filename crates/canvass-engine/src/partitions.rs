@@ -536,10 +536,20 @@ impl Partitions {
         inputs: Vec<T>,
         work: impl Fn(&mut Engine, T) -> Result<R> + Sync,
     ) -> Result<Vec<R>> {
-        let jobs: Vec<(&mut Engine, T)> = self.parts.iter_mut().zip(inputs).collect();
-        each_parallel(jobs, self.workers, |(engine, input)| work(engine, input))
-            .into_iter()
-            .collect()
+        let jobs: Vec<(usize, &mut Engine, T)> = self
+            .parts
+            .iter_mut()
+            .zip(inputs)
+            .enumerate()
+            .map(|(p, (engine, input))| (p, engine, input))
+            .collect();
+        each_parallel(jobs, self.workers, |(p, engine, input)| {
+            // What a partition logs while it works says which partition it is.
+            let _span = tracing::info_span!("partition", partition = p).entered();
+            work(engine, input)
+        })
+        .into_iter()
+        .collect()
     }
 }
 

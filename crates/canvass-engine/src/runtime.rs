@@ -636,6 +636,9 @@ pub fn run(
         } else {
             engine.ingest(batch, now)
         };
+        if let Ok(r) = &result {
+            r.log_warnings();
+        }
         let current = Held {
             marks: engine.commit_marks(),
             replies,

@@ -1,7 +1,7 @@
 //! The Kafka clients: their settings (the engine's own over the operator's, the reserved
 //! ones kept), their logging, and what the engine asks of the broker before it starts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::{
     ClientConfig, ClientContext,
@@ -12,6 +12,7 @@ use rdkafka::{
 
 use crate::config::KafkaConfig;
 use crate::runtime::RunError;
+use canvass_engine::throttle;
 
 pub(crate) fn base_config(
     config: &KafkaConfig,
@@ -48,7 +49,8 @@ pub(crate) fn producer_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Reports librdkafka's warnings and errors on standard error.
+/// Reports librdkafka's warnings and errors to the log, each kind at most once per
+/// [`throttle::INTERVAL`] with the count of those held back.
 #[derive(Debug)]
 pub(crate) struct Logging(pub(crate) &'static str);
 
@@ -60,13 +62,24 @@ impl ClientContext for Logging {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        eprintln!("warning: kafka {}: {error}: {reason}", self.0);
+        client_error(self.0, &error, reason);
     }
 }
 
 pub(crate) fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
-    if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-        eprintln!("warning: kafka {client} ({fac}): {message}");
+    if (level as i32) > (RDKafkaLogLevel::Warning as i32) {
+        return;
+    }
+    let key = format!("{client} {fac}");
+    if let Some(held_back) = throttle::WARNINGS.admit(&key, Instant::now()) {
+        tracing::warn!(client, facility = fac, held_back, "kafka: {message}");
+    }
+}
+
+pub(crate) fn client_error(client: &str, error: &KafkaError, reason: &str) {
+    let key = format!("{client} {error}");
+    if let Some(held_back) = throttle::WARNINGS.admit(&key, Instant::now()) {
+        tracing::warn!(client, %error, held_back, "kafka: {reason}");
     }
 }
 

@@ -25,7 +25,7 @@ use crate::{
     config::KafkaConfig,
 };
 
-use crate::clients::log_line;
+use crate::clients::{self, log_line};
 use crate::runtime::{KafkaReport, commit_to_kafka};
 
 /// The consumer's context: it owns the engine, so that rebalance callbacks can finish the
@@ -133,6 +133,9 @@ impl State {
                 .collect();
             self.engine.ingest_routed(routed, now)
         };
+        if let Ok(r) = &result {
+            r.log_warnings();
+        }
         let r = std::mem::take(&mut self.submissions).settle(result)?;
         self.report.entries += r.entries;
         self.report.duplicates += r.duplicates;
@@ -151,12 +154,14 @@ impl State {
                 None => Offset::Beginning,
             };
             if let Err(e) = elem.set_offset(offset) {
-                eprintln!("warning: kafka: cannot start {name} at {offset:?}: {e}");
+                tracing::warn!(source = %name, ?offset, error = %e, "kafka: cannot start the partition there");
             }
-            // Operators (and tests) see where each partition resumes.
+            // Operators see where each partition resumes.
             match stored {
-                Some(n) => eprintln!("assigned {name}: resuming at offset {n}"),
-                None => eprintln!("assigned {name}: starting at its beginning"),
+                Some(n) => {
+                    tracing::info!(source = %name, offset = n, "assigned: resuming at the offset")
+                }
+                None => tracing::info!(source = %name, "assigned: starting at its beginning"),
             }
             self.next
                 .insert((elem.topic().to_string(), elem.partition()), start);
@@ -169,7 +174,7 @@ impl State {
         self.commit_pending()?;
         for elem in tpl.elements() {
             let name = codec::source_name(elem.topic(), elem.partition());
-            eprintln!("revoked {name}: records read before are committed");
+            tracing::info!(source = %name, "revoked: the records read before are committed");
             self.next
                 .remove(&(elem.topic().to_string(), elem.partition()));
         }
@@ -183,7 +188,7 @@ impl ClientContext for EngineContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        eprintln!("warning: kafka consumer: {error}: {reason}");
+        clients::client_error("consumer", &error, reason);
     }
 }
 
@@ -201,7 +206,7 @@ impl ConsumerContext for EngineContext {
                 result
             }
             Rebalance::Error(e) => {
-                eprintln!("warning: kafka rebalance: {e}");
+                tracing::warn!(error = %e, "kafka: the rebalance failed");
                 Ok(())
             }
         };

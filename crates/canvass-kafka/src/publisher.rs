@@ -34,9 +34,10 @@ impl Publisher {
     pub(crate) fn recover(&mut self, failures: u32) -> Result<(), KafkaError> {
         let fatal = self.producer.client().fatal_error();
         if fatal.is_some() || failures >= 3 {
-            eprintln!(
-                "warning: kafka producer failed {failures} times in a row{}; starting a new one",
-                fatal.map(|f| format!(" ({f:?})")).unwrap_or_default()
+            tracing::warn!(
+                failures,
+                fatal = ?fatal,
+                "kafka: the producer failed repeatedly; starting a new one"
             );
             self.producer = Self::connect(&self.config)?;
         }

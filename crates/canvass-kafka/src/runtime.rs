@@ -165,7 +165,7 @@ pub fn run(
                     ends = found;
                     ends_known = true;
                 }
-                Err(e) => eprintln!("warning: kafka: cannot read end offsets yet: {e}"),
+                Err(e) => tracing::warn!(error = %e, "kafka: cannot read the end offsets yet"),
             }
         }
         let commits = {
@@ -188,7 +188,7 @@ pub fn run(
                 }
                 Err(DispatchError::Engine(e)) => return Err(e.into()),
                 Err(e @ DispatchError::Deliver(_)) => {
-                    eprintln!("warning: {e}; retrying");
+                    tracing::warn!(error = %e, "kafka: publishing failed; retrying");
                     drop(state);
                     backoff.fail();
                     publisher.recover(backoff.failures)?;
@@ -225,7 +225,7 @@ pub fn run(
                 .iter()
                 .all(|(p, next)| ends.get(p).is_some_and(|end| next >= end));
         if caught_up {
-            eprintln!("caught up: {}", positions(&owned));
+            tracing::info!(positions = %positions(&owned), "caught up");
         }
         if stop || caught_up {
             let report = {
@@ -252,7 +252,7 @@ pub fn run(
 fn leave_group(consumer: BaseConsumer<EngineContext>, limit: Duration) {
     let deadline = Instant::now() + limit;
     if let Err(e) = consumer.close_queue() {
-        eprintln!("warning: kafka: cannot leave the group: {e}");
+        tracing::warn!(error = %e, "kafka: cannot leave the group");
     } else {
         // Records polled now are not applied: the next start reads them again.
         while !consumer.closed() && Instant::now() < deadline {
@@ -262,9 +262,9 @@ fn leave_group(consumer: BaseConsumer<EngineContext>, limit: Duration) {
     if consumer.closed() {
         drop(consumer);
     } else {
-        eprintln!(
-            "warning: kafka: the consumer did not leave its group within {} ms (is the broker away?); stopping without it",
-            limit.as_millis()
+        tracing::warn!(
+            within_ms = limit.as_millis(),
+            "kafka: the consumer did not leave its group in time (is the broker away?); stopping without it"
         );
         // Its drop would wait for the broker again.
         std::mem::forget(consumer);
@@ -301,7 +301,7 @@ fn gather(consumer: &BaseConsumer<EngineContext>, config: &KafkaConfig) -> usize
         match consumer.poll(wait) {
             None => break,
             Some(Err(e)) => {
-                eprintln!("warning: kafka: {e}");
+                tracing::warn!(error = %e, "kafka: polling failed");
                 break;
             }
             Some(Ok(message)) => {
@@ -343,16 +343,16 @@ pub(crate) fn commit_to_kafka(
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), next) in offsets {
         if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-            eprintln!("warning: kafka: {e}");
+            tracing::warn!(topic, partition, error = %e, "kafka: cannot note the offset");
         }
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        eprintln!("warning: committing offsets to kafka (lag monitoring only): {e}");
+        tracing::warn!(error = %e, "kafka: committing offsets failed (they serve lag monitoring only)");
     }
 }
 
-/// A progress line on standard error: at the first records applied, then at most once a
-/// second while records flow.
+/// A progress event in the log: at the first records applied, then at most once a second
+/// while records flow.
 #[derive(Debug, Default)]
 struct Progress {
     last: Option<Instant>,
@@ -368,12 +368,12 @@ impl Progress {
             return;
         }
         self.last = Some(Instant::now());
-        eprintln!(
-            "progress: {} records, {} log entries, {} actions published; at {}",
-            report.records,
-            report.entries,
-            report.actions_published,
-            positions(committed)
+        tracing::info!(
+            records = report.records,
+            entries = report.entries,
+            actions_published = report.actions_published,
+            positions = %positions(committed),
+            "progress"
         );
     }
 }

@@ -15,6 +15,7 @@ use std::{
 use canvass_engine::{
     durable::{Incoming, Outcome, Sourced},
     runtime::{Busy, Inbox},
+    throttle,
 };
 use canvass_proto::v1;
 use canvass_store::Stores;
@@ -165,7 +166,7 @@ fn read_outbox(
             let rows = match store.outbox_durable_after(cursors[p], SCAN) {
                 Ok(rows) => rows,
                 Err(e) => {
-                    eprintln!("error: reading the outbox of partition {p} failed: {e}");
+                    tracing::error!(partition = p, error = %e, "reading the outbox failed");
                     Vec::new()
                 }
             };
@@ -274,12 +275,18 @@ async fn push_loop(
                 match client.execute(request).await {
                     Ok(r) => break r.into_inner(),
                     Err(status) => {
-                        if attempt == 1 || attempt % 10 == 0 {
-                            eprintln!(
-                                "warning: executor refused {} (attempt {attempt}): {}; retrying in {:?}",
-                                action.idempotency_key,
+                        let kind = format!("executor {:?} {:?}", action.kind(), status.code());
+                        if let Some(held_back) = throttle::WARNINGS.admit(&kind, Instant::now()) {
+                            tracing::warn!(
+                                held_back,
+                                key = %action.idempotency_key,
+                                contact = %action.contact_id,
+                                campaign = %action.campaign_id,
+                                attempt,
+                                code = ?status.code(),
+                                retry_in_ms = backoff.as_millis(),
+                                "the executor refused the action: {}; retrying",
                                 status.message(),
-                                backoff
                             );
                         }
                         tokio::time::sleep(backoff).await;
@@ -298,9 +305,9 @@ async fn push_loop(
                 answer.opportunity_id,
             );
             if let Err(e) = log_results(&inner.inbox, vec![result], None).await {
-                eprintln!(
-                    "warning: result of {} not logged: {}",
-                    action.idempotency_key,
+                tracing::warn!(
+                    key = %action.idempotency_key,
+                    "the action's result was not logged: {}",
                     e.message()
                 );
             }

@@ -3,6 +3,7 @@
 mod client;
 mod graph;
 mod input;
+mod logging;
 mod report;
 mod run;
 mod serve;
@@ -22,6 +23,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "canvass", version, about)]
 struct Cli {
+    /// How the log on standard error is written (its filter: `CANVASS_LOG` or `RUST_LOG`,
+    /// e.g. `info,canvass_kafka=debug`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CANVASS_LOG_FORMAT"
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +111,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     canvass_engine::process::prefer_small_pages();
     let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(EXIT_INVALID_INPUT);
+    }
     let result = match cli.command {
         Command::Validate { specs } => validate::run(&specs),
         Command::Simulate(args) => simulate::run(&args),

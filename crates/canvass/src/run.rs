@@ -97,6 +97,11 @@ pub struct RunArgs {
     /// default the number of cores.
     #[arg(long)]
     workers: Option<usize>,
+    /// Written (as JSON: the process id, the layout, the gRPC address if serving) once the
+    /// engine takes inputs: its store is open, its specs loaded and its gRPC server, if any,
+    /// listening. Removed at start if a former run left one. For supervisors and tests.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
     /// Most inputs per group commit.
     #[arg(long, default_value_t = 4096)]
     max_batch: usize,
@@ -176,8 +181,10 @@ fn remember_dedupe_hours(store: &Store, hours: i64) -> anyhow::Result<()> {
     let hours = u64::try_from(hours).context("--dedupe-hours must not be negative")?;
     match store.setting(DEDUPE_SETTING)? {
         Some(stored) if stored == hours => return Ok(()),
-        Some(stored) => eprintln!(
-            "note: the dedupe window changes from {stored} to {hours} hours; `replay` uses the newest"
+        Some(stored) => tracing::info!(
+            from_hours = stored,
+            to_hours = hours,
+            "the dedupe window changes; `replay` uses the newest"
         ),
         None => {}
     }
@@ -200,6 +207,17 @@ fn engine_options(clock: Clock, dedupe_hours: i64, publish: bool) -> EngineOptio
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // A ready file a former run left must not say this one is ready.
+    if let Some(path) = &args.ready_file {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| {
+                    format!("--ready-file {}: cannot remove the old one", path.display())
+                });
+            }
+            _ => {}
+        }
+    }
     // Settings are checked before the data directory is touched.
     let at_end = match (&args.until, args.drain) {
         (None, false) => runtime::AtEnd::Stop,
@@ -268,11 +286,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         entries += store.last_seq()?;
         checkpointed += store.checkpoint_seq()?;
     }
-    // Operators (and the crash test) learn here that the engine is up and where it resumed.
-    eprintln!(
-        "ready: {}, logs hold {entries} entries, projections checkpointed through {checkpointed} of them ({} ms to open)",
-        engine.layout(),
-        opening.elapsed().as_millis()
+    // Operators learn here where the engine resumed.
+    tracing::info!(
+        layout = %engine.layout(),
+        entries,
+        checkpointed,
+        open_ms = u64::try_from(opening.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "opened the data directory (entries: in the logs; checkpointed: of them in the projections)"
     );
 
     // Specs given on the command line are loaded through the log like any other command,
@@ -335,7 +355,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
         for letter in rejected {
-            eprintln!("error: spec rejected: {}", letter.reason);
+            tracing::error!(reason = %letter.reason, "spec rejected");
         }
     }
 
@@ -356,6 +376,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         )?),
         None => None,
     };
+    announce_ready(
+        args.ready_file.as_deref(),
+        &engine,
+        serving.as_ref().map(|s| s.address),
+    )?;
     if kafka {
         let intake = serving.as_mut().and_then(|s| s.intake.take());
         let result = run_kafka(engine, args, &stop, intake.as_ref());
@@ -404,8 +429,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         serving.finish();
     }
     let report = report?;
-    eprintln!(
-        "applied {} inputs in {} commits: {} timers fired, {} actions delivered, {} duplicates ignored, {} dead letters",
+    tracing::info!(
+        entries = report.entries,
+        commits = report.commits,
+        timers_fired = report.timers_fired,
+        delivered = report.delivered,
+        duplicates = report.duplicates,
+        dead_letters = report.dead_letters,
+        "stopped: applied {} inputs in {} commits: {} timers fired, {} actions delivered, {} duplicates ignored, {} dead letters",
         report.entries,
         report.commits,
         report.timers_fired,
@@ -414,6 +445,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         report.dead_letters
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says the engine takes inputs: a log event, and the ready file if one was asked for
+/// (written beside and renamed, so a reader never sees half of it).
+fn announce_ready(
+    ready_file: Option<&std::path::Path>,
+    engine: &Partitions,
+    grpc: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    tracing::info!(grpc = grpc.as_ref().map(tracing::field::display), "ready");
+    let Some(path) = ready_file else {
+        return Ok(());
+    };
+    let ready = serde_json::json!({
+        "pid": std::process::id(),
+        "layout": engine.layout().to_string(),
+        "grpc": grpc.map(|a| a.to_string()),
+    });
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, format!("{ready}\n"))
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("--ready-file {}: cannot write it", path.display()))
 }
 
 /// The layout a data directory used on Kafka must have: as many partitions as the
@@ -473,13 +526,23 @@ fn run_kafka(
         exit_when_caught_up: args.exit_when_caught_up,
         stop: Some(Arc::clone(stop)),
     };
-    eprintln!(
-        "consuming {} and {} from {} as group {}",
-        config.topics.touchpoints, config.topics.control, config.brokers, config.group_id
+    tracing::info!(
+        touchpoints = %config.topics.touchpoints,
+        control = %config.topics.control,
+        brokers = %config.brokers,
+        group = %config.group_id,
+        "consuming"
     );
     let report = canvass_kafka::run(engine, &config, &options, intake)?;
-    eprintln!(
-        "consumed {} records ({} already applied): {} log entries, {} duplicates ignored, {} dead letters; published {} actions and {} audit records or dead letters",
+    tracing::info!(
+        records = report.records,
+        skipped = report.skipped,
+        entries = report.entries,
+        duplicates = report.duplicates,
+        dead_letters = report.dead_letters,
+        actions_published = report.actions_published,
+        publications = report.publications,
+        "stopped: consumed {} records ({} already applied): {} log entries, {} duplicates ignored, {} dead letters; published {} actions and {} audit records or dead letters",
         report.records,
         report.skipped,
         report.entries,
@@ -503,8 +566,10 @@ fn watch_storage(data: &std::path::Path, limit: Duration) -> StallWatch {
         loop {
             std::thread::sleep(Duration::from_millis(200));
             if let Some(stalled) = watched.stalled_for().filter(|d| *d >= limit) {
-                eprintln!(
-                    "error: storage stalled: a write to {data} has not finished after {} s (is the disk full or failing?); exiting: everything committed is durable, a restart with room resumes from it",
+                tracing::error!(
+                    data = %data,
+                    stalled_secs = stalled.as_secs(),
+                    "storage stalled: a write to the data directory has not finished after {} s (is the disk full or failing?); exiting: everything committed is durable, a restart with room resumes from it",
                     stalled.as_secs()
                 );
                 std::process::exit(i32::from(crate::EXIT_STORAGE));
@@ -515,7 +580,7 @@ fn watch_storage(data: &std::path::Path, limit: Duration) -> StallWatch {
         .name("canvass-storage-watch".into())
         .spawn(run)
     {
-        eprintln!("warning: cannot watch the storage: {e}");
+        tracing::warn!(error = %e, "cannot watch the storage");
     }
     watch
 }
@@ -530,9 +595,9 @@ fn exit_after_stop(stop: &Arc<AtomicBool>, limit: Duration) {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(limit);
-        eprintln!(
-            "warning: not stopped {} ms after the signal (the broker does not answer); exiting now: everything applied is durable, the next start resumes from it",
-            limit.as_millis()
+        tracing::warn!(
+            after_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            "not stopped in time after the signal (the broker does not answer); exiting now: everything applied is durable, the next start resumes from it"
         );
         std::process::exit(0);
     };
@@ -541,7 +606,7 @@ fn exit_after_stop(stop: &Arc<AtomicBool>, limit: Duration) {
         .name("canvass-stop-watch".into())
         .spawn(watch)
     {
-        eprintln!("warning: cannot watch the stop: {e}");
+        tracing::warn!(error = %e, "cannot watch the stop");
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Serving {
     pub intake: Option<Intake>,
     /// The gRPC action delivery, if actions go over gRPC.
     pub delivery: Option<Delivery>,
+    /// Where it listens (the port chosen when the settings say 0).
+    pub address: std::net::SocketAddr,
 }
 
 /// Starts serving with the settings in `config_path` until `stop` is set. With
@@ -65,9 +67,9 @@ pub fn start(
             canvass_server::serve_on(&config, listener, stores, inbox, delivery, shutdown).await
         })
     };
-    // Clients (and tests) learn the address here, also when the port was 0.
-    eprintln!("grpc: listening on {address}");
+    tracing::info!(%address, "grpc: listening");
     Ok(Serving {
+        address,
         rt,
         server,
         stop: Arc::clone(stop),
@@ -82,8 +84,8 @@ impl Serving {
         self.stop.store(true, Ordering::Relaxed);
         match self.rt.block_on(self.server) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("error: the gRPC server failed: {e:#}"),
-            Err(e) => eprintln!("error: the gRPC server task failed: {e}"),
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "the gRPC server failed"),
+            Err(e) => tracing::error!(error = %e, "the gRPC server task failed"),
         }
         self.rt.shutdown_timeout(Duration::from_secs(1));
     }

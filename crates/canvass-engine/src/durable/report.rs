@@ -2,6 +2,8 @@
 
 use canvass_core::UnixMillis;
 
+use crate::throttle;
+
 /// What one group commit did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchReport {
@@ -84,4 +86,26 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+}
+
+impl BatchReport {
+    /// Logs the core's warnings of the batch: each with its campaign and contact, a kind of
+    /// warning of one campaign at most once per [`throttle::INTERVAL`] (a failing condition
+    /// fails for every contact that reaches it), with the count held back.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            let key = format!("{} {:?}", w.campaign_id, w.kind);
+            let Some(held_back) = throttle::WARNINGS.admit(&key, std::time::Instant::now()) else {
+                continue;
+            };
+            tracing::warn!(
+                campaign = %w.campaign_id,
+                contact = %w.contact_id,
+                kind = ?w.kind,
+                held_back,
+                "{}",
+                w.message
+            );
+        }
+    }
 }
