@@ -15,10 +15,12 @@
 //! crash between the partitions' commits of one batch loses nothing and applies nothing
 //! twice.
 //!
-//! Commands without a source position (gRPC) are journaled first: numbered and made durable
-//! in partition 0's store before any partition applies them, and given the journal's
-//! position, so the same rule completes a batch a crash cut between the partitions' commits
-//! ([`Partitions::open`] hands each partition the journaled commands it lacks).
+//! Commands without a source position (gRPC) are journaled: a run of them is committed on
+//! its own, once everything before it is durable in every partition, numbered and made
+//! durable in partition 0's store first and given the journal's position, so the same rule
+//! completes a command a crash left in some partitions only, in its place
+//! ([`Partitions::open`] hands each partition the journaled commands it lacks before any
+//! source is read again).
 //!
 //! Parallelism: partitions run on `workers` threads (partition `p` on worker `p % workers`);
 //! each partition's commit is its own, so a batch is durable in a partition before anything
@@ -31,7 +33,7 @@ use canvass_proto::v1;
 use canvass_store::{Layout, Store, Stores};
 
 use crate::durable::{
-    BatchReport, DispatchError, Engine, EngineOptions, Incoming, Outcome, Placement, Queued,
+    BatchReport, DispatchError, Engine, EngineOptions, Error, Incoming, Outcome, Placement, Queued,
     Result, Sourced,
 };
 
@@ -75,6 +77,8 @@ pub struct Partitions {
     offsets: Vec<HashMap<String, Option<u64>>>,
     /// The partition [`Partitions::dispatch`] starts at next, so none waits behind another.
     next_dispatch: usize,
+    /// Why a batch failed after some partitions committed it, if one did.
+    interrupted: Option<String>,
 }
 
 /// Where a partition's outcome for one input sits: (partition, index among its inputs).
@@ -113,6 +117,7 @@ impl Partitions {
             parts,
             workers: workers.max(1),
             next_dispatch: 0,
+            interrupted: None,
         };
         engine.complete_journaled_commands()?;
         Ok(engine)
@@ -137,42 +142,41 @@ impl Partitions {
                 position: Some(journal_position(n)),
                 caller: Some(command.caller).filter(|c| !c.is_empty()),
             };
-            self.ingest_routed(vec![(Route::All, input)], received)?;
+            self.ingest_segment(vec![(Route::All, input)], received)?;
         }
-        let held = self.offset(COMMAND_JOURNAL)?.unwrap_or(0);
-        Ok(journal.prune_journal(held)?)
+        self.prune_journal()
     }
 
-    /// Journals the commands among `inputs` that go to every partition without a position
-    /// of their own (see the module's doc): one durable write for the batch.
+    /// Forgets the journaled commands every partition holds durably: waits for every
+    /// partition's commits so far first (under deferred flushes, a partition may hold one
+    /// only in memory, and a crash would take it back).
+    fn prune_journal(&mut self) -> Result<()> {
+        let marks = self.commit_marks();
+        self.wait_durable(&marks)?;
+        let held = self.offset(COMMAND_JOURNAL)?.unwrap_or(0);
+        Ok(self.stores.partition(0).prune_journal(held)?)
+    }
+
+    /// Journals a run of commands that go to every partition without a position of their
+    /// own (see the module's doc) in one durable write, and gives each its number.
     fn journal_commands(
         &mut self,
         inputs: &mut [(Route, Sourced)],
         wall_now: UnixMillis,
     ) -> Result<()> {
-        let unpositioned = |(route, input): &&mut (Route, Sourced)| {
-            *route == Route::All
-                && input.position.is_none()
-                && matches!(&input.incoming, Incoming::Record(r)
-                    if matches!(r.input, Some(v1::ingest_record::Input::Command(_))))
-        };
-        if self.parts.len() < 2 || !inputs.iter_mut().any(|i| unpositioned(&i)) {
-            return Ok(());
-        }
-        let journal = self.stores.partition(0).clone();
-        let mut commands = Vec::new();
-        for (_, input) in inputs.iter_mut().filter(unpositioned) {
-            let Incoming::Record(record) = &input.incoming else {
-                continue;
-            };
-            commands.push(v1::JournaledCommand {
-                record: Some((**record).clone()),
-                caller: input.caller.clone().unwrap_or_default(),
-                received_at: Some(wall_now.to_proto()),
-            });
-        }
-        let first = journal.journal_commands(&commands)?;
-        for ((_, input), n) in inputs.iter_mut().filter(unpositioned).zip(first..) {
+        let commands: Vec<v1::JournaledCommand> = inputs
+            .iter()
+            .filter_map(|(_, input)| match &input.incoming {
+                Incoming::Record(record) => Some(v1::JournaledCommand {
+                    record: Some((**record).clone()),
+                    caller: input.caller.clone().unwrap_or_default(),
+                    received_at: Some(wall_now.to_proto()),
+                }),
+                _ => None,
+            })
+            .collect();
+        let first = self.stores.partition(0).journal_commands(&commands)?;
+        for ((_, input), n) in inputs.iter_mut().zip(first..) {
             input.position = Some(journal_position(n));
         }
         Ok(())
@@ -284,7 +288,8 @@ impl Partitions {
     ///
     /// # Errors
     /// A partition's store failed: the partitions that committed keep their commit; a
-    /// restart gives each what it lacks.
+    /// restart gives each what it lacks. Every later batch is refused
+    /// ([`Error::Interrupted`]) until the partitions are opened again.
     pub fn ingest(&mut self, inputs: Vec<Sourced>, wall_now: UnixMillis) -> Result<BatchReport> {
         let layout = self.layout();
         let routed = inputs
@@ -301,10 +306,54 @@ impl Partitions {
     /// As [`Partitions::ingest`].
     pub fn ingest_routed(
         &mut self,
-        mut inputs: Vec<(Route, Sourced)>,
+        inputs: Vec<(Route, Sourced)>,
         wall_now: UnixMillis,
     ) -> Result<BatchReport> {
-        self.journal_commands(&mut inputs, wall_now)?;
+        if let Some(why) = &self.interrupted {
+            return Err(Error::Interrupted(why.clone()));
+        }
+        if self.parts.len() < 2 || !inputs.iter().any(needs_journal) {
+            return self.ingest_segment(inputs, wall_now);
+        }
+        // A run of journaled commands goes alone, after everything before it is durable in
+        // every partition: a start after a crash then completes it at its own place, since
+        // a partition that lacks it lacks nothing before it and nothing after it.
+        let mut report = BatchReport::default();
+        let mut segment: Vec<(Route, Sourced)> = Vec::new();
+        let mut journaled = false;
+        for input in inputs {
+            let journal = needs_journal(&input);
+            if journal != journaled && !segment.is_empty() {
+                report.add(self.ingest_part(std::mem::take(&mut segment), journaled, wall_now)?);
+            }
+            journaled = journal;
+            segment.push(input);
+        }
+        if !segment.is_empty() {
+            report.add(self.ingest_part(segment, journaled, wall_now)?);
+        }
+        Ok(report)
+    }
+
+    fn ingest_part(
+        &mut self,
+        mut inputs: Vec<(Route, Sourced)>,
+        journal: bool,
+        wall_now: UnixMillis,
+    ) -> Result<BatchReport> {
+        if journal {
+            self.prune_journal()?;
+            self.journal_commands(&mut inputs, wall_now)?;
+        }
+        self.ingest_segment(inputs, wall_now)
+    }
+
+    /// One group commit in every partition (see [`Partitions::ingest`]).
+    fn ingest_segment(
+        &mut self,
+        inputs: Vec<(Route, Sourced)>,
+        wall_now: UnixMillis,
+    ) -> Result<BatchReport> {
         let n = self.parts.len();
         let layout = self.layout();
         let mut per: Vec<Vec<Sourced>> = vec![Vec::new(); n];
@@ -379,8 +428,10 @@ impl Partitions {
         let reports = match reports {
             Ok(r) => r,
             Err(e) => {
-                // Some partitions may have committed: read their positions again.
+                // Some partitions may have committed: read their positions again, and take
+                // no other batch until a reopening completed this one.
                 self.offsets.iter_mut().for_each(HashMap::clear);
+                self.interrupted = Some(e.to_string());
                 return Err(e);
             }
         };
@@ -678,4 +729,13 @@ fn journal_position(n: u64) -> v1::SourcePosition {
         offset: n,
         next_offset: n + 1,
     }
+}
+
+/// Whether an input is a command for every partition without a position of its own: it
+/// goes through the command journal.
+fn needs_journal((route, input): &(Route, Sourced)) -> bool {
+    *route == Route::All
+        && input.position.is_none()
+        && matches!(&input.incoming, Incoming::Record(r)
+            if matches!(r.input, Some(v1::ingest_record::Input::Command(_))))
 }

@@ -841,12 +841,33 @@ fn a_batch_committed_by_some_partitions_only_is_completed_by_the_restart() {
 
 /// A command from gRPC has no source position: it is journaled before any partition applies
 /// it, and a start after a crash that left it in some partitions only gives it to the
-/// others, once.
+/// others, once and in its place: here partition 1 alone committed the launch and the file's
+/// events after it, and the others get the launch at the start, then the events from the
+/// file again, in the order partition 1 had them.
 #[test]
 fn a_command_without_a_position_committed_by_some_partitions_only_is_completed_at_the_next_start() {
-    use canvass_engine::{Partitions, durable::Placement, partitions::COMMAND_JOURNAL};
+    completes_a_journaled_command(false);
+}
+
+/// The same with the flush of each commit beside the next batch (as `canvass run` does):
+/// the journal is pruned only once what it held is durable in every partition.
+#[test]
+fn a_journaled_command_is_completed_under_deferred_flushes_too() {
+    completes_a_journaled_command(true);
+}
+
+fn completes_a_journaled_command(deferred_flush: bool) {
+    use canvass_engine::{
+        Partitions,
+        durable::Placement,
+        partitions::{COMMAND_JOURNAL, Route, route},
+    };
     use canvass_store::{Layout, Stores, Wanted};
 
+    let options = || EngineOptions {
+        deferred_flush,
+        ..options()
+    };
     let layout = Layout {
         partitions: 3,
         partitioner: canvass_core::partition::Partitioner::Murmur2,
@@ -860,12 +881,25 @@ fn a_command_without_a_position_committed_by_some_partitions_only_is_completed_a
         .iter()
         .position(|l| l.contains(r#""launch": "b-trial-invite""#))
         .unwrap();
+    // Commands and contacts as a gRPC caller submits them (no positions), then the launch,
+    // then the events as a file source reads them.
     let before: Vec<Sourced> = lines[..launch_at].iter().map(|l| record(l)).collect();
     let launch = record(&lines[launch_at]);
-    let after: Vec<Vec<Sourced>> = lines[launch_at + 1..]
-        .chunks(100)
-        .map(|c| c.iter().map(|l| record(l)).collect())
+    let events: Vec<Sourced> = lines[launch_at + 1..]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Sourced {
+            position: Some(v1::SourcePosition {
+                source: "file:events".into(),
+                offset: i as u64,
+                next_offset: i as u64 + 1,
+            }),
+            ..record(l)
+        })
         .collect();
+    let mut batches: Vec<Vec<Sourced>> = events.chunks(100).map(<[_]>::to_vec).collect();
+    // The launch and the first events in one batch, as the run loop may take them.
+    batches[0].insert(0, launch.clone());
     let dump = |stores: &Stores| -> Vec<Dump> {
         stores
             .iter()
@@ -877,18 +911,20 @@ fn a_command_without_a_position_committed_by_some_partitions_only_is_completed_a
     let clean = Stores::open(clean_dir.path(), wanted, &StoreOptions::default()).unwrap();
     let mut engine = Partitions::open(clean.clone(), options(), 2).unwrap();
     engine.ingest(before.clone(), UnixMillis(0)).unwrap();
-    engine.ingest(vec![launch.clone()], UnixMillis(0)).unwrap();
-    for b in &after {
+    for b in &batches {
         engine.ingest(b.clone(), UnixMillis(0)).unwrap();
     }
+    engine.wait_synced().unwrap();
     drop(engine);
 
     let dir = tempfile::tempdir().unwrap();
     let crashed = Stores::open(dir.path(), wanted, &StoreOptions::default()).unwrap();
     let mut engine = Partitions::open(crashed.clone(), options(), 2).unwrap();
     engine.ingest(before, UnixMillis(0)).unwrap();
+    engine.wait_synced().unwrap();
     drop(engine);
-    // The launch is journaled, then partition 1 alone commits it before the process dies.
+    // The launch is journaled; then partition 1 alone commits it and the events after it
+    // that are its own, before the process dies.
     let Incoming::Record(launch_record) = &launch.incoming else {
         unreachable!("the launch is a record")
     };
@@ -921,17 +957,30 @@ fn a_command_without_a_position_committed_by_some_partitions_only_is_completed_a
         };
         one.ingest_at(vec![positioned], &[position], UnixMillis(0))
             .unwrap();
+        let mine: Vec<Sourced> = batches[0][1..]
+            .iter()
+            .filter(|s| route(&layout, &s.incoming) == Route::One(1))
+            .cloned()
+            .collect();
+        let last = batches[0].last().unwrap().position.clone().unwrap();
+        one.ingest_at(mine, &[last], UnixMillis(0)).unwrap();
+        one.wait_synced().unwrap();
     }
     assert!(
         crashed.partition(0).offset(COMMAND_JOURNAL).unwrap() < Some(n + 1),
         "partition 0 lacks the launch before the restart"
     );
-    // The restart completes the journal in the partitions that lack it, then goes on.
+    // The restart completes the journal in the partitions that lack it; the file resumes
+    // at the lowest position held, and partition 1 skips what it has.
     let mut engine = Partitions::open(crashed.clone(), options(), 2).unwrap();
     assert_eq!(engine.offset(COMMAND_JOURNAL).unwrap(), Some(n + 1));
-    for b in &after {
-        engine.ingest(b.clone(), UnixMillis(0)).unwrap();
+    assert_eq!(engine.offset("file:events").unwrap(), None);
+    for b in &batches {
+        // Re-read from the file: without the launch, which is no longer in it.
+        let from_file: Vec<Sourced> = b.iter().filter(|s| s.position.is_some()).cloned().collect();
+        engine.ingest(from_file, UnixMillis(0)).unwrap();
     }
+    engine.wait_synced().unwrap();
     drop(engine);
 
     for (p, (a, b)) in dump(&clean).iter().zip(dump(&crashed)).enumerate() {

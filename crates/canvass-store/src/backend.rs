@@ -103,7 +103,6 @@ impl Backend {
             .map(|kv| kv.map(|(k, _)| k))
     }
 
-    /// Applies `writes` atomically; with `flush`, durably before returning.
     /// Makes every batch applied so far durable.
     pub(crate) fn flush(&self) -> Result<()> {
         match self {
@@ -115,6 +114,7 @@ impl Backend {
         }
     }
 
+    /// Applies `writes` atomically; with `flush`, durably before returning.
     pub(crate) fn apply(&self, writes: &[Write], flush: bool) -> Result<()> {
         match self {
             Self::Sled(db) => {

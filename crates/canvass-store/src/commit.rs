@@ -17,12 +17,7 @@ impl Store {
     /// projection changes then join the in-memory table a later checkpoint writes. A crash
     /// before that checkpoint loses nothing: the log holds what the table held.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        let how = if self.options.flush_on_commit {
-            Apply::Flushed
-        } else {
-            Apply::Unflushed
-        };
-        self.commit_with(batch, how)?;
+        self.commit_with(batch, self.options.flush_on_commit)?;
         if self.options.flush_on_commit {
             self.mark_durable(
                 self.shared.log_end.load(Ordering::SeqCst),
@@ -39,7 +34,7 @@ impl Store {
     /// action, an answer, an offset told to a broker): [`Store::outbox_durable_after`]
     /// gives the outbox up to the last flush only.
     pub fn commit_unsynced(&self, batch: WriteBatch) -> Result<()> {
-        self.commit_with(batch, Apply::Unflushed)
+        self.commit_with(batch, false)
     }
 
     /// Makes every commit so far durable, and waits for it.
@@ -111,7 +106,7 @@ impl Store {
             .fetch_max(commits, Ordering::SeqCst);
     }
 
-    pub(crate) fn commit_with(&self, batch: WriteBatch, how: Apply) -> Result<()> {
+    pub(crate) fn commit_with(&self, batch: WriteBatch, flush: bool) -> Result<()> {
         self.check_failed()?;
         let WriteBatch {
             log,
@@ -146,7 +141,7 @@ impl Store {
             writes.extend(frames(first, log));
         }
         if !writes.is_empty() {
-            self.write(writes, how == Apply::Flushed)?;
+            self.write(writes, flush)?;
             if let Some(first) = first_seq {
                 let last = first + log_len as u64 - 1;
                 self.shared.log_end.store(last, Ordering::SeqCst);
@@ -200,16 +195,6 @@ impl Store {
         self.check_failed()?;
         self.write(Vec::new(), true)
     }
-}
-
-/// How a commit's sled writes are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Apply {
-    /// Now, then flushed.
-    Flushed,
-    /// Now, without a flush (a deferred commit, or a store opened without a flush per
-    /// commit).
-    Unflushed,
 }
 
 /// Writes to apply together. Nothing is visible until [`Store::commit`].

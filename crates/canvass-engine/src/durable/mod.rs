@@ -47,6 +47,10 @@ pub enum Error {
         /// The problems.
         reason: String,
     },
+    /// A batch failed after some partitions committed it: only reopening the partitions
+    /// (which completes it) may go on, or a later batch would move past what it left out.
+    #[error("an earlier batch failed in some partitions ({0}); reopen the data directory")]
+    Interrupted(String),
 }
 
 impl Error {

@@ -27,6 +27,9 @@ pub(super) struct Pending {
     pub(super) batch: WriteBatch,
     pub(super) report: BatchReport,
     pub(super) contacts: HashMap<String, v1::ContactState>,
+    /// States read from the store this batch and not changed (yet): decoded once, whether
+    /// the dedupe check or a step reads them first; never written back as they are.
+    read: HashMap<String, v1::ContactState>,
     pub(super) counters: BTreeMap<String, v1::CampaignCounters>,
     /// Timers armed in this batch, in firing order, and the due time of every timer the
     /// batch touched (`None`: disarmed).
@@ -76,6 +79,7 @@ impl Pending {
             batch: WriteBatch::new(),
             report: BatchReport::default(),
             contacts: HashMap::new(),
+            read: HashMap::new(),
             counters: BTreeMap::new(),
             timers_armed: BTreeSet::new(),
             timer_due: HashMap::new(),
@@ -195,11 +199,17 @@ impl Pending {
         Ok(())
     }
 
-    pub(super) fn contact(&mut self, id: &str) -> Result<v1::ContactState> {
-        if let Some(s) = self.contacts.get(id) {
-            return Ok(s.clone());
+    /// The contact's state as this batch sees it (the default for a contact not known).
+    pub(super) fn contact(&mut self, id: &str) -> Result<&v1::ContactState> {
+        if !self.contacts.contains_key(id) && !self.read.contains_key(id) {
+            let stored = self.stored_contact(id)?;
+            self.read.insert(id.to_string(), stored);
         }
-        self.stored_contact(id)
+        Ok(self
+            .contacts
+            .get(id)
+            .or_else(|| self.read.get(id))
+            .expect("loaded above"))
     }
 
     fn stored_contact(&self, id: &str) -> Result<v1::ContactState> {
@@ -220,7 +230,10 @@ impl Pending {
     ) -> Result<()> {
         let (mut before, in_batch) = match self.contacts.remove(contact_id) {
             Some(state) => (state, true),
-            None => (self.stored_contact(contact_id)?, false),
+            None => match self.read.remove(contact_id) {
+                Some(state) => (state, false),
+                None => (self.stored_contact(contact_id)?, false),
+            },
         };
         if before.contact.is_none() && matches!(input, Input::FollowUp(_) | Input::TimerFired(_)) {
             // Nothing to step (no profile yet): the batch keeps what it had.
