@@ -100,6 +100,24 @@ fn assert_same(a: &Dump, b: &Dump) {
     assert_eq!(a.len(), b.len(), "one dump has more keys");
 }
 
+/// Asserts that two data directories hold the same projections and the same log in each
+/// partition: every input applied once, in the same place.
+fn assert_same_partitions(clean: &canvass_store::Stores, crashed: &canvass_store::Stores) {
+    for (p, (a, b)) in clean.iter().zip(crashed.iter()).enumerate() {
+        let (a, b) = (a.projection_dump().unwrap(), b.projection_dump().unwrap());
+        assert!(a.len() == b.len(), "partition {p}: the key counts differ");
+        assert_same(&a, &b);
+    }
+    for (p, (a, b)) in clean.iter().zip(crashed.iter()).enumerate() {
+        let log = |s: &Store| -> Vec<v1::LogEntry> { s.log_from(1).map(Result::unwrap).collect() };
+        assert_eq!(
+            log(a),
+            log(b),
+            "partition {p}: each input logged once, in its place"
+        );
+    }
+}
+
 fn options() -> EngineOptions {
     EngineOptions {
         clock: ClockMode::Event,
@@ -766,12 +784,6 @@ fn a_batch_committed_by_some_partitions_only_is_completed_by_the_restart() {
         })
         .collect();
     let batches: Vec<Vec<Sourced>> = positioned.chunks(100).map(<[_]>::to_vec).collect();
-    let dump = |stores: &Stores| -> Vec<Dump> {
-        stores
-            .iter()
-            .map(|s| s.projection_dump().unwrap())
-            .collect()
-    };
 
     let clean_dir = tempfile::tempdir().unwrap();
     let clean = Stores::open(clean_dir.path(), wanted, &StoreOptions::default()).unwrap();
@@ -823,20 +835,7 @@ fn a_batch_committed_by_some_partitions_only_is_completed_by_the_restart() {
     }
     drop(engine);
 
-    for (p, (a, b)) in dump(&clean).iter().zip(dump(&crashed)).enumerate() {
-        assert!(a.len() == b.len(), "partition {p}: the key counts differ");
-        assert_same(a, &b);
-    }
-    for p in 0..3 {
-        let log = |s: &Stores| -> Vec<v1::LogEntry> {
-            s.partition(p).log_from(1).map(Result::unwrap).collect()
-        };
-        assert_eq!(
-            log(&clean),
-            log(&crashed),
-            "partition {p}: each input logged once"
-        );
-    }
+    assert_same_partitions(&clean, &crashed);
 }
 
 /// A command from gRPC has no source position: it is journaled before any partition applies
@@ -900,12 +899,6 @@ fn completes_a_journaled_command(deferred_flush: bool) {
     let mut batches: Vec<Vec<Sourced>> = events.chunks(100).map(<[_]>::to_vec).collect();
     // The launch and the first events in one batch, as the run loop may take them.
     batches[0].insert(0, launch.clone());
-    let dump = |stores: &Stores| -> Vec<Dump> {
-        stores
-            .iter()
-            .map(|s| s.projection_dump().unwrap())
-            .collect()
-    };
 
     let clean_dir = tempfile::tempdir().unwrap();
     let clean = Stores::open(clean_dir.path(), wanted, &StoreOptions::default()).unwrap();
@@ -983,20 +976,7 @@ fn completes_a_journaled_command(deferred_flush: bool) {
     engine.wait_synced().unwrap();
     drop(engine);
 
-    for (p, (a, b)) in dump(&clean).iter().zip(dump(&crashed)).enumerate() {
-        assert!(a.len() == b.len(), "partition {p}: the key counts differ");
-        assert_same(a, &b);
-    }
-    for p in 0..3 {
-        let log = |s: &Stores| -> Vec<v1::LogEntry> {
-            s.partition(p).log_from(1).map(Result::unwrap).collect()
-        };
-        assert_eq!(
-            log(&clean),
-            log(&crashed),
-            "partition {p}: the launch logged once, at the same position"
-        );
-    }
+    assert_same_partitions(&clean, &crashed);
     // What every partition holds is forgotten; the last number is kept to go on from.
     let kept: Vec<u64> = crashed
         .partition(0)
