@@ -100,6 +100,22 @@ fn assert_same(a: &Dump, b: &Dump) {
     assert_eq!(a.len(), b.len(), "one dump has more keys");
 }
 
+/// The lines as a source reads them: each with its position in `source`.
+fn from_source(source: &str, lines: &[String]) -> Vec<Sourced> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| Sourced {
+            position: Some(v1::SourcePosition {
+                source: source.into(),
+                offset: i as u64,
+                next_offset: i as u64 + 1,
+            }),
+            ..record(line)
+        })
+        .collect()
+}
+
 /// Asserts that two data directories hold the same projections and the same log in each
 /// partition: every input applied once, in the same place.
 fn assert_same_partitions(clean: &canvass_store::Stores, crashed: &canvass_store::Stores) {
@@ -771,18 +787,7 @@ fn a_batch_committed_by_some_partitions_only_is_completed_by_the_restart() {
         partitions: Some(3),
         partitioner: None,
     };
-    let positioned: Vec<Sourced> = stream(None)
-        .iter()
-        .enumerate()
-        .map(|(i, line)| Sourced {
-            position: Some(v1::SourcePosition {
-                source: "stream".into(),
-                offset: i as u64,
-                next_offset: i as u64 + 1,
-            }),
-            ..record(line)
-        })
-        .collect();
+    let positioned = from_source("stream", &stream(None));
     let batches: Vec<Vec<Sourced>> = positioned.chunks(100).map(<[_]>::to_vec).collect();
 
     let clean_dir = tempfile::tempdir().unwrap();
@@ -884,18 +889,7 @@ fn completes_a_journaled_command(deferred_flush: bool) {
     // then the events as a file source reads them.
     let before: Vec<Sourced> = lines[..launch_at].iter().map(|l| record(l)).collect();
     let launch = record(&lines[launch_at]);
-    let events: Vec<Sourced> = lines[launch_at + 1..]
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Sourced {
-            position: Some(v1::SourcePosition {
-                source: "file:events".into(),
-                offset: i as u64,
-                next_offset: i as u64 + 1,
-            }),
-            ..record(l)
-        })
-        .collect();
+    let events = from_source("file:events", &lines[launch_at + 1..]);
     let mut batches: Vec<Vec<Sourced>> = events.chunks(100).map(<[_]>::to_vec).collect();
     // The launch and the first events in one batch, as the run loop may take them.
     batches[0].insert(0, launch.clone());
