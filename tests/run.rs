@@ -6,7 +6,7 @@
 
 use std::{
     io::Write,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -54,22 +54,26 @@ fn a_timeout_fires_on_the_wall_clock_while_the_engine_tails_its_input() {
         setup.iter().map(|l| format!("{l}\n")).collect::<String>(),
     )
     .unwrap();
-    let mut child = Command::new(canvass_bin())
-        .args([
-            "run",
-            "--data",
-            dir.path().join("data").to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .args(["--actions", actions.to_str().unwrap(), "--follow"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    // The signup arrives after the engine started: it is tailing the file.
-    std::thread::sleep(Duration::from_millis(300));
+    let args: Vec<String> = [
+        "run",
+        "--data",
+        dir.path().join("data").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--actions",
+        actions.to_str().unwrap(),
+        "--follow",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let running = canvass_tests::start_ready(&args, false);
+    // The signup arrives once the engine has read the file to its end and is tailing it.
+    assert!(
+        running.wait_for_event("following the input", Duration::from_secs(60)),
+        "the engine never reached the end of its input"
+    );
+    let mut child = running.child;
     let now = now_rfc3339();
     let mut f = std::fs::OpenOptions::new()
         .append(true)

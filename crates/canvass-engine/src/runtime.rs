@@ -410,18 +410,33 @@ fn spawn_reader(
             let mut line = Vec::new();
             // Bytes of the line read so far (`line` holds at most `max + 1` of them).
             let mut len = 0u64;
+            // Whether the end of the input was reached (and told) since the last line.
+            let (mut at_end, mut told) = (false, false);
             loop {
                 match read_line_bounded(&mut *reader, &mut line, max) {
                     Err(e) => {
                         let _ = tx.send(Item::Failed(e));
                         return;
                     }
-                    Ok((0, _)) if follow => thread::sleep(Duration::from_millis(20)),
+                    Ok((0, _)) if follow => {
+                        if !at_end {
+                            // Operators (and tests) learn that lines appended now are read.
+                            if told {
+                                tracing::debug!(source = ?name, offset, "following the input");
+                            } else {
+                                tracing::info!(source = ?name, offset, "following the input: lines appended from now on are read as they come");
+                                told = true;
+                            }
+                            at_end = true;
+                        }
+                        thread::sleep(Duration::from_millis(20));
+                    }
                     Ok((0, _)) if len == 0 => {
                         let _ = tx.send(Item::End);
                         return;
                     }
                     Ok((n, ended)) => {
+                        at_end = false;
                         len += n;
                         // A line still being written (no newline yet) is read on when complete.
                         if follow && !ended {

@@ -71,7 +71,13 @@ struct Lease {
     position: Position,
     action: v1::Action,
     deadline: Instant,
+    /// The stream it was leased to: only that one hands it back when it goes away (after
+    /// the deadline, the action may be leased to another).
+    stream: u64,
 }
+
+/// Numbers the pull streams, for their leases.
+static NEXT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The result of one action, as logged.
 fn ack(
@@ -382,6 +388,7 @@ fn take_next(
     cursor: &Cursor,
     marks: &mut Cursor,
     deadline: Duration,
+    stream: u64,
 ) -> (Option<v1::StreamActionsResponse>, Option<Instant>) {
     let now = Instant::now();
     let expired: Vec<String> = pull
@@ -416,6 +423,7 @@ fn take_next(
             position,
             action: action.clone(),
             deadline: now + deadline,
+            stream,
         },
     );
     let mark = marks.entry(position.0).or_insert((position.1, position.2));
@@ -430,10 +438,12 @@ fn take_next(
 
 /// The client of a stream left: what it was leased and did not acknowledge goes to the
 /// other pullers now, flagged as a redelivery, instead of waiting for its deadline.
-fn hand_back(inner: &Inner, keys: &[String]) {
+fn hand_back(inner: &Inner, keys: &[String], stream: u64) {
     let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
     for key in keys {
-        if let Some(lease) = pull.leased.remove(key) {
+        if pull.leased.get(key).is_some_and(|l| l.stream == stream)
+            && let Some(lease) = pull.leased.remove(key)
+        {
             pull.ready.insert(lease.position, (lease.action, true));
         }
     }
@@ -471,6 +481,7 @@ impl ActionService for Actions {
         let inner = Arc::clone(self.inner()?);
         // A small buffer: what is leased to a stream is what it is about to read.
         let (tx, rx) = mpsc::channel(8);
+        let stream = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             // Keys leased through this stream: handed back at once if the client leaves.
             let mut leased_here: Vec<String> = Vec::new();
@@ -481,9 +492,10 @@ impl ActionService for Actions {
                 let (next, expiry) = {
                     let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
                     if leased_here.len() >= 1024 {
-                        leased_here.retain(|k| pull.leased.contains_key(k));
+                        leased_here
+                            .retain(|k| pull.leased.get(k).is_some_and(|l| l.stream == stream));
                     }
-                    take_next(&mut pull, &r.kinds, &cursor, &mut marks, deadline)
+                    take_next(&mut pull, &r.kinds, &cursor, &mut marks, deadline, stream)
                 };
                 match next {
                     Some(response) => {
@@ -491,7 +503,7 @@ impl ActionService for Actions {
                             leased_here.push(a.idempotency_key.clone());
                         }
                         if tx.send(Ok(response)).await.is_err() {
-                            hand_back(&inner, &leased_here);
+                            hand_back(&inner, &leased_here, stream);
                             return;
                         }
                     }
@@ -505,7 +517,7 @@ impl ActionService for Actions {
                             () = notified => {}
                             () = tokio::time::sleep(wait) => {}
                             () = tx.closed() => {
-                                hand_back(&inner, &leased_here);
+                                hand_back(&inner, &leased_here, stream);
                                 return;
                             }
                         }
