@@ -506,3 +506,29 @@ fn reading_a_directory_that_is_not_a_data_directory_creates_nothing() {
         "nothing written into it"
     );
 }
+
+/// `canvass ... | head` is normal use: a reader that goes away ends the command quietly
+/// (status 0, no panic), whichever command was printing.
+#[test]
+fn a_closed_standard_output_ends_a_command_quietly() {
+    let path = |name: &str| example(name).display().to_string();
+    let (campaign, survey, contacts, events) = (
+        path("campaign.json"),
+        path("survey.json"),
+        path("contacts.jsonl"),
+        path("events.jsonl"),
+    );
+    let mut child = std::process::Command::new(canvass_tests::canvass_bin())
+        .args(["simulate", "--spec", &campaign, "--spec", &survey])
+        .args(["--contacts", &contacts, "--events", &events, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader leaves before anything was written: every write fails.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

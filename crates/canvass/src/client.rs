@@ -144,7 +144,7 @@ pub fn token(command: &TokenCommand) -> anyhow::Result<ExitCode> {
             std::io::stdin().read_to_string(&mut token)?;
             let token = token.trim();
             anyhow::ensure!(!token.is_empty(), "no token on standard input");
-            println!("{}", canvass_server::hash_token(token));
+            out!("{}", canvass_server::hash_token(token));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -196,7 +196,7 @@ async fn connect(args: &CampaignArgs) -> anyhow::Result<Channel> {
 }
 
 fn print<M: serde::Serialize>(message: &M) -> anyhow::Result<()> {
-    println!("{}", json::to_string(message)?);
+    out!("{}", json::to_string(message)?);
     Ok(())
 }
 
@@ -263,7 +263,7 @@ async fn campaign_call(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
                 })?)
                 .await
                 .map_err(|s| refused(&s))?;
-            println!("{}", response.get_ref().json);
+            out!("{}", response.get_ref().json);
         }
         C::Submit {
             campaign,

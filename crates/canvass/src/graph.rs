@@ -21,7 +21,7 @@ pub fn run(spec: &Path, format: Arg) -> anyhow::Result<ExitCode> {
         Arg::Dot => GraphFormat::Dot,
     };
     for (_, campaign) in &campaigns {
-        print!("{}", render(campaign, format));
+        out_raw!("{}", render(campaign, format));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -121,11 +121,11 @@ fn print_as<T: serde::Serialize + ?Sized>(
     chart: Option<fn(&T) -> String>,
 ) -> anyhow::Result<ExitCode> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        out!("{}", serde_json::to_string_pretty(report)?);
     } else if args.csv {
-        print!("{}", csv(report)?);
+        out_raw!("{}", csv(report)?);
     } else {
-        print!("{}", text(report));
+        out_raw!("{}", text(report));
     }
     if let (Some(path), Some(chart)) = (&args.svg, chart) {
         std::fs::write(path, chart(report))
@@ -188,7 +188,7 @@ fn value(args: &Args, engine: &Partitions) -> anyhow::Result<ExitCode> {
             "reason": format!("tiers of the value pyramid as of {}", report.as_of),
             "setPolicy": serde_json::from_str::<serde_json::Value>(&canvass_proto::json::to_string(&policy)?)?,
         }});
-        println!("{record}");
+        out!("{record}");
         return Ok(ExitCode::SUCCESS);
     }
     print_as(

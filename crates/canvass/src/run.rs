@@ -839,13 +839,13 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         }
         members.sort();
         for id in members {
-            println!("{id}");
+            out!("{id}");
         }
         return Ok(ExitCode::SUCCESS);
     }
     if args.contacts {
         for (_, state) in reports::contact_states(stores).map_err(fail)? {
-            println!("{}", canvass_proto::json::to_string(&state)?);
+            out!("{}", canvass_proto::json::to_string(&state)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -871,23 +871,23 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         outbox,
         dead_letters,
     ] = totals;
-    println!("layout:        {}", engine.layout());
-    println!("log entries:   {entries}");
+    out!("layout:        {}", engine.layout());
+    out!("log entries:   {entries}");
     if behind > 0 {
-        println!(
+        out!(
             "checkpoint:    {checkpointed} entries checkpointed; the {behind} after them (not yet checkpointed, as after a crash) are applied in memory for this view"
         );
     }
-    println!("contacts:      {contacts}");
-    println!("timers armed:  {timers}");
-    println!("outbox:        {outbox}");
-    println!("dead letters:  {dead_letters}");
-    println!(
+    out!("contacts:      {contacts}");
+    out!("timers armed:  {timers}");
+    out!("outbox:        {outbox}");
+    out!("dead letters:  {dead_letters}");
+    out!(
         "late events:   {}",
         reports::input_counters(stores)?.late_events
     );
     if let Some(policy) = stores.partition(0).policy()? {
-        println!(
+        out!(
             "policy:        {}",
             canvass_proto::json::to_string(&policy)?
         );
@@ -898,7 +898,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             .status()
             .as_str_name()
             .trim_start_matches("CAMPAIGN_STATUS_");
-        println!(
+        out!(
             "campaign {} ({status}, active v{}): {} enrolled ({} held out), {} actions ({} delivered, {} failed), {} goals, {} completed, cost {}",
             l.campaign_id,
             l.active_version,
@@ -918,7 +918,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             } else {
                 format!(": {}", change.reason)
             };
-            println!("  {at}  {} by {}{reason}", change.change, change.actor);
+            out!("  {at}  {} by {}{reason}", change.change, change.actor);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -31,7 +31,7 @@ pub fn run(specs: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 eprintln!("warning: {issue}");
             }
             for n in names {
-                println!("ok: {n}");
+                out!("ok: {n}");
             }
             Ok(ExitCode::SUCCESS)
         }
