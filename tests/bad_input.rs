@@ -427,14 +427,14 @@ fn validate_refuses_hostile_specs_instead_of_crashing() {
     );
     for path in [&chain, &deep] {
         let out = canvass(&["validate", path]);
-        assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
         assert!(out.stderr.contains("CEL over the limits"), "{}", out.stderr);
     }
     // 16,000 stray characters: 16,000 lexer errors, of which one is said (formatting them all
     // copied the line each time: hundreds of megabytes).
     let stray = write("stray.json", &spec("stray", &"#".repeat(16_000), "true"));
     let out = canvass(&["validate", &stray]);
-    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(
         out.stderr.contains("invalid CEL: line 1 column"),
         "{}",
@@ -469,7 +469,7 @@ fn validate_refuses_hostile_specs_instead_of_crashing() {
         Duration::from_secs(60),
         MAX_RSS_MIB,
     );
-    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     let cycle: Vec<&str> = out
         .stderr
         .lines()

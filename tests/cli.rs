@@ -177,7 +177,7 @@ fn bad_event_lines_are_reported_with_file_line_and_field_and_skipped() {
 #[test]
 fn strict_mode_stops_at_bad_lines() {
     let out = reference(&["--strict"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stdout(&out).is_empty(),
         "nothing is simulated in strict mode with bad input"
@@ -218,7 +218,7 @@ fn validate_accepts_good_specs_and_warns_about_missing_sub_campaigns() {
         "--events",
         &path("events.jsonl"),
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is not loaded (pass its spec too)"));
 }
 
@@ -234,7 +234,7 @@ fn validate_lists_every_problem_with_its_path() {
         .replace("event.attrs.rating >= 4", "event.attrs.rating >=");
     std::fs::write(&bad, text).unwrap();
     let out = canvass(&["validate", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     let file = bad.display().to_string();
     for line in [
@@ -261,7 +261,7 @@ fn a_spec_that_is_not_valid_json_names_the_file_line_and_field() {
     )
     .unwrap();
     let out = canvass(&["validate", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
         err.contains(&format!(
@@ -313,7 +313,7 @@ fn a_missing_input_file_is_a_clear_error() {
         "--events",
         &path("events.jsonl"),
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("cannot read no/such/contacts.jsonl"),
         "{}",
@@ -442,7 +442,7 @@ fn a_frequency_cap_in_the_simulation_holds_back_what_exceeds_it() {
     )
     .unwrap();
     let out = reference(&["--policy", policy.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
         err.contains("policy.json: caps[0].channel: `FAX` is not a customer-facing action kind"),
@@ -531,4 +531,20 @@ fn a_closed_standard_output_ends_a_command_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+/// Exit statuses tell what to do: 2 for input to fix, 3 for a server to wait for (the same
+/// command may succeed later), 4 for a disk (`tests/crash.rs`).
+#[test]
+fn a_server_that_cannot_be_reached_exits_with_status_3_and_bad_input_with_2() {
+    // Nothing listens on port 1 of the loopback.
+    let out = std::process::Command::new(canvass_tests::canvass_bin())
+        .args(["campaign", "--server", "http://127.0.0.1:1", "list"])
+        .env("CANVASS_TOKEN", "any")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    let out = canvass(&["validate", "no/such/spec.json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

@@ -1014,9 +1014,9 @@ fn the_cli_operates_a_running_engine() {
     };
     ok(cli(MARKETER, &["create", survey, "--reason", "first cut"]));
     ok(cli(MARKETER, &["submit", "b-improvement-survey", "1"]));
-    // The wrong role: refused with the status, exit code 1.
+    // The wrong role: refused with the status, exit code 2.
     let denied = cli(MARKETER, &["approve", "b-improvement-survey", "1"]);
-    assert_eq!(denied.status.code(), Some(1));
+    assert_eq!(denied.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"),
         "{}",
@@ -1037,7 +1037,7 @@ fn the_cli_operates_a_running_engine() {
     bad.initial_state = "missing".into();
     std::fs::write(&bad_path, json::to_string(&bad).unwrap()).unwrap();
     let invalid = cli(MARKETER, &["create", bad_path.to_str().unwrap()]);
-    assert_eq!(invalid.status.code(), Some(1));
+    assert_eq!(invalid.status.code(), Some(2));
     let text = String::from_utf8_lossy(&invalid.stderr);
     assert!(
         text.contains("InvalidArgument") && text.contains("initialState"),

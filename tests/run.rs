@@ -589,7 +589,7 @@ fn a_log_filter_that_does_not_parse_is_refused_naming_the_variable() {
         .env("CANVASS_LOG", "info,[[")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CANVASS_LOG"), "{stderr}");
 }

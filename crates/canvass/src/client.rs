@@ -162,6 +162,11 @@ fn with_token<T>(message: T) -> anyhow::Result<Request<T>> {
     Ok(request)
 }
 
+/// The server could not be reached, or answered that it cannot serve now (exit status 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(String);
+
 /// A refused call, with its field violations, as the error to print.
 fn refused(status: &Status) -> anyhow::Error {
     let mut text = format!("{:?}: {}", status.code(), status.message());
@@ -170,7 +175,10 @@ fn refused(status: &Status) -> anyhow::Error {
             text.push_str(&format!("\n  {}: {}", v.field, v.description));
         }
     }
-    anyhow::anyhow!(text)
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => Unavailable(text).into(),
+        _ => anyhow::anyhow!(text),
+    }
 }
 
 async fn connect(args: &CampaignArgs) -> anyhow::Result<Channel> {
@@ -192,7 +200,7 @@ async fn connect(args: &CampaignArgs) -> anyhow::Result<Channel> {
     endpoint
         .connect()
         .await
-        .with_context(|| format!("cannot reach {}", args.server))
+        .map_err(|e| Unavailable(format!("cannot reach {}: {e}", args.server)).into())
 }
 
 fn print<M: serde::Serialize>(message: &M) -> anyhow::Result<()> {
@@ -245,7 +253,7 @@ async fn campaign_call(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
                 .into_inner();
             print(&response)?;
             if !response.valid {
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(crate::EXIT_INVALID_INPUT));
             }
         }
         C::Get { campaign } => call!(

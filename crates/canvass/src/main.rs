@@ -99,8 +99,13 @@ enum GraphFormat {
     Dot,
 }
 
-/// Exit code for a run that found problems in its input (bad spec, bad line with --strict).
-const EXIT_INVALID_INPUT: u8 = 1;
+/// Exit code for a command that found problems in its input (a bad spec, a bad line with
+/// `--strict`, a bad setting or argument, a request the server refused as invalid): as clap
+/// exits for a bad command line.
+const EXIT_INVALID_INPUT: u8 = 2;
+/// Exit code for a command whose server cannot be reached or is unavailable: worth trying
+/// again later, unchanged.
+const EXIT_UNAVAILABLE: u8 = 3;
 /// Exit code for a run stopped by a disk (the store's or the actions file's is full or
 /// failing, or a write stalled): the data is as a crash would leave it, and a restart with
 /// room resumes from the last commit.
@@ -120,6 +125,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     });
     if storage {
         EXIT_STORAGE
+    } else if e
+        .chain()
+        .any(|c| c.downcast_ref::<client::Unavailable>().is_some())
+    {
+        EXIT_UNAVAILABLE
     } else {
         EXIT_INVALID_INPUT
     }
