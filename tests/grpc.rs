@@ -638,6 +638,23 @@ async fn every_role_against_every_rpc() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The engine's log tells who was refused what, in the span of the call it refused.
+    let refusal = std::iter::from_fn(|| engine._lines.recv_timeout(Duration::from_secs(30)).ok())
+        .map(|l| serde_json::from_str::<Value>(&l).unwrap_or_default())
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("refused"))
+        })
+        .expect("a refusal in the log within 30 s");
+    assert_eq!(refusal["level"], "WARN", "{refusal}");
+    assert!(refusal["fields"]["caller"].is_string(), "{refusal}");
+    assert!(
+        refusal["span"]["method"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("/canvass.v1.")),
+        "the refusal names the gRPC method: {refusal}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

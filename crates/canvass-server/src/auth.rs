@@ -228,6 +228,19 @@ impl Authenticator {
         if rpc.allowed().contains(&caller.role) {
             Ok(caller.clone())
         } else {
+            // Operators see who tried what (once per caller and call in an interval).
+            let kind = format!("refused {} {rpc:?}", caller.identity);
+            if let Some(held_back) =
+                canvass_engine::throttle::WARNINGS.admit(&kind, std::time::Instant::now())
+            {
+                tracing::warn!(
+                    caller = %caller.identity,
+                    role = ?caller.role,
+                    call = ?rpc,
+                    held_back,
+                    "refused: the caller's role may not make this call"
+                );
+            }
             Err(Status::permission_denied(format!(
                 "{rpc:?} needs the role {}; {} has the role {:?}",
                 rpc.allowed()

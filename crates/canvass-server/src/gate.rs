@@ -54,6 +54,8 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if let Some(rpc) = ours(request.uri().path()) {
+            // The refusal it may log names the call, as the handler's events do.
+            let _span = tracing::info_span!("grpc", method = %request.uri().path()).entered();
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)

@@ -271,6 +271,8 @@ pub async fn serve_on(
     // gRPC's convention for a message over the size limit is RESOURCE_EXHAUSTED; tonic's
     // decoder answers OUT_OF_RANGE. Its answer is trailers-only, so the code is a header.
     let mut server = Server::builder()
+        // What a call logs names the method it serves.
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         .layer(gate)
         .layer(tower::util::MapResponseLayer::new(
             |mut response: http::Response<tonic::body::Body>| {
