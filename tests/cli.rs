@@ -511,16 +511,9 @@ fn reading_a_directory_that_is_not_a_data_directory_creates_nothing() {
 /// (status 0, no panic), whichever command was printing.
 #[test]
 fn a_closed_standard_output_ends_a_command_quietly() {
-    let path = |name: &str| example(name).display().to_string();
-    let (campaign, survey, contacts, events) = (
-        path("campaign.json"),
-        path("survey.json"),
-        path("contacts.jsonl"),
-        path("events.jsonl"),
-    );
     let mut child = std::process::Command::new(canvass_tests::canvass_bin())
-        .args(["simulate", "--spec", &campaign, "--spec", &survey])
-        .args(["--contacts", &contacts, "--events", &events, "--json"])
+        .args(canvass_tests::simulate_reference_args())
+        .arg("--json")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -58,28 +58,29 @@ pub fn example(name: &str) -> PathBuf {
 /// with `extra` arguments.
 #[must_use]
 pub fn simulate_reference(extra: &[&str]) -> Output {
-    let path = |name: &str| example(name).display().to_string();
-    let (campaign, survey, contacts, events) = (
-        path("campaign.json"),
-        path("survey.json"),
-        path("contacts.jsonl"),
-        path("events.jsonl"),
-    );
-    let mut args = vec![
-        "simulate",
-        "--spec",
-        &campaign,
-        "--spec",
-        &survey,
-        "--contacts",
-        &contacts,
-        "--events",
-        &events,
-        "--start",
-        "2026-03-02T09:00:00Z",
-    ];
-    args.extend_from_slice(extra);
+    let mut args = simulate_reference_args();
+    args.extend(extra.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     canvass(&args)
+}
+
+/// The arguments of [`simulate_reference`], for a test that runs the command itself.
+#[must_use]
+pub fn simulate_reference_args() -> Vec<String> {
+    let path = |name: &str| example(name).display().to_string();
+    vec![
+        "simulate".to_string(),
+        "--spec".to_string(),
+        path("campaign.json"),
+        "--spec".to_string(),
+        path("survey.json"),
+        "--contacts".to_string(),
+        path("contacts.jsonl"),
+        "--events".to_string(),
+        path("events.jsonl"),
+        "--start".to_string(),
+        "2026-03-02T09:00:00Z".to_string(),
+    ]
 }
 
 /// Path of the `canvass` binary, built once per test process with the same profile as the

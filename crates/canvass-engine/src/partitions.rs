@@ -158,7 +158,8 @@ impl Partitions {
     }
 
     /// Journals a run of commands that go to every partition without a position of their
-    /// own (see the module's doc) in one durable write, and gives each its number.
+    /// own (see the module's doc; each passed [`needs_journal`], so each is a record) in
+    /// one durable write, and gives each its number.
     fn journal_commands(
         &mut self,
         inputs: &mut [(Route, Sourced)],
@@ -166,13 +167,13 @@ impl Partitions {
     ) -> Result<()> {
         let commands: Vec<v1::JournaledCommand> = inputs
             .iter()
-            .filter_map(|(_, input)| match &input.incoming {
-                Incoming::Record(record) => Some(v1::JournaledCommand {
-                    record: Some((**record).clone()),
-                    caller: input.caller.clone().unwrap_or_default(),
-                    received_at: Some(wall_now.to_proto()),
-                }),
-                _ => None,
+            .map(|(_, input)| v1::JournaledCommand {
+                record: match &input.incoming {
+                    Incoming::Record(record) => Some((**record).clone()),
+                    _ => None,
+                },
+                caller: input.caller.clone().unwrap_or_default(),
+                received_at: Some(wall_now.to_proto()),
             })
             .collect();
         let first = self.stores.partition(0).journal_commands(&commands)?;

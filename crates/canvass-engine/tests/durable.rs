@@ -100,6 +100,19 @@ fn assert_same(a: &Dump, b: &Dump) {
     assert_eq!(a.len(), b.len(), "one dump has more keys");
 }
 
+/// Three partitions placed by murmur2: the layout, and what opening asks for.
+fn three_partitions() -> (canvass_store::Layout, canvass_store::Wanted) {
+    let layout = canvass_store::Layout {
+        partitions: 3,
+        partitioner: canvass_core::partition::Partitioner::Murmur2,
+    };
+    let wanted = canvass_store::Wanted {
+        partitions: Some(3),
+        partitioner: None,
+    };
+    (layout, wanted)
+}
+
 /// The lines as a source reads them: each with its position in `source`.
 fn from_source(source: &str, lines: &[String]) -> Vec<Sourced> {
     lines
@@ -777,16 +790,9 @@ fn a_batch_committed_by_some_partitions_only_is_completed_by_the_restart() {
         durable::Placement,
         partitions::{Route, route},
     };
-    use canvass_store::{Layout, Stores, Wanted};
+    use canvass_store::Stores;
 
-    let layout = Layout {
-        partitions: 3,
-        partitioner: canvass_core::partition::Partitioner::Murmur2,
-    };
-    let wanted = Wanted {
-        partitions: Some(3),
-        partitioner: None,
-    };
+    let (layout, wanted) = three_partitions();
     let positioned = from_source("stream", &stream(None));
     let batches: Vec<Vec<Sourced>> = positioned.chunks(100).map(<[_]>::to_vec).collect();
 
@@ -866,20 +872,13 @@ fn completes_a_journaled_command(deferred_flush: bool) {
         durable::Placement,
         partitions::{COMMAND_JOURNAL, Route, route},
     };
-    use canvass_store::{Layout, Stores, Wanted};
+    use canvass_store::Stores;
 
     let options = || EngineOptions {
         deferred_flush,
         ..options()
     };
-    let layout = Layout {
-        partitions: 3,
-        partitioner: canvass_core::partition::Partitioner::Murmur2,
-    };
-    let wanted = Wanted {
-        partitions: Some(3),
-        partitioner: None,
-    };
+    let (layout, wanted) = three_partitions();
     let lines = stream(None);
     let launch_at = lines
         .iter()

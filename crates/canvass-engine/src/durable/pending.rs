@@ -235,7 +235,12 @@ impl Pending {
                 None => (self.stored_contact(contact_id)?, false),
             },
         };
-        if before.contact.is_none() && matches!(input, Input::FollowUp(_) | Input::TimerFired(_)) {
+        if before.contact.is_none()
+            && matches!(
+                input,
+                Input::FollowUp(v1::follow_up::Kind::Launch(_)) | Input::TimerFired(_)
+            )
+        {
             // Nothing to step (no profile yet): the batch keeps what it had.
             if in_batch {
                 self.contacts.insert(contact_id.to_string(), before);
