@@ -204,7 +204,12 @@ fn push(actions: u64) -> anyhow::Result<f64> {
     let config = config(Some(&executor_address))?;
     let started = Instant::now();
     let delivery = rt.block_on(async {
-        Delivery::start(engine.stores().clone(), inbox.clone(), &config.executors)
+        Delivery::start(
+            engine.stores().clone(),
+            inbox.clone(),
+            &canvass_server::delivery::Plan::derived_pull(&config.executors),
+            Vec::new(),
+        )
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     let loop_stop = Arc::clone(&stop);

@@ -159,6 +159,7 @@ fn engine_consume(config: &KafkaConfig, events: u64, partitions: i32) -> anyhow:
             stop: None,
         },
         None,
+        Some(Box::new(canvass_kafka::ActionTopic::connect(&config)?)),
     )?;
     anyhow::ensure!(
         report.records == events,

@@ -516,6 +516,19 @@ impl Partitions {
         Ok(sent)
     }
 
+    /// Whether every partition's outbox is empty: every action delivered (or given up on).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn outbox_is_empty(&self) -> Result<bool, Error> {
+        for store in self.stores.iter() {
+            if !store.outbox(1)?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Hands queued publications (at most `limit`) to `publish`, from the partitions in
     /// order (see [`Engine::publish`]).
     ///

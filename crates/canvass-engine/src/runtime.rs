@@ -254,6 +254,10 @@ pub struct Sources {
     pub stop: Option<Arc<AtomicBool>>,
     /// Called after every commit (to wake what reads the store, like the gRPC delivery).
     pub after_commit: Option<Box<dyn FnMut() + Send>>,
+    /// The outbox is delivered beside the loop, whose results come back through `intake`:
+    /// once the input has ended, the loop runs on until every partition's outbox is empty
+    /// (each action delivered, or given up on as a dead letter).
+    pub until_delivered: bool,
 }
 
 impl std::fmt::Debug for Sources {
@@ -610,6 +614,7 @@ pub fn run(
         serve,
         stop,
         mut after_commit,
+        until_delivered,
     } = sources;
     let Intake { tx, rx } = intake.unwrap_or_else(|| channel(options.channel_capacity).1);
     let has_input = input.is_some();
@@ -631,6 +636,8 @@ pub fn run(
         drain(engine, sink, &mut report)?;
     }
     let mut input_ended = !has_input;
+    // Whether the clock was moved on once the input ended (`AtEnd`).
+    let mut moved_on = false;
     // A batch applied whose flush may still run (under deferred flushes): answered and
     // delivered once durable, after the next batch was computed beside its flush.
     let mut held: Option<Held> = None;
@@ -673,11 +680,14 @@ pub fn run(
         }
         held = Some(current);
         let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
-        let finishing = stopping || (input_ended && !serve);
-        if finishing && let Some(h) = held.take() {
+        let ending = input_ended && !serve;
+        if (stopping || ending)
+            && let Some(h) = held.take()
+        {
             complete(engine, h, &mut sink, &mut after_commit, &mut report)?;
         }
-        if input_ended && !serve && !stopping {
+        if ending && !stopping && !moved_on {
+            moved_on = true;
             let until = match options.at_end {
                 AtEnd::Stop => None,
                 AtEnd::Until(t) => Some(t),
@@ -694,6 +704,7 @@ pub fn run(
                 }
             }
         }
+        let finishing = stopping || (ending && (!until_delivered || engine.outbox_is_empty()?));
         if finishing {
             // Not needed for safety; the next start then has no log tail to apply again.
             engine.checkpoint()?;

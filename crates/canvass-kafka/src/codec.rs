@@ -22,6 +22,9 @@ pub const DLQ_TOPIC: &str = "canvass-source-topic";
 pub const DLQ_PARTITION: &str = "canvass-source-partition";
 /// Its offset.
 pub const DLQ_OFFSET: &str = "canvass-source-offset";
+/// Dead-letter header: the idempotency key of an action the delivery gave up on (the
+/// record's payload is then the action).
+pub const DLQ_ACTION: &str = "canvass-action-key";
 /// Audit header: `accepted` or `rejected`.
 pub const AUDIT_RESULT: &str = "canvass-result";
 
@@ -288,11 +291,19 @@ pub fn publication_record(
                 }
                 headers.push((DLQ_OFFSET, position.offset.to_string().into_bytes()));
             }
+            // An action the delivery gave up on goes out as the action itself.
+            let payload = match &letter.action {
+                Some(action) => {
+                    headers.push((DLQ_ACTION, action.idempotency_key.clone().into_bytes()));
+                    encode(action, format)?
+                }
+                None => letter.payload.clone(),
+            };
             Some(OutRecord {
                 topic: dead_letter_topic.to_string(),
                 // A record consumed without a key is stored with an empty one.
                 key: (!letter.key.is_empty()).then(|| letter.key.clone()),
-                payload: letter.payload.clone(),
+                payload,
                 headers,
             })
         }
@@ -468,6 +479,7 @@ mod tests {
             reason: "bad".into(),
             rejected_at: None,
             key: b"c9".to_vec(),
+            action: None,
         };
         let p = v1::Publication {
             kind: Some(v1::publication::Kind::DeadLetter(letter)),

@@ -11,4 +11,5 @@ pub mod runtime;
 
 pub use clients::{topic_partitions, touchpoint_partitions};
 pub use config::{Format, KafkaConfig};
+pub use publisher::ActionTopic;
 pub use runtime::{KafkaReport, KafkaRunOptions, RunError, run};

@@ -1,7 +1,8 @@
 //! The publisher: actions, audit records and dead letters produced to their topics, removed
 //! from the store only once the broker acknowledged them.
 
-use canvass_engine::durable::DispatchError;
+use canvass_engine::{durable::DispatchError, runtime::Dispatcher};
+use canvass_proto::v1;
 use rdkafka::{
     error::KafkaError,
     message::{Header, OwnedHeaders},
@@ -16,68 +17,58 @@ use crate::{
 use crate::clients::{Logging, producer_config};
 use crate::context::State;
 
-/// Publishes the outbox and the queued publications.
-pub(crate) struct Publisher {
-    pub(crate) producer: FutureProducer<Logging>,
+/// A producer that waits for the broker's acknowledgement of every record it sends, and is
+/// replaced when it keeps failing.
+pub(crate) struct TopicWriter {
+    producer: FutureProducer<Logging>,
     pub(crate) config: KafkaConfig,
+    /// Sends that failed in a row.
+    failures: u32,
 }
 
-impl Publisher {
-    pub(crate) fn connect(config: &KafkaConfig) -> Result<FutureProducer<Logging>, KafkaError> {
-        producer_config(config).create_with_context(Logging("producer"))
+impl TopicWriter {
+    pub(crate) fn connect(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: producer_config(config).create_with_context(Logging("producer"))?,
+            config: config.clone(),
+            failures: 0,
+        })
     }
 
-    /// Replaces the producer if it failed for good, or failed `failures` times in a row (an
+    /// Replaces the producer if it failed for good, or failed 3 times in a row (an
     /// idempotent producer keeps failing against a broker that lost its producer state, e.g.
     /// after a restart): records not acknowledged stay queued and go out through the new one,
     /// under a new producer id.
-    pub(crate) fn recover(&mut self, failures: u32) -> Result<(), KafkaError> {
+    fn recover(&mut self) -> Result<(), KafkaError> {
         let fatal = self.producer.client().fatal_error();
-        if fatal.is_some() || failures >= 3 {
+        if fatal.is_some() || self.failures >= 3 {
             tracing::warn!(
-                failures,
+                failures = self.failures,
                 fatal = ?fatal,
                 "kafka: the producer failed repeatedly; starting a new one"
             );
-            self.producer = Self::connect(&self.config)?;
+            self.producer =
+                producer_config(&self.config).create_with_context(Logging("producer"))?;
+            self.failures = 0;
         }
         Ok(())
     }
 
-    /// Publishes everything queued; returns whether nothing is left.
-    pub(crate) fn drain(&self, state: &mut State) -> Result<bool, DispatchError> {
-        loop {
-            let format = self.config.format;
-            let topic = self.config.topics.actions.clone();
-            let sent = state.engine.dispatch(1024, &mut |actions| {
-                let records = actions
-                    .iter()
-                    .map(|a| codec::action_record(&topic, a, format))
-                    .collect::<std::io::Result<Vec<OutRecord>>>()?;
-                self.send_all(&records)
-            })?;
-            state.report.actions_published += sent as u64;
-            let published = state.engine.publish(1024, &mut |queued| {
-                let mut records = Vec::with_capacity(queued.len());
-                for (_, p) in queued {
-                    records.extend(codec::publication_record(
-                        p,
-                        &self.config.topics.audit,
-                        &self.config.topics.dead_letters,
-                        format,
-                    )?);
-                }
-                self.send_all(&records)
-            })?;
-            state.report.publications += published as u64;
-            if sent == 0 && published == 0 {
-                return Ok(true);
+    /// Sends records and waits until the broker acknowledged every one; after a failure the
+    /// producer is replaced if it keeps failing.
+    pub(crate) fn send_all(&mut self, records: &[OutRecord]) -> std::io::Result<()> {
+        let result = self.send_once(records);
+        match &result {
+            Ok(()) => self.failures = 0,
+            Err(_) => {
+                self.failures += 1;
+                self.recover().map_err(std::io::Error::other)?;
             }
         }
+        result
     }
 
-    /// Sends records and waits until the broker acknowledged every one.
-    pub(crate) fn send_all(&self, records: &[OutRecord]) -> std::io::Result<()> {
+    fn send_once(&self, records: &[OutRecord]) -> std::io::Result<()> {
         let mut deliveries = Vec::with_capacity(records.len());
         for r in records {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -106,5 +97,85 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+}
+
+/// The actions topic as a destination of the delivery: each action keyed by its contact,
+/// with its idempotency key as a header, counted as written once the broker acknowledged it.
+pub struct ActionTopic {
+    writer: TopicWriter,
+}
+
+impl std::fmt::Debug for ActionTopic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionTopic")
+            .field("topic", &self.writer.config.topics.actions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActionTopic {
+    /// A producer for the actions topic of `config`.
+    ///
+    /// # Errors
+    /// The client cannot be created (bad settings).
+    pub fn connect(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        Ok(Self {
+            writer: TopicWriter::connect(config)?,
+        })
+    }
+}
+
+impl Dispatcher for ActionTopic {
+    fn deliver(&mut self, actions: &[v1::Action]) -> std::io::Result<()> {
+        let (topic, format) = (
+            &self.writer.config.topics.actions,
+            self.writer.config.format,
+        );
+        let records = actions
+            .iter()
+            .map(|a| codec::action_record(topic, a, format))
+            .collect::<std::io::Result<Vec<OutRecord>>>()?;
+        self.writer.send_all(&records)
+    }
+}
+
+/// Publishes the queued publications, and the outbox when the loop delivers it.
+pub(crate) struct Publisher {
+    pub(crate) writer: TopicWriter,
+}
+
+impl Publisher {
+    /// Publishes everything queued (the outbox through `actions`, when given); returns
+    /// whether nothing is left.
+    pub(crate) fn drain(
+        &mut self,
+        state: &mut State,
+        mut actions: Option<&mut Box<dyn Dispatcher + Send>>,
+    ) -> Result<bool, DispatchError> {
+        loop {
+            let sent = match actions.as_mut() {
+                Some(out) => state.engine.dispatch(1024, &mut |a| out.deliver(a))?,
+                None => 0,
+            };
+            state.report.actions_published += sent as u64;
+            let format = self.writer.config.format;
+            let (audit, dead_letters) = (
+                self.writer.config.topics.audit.clone(),
+                self.writer.config.topics.dead_letters.clone(),
+            );
+            let writer = &mut self.writer;
+            let published = state.engine.publish(1024, &mut |queued| {
+                let mut records = Vec::with_capacity(queued.len());
+                for (_, p) in queued {
+                    records.extend(codec::publication_record(p, &audit, &dead_letters, format)?);
+                }
+                writer.send_all(&records)
+            })?;
+            state.report.publications += published as u64;
+            if sent == 0 && published == 0 {
+                return Ok(true);
+            }
+        }
     }
 }

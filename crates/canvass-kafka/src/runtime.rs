@@ -23,7 +23,7 @@ use std::{
 use canvass_engine::{
     Partitions,
     durable::{DispatchError, Error as EngineError},
-    runtime::{Intake, Submissions},
+    runtime::{Dispatcher, Intake, Submissions},
 };
 use rdkafka::{
     Message, Offset, TopicPartitionList,
@@ -39,7 +39,7 @@ use crate::{
 
 use crate::clients::consumer_config;
 use crate::context::{EngineContext, State};
-use crate::publisher::Publisher;
+use crate::publisher::{Publisher, TopicWriter};
 
 /// How the loop runs and stops.
 #[derive(Debug, Clone, Default)]
@@ -95,12 +95,19 @@ impl RunError {
 }
 
 /// Runs the engine on Kafka until `options` say stop. Inputs submitted through `intake`'s
-/// inboxes (the gRPC API) join the batches of records and are answered once committed.
+/// inboxes (the gRPC API, the delivery's results) join the batches of records and are
+/// answered once committed.
+///
+/// `actions`: where the loop writes the outbox after each commit (e.g. an
+/// [`ActionTopic`](crate::ActionTopic)); `None` when a delivery beside the loop reads it
+/// (executors, pullers), whose results come through `intake`: the loop is then caught up
+/// only once every partition's outbox is empty.
 pub fn run(
     engine: Partitions,
     config: &KafkaConfig,
     options: &KafkaRunOptions,
     intake: Option<&Intake>,
+    mut actions: Option<Box<dyn Dispatcher + Send>>,
 ) -> Result<KafkaReport, RunError> {
     let context = EngineContext {
         state: Mutex::new(State {
@@ -118,8 +125,7 @@ pub fn run(
         consumer_config(config).create_with_context(context)?;
     consumer.subscribe(&[&config.topics.touchpoints, &config.topics.control])?;
     let mut publisher = Publisher {
-        producer: Publisher::connect(config)?,
-        config: config.clone(),
+        writer: TopicWriter::connect(config)?,
     };
 
     // End offsets of the assigned partitions when they were assigned (with
@@ -181,17 +187,17 @@ pub fn run(
 
         let published = if backoff.ready() {
             let mut state = consumer.context().lock();
-            match publisher.drain(&mut state) {
+            match publisher.drain(&mut state, actions.as_mut()) {
+                // With the outbox delivered beside the loop, it is done once empty.
                 Ok(done) => {
                     backoff.reset();
-                    done
+                    done && (actions.is_some() || state.engine.outbox_is_empty()?)
                 }
                 Err(DispatchError::Engine(e)) => return Err(e.into()),
                 Err(e @ DispatchError::Deliver(_)) => {
                     tracing::warn!(error = %e, "kafka: publishing failed; retrying");
                     drop(state);
                     backoff.fail();
-                    publisher.recover(backoff.failures)?;
                     false
                 }
             }

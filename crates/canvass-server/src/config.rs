@@ -16,6 +16,7 @@
 //! client_ca = "ca.pem"     # optional: require client certificates (mutual TLS)
 //!
 //! [[executors]]            # optional: push these kinds to a service implementing ActionExecutor
+//!                          # (or, with retries and copies, in a `--delivery` file: delivery::plan)
 //! kinds = ["EMAIL", "POSTAL_MAIL"]
 //! endpoint = "http://127.0.0.1:7001"
 //! concurrency = 8          # calls in flight to this endpoint
@@ -137,8 +138,11 @@ pub struct GrpcConfig {
     pub queue: usize,
 }
 
+/// Submissions waiting for the engine at most, by default.
+pub const DEFAULT_QUEUE: usize = 16_384;
+
 fn default_queue() -> usize {
-    16_384
+    DEFAULT_QUEUE
 }
 
 impl GrpcConfig {
@@ -185,15 +189,7 @@ impl GrpcConfig {
                     ));
                 }
             }
-            if !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://")) {
-                return Err(format!(
-                    "executors[{i}].endpoint: expected http://host:port or https://host:port, got {:?}",
-                    e.endpoint
-                ));
-            }
-            if e.concurrency == 0 {
-                return Err(format!("executors[{i}].concurrency: at least 1"));
-            }
+            crate::delivery::plan::check_executor(&format!("executors[{i}]"), e)?;
         }
         if config.queue == 0 {
             return Err("queue: at least 1".into());

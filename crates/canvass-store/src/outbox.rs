@@ -16,6 +16,13 @@ impl Store {
         Ok(self.get_raw(&keys::outbox(seq, index))?.is_some())
     }
 
+    /// The undelivered action at an outbox position, if it is still there.
+    pub fn outbox_action(&self, (seq, index): (u64, u32)) -> Result<Option<v1::Action>> {
+        self.get_raw(&keys::outbox(seq, index))?
+            .map(|v| decode("outbox action", &v))
+            .transpose()
+    }
+
     /// Undelivered actions after `after` (exclusive; `None` from the first), in emission
     /// order, at most `limit`, of commits a flush has made durable: what may leave.
     pub fn outbox_durable_after(

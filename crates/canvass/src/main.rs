@@ -18,6 +18,7 @@ macro_rules! out_raw {
 }
 
 mod client;
+mod deliver;
 mod graph;
 mod input;
 mod logging;

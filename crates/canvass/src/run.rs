@@ -17,13 +17,13 @@ use canvass_engine::{
     Partitions,
     durable::{ClockMode, EngineOptions, Incoming, Sourced},
     partitions::Route,
-    runtime::{self, InputSpec, JsonlSink, RunOptions},
+    runtime::{self, InputSpec, RunOptions},
 };
 use canvass_kafka::{KafkaConfig, KafkaRunOptions};
 use canvass_proto::v1;
 use canvass_store::{StallWatch, Store, StoreOptions, Stores, Wanted};
 
-use crate::input;
+use crate::{deliver, input};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Clock {
@@ -66,6 +66,12 @@ pub struct RunArgs {
     /// default without `--grpc-config`).
     #[arg(long)]
     actions: Option<String>,
+    /// Where each kind of action goes (TOML: executors to push to, pullers, the Kafka
+    /// actions topic, JSON-lines files; a kind may go to several) and how pushes are retried;
+    /// see docs/operations.md. Without it: `--actions`, the executors of the gRPC settings,
+    /// pullers when serving gRPC, the actions topic on Kafka.
+    #[arg(long, value_name = "FILE", conflicts_with = "actions")]
+    delivery: Option<PathBuf>,
     /// Campaign specs to load before reading the input (skipped if that version is loaded).
     #[arg(long = "spec")]
     specs: Vec<PathBuf>,
@@ -247,6 +253,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(args.storage_stall_secs.max(1)),
     );
     let kafka = args.kafka || args.kafka_config.is_some();
+    let kafka_config = if kafka {
+        Some(KafkaConfig::load(args.kafka_config.as_deref())?)
+    } else {
+        None
+    };
+    let grpc_config = args
+        .grpc_config
+        .as_deref()
+        .map(canvass_server::GrpcConfig::load)
+        .transpose()?;
+    let plan = deliver::plan(&deliver::Asked {
+        delivery: args.delivery.as_deref(),
+        actions: args.actions.as_deref(),
+        kafka: kafka_config.as_ref(),
+        grpc: grpc_config.as_ref(),
+    })?;
     let wanted = if kafka {
         kafka_layout(args)?
     } else {
@@ -359,51 +381,74 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // A stop signal is graceful in every mode: the batch in hand is committed, the
+    // projections checkpointed, and the summary logged.
     let stop = Arc::new(AtomicBool::new(false));
-    if kafka || args.grpc_config.is_some() {
-        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::flag::register(signal, Arc::clone(&stop))
-                .context("cannot install the signal handlers")?;
-        }
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
     }
-    let mut serving = match &args.grpc_config {
-        // On Kafka, actions go to the actions topic; otherwise over gRPC unless `--actions`.
-        Some(path) => Some(crate::serve::start(
-            path,
+    // The gRPC API and a delivery beside the loop submit through one inbox.
+    let (inbox, intake) = if grpc_config.is_some() || plan.has_answerers() {
+        let queue = grpc_config
+            .as_ref()
+            .map_or(canvass_server::config::DEFAULT_QUEUE, |g| g.queue);
+        let (inbox, intake) = runtime::channel(queue);
+        (Some(inbox), Some(intake))
+    } else {
+        (None, None)
+    };
+    let delivery = deliver::start(&plan, engine.stores(), kafka_config.as_ref(), inbox.clone())?;
+    let (mut in_loop, beside) = match delivery {
+        deliver::Started::InLoop(router) => (Some(router), None),
+        deliver::Started::Beside(beside) => (None, Some(beside)),
+    };
+    let serving = match (grpc_config, inbox) {
+        (Some(config), Some(inbox)) => Some(crate::serve::start(
+            config,
             engine.stores().clone(),
             &stop,
-            !kafka && args.actions.is_none(),
+            inbox,
+            beside.as_ref().map(|b| b.delivery.clone()),
         )?),
-        None => None,
+        _ => None,
     };
     announce_ready(
         args.ready_file.as_deref(),
         &engine,
         serving.as_ref().map(|s| s.address),
     )?;
-    if kafka {
-        let intake = serving.as_mut().and_then(|s| s.intake.take());
-        let result = run_kafka(engine, args, &stop, intake.as_ref());
-        // Submissions still queued are answered UNAVAILABLE, so that the server's graceful
-        // stop does not wait on them.
-        drop(intake);
+    let finish = |serving: Option<crate::serve::Serving>, beside: Option<deliver::Beside>| {
         if let Some(serving) = serving {
             serving.finish();
         }
-        return result;
+        beside.map(|b| {
+            let stats = b.delivery.stats();
+            let delivered = (
+                stats.delivered.load(Ordering::Relaxed),
+                stats.failed.load(Ordering::Relaxed),
+                stats.dead_letters.load(Ordering::Relaxed),
+                stats.retries.load(Ordering::Relaxed),
+            );
+            b.finish();
+            delivered
+        })
+    };
+    if let Some(config) = kafka_config {
+        let actions = in_loop.map(|r| Box::new(r) as Box<dyn runtime::Dispatcher + Send>);
+        let result = run_kafka(engine, args, &config, &stop, intake.as_ref(), actions);
+        // Submissions still queued are answered UNAVAILABLE, so that the server's graceful
+        // stop does not wait on them.
+        drop(intake);
+        let delivered = finish(serving, beside);
+        let report = result?;
+        log_kafka_summary(&report, delivered);
+        return Ok(ExitCode::SUCCESS);
     }
     let input = match args.input.as_deref() {
         None if serving.is_some() => None,
         None | Some("-") => Some(InputSpec::Stdin),
         Some(path) => Some(InputSpec::File(PathBuf::from(path))),
-    };
-    let mut sink = match args.actions.as_deref() {
-        None if serving.is_some() => None,
-        None | Some("-") => Some(JsonlSink::stdout()),
-        Some(path) => Some(
-            JsonlSink::file(std::path::Path::new(path))
-                .with_context(|| format!("cannot open {path}"))?,
-        ),
     };
     let options = RunOptions {
         max_batch: args.max_batch.max(1),
@@ -413,34 +458,33 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         at_end,
         ..RunOptions::default()
     };
-    let sink = sink.as_mut().map(|s| s as &mut dyn runtime::Dispatcher);
+    let sink = in_loop.as_mut().map(|s| s as &mut dyn runtime::Dispatcher);
     let sources = runtime::Sources {
         input,
-        intake: serving.as_mut().and_then(|s| s.intake.take()),
+        intake,
         serve: serving.is_some(),
         stop: Some(Arc::clone(&stop)),
-        after_commit: serving
-            .as_ref()
-            .and_then(|s| s.delivery.clone())
-            .map(|d| Box::new(move || d.committed()) as Box<dyn FnMut() + Send>),
+        after_commit: beside.as_ref().map(|b| deliver::wake(&b.delivery)),
+        until_delivered: beside.is_some(),
     };
     let report = runtime::run(&mut engine, sources, sink, &options);
-    if let Some(serving) = serving {
-        serving.finish();
-    }
+    let (beside_delivered, failed, given_up, retries) = finish(serving, beside).unwrap_or_default();
     let report = report?;
+    let delivered = report.delivered + beside_delivered;
     tracing::info!(
         entries = report.entries,
         commits = report.commits,
         timers_fired = report.timers_fired,
-        delivered = report.delivered,
+        delivered,
+        failed,
+        given_up,
+        retries,
         duplicates = report.duplicates,
         dead_letters = report.dead_letters,
-        "stopped: applied {} inputs in {} commits: {} timers fired, {} actions delivered, {} duplicates ignored, {} dead letters",
+        "stopped: applied {} inputs in {} commits: {} timers fired, {delivered} actions delivered ({failed} failed or bounced, {given_up} given up on, {retries} retries), {} duplicates ignored, {} dead letters",
         report.entries,
         report.commits,
         report.timers_fired,
-        report.delivered,
         report.duplicates,
         report.dead_letters
     );
@@ -517,10 +561,11 @@ fn kafka_layout(args: &RunArgs) -> anyhow::Result<Wanted> {
 fn run_kafka(
     engine: Partitions,
     args: &RunArgs,
+    config: &KafkaConfig,
     stop: &Arc<AtomicBool>,
     intake: Option<&runtime::Intake>,
-) -> anyhow::Result<ExitCode> {
-    let config = KafkaConfig::load(args.kafka_config.as_deref())?;
+    actions: Option<Box<dyn runtime::Dispatcher + Send>>,
+) -> anyhow::Result<canvass_kafka::KafkaReport> {
     exit_after_stop(stop, Duration::from_millis(config.shutdown_timeout_ms));
     let options = KafkaRunOptions {
         exit_when_caught_up: args.exit_when_caught_up,
@@ -533,8 +578,19 @@ fn run_kafka(
         group = %config.group_id,
         "consuming"
     );
-    let report = canvass_kafka::run(engine, &config, &options, intake)?;
+    Ok(canvass_kafka::run(
+        engine, config, &options, intake, actions,
+    )?)
+}
+
+/// The Kafka run's summary, with what the delivery beside it did, if one ran.
+fn log_kafka_summary(report: &canvass_kafka::KafkaReport, beside: Option<(u64, u64, u64, u64)>) {
+    let (delivered, failed, given_up, retries) = beside.unwrap_or_default();
     tracing::info!(
+        delivered,
+        failed,
+        given_up,
+        retries,
         records = report.records,
         skipped = report.skipped,
         entries = report.entries,
@@ -542,7 +598,7 @@ fn run_kafka(
         dead_letters = report.dead_letters,
         actions_published = report.actions_published,
         publications = report.publications,
-        "stopped: consumed {} records ({} already applied): {} log entries, {} duplicates ignored, {} dead letters; published {} actions and {} audit records or dead letters",
+        "stopped: consumed {} records ({} already applied): {} log entries, {} duplicates ignored, {} dead letters; published {} actions and {} audit records or dead letters; delivered {delivered} actions beside ({failed} failed or bounced, {given_up} given up on, {retries} retries)",
         report.records,
         report.skipped,
         report.entries,
@@ -551,7 +607,6 @@ fn run_kafka(
         report.actions_published,
         report.publications
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Ends the process with status 4 once a write to the store has been running for `limit`:

@@ -160,10 +160,22 @@ impl Pending {
         caller: Option<String>,
         wall_now: UnixMillis,
     ) -> Result<()> {
+        let now = self.processing_time(None, wall_now);
         let mut kept = Vec::with_capacity(acks.acks.len());
         for ack in acks.acks {
             let at = (ack.outbox_seq, ack.outbox_index);
-            if self.acked.insert(at) && self.store.outbox_holds(at)? {
+            if !self.acked.insert(at) {
+                continue;
+            }
+            if ack.gave_up {
+                // The action itself is the dead letter: what an operator redrives.
+                let Some(action) = self.store.outbox_action(at)? else {
+                    continue;
+                };
+                let letter = self.park_action(action, ack.detail.clone(), now);
+                self.queue(v1::publication::Kind::DeadLetter(letter));
+                kept.push(ack);
+            } else if self.store.outbox_holds(at)? {
                 kept.push(ack);
             }
         }
@@ -172,7 +184,6 @@ impl Pending {
             return Ok(());
         }
         acks.acks = kept;
-        let now = self.processing_time(None, wall_now);
         let seq = self.next_seq;
         self.caller = caller.unwrap_or_default();
         self.append(log_entry::Input::ActionAcks(acks), position, now)?;
@@ -241,6 +252,22 @@ impl Pending {
         self.queue(v1::publication::Kind::DeadLetter(letter));
     }
 
+    /// Parks an action the delivery gave up on, with the reason.
+    fn park_action(
+        &mut self,
+        action: v1::Action,
+        reason: String,
+        now: UnixMillis,
+    ) -> v1::DeadLetter {
+        self.park_letter(v1::DeadLetter {
+            key: action.contact_id.clone().into_bytes(),
+            action: Some(action),
+            reason,
+            rejected_at: Some(now.to_proto()),
+            ..v1::DeadLetter::default()
+        })
+    }
+
     /// Parks an input in the dead-letter tree, with the reason.
     pub(super) fn park(
         &mut self,
@@ -250,13 +277,17 @@ impl Pending {
         source: Option<v1::SourcePosition>,
         now: UnixMillis,
     ) -> v1::DeadLetter {
-        let letter = v1::DeadLetter {
+        self.park_letter(v1::DeadLetter {
             source,
             payload,
             reason,
             rejected_at: Some(now.to_proto()),
             key,
-        };
+            action: None,
+        })
+    }
+
+    fn park_letter(&mut self, letter: v1::DeadLetter) -> v1::DeadLetter {
         self.batch.put_dead_letter(self.next_dead_letter, &letter);
         self.next_dead_letter += 1;
         self.report.dead_letters += 1;
