@@ -24,7 +24,9 @@ use canvass_tests::{
         APPROVER, CALLERS, MARKETER, OPERATOR, READER, SERVICE, bare_contacts, connect, contacts,
         create_and_launch, req, settings_with, sha256_hex, spec, upsert_contacts,
     },
-    canvass, example, executor_bin, start_ready, stderr, stdout,
+    canvass, example,
+    executor::start_executor,
+    start_ready, stderr, stdout,
 };
 use serde_json::Value;
 use tonic::{Code, Request, Status, transport::Channel};
@@ -819,50 +821,6 @@ async fn a_bad_spec_gets_every_violation_with_its_path_and_bad_input_a_clear_sta
         ))
         .await
         .unwrap();
-}
-
-/// The example executor, running: its address, its stdout (one line per action carried out)
-/// and its stderr lines after the address.
-struct Executor {
-    _child: KillOnDrop,
-    address: String,
-    printed: Receiver<String>,
-    notes: Receiver<String>,
-}
-
-fn start_executor(args: &[&str]) -> Executor {
-    use std::io::BufRead;
-    let mut child = Command::new(executor_bin())
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the example executor starts");
-    let lines = |pipe: Box<dyn std::io::Read + Send>| {
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        rx
-    };
-    let printed = lines(Box::new(child.stdout.take().unwrap()));
-    let notes = lines(Box::new(child.stderr.take().unwrap()));
-    let first = notes
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the executor starts");
-    let address = first
-        .strip_prefix("executor: listening on ")
-        .unwrap_or_else(|| panic!("unexpected: {first}"))
-        .to_string();
-    Executor {
-        _child: KillOnDrop(child),
-        address,
-        printed,
-        notes,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

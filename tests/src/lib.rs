@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod executor;
 
 use std::{
     io::{BufRead, BufReader},

@@ -2,10 +2,14 @@
 //! line on standard output, answers, and recognises an action sent again by its idempotency
 //! key (it answers the same, and does not print it twice).
 //!
-//! `canvass-executor --listen 127.0.0.1:7001 [--fail-first 2] [--delay-ms 200]`: with
+//! `canvass-executor --listen 127.0.0.1:7001 [--out FILE] [--fail-first 2] [--delay-ms 200]
+//! [--garbage]`: with `--out` each action carried out is appended to FILE (synced before the
+//! answer) instead of standard output, and the keys already in FILE are known at start, so
+//! that an executor restarted after a crash still carries each action out once; with
 //! `--fail-first N` the first N attempts at every action fail with `UNAVAILABLE`, to see the
 //! engine retry; with `--delay-ms` each call takes that long, and the most calls in flight at
-//! once is printed on stderr as it grows.
+//! once is printed on stderr as it grows; with `--garbage` every answer is an outcome that
+//! does not exist (an executor gone wrong), to see the engine give up.
 //! Sales hand-offs are answered with an opportunity id, emails to contacts whose id contains
 //! `bounce` with a bounce; everything else is delivered.
 
@@ -33,6 +37,12 @@ struct Args {
     /// Take this long to carry out each action (a slow mail server).
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Append what is carried out to this file (and know its keys at start).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Answer every call with an outcome that does not exist.
+    #[arg(long)]
+    garbage: bool,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +55,9 @@ struct Executor {
     most_in_flight: std::sync::atomic::AtomicUsize,
     /// Attempts seen per idempotency key, and the answer once given.
     seen: Mutex<HashMap<String, (u32, Option<v1::ExecuteResponse>)>>,
+    /// Where carried-out actions go: standard output, or a file.
+    out: Option<Mutex<std::fs::File>>,
+    garbage: bool,
 }
 
 fn answer(action: &v1::Action) -> v1::ExecuteResponse {
@@ -91,6 +104,13 @@ impl ActionExecutor for Executor {
             tokio::time::sleep(self.delay).await;
             self.in_flight.fetch_sub(1, SeqCst);
         }
+        if self.garbage {
+            return Ok(Response::new(v1::ExecuteResponse {
+                outcome: 99,
+                detail: "garbage on purpose (--garbage)".into(),
+                opportunity_id: String::new(),
+            }));
+        }
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = seen.entry(action.idempotency_key.clone()).or_default();
         entry.0 += 1;
@@ -108,10 +128,17 @@ impl ActionExecutor for Executor {
         let response = answer(&action);
         let line = json::to_string(&action)
             .map_err(|e| Status::invalid_argument(format!("the action cannot be encoded: {e}")))?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")
-            .and_then(|()| out.flush())
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let written = match &self.out {
+            Some(file) => {
+                let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+                writeln!(file, "{line}").and_then(|()| file.sync_data())
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}").and_then(|()| out.flush())
+            }
+        };
+        written.map_err(|e| Status::internal(e.to_string()))?;
         entry.1 = Some(response.clone());
         Ok(Response::new(response))
     }
@@ -122,9 +149,32 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!("executor: listening on {}", listener.local_addr()?);
+    let mut seen = HashMap::new();
+    let out = match &args.out {
+        Some(path) => {
+            // What a former run carried out is done: the same answer, never twice.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                for line in text.lines() {
+                    if let Ok(action) = json::from_str::<v1::Action>(line) {
+                        let done = answer(&action);
+                        seen.insert(action.idempotency_key, (0, Some(done)));
+                    }
+                }
+            }
+            let file = std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            Some(Mutex::new(file))
+        }
+        None => None,
+    };
     let executor = Arc::new(Executor {
         fail_first: args.fail_first,
         delay: std::time::Duration::from_millis(args.delay_ms),
+        seen: Mutex::new(seen),
+        out,
+        garbage: args.garbage,
         ..Executor::default()
     });
     tonic::transport::Server::builder()
