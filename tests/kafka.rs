@@ -1068,3 +1068,160 @@ fn a_control_topic_of_several_partitions_is_refused_at_start() {
     );
     assert!(!data.exists(), "nothing was created");
 }
+
+/// The reference deployment: touchpoints from Kafka, actions pushed to an executor over
+/// gRPC. The reference campaign's emails and postal mail go to the example executor (which
+/// keeps what it carried out in a file), every action is also copied to the actions topic for
+/// audit. The executor is killed while the stream flows and started again a while later on
+/// the same address: the engine says once that it went away and once that it is back, and
+/// in the end the executor carried out every email and postal mailing exactly once by key,
+/// the topic holds every action, and the engine stopped by itself once nothing was left.
+#[test]
+fn kafka_in_and_grpc_push_out_deliver_every_action_once_while_the_executor_comes_and_goes() {
+    use canvass_tests::executor::{carried_out, start_executor, start_executor_on};
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "push", 1);
+    let config = topics.config(dir.path(), &broker, &unique("push"));
+    let data = dir.path().join("data");
+    let out = dir.path().join("carried-out.jsonl");
+    let out_arg = out.to_str().unwrap().to_string();
+    // Slow enough that the stream's mail is still going out when the executor is killed.
+    let executor_args = ["--out", out_arg.as_str(), "--delay-ms", "20"];
+    let mut executor = start_executor(&executor_args);
+    let address = executor.address.clone();
+    let delivery = dir.path().join("delivery.toml");
+    std::fs::write(
+        &delivery,
+        format!(
+            "[retry]\nfirst_backoff_ms = 50\nmax_backoff_ms = 1000\n\n[[executor]]\nkinds = [\"EMAIL\", \"POSTAL_MAIL\"]\nendpoint = \"http://{address}\"\nconcurrency = 2\ntimeout_ms = 2000\n\n[[topic]]\nkinds = [\"*\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut args = engine_args(&data, &config, "event");
+    args.extend([
+        "--delivery".to_string(),
+        delivery.to_str().unwrap().to_string(),
+    ]);
+
+    let p = phases(&topics, 1);
+    set_up(&broker, &p, &args);
+    let before = carried_out(&out).len();
+    let mut last = p.events.clone();
+    last.extend(malformed_records(&topics, &p.malformed));
+    let running = start_ready(&args, true);
+    broker.produce(&last);
+
+    // Killed once it has carried out some of the stream's mail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while carried_out(&out).len() < before + 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the executor gets no mail from the stream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    executor.child.kill().unwrap();
+    executor.child.wait().unwrap();
+    let mut log = Vec::new();
+    let wait_for = |message: &str, log: &mut Vec<Value>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = running
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no `{message}` in the engine's log"));
+            let event: Value = serde_json::from_str(&line).unwrap();
+            let found = event["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message));
+            log.push(event);
+            if found {
+                return;
+            }
+        }
+    };
+    wait_for(
+        &format!("delivery: the executor at http://{address} cannot be reached"),
+        &mut log,
+    );
+    // Away for a while, then back where it was, knowing what it carried out before.
+    std::thread::sleep(Duration::from_secs(3));
+    let executor = start_executor_on(&address, &executor_args);
+    assert_eq!(executor.address, address);
+    wait_for(
+        &format!("delivery: the executor at http://{address} is back"),
+        &mut log,
+    );
+    let mut running = running;
+    let status = canvass_tests::wait_within(&mut running.child, Duration::from_secs(180))
+        .expect("the engine stops once everything is consumed and delivered");
+    assert!(status.success(), "{status}");
+    log.extend(
+        running
+            .lines
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(&l).unwrap()),
+    );
+
+    // Every email and postal mailing carried out exactly once by key.
+    let expected = assert_reference_outcome(&broker, &topics, &data, 1);
+    let pushed = carried_out(&out);
+    assert!(
+        pushed.values().all(|n| *n == 1),
+        "carried out twice: {pushed:?}"
+    );
+    let on_topic = actions_by_key(&broker.read_all(&topics.actions));
+    let mailed: BTreeSet<String> = on_topic
+        .iter()
+        .filter(|(_, lines)| {
+            let action: v1::Action = json::from_str(&lines[0]).unwrap();
+            matches!(
+                action.kind(),
+                v1::ActionKind::Email | v1::ActionKind::PostalMail
+            )
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    assert_eq!(pushed.keys().cloned().collect::<BTreeSet<_>>(), mailed);
+    let mail: u64 = expected["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| ["EMAIL", "POSTAL_MAIL"].map(|k| c["actionsByKind"][k].as_u64().unwrap_or(0)))
+        .sum();
+    assert_eq!(pushed.len() as u64, mail);
+    // One line when it went away, one when it came back.
+    let said = |start: &str| {
+        log.iter()
+            .filter(|e| {
+                e["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(start))
+            })
+            .count()
+    };
+    assert_eq!(
+        said(&format!(
+            "delivery: the executor at http://{address} cannot be reached"
+        )),
+        1
+    );
+    assert_eq!(
+        said(&format!(
+            "delivery: the executor at http://{address} is back"
+        )),
+        1
+    );
+    let stopped = log
+        .iter()
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("stopped:"))
+        })
+        .expect("a summary");
+    assert!(stopped["fields"]["delivered"].as_u64().unwrap() >= mail - before as u64);
+    drop(executor);
+}
