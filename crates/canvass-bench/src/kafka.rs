@@ -157,6 +157,7 @@ fn engine_consume(config: &KafkaConfig, events: u64, partitions: i32) -> anyhow:
         &KafkaRunOptions {
             exit_when_caught_up: true,
             stop: None,
+            after_commit: None,
         },
         None,
         Some(Box::new(canvass_kafka::ActionTopic::connect(&config)?)),

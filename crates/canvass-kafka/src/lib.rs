@@ -12,4 +12,4 @@ pub mod runtime;
 pub use clients::{topic_partitions, touchpoint_partitions};
 pub use config::{Format, KafkaConfig};
 pub use publisher::ActionTopic;
-pub use runtime::{KafkaReport, KafkaRunOptions, RunError, run};
+pub use runtime::{CommitHook, KafkaReport, KafkaRunOptions, RunError, run};

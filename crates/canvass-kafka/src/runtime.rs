@@ -50,6 +50,18 @@ pub struct KafkaRunOptions {
     pub exit_when_caught_up: bool,
     /// Set to stop cleanly (e.g. by a signal handler).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Called after each commit that logged something (to wake a delivery beside the loop).
+    pub after_commit: Option<CommitHook>,
+}
+
+/// A function called after commits.
+#[derive(Clone)]
+pub struct CommitHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
 }
 
 /// What the loop did, in total.
@@ -179,7 +191,13 @@ pub fn run(
             if let Some(e) = state.failure.take() {
                 return Err(e.into());
             }
+            let logged = state.report.entries;
             state.commit_pending()?;
+            if state.report.entries != logged
+                && let Some(hook) = &options.after_commit
+            {
+                (hook.0)();
+            }
             std::mem::take(&mut state.to_commit)
         };
         progress.note(&commits, &consumer.context().lock().report);

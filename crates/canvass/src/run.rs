@@ -436,7 +436,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(config) = kafka_config {
         let actions = in_loop.map(|r| Box::new(r) as Box<dyn runtime::Dispatcher + Send>);
-        let result = run_kafka(engine, args, &config, &stop, intake.as_ref(), actions);
+        let wake = beside.as_ref().map(|b| {
+            let delivery = b.delivery.clone();
+            canvass_kafka::CommitHook(Arc::new(move || delivery.committed()))
+        });
+        let result = run_kafka(engine, args, &config, &stop, intake.as_ref(), actions, wake);
         // Submissions still queued are answered UNAVAILABLE, so that the server's graceful
         // stop does not wait on them.
         drop(intake);
@@ -565,11 +569,13 @@ fn run_kafka(
     stop: &Arc<AtomicBool>,
     intake: Option<&runtime::Intake>,
     actions: Option<Box<dyn runtime::Dispatcher + Send>>,
+    after_commit: Option<canvass_kafka::CommitHook>,
 ) -> anyhow::Result<canvass_kafka::KafkaReport> {
     exit_after_stop(stop, Duration::from_millis(config.shutdown_timeout_ms));
     let options = KafkaRunOptions {
         exit_when_caught_up: args.exit_when_caught_up,
         stop: Some(Arc::clone(stop)),
+        after_commit,
     };
     tracing::info!(
         touchpoints = %config.topics.touchpoints,
