@@ -787,9 +787,13 @@ fn a_stop_while_the_broker_is_away_ends_within_the_shutdown_timeout() {
     assert_reference_outcome(&broker, &topics, &data, copies as u64);
 }
 
-/// Starts an engine on Kafka that also serves gRPC (until stopped); returns it and the
-/// gRPC address.
-fn start_serving(data: &Path, config: &Path, grpc: &Path) -> (canvass_tests::KillOnDrop, String) {
+/// Starts an engine on Kafka that also serves gRPC and metrics (until stopped); returns it,
+/// the gRPC address and the metrics address.
+fn start_serving(
+    data: &Path,
+    config: &Path,
+    grpc: &Path,
+) -> (canvass_tests::KillOnDrop, String, String) {
     let mut args: Vec<String> = engine_args(data, config, "event")
         .into_iter()
         .filter(|a| a != "--exit-when-caught-up")
@@ -797,13 +801,16 @@ fn start_serving(data: &Path, config: &Path, grpc: &Path) -> (canvass_tests::Kil
     args.extend([
         "--grpc-config".to_string(),
         grpc.to_str().unwrap().to_string(),
+        "--metrics-addr".to_string(),
+        "127.0.0.1:0".to_string(),
     ]);
     let running = start_ready(&args, true);
     let address = running
         .grpc
         .clone()
         .expect("the engine serves gRPC beside Kafka");
-    (running.child, address)
+    let metrics = running.metrics.clone().expect("and metrics");
+    (running.child, address, metrics)
 }
 
 #[test]
@@ -825,7 +832,7 @@ fn grpc_beside_kafka_in_one_engine() {
     // While it consumes the (empty) topics: campaigns and contacts over gRPC (the contacts
     // of the reference stream, whose ids its events use).
     let phases = phases(&topics, 1);
-    let (mut engine, address) = start_serving(&data, &config, &grpc);
+    let (mut engine, address, _) = start_serving(&data, &config, &grpc);
     rt.block_on(async {
         let channel = connect(&address).await;
         create_and_launch(&channel, spec("survey.json")).await;
@@ -850,7 +857,7 @@ fn grpc_beside_kafka_in_one_engine() {
     // The touchpoints on the topic, consumed by the engine while it serves gRPC.
     let mut last = phases.events.clone();
     last.extend(malformed_records(&topics, &phases.malformed));
-    let (mut engine, address) = start_serving(&data, &config, &grpc);
+    let (mut engine, address, metrics) = start_serving(&data, &config, &grpc);
     broker.produce(&last);
 
     // Every expected action reaches the actions topic (Kafka publishes them, not gRPC).
@@ -874,6 +881,25 @@ fn grpc_beside_kafka_in_one_engine() {
             "{published} of {total} actions published"
         );
         std::thread::sleep(Duration::from_secs(1));
+    }
+    // The consumer lag of the touchpoints partition comes down to nothing (librdkafka's
+    // statistics, every 5 s), beside the records consumed from Kafka.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (scrape, text) = canvass_tests::scrape(&metrics);
+        let lag = canvass_tests::sample(
+            &scrape,
+            "canvass_kafka_consumer_lag",
+            &[("topic", topics.touchpoints.as_str()), ("partition", "0")],
+        );
+        if lag == Some(0.0) {
+            let consumed =
+                canvass_tests::sample_sum(&scrape, "canvass_inputs_total", &[("source", "kafka")]);
+            assert_eq!(consumed as usize, last.len(), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lag {lag:?}:\n{text}");
+        std::thread::sleep(Duration::from_millis(500));
     }
     // The groups, read over gRPC from the engine that consumes Kafka.
     rt.block_on(async {

@@ -311,6 +311,8 @@ pub struct Running {
     pub lines: Receiver<String>,
     /// Where its gRPC server listens, if it serves (from its ready file).
     pub grpc: Option<String>,
+    /// Where its metrics are served, if asked (from its ready file).
+    pub metrics: Option<String>,
     /// Holds the ready file.
     _ready_dir: tempfile::TempDir,
 }
@@ -394,6 +396,7 @@ pub fn start_ready(args: &[String], echo: bool) -> Running {
         child,
         lines: lines_rx,
         grpc: ready["grpc"].as_str().map(str::to_string),
+        metrics: ready["metrics"].as_str().map(str::to_string),
         _ready_dir: ready_dir,
     }
 }
@@ -573,4 +576,68 @@ pub fn event_clock_run(data: &Path, input: &Path, actions: &Path) -> Vec<String>
         "--clock".into(),
         "event".into(),
     ]
+}
+
+/// Scrapes a metrics endpoint (`host:port`) and parses what it serves with a Prometheus
+/// text-format parser; also returns the text.
+///
+/// # Panics
+/// If the endpoint does not answer 200 or the text does not parse.
+#[must_use]
+pub fn scrape(address: &str) -> (prometheus_parse::Scrape, String) {
+    let mut response = ureq::get(&format!("http://{address}/metrics"))
+        .call()
+        .expect("the metrics endpoint answers");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .expect("the metrics are text");
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the metrics parse");
+    (scrape, text)
+}
+
+/// The value of the sample named `name` (a counter, a gauge, or a histogram's `_count` or
+/// `_sum`) whose labels include `labels`; `None` if there is none.
+#[must_use]
+pub fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .find_map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
+            _ => None,
+        })
+}
+
+/// The sum of every sample named `name` whose labels include `labels`.
+#[must_use]
+pub fn sample_sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            _ => 0.0,
+        })
+        .sum()
 }

@@ -310,6 +310,18 @@ impl Partitions {
         inputs: Vec<(Route, Sourced)>,
         wall_now: UnixMillis,
     ) -> Result<BatchReport> {
+        let counts = crate::metrics::InputCounts::of(inputs.iter().map(|(_, s)| s));
+        let started = std::time::Instant::now();
+        let report = self.ingest_routed_unmeasured(inputs, wall_now)?;
+        crate::metrics::committed(&counts, &report, started.elapsed());
+        Ok(report)
+    }
+
+    fn ingest_routed_unmeasured(
+        &mut self,
+        inputs: Vec<(Route, Sourced)>,
+        wall_now: UnixMillis,
+    ) -> Result<BatchReport> {
         if let Some(why) = &self.interrupted {
             return Err(Error::Interrupted(why.clone()));
         }
@@ -458,8 +470,15 @@ impl Partitions {
     /// # Errors
     /// A store error.
     pub fn advance_to(&mut self, until: UnixMillis) -> Result<BatchReport> {
+        let started = std::time::Instant::now();
         let reports = self.each_engine(|engine| engine.advance_to(until))?;
-        Ok(merge(reports, &[]))
+        let report = merge(reports, &[]);
+        crate::metrics::committed(
+            &crate::metrics::InputCounts::default(),
+            &report,
+            started.elapsed(),
+        );
+        Ok(report)
     }
 
     /// Fires every partition's due timers (see [`Engine::tick`]).
@@ -467,8 +486,15 @@ impl Partitions {
     /// # Errors
     /// A store error.
     pub fn tick(&mut self, wall_now: UnixMillis) -> Result<BatchReport> {
+        let started = std::time::Instant::now();
         let reports = self.each_engine(|engine| engine.tick(wall_now))?;
-        Ok(merge(reports, &[]))
+        let report = merge(reports, &[]);
+        crate::metrics::committed(
+            &crate::metrics::InputCounts::default(),
+            &report,
+            started.elapsed(),
+        );
+        Ok(report)
     }
 
     /// Fires the named timers in the partitions of their contacts, each at its time (see
@@ -510,7 +536,11 @@ impl Partitions {
                 break;
             }
             let p = (self.next_dispatch + i) % n;
-            sent += self.parts[p].dispatch(limit - sent, dispatch)?;
+            sent += self.parts[p].dispatch(limit - sent, &mut |actions| {
+                dispatch(actions)?;
+                crate::metrics::actions_done(actions.iter(), "copied");
+                Ok(())
+            })?;
         }
         self.next_dispatch = (self.next_dispatch + 1) % n;
         Ok(sent)

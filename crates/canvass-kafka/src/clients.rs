@@ -35,6 +35,10 @@ pub(crate) fn consumer_config(config: &KafkaConfig) -> ClientConfig {
     if !c.config_map().contains_key("auto.offset.reset") {
         c.set("auto.offset.reset", "earliest");
     }
+    // The consumer lag per partition comes from librdkafka's statistics (a metric).
+    if !c.config_map().contains_key("statistics.interval.ms") {
+        c.set("statistics.interval.ms", "5000");
+    }
     c
 }
 

@@ -116,6 +116,8 @@ pub struct KafkaConfig {
     pub consumer: BTreeMap<String, String>,
     /// librdkafka properties for the producer only (linger.ms, compression.type, ...).
     pub producer: BTreeMap<String, String>,
+    /// Where to serve Prometheus metrics (`host:port`), as `canvass run --metrics-addr`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for KafkaConfig {
@@ -134,6 +136,7 @@ impl Default for KafkaConfig {
             librdkafka: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
+            metrics_addr: None,
         }
     }
 }
@@ -212,7 +215,7 @@ impl KafkaConfig {
     }
 
     /// Applies `CANVASS_KAFKA_*` variables: `BROKERS`, `GROUP_ID`, `FORMAT`, `MAX_BATCH`,
-    /// `MAX_WAIT_MS`, `PUBLISH_TIMEOUT_MS`, `TOPIC_<NAME>` (e.g. `TOPIC_DEAD_LETTERS`), and
+    /// `MAX_WAIT_MS`, `PUBLISH_TIMEOUT_MS`, `METRICS_ADDR`, `TOPIC_<NAME>` (e.g. `TOPIC_DEAD_LETTERS`), and
     /// `RDKAFKA_<PROPERTY>` for librdkafka, with `_` standing for `.`
     /// (`CANVASS_KAFKA_RDKAFKA_SASL_PASSWORD` sets `sasl.password`), and likewise
     /// `CONSUMER_<PROPERTY>` and `PRODUCER_<PROPERTY>` for one client only.
@@ -257,6 +260,14 @@ impl KafkaConfig {
                 "TOPIC_ACTIONS" => self.topics.actions = value,
                 "TOPIC_AUDIT" => self.topics.audit = value,
                 "TOPIC_DEAD_LETTERS" => self.topics.dead_letters = value,
+                "METRICS_ADDR" => {
+                    self.metrics_addr = Some(
+                        value
+                            .trim()
+                            .parse()
+                            .map_err(|_| invalid("not an address (host:port)"))?,
+                    );
+                }
                 other => {
                     let (map, property) = [
                         ("RDKAFKA_", &mut self.librdkafka),

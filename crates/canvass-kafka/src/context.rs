@@ -190,7 +190,28 @@ impl ClientContext for EngineContext {
     fn error(&self, error: KafkaError, reason: &str) {
         clients::client_error("consumer", &error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // librdkafka reports -1 for a partition it does not consume, or before it knows.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        CONSUMER_LAG,
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
 }
+
+/// Gauge: records on a partition not yet consumed (its end less the next offset to read),
+/// by `topic` and `partition`; from librdkafka's statistics, every 5 s by default
+/// (`statistics.interval.ms`).
+pub const CONSUMER_LAG: &str = "canvass_kafka_consumer_lag";
 
 impl ConsumerContext for EngineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -4,6 +4,7 @@
 //! listen = "127.0.0.1:50051"
 //! max_message_bytes = 4194304
 //! queue = 16384            # submissions waiting for the engine; beyond: RESOURCE_EXHAUSTED
+//! metrics_addr = "127.0.0.1:9464"   # optional: Prometheus metrics (as --metrics-addr)
 //!
 //! [[tokens]]               # one per caller; the token itself is never stored
 //! identity = "alice"       # recorded as the actor of what the caller changes
@@ -136,6 +137,9 @@ pub struct GrpcConfig {
     /// `RESOURCE_EXHAUSTED` (backpressure) instead of queueing without bound.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Where to serve Prometheus metrics (`host:port`), as `canvass run --metrics-addr`.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Submissions waiting for the engine at most, by default.

@@ -53,7 +53,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(rpc) = ours(request.uri().path()) {
+        let Some(rpc) = ours(request.uri().path()) else {
+            return Box::pin(self.inner.call(request));
+        };
+        let method = format!("{rpc:?}");
+        let started = std::time::Instant::now();
+        {
             // The refusal it may log names the call, as the handler's events do.
             let _span = tracing::info_span!("grpc", method = %request.uri().path()).entered();
             let header = request
@@ -61,10 +66,60 @@ where
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.to_str().ok());
             if let Err(status) = self.auth.authorize(header, rpc) {
+                counted(method, status.code() as i32, started);
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }
-        Box::pin(self.inner.call(request))
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            // A handler's error is a trailers-only answer, its status a header; an answer
+            // with a body carries its status in the trailers, OK unless a stream failed on
+            // the way (counted as OK here).
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            counted(method, code, started);
+            Ok(response)
+        })
+    }
+}
+
+/// Counter: calls to the `canvass.v1` services, by `method` and `code`.
+pub const REQUESTS: &str = "canvass_grpc_requests_total";
+/// Histogram: how long a call took until its answer's headers, in seconds, by `method`.
+pub const REQUEST_SECONDS: &str = "canvass_grpc_request_duration_seconds";
+
+fn counted(method: String, code: i32, started: std::time::Instant) {
+    let code = code_name(tonic::Code::from_i32(code));
+    metrics::counter!(REQUESTS, "method" => method.clone(), "code" => code).increment(1);
+    metrics::histogram!(REQUEST_SECONDS, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// A status code as gRPC names it (`OK`, `INVALID_ARGUMENT`...).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -107,7 +107,7 @@ impl Backend {
     pub(crate) fn flush(&self) -> Result<()> {
         match self {
             Self::Sled(db) => {
-                db.flush()?;
+                timed_flush(db)?;
                 Ok(())
             }
             Self::Memory(_) => Ok(()),
@@ -127,7 +127,7 @@ impl Backend {
                 }
                 db.apply_batch(batch)?;
                 if flush {
-                    db.flush()?;
+                    timed_flush(db)?;
                 }
                 Ok(())
             }
@@ -221,4 +221,12 @@ impl DoubleEndedIterator for MemoryRange {
         self.back = Bound::Excluded(found.0.clone());
         Some(Ok(found))
     }
+}
+
+/// Flushes sled, recording how long the disk took.
+fn timed_flush(db: &sled::Db) -> sled::Result<usize> {
+    let started = std::time::Instant::now();
+    let flushed = db.flush();
+    metrics::histogram!(crate::metrics::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
+    flushed
 }

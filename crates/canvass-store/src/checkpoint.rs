@@ -111,10 +111,13 @@ impl Store {
         };
         let store = self.clone();
         let run = move || {
+            let started = std::time::Instant::now();
             let result = match how {
                 Checkpoint::Sliced => store.write_checkpoint(&frozen),
                 Checkpoint::Whole => store.write_checkpoint_whole(&frozen),
             };
+            metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS)
+                .record(started.elapsed().as_secs_f64());
             match &result {
                 Ok(()) => {
                     let mut layers = store

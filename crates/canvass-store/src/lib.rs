@@ -26,6 +26,7 @@ pub mod layout;
 mod letters;
 mod log;
 mod memtable;
+pub mod metrics;
 mod outbox;
 mod timers;
 

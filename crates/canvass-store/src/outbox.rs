@@ -11,6 +11,16 @@ impl Store {
         self.outbox_after(None, limit)
     }
 
+    /// How many actions are undelivered (a scan of the keys).
+    pub fn outbox_len(&self) -> Result<u64> {
+        let mut n = 0;
+        for kv in self.scan(vec![keys::OUTBOX], vec![keys::OUTBOX + 1]) {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Whether the action at an outbox position is still undelivered.
     pub fn outbox_holds(&self, (seq, index): (u64, u32)) -> Result<bool> {
         Ok(self.get_raw(&keys::outbox(seq, index))?.is_some())

@@ -22,6 +22,7 @@ mod deliver;
 mod graph;
 mod input;
 mod logging;
+mod metrics;
 mod report;
 mod run;
 mod serve;

@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// pullers when serving gRPC, the actions topic on Kafka.
     #[arg(long, value_name = "FILE", conflicts_with = "actions")]
     delivery: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`host:port`; port 0: any free port, written
+    /// to the ready file) at `/metrics`; also `metrics_addr` in the gRPC or Kafka settings.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Campaign specs to load before reading the input (skipped if that version is loaded).
     #[arg(long = "spec")]
     specs: Vec<PathBuf>,
@@ -263,6 +267,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(canvass_server::GrpcConfig::load)
         .transpose()?;
+    let metrics_addr = metrics_address(
+        args.metrics_addr,
+        grpc_config.as_ref().and_then(|g| g.metrics_addr),
+        kafka_config.as_ref().and_then(|k| k.metrics_addr),
+    )?;
     let plan = deliver::plan(&deliver::Asked {
         delivery: args.delivery.as_deref(),
         actions: args.actions.as_deref(),
@@ -413,10 +422,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         )?),
         _ => None,
     };
+    let metrics = metrics_addr
+        .map(|addr| crate::metrics::serve(addr, engine.stores()))
+        .transpose()?;
     announce_ready(
         args.ready_file.as_deref(),
         &engine,
         serving.as_ref().map(|s| s.address),
+        metrics.as_ref().map(|m| m.address),
     )?;
     let finish = |serving: Option<crate::serve::Serving>, beside: Option<deliver::Beside>| {
         if let Some(serving) = serving {
@@ -501,8 +514,13 @@ fn announce_ready(
     ready_file: Option<&std::path::Path>,
     engine: &Partitions,
     grpc: Option<std::net::SocketAddr>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
-    tracing::info!(grpc = grpc.as_ref().map(tracing::field::display), "ready");
+    tracing::info!(
+        grpc = grpc.as_ref().map(tracing::field::display),
+        metrics = metrics.as_ref().map(tracing::field::display),
+        "ready"
+    );
     let Some(path) = ready_file else {
         return Ok(());
     };
@@ -510,11 +528,29 @@ fn announce_ready(
         "pid": std::process::id(),
         "layout": engine.layout().to_string(),
         "grpc": grpc.map(|a| a.to_string()),
+        "metrics": metrics.map(|a| a.to_string()),
     });
     let partial = path.with_extension("partial");
     std::fs::write(&partial, format!("{ready}\n"))
         .and_then(|()| std::fs::rename(&partial, path))
         .with_context(|| format!("--ready-file {}: cannot write it", path.display()))
+}
+
+/// The metrics address: the flag's, else the one of the settings files (which must agree).
+fn metrics_address(
+    flag: Option<std::net::SocketAddr>,
+    grpc: Option<std::net::SocketAddr>,
+    kafka: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match (grpc, kafka) {
+        (Some(g), Some(k)) if g != k => anyhow::bail!(
+            "metrics_addr: the gRPC settings say {g} and the Kafka settings {k}; give one (or --metrics-addr)"
+        ),
+        (g, k) => Ok(g.or(k)),
+    }
 }
 
 /// The layout a data directory used on Kafka must have: as many partitions as the

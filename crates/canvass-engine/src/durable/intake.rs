@@ -68,15 +68,19 @@ impl Pending {
                 key,
                 reason,
             } => {
-                self.dead_letter(payload, key, reason, position, wall_now);
+                self.dead_letter(payload, key, reason, position, wall_now, "malformed");
                 return Ok(());
             }
             Incoming::Acks(acks) => return self.accept_acks(acks, position, caller, wall_now),
             Incoming::Record(r) => *r,
         };
-        if let Some(reason) =
-            check_record(&record).or_else(|| self.too_far_ahead(&record, wall_now))
-        {
+        let refusal = match check_record(&record) {
+            Some(reason) => Some((reason, "invalid")),
+            None => self
+                .too_far_ahead(&record, wall_now)
+                .map(|reason| (reason, "too_far_ahead")),
+        };
+        if let Some((reason, class)) = refusal {
             // A command reaches every partition: its home alone parks and tells it.
             if let Some(v1::ingest_record::Input::Command(c)) = &record.input
                 && !self.placement.is_home(c)
@@ -85,7 +89,7 @@ impl Pending {
                 return Ok(());
             }
             let payload = prost::Message::encode_to_vec(&record);
-            self.dead_letter(payload, Vec::new(), reason, position, wall_now);
+            self.dead_letter(payload, Vec::new(), reason, position, wall_now, class);
             return Ok(());
         }
         use v1::ingest_record::Input as R;
@@ -122,6 +126,7 @@ impl Pending {
                         reason.clone(),
                         position.clone(),
                         decided,
+                        "command_refused",
                     );
                     self.queue_result(c, Err(reason), position, decided);
                     return Ok(());
@@ -244,11 +249,12 @@ impl Pending {
         reason: String,
         source: Option<v1::SourcePosition>,
         now: UnixMillis,
+        class: &'static str,
     ) {
         self.outcomes.push(Outcome::DeadLetter {
             reason: reason.clone(),
         });
-        let letter = self.park(payload, key, reason, source, now);
+        let letter = self.park(payload, key, reason, source, now, class);
         self.queue(v1::publication::Kind::DeadLetter(letter));
     }
 
@@ -259,13 +265,16 @@ impl Pending {
         reason: String,
         now: UnixMillis,
     ) -> v1::DeadLetter {
-        self.park_letter(v1::DeadLetter {
-            key: action.contact_id.clone().into_bytes(),
-            action: Some(action),
-            reason,
-            rejected_at: Some(now.to_proto()),
-            ..v1::DeadLetter::default()
-        })
+        self.park_letter(
+            v1::DeadLetter {
+                key: action.contact_id.clone().into_bytes(),
+                action: Some(action),
+                reason,
+                rejected_at: Some(now.to_proto()),
+                ..v1::DeadLetter::default()
+            },
+            "action_given_up",
+        )
     }
 
     /// Parks an input in the dead-letter tree, with the reason.
@@ -276,18 +285,24 @@ impl Pending {
         reason: String,
         source: Option<v1::SourcePosition>,
         now: UnixMillis,
+        class: &'static str,
     ) -> v1::DeadLetter {
-        self.park_letter(v1::DeadLetter {
-            source,
-            payload,
-            reason,
-            rejected_at: Some(now.to_proto()),
-            key,
-            action: None,
-        })
+        self.park_letter(
+            v1::DeadLetter {
+                source,
+                payload,
+                reason,
+                rejected_at: Some(now.to_proto()),
+                key,
+                action: None,
+            },
+            class,
+        )
     }
 
-    fn park_letter(&mut self, letter: v1::DeadLetter) -> v1::DeadLetter {
+    /// Parks a dead letter; `class`: what kind of refusal it is, for the metrics.
+    fn park_letter(&mut self, letter: v1::DeadLetter, class: &'static str) -> v1::DeadLetter {
+        *self.report.dead_letters_by.entry(class).or_default() += 1;
         self.batch.put_dead_letter(self.next_dead_letter, &letter);
         self.next_dead_letter += 1;
         self.report.dead_letters += 1;

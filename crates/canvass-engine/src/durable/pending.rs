@@ -162,6 +162,7 @@ impl Pending {
             };
             let counters = self.input_counters.insert(counters);
             counters.late_events += 1;
+            self.report.late_events += 1;
         }
         match &entry.input {
             None => {}

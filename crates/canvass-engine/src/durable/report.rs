@@ -24,6 +24,11 @@ pub struct BatchReport {
     pub warnings: Vec<Warning>,
     /// Enrollments the core refused (already in, re-entry rules).
     pub enrollments_skipped: u64,
+    /// Events applied later than the allowed lateness.
+    pub late_events: u64,
+    /// Dead letters by what kind of refusal they are (`malformed`, `invalid`,
+    /// `too_far_ahead`, `command_refused`, `action_given_up`).
+    pub dead_letters_by: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// What a [`Warning`] is about.
@@ -63,6 +68,10 @@ impl BatchReport {
         self.outcomes.extend(other.outcomes);
         self.warnings.extend(other.warnings);
         self.enrollments_skipped += other.enrollments_skipped;
+        self.late_events += other.late_events;
+        for (class, n) in other.dead_letters_by {
+            *self.dead_letters_by.entry(class).or_default() += n;
+        }
     }
 }
 

@@ -69,16 +69,27 @@ pub struct DeliveryStats {
 }
 
 impl DeliveryStats {
-    fn logged(&self, outcome: i32, gave_up: bool) {
-        let counter = if gave_up {
-            &self.dead_letters
+    /// Counts a result logged (here and in the metrics).
+    fn logged(&self, kind: i32, outcome: i32, gave_up: bool) {
+        let (counter, label) = if gave_up {
+            (&self.dead_letters, "given_up")
         } else {
             match v1::DeliveryOutcome::try_from(outcome) {
-                Ok(v1::DeliveryOutcome::Failed | v1::DeliveryOutcome::Bounced) => &self.failed,
-                _ => &self.delivered,
+                Ok(v1::DeliveryOutcome::Failed) => (&self.failed, "failed"),
+                Ok(v1::DeliveryOutcome::Bounced) => (&self.failed, "bounced"),
+                Ok(v1::DeliveryOutcome::OpportunityCreated) => {
+                    (&self.delivered, "opportunity_created")
+                }
+                _ => (&self.delivered, "delivered"),
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(
+            canvass_engine::metrics::ACTIONS_DONE,
+            "kind" => canvass_engine::metrics::kind_label(kind),
+            "outcome" => label
+        )
+        .increment(1);
     }
 }
 
@@ -374,6 +385,13 @@ fn hand_out(
     }
     if !written.is_empty() {
         let count = written.len() as u64;
+        let kinds: Vec<v1::Action> = written
+            .iter()
+            .map(|a| v1::Action {
+                kind: a.kind,
+                ..v1::Action::default()
+            })
+            .collect();
         if let Err(e) = runtime.block_on(log_results(&inner.inbox, written, None)) {
             // Not logged: the actions stay queued and are copied again after a restart.
             tracing::warn!(
@@ -383,6 +401,7 @@ fn hand_out(
             return false;
         }
         inner.stats.delivered.fetch_add(count, Ordering::Relaxed);
+        canvass_engine::metrics::actions_done(kinds.iter(), "copied");
     }
     true
 }

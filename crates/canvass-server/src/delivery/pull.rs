@@ -298,7 +298,7 @@ impl ActionService for Actions {
             (acks, leases, unknown)
         };
         let acknowledged = u32::try_from(acks.len()).unwrap_or(u32::MAX);
-        let outcomes: Vec<i32> = acks.iter().map(|a| a.outcome).collect();
+        let outcomes: Vec<(i32, i32)> = acks.iter().map(|a| (a.kind, a.outcome)).collect();
         if !acks.is_empty()
             && let Err(status) = log_results(&inner.inbox, acks, Some(&caller.identity)).await
         {
@@ -309,8 +309,8 @@ impl ActionService for Actions {
             }
             return Err(status);
         }
-        for outcome in outcomes {
-            inner.stats.logged(outcome, false);
+        for (kind, outcome) in outcomes {
+            inner.stats.logged(kind, outcome, false);
         }
         Ok(Response::new(v1::AckActionsResponse {
             acknowledged,

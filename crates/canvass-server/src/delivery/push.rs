@@ -20,6 +20,13 @@ use tokio::sync::{Semaphore, mpsc};
 use super::{Inner, Position, RetryConfig, ack, given_up, log_results};
 use crate::api::action_executor_client::ActionExecutorClient;
 
+/// Counter: pushes to an executor, first attempts and retries, by `endpoint`.
+pub const ATTEMPTS: &str = "canvass_delivery_attempts_total";
+/// Counter: of them, retries.
+pub const RETRIES: &str = "canvass_delivery_retries_total";
+/// Gauge: 1 while an executor answers, 0 while it cannot be reached, by `endpoint`.
+pub const REACHABLE: &str = "canvass_delivery_endpoint_reachable";
+
 /// The waits between attempts: exponential from the first backoff to the longest, each
 /// drawn at random below its bound (full jitter, so that actions failing together do not
 /// come back together), without end.
@@ -63,6 +70,7 @@ impl Executor {
             Some((_, failed)) => *failed += 1,
             None => {
                 *away = Some((Instant::now(), 1));
+                metrics::gauge!(REACHABLE, "endpoint" => self.endpoint.clone()).set(0.0);
                 tracing::warn!(
                     endpoint = %self.endpoint,
                     code = ?status.code(),
@@ -77,6 +85,7 @@ impl Executor {
     /// Notes that it answered; says so once if it had been away.
     fn reached(&self) {
         let mut away = self.away.lock().unwrap_or_else(PoisonError::into_inner);
+        metrics::gauge!(REACHABLE, "endpoint" => self.endpoint.clone()).set(1.0);
         if let Some((since, failed)) = away.take() {
             tracing::info!(
                 endpoint = %self.endpoint,
@@ -116,8 +125,10 @@ async fn execute(inner: &Inner, executor: &Executor, action: &v1::Action) -> End
     loop {
         attempt += 1;
         inner.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(ATTEMPTS, "endpoint" => executor.endpoint.clone()).increment(1);
         if attempt > 1 {
             inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(RETRIES, "endpoint" => executor.endpoint.clone()).increment(1);
         }
         let request = v1::ExecuteRequest {
             action: Some(action.clone()),
@@ -222,9 +233,9 @@ pub(super) async fn push_loop(
                     given_up(position, &action, reason)
                 }
             };
-            let (outcome, gave_up) = (result.outcome, result.gave_up);
+            let (kind, outcome, gave_up) = (result.kind, result.outcome, result.gave_up);
             match log_results(&inner.inbox, vec![result], None).await {
-                Ok(_) => inner.stats.logged(outcome, gave_up),
+                Ok(_) => inner.stats.logged(kind, outcome, gave_up),
                 Err(e) => tracing::warn!(
                     key = %action.idempotency_key,
                     "delivery: the action's result was not logged: {}",
