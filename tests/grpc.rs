@@ -402,6 +402,9 @@ fn allowed(rpc: &str, role: &str) -> bool {
         "GetPerformanceReport",
         "GetValueReport",
         "GetPolicy",
+        "GetStatus",
+        "ListDeadLetters",
+        "GetDeadLetter",
     ];
     if READS.contains(&rpc) {
         return true;
@@ -410,7 +413,7 @@ fn allowed(rpc: &str, role: &str) -> bool {
         "CreateCampaign" | "NewCampaignVersion" | "SubmitCampaign" => "marketer",
         "ApproveCampaign" | "RejectCampaign" => "approver",
         "LaunchCampaign" | "PauseCampaign" | "ResumeCampaign" | "CompleteCampaign"
-        | "StopCampaign" | "SetPolicy" => "operator",
+        | "StopCampaign" | "SetPolicy" | "RedriveDeadLetters" => "operator",
         "UpsertContact" | "UpsertContacts" | "IngestEvent" | "IngestEvents" | "StreamActions"
         | "AckActions" => "service",
         other => panic!("unknown RPC {other}"),
@@ -447,6 +450,10 @@ const RPCS: &[&str] = &[
     "GetValueReport",
     "SetPolicy",
     "GetPolicy",
+    "GetStatus",
+    "ListDeadLetters",
+    "GetDeadLetter",
+    "RedriveDeadLetters",
 ];
 
 /// Calls one RPC with a token (`None`: no `authorization` header) and returns the status
@@ -466,6 +473,8 @@ async fn call(channel: &Channel, rpc: &str, token: Option<&str>) -> Code {
     let mut i = IngestServiceClient::new(channel.clone());
     let mut a = ActionServiceClient::new(channel.clone());
     let mut p = ReportServiceClient::new(channel.clone());
+    let mut o =
+        canvass_server::api::operator_service_client::OperatorServiceClient::new(channel.clone());
     let id = || "no-such-campaign".to_string();
     let code = |s: Result<(), Status>| s.err().map_or(Code::Ok, |s| s.code());
     macro_rules! go {
@@ -602,6 +611,20 @@ async fn call(channel: &Channel, rpc: &str, token: Option<&str>) -> Code {
         // Without a policy: an operator's call is refused for that, not for who it is.
         "SetPolicy" => go!(c.set_policy(r(token, v1::SetPolicyRequest::default()))),
         "GetPolicy" => go!(c.get_policy(r(token, v1::GetPolicyRequest::default()))),
+        "GetStatus" => go!(o.get_status(r(token, v1::GetStatusRequest::default()))),
+        "ListDeadLetters" => {
+            go!(o.list_dead_letters(r(token, v1::ListDeadLettersRequest::default())))
+        }
+        "GetDeadLetter" => {
+            go!(o.get_dead_letter(r(token, v1::GetDeadLetterRequest { id: "999".into() })))
+        }
+        "RedriveDeadLetters" => go!(o.redrive_dead_letters(r(
+            token,
+            v1::RedriveDeadLettersRequest {
+                ids: vec!["999".into()],
+                ..Default::default()
+            }
+        ))),
         other => panic!("unknown RPC {other}"),
     }
 }
@@ -1205,6 +1228,7 @@ async fn health_and_reflection_answer_and_unknown_enum_values_are_refused() {
         "canvass.v1.IngestService",
         "canvass.v1.ActionService",
         "canvass.v1.ReportService",
+        "canvass.v1.OperatorService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.contains(expected), "{expected} not listed: {names:?}");
@@ -1216,7 +1240,7 @@ async fn health_and_reflection_answer_and_unknown_enum_values_are_refused() {
         .map(String::as_str)
         .filter(|n| !n.starts_with("grpc.reflection."))
         .collect();
-    assert_eq!(served.len(), 6, "{names:?}");
+    assert_eq!(served.len(), 7, "{names:?}");
 
     let mut actions = ActionServiceClient::new(channel.clone());
     let unknown_kind = actions

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ingest_service",
         "action_service",
         "report_service",
+        "operator_service",
     ]
     .map(|name| root.join(format!("canvass/v1/{name}.proto")));
     for proto in &services {

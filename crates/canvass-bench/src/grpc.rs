@@ -76,10 +76,7 @@ fn touchpoint(i: u64) -> v1::TouchpointEvent {
             Some(v1::ingest_record::Input::Event(e)) => e,
             _ => unreachable!("bench events are events"),
         },
-        canvass_engine::durable::Incoming::Acks(_)
-        | canvass_engine::durable::Incoming::Malformed { .. } => {
-            unreachable!("bench events are events")
-        }
+        _ => unreachable!("bench events are events"),
     }
 }
 

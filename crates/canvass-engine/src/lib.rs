@@ -4,6 +4,7 @@
 //! with the effects; it never decides what a campaign does (that is the core's step).
 
 pub mod durable;
+pub mod letters;
 pub mod metrics;
 pub mod migrate;
 pub mod partitions;

@@ -14,7 +14,7 @@ use crate::durable::{BatchReport, Incoming, Sourced};
 
 /// Counter: inputs applied (logged, duplicates and dead letters included), by `source`
 /// (`file`, `kafka`, `grpc`, `delivery`, `cli`) and `kind` (`contact`, `event`, `command`,
-/// `delivery_result`, `malformed`).
+/// `delivery_result`, `malformed`, `redriven_mark`: a dead letter marked redriven).
 pub const INPUTS: &str = "canvass_inputs_total";
 /// Counter: events ignored as duplicates.
 pub const DUPLICATES: &str = "canvass_duplicate_events_total";
@@ -62,6 +62,7 @@ fn kind_of(input: &Sourced) -> &'static str {
         },
         Incoming::Acks(_) => "delivery_result",
         Incoming::Malformed { .. } => "malformed",
+        Incoming::Redriven { .. } => "redriven_mark",
     }
 }
 

@@ -60,6 +60,7 @@ pub fn route(layout: &Layout, incoming: &Incoming) -> Route {
             None => Route::One(0),
         },
         Incoming::Acks(_) => Route::Split,
+        Incoming::Redriven { partition, .. } => Route::One(*partition),
         Incoming::Malformed { key, .. } => match std::str::from_utf8(key) {
             Ok(k) if !k.is_empty() => Route::One(layout.partition_of(k)),
             _ => Route::One(0),

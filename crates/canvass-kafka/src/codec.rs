@@ -479,7 +479,7 @@ mod tests {
             reason: "bad".into(),
             rejected_at: None,
             key: b"c9".to_vec(),
-            action: None,
+            ..Default::default()
         };
         let p = v1::Publication {
             kind: Some(v1::publication::Kind::DeadLetter(letter)),

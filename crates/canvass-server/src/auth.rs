@@ -72,6 +72,10 @@ pub enum Rpc {
     GetValueReport,
     SetPolicy,
     GetPolicy,
+    GetStatus,
+    ListDeadLetters,
+    GetDeadLetter,
+    RedriveDeadLetters,
 }
 
 impl Rpc {
@@ -84,7 +88,7 @@ impl Rpc {
     }
 
     /// Every RPC.
-    pub const ALL: [Rpc; 28] = [
+    pub const ALL: [Rpc; 32] = [
         Rpc::CreateCampaign,
         Rpc::ValidateCampaign,
         Rpc::GetCampaign,
@@ -113,6 +117,10 @@ impl Rpc {
         Rpc::GetValueReport,
         Rpc::SetPolicy,
         Rpc::GetPolicy,
+        Rpc::GetStatus,
+        Rpc::ListDeadLetters,
+        Rpc::GetDeadLetter,
+        Rpc::RedriveDeadLetters,
     ];
 
     /// The roles allowed to call it. Reads are open to every role; each change belongs to
@@ -128,7 +136,8 @@ impl Rpc {
             | Rpc::ResumeCampaign
             | Rpc::CompleteCampaign
             | Rpc::StopCampaign
-            | Rpc::SetPolicy => &[Operator],
+            | Rpc::SetPolicy
+            | Rpc::RedriveDeadLetters => &[Operator],
             Rpc::UpsertContact
             | Rpc::UpsertContacts
             | Rpc::IngestEvent
@@ -145,7 +154,10 @@ impl Rpc {
             | Rpc::GetCampaignReport
             | Rpc::GetPerformanceReport
             | Rpc::GetValueReport
-            | Rpc::GetPolicy => &Role::ALL,
+            | Rpc::GetPolicy
+            | Rpc::GetStatus
+            | Rpc::ListDeadLetters
+            | Rpc::GetDeadLetter => &Role::ALL,
         }
     }
 }

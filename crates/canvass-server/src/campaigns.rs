@@ -63,6 +63,7 @@ fn logged(outcome: Outcome) -> Result<u64, Status> {
         Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
         Outcome::DeadLetter { reason } => Err(Status::invalid_argument(reason)),
         Outcome::Duplicate => Err(Status::already_exists("already applied")),
+        Outcome::Noted => Err(crate::not_an_input()),
     }
 }
 

@@ -41,6 +41,7 @@ fn logged(outcome: &Outcome) -> Result<u64, Status> {
             Err(Status::invalid_argument(reason.clone()))
         }
         Outcome::Duplicate => Ok(0),
+        Outcome::Noted => Err(crate::not_an_input()),
     }
 }
 

@@ -46,6 +46,7 @@ impl IngestService for Ingest {
             Outcome::DeadLetter { reason } | Outcome::Refused { reason } => {
                 return Err(Status::invalid_argument(reason));
             }
+            Outcome::Noted => return Err(crate::not_an_input()),
         };
         Ok(Response::new(response))
     }
@@ -73,6 +74,7 @@ impl IngestService for Ingest {
                         Outcome::DeadLetter { reason } | Outcome::Refused { reason } => {
                             return Err(Status::invalid_argument(reason));
                         }
+                        Outcome::Noted => return Err(crate::not_an_input()),
                     }
                     Ok(())
                 },

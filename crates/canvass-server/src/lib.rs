@@ -13,6 +13,7 @@ mod contacts;
 pub mod delivery;
 mod gate;
 mod ingest;
+mod operator;
 mod reports;
 
 /// Generated services and clients of `canvass.v1` (messages are canvass-proto's).
@@ -58,12 +59,13 @@ pub(crate) fn refused_record(reason: &str) -> Status {
 }
 
 /// The services the engine serves (health and reflection aside).
-const SERVED: [&str; 5] = [
+const SERVED: [&str; 6] = [
     "canvass.v1.CampaignService",
     "canvass.v1.ContactService",
     "canvass.v1.IngestService",
     "canvass.v1.ActionService",
     "canvass.v1.ReportService",
+    "canvass.v1.OperatorService",
 ];
 
 /// What every service shares.
@@ -151,6 +153,11 @@ pub(crate) async fn answered(
         Ok(Err(reason)) => Err(Status::unavailable(reason)),
         Err(_) => Err(Status::unavailable("the engine stopped before answering")),
     }
+}
+
+/// A record answered as noted (a mark, not an input): the engine never does so.
+pub(crate) fn not_an_input() -> Status {
+    Status::internal("the engine noted a record instead of logging it")
 }
 
 /// The outcome of a submission of one input.
@@ -301,7 +308,7 @@ pub async fn serve_on(
     use api::{
         action_service_server::ActionServiceServer, campaign_service_server::CampaignServiceServer,
         contact_service_server::ContactServiceServer, ingest_service_server::IngestServiceServer,
-        report_service_server::ReportServiceServer,
+        operator_service_server::OperatorServiceServer, report_service_server::ReportServiceServer,
     };
     let campaigns = CampaignServiceServer::new(campaigns::Campaigns(shared.clone()))
         .max_decoding_message_size(limit)
@@ -313,6 +320,9 @@ pub async fn serve_on(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let actions = ActionServiceServer::new(delivery::Actions::new(shared.clone(), delivery))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let operator = OperatorServiceServer::new(operator::Operator(shared.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let reports = ReportServiceServer::new(reports::Reports(shared))
@@ -332,6 +342,7 @@ pub async fn serve_on(
         .add_service(contacts)
         .add_service(ingest)
         .add_service(actions)
+        .add_service(operator)
         .add_service(reports)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

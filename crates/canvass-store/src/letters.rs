@@ -37,7 +37,26 @@ impl Store {
             .collect()
     }
 
-    /// The dead letters, oldest first.
+    /// The dead letters with their numbers, oldest first.
+    pub fn dead_letters_numbered(&self) -> Result<Vec<(u64, v1::DeadLetter)>> {
+        self.backend
+            .prefix(&[keys::DEAD_LETTER])
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((u64_value(&k[1..]), decode("dead letter", &v)?))
+            })
+            .collect()
+    }
+
+    /// The dead letter numbered `n`, if there is one.
+    pub fn dead_letter(&self, n: u64) -> Result<Option<v1::DeadLetter>> {
+        self.backend
+            .get(&keys::dead_letter(n))?
+            .map(|v| decode("dead letter", &v))
+            .transpose()
+    }
+
+    /// Every dead letter, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<v1::DeadLetter>> {
         self.backend
             .prefix(&[keys::DEAD_LETTER])

@@ -18,11 +18,9 @@ use tonic_types::StatusExt;
 
 use crate::input;
 
-#[derive(Debug, clap::Args)]
-pub struct CampaignArgs {
-    /// The engine's gRPC address.
-    #[arg(long, env = "CANVASS_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+/// How to reach a running engine's gRPC API securely (beside its address).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Tls {
     /// PEM CA bundle to trust for an `https://` server.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -42,6 +40,15 @@ pub struct CampaignArgs {
         env = "CANVASS_CLIENT_KEY"
     )]
     key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CampaignArgs {
+    /// The engine's gRPC address.
+    #[arg(long, env = "CANVASS_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    #[command(flatten)]
+    tls: Tls,
     #[command(subcommand)]
     command: CampaignCommand,
 }
@@ -150,7 +157,7 @@ pub fn token(command: &TokenCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn with_token<T>(message: T) -> anyhow::Result<Request<T>> {
+pub(crate) fn with_token<T>(message: T) -> anyhow::Result<Request<T>> {
     let token = std::env::var("CANVASS_TOKEN").context("set CANVASS_TOKEN to your bearer token")?;
     let mut request = Request::new(message);
     request.metadata_mut().insert(
@@ -168,7 +175,7 @@ fn with_token<T>(message: T) -> anyhow::Result<Request<T>> {
 pub struct Unavailable(String);
 
 /// A refused call, with its field violations, as the error to print.
-fn refused(status: &Status) -> anyhow::Error {
+pub(crate) fn refused(status: &Status) -> anyhow::Error {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     if let Some(bad) = status.get_details_bad_request() {
         for v in bad.field_violations {
@@ -181,9 +188,10 @@ fn refused(status: &Status) -> anyhow::Error {
     }
 }
 
-async fn connect(args: &CampaignArgs) -> anyhow::Result<Channel> {
-    let mut endpoint = Channel::from_shared(args.server.clone())
-        .with_context(|| format!("bad server address {}", args.server))?;
+/// A channel to the engine at `server`.
+pub(crate) async fn connect(server: &str, args: &Tls) -> anyhow::Result<Channel> {
+    let mut endpoint = Channel::from_shared(server.to_string())
+        .with_context(|| format!("bad server address {server}"))?;
     let read = |path: &PathBuf| {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     };
@@ -200,7 +208,15 @@ async fn connect(args: &CampaignArgs) -> anyhow::Result<Channel> {
     endpoint
         .connect()
         .await
-        .map_err(|e| Unavailable(format!("cannot reach {}: {e}", args.server)).into())
+        .map_err(|e| Unavailable(format!("cannot reach {server}: {e}")).into())
+}
+
+/// Runs `call` on a small runtime of its own: the CLI's gRPC calls.
+pub(crate) fn block_on<T>(call: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(call)
 }
 
 fn print<M: serde::Serialize>(message: &M) -> anyhow::Result<()> {
@@ -217,7 +233,7 @@ pub fn campaign(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
 
 async fn campaign_call(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
     use CampaignCommand as C;
-    let mut client = CampaignServiceClient::new(connect(args).await?);
+    let mut client = CampaignServiceClient::new(connect(&args.server, &args.tls).await?);
     let version_ref = |campaign: &str, version: u32| (campaign.to_string(), version);
     macro_rules! call {
         ($method:ident, $message:expr) => {{

@@ -21,6 +21,7 @@ mod client;
 mod deliver;
 mod graph;
 mod input;
+mod letters;
 mod logging;
 mod metrics;
 mod report;
@@ -71,8 +72,10 @@ enum Command {
     Run(run::RunArgs),
     /// Throws the projections away and rebuilds them from the log.
     Replay(run::ReplayArgs),
-    /// Prints what a data directory holds.
+    /// Prints what a data directory holds (or a running engine, with --server).
     Inspect(run::InspectArgs),
+    /// Lists, shows and redrives dead letters: what the engine parked, and why.
+    DeadLetters(letters::Args),
     /// Rewrites a data directory of the single-partition layout (before partitions) into a
     /// new, partitioned one, by applying its log again.
     MigrateStore(run::MigrateArgs),
@@ -150,6 +153,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Replay(args) => run::replay(&args),
         Command::Inspect(args) => run::inspect(&args),
+        Command::DeadLetters(args) => letters::run(&args),
         Command::MigrateStore(args) => run::migrate_store(&args),
         Command::Report(args) => report::run(&args),
         Command::Campaign(args) => client::campaign(&args),

@@ -757,6 +757,34 @@ pub fn open_committed(data: &std::path::Path) -> anyhow::Result<(Partitions, u64
     Ok((engine, behind))
 }
 
+/// Opens an existing data directory to write to it outside `run` (a redrive): never makes
+/// one of a mistyped path, and says what to do when a running engine holds it.
+pub fn open_writable(data: &std::path::Path) -> anyhow::Result<Partitions> {
+    anyhow::ensure!(
+        data.is_dir() && canvass_store::layout::read_layout(data)?.is_some(),
+        "no data directory at {} (`canvass run --data` makes one)",
+        data.display()
+    );
+    let stores = Stores::open(data, Wanted::default(), &StoreOptions::default()).with_context(|| {
+        format!(
+            "cannot open the data directory {} (if an engine is running on it, ask it with --server)",
+            data.display()
+        )
+    })?;
+    let hours = stores
+        .partition(0)
+        .setting(DEDUPE_SETTING)?
+        .and_then(|h| i64::try_from(h).ok())
+        .unwrap_or(DEDUPE_HOURS);
+    // Applied at the store's own clock (as under the event clock): a redrive must not move
+    // time on and fire the timers due meanwhile; the next `run` does that.
+    Ok(Partitions::open(
+        stores,
+        engine_options(Clock::Event, hours, false),
+        workers(None),
+    )?)
+}
+
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     // Like the read commands, replay never makes a data directory of a mistyped path.
     anyhow::ensure!(
@@ -907,9 +935,15 @@ pub fn migrate_store(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// Data directory.
-    #[arg(long)]
-    data: PathBuf,
+    /// Data directory of a stopped engine.
+    #[arg(long, conflicts_with = "server", required_unless_present = "server")]
+    data: Option<PathBuf>,
+    /// A running engine's gRPC address (`http://host:port`; token in `CANVASS_TOKEN`): its
+    /// figures, asked of it (it holds its store).
+    #[arg(long, conflicts_with_all = ["group", "contacts"])]
+    server: Option<String>,
+    #[command(flatten)]
+    tls: crate::client::Tls,
     /// List the contacts of this response group (`CAMPAIGN/GROUP`).
     #[arg(long)]
     group: Option<String>,
@@ -921,9 +955,23 @@ pub struct InspectArgs {
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     use canvass_engine::reports;
+    let Some(data) = &args.data else {
+        let server = args.server.as_deref().unwrap_or_default();
+        let status = crate::client::block_on(async {
+            let channel = crate::client::connect(server, &args.tls).await?;
+            let status =
+                canvass_server::api::operator_service_client::OperatorServiceClient::new(channel)
+                    .get_status(crate::client::with_token(v1::GetStatusRequest {})?)
+                    .await
+                    .map_err(|s| crate::client::refused(&s))?;
+            Ok(status.into_inner())
+        })?;
+        print_status(&status, 0)?;
+        return Ok(ExitCode::SUCCESS);
+    };
     // What is committed, even after a crash: the log after the last checkpoint is applied in
     // memory for this view, and nothing is written.
-    let (engine, behind) = open_committed(&args.data)?;
+    let (engine, behind) = open_committed(data)?;
     let stores = engine.stores();
     let fail = anyhow::Error::msg;
     if let Some(g) = &args.group {
@@ -946,57 +994,44 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut totals = [0u64; 6];
-    for store in stores.iter() {
-        let row = [
-            store.last_seq()?,
-            store.checkpoint_seq()?,
-            store.contact_ids(canvass_store::EMBEDDED_PARTITION).count() as u64,
-            store.timers(None).count() as u64,
-            store.outbox(usize::MAX)?.len() as u64,
-            store.dead_letter_count()?,
-        ];
-        for (t, n) in totals.iter_mut().zip(row) {
-            *t += n;
-        }
-    }
-    let [
-        entries,
-        checkpointed,
-        contacts,
-        timers,
-        outbox,
-        dead_letters,
-    ] = totals;
-    out!("layout:        {}", engine.layout());
-    out!("log entries:   {entries}");
+    let status = canvass_engine::letters::status(stores, &engine.layout().to_string())?;
+    print_status(&status, behind)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an engine's status as `inspect` does, from its store or from a running engine.
+/// `behind`: log entries after the checkpoint applied in memory for this view.
+fn print_status(status: &v1::EngineStatus, behind: u64) -> anyhow::Result<()> {
+    out!("layout:        {}", status.layout);
+    out!("log entries:   {}", status.log_entries);
     if behind > 0 {
         out!(
-            "checkpoint:    {checkpointed} entries checkpointed; the {behind} after them (not yet checkpointed, as after a crash) are applied in memory for this view"
+            "checkpoint:    {} entries checkpointed; the {behind} after them (not yet checkpointed, as after a crash) are applied in memory for this view",
+            status.checkpointed
         );
     }
-    out!("contacts:      {contacts}");
-    out!("timers armed:  {timers}");
-    out!("outbox:        {outbox}");
-    out!("dead letters:  {dead_letters}");
+    out!("contacts:      {}", status.contacts);
+    out!("timers armed:  {}", status.timers);
+    out!("outbox:        {}", status.outbox);
     out!(
-        "late events:   {}",
-        reports::input_counters(stores)?.late_events
+        "dead letters:  {} ({} not redriven)",
+        status.dead_letters,
+        status.dead_letters_open
     );
-    if let Some(policy) = stores.partition(0).policy()? {
-        out!(
-            "policy:        {}",
-            canvass_proto::json::to_string(&policy)?
-        );
+    out!("late events:   {}", status.late_events);
+    if let Some(policy) = &status.policy {
+        out!("policy:        {}", canvass_proto::json::to_string(policy)?);
     }
-    for l in reports::lifecycles(stores)? {
-        let c = reports::counters(stores, &l.campaign_id)?;
-        let status = l
+    for line in &status.campaigns {
+        let (Some(l), Some(c)) = (&line.lifecycle, &line.counters) else {
+            continue;
+        };
+        let state = l
             .status()
             .as_str_name()
             .trim_start_matches("CAMPAIGN_STATUS_");
         out!(
-            "campaign {} ({status}, active v{}): {} enrolled ({} held out), {} actions ({} delivered, {} failed), {} goals, {} completed, cost {}",
+            "campaign {} ({state}, active v{}): {} enrolled ({} held out), {} actions ({} delivered, {} failed), {} goals, {} completed, cost {}",
             l.campaign_id,
             l.active_version,
             c.enrollments,
@@ -1018,5 +1053,5 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             out!("  {at}  {} by {}{reason}", change.change, change.actor);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -21,6 +21,16 @@ pub enum Incoming {
         /// Why it was rejected.
         reason: String,
     },
+    /// A dead letter of the partition it is routed to was redriven: its input was submitted
+    /// again (and committed) first. Marks it, so that it is not redriven twice; not logged.
+    Redriven {
+        /// The partition that holds the letter.
+        partition: u32,
+        /// The letter's number in its partition.
+        letter: u64,
+        /// Who redrove it.
+        by: String,
+    },
 }
 
 /// An input with where it came from.

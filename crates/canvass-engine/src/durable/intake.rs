@@ -68,10 +68,13 @@ impl Pending {
                 key,
                 reason,
             } => {
-                self.dead_letter(payload, key, reason, position, wall_now, "malformed");
+                self.dead_letter(payload, key, reason, position, wall_now, ("malformed", ""));
                 return Ok(());
             }
             Incoming::Acks(acks) => return self.accept_acks(acks, position, caller, wall_now),
+            Incoming::Redriven { letter, by, .. } => {
+                return self.mark_redriven(letter, by, wall_now);
+            }
             Incoming::Record(r) => *r,
         };
         let refusal = match check_record(&record) {
@@ -89,7 +92,14 @@ impl Pending {
                 return Ok(());
             }
             let payload = prost::Message::encode_to_vec(&record);
-            self.dead_letter(payload, Vec::new(), reason, position, wall_now, class);
+            self.dead_letter(
+                payload,
+                Vec::new(),
+                reason,
+                position,
+                wall_now,
+                (class, "protobuf-record"),
+            );
             return Ok(());
         }
         use v1::ingest_record::Input as R;
@@ -126,7 +136,7 @@ impl Pending {
                         reason.clone(),
                         position.clone(),
                         decided,
-                        "command_refused",
+                        ("command_refused", "protobuf-command"),
                     );
                     self.queue_result(c, Err(reason), position, decided);
                     return Ok(());
@@ -249,7 +259,7 @@ impl Pending {
         reason: String,
         source: Option<v1::SourcePosition>,
         now: UnixMillis,
-        class: &'static str,
+        class: (&'static str, &'static str),
     ) {
         self.outcomes.push(Outcome::DeadLetter {
             reason: reason.clone(),
@@ -277,7 +287,8 @@ impl Pending {
         )
     }
 
-    /// Parks an input in the dead-letter tree, with the reason.
+    /// Parks an input in the dead-letter tree, with the reason; `(class, format)`: what kind
+    /// of refusal it is (for the metrics) and how the payload is encoded, if known.
     pub(super) fn park(
         &mut self,
         payload: Vec<u8>,
@@ -285,7 +296,7 @@ impl Pending {
         reason: String,
         source: Option<v1::SourcePosition>,
         now: UnixMillis,
-        class: &'static str,
+        (class, format): (&'static str, &'static str),
     ) -> v1::DeadLetter {
         self.park_letter(
             v1::DeadLetter {
@@ -294,10 +305,28 @@ impl Pending {
                 reason,
                 rejected_at: Some(now.to_proto()),
                 key,
-                action: None,
+                format: format.to_string(),
+                ..v1::DeadLetter::default()
             },
             class,
         )
+    }
+
+    /// Marks a dead letter of this partition redriven (its input was submitted again).
+    fn mark_redriven(&mut self, number: u64, by: String, wall_now: UnixMillis) -> Result<()> {
+        match self.store.dead_letter(number)? {
+            Some(mut letter) if letter.redriven_at.is_none() => {
+                letter.redriven_at = Some(wall_now.to_proto());
+                letter.redriven_by = by;
+                self.batch.put_dead_letter(number, &letter);
+                self.outcomes.push(Outcome::Noted);
+            }
+            Some(_) => self.outcomes.push(Outcome::Duplicate),
+            None => self.outcomes.push(Outcome::Refused {
+                reason: format!("no dead letter {number} in this partition"),
+            }),
+        }
+        Ok(())
     }
 
     /// Parks a dead letter; `class`: what kind of refusal it is, for the metrics.

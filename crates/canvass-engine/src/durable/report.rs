@@ -95,6 +95,8 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Noted in the partition's tables without a log entry (a dead letter marked redriven).
+    Noted,
 }
 
 impl BatchReport {
