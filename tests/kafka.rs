@@ -1251,3 +1251,104 @@ fn kafka_in_and_grpc_push_out_deliver_every_action_once_while_the_executor_comes
     assert!(stopped["fields"]["delivered"].as_u64().unwrap() >= mail - before as u64);
     drop(executor);
 }
+
+/// The operator's path to a first run on Kafka: `canvass kafka create-topics` makes the five
+/// topics (again: each refused as existing), `canvass kafka produce` feeds the ready
+/// `examples/reference/stream.jsonl` (a phase at a time, as Kafka orders records within a
+/// partition only), and the engine ends with the reference outcome. A line that is not an
+/// input is reported with its number and skipped, unless asked to produce it all the same.
+#[test]
+fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let name = |role: &str| unique(&format!("cli.{role}"));
+    let topics = Topics {
+        touchpoints: name("touchpoints"),
+        control: name("control"),
+        actions: name("actions"),
+        audit: name("audit"),
+        dead_letters: name("dlq"),
+    };
+    let config = topics.config(dir.path(), &broker, &unique("cli"));
+    let config_arg = config.to_str().unwrap();
+    let kafka = |args: &[&str]| {
+        let mut all = vec!["kafka", "--kafka-config", config_arg];
+        all.extend_from_slice(args);
+        canvass_tests::canvass(&all)
+    };
+    let created = kafka(&["create-topics", "--partitions", "1"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        canvass_tests::stderr(&created)
+    );
+    let said = canvass_tests::stdout(&created);
+    assert_eq!(said.matches("created ").count(), 5, "{said}");
+    assert!(
+        said.contains(&format!("created {}: control", topics.control))
+            && said.contains("retention.ms=-1"),
+        "{said}"
+    );
+    let again = kafka(&["create-topics"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(
+        canvass_tests::stdout(&again)
+            .matches("not created ")
+            .count(),
+        5
+    );
+
+    // The stream in its phases: commands, contacts, the trial's launch, the events.
+    let stream = std::fs::read_to_string(example("stream.jsonl")).unwrap();
+    let mut phases: Vec<Vec<&str>> = vec![Vec::new()];
+    let mut last = "command";
+    for line in stream.lines() {
+        let kind = ["command", "contact", "event"]
+            .into_iter()
+            .find(|k| {
+                line.starts_with(&format!("{{\"at\":\"2026-03-02T09:00:00Z\",\"{k}\""))
+                    || line.starts_with(&format!("{{\"{k}\""))
+            })
+            .unwrap_or(last);
+        if kind != last {
+            phases.push(Vec::new());
+            last = kind;
+        }
+        phases.last_mut().unwrap().push(line);
+    }
+    assert_eq!(phases.len(), 4, "commands, contacts, launch, events");
+    let data = dir.path().join("data");
+    let args = engine_args(&data, &config, "event");
+    for (i, phase) in phases.iter().enumerate() {
+        let file = dir.path().join(format!("phase-{i}.jsonl"));
+        std::fs::write(&file, phase.join("\n") + "\n").unwrap();
+        let produced = kafka(&["produce", "--input", file.to_str().unwrap(), "--keep-bad"]);
+        assert!(
+            produced.status.success(),
+            "{}",
+            canvass_tests::stderr(&produced)
+        );
+        run_engine_until_idle(&args);
+    }
+    assert_reference_outcome(&broker, &topics, &data, 1);
+    assert_eq!(
+        broker.read_all(&topics.dead_letters).len(),
+        3,
+        "the three lines that are not inputs, parked"
+    );
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"contact\": {\"id\": \"c-x\"}}\nnot json\n").unwrap();
+    let refused = kafka(&["produce", "--input", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    let why = canvass_tests::stderr(&refused);
+    assert!(
+        why.contains(&format!("{}:2: not an input", bad.display())),
+        "{why}"
+    );
+    assert!(
+        canvass_tests::stdout(&refused).contains("produced 1 touchpoints"),
+        "{}",
+        canvass_tests::stdout(&refused)
+    );
+}

@@ -593,3 +593,71 @@ fn a_log_filter_that_does_not_parse_is_refused_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CANVASS_LOG"), "{stderr}");
 }
+
+/// The README's command for a first run, as written (from the repository's root, the data
+/// directory and actions file moved into a temporary directory), on the ready
+/// `examples/reference/stream.jsonl`: every campaign emits the reference's actions by kind.
+#[test]
+fn the_readmes_run_of_the_example_stream_gives_the_reference_outcome() {
+    let root = canvass_tests::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.contains("-- run --data /tmp/canvass --input "))
+        .expect("the README shows a first run");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("canvass");
+    let actions = dir.path().join("actions.jsonl");
+    let args: Vec<String> = line
+        .split("-- ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|a| match a {
+            "/tmp/canvass" => data.to_str().unwrap().to_string(),
+            "actions.jsonl" => actions.to_str().unwrap().to_string(),
+            other => other.to_string(),
+        })
+        .collect();
+    let out = Command::new(canvass_bin())
+        .current_dir(&root)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(canvass_tests::example("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let mut by_kind: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for line in std::fs::read_to_string(&actions).unwrap().lines() {
+        let a: serde_json::Value = serde_json::from_str(line).unwrap();
+        let kind = a["kind"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("ACTION_KIND_");
+        *by_kind
+            .entry((
+                a["campaignId"].as_str().unwrap().to_string(),
+                kind.to_string(),
+            ))
+            .or_default() += 1;
+    }
+    for campaign in expected["campaigns"].as_array().unwrap() {
+        let id = campaign["id"].as_str().unwrap();
+        for (kind, n) in campaign["actionsByKind"].as_object().unwrap() {
+            assert_eq!(
+                by_kind
+                    .get(&(id.to_string(), kind.clone()))
+                    .copied()
+                    .unwrap_or(0),
+                n.as_u64().unwrap(),
+                "{id}: {kind}"
+            );
+        }
+    }
+}

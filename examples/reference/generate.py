@@ -211,6 +211,36 @@ with open(os.path.join(HERE, "contacts.jsonl"), "w") as f:
 with open(os.path.join(HERE, "events.jsonl"), "w") as f:
     f.write("\n".join(lines) + "\n")
 
+# 7. The whole example as one input stream for `canvass run --input stream.jsonl` (and
+#    `canvass kafka produce`): each campaign written, submitted, approved by someone else;
+#    the survey launched, the contacts, the trial launched, then the events in time order
+#    and, last, the lines that are not JSON.
+LAUNCH_AT = "2026-03-02T09:00:00Z"
+stream = []
+for spec_file, cid in [("survey.json", "b-improvement-survey"), ("campaign.json", "b-trial-invite")]:
+    with open(os.path.join(HERE, spec_file)) as f:
+        spec = json.load(f)
+    version = {"campaignId": cid, "version": 1}
+    stream.append({"at": LAUNCH_AT, "command": {"actor": "marketer", "putSpec": spec}})
+    stream.append({"at": LAUNCH_AT, "command": {"actor": "marketer", "submit": version}})
+    stream.append({"at": LAUNCH_AT, "command": {"actor": "manager", "approve": version}})
+stream.append({"at": LAUNCH_AT, "command": {"actor": "ops", "launch": "b-improvement-survey"}})
+stream += [{"at": LAUNCH_AT, "contact": c} for c in contacts]
+stream.append({"at": LAUNCH_AT, "command": {"actor": "ops", "launch": "b-trial-invite"}})
+parsed, not_json = [], []
+for line in lines:
+    try:
+        parsed.append(json.loads(line))
+    except json.JSONDecodeError:
+        not_json.append(line)
+parsed.sort(key=lambda e: e.get("occurredAt", ""))
+stream += [{"event": e} for e in parsed]
+with open(os.path.join(HERE, "stream.jsonl"), "w") as f:
+    for record in stream:
+        f.write(json.dumps(record, separators=(",", ":")) + "\n")
+    for line in not_json:
+        f.write(line + "\n")
+
 
 def campaign(key, cid):
     e = exp[key]
@@ -223,7 +253,7 @@ def campaign(key, cid):
 
 last_event = max(datetime.strptime(e["occurredAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) for e in events)
 expected = {
-    "inputs": {"contacts": len(contacts), "events": len(events), "malformedLines": 3, "duplicateEvents": 1,
+    "inputs": {"lateEvents": 0, "contacts": len(contacts), "events": len(events), "malformedLines": 3, "duplicateEvents": 1,
                "unknownContactEvents": 2, "timersFired": exp["timers"], "pendingTimers": 0},
     "clock": {"start": ts(LAUNCH), "end": ts(max(exp["fire_times"] + [last_event]))},
     "campaigns": [campaign("survey", "b-improvement-survey"), campaign("invite", "b-trial-invite")],

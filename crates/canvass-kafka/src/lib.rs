@@ -8,6 +8,7 @@ pub mod config;
 mod context;
 mod publisher;
 pub mod runtime;
+pub mod tools;
 
 pub use clients::{topic_partitions, touchpoint_partitions};
 pub use config::{Format, KafkaConfig};

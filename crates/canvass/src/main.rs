@@ -21,6 +21,7 @@ mod client;
 mod deliver;
 mod graph;
 mod input;
+mod kafka;
 mod letters;
 mod logging;
 mod metrics;
@@ -76,6 +77,8 @@ enum Command {
     Inspect(run::InspectArgs),
     /// Lists, shows and redrives dead letters: what the engine parked, and why.
     DeadLetters(letters::Args),
+    /// Creates the topics of an engine on Kafka, and produces input streams to them.
+    Kafka(kafka::Args),
     /// Rewrites a data directory of the single-partition layout (before partitions) into a
     /// new, partitioned one, by applying its log again.
     MigrateStore(run::MigrateArgs),
@@ -154,6 +157,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run::replay(&args),
         Command::Inspect(args) => run::inspect(&args),
         Command::DeadLetters(args) => letters::run(&args),
+        Command::Kafka(args) => kafka::run(&args),
         Command::MigrateStore(args) => run::migrate_store(&args),
         Command::Report(args) => report::run(&args),
         Command::Campaign(args) => client::campaign(&args),
