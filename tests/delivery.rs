@@ -239,7 +239,12 @@ fn a_destination_the_run_cannot_reach_is_refused_at_start() {
         "listen = \"127.0.0.1:0\"\n[[executors]]\nkinds = [\"EMAIL\"]\nendpoint = \"http://127.0.0.1:1\"\n",
     )
     .unwrap();
-    let cases: [(&str, &[&str], &str); 4] = [
+    let cases: [(&str, &[&str], &str); 5] = [
+        (
+            "[[file]]\nkinds = [\"*\"]\npath = \"/no/such/directory/a.jsonl\"\n",
+            &[],
+            "file[0]: cannot open /no/such/directory/a.jsonl",
+        ),
         (
             "[[topic]]\nkinds = [\"*\"]\n",
             &[],

@@ -67,12 +67,13 @@ fn kind_of(input: &Sourced) -> &'static str {
 }
 
 const SOURCES: [&str; 5] = ["file", "kafka", "grpc", "delivery", "cli"];
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "contact",
     "event",
     "command",
     "delivery_result",
     "malformed",
+    "redriven_mark",
 ];
 
 /// Inputs of a batch, counted by source and kind before it is applied.

@@ -175,7 +175,12 @@ pub fn produce(
                 )
             }
         };
-        let mut out = FutureRecord::to(topic).payload(&payload);
+        // Said, so that the engine reads it as JSON whatever its `format` setting.
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: crate::codec::CONTENT_TYPE,
+            value: Some(crate::config::Format::Json.content_type()),
+        });
+        let mut out = FutureRecord::to(topic).payload(&payload).headers(headers);
         if let Some(key) = &key {
             out = out.key(key.as_str()).partition(
                 i32::try_from(partitioner.partition(key.as_bytes(), partitions)).unwrap_or(0),
@@ -188,17 +193,28 @@ pub fn produce(
             Ok(delivery) => deliveries.push(delivery),
             Err((e, _)) => return Err(e.into()),
         }
+        // Acknowledged a window at a time: the producer's queue stays within its bounds.
+        if deliveries.len() >= WINDOW {
+            acknowledged(std::mem::take(&mut deliveries))?;
+        }
     }
+    acknowledged(deliveries)?;
+    Ok(produced)
+}
+
+/// Records sent before waiting for the broker's acknowledgements.
+const WINDOW: usize = 10_000;
+
+/// Waits until the broker acknowledged every record sent.
+fn acknowledged(deliveries: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), RunError> {
     for result in futures::executor::block_on(futures::future::join_all(deliveries)) {
         match result {
             Ok(Ok(_)) => {}
             Ok(Err((e, _))) => return Err(e.into()),
-            Err(_) => {
-                return Err(RunError::Client(rdkafka::error::KafkaError::Canceled));
-            }
+            Err(_) => return Err(RunError::Client(rdkafka::error::KafkaError::Canceled)),
         }
     }
-    Ok(produced)
+    Ok(())
 }
 
 /// Where a line goes.

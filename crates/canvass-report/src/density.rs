@@ -6,14 +6,14 @@
 //! six-sigma convention: the standard normal quantile of the yield plus the 1.5 sigma
 //! long-term shift, so 3.4 DPMO is 6 sigma and 66,807 DPMO is 3 sigma.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 /// The conventional long-term shift of the six-sigma scale.
 pub const SIGMA_SHIFT: f64 = 1.5;
 
 /// Density figures of a campaign or a segment.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Density {
     /// Contacts that should have been marketed to: enrolled and treated.

@@ -2,10 +2,10 @@
 //! what, what is still open and by when it must be accepted.
 
 use canvass_proto::v1;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One lead.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LeadRow {
     /// The contact.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use canvass_core::stats::{latency_quantile, money};
 use canvass_proto::v1;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use density::{Density, density};
 
@@ -26,7 +26,7 @@ pub const SEGMENT_LABEL: &str = "segment";
 pub const NO_SEGMENT: &str = "(none)";
 
 /// How revenue is credited to the actions that preceded it within the attribution window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Model {
     /// All of it to the last action.
@@ -51,7 +51,7 @@ impl Model {
 }
 
 /// How an indirect cost (a period's department cost) is shared among the campaigns reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Allocation {
     /// In proportion to the contacts each campaign enrolled (holdouts excluded).
@@ -88,7 +88,7 @@ pub struct CampaignData {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Attribution model used for `revenue` and `roi` figures.
@@ -107,7 +107,7 @@ pub struct Report {
 }
 
 /// Cost, revenue and ROI of a group of campaigns or actions.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RoiRow {
     /// Channel or segment name.
@@ -121,12 +121,12 @@ pub struct RoiRow {
     /// (revenue - cost) / cost; absent when nothing was spent.
     pub roi: Option<f64>,
     /// Contacts eligible (segments only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub density: Option<Density>,
 }
 
 /// How the indirect cost was allocated.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IndirectCost {
     /// The amount.
@@ -140,7 +140,7 @@ pub struct IndirectCost {
 }
 
 /// One campaign's performance.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CampaignReport {
     /// Campaign id.
@@ -196,7 +196,7 @@ pub struct CampaignReport {
 }
 
 /// Leads a campaign handed to sales.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LeadsRow {
     /// Handed over.
@@ -222,7 +222,7 @@ pub struct LeadsRow {
 }
 
 /// What caps and quiet hours did.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CappedRow {
     /// Deferrals.
@@ -236,7 +236,7 @@ pub struct CappedRow {
 }
 
 /// One state of the funnel.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FunnelStep {
     /// State id.
@@ -254,7 +254,7 @@ pub struct FunnelStep {
 }
 
 /// A move between two states.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StepConversion {
     /// From (empty: enrollment).
@@ -268,7 +268,7 @@ pub struct StepConversion {
 }
 
 /// A response group's size.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupRow {
     /// The group.
@@ -278,7 +278,7 @@ pub struct GroupRow {
 }
 
 /// One day.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DayRow {
     /// UTC day.
@@ -294,7 +294,7 @@ pub struct DayRow {
 }
 
 /// One action kind.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct KindRow {
     /// Kind name ("EMAIL"...).
@@ -320,7 +320,7 @@ pub struct KindRow {
 }
 
 /// Spend against the budget.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BudgetRow {
     /// Total budget; absent when unlimited.
@@ -336,7 +336,7 @@ pub struct BudgetRow {
 }
 
 /// Cost of a campaign.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CostRow {
     /// Its actions' cost.
@@ -348,7 +348,7 @@ pub struct CostRow {
 }
 
 /// Revenue by attribution model.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RevenueByModel {
     /// Last touch.
@@ -360,7 +360,7 @@ pub struct RevenueByModel {
 }
 
 /// One split arm.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ArmRow {
     /// Variant id, "holdout", or "all" for a campaign without a split.
@@ -386,7 +386,7 @@ pub struct ArmRow {
 }
 
 /// How fast the engine reacts.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Sensitivity {
     /// Actions caused by an event (the others were caused by timers or launches).

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use canvass_core::{UnixMillis, stats::money, time::DAY_MILLIS};
 use canvass_proto::v1;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{ratio, text};
 
@@ -71,7 +71,7 @@ impl Default for ValueOptions {
 }
 
 /// The customer-value report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ValueReport {
     /// The report's time.
@@ -101,7 +101,7 @@ pub struct ValueReport {
 }
 
 /// One tier of the pyramid.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TierRow {
     /// A, B, C or D.
@@ -121,7 +121,7 @@ pub struct TierRow {
 }
 
 /// Churn of one tier in one period.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ChurnRow {
     /// Start of the period.
@@ -139,7 +139,7 @@ pub struct ChurnRow {
 }
 
 /// One source channel.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceRow {
     /// Channel ("" when unknown).
@@ -153,7 +153,7 @@ pub struct SourceRow {
 }
 
 /// One contact's value.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ContactValue {
     /// Contact id.

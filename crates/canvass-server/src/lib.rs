@@ -322,9 +322,12 @@ pub async fn serve_on(
     let actions = ActionServiceServer::new(delivery::Actions::new(shared.clone(), delivery))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let operator = OperatorServiceServer::new(operator::Operator(shared.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let operator = OperatorServiceServer::new(operator::Operator {
+        shared: shared.clone(),
+        redriving: tokio::sync::Mutex::new(()),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
     let reports = ReportServiceServer::new(reports::Reports(shared))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);

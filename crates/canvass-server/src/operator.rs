@@ -15,7 +15,80 @@ use tonic::{Request, Response, Status};
 
 use crate::{Shared, api::operator_service_server::OperatorService, auth::Rpc, invalid, storage};
 
-pub(crate) struct Operator(pub(crate) Shared);
+pub(crate) struct Operator {
+    pub(crate) shared: Shared,
+    /// One redrive at a time: a letter is read, submitted and marked before the next call
+    /// reads it, so two calls never submit it twice.
+    pub(crate) redriving: tokio::sync::Mutex<()>,
+}
+
+/// The RPC whose role may issue a command, for a redrive of it through the API.
+fn rpc_of(command: &v1::campaign_command::Command) -> Rpc {
+    use v1::campaign_command::Command as C;
+    match command {
+        C::PutSpec(_) => Rpc::CreateCampaign,
+        C::Submit(_) => Rpc::SubmitCampaign,
+        C::Approve(_) => Rpc::ApproveCampaign,
+        C::Reject(_) => Rpc::RejectCampaign,
+        C::Launch(_) => Rpc::LaunchCampaign,
+        C::Pause(_) => Rpc::PauseCampaign,
+        C::Resume(_) => Rpc::ResumeCampaign,
+        C::Complete(_) => Rpc::CompleteCampaign,
+        C::Stop(_) => Rpc::StopCampaign,
+        C::SetPolicy(_) | C::ReassignLeads(_) => Rpc::SetPolicy,
+    }
+}
+
+/// A redriven command is the caller's: it must be one the caller's role may issue (an
+/// operator does not approve), and it is logged with the caller as its actor.
+fn as_caller(
+    mut record: v1::IngestRecord,
+    caller: &crate::Caller,
+    id: &str,
+) -> Result<v1::IngestRecord, String> {
+    if let Some(v1::ingest_record::Input::Command(c)) = &mut record.input
+        && let Some(command) = &c.command
+    {
+        let rpc = rpc_of(command);
+        if !rpc.allowed().contains(&caller.role) {
+            return Err(format!(
+                "a command {rpc:?} allows, which the role {:?} does not: whoever may issue it issues it again",
+                caller.role
+            ));
+        }
+        let first = std::mem::replace(&mut c.actor, caller.identity.clone());
+        c.reason = format!(
+            "redriven dead letter {id} (first by {first}){}",
+            if c.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", c.reason)
+            }
+        );
+    }
+    Ok(record)
+}
+
+impl Operator {
+    /// Submits an input, waiting while the engine's queue is full (a mark must not be lost
+    /// to backpressure once its input is in).
+    async fn submit_patiently(&self, input: Sourced) -> Result<Outcome, Status> {
+        let mut wait = std::time::Duration::from_millis(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match self.shared.submit(vec![input.clone()]).await {
+                Err(s)
+                    if s.code() == tonic::Code::ResourceExhausted
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_millis(500));
+                }
+                result => return crate::first(result?),
+            }
+        }
+    }
+}
 
 /// Letters per page by default, and at most.
 const PAGE: usize = 100;
@@ -34,10 +107,10 @@ impl OperatorService for Operator {
         &self,
         request: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::EngineStatus>, Status> {
-        self.0.auth.check(&request, Rpc::GetStatus)?;
-        let layout = self.0.stores.layout().to_string();
+        self.shared.auth.check(&request, Rpc::GetStatus)?;
+        let layout = self.shared.stores.layout().to_string();
         Ok(Response::new(
-            status(&self.0.stores, &layout).map_err(storage)?,
+            status(&self.shared.stores, &layout).map_err(storage)?,
         ))
     }
 
@@ -45,7 +118,7 @@ impl OperatorService for Operator {
         &self,
         request: Request<v1::ListDeadLettersRequest>,
     ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
-        self.0.auth.check(&request, Rpc::ListDeadLetters)?;
+        self.shared.auth.check(&request, Rpc::ListDeadLetters)?;
         let r = request.into_inner();
         let from: usize = match r.page_token.as_str() {
             "" => 0,
@@ -60,7 +133,7 @@ impl OperatorService for Operator {
             0 => PAGE,
             n => usize::try_from(n).unwrap_or(MOST).min(MOST),
         };
-        let matching: Vec<v1::NumberedDeadLetter> = all_letters(&self.0.stores)
+        let matching: Vec<v1::NumberedDeadLetter> = all_letters(&self.shared.stores)
             .map_err(storage)?
             .into_iter()
             .filter(|(_, l)| !r.open_only || l.redriven_at.is_none())
@@ -86,11 +159,11 @@ impl OperatorService for Operator {
         &self,
         request: Request<v1::GetDeadLetterRequest>,
     ) -> Result<Response<v1::NumberedDeadLetter>, Status> {
-        self.0.auth.check(&request, Rpc::GetDeadLetter)?;
+        self.shared.auth.check(&request, Rpc::GetDeadLetter)?;
         let id = request.into_inner().id;
         let (partition, number) = parse_letter_id(&id).ok_or_else(|| bad_id(&id))?;
-        let letter = (partition < self.0.stores.layout().partitions)
-            .then(|| self.0.stores.partition(partition).dead_letter(number))
+        let letter = (partition < self.shared.stores.layout().partitions)
+            .then(|| self.shared.stores.partition(partition).dead_letter(number))
             .transpose()
             .map_err(storage)?
             .flatten()
@@ -105,7 +178,7 @@ impl OperatorService for Operator {
         &self,
         request: Request<v1::RedriveDeadLettersRequest>,
     ) -> Result<Response<v1::RedriveDeadLettersResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::RedriveDeadLetters)?;
+        let caller = self.shared.auth.check(&request, Rpc::RedriveDeadLetters)?;
         let r = request.into_inner();
         if r.all != r.ids.is_empty() {
             return Err(invalid(
@@ -113,25 +186,26 @@ impl OperatorService for Operator {
                 vec![("ids".into(), "ids or all".into())],
             ));
         }
-        let letters = all_letters(&self.0.stores).map_err(storage)?;
-        let chosen: Vec<(String, Option<v1::DeadLetter>)> = if r.all {
+        let _one_at_a_time = self.redriving.lock().await;
+        let letters = all_letters(&self.shared.stores).map_err(storage)?;
+        let chosen: Vec<String> = if r.all {
             letters
                 .into_iter()
-                .filter(|(_, l)| l.redriven_at.is_none() && l.reason.contains(&r.reason_contains))
-                .map(|(id, l)| (id, Some(l)))
+                .filter(|(_, l)| {
+                    l.redriven_at.is_none()
+                        && l.action.is_none()
+                        && l.reason.contains(&r.reason_contains)
+                })
+                .map(|(id, _)| id)
                 .collect()
         } else {
-            let mut chosen = Vec::new();
-            for id in &r.ids {
-                let (p, n) = parse_letter_id(id).ok_or_else(|| bad_id(id))?;
-                let canonical = letter_id(p, n);
-                let found = letters
-                    .iter()
-                    .find(|(i, _)| *i == canonical)
-                    .map(|(_, l)| l.clone());
-                chosen.push((canonical, found));
-            }
-            chosen
+            r.ids
+                .iter()
+                .map(|id| {
+                    let (p, n) = parse_letter_id(id).ok_or_else(|| bad_id(id))?;
+                    Ok(letter_id(p, n))
+                })
+                .collect::<Result<_, Status>>()?
         };
         let by = format!(
             "{} (redrive{})",
@@ -143,16 +217,23 @@ impl OperatorService for Operator {
             }
         );
         let mut results = Vec::new();
-        for (id, letter) in chosen {
+        for id in chosen {
             let mut result = v1::RedriveResult {
                 id: id.clone(),
                 ..v1::RedriveResult::default()
             };
-            let input = match letter.as_ref().map(redrive_input) {
+            let (partition, number) = parse_letter_id(&id).ok_or_else(|| bad_id(&id))?;
+            // Read now, under the lock: what an earlier call marked is seen.
+            let letter = (partition < self.shared.stores.layout().partitions)
+                .then(|| self.shared.stores.partition(partition).dead_letter(number))
+                .transpose()
+                .map_err(storage)?
+                .flatten();
+            let record = match letter.as_ref().map(redrive_input) {
                 None => Err(format!("no dead letter {id}")),
-                Some(input) => input,
+                Some(input) => input.and_then(|r| as_caller(r, &caller, &id)),
             };
-            let record = match input {
+            let record = match record {
                 Ok(record) => record,
                 Err(reason) => {
                     result.reason = reason;
@@ -160,7 +241,7 @@ impl OperatorService for Operator {
                     continue;
                 }
             };
-            let outcome = self.0.submit_one(record, &caller).await?;
+            let outcome = self.shared.submit_one(record, &caller).await?;
             match outcome {
                 Outcome::Logged { seq } => {
                     result.applied = true;
@@ -173,7 +254,6 @@ impl OperatorService for Operator {
                 Outcome::Noted => {}
             }
             // Submitted and committed: the letter is marked, whatever became of its input.
-            let (partition, number) = parse_letter_id(&id).ok_or_else(|| bad_id(&id))?;
             let mark = Sourced {
                 incoming: Incoming::Redriven {
                     partition,
@@ -183,7 +263,7 @@ impl OperatorService for Operator {
                 position: None,
                 caller: Some(caller.identity.clone()),
             };
-            crate::first(self.0.submit(vec![mark]).await?)?;
+            self.submit_patiently(mark).await?;
             tracing::info!(
                 letter = %id,
                 by = %caller.identity,

@@ -87,7 +87,7 @@ impl ReportService for Reports {
             })?)
         };
         let data = campaign_data(&self.0.stores, &r.campaign_ids).map_err(unreadable)?;
-        let report = canvass_report::build(
+        let mut report = canvass_report::build(
             &data,
             &Options {
                 model,
@@ -95,6 +95,10 @@ impl ReportService for Reports {
                 allocation,
             },
         );
+        // As `canvass report` counts them: the late events over every partition.
+        report.late_events = canvass_engine::reports::input_counters(&self.0.stores)
+            .map_err(storage)?
+            .late_events;
         Ok(Response::new(v1::GetPerformanceReportResponse {
             report_json: json(&report)?,
             funnel_svg: svg::funnel(&report),

@@ -13,12 +13,20 @@ impl Store {
 
     /// How many actions are undelivered (a scan of the keys).
     pub fn outbox_len(&self) -> Result<u64> {
-        let mut n = 0;
+        Ok(self.outbox_positions()?.len() as u64)
+    }
+
+    /// The outbox positions of the undelivered actions, in emission order (a scan of the
+    /// keys; the actions are not decoded).
+    pub fn outbox_positions(&self) -> Result<Vec<(u64, u32)>> {
+        let mut out = Vec::new();
         for kv in self.scan(vec![keys::OUTBOX], vec![keys::OUTBOX + 1]) {
-            kv?;
-            n += 1;
+            let (k, _) = kv?;
+            let seq = u64_value(&k[1..9]);
+            let index = k[9..13].try_into().map(u32::from_be_bytes).unwrap_or(0);
+            out.push((seq, index));
         }
-        Ok(n)
+        Ok(out)
     }
 
     /// Whether the action at an outbox position is still undelivered.

@@ -47,8 +47,9 @@ pub fn plan(asked: &Asked<'_>) -> anyhow::Result<Plan> {
     Ok(plan)
 }
 
-/// Opens the plan's sinks, in its order.
-fn open_sinks(plan: &Plan, kafka: Option<&KafkaConfig>) -> anyhow::Result<Vec<SinkWriter>> {
+/// Opens the plan's sinks, in its order (before the data directory is touched: a file that
+/// cannot be opened refuses the run).
+pub fn open_sinks(plan: &Plan, kafka: Option<&KafkaConfig>) -> anyhow::Result<Vec<SinkWriter>> {
     plan.sinks
         .iter()
         .map(|sink| -> anyhow::Result<SinkWriter> {
@@ -95,12 +96,11 @@ impl Beside {
 /// loop.
 pub fn start(
     plan: &Plan,
+    sinks: Vec<SinkWriter>,
     stores: &Stores,
-    kafka: Option<&KafkaConfig>,
     inbox: Option<Inbox>,
 ) -> anyhow::Result<Started> {
     tracing::info!(routes = %plan.describe(), "delivery");
-    let sinks = open_sinks(plan, kafka)?;
     if !plan.has_answerers() {
         return Ok(Started::InLoop(Router::new(plan, sinks)?));
     }

@@ -70,6 +70,14 @@ enum LettersCommand {
         /// Why (logged with the redrive).
         #[arg(long, default_value = "")]
         why: String,
+        /// With `--data`: park an input dated more than this many hours ahead of the wall
+        /// clock, as `run --max-lead-hours` (0: no bound). A running engine applies its own.
+        #[arg(long, default_value_t = 24)]
+        max_lead_hours: u64,
+        /// With `--data`: the allowed lateness, as `run --allowed-lateness-secs`. A running
+        /// engine applies its own.
+        #[arg(long, default_value_t = 0)]
+        allowed_lateness_secs: u64,
     },
 }
 
@@ -113,8 +121,11 @@ fn local(data: &std::path::Path, command: &LettersCommand) -> anyhow::Result<Exi
             all,
             reason_contains,
             why,
+            max_lead_hours,
+            allowed_lateness_secs,
         } => {
-            let mut engine = crate::run::open_writable(data)?;
+            let mut engine =
+                crate::run::open_writable(data, *max_lead_hours, *allowed_lateness_secs)?;
             let letters = all_letters(engine.stores())?;
             let chosen = choose(&letters, ids, *all, reason_contains.as_deref())?;
             let by = redriver("cli", why);
@@ -208,6 +219,7 @@ async fn remote(server: &str, tls: &Tls, command: &LettersCommand) -> anyhow::Re
             all,
             reason_contains,
             why,
+            ..
         } => {
             let response = client
                 .redrive_dead_letters(with_token(v1::RedriveDeadLettersRequest {
@@ -248,7 +260,7 @@ fn choose(
     if all {
         return Ok(letters
             .iter()
-            .filter(|(_, l)| l.redriven_at.is_none())
+            .filter(|(_, l)| l.redriven_at.is_none() && l.action.is_none())
             .filter(|(_, l)| reason_contains.is_none_or(|r| l.reason.contains(r)))
             .map(|(id, l)| (id.clone(), Some(l.clone())))
             .collect());

@@ -33,7 +33,8 @@ const SIZES: [f64; 8] = [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0];
 /// Gauge: actions in the outbox (queued, not yet delivered), by `partition`.
 const OUTBOX: &str = "canvass_outbox_actions";
 /// Gauge: how long the oldest action in the outbox has been there, in seconds (as sampled:
-/// to within the sampling interval), by `partition`.
+/// to within the sampling interval, and counted from this process's start for actions an
+/// earlier one queued), by `partition`.
 const OUTBOX_AGE: &str = "canvass_outbox_oldest_age_seconds";
 /// Gauge: timers armed, by `partition`.
 const TIMERS: &str = "canvass_timers_pending";
@@ -197,14 +198,16 @@ fn describe() {
     }
 }
 
+/// When the sampler first saw each queued action, per partition.
+type FirstSeen = Vec<HashMap<(u64, u32), Instant>>;
+
 fn sample_forever(stores: &Stores) {
-    // The oldest outbox place seen per partition, and since when.
-    let mut oldest: HashMap<usize, ((u64, u32), Instant)> = HashMap::new();
+    let mut first_seen: FirstSeen = vec![HashMap::new(); stores.iter().len()];
     let mut next_timer_scan = Instant::now();
     loop {
         let count_timers = Instant::now() >= next_timer_scan;
         let started = Instant::now();
-        match sample(stores, &mut oldest, count_timers) {
+        match sample(stores, &mut first_seen, count_timers) {
             Ok(()) => metrics::counter!(SAMPLES).increment(1),
             Err(e) => tracing::warn!(error = %e, "metrics: cannot sample the store"),
         }
@@ -215,27 +218,25 @@ fn sample_forever(stores: &Stores) {
     }
 }
 
-fn sample(
-    stores: &Stores,
-    oldest: &mut HashMap<usize, ((u64, u32), Instant)>,
-    count_timers: bool,
-) -> anyhow::Result<()> {
+fn sample(stores: &Stores, first_seen: &mut FirstSeen, count_timers: bool) -> anyhow::Result<()> {
+    let now = Instant::now();
     for (p, store) in stores.iter().enumerate() {
         let partition = p.to_string();
-        metrics::gauge!(OUTBOX, "partition" => partition.clone()).set(store.outbox_len()? as f64);
-        let age = match store.outbox(1)?.first() {
-            Some((at, _)) => {
-                let seen = oldest.entry(p).or_insert((*at, Instant::now()));
-                if seen.0 != *at {
-                    *seen = (*at, Instant::now());
-                }
-                seen.1.elapsed().as_secs_f64()
-            }
-            None => {
-                oldest.remove(&p);
-                0.0
-            }
-        };
+        let queued = store.outbox_positions()?;
+        metrics::gauge!(OUTBOX, "partition" => partition.clone()).set(queued.len() as f64);
+        // Every queued action's first sighting is kept, so the age of the oldest is right
+        // however the head moves (to within a sampling interval; from the start of this
+        // process for what an earlier one queued).
+        let seen = &mut first_seen[p];
+        let still: std::collections::HashSet<(u64, u32)> = queued.iter().copied().collect();
+        seen.retain(|position, _| still.contains(position));
+        for position in queued {
+            seen.entry(position).or_insert(now);
+        }
+        let age = seen
+            .values()
+            .min()
+            .map_or(0.0, |oldest| now.duration_since(*oldest).as_secs_f64());
         metrics::gauge!(OUTBOX_AGE, "partition" => partition.clone()).set(age);
         if count_timers {
             let timers = store.timers(None).count();

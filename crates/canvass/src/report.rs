@@ -28,8 +28,14 @@ enum AllocationArg {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Data directory of a stopped engine.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, conflicts_with = "server", required_unless_present = "server")]
+    data: Option<PathBuf>,
+    /// A running engine's gRPC address (`http://host:port`; token in `CANVASS_TOKEN`): the
+    /// report is built there, from the store it holds, and printed here as from a directory.
+    #[arg(long, conflicts_with_all = ["leads", "emit_policy"])]
+    server: Option<String>,
+    #[command(flatten)]
+    tls: crate::client::Tls,
     /// Only these campaigns (repeat the flag); every campaign by default.
     #[arg(long = "campaign")]
     campaigns: Vec<String>,
@@ -200,10 +206,86 @@ fn value(args: &Args, engine: &Partitions) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// The report built by a running engine, printed as from a data directory.
+fn remote(args: &Args, server: &str) -> anyhow::Result<ExitCode> {
+    use crate::client::{block_on, connect, refused, with_token};
+    use canvass_proto::v1;
+    use canvass_server::api::report_service_client::ReportServiceClient;
+    if args.value {
+        if args.margin < Decimal::ZERO || args.margin > Decimal::ONE {
+            anyhow::bail!("--margin {}: a share between 0 and 1", args.margin);
+        }
+        let as_of = args
+            .as_of
+            .as_deref()
+            .map(|t| {
+                canvass_proto::wkt::Timestamp::parse(t)
+                    .map_err(|e| anyhow::anyhow!("--as-of `{t}`: not an RFC 3339 time: {e}"))
+            })
+            .transpose()?;
+        let request = v1::GetValueReportRequest {
+            as_of,
+            churn_days: args.churn_days,
+            tier_percents: tier_percents(&args.tiers)?.to_vec(),
+            margin: args.margin.to_string(),
+            period_days: args.period_days,
+            periods: args.periods,
+            all_contacts: args.all_contacts,
+        };
+        let json = block_on(async {
+            let mut client = ReportServiceClient::new(connect(server, &args.tls).await?);
+            let r = client
+                .get_value_report(with_token(request)?)
+                .await
+                .map_err(|s| refused(&s))?;
+            Ok(r.into_inner().report_json)
+        })?;
+        let report: canvass_report::value::ValueReport =
+            serde_json::from_str(&json).context("the server's value report does not parse")?;
+        return print_as(
+            args,
+            &report,
+            render::value_csv,
+            render::value_text,
+            Some(svg::tiers),
+        );
+    }
+    let request = v1::GetPerformanceReportRequest {
+        campaign_ids: args.campaigns.clone(),
+        model: match args.model {
+            ModelArg::LastTouch => v1::AttributionModel::LastTouch,
+            ModelArg::FirstTouch => v1::AttributionModel::FirstTouch,
+            ModelArg::Linear => v1::AttributionModel::Linear,
+        } as i32,
+        indirect_cost: args
+            .indirect_cost
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        allocation: match args.allocate {
+            AllocationArg::Contacts => v1::CostAllocation::Contacts,
+            AllocationArg::DirectCost => v1::CostAllocation::DirectCost,
+        } as i32,
+    };
+    let json = block_on(async {
+        let mut client = ReportServiceClient::new(connect(server, &args.tls).await?);
+        let r = client
+            .get_performance_report(with_token(request)?)
+            .await
+            .map_err(|s| refused(&s))?;
+        Ok(r.into_inner().report_json)
+    })?;
+    let report: canvass_report::Report =
+        serde_json::from_str(&json).context("the server's report does not parse")?;
+    print_as(args, &report, render::csv, render::text, Some(svg::funnel))
+}
+
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let Some(data) = &args.data else {
+        return remote(args, args.server.as_deref().unwrap_or_default());
+    };
     // The log written after the last checkpoint is applied in memory, so the counters are
     // complete even after a crash, and the data directory is not changed.
-    let (engine, _) = crate::run::open_committed(&args.data)?;
+    let (engine, _) = crate::run::open_committed(data)?;
     if args.value {
         return value(args, &engine);
     }

@@ -154,6 +154,17 @@ pub struct RunArgs {
     storage_stall_secs: u64,
 }
 
+/// `--max-lead-hours` as a span (0: no bound).
+pub(crate) fn max_lead(hours: u64) -> Option<SpanMillis> {
+    (hours > 0).then(|| {
+        SpanMillis(
+            i64::try_from(hours)
+                .unwrap_or(i64::MAX / 3_600_000)
+                .saturating_mul(3_600_000),
+        )
+    })
+}
+
 /// `--allowed-lateness-secs` as a span (bounded by the longest span a spec may hold).
 pub(crate) fn lateness(secs: u64) -> SpanMillis {
     let millis = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -278,6 +289,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         kafka: kafka_config.as_ref(),
         grpc: grpc_config.as_ref(),
     })?;
+    let sinks = deliver::open_sinks(&plan, kafka_config.as_ref())?;
     let wanted = if kafka {
         kafka_layout(args)?
     } else {
@@ -300,11 +312,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let opening = std::time::Instant::now();
     remember_dedupe_hours(stores.partition(0), args.dedupe_hours)?;
     let options = EngineOptions {
-        max_lead: (args.max_lead_hours > 0).then(|| {
-            SpanMillis(
-                i64::try_from(args.max_lead_hours).unwrap_or(i64::MAX / 3_600_000) * 3_600_000,
-            )
-        }),
+        max_lead: max_lead(args.max_lead_hours),
         allowed_lateness: lateness(args.allowed_lateness_secs),
         // The run loop computes the next batch while the disk writes the last one; the
         // Kafka loop publishes right after each commit and waits for it instead.
@@ -407,7 +415,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         (None, None)
     };
-    let delivery = deliver::start(&plan, engine.stores(), kafka_config.as_ref(), inbox.clone())?;
+    // Recording from here: the delivery's first attempts count.
+    let metrics = metrics_addr
+        .map(|addr| crate::metrics::serve(addr, engine.stores()))
+        .transpose()?;
+    let delivery = deliver::start(&plan, sinks, engine.stores(), inbox.clone())?;
     let (mut in_loop, beside) = match delivery {
         deliver::Started::InLoop(router) => (Some(router), None),
         deliver::Started::Beside(beside) => (None, Some(beside)),
@@ -422,9 +434,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         )?),
         _ => None,
     };
-    let metrics = metrics_addr
-        .map(|addr| crate::metrics::serve(addr, engine.stores()))
-        .transpose()?;
     announce_ready(
         args.ready_file.as_deref(),
         &engine,
@@ -759,7 +768,11 @@ pub fn open_committed(data: &std::path::Path) -> anyhow::Result<(Partitions, u64
 
 /// Opens an existing data directory to write to it outside `run` (a redrive): never makes
 /// one of a mistyped path, and says what to do when a running engine holds it.
-pub fn open_writable(data: &std::path::Path) -> anyhow::Result<Partitions> {
+pub fn open_writable(
+    data: &std::path::Path,
+    max_lead_hours: u64,
+    allowed_lateness_secs: u64,
+) -> anyhow::Result<Partitions> {
     anyhow::ensure!(
         data.is_dir() && canvass_store::layout::read_layout(data)?.is_some(),
         "no data directory at {} (`canvass run --data` makes one)",
@@ -776,13 +789,15 @@ pub fn open_writable(data: &std::path::Path) -> anyhow::Result<Partitions> {
         .setting(DEDUPE_SETTING)?
         .and_then(|h| i64::try_from(h).ok())
         .unwrap_or(DEDUPE_HOURS);
-    // Applied at the store's own clock (as under the event clock): a redrive must not move
-    // time on and fire the timers due meanwhile; the next `run` does that.
-    Ok(Partitions::open(
-        stores,
-        engine_options(Clock::Event, hours, false),
-        workers(None),
-    )?)
+    // Applied at the store's own clock (as under the event clock): a redrive moves time no
+    // further than the inputs it applies; the next `run` fires what came due meanwhile. The
+    // bounds are the caller's, as `run` takes them.
+    let options = EngineOptions {
+        max_lead: max_lead(max_lead_hours),
+        allowed_lateness: lateness(allowed_lateness_secs),
+        ..engine_options(Clock::Event, hours, false)
+    };
+    Ok(Partitions::open(stores, options, workers(None))?)
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {

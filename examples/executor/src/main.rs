@@ -130,8 +130,10 @@ impl ActionExecutor for Executor {
             .map_err(|e| Status::invalid_argument(format!("the action cannot be encoded: {e}")))?;
         let written = match &self.out {
             Some(file) => {
+                // One write per line: a kill leaves a whole line or none.
                 let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-                writeln!(file, "{line}").and_then(|()| file.sync_data())
+                file.write_all(format!("{line}\n").as_bytes())
+                    .and_then(|()| file.sync_data())
             }
             None => {
                 let mut out = std::io::stdout().lock();

@@ -172,12 +172,25 @@ fn given_up(position: Position, action: &v1::Action, reason: String) -> v1::Acti
     }
 }
 
-/// Where the reader hands each kind's actions.
-struct Handout {
-    routes: BTreeMap<i32, Route>,
-    sinks: Vec<(String, SinkWriter)>,
-    executors: Vec<mpsc::Sender<(Position, v1::Action)>>,
-    retry: RetryConfig,
+/// The copies' destinations, shared by the lanes: written under the lock, one batch at a time.
+type Sinks = Arc<Mutex<Vec<(String, SinkWriter)>>>;
+
+/// Who answers for a lane's actions.
+enum Target {
+    /// An executor's push queue.
+    Executor(mpsc::Sender<(Position, v1::Action)>),
+    /// The pull set.
+    Pull,
+    /// Nobody: the copies are the delivery, logged as delivered once written.
+    Copies,
+}
+
+/// One reader of the outbox: the kinds one answerer takes (or the kinds with copies only),
+/// with cursors of its own, so that an executor that is away holds back its own kinds only.
+struct Lane {
+    name: String,
+    kinds: Vec<i32>,
+    target: Target,
 }
 
 impl Delivery {
@@ -203,8 +216,15 @@ impl Delivery {
             commits: (Mutex::new(0), Condvar::new()),
             stats: DeliveryStats::default(),
         });
-        let mut executors = Vec::new();
-        for e in &plan.executors {
+        let kinds_of = |answerer: Option<Answerer>| -> Vec<i32> {
+            plan.routes
+                .iter()
+                .filter(|(_, r)| r.answerer == answerer)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        let mut lanes = Vec::new();
+        for (i, e) in plan.executors.iter().enumerate() {
             let (tx, rx) = mpsc::channel::<(Position, v1::Action)>(SCAN);
             let endpoint = tonic::transport::Endpoint::from_shared(e.endpoint.clone())?
                 .timeout(Duration::from_millis(e.timeout_ms))
@@ -215,12 +235,28 @@ impl Delivery {
                 Arc::new(Semaphore::new(e.concurrency)),
                 rx,
             ));
-            executors.push(tx);
+            lanes.push(Lane {
+                name: e.endpoint.clone(),
+                kinds: kinds_of(Some(Answerer::Executor(i))),
+                target: Target::Executor(tx),
+            });
         }
-        let handout = Handout {
-            routes: plan.routes.clone(),
-            sinks: plan
-                .sinks
+        if plan.pulls() {
+            lanes.push(Lane {
+                name: "pullers".into(),
+                kinds: kinds_of(Some(Answerer::Pull)),
+                target: Target::Pull,
+            });
+        }
+        // Every other kind, and a kind the plan does not know (a newer spec), goes here.
+        let answered: Vec<i32> = lanes.iter().flat_map(|l| l.kinds.clone()).collect();
+        lanes.push(Lane {
+            name: "copies".into(),
+            kinds: answered,
+            target: Target::Copies,
+        });
+        let sinks: Sinks = Arc::new(Mutex::new(
+            plan.sinks
                 .iter()
                 .map(|s| match s {
                     Sink::Topic => "the actions topic".to_string(),
@@ -228,18 +264,26 @@ impl Delivery {
                 })
                 .zip(sinks)
                 .collect(),
-            executors,
-            retry: plan.retry,
-        };
-        let reader = Arc::clone(&inner);
+        ));
         let runtime = tokio::runtime::Handle::current();
-        std::thread::Builder::new()
-            .name("canvass-outbox".into())
-            .spawn(move || read_outbox(&reader, &stores, handout, &runtime))?;
+        for lane in lanes {
+            let (reader, stores, sinks, runtime) = (
+                Arc::clone(&inner),
+                stores.clone(),
+                Arc::clone(&sinks),
+                runtime.clone(),
+            );
+            let (routes, retry) = (plan.routes.clone(), plan.retry);
+            std::thread::Builder::new()
+                .name("canvass-outbox".into())
+                .spawn(move || {
+                    read_outbox(&reader, &stores, &lane, &sinks, &routes, retry, &runtime)
+                })?;
+        }
         Ok(Self { inner })
     }
 
-    /// Tells the outbox reader that a commit may have queued actions.
+    /// Tells the outbox readers that a commit may have queued actions.
     pub fn committed(&self) {
         let (count, changed) = &self.inner.commits;
         *count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
@@ -253,13 +297,26 @@ impl Delivery {
     }
 }
 
-/// Reads each partition's outbox in order, once per process: rows are copied to their
-/// sinks, then go to their executor or to pullers, or are logged as delivered. What is read
-/// once is in flight until its result is logged.
+impl Lane {
+    /// Whether an action's kind is this lane's (the copies lane takes what no other does).
+    fn takes(&self, kind: i32) -> bool {
+        match self.target {
+            Target::Copies => !self.kinds.contains(&kind),
+            _ => self.kinds.contains(&kind),
+        }
+    }
+}
+
+/// Reads each partition's outbox in order, once per process, keeping the rows of `lane`'s
+/// kinds: they are copied to their sinks, then go to their executor or to pullers, or are
+/// logged as delivered. What is read once is in flight until its result is logged.
 fn read_outbox(
     inner: &Inner,
     stores: &Stores,
-    mut handout: Handout,
+    lane: &Lane,
+    sinks: &Sinks,
+    routes: &BTreeMap<i32, Route>,
+    retry: RetryConfig,
     runtime: &tokio::runtime::Handle,
 ) {
     let mut cursors: Vec<Option<(u64, u32)>> = vec![None; stores.iter().len()];
@@ -281,9 +338,10 @@ fn read_outbox(
             }
             let rows: Vec<(Position, v1::Action)> = rows
                 .into_iter()
+                .filter(|(_, action)| lane.takes(action.kind))
                 .map(|((seq, index), action)| ((p as u32, seq, index), action))
                 .collect();
-            if !hand_out(inner, &mut handout, rows, runtime) {
+            if !hand_out(inner, lane, sinks, routes, retry, rows, runtime) {
                 return;
             }
         }
@@ -333,43 +391,55 @@ fn write_copies(name: &str, sink: &mut SinkWriter, actions: &[v1::Action], retry
     }
 }
 
-/// Gives outbox rows to their destinations; `false` once the executors are gone (the
+/// The route of a kind; one the plan does not know goes to every sink.
+fn route_of(routes: &BTreeMap<i32, Route>, sinks: usize, kind: i32) -> Route {
+    routes.get(&kind).cloned().unwrap_or_else(|| Route {
+        sinks: (0..sinks).collect(),
+        answerer: None,
+    })
+}
+
+/// Gives a lane's outbox rows to their destinations; `false` once its executor is gone (the
 /// delivery stopped).
 fn hand_out(
     inner: &Inner,
-    handout: &mut Handout,
+    lane: &Lane,
+    sinks: &Sinks,
+    routes: &BTreeMap<i32, Route>,
+    retry: RetryConfig,
     rows: Vec<(Position, v1::Action)>,
     runtime: &tokio::runtime::Handle,
 ) -> bool {
     if rows.is_empty() {
         return true;
     }
-    let route_of = |a: &v1::Action| handout.routes.get(&a.kind).cloned().unwrap_or_default();
     // Copies first, one write per sink.
-    let retry = handout.retry;
-    for (index, (name, sink)) in handout.sinks.iter_mut().enumerate() {
-        let copies: Vec<v1::Action> = rows
-            .iter()
-            .filter(|(_, a)| route_of(a).sinks.contains(&index))
-            .map(|(_, a)| a.clone())
-            .collect();
-        if !copies.is_empty() {
-            write_copies(name, sink, &copies, retry);
+    {
+        let mut sinks = sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = sinks.len();
+        for (index, (name, sink)) in sinks.iter_mut().enumerate() {
+            let copies: Vec<v1::Action> = rows
+                .iter()
+                .filter(|(_, a)| route_of(routes, count, a.kind).sinks.contains(&index))
+                .map(|(_, a)| a.clone())
+                .collect();
+            if !copies.is_empty() {
+                write_copies(name, sink, &copies, retry);
+            }
         }
     }
+    let sink_count = sinks.lock().unwrap_or_else(PoisonError::into_inner).len();
     let mut written = Vec::new();
     for (position, action) in rows {
-        match route_of(&action).answerer {
-            Some(Answerer::Executor(i)) => {
-                // Waits while the executor is busy: its backlog stays in the store.
-                if handout.executors[i]
-                    .blocking_send((position, action))
-                    .is_err()
-                {
+        match &lane.target {
+            Target::Executor(queue) => {
+                // Waits while this executor is busy: its backlog stays in the store, and
+                // the other lanes go on.
+                if queue.blocking_send((position, action)).is_err() {
                     return false;
                 }
             }
-            Some(Answerer::Pull) => loop {
+            Target::Pull => loop {
                 let mut pull = inner.pull.lock().unwrap_or_else(PoisonError::into_inner);
                 if pull.ready.len() < PULL_BACKLOG {
                     pull.ready.insert(position, (action, false));
@@ -380,17 +450,23 @@ fn hand_out(
                 drop(pull);
                 std::thread::sleep(Duration::from_millis(50));
             },
-            None => written.push(copied(position, &action)),
+            Target::Copies if route_of(routes, sink_count, action.kind).sinks.is_empty() => {
+                // No destination at all (a plan has none for a kind only if it knows no
+                // sink): parked, not dropped.
+                let reason = format!(
+                    "no destination for actions of kind {} ({})",
+                    canvass_engine::metrics::kind_label(action.kind),
+                    lane.name
+                );
+                written.push(given_up(position, &action, reason));
+            }
+            Target::Copies => written.push(copied(position, &action)),
         }
     }
     if !written.is_empty() {
-        let count = written.len() as u64;
-        let kinds: Vec<v1::Action> = written
+        let tally: Vec<(i32, i32, bool)> = written
             .iter()
-            .map(|a| v1::Action {
-                kind: a.kind,
-                ..v1::Action::default()
-            })
+            .map(|a| (a.kind, a.outcome, a.gave_up))
             .collect();
         if let Err(e) = runtime.block_on(log_results(&inner.inbox, written, None)) {
             // Not logged: the actions stay queued and are copied again after a restart.
@@ -400,8 +476,19 @@ fn hand_out(
             );
             return false;
         }
-        inner.stats.delivered.fetch_add(count, Ordering::Relaxed);
-        canvass_engine::metrics::actions_done(kinds.iter(), "copied");
+        for (kind, outcome, gave_up) in tally {
+            if gave_up {
+                inner.stats.logged(kind, outcome, true);
+            } else {
+                inner.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(
+                    canvass_engine::metrics::ACTIONS_DONE,
+                    "kind" => canvass_engine::metrics::kind_label(kind),
+                    "outcome" => "copied"
+                )
+                .increment(1);
+            }
+        }
     }
     true
 }
@@ -469,8 +556,9 @@ impl Router {
 impl Dispatcher for Router {
     fn deliver(&mut self, actions: &[v1::Action]) -> io::Result<()> {
         for (index, sink) in self.sinks.iter_mut().enumerate() {
+            // A kind the plan does not know (a newer spec) goes to every sink.
             let routed =
-                |a: &&v1::Action| self.routes.get(&a.kind).is_some_and(|r| r.contains(&index));
+                |a: &&v1::Action| self.routes.get(&a.kind).is_none_or(|r| r.contains(&index));
             // The common case, one sink for every kind: no copy of the batch.
             if actions.iter().all(|a| routed(&a)) {
                 sink.deliver(actions)?;

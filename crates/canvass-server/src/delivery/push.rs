@@ -12,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use backon::BackoffBuilder as _;
 use canvass_engine::throttle;
 use canvass_proto::v1;
 use tokio::sync::{Semaphore, mpsc};
@@ -27,16 +26,16 @@ pub const RETRIES: &str = "canvass_delivery_retries_total";
 /// Gauge: 1 while an executor answers, 0 while it cannot be reached, by `endpoint`.
 pub const REACHABLE: &str = "canvass_delivery_endpoint_reachable";
 
-/// The waits between attempts: exponential from the first backoff to the longest, each
-/// drawn at random below its bound (full jitter, so that actions failing together do not
-/// come back together), without end.
+/// The waits between attempts: exponential bounds from the first backoff to the longest,
+/// each wait drawn at random between zero and its bound (full jitter, so that actions
+/// failing together do not come back together), without end.
 pub(super) fn backoff(retry: RetryConfig) -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(retry.first_backoff_ms))
-        .with_max_delay(Duration::from_millis(retry.max_backoff_ms))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    let first = retry.first_backoff_ms.max(1);
+    let most = retry.max_backoff_ms.max(first);
+    (0u32..).map(move |n| {
+        let bound = first.saturating_mul(1u64 << n.min(40)).min(most);
+        Duration::from_millis(fastrand::u64(0..=bound))
+    })
 }
 
 /// One executor: its client, its retry settings and whether it is reachable.
@@ -101,6 +100,9 @@ impl Executor {
 /// An executor's answer, checked: one it gave that makes no sense is an error.
 fn checked(answer: v1::ExecuteResponse) -> Result<v1::ExecuteResponse, String> {
     match v1::ExecutionOutcome::try_from(answer.outcome) {
+        Ok(v1::ExecutionOutcome::Unspecified) => {
+            Err("the executor answered no outcome (EXECUTION_OUTCOME_UNSPECIFIED)".into())
+        }
         Ok(_) => Ok(answer),
         Err(_) => Err(format!(
             "the executor answered an unknown outcome {}",
@@ -244,5 +246,32 @@ pub(super) async fn push_loop(
             }
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_drawn_below_bounds_that_double_up_to_the_longest() {
+        let retry = RetryConfig {
+            first_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+            ..RetryConfig::default()
+        };
+        let bounds = [100, 200, 400, 800, 1_000, 1_000, 1_000];
+        // Many draws: each below its bound, and the spread reaches well below it (jitter).
+        let mut lowest = [u64::MAX; 7];
+        for _ in 0..200 {
+            for ((wait, bound), low) in backoff(retry).zip(bounds).zip(lowest.iter_mut()) {
+                let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                assert!(ms <= bound, "{ms} ms over its bound {bound}");
+                *low = (*low).min(ms);
+            }
+        }
+        for (low, bound) in lowest.iter().zip(bounds) {
+            assert!(*low < bound / 4, "never far below {bound}: {low}");
+        }
     }
 }
