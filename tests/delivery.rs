@@ -65,7 +65,7 @@ fn mailing_input(dir: &Path) -> std::path::PathBuf {
 
 /// Runs the engine over `input` with `delivery` until it exits by itself; its log events.
 fn run_to_the_end(data: &Path, input: &Path, delivery: &Path) -> Vec<Value> {
-    let args: Vec<String> = [
+    let args = canvass_tests::args(&[
         "run",
         "--data",
         data.to_str().unwrap(),
@@ -73,10 +73,7 @@ fn run_to_the_end(data: &Path, input: &Path, delivery: &Path) -> Vec<Value> {
         input.to_str().unwrap(),
         "--delivery",
         delivery.to_str().unwrap(),
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    ]);
     let mut running = start_ready(&args, true);
     let status = canvass_tests::wait_within(&mut running.child, Duration::from_secs(120))
         .expect("the run ends once every action is delivered or given up on");

@@ -62,7 +62,7 @@ fn a_scrape_during_a_file_run_says_what_it_did() {
     std::fs::write(&input, &stream).unwrap();
     let actions = dir.path().join("actions.jsonl");
     let data = dir.path().join("data");
-    let args: Vec<String> = [
+    let args = canvass_tests::args(&[
         "run",
         "--data",
         data.to_str().unwrap(),
@@ -75,10 +75,7 @@ fn a_scrape_during_a_file_run_says_what_it_did() {
         "--follow",
         "--metrics-addr",
         "127.0.0.1:0",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    ]);
     let mut running = start_ready(&args, false);
     let address = running.metrics.clone().expect("the ready file says where");
 
@@ -229,7 +226,7 @@ async fn grpc_calls_and_pushes_are_counted_by_method_code_and_endpoint() {
     ));
     let grpc = dir.path().join("grpc.toml");
     std::fs::write(&grpc, config).unwrap();
-    let args: Vec<String> = [
+    let args = canvass_tests::args(&[
         "run",
         "--data",
         dir.path().join("data").to_str().unwrap(),
@@ -237,10 +234,7 @@ async fn grpc_calls_and_pushes_are_counted_by_method_code_and_endpoint() {
         grpc.to_str().unwrap(),
         "--clock",
         "event",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    ]);
     let running = start_ready(&args, true);
     let address = running
         .metrics

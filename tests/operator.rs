@@ -194,7 +194,7 @@ fn a_running_engine_answers_inspect_and_dead_letters_over_grpc() {
     let grpc = dir.path().join("grpc.toml");
     std::fs::write(&grpc, settings()).unwrap();
     let input = input(dir.path());
-    let args: Vec<String> = [
+    let args = canvass_tests::args(&[
         "run",
         "--data",
         data.to_str().unwrap(),
@@ -206,10 +206,7 @@ fn a_running_engine_answers_inspect_and_dead_letters_over_grpc() {
         grpc.to_str().unwrap(),
         "--max-lead-hours",
         "1",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    ]);
     let mut running = start_ready(&args, true);
     let server = format!("http://{}", running.grpc.clone().unwrap());
     let as_caller = |token: &str, args: &[&str]| {
@@ -320,7 +317,7 @@ fn a_sigterm_of_run_follow_stops_gracefully_with_its_summary() {
     std::fs::write(&stream, &text).unwrap();
     let actions = dir.path().join("actions.jsonl");
     let run = |data: &Path, actions: &Path, follow: bool| -> Vec<String> {
-        let mut args: Vec<String> = [
+        let mut args = canvass_tests::args(&[
             "run",
             "--data",
             data.to_str().unwrap(),
@@ -333,10 +330,7 @@ fn a_sigterm_of_run_follow_stops_gracefully_with_its_summary() {
             // Small commits, each flushed: the input takes a while, and the stop lands in it.
             "--max-batch",
             "8",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+        ]);
         if follow {
             args.push("--follow".into());
         }

@@ -43,16 +43,13 @@ fn the_python_client_runs_a_campaign_end_to_end() {
             ]}"#,
     )
     .unwrap();
-    let args: Vec<String> = [
+    let args = canvass_tests::args(&[
         "run",
         "--data",
         dir.path().join("data").to_str().unwrap(),
         "--grpc-config",
         grpc.to_str().unwrap(),
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    ]);
     let mut running = start_ready(&args, true);
     let address = running.grpc.clone().unwrap();
 

@@ -641,3 +641,9 @@ pub fn sample_sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str
         })
         .sum()
 }
+
+/// A command line as owned strings.
+#[must_use]
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}

@@ -189,14 +189,7 @@ fn kinds_of(field: &str, names: &[String]) -> Result<Vec<i32>, String> {
 impl Plan {
     /// Reads and checks a delivery settings file; errors name the file, line and field.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        })
+        crate::config::load_with(path, Self::parse)
     }
 
     /// Parses and checks delivery settings.
