@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and every test of the workspace, as CI does. Needs only the Rust toolchain:
-# it installs (once, into ~/.cargo/bin) and starts a real Kafka-protocol broker for the Kafka
-# tests, and stops it at the end.
+# Runs every check and every test of the workspace, as CI does. Needs the Rust toolchain and
+# python3: it installs (once, into ~/.cargo/bin) and starts a real Kafka-protocol broker for
+# the Kafka tests, and stops it at the end; the Python client's test sets up its own venv with
+# pinned packages (scripts/python-client.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,9 @@ trap 'scripts/kafka.sh stop "$broker_dir"; rm -rf "$broker_dir"' EXIT
 port=$(scripts/kafka.sh free-port 19092)
 scripts/kafka.sh start "$broker_dir" "$port"
 export CANVASS_TEST_KAFKA="127.0.0.1:$port"
+
+echo "== the Python client (venv, packages, modules generated from proto/)"
+scripts/python-client.sh >/dev/null
 
 echo "== cargo test"
 cargo test --workspace --locked
