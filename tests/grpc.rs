@@ -1754,6 +1754,13 @@ async fn reports_and_the_policy_over_grpc_agree_with_the_cli() {
         .unwrap()
         .into_inner();
     let from_grpc: Value = serde_json::from_str(&performance.report_json).unwrap();
+    // The typed report is the same document: its canonical JSON is the JSON form.
+    let typed = performance.report.as_ref().expect("a typed report");
+    assert_eq!(
+        without_defaults(serde_json::from_str(&json::to_string(typed).unwrap()).unwrap()),
+        without_defaults(from_grpc.clone())
+    );
+    assert!(!typed.campaigns.is_empty() && typed.model == "linear");
     assert_eq!(from_grpc["model"], "linear");
     let trial = from_grpc["campaigns"]
         .as_array()
@@ -1775,6 +1782,11 @@ async fn reports_and_the_policy_over_grpc_agree_with_the_cli() {
         .unwrap()
         .into_inner();
     let value_grpc: Value = serde_json::from_str(&value.report_json).unwrap();
+    let typed = value.report.as_ref().expect("a typed value report");
+    assert_eq!(
+        without_defaults(serde_json::from_str(&json::to_string(typed).unwrap()).unwrap()),
+        without_defaults(value_grpc.clone())
+    );
     assert_eq!(value_grpc["contacts"], n);
     assert!(value.pyramid_svg.contains("Value pyramid"));
 
@@ -2017,4 +2029,31 @@ async fn hostile_calls_get_clear_statuses_and_leave_the_engine_serving() {
         .unwrap();
     let peak = canvass_tests::peak_rss_kib(engine.child.id()).unwrap();
     assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
+}
+
+/// A JSON document without the members proto3's JSON mapping may leave out (zeros, empty
+/// strings, `false`, empty lists and maps): two documents equal so are the same message.
+fn without_defaults(value: Value) -> Value {
+    match value {
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .map(|(k, v)| (k, without_defaults(v)))
+                .filter(|(_, v)| !is_default(v))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_defaults).collect()),
+        other => other,
+    }
+}
+
+fn is_default(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
 }

@@ -91,6 +91,11 @@ fn the_python_client_runs_a_campaign_end_to_end() {
         seen["performance"]["campaigns"][0]["id"], "py-mail",
         "{seen}"
     );
+    assert_eq!(
+        seen["typedCampaigns"],
+        serde_json::json!(["py-mail"]),
+        "{seen}"
+    );
     assert!(seen["launchedAtSeq"].as_u64().unwrap() > 0);
 
     // The acknowledgements reached the campaign: everyone moved on, read here over the CLI.

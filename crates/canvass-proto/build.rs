@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "contact",
         "state",
         "log",
+        "report",
         "campaign_service",
         "contact_service",
         "ingest_service",

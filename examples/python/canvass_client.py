@@ -119,6 +119,8 @@ def main():
         "counters": json_format.MessageToDict(report.counters),
         "groups": {g.group: g.contacts for g in report.groups},
         "performance": json.loads(performance.report_json),
+        "typedCampaigns": [c.id for c in performance.report.campaigns],
+        "typedGoals": [c.goals for c in performance.report.campaigns],
     }))
 
 

@@ -23,11 +23,14 @@ pub struct Density {
     /// eligible - reached.
     pub defects: u64,
     /// reached / eligible, between 0 and 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub density: Option<f64>,
     /// Defects per million opportunities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpmo: Option<f64>,
     /// Short-term sigma level (yield quantile + 1.5); absent without defects or without
     /// anyone reached (unbounded), or without eligible contacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sigma: Option<f64>,
 }
 

@@ -100,6 +100,7 @@ pub struct Report {
     /// Per segment (the campaigns' `segment` label) and currency.
     pub segments: Vec<RoiRow>,
     /// The indirect cost and how it was shared, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indirect: Option<IndirectCost>,
     /// Events applied later than the allowed lateness (at the clock's time, not their own):
     /// set by the caller from the engine's input counters.
@@ -119,6 +120,7 @@ pub struct RoiRow {
     /// Attributed revenue under the report's model.
     pub revenue: String,
     /// (revenue - cost) / cost; absent when nothing was spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roi: Option<f64>,
     /// Contacts eligible (segments only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +184,7 @@ pub struct CampaignReport {
     /// Purchases and won opportunities the campaign touched.
     pub conversions: u64,
     /// (revenue - total cost) / total cost; absent when nothing was spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roi: Option<f64>,
     /// Split arms side by side.
     pub arms: Vec<ArmRow>,
@@ -206,12 +209,14 @@ pub struct LeadsRow {
     /// SLA breached (returned to marketing).
     pub breached: u64,
     /// accepted / (accepted + breached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_sla: Option<f64>,
     /// Won.
     pub won: u64,
     /// Lost.
     pub lost: u64,
     /// won / (won + lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub win_rate: Option<f64>,
     /// Won amount.
     pub won_amount: String,
@@ -248,6 +253,7 @@ pub struct FunnelStep {
     /// Active contacts in it now.
     pub active: u64,
     /// Entries / contacts enrolled and treated (not held out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_of_treated: Option<f64>,
     /// Whether it is a goal state.
     pub goal: bool,
@@ -264,6 +270,7 @@ pub struct StepConversion {
     /// How many times.
     pub contacts: u64,
     /// Share of the entries of `from` (of the treated contacts for enrollments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
 }
 
@@ -316,6 +323,7 @@ pub struct KindRow {
     /// Revenue credited to this channel under the report's model.
     pub revenue: String,
     /// (revenue - cost) / cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roi: Option<f64>,
 }
 
@@ -324,14 +332,17 @@ pub struct KindRow {
 #[serde(rename_all = "camelCase")]
 pub struct BudgetRow {
     /// Total budget; absent when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<String>,
     /// Direct cost so far.
     pub spent: String,
     /// What is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<String>,
     /// Cost-bearing actions withheld because the budget would have been exceeded.
     pub withheld: u64,
     /// When the first action was withheld.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exhausted_at: Option<String>,
 }
 
@@ -370,18 +381,23 @@ pub struct ArmRow {
     /// Reached a goal state.
     pub goals: u64,
     /// goals / enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal_rate: Option<f64>,
     /// Purchased within the window after enrolling.
     pub converted: u64,
     /// converted / enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion_rate: Option<f64>,
     /// Their purchases in that window.
     pub revenue: String,
     /// Revenue per enrolled contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revenue_per_contact: Option<String>,
     /// Conversion rate minus the holdout's, in percentage points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplift_points: Option<f64>,
     /// Conversion rate over the holdout's, minus one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_uplift: Option<f64>,
 }
 
@@ -392,8 +408,10 @@ pub struct Sensitivity {
     /// Actions caused by an event (the others were caused by timers or launches).
     pub actions_timed: u64,
     /// Median event-to-action latency, as the upper bound of its bucket (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p50_ms: Option<u64>,
     /// 99th percentile, likewise; `u64::MAX` means slower than a day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<u64>,
 }
 

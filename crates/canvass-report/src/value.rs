@@ -85,6 +85,7 @@ pub struct ValueReport {
     /// Days without purchase that make a churned customer.
     pub churn_days: u32,
     /// Observed retention rate over the last `churn_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_rate: Option<f64>,
     /// Total value of the customers.
     pub total_value: String,
@@ -111,10 +112,13 @@ pub struct TierRow {
     /// Their value.
     pub value: String,
     /// Share of the total value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_of_value: Option<f64>,
     /// Lowest value in the tier (its threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_value: Option<String>,
     /// Average CLV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average_clv: Option<String>,
     /// Churned customers in it.
     pub churned: u64,
@@ -135,6 +139,7 @@ pub struct ChurnRow {
     /// Of them, churned within the period.
     pub churned: u64,
     /// churned / active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
 }
 
@@ -171,6 +176,7 @@ pub struct ContactValue {
     /// Lifetime value estimate.
     pub clv: String,
     /// Days since the last purchase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recency_days: Option<i64>,
     /// Purchases.
     pub frequency: u64,

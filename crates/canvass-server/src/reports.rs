@@ -32,6 +32,12 @@ fn unreadable(reason: String) -> Status {
     }
 }
 
+/// A report's message, read from its JSON document (which is the message's canonical JSON).
+fn typed<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, Status> {
+    canvass_proto::json::from_str(json)
+        .map_err(|e| Status::internal(format!("the report does not fit its message: {e}")))
+}
+
 fn json<T: serde::Serialize>(report: &T) -> Result<String, Status> {
     serde_json::to_string(report).map_err(|e| Status::internal(e.to_string()))
 }
@@ -99,8 +105,10 @@ impl ReportService for Reports {
         report.late_events = canvass_engine::reports::input_counters(&self.0.stores)
             .map_err(storage)?
             .late_events;
+        let report_json = json(&report)?;
         Ok(Response::new(v1::GetPerformanceReportResponse {
-            report_json: json(&report)?,
+            report: Some(typed(&report_json)?),
+            report_json,
             funnel_svg: svg::funnel(&report),
         }))
     }
@@ -168,8 +176,10 @@ impl ReportService for Reports {
         };
         let contacts = customers(&self.0.stores).map_err(unreadable)?;
         let report = canvass_report::value::build(&contacts, &options);
+        let report_json = json(&report)?;
         Ok(Response::new(v1::GetValueReportResponse {
-            report_json: json(&report)?,
+            report: Some(typed(&report_json)?),
+            report_json,
             pyramid_svg: svg::tiers(&report),
         }))
     }
