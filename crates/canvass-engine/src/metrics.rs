@@ -38,34 +38,6 @@ pub const COMMIT_SECONDS: &str = "canvass_commit_duration_seconds";
 /// Histogram: inputs per group commit.
 pub const BATCH_INPUTS: &str = "canvass_batch_inputs";
 
-/// Where an input came from, as a label.
-fn source_of(input: &Sourced) -> &'static str {
-    match (&input.position, &input.caller, &input.incoming) {
-        (Some(p), _, _) if p.source.starts_with("file:") => "file",
-        (Some(p), _, _) if p.source.starts_with("journal:") => "grpc",
-        (Some(_), _, _) => "kafka",
-        (None, Some(_), _) => "grpc",
-        (None, None, Incoming::Acks(_)) => "delivery",
-        (None, None, _) => "cli",
-    }
-}
-
-/// What an input is, as a label.
-fn kind_of(input: &Sourced) -> &'static str {
-    use v1::ingest_record::Input as R;
-    match &input.incoming {
-        Incoming::Record(r) => match &r.input {
-            Some(R::Contact(_)) => "contact",
-            Some(R::Event(_)) => "event",
-            Some(R::Command(_)) => "command",
-            None => "malformed",
-        },
-        Incoming::Acks(_) => "delivery_result",
-        Incoming::Malformed { .. } => "malformed",
-        Incoming::Redriven { .. } => "redriven_mark",
-    }
-}
-
 const SOURCES: [&str; 5] = ["file", "kafka", "grpc", "delivery", "cli"];
 const KINDS: [&str; 6] = [
     "contact",
@@ -76,6 +48,34 @@ const KINDS: [&str; 6] = [
     "redriven_mark",
 ];
 
+/// Where an input came from: its index in [`SOURCES`].
+fn source_of(input: &Sourced) -> usize {
+    match (&input.position, &input.caller, &input.incoming) {
+        (Some(p), _, _) if p.source.starts_with("file:") => 0,
+        (Some(p), _, _) if p.source.starts_with("journal:") => 2,
+        (Some(_), _, _) => 1,
+        (None, Some(_), _) => 2,
+        (None, None, Incoming::Acks(_)) => 3,
+        (None, None, _) => 4,
+    }
+}
+
+/// What an input is: its index in [`KINDS`].
+fn kind_of(input: &Sourced) -> usize {
+    use v1::ingest_record::Input as R;
+    match &input.incoming {
+        Incoming::Record(r) => match &r.input {
+            Some(R::Contact(_)) => 0,
+            Some(R::Event(_)) => 1,
+            Some(R::Command(_)) => 2,
+            None => 4,
+        },
+        Incoming::Acks(_) => 3,
+        Incoming::Malformed { .. } => 4,
+        Incoming::Redriven { .. } => 5,
+    }
+}
+
 /// Inputs of a batch, counted by source and kind before it is applied.
 #[derive(Debug, Default)]
 pub(crate) struct InputCounts([[u64; KINDS.len()]; SOURCES.len()]);
@@ -84,12 +84,7 @@ impl InputCounts {
     pub(crate) fn of<'a>(inputs: impl Iterator<Item = &'a Sourced>) -> Self {
         let mut counts = Self::default();
         for input in inputs {
-            let s = SOURCES
-                .iter()
-                .position(|s| *s == source_of(input))
-                .unwrap_or(0);
-            let k = KINDS.iter().position(|k| *k == kind_of(input)).unwrap_or(0);
-            counts.0[s][k] += 1;
+            counts.0[source_of(input)][kind_of(input)] += 1;
         }
         counts
     }
