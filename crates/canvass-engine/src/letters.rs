@@ -100,6 +100,41 @@ pub fn redrive_input(letter: &v1::DeadLetter) -> Result<v1::IngestRecord, String
     }
 }
 
+/// Whether `redrive --all` takes a letter: not redriven yet, an input (not an action given
+/// up on), its reason containing `reason_contains`.
+#[must_use]
+pub fn redrivable(letter: &v1::DeadLetter, reason_contains: &str) -> bool {
+    letter.redriven_at.is_none()
+        && letter.action.is_none()
+        && letter.reason.contains(reason_contains)
+}
+
+/// Who redrove a letter, as its mark and the input's actor say it.
+#[must_use]
+pub fn redriver(who: &str, why: &str) -> String {
+    if why.is_empty() {
+        format!("{who} (redrive)")
+    } else {
+        format!("{who} (redrive: {why})")
+    }
+}
+
+/// What became of a redriven input, in its result.
+pub fn note_outcome(result: &mut v1::RedriveResult, outcome: &crate::durable::Outcome) {
+    use crate::durable::Outcome;
+    match outcome {
+        Outcome::Logged { seq } => {
+            result.applied = true;
+            result.seq = *seq;
+        }
+        Outcome::Duplicate => result.duplicate = true,
+        Outcome::DeadLetter { reason } | Outcome::Refused { reason } => {
+            result.reason = format!("refused again (a new dead letter): {reason}");
+        }
+        Outcome::Noted => {}
+    }
+}
+
 /// The figures of the engine's status, summed over the partitions.
 ///
 /// # Errors

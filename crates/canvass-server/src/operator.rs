@@ -8,7 +8,10 @@
 
 use canvass_engine::{
     durable::{Incoming, Outcome, Sourced},
-    letters::{all_letters, letter_id, parse_letter_id, redrive_input, status},
+    letters::{
+        all_letters, letter_id, note_outcome, parse_letter_id, redrivable, redrive_input, redriver,
+        status,
+    },
 };
 use canvass_proto::v1;
 use tonic::{Request, Response, Status};
@@ -191,11 +194,7 @@ impl OperatorService for Operator {
         let chosen: Vec<String> = if r.all {
             letters
                 .into_iter()
-                .filter(|(_, l)| {
-                    l.redriven_at.is_none()
-                        && l.action.is_none()
-                        && l.reason.contains(&r.reason_contains)
-                })
+                .filter(|(_, l)| redrivable(l, &r.reason_contains))
                 .map(|(id, _)| id)
                 .collect()
         } else {
@@ -207,15 +206,7 @@ impl OperatorService for Operator {
                 })
                 .collect::<Result<_, Status>>()?
         };
-        let by = format!(
-            "{} (redrive{})",
-            caller.identity,
-            if r.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", r.reason)
-            }
-        );
+        let by = redriver(&caller.identity, &r.reason);
         let mut results = Vec::new();
         for id in chosen {
             let mut result = v1::RedriveResult {
@@ -242,17 +233,7 @@ impl OperatorService for Operator {
                 }
             };
             let outcome = self.shared.submit_one(record, &caller).await?;
-            match outcome {
-                Outcome::Logged { seq } => {
-                    result.applied = true;
-                    result.seq = seq;
-                }
-                Outcome::Duplicate => result.duplicate = true,
-                Outcome::DeadLetter { reason } | Outcome::Refused { reason } => {
-                    result.reason = format!("refused again (a new dead letter): {reason}");
-                }
-                Outcome::Noted => {}
-            }
+            note_outcome(&mut result, &outcome);
             // Submitted and committed: the letter is marked, whatever became of its input.
             let mark = Sourced {
                 incoming: Incoming::Redriven {

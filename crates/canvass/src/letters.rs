@@ -7,8 +7,10 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use canvass_engine::{
-    durable::{Incoming, Outcome, Sourced},
-    letters::{all_letters, letter_id, parse_letter_id, redrive_input},
+    durable::{Incoming, Sourced},
+    letters::{
+        all_letters, letter_id, note_outcome, parse_letter_id, redrivable, redrive_input, redriver,
+    },
     partitions::Route,
     runtime::wall_clock,
 };
@@ -148,7 +150,9 @@ fn local(data: &std::path::Path, command: &LettersCommand) -> anyhow::Result<Exi
                             caller: Some(by.clone()),
                         };
                         let report = engine.ingest(vec![submitted], wall_clock())?;
-                        note(&mut result, report.outcomes.first());
+                        if let Some(outcome) = report.outcomes.first() {
+                            note_outcome(&mut result, outcome);
+                        }
                         let (partition, number) = parse_id(&id)?;
                         let mark = Sourced {
                             incoming: Incoming::Redriven {
@@ -241,15 +245,6 @@ fn parse_id(id: &str) -> anyhow::Result<(u32, u64)> {
         .with_context(|| format!("`{id}` is not a dead letter id (N, or P:N for partition P)"))
 }
 
-/// Who redrives: the actor logged with the input and the mark.
-fn redriver(who: &str, why: &str) -> String {
-    if why.is_empty() {
-        format!("{who} (redrive)")
-    } else {
-        format!("{who} (redrive: {why})")
-    }
-}
-
 /// The letters a redrive names: the given ids (each looked up), or every open one.
 fn choose(
     letters: &[(String, v1::DeadLetter)],
@@ -260,8 +255,7 @@ fn choose(
     if all {
         return Ok(letters
             .iter()
-            .filter(|(_, l)| l.redriven_at.is_none() && l.action.is_none())
-            .filter(|(_, l)| reason_contains.is_none_or(|r| l.reason.contains(r)))
+            .filter(|(_, l)| redrivable(l, reason_contains.unwrap_or_default()))
             .map(|(id, l)| (id.clone(), Some(l.clone())))
             .collect());
     }
@@ -276,20 +270,6 @@ fn choose(
             Ok((id, found))
         })
         .collect()
-}
-
-fn note(result: &mut v1::RedriveResult, outcome: Option<&Outcome>) {
-    match outcome {
-        Some(Outcome::Logged { seq }) => {
-            result.applied = true;
-            result.seq = *seq;
-        }
-        Some(Outcome::Duplicate) => result.duplicate = true,
-        Some(Outcome::DeadLetter { reason } | Outcome::Refused { reason }) => {
-            result.reason = format!("refused again (a new dead letter): {reason}");
-        }
-        Some(Outcome::Noted) | None => {}
-    }
 }
 
 fn print_results(results: &[v1::RedriveResult]) -> anyhow::Result<ExitCode> {
