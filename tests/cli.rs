@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use canvass_tests::OutputWithin;
 use canvass_tests::{canvass, example, simulate_reference as reference, stderr, stdout};
 use serde_json::Value;
 
@@ -534,7 +535,7 @@ fn a_server_that_cannot_be_reached_exits_with_status_3_and_bad_input_with_2() {
     let out = std::process::Command::new(canvass_tests::canvass_bin())
         .args(["campaign", "--server", "http://127.0.0.1:1", "list"])
         .env("CANVASS_TOKEN", "any")
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));

@@ -13,6 +13,7 @@ use std::{
 };
 
 use canvass_proto::v1;
+use canvass_tests::OutputWithin;
 use canvass_tests::{canvass_bin, reference_stream, start_ready};
 
 /// Kills required before the run may finish.
@@ -91,7 +92,7 @@ fn replay(data: &Path, extra: &[&str]) -> String {
     let out = Command::new(canvass_bin())
         .args(["replay", "--data", data.to_str().unwrap()])
         .args(extra)
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
@@ -130,7 +131,6 @@ fn actions(path: &Path) -> BTreeMap<String, Vec<String>> {
     by_key
 }
 
-/// Runs the engine over the input to its end and asserts it finished cleanly.
 /// A directory for the test, holding the reference stream with `copies` copies.
 fn stream_file(copies: usize) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -139,13 +139,13 @@ fn stream_file(copies: usize) -> (tempfile::TempDir, PathBuf) {
     (dir, input)
 }
 
+/// How long a run of a test's stream may take before it counts as hung.
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// Runs the engine over the input to its end and asserts it finished cleanly.
 fn run_to_end(data: &Path, input: &Path, actions_file: &Path) {
-    assert!(
-        spawn(&run_args(data, input, actions_file))
-            .wait()
-            .unwrap()
-            .success()
-    );
+    let mut child = spawn(&run_args(data, input, actions_file));
+    assert!(canvass_tests::must_end(&mut child, LIMIT, "the run to its end").success());
 }
 
 /// Asserts that a run that was interrupted (`other`) ended where the uninterrupted one
@@ -213,7 +213,7 @@ fn sigkill_at_random_moments(extra: &[&str]) {
     );
     let mut child = spawn_ready(&run_args_with(&clean, &input, &clean_actions, extra));
     let started = Instant::now();
-    assert!(child.wait().unwrap().success());
+    assert!(canvass_tests::must_end(&mut child, LIMIT, "the clean run").success());
     let clean_time = started.elapsed();
 
     // The same stream, killed again and again. Each life lasts a random share of the clean
@@ -268,7 +268,7 @@ fn sigkill_at_random_moments(extra: &[&str]) {
         }
     }
     // Then let it finish.
-    assert!(spawn(&args).wait().unwrap().success());
+    assert!(canvass_tests::must_end(&mut spawn(&args), LIMIT, "the run to its end").success());
     assert!(
         tails_after_a_checkpoint > 0,
         "no kill left a log tail after a checkpoint: the test did not exercise that path"
@@ -306,7 +306,7 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
 
     let out = Command::new(canvass_bin())
         .args(["inspect", "--data", data.to_str().unwrap()])
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("dead letters:  3"), "{text}");
@@ -320,12 +320,12 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
             "--group",
             "b-trial-invite/rated_high",
         ])
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 56);
     let out = Command::new(canvass_bin())
         .args(["inspect", "--data", data.to_str().unwrap(), "--contacts"])
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -350,7 +350,7 @@ fn replay_uses_the_dedupe_window_run_kept_with_the_data() {
     let (data, actions_file) = (dir.path().join("data"), dir.path().join("actions.jsonl"));
     let mut args = run_args(&data, &input, &actions_file);
     args.extend(["--dedupe-hours".to_string(), "1".to_string()]);
-    assert!(spawn(&args).wait().unwrap().success());
+    assert!(canvass_tests::must_end(&mut spawn(&args), LIMIT, "the run to its end").success());
     let live = projections(&data);
     // No flag: the window `run` used, so the same projections.
     replay(&data, &[]);
@@ -392,7 +392,7 @@ fn a_storage_failure_stops_the_engine_and_loses_nothing() {
     );
     let out = Command::new("bash")
         .args(["-c", &script, canvass_bin().to_str().unwrap()])
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -521,7 +521,7 @@ fn inspect_after_a_crash_shows_what_is_committed_and_changes_nothing() {
         let out = Command::new(canvass_bin())
             .args(["inspect", "--data", data.to_str().unwrap()])
             .args(extra)
-            .output()
+            .output_within(canvass_tests::HUNG)
             .unwrap();
         assert!(
             out.status.success(),
@@ -576,7 +576,7 @@ fn an_actions_file_on_a_full_disk_is_never_torn() {
         let actions_file = disk.path().join("actions.jsonl");
         let out = Command::new(canvass_bin())
             .args(run_args(&data, &input, &actions_file))
-            .output()
+            .output_within(canvass_tests::HUNG)
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(4), "{kib} KiB: {stderr}");

@@ -18,6 +18,7 @@ use canvass_server::api::{
     contact_service_client::ContactServiceClient, ingest_service_client::IngestServiceClient,
     report_service_client::ReportServiceClient,
 };
+use canvass_tests::OutputWithin;
 use canvass_tests::{
     KillOnDrop,
     api::{
@@ -1001,7 +1002,7 @@ fn the_cli_operates_a_running_engine() {
         Command::new(canvass_tests::canvass_bin())
             .args(&all)
             .env("CANVASS_TOKEN", token)
-            .output()
+            .output_within(canvass_tests::HUNG)
             .unwrap()
     };
     let survey = example("survey.json");
@@ -1045,7 +1046,7 @@ fn the_cli_operates_a_running_engine() {
     let none = Command::new(canvass_tests::canvass_bin())
         .args(["campaign", "--server", server.as_str(), "list"])
         .env_remove("CANVASS_TOKEN")
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     assert!(String::from_utf8_lossy(&none.stderr).contains("CANVASS_TOKEN"));
 
@@ -1165,7 +1166,7 @@ async fn mutual_tls_lets_in_only_clients_with_a_certificate_of_the_ca() {
         Command::new(canvass_tests::canvass_bin())
             .args(&args)
             .env("CANVASS_TOKEN", READER)
-            .output()
+            .output_within(canvass_tests::HUNG)
             .unwrap()
     };
     let (cert, key) = (file("client.pem"), file("client.key"));

@@ -13,6 +13,7 @@ use std::{
 };
 
 use canvass_proto::{json, v1};
+use canvass_tests::OutputWithin;
 use canvass_tests::{
     broker::{Broker, Consumed, Produce, broker, unique},
     example, reference_stream, start_ready,
@@ -107,9 +108,76 @@ fn start_engine(args: &[String]) -> canvass_tests::KillOnDrop {
 }
 
 /// Runs the engine until it has consumed everything and goes idle.
+///
+/// A known gap of Tansu 0.6 (design.md): a member whose session lapsed while the broker
+/// stalled may never be given partitions again in that group. If the engine is still
+/// running after two minutes with its partitions revoked and not given back, it goes on in
+/// a group of its own (its offsets live in the data directory, so nothing is lost or
+/// applied twice); an engine that holds its partitions and does not end fails the test.
 fn run_engine_until_idle(args: &[String]) {
-    let status = start_engine(args).wait().unwrap();
+    let mut running = start_ready(args, true);
+    let status = match canvass_tests::wait_within(&mut running.child, Duration::from_secs(120)) {
+        Some(status) => status,
+        None => {
+            assert!(
+                !holds_partitions(&running),
+                "the engine holds its partitions and does not end"
+            );
+            let config = args
+                .iter()
+                .position(|a| a == "--kafka-config")
+                .map(|i| PathBuf::from(&args[i + 1]))
+                .unwrap();
+            let text = std::fs::read_to_string(&config).unwrap();
+            let again = config.with_extension("again.toml");
+            let group = unique("again");
+            let text: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("group_id") {
+                        format!("group_id = \"{group}\"")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            std::fs::write(&again, text.join("\n")).unwrap();
+            eprintln!(
+                "the engine's partitions were revoked and never given back (Tansu's group gap): going on in group {group}"
+            );
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| {
+                    if Path::new(a) == config {
+                        again.display().to_string()
+                    } else {
+                        a.clone()
+                    }
+                })
+                .collect();
+            canvass_tests::must_end(
+                &mut start_engine(&args),
+                Duration::from_secs(300),
+                "the engine running until idle in a group of its own",
+            )
+        }
+    };
     assert!(status.success(), "the engine failed: {status}");
+}
+
+/// Whether the engine's last rebalance left it partitions (from its log so far).
+fn holds_partitions(running: &canvass_tests::Running) -> bool {
+    let mut held = true;
+    while let Ok(line) = running.lines.try_recv() {
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        let message = event["fields"]["message"].as_str().unwrap_or_default();
+        if message.starts_with("revoked") {
+            held = false;
+        } else if message.starts_with("assigned") {
+            held = true;
+        }
+    }
+    held
 }
 
 /// The reference stream split into what must reach the engine in order: the first commands
@@ -312,6 +380,7 @@ fn set_up_placed(broker: &Broker, phases: &Phases, args: &[String], partitioner:
 /// topic with the reason.
 #[test]
 fn four_touchpoint_partitions_are_four_partitions_of_the_data_directory() {
+    let _heavy = canvass_tests::broker::heavy();
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::create(&broker, "partitions", 4);
@@ -441,6 +510,7 @@ fn four_touchpoint_partitions_are_four_partitions_of_the_data_directory() {
 
 #[test]
 fn the_reference_campaign_runs_through_kafka_alone() {
+    let _heavy = canvass_tests::broker::heavy();
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::create(&broker, "reference", 1);
@@ -524,6 +594,7 @@ fn the_reference_campaign_runs_through_kafka_alone() {
 
 #[test]
 fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
+    let _heavy = canvass_tests::broker::heavy();
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
 
@@ -543,7 +614,12 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
         let set_up_end = canvass_tests::store(&data).last_seq().unwrap();
         let mut ends = Vec::new();
         for k in 0..kills {
-            let mut running = start_ready(&args, true);
+            // Each life joins a group of its own: in one group, a life must wait for the
+            // killed member's session to lapse (Tansu 0.6 was seen never to assign a member
+            // that joined while a killed one still counted). Offsets live in the data
+            // directory, so a group holds nothing the engine needs.
+            let life = topics.config(dir.path(), &broker, &unique(name));
+            let mut running = start_ready(&engine_args(&data, &life, "event"), true);
             // Once it applies records, let it work a moment, then kill it without warning.
             assert!(
                 running.wait_for_event("progress", Duration::from_secs(120)),
@@ -553,12 +629,10 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
             std::thread::sleep(Duration::from_millis(50 * k));
             child.kill().unwrap();
             child.wait().unwrap();
-            // The killed member's session lapses before its successor joins (Tansu 0.6 was
-            // seen never to assign a member that joined while a killed one still counted).
-            std::thread::sleep(Duration::from_secs(7));
             ends.push(canvass_tests::store(&data).last_seq().unwrap());
         }
-        run_engine_until_idle(&args);
+        let last = topics.config(dir.path(), &broker, &unique(name));
+        run_engine_until_idle(&engine_args(&data, &last, "event"));
         let end = canvass_tests::store(&data).last_seq().unwrap();
         if kills > 0 {
             eprintln!(
@@ -641,8 +715,53 @@ impl OwnBroker {
     }
 }
 
+impl OwnBroker {
+    /// Waits at most `limit` for `child` to exit, restarting the broker (at most three
+    /// times) whenever its storage task died since its last start: a gap of Tansu 0.6 with
+    /// sqlite (design.md: an idempotent producer that produced before the broker's restart
+    /// panics the storage task on its next produce, `lite.rs:503`, "more or less than one
+    /// row", and the broker then fails every request). The engine replaces a producer that
+    /// keeps failing, so a broker started again serves it.
+    fn wait_healthy_for(
+        &self,
+        child: &mut std::process::Child,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut restarts = 0;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
+            if log.contains("panicked at") && restarts < 3 {
+                restarts += 1;
+                eprintln!(
+                    "the broker's storage task died (Tansu's gap, see design.md): starting the broker again"
+                );
+                self.down();
+                self.up();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    }
+}
+
 impl Drop for OwnBroker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the broker said, for a failure that may be the broker's.
+            let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("the test's broker since its last start, its first and last log lines:");
+            for line in lines.iter().take(40) {
+                eprintln!("  tansu: {line}");
+            }
+            for line in lines.iter().skip(40.max(lines.len().saturating_sub(20))) {
+                eprintln!("  tansu: {line}");
+            }
+        }
         let _ = Command::new(Self::script())
             .args(["stop", self.dir.to_str().unwrap()])
             .status();
@@ -696,6 +815,7 @@ fn own_run(name: &str, configure: impl FnOnce(String) -> String) -> OwnRun {
 
 #[test]
 fn the_engine_survives_a_broker_restart() {
+    let _heavy = canvass_tests::broker::heavy();
     let OwnRun {
         own,
         broker,
@@ -715,7 +835,28 @@ fn the_engine_survives_a_broker_restart() {
     own.down();
     std::thread::sleep(Duration::from_secs(2));
     own.up();
-    let status = engine.child.wait().unwrap();
+    let status = match own.wait_healthy_for(&mut engine.child, Duration::from_secs(180)) {
+        Some(status) => status,
+        None => {
+            // A known gap of Tansu 0.6 (see design.md): after its own restart, a group may
+            // never rebalance again, so the engine waits for partitions it is never given.
+            // The engine is not at fault then (its partitions were revoked and never given
+            // back); a group of its own shows the state it left.
+            assert!(
+                !holds_partitions(&engine),
+                "the engine holds its partitions and does not end after the broker's restart"
+            );
+            eprintln!(
+                "the engine did not end within 3 minutes of the broker's restart: going on in a new group (Tansu's group gap)"
+            );
+            let config = topics.config(own.home.path(), &broker, &unique("restart-again"));
+            canvass_tests::must_end(
+                &mut start_ready(&engine_args(&data, &config, "event"), true).child,
+                Duration::from_secs(300),
+                "the engine in a new group after the broker's restart",
+            )
+        }
+    };
     assert!(
         status.success(),
         "the engine failed across the broker restart: {status}"
@@ -734,6 +875,7 @@ fn the_engine_survives_a_broker_restart() {
 
 #[test]
 fn a_stop_while_the_broker_is_away_ends_within_the_shutdown_timeout() {
+    let _heavy = canvass_tests::broker::heavy();
     // A publication waits up to two minutes for the broker: without a bound on the stop,
     // SIGTERM would wait as long.
     let OwnRun {
@@ -815,6 +957,7 @@ fn start_serving(
 
 #[test]
 fn grpc_beside_kafka_in_one_engine() {
+    let _heavy = canvass_tests::broker::heavy();
     use canvass_server::api::contact_service_client::ContactServiceClient;
     use canvass_tests::api::{
         READER, SERVICE, connect, create_and_launch, req, settings, spec, upsert_contacts,
@@ -950,6 +1093,7 @@ fn grpc_beside_kafka_in_one_engine() {
 /// dead-letter topic as its first 4096 bytes.
 #[test]
 fn hostile_records_are_dead_letters_with_their_reasons_and_the_engine_goes_on() {
+    let _heavy = canvass_tests::broker::heavy();
     use prost::Message as _;
     let broker = broker();
     let topics = Topics::create(&broker, "hostile", 1);
@@ -1067,6 +1211,7 @@ fn hostile_records_are_dead_letters_with_their_reasons_and_the_engine_goes_on() 
 /// touched.
 #[test]
 fn a_control_topic_of_several_partitions_is_refused_at_start() {
+    let _heavy = canvass_tests::broker::heavy();
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::create(&broker, "wide-control", 2);
@@ -1085,7 +1230,7 @@ fn a_control_topic_of_several_partitions_is_refused_at_start() {
     let data = dir.path().join("data");
     let out = Command::new(canvass_tests::canvass_bin())
         .args(engine_args(&data, &config, "event"))
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
@@ -1105,6 +1250,7 @@ fn a_control_topic_of_several_partitions_is_refused_at_start() {
 /// the topic holds every action, and the engine stopped by itself once nothing was left.
 #[test]
 fn kafka_in_and_grpc_push_out_deliver_every_action_once_while_the_executor_comes_and_goes() {
+    let _heavy = canvass_tests::broker::heavy();
     use canvass_tests::executor::{carried_out, start_executor, start_executor_on};
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
@@ -1136,8 +1282,10 @@ fn kafka_in_and_grpc_push_out_deliver_every_action_once_while_the_executor_comes
     let before = carried_out(&out).len();
     let mut last = p.events.clone();
     last.extend(malformed_records(&topics, &p.malformed));
-    let running = start_ready(&args, true);
+    // Produced first: the engine stops once it consumed what the topics held when it was
+    // assigned its partitions.
     broker.produce(&last);
+    let running = start_ready(&args, true);
 
     // Killed once it has carried out some of the stream's mail.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -1260,6 +1408,7 @@ fn kafka_in_and_grpc_push_out_deliver_every_action_once_while_the_executor_comes
 /// input is reported with its number and skipped, unless asked to produce it all the same.
 #[test]
 fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
+    let _heavy = canvass_tests::broker::heavy();
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
     let name = |role: &str| unique(&format!("cli.{role}"));
@@ -1298,7 +1447,6 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
             .count(),
         5
     );
-
     // The stream in its phases: commands, contacts, the trial's launch, the events.
     let stream = std::fs::read_to_string(example("stream.jsonl")).unwrap();
     let mut phases: Vec<Vec<&str>> = vec![Vec::new()];
@@ -1351,5 +1499,251 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
         canvass_tests::stdout(&refused).contains("produced 1 touchpoints"),
         "{}",
         canvass_tests::stdout(&refused)
+    );
+}
+
+/// One engine of several in a group, followed through its log: the touchpoint partitions
+/// it was last assigned and the positions it last said it committed.
+struct Member {
+    running: canvass_tests::Running,
+    assigned: BTreeSet<i32>,
+    positions: BTreeMap<String, i64>,
+}
+
+impl Member {
+    fn start(args: &[String]) -> Self {
+        Self {
+            running: start_ready(args, true),
+            assigned: BTreeSet::new(),
+            positions: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the log events that came so far.
+    fn pump(&mut self) {
+        while let Ok(line) = self.running.lines.try_recv() {
+            let event: Value = serde_json::from_str(&line).unwrap_or_default();
+            let fields = &event["fields"];
+            let message = fields["message"].as_str().unwrap_or_default();
+            let partition = || {
+                fields["source"]
+                    .as_str()
+                    .and_then(|s| s.rsplit('/').next())
+                    .and_then(|p| p.parse::<i32>().ok())
+            };
+            if message.starts_with("assigned") {
+                self.assigned.extend(partition());
+            } else if message.starts_with("revoked") {
+                if let Some(p) = partition() {
+                    self.assigned.remove(&p);
+                }
+            } else if message == "progress" {
+                for at in fields["positions"].as_str().unwrap_or_default().split(' ') {
+                    if let Some((source, offset)) = at.rsplit_once('@') {
+                        self.positions
+                            .insert(source.to_string(), offset.parse().unwrap_or(0));
+                    }
+                }
+            }
+        }
+    }
+
+    fn holds(&self, topic: &str, partition: i32, end: i64) -> bool {
+        self.positions
+            .get(&format!("{topic}/{partition}"))
+            .is_some_and(|&at| at >= end)
+    }
+}
+
+/// Waits (pumping every member's log) until `done` holds.
+fn wait_members(members: &mut [Member], what: &str, done: impl Fn(&[Member]) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        members.iter_mut().for_each(Member::pump);
+        if done(members) {
+            return;
+        }
+        for m in members.iter_mut() {
+            if let Ok(Some(status)) = m.running.child.try_wait() {
+                panic!("an engine exited ({status}) while waiting for {what}");
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 3 minutes for {what}: assigned {:?}, positions {:?}",
+            members.iter().map(|m| &m.assigned).collect::<Vec<_>>(),
+            members.iter().map(|m| &m.positions).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two engines in one group, each with its own data directory, split a four-partition
+/// touchpoints topic; each reads the whole control topic itself. Every contact is enrolled
+/// by the engine that owns its partition, and each partition's state is the one a file run
+/// on four partitions gives it: what one engine does, two do between them.
+#[test]
+fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
+    let _heavy = canvass_tests::broker::heavy();
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "duo", 4);
+    let config = topics.config(dir.path(), &broker, &unique("duo"));
+    let follow = |name: &str| -> Vec<String> {
+        let data = dir.path().join(name);
+        engine_args(&data, &config, "event")
+            .into_iter()
+            .filter(|a| a != "--exit-when-caught-up")
+            .collect()
+    };
+    let mut members = vec![Member::start(&follow("a"))];
+    wait_members(
+        &mut members,
+        "the first engine to take every partition",
+        |m| m[0].assigned.len() == 4,
+    );
+    members.push(Member::start(&follow("b")));
+    wait_members(
+        &mut members,
+        "the two engines to split the partitions",
+        |m| {
+            !m[0].assigned.is_empty()
+                && !m[1].assigned.is_empty()
+                && m[0].assigned.is_disjoint(&m[1].assigned)
+                && m[0].assigned.len() + m[1].assigned.len() == 4
+        },
+    );
+    let owner_of =
+        |members: &[Member], p: i32| members.iter().position(|m| m.assigned.contains(&p));
+
+    // The reference stream in its phases, each applied before the next is produced; events
+    // without a contact (keyless, so on a random partition) are left out.
+    let mut p = phases(&topics, 1);
+    p.events.retain(|e| e.key.is_some());
+    let mut control_end = 0;
+    for phase in [&p.commands, &p.contacts, &p.launch, &p.events] {
+        broker.produce_placed(phase, "murmur2_random");
+        if phase[0].topic == topics.control {
+            control_end += i64::try_from(phase.len()).unwrap();
+            wait_members(&mut members, "both engines to apply the commands", |m| {
+                m.iter().all(|m| {
+                    m.assigned
+                        .iter()
+                        .all(|_| m.holds(&topics.control, 0, control_end))
+                })
+            });
+        } else {
+            let ends = broker.ends(&topics.touchpoints, 4);
+            wait_members(&mut members, "the owners to apply the touchpoints", |m| {
+                (0..4).all(|p| {
+                    owner_of(m, p)
+                        .is_some_and(|o| m[o].holds(&topics.touchpoints, p, ends[p as usize]))
+                })
+            });
+        }
+    }
+    let owners: Vec<usize> = (0..4).map(|p| owner_of(&members, p).unwrap()).collect();
+    for m in &mut members {
+        assert!(
+            m.running
+                .child
+                .terminate_within(Duration::from_secs(60))
+                .is_some_and(|s| s.success()),
+            "an engine did not stop cleanly"
+        );
+    }
+    assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
+
+    // The same inputs from a file, on four partitions.
+    let mut lines = Vec::new();
+    let whole = reference_stream(1);
+    for line in whole.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let keep = v.get("command").is_some()
+            || v.get("contact").is_some()
+            || v["event"]["contactId"].is_string();
+        if keep {
+            lines.push(line);
+        }
+    }
+    let stream = dir.path().join("stream.jsonl");
+    std::fs::write(&stream, lines.join("\n") + "\n").unwrap();
+    let file_data = dir.path().join("file");
+    let run = canvass_tests::canvass(&[
+        "run",
+        "--data",
+        file_data.to_str().unwrap(),
+        "--input",
+        stream.to_str().unwrap(),
+        "--actions",
+        dir.path().join("actions.jsonl").to_str().unwrap(),
+        "--clock",
+        "event",
+        "--max-lead-hours",
+        "0",
+        "--partitions",
+        "4",
+    ]);
+    assert!(run.status.success(), "{}", canvass_tests::stderr(&run));
+
+    let file = canvass_tests::stores(&file_data);
+    let engines = [
+        canvass_tests::stores(dir.path().join("a")),
+        canvass_tests::stores(dir.path().join("b")),
+    ];
+    let without_offsets = |store: &canvass_store::Store| -> Vec<KeyValue> {
+        store
+            .projection_dump()
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k[0] != b'S')
+            .collect()
+    };
+    let mut enrolled = 0;
+    for part in 0..4u32 {
+        let owner = &engines[owners[part as usize]];
+        let other = &engines[1 - owners[part as usize]];
+        enrolled += owner.partition(part).contact_ids(0).count();
+        assert_eq!(
+            without_offsets(owner.partition(part)),
+            without_offsets(file.partition(part)),
+            "partition {part}: its owner's state and the file run's"
+        );
+        assert_eq!(
+            other.partition(part).last_seq().unwrap(),
+            0,
+            "partition {part}: the engine that does not own it logged nothing in it"
+        );
+    }
+    assert!(enrolled > 250, "{enrolled} contacts");
+
+    // Every action once, as the file run has it.
+    let from_file: BTreeMap<String, String> =
+        std::fs::read_to_string(dir.path().join("actions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let a: v1::Action = json::from_str(l).unwrap();
+                (a.idempotency_key.clone(), json::to_string(&a).unwrap())
+            })
+            .collect();
+    let published = broker.read_all(&topics.actions);
+    let from_kafka: BTreeMap<String, String> = published
+        .iter()
+        .map(|r| {
+            let a: v1::Action = json::from_str(&r.text()).unwrap();
+            (a.idempotency_key.clone(), json::to_string(&a).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        from_kafka.len(),
+        published.len(),
+        "a key was published twice"
+    );
+    assert_eq!(
+        from_kafka, from_file,
+        "two engines on Kafka and one file run"
     );
 }

@@ -8,6 +8,7 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
+use canvass_tests::OutputWithin;
 use canvass_tests::{
     api::{OPERATOR, READER, settings},
     canvass, canvass_bin, repo_root, start_ready, stderr, stdout,
@@ -213,7 +214,7 @@ fn a_running_engine_answers_inspect_and_dead_letters_over_grpc() {
         Command::new(canvass_bin())
             .args(args)
             .env("CANVASS_TOKEN", token)
-            .output()
+            .output_within(canvass_tests::HUNG)
             .unwrap()
     };
     // The input is applied when the three letters are there (bounded).

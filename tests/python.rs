@@ -8,6 +8,7 @@
 
 use std::process::Command;
 
+use canvass_tests::OutputWithin;
 use canvass_tests::{
     api::{APPROVER, MARKETER, OPERATOR, READER, SERVICE, settings},
     repo_root, start_ready,
@@ -18,7 +19,7 @@ use serde_json::Value;
 fn the_python_client_runs_a_campaign_end_to_end() {
     let root = repo_root();
     let setup = Command::new(root.join("scripts/python-client.sh"))
-        .output()
+        .output_within(canvass_tests::HUNG)
         .expect("scripts/python-client.sh runs");
     assert!(
         setup.status.success(),
@@ -69,7 +70,7 @@ fn the_python_client_runs_a_campaign_end_to_end() {
         .env("CANVASS_OPERATOR_TOKEN", OPERATOR)
         .env("CANVASS_SERVICE_TOKEN", SERVICE)
         .env("CANVASS_READER_TOKEN", READER)
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     assert!(
         out.status.success(),
@@ -104,7 +105,7 @@ fn the_python_client_runs_a_campaign_end_to_end() {
         let reached = Command::new(canvass_tests::canvass_bin())
             .args(["report", "--server", &format!("http://{address}"), "--json"])
             .env("CANVASS_TOKEN", READER)
-            .output()
+            .output_within(canvass_tests::HUNG)
             .unwrap();
         let report: Value = serde_json::from_slice(&reached.stdout).unwrap_or_default();
         if report["campaigns"][0]["goals"] == 5 {

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use canvass_tests::OutputWithin;
 use canvass_tests::canvass_bin;
 
 const SPEC: &str = r#"{"id": "nudge", "version": 1, "initialState": "welcome",
@@ -545,7 +546,7 @@ fn the_json_log_is_one_event_per_line_with_the_runs_figures_and_throttled_warnin
         .arg(&input_path)
         .arg("--actions")
         .arg(&actions)
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -587,7 +588,7 @@ fn a_log_filter_that_does_not_parse_is_refused_naming_the_variable() {
         .args(["validate", "examples/reference/campaign.json"])
         .current_dir(canvass_tests::repo_root())
         .env("CANVASS_LOG", "info,[[")
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -622,7 +623,7 @@ fn the_readmes_run_of_the_example_stream_gives_the_reference_outcome() {
     let out = Command::new(canvass_bin())
         .current_dir(&root)
         .args(&args)
-        .output()
+        .output_within(canvass_tests::HUNG)
         .unwrap();
     assert!(
         out.status.success(),

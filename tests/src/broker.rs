@@ -89,6 +89,17 @@ pub fn broker() -> Broker {
     Broker::at(&address)
 }
 
+/// Held by a test that runs engines it kills, pauses or restarts, or several at once: such
+/// tests take one at a time the two cores they share with the broker, so that a member
+/// starved of CPU does not miss its session timeout and leave a group the broker may never
+/// rebalance again (a Tansu 0.6 gap, see design.md). Lighter tests run beside them.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Broker {
     /// A broker at `address`, checked to be listening.
     ///
@@ -191,6 +202,27 @@ impl Broker {
         for d in futures::executor::block_on(futures::future::join_all(deliveries)) {
             d.expect("delivery future").expect("acknowledged");
         }
+    }
+
+    /// The end offset of each of `topic`'s `partitions` partitions, in partition order.
+    ///
+    /// # Panics
+    /// If the broker does not answer within 30 s.
+    #[must_use]
+    pub fn ends(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = self
+            .config()
+            .set("group.id", format!("reader-{}", unique("g")))
+            .create()
+            .expect("consumer");
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(30))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
     }
 
     /// Every record of `topic`, up to its end offsets at the time of the call, ordered by

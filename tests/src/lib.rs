@@ -5,7 +5,7 @@ pub mod broker;
 pub mod executor;
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{
@@ -202,14 +202,77 @@ impl Drop for KillOnDrop {
 /// Runs `canvass` with these arguments from the repository root.
 ///
 /// # Panics
-/// If the binary cannot be started.
+/// If the binary cannot be started, or has not ended within ten minutes (a command that
+/// hangs fails its test rather than the whole suite's time).
 #[must_use]
 pub fn canvass(args: &[&str]) -> Output {
     Command::new(canvass_bin())
         .current_dir(repo_root())
         .args(args)
-        .output()
+        .output_within(HUNG)
         .expect("canvass starts")
+}
+
+/// How long a command a test runs may take before the test counts it as hung.
+pub const HUNG: Duration = Duration::from_secs(600);
+
+/// `Command::output` with a bound on the time: a command that hangs fails its test rather
+/// than the whole suite's time.
+pub trait OutputWithin {
+    /// Runs the command to its end, its output captured, standard input closed.
+    ///
+    /// # Errors
+    /// If it cannot be started.
+    ///
+    /// # Panics
+    /// If it is still running after `limit` (it is killed first).
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<Output> {
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = read_in_background(child.stdout.take());
+        let stderr = read_in_background(child.stderr.take());
+        let what = format!(
+            "{:?} {:?}",
+            self.get_program(),
+            self.get_args().collect::<Vec<_>>()
+        );
+        let status = must_end(&mut child, limit, &what);
+        Ok(Output {
+            status,
+            stdout: stdout.join().expect("stdout is read"),
+            stderr: stderr.join().expect("stderr is read"),
+        })
+    }
+}
+
+/// Reads a child's pipe to its end on a thread of its own, so that the child never blocks on
+/// a full pipe while the test waits for it.
+fn read_in_background(
+    pipe: Option<impl Read + Send + 'static>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+/// Waits at most `limit` for `child` to exit and returns its status.
+///
+/// # Panics
+/// If it is still running then (it is killed first), naming `what`.
+pub fn must_end(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    wait_within(child, limit)
+        .unwrap_or_else(|| panic!("{what} had not ended after {limit:?}: killed"))
 }
 
 /// Standard output as text.
@@ -521,17 +584,8 @@ pub fn run_bounded(args: &[String], limit: Duration, max_rss_mib: u64) -> Bounde
             .spawn()
             .expect("canvass starts"),
     );
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let out = read_in_background(child.stdout.take());
+    let err = read_in_background(child.stderr.take());
     let started = std::time::Instant::now();
     let mut peak = 0;
     let status = loop {
@@ -551,8 +605,8 @@ pub fn run_bounded(args: &[String], limit: Duration, max_rss_mib: u64) -> Bounde
     };
     Bounded {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
         peak_rss_kib: peak,
     }
 }

@@ -132,6 +132,9 @@ pub fn note_outcome(result: &mut v1::RedriveResult, outcome: &crate::durable::Ou
             result.reason = format!("refused again (a new dead letter): {reason}");
         }
         Outcome::Noted => {}
+        Outcome::Elsewhere { partition } => {
+            result.reason = format!("partition {partition} is owned by another engine now");
+        }
     }
 }
 

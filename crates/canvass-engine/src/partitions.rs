@@ -80,6 +80,10 @@ pub struct Partitions {
     next_dispatch: usize,
     /// Why a batch failed after some partitions committed it, if one did.
     interrupted: Option<String>,
+    /// The partitions this engine owns now: all of them, unless it is one engine of
+    /// several (on Kafka, those its consumer group assigned it). A partition it does not own
+    /// takes no input, fires no timer and delivers nothing here: another engine owns it.
+    owned: Vec<bool>,
 }
 
 /// Where a partition's outcome for one input sits: (partition, index among its inputs).
@@ -112,6 +116,7 @@ impl Partitions {
         )
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
+        let n = parts.len();
         let mut engine = Self {
             offsets: vec![HashMap::new(); parts.len()],
             stores,
@@ -119,6 +124,7 @@ impl Partitions {
             workers: workers.max(1),
             next_dispatch: 0,
             interrupted: None,
+            owned: vec![true; n],
         };
         engine.complete_journaled_commands()?;
         Ok(engine)
@@ -209,6 +215,33 @@ impl Partitions {
         .sum()
     }
 
+    /// Sets the partitions this engine owns (see [`Partitions::owns`]); numbers beyond the
+    /// layout are ignored.
+    pub fn set_owned(&mut self, owned: impl IntoIterator<Item = u32>) {
+        self.owned.iter_mut().for_each(|o| *o = false);
+        for p in owned {
+            if let Some(o) = self.owned.get_mut(p as usize) {
+                *o = true;
+            }
+        }
+        self.stores.set_owned(&self.owned);
+    }
+
+    /// Whether this engine owns partition `p` now: only an owned partition takes inputs,
+    /// fires timers and delivers actions here.
+    #[must_use]
+    pub fn owns(&self, p: u32) -> bool {
+        self.owned.get(p as usize).copied().unwrap_or(false)
+    }
+
+    /// The partitions this engine owns now, in order.
+    #[must_use]
+    pub fn owned(&self) -> Vec<u32> {
+        (0..self.parts.len() as u32)
+            .filter(|&p| self.owns(p))
+            .collect()
+    }
+
     /// The data directory's layout.
     #[must_use]
     pub fn layout(&self) -> Layout {
@@ -260,9 +293,19 @@ impl Partitions {
     pub fn offset(&mut self, source: &str) -> Result<Option<u64>> {
         let mut lowest = Some(u64::MAX);
         for p in 0..self.parts.len() {
-            lowest = lowest.min(self.stored_offset(p, source)?);
+            if self.owned[p] {
+                lowest = lowest.min(self.stored_offset(p, source)?);
+            }
         }
-        Ok(lowest)
+        Ok(lowest.filter(|&l| l != u64::MAX))
+    }
+
+    /// Where partition `p` holds a source up to (`None`: none of it).
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn partition_offset(&mut self, p: u32, source: &str) -> Result<Option<u64>> {
+        self.stored_offset((p as usize).min(self.parts.len() - 1), source)
     }
 
     fn stored_offset(&mut self, p: usize, source: &str) -> Result<Option<u64>> {
@@ -373,6 +416,8 @@ impl Partitions {
         let mut per: Vec<Vec<Sourced>> = vec![Vec::new(); n];
         // For each input, the partition outcomes it takes its own from.
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(inputs.len());
+        // Inputs for a partition another engine owns, by index: the partition.
+        let mut elsewhere: BTreeMap<usize, u32> = BTreeMap::new();
         let mut latest: BTreeMap<String, v1::SourcePosition> = BTreeMap::new();
         for (route, input) in inputs {
             if let Some(p) = &input.position {
@@ -385,6 +430,9 @@ impl Partitions {
             }
             let mut mine = Vec::new();
             match route {
+                Route::One(p) if !self.owns(p.min(n as u32 - 1)) => {
+                    elsewhere.insert(slots.len(), p.min(n as u32 - 1));
+                }
                 Route::One(p) => {
                     let p = (p as usize).min(n - 1);
                     if !self.holds(p, input.position.as_ref())? {
@@ -402,8 +450,12 @@ impl Partitions {
                         },
                         _ => 0,
                     };
+                    if !self.owned.contains(&true) {
+                        // No partition here to apply it to (the group has not assigned any).
+                        elsewhere.insert(slots.len(), home as u32);
+                    }
                     for (p, theirs) in per.iter_mut().enumerate() {
-                        if self.holds(p, input.position.as_ref())? {
+                        if !self.owned[p] || self.holds(p, input.position.as_ref())? {
                             continue;
                         }
                         if p == home {
@@ -413,8 +465,10 @@ impl Partitions {
                     }
                 }
                 Route::Split => {
+                    // Acknowledgements of another engine's actions: its outbox keeps them,
+                    // so it delivers them again (at least once, under the same keys).
                     for (p, part) in split_acks(&layout, input) {
-                        if !self.holds(p, part.position.as_ref())? {
+                        if self.owned[p] && !self.holds(p, part.position.as_ref())? {
                             mine.push((p, per[p].len()));
                             per[p].push(part);
                         }
@@ -429,7 +483,7 @@ impl Partitions {
         for (p, inputs) in per.into_iter().enumerate() {
             let mut ahead = Vec::new();
             for position in latest.values() {
-                if !self.holds(p, Some(position))? {
+                if self.owned[p] && !self.holds(p, Some(position))? {
                     ahead.push(position.clone());
                 }
             }
@@ -454,7 +508,11 @@ impl Partitions {
                 offsets.insert(position.source, Some(position.next_offset));
             }
         }
-        Ok(merge(reports, &slots))
+        let mut report = merge(reports, &slots);
+        for (i, partition) in elsewhere {
+            report.outcomes[i] = Outcome::Elsewhere { partition };
+        }
+        Ok(report)
     }
 
     /// Finishes every partition's sweeps in progress.
@@ -537,6 +595,9 @@ impl Partitions {
                 break;
             }
             let p = (self.next_dispatch + i) % n;
+            if !self.owned[p] {
+                continue;
+            }
             sent += self.parts[p].dispatch(limit - sent, &mut |actions| {
                 dispatch(actions)?;
                 crate::metrics::actions_done(actions.iter(), "copied");
@@ -552,8 +613,8 @@ impl Partitions {
     /// # Errors
     /// A store error.
     pub fn outbox_is_empty(&self) -> Result<bool, Error> {
-        for store in self.stores.iter() {
-            if !store.outbox(1)?.is_empty() {
+        for (p, store) in self.stores.iter().enumerate() {
+            if self.owned[p] && !store.outbox(1)?.is_empty() {
                 return Ok(false);
             }
         }
@@ -571,11 +632,13 @@ impl Partitions {
         publish: &mut dyn FnMut(&[Queued]) -> std::io::Result<()>,
     ) -> Result<usize, DispatchError> {
         let mut sent = 0;
-        for part in &mut self.parts {
+        for (part, owned) in self.parts.iter_mut().zip(&self.owned) {
             if sent >= limit {
                 break;
             }
-            sent += part.publish(limit - sent, publish)?;
+            if *owned {
+                sent += part.publish(limit - sent, publish)?;
+            }
         }
         Ok(sent)
     }
@@ -618,7 +681,7 @@ impl Partitions {
 
     /// Runs `work` on every partition, on the worker threads; the results in partition
     /// order, or the first error.
-    fn each_engine<R: Send>(
+    fn each_engine<R: Send + Default>(
         &mut self,
         work: impl Fn(&mut Engine) -> Result<R> + Sync,
     ) -> Result<Vec<R>> {
@@ -627,11 +690,14 @@ impl Partitions {
 
     /// Runs `work` on every partition with its input, on the worker threads; the results
     /// are in partition order, or the first error.
-    fn each<T: Send, R: Send>(
+    ///
+    /// A partition this engine does not own does no work: its result is `R::default()`.
+    fn each<T: Send, R: Send + Default>(
         &mut self,
         inputs: Vec<T>,
         work: impl Fn(&mut Engine, T) -> Result<R> + Sync,
     ) -> Result<Vec<R>> {
+        let owned = &self.owned;
         let jobs: Vec<(usize, &mut Engine, T)> = self
             .parts
             .iter_mut()
@@ -640,6 +706,9 @@ impl Partitions {
             .map(|(p, (engine, input))| (p, engine, input))
             .collect();
         each_parallel(jobs, self.workers, |(p, engine, input)| {
+            if !owned[p] {
+                return Ok(R::default());
+            }
             // What a partition logs while it works says which partition it is.
             let _span = tracing::info_span!("partition", partition = p).entered();
             work(engine, input)

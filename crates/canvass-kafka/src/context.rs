@@ -3,7 +3,7 @@
 //! its offset advanced).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Mutex, MutexGuard, PoisonError},
 };
 
@@ -56,6 +56,12 @@ pub(crate) struct State {
     /// An error met inside a callback, reported by the loop.
     pub(crate) failure: Option<EngineError>,
     pub(crate) report: KafkaReport,
+    /// Touchpoint partitions assigned but not yet caught up with the control topic (see
+    /// [`crate::control`]), each with the control offset it must hold first (`None` until
+    /// the loop read the control topic's end).
+    pub(crate) catching_up: BTreeMap<u32, Option<i64>>,
+    /// Records of partitions catching up, in order, applied once they caught up.
+    pub(crate) held: Vec<(u32, Sourced)>,
 }
 
 impl State {
@@ -80,7 +86,8 @@ impl State {
             let partition = u32::try_from(record.partition).unwrap_or(u32::MAX);
             let (owner, why) = if partition >= layout.partitions {
                 (
-                    0,
+                    // Parked in a partition this engine owns.
+                    self.engine.owned().first().copied().unwrap_or(0),
                     Some(format!(
                         "the record is on partition {partition} of `{}`, but the data directory has {} partitions (the topic was given more partitions after it was created): a contact's partition would change, so it is refused",
                         record.topic, layout.partitions
@@ -99,9 +106,27 @@ impl State {
                     reason,
                 };
             }
+            if self.catching_up.contains_key(&partition) {
+                // Applied after the partition knows every command before its assignment.
+                self.held.push((owner, input));
+                return;
+            }
             self.routes.insert(self.pending.len(), Route::One(owner));
         }
         self.pending.push(input);
+    }
+
+    /// Moves the held records of partition `p` (now caught up) to the pending batch.
+    pub(crate) fn release(&mut self, p: u32) {
+        let held = std::mem::take(&mut self.held);
+        for (partition, input) in held {
+            if partition == p {
+                self.routes.insert(self.pending.len(), Route::One(p));
+                self.pending.push(input);
+            } else {
+                self.held.push((partition, input));
+            }
+        }
     }
 
     /// Commits the pending records (or fires due timers when there are none).
@@ -145,9 +170,18 @@ impl State {
 
     pub(crate) fn on_assign(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
         self.report.rebalances += 1;
+        let mut owned = self.engine.owned();
         for mut elem in tpl.elements() {
             let name = codec::source_name(elem.topic(), elem.partition());
-            let stored = self.engine.offset(&name)?;
+            let partition = u32::try_from(elem.partition()).unwrap_or(u32::MAX);
+            // A Kafka partition the layout lacks is refused record by record (see `accept`).
+            let p = partition.min(self.engine.layout().partitions - 1);
+            // The record's own partition holds where its topic partition resumes.
+            let stored = self.engine.partition_offset(p, &name)?;
+            if partition < self.engine.layout().partitions {
+                owned.push(partition);
+                self.catching_up.insert(partition, None);
+            }
             let start = stored.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
             let offset = match stored {
                 Some(_) => Offset::Offset(start),
@@ -166,18 +200,26 @@ impl State {
             self.next
                 .insert((elem.topic().to_string(), elem.partition()), start);
         }
+        self.engine.set_owned(owned);
         Ok(())
     }
 
     pub(crate) fn on_revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
         self.report.rebalances += 1;
         self.commit_pending()?;
+        let mut owned = self.engine.owned();
         for elem in tpl.elements() {
             let name = codec::source_name(elem.topic(), elem.partition());
             tracing::info!(source = %name, "revoked: the records read before are committed");
             self.next
                 .remove(&(elem.topic().to_string(), elem.partition()));
+            let partition = u32::try_from(elem.partition()).unwrap_or(u32::MAX);
+            owned.retain(|&p| p != partition);
+            // Never applied here: the next owner reads them again.
+            self.catching_up.remove(&partition);
+            self.held.retain(|(p, _)| *p != partition);
         }
+        self.engine.set_owned(owned);
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
-//! Kafka in and out: touchpoints and operators' commands consumed by a consumer group with
-//! exactly-once effect (offsets stored beside the effects), actions, audit records and dead
+//! Kafka in and out: touchpoints consumed by a consumer group and operators' commands read
+//! in full by every engine of it, with exactly-once effect (offsets stored beside the effects), actions, audit records and dead
 //! letters published and removed from the store only once the broker acknowledged them.
 
 mod clients;
 pub mod codec;
 pub mod config;
 mod context;
+mod control;
 mod publisher;
 pub mod runtime;
 pub mod tools;

@@ -29,7 +29,7 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer},
     error::KafkaError,
-    message::Headers,
+    message::{BorrowedMessage, Headers},
 };
 
 use crate::{
@@ -37,8 +37,9 @@ use crate::{
     config::KafkaConfig,
 };
 
-use crate::clients::consumer_config;
+use crate::clients::{Logging, consumer_config};
 use crate::context::{EngineContext, State};
+use crate::control::ControlReader;
 use crate::publisher::{Publisher, TopicWriter};
 
 /// How the loop runs and stops.
@@ -131,11 +132,16 @@ pub fn run(
             to_commit: HashMap::new(),
             failure: None,
             report: KafkaReport::default(),
+            catching_up: std::collections::BTreeMap::new(),
+            held: Vec::new(),
         }),
     };
+    // Until the group assigns it partitions, the engine owns none.
+    context.lock().engine.set_owned([]);
     let consumer: BaseConsumer<EngineContext> =
         consumer_config(config).create_with_context(context)?;
-    consumer.subscribe(&[&config.topics.touchpoints, &config.topics.control])?;
+    consumer.subscribe(&[&config.topics.touchpoints])?;
+    let mut control = ControlReader::new(config)?;
     let mut publisher = Publisher {
         writer: TopicWriter::connect(config)?,
     };
@@ -154,7 +160,8 @@ pub fn run(
     let mut last_input = Instant::now();
     let mut last_activity = (0, 0, 0);
     loop {
-        let consumed = gather(&consumer, config);
+        let consumed = gather(&control.consumer, &consumer, config);
+        crate::control::catch_up(&mut control, &consumer, config);
         if let Some(intake) = intake {
             let mut state = consumer.context().lock();
             let State {
@@ -164,9 +171,14 @@ pub fn run(
             } = &mut *state;
             intake.take_into(pending, submissions);
         }
-        let (rebalances_now, owned) = {
+        let (rebalances_now, owned, catching_up, assigned) = {
             let state = consumer.context().lock();
-            (state.report.rebalances, state.next.clone())
+            (
+                state.report.rebalances,
+                state.next.clone(),
+                !state.catching_up.is_empty(),
+                !state.engine.owned().is_empty(),
+            )
         };
         if rebalances_now != rebalances {
             rebalances = rebalances_now;
@@ -201,7 +213,12 @@ pub fn run(
             std::mem::take(&mut state.to_commit)
         };
         progress.note(&commits, &consumer.context().lock().report);
-        commit_to_kafka(&consumer, &commits);
+        // The control topic is not the group's: each partition holds its own position.
+        let group_commits = commits
+            .into_iter()
+            .filter(|((topic, _), _)| *topic != config.topics.control)
+            .collect();
+        commit_to_kafka(&consumer, &group_commits);
 
         let published = if backoff.ready() {
             let mut state = consumer.context().lock();
@@ -244,7 +261,10 @@ pub fn run(
             && published
             && consumed == 0
             && last_input.elapsed() >= Duration::from_secs(1)
-            && !owned.is_empty()
+            && !catching_up
+            // The control topic is read whatever the group assigned: done only with
+            // touchpoint partitions of its own.
+            && assigned
             && owned
                 .iter()
                 .all(|(p, next)| ends.get(p).is_some_and(|end| next >= end));
@@ -309,10 +329,28 @@ fn end_offsets(
         .collect()
 }
 
-/// Polls records into the pending batch: waits up to 100 ms for a first one, then up to
-/// `max_wait` for more, up to `max_batch`. Returns how many arrived.
-fn gather(consumer: &BaseConsumer<EngineContext>, config: &KafkaConfig) -> usize {
+/// Polls records into the pending batch: the control topic's waiting records first, then
+/// the touchpoints, waiting up to 100 ms for a first one, then up to `max_wait` for more, up
+/// to `max_batch`. Returns how many arrived.
+fn gather(
+    control: &BaseConsumer<Logging>,
+    consumer: &BaseConsumer<EngineContext>,
+    config: &KafkaConfig,
+) -> usize {
     let mut count = 0;
+    while count < config.max_batch {
+        match control.poll(Duration::ZERO) {
+            None => break,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "kafka: polling the control topic failed");
+                break;
+            }
+            Some(Ok(message)) => {
+                count += 1;
+                take(&message, consumer, config);
+            }
+        }
+    }
     let mut deadline: Option<Instant> = None;
     while count < config.max_batch {
         let wait = match deadline {
@@ -333,27 +371,36 @@ fn gather(consumer: &BaseConsumer<EngineContext>, config: &KafkaConfig) -> usize
                 deadline.get_or_insert_with(|| {
                     Instant::now() + Duration::from_millis(config.max_wait_ms)
                 });
-                let content_type = message.headers().and_then(|headers| {
-                    headers
-                        .iter()
-                        .find(|h| h.key.eq_ignore_ascii_case(CONTENT_TYPE))
-                        .and_then(|h| h.value)
-                        .map(String::from_utf8_lossy)
-                });
-                let view = RecordView {
-                    topic: message.topic(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key(),
-                    payload: message.payload(),
-                    content_type: content_type.as_deref(),
-                    timestamp: message.timestamp().to_millis(),
-                };
-                consumer.context().lock().accept(&view, config);
+                take(&message, consumer, config);
             }
         }
     }
     count
+}
+
+/// Hands one record to the engine's state.
+fn take(
+    message: &BorrowedMessage<'_>,
+    consumer: &BaseConsumer<EngineContext>,
+    config: &KafkaConfig,
+) {
+    let content_type = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(CONTENT_TYPE))
+            .and_then(|h| h.value)
+            .map(String::from_utf8_lossy)
+    });
+    let view = RecordView {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        payload: message.payload(),
+        content_type: content_type.as_deref(),
+        timestamp: message.timestamp().to_millis(),
+    };
+    consumer.context().lock().accept(&view, config);
 }
 
 /// Commits next offsets to Kafka: for lag monitoring only, never read back.
@@ -376,15 +423,19 @@ pub(crate) fn commit_to_kafka(
 }
 
 /// A progress event in the log: at the first records applied, then at most once a second
-/// while records flow.
+/// while records flow, and once more a second after they stopped (with the last positions).
 #[derive(Debug, Default)]
 struct Progress {
     last: Option<Instant>,
+    /// Positions committed since the last event.
+    unsaid: HashMap<(String, i32), i64>,
 }
 
 impl Progress {
     fn note(&mut self, committed: &HashMap<(String, i32), i64>, report: &KafkaReport) {
-        if committed.is_empty()
+        self.unsaid
+            .extend(committed.iter().map(|(k, v)| (k.clone(), *v)));
+        if self.unsaid.is_empty()
             || self
                 .last
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
@@ -396,7 +447,7 @@ impl Progress {
             records = report.records,
             entries = report.entries,
             actions_published = report.actions_published,
-            positions = %positions(committed),
+            positions = %positions(&std::mem::take(&mut self.unsaid)),
             "progress"
         );
     }

@@ -64,6 +64,7 @@ fn logged(outcome: Outcome) -> Result<u64, Status> {
         Outcome::DeadLetter { reason } => Err(Status::invalid_argument(reason)),
         Outcome::Duplicate => Err(Status::already_exists("already applied")),
         Outcome::Noted => Err(crate::not_an_input()),
+        Outcome::Elsewhere { partition } => Err(crate::elsewhere(partition)),
     }
 }
 

@@ -42,6 +42,7 @@ fn logged(outcome: &Outcome) -> Result<u64, Status> {
         }
         Outcome::Duplicate => Ok(0),
         Outcome::Noted => Err(crate::not_an_input()),
+        Outcome::Elsewhere { partition } => Err(crate::elsewhere(*partition)),
     }
 }
 

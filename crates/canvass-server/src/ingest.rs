@@ -47,6 +47,7 @@ impl IngestService for Ingest {
                 return Err(Status::invalid_argument(reason));
             }
             Outcome::Noted => return Err(crate::not_an_input()),
+            Outcome::Elsewhere { partition } => return Err(crate::elsewhere(partition)),
         };
         Ok(Response::new(response))
     }
@@ -75,6 +76,9 @@ impl IngestService for Ingest {
                             return Err(Status::invalid_argument(reason));
                         }
                         Outcome::Noted => return Err(crate::not_an_input()),
+                        Outcome::Elsewhere { partition } => {
+                            return Err(crate::elsewhere(partition));
+                        }
                     }
                     Ok(())
                 },

@@ -160,6 +160,13 @@ pub(crate) fn not_an_input() -> Status {
     Status::internal("the engine noted a record instead of logging it")
 }
 
+/// An input about a partition another engine of the group owns now.
+pub(crate) fn elsewhere(partition: u32) -> Status {
+    Status::unavailable(format!(
+        "partition {partition} is owned by another engine of the group now: send this to the engine that owns it, or to the touchpoints topic"
+    ))
+}
+
 /// The outcome of a submission of one input.
 pub(crate) fn first(outcomes: Vec<Outcome>) -> Result<Outcome, Status> {
     outcomes

@@ -11,6 +11,8 @@ use std::fmt;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use canvass_core::partition::Partitioner;
 
@@ -181,11 +183,19 @@ fn check(dir: &Path, found: Layout, wanted: Wanted) -> Result<()> {
     Ok(())
 }
 
-/// The stores of a data directory's partitions. Cheap to clone.
+/// The stores of a data directory's partitions. Cheap to clone; the clones share which
+/// partitions the engine owns.
 #[derive(Debug, Clone)]
 pub struct Stores {
     layout: Layout,
     stores: Vec<Store>,
+    /// Which partitions the engine owns now (all, unless it is one engine of several): what
+    /// reads beside the engine (the delivery, the API) consult before they act on one.
+    owned: Arc<[AtomicBool]>,
+}
+
+fn all_owned(partitions: u32) -> Arc<[AtomicBool]> {
+    (0..partitions).map(|_| AtomicBool::new(true)).collect()
 }
 
 impl Stores {
@@ -227,7 +237,11 @@ impl Stores {
         let stores = (0..layout.partitions)
             .map(|p| Store::open(&partition_dir(dir, p), shared.clone()))
             .collect::<Result<_>>()?;
-        Ok(Self { layout, stores })
+        Ok(Self {
+            layout,
+            stores,
+            owned: all_owned(layout.partitions),
+        })
     }
 
     /// Partitions in memory, empty (simulations and previews).
@@ -239,6 +253,7 @@ impl Stores {
             stores: (0..layout.partitions)
                 .map(|_| Store::in_memory(shared.clone()))
                 .collect(),
+            owned: all_owned(layout.partitions),
         }
     }
 
@@ -261,6 +276,22 @@ impl Stores {
     #[must_use]
     pub fn of_contact(&self, contact_id: &str) -> &Store {
         self.partition(self.layout.partition_of(contact_id))
+    }
+
+    /// Whether the engine owns partition `p` now (see [`Stores::set_owned`]).
+    #[must_use]
+    pub fn owns(&self, p: u32) -> bool {
+        self.owned
+            .get(p as usize)
+            .is_some_and(|o| o.load(Ordering::Acquire))
+    }
+
+    /// Sets the partitions the engine owns: those in `owned`. Only the engine's router
+    /// calls this; every clone sees it.
+    pub fn set_owned(&self, owned: &[bool]) {
+        for (flag, &o) in self.owned.iter().zip(owned) {
+            flag.store(o, Ordering::Release);
+        }
     }
 
     /// Every partition's store, in partition order.

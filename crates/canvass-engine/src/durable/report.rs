@@ -97,6 +97,12 @@ pub enum Outcome {
     },
     /// Noted in the partition's tables without a log entry (a dead letter marked redriven).
     Noted,
+    /// About a partition this engine does not own now (another engine of its group does):
+    /// not applied here.
+    Elsewhere {
+        /// The partition that owns it.
+        partition: u32,
+    },
 }
 
 impl BatchReport {

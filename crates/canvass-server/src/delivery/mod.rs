@@ -324,6 +324,11 @@ fn read_outbox(
     loop {
         let mut full = false;
         for (p, store) in stores.iter().enumerate() {
+            if !stores.owns(p as u32) {
+                // Another engine delivers it; if it comes back, its outbox is read afresh.
+                cursors[p] = None;
+                continue;
+            }
             // Only what a flush made durable may leave.
             let rows = match store.outbox_durable_after(cursors[p], SCAN) {
                 Ok(rows) => rows,
