@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and every test of the workspace, as CI does. Needs the Rust toolchain and
 # python3: it installs (once, into ~/.cargo/bin) and starts a real Kafka-protocol broker for
-# the Kafka tests, and stops it at the end; the Python client's test sets up its own venv with
-# pinned packages (scripts/python-client.sh).
+# the Kafka tests, and stops it at the end; the Python client's test and the checks of deploy/
+# set up their own venvs with pinned packages (scripts/python-client.sh,
+# scripts/check-deploy.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,9 @@ trap 'scripts/kafka.sh stop "$broker_dir"; rm -rf "$broker_dir"' EXIT
 port=$(scripts/kafka.sh free-port 19092)
 scripts/kafka.sh start "$broker_dir" "$port"
 export CANVASS_TEST_KAFKA="127.0.0.1:$port"
+
+echo "== deploy/: manifests and compose file against their schemas (offline)"
+scripts/check-deploy.sh
 
 echo "== the Python client (venv, packages, modules generated from proto/)"
 scripts/python-client.sh >/dev/null

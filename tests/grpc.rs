@@ -2058,3 +2058,28 @@ fn is_default(v: &Value) -> bool {
         Value::Object(o) => o.is_empty(),
     }
 }
+
+/// `canvass health`, the check a container or a supervisor runs: `SERVING` and exit 0 from
+/// a running engine, exit 3 (unavailable) when nothing answers at the address.
+#[test]
+fn the_health_command_tells_a_serving_engine_from_one_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = start_engine(dir.path(), "");
+    let server = format!("http://{}", engine.address);
+    let served = canvass(&["health", "--server", &server]);
+    assert!(served.status.success(), "{}", stderr(&served));
+    assert_eq!(stdout(&served).trim(), "SERVING");
+    let named = canvass(&[
+        "health",
+        "--server",
+        &server,
+        "--service",
+        "canvass.v1.CampaignService",
+    ]);
+    assert_eq!(stdout(&named).trim(), "SERVING");
+
+    assert!(engine.child.terminate().success());
+    let gone = canvass(&["health", "--server", &server, "--timeout-ms", "2000"]);
+    assert_eq!(gone.status.code(), Some(3), "{}", stderr(&gone));
+    assert!(stderr(&gone).contains(&engine.address), "{}", stderr(&gone));
+}

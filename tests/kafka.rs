@@ -1447,6 +1447,20 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
             .count(),
         5
     );
+    // A set-up step that runs at every start leaves existing topics as they are.
+    let once_more = kafka(&["create-topics", "--if-missing"]);
+    assert!(
+        once_more.status.success(),
+        "{}",
+        canvass_tests::stdout(&once_more)
+    );
+    assert_eq!(
+        canvass_tests::stdout(&once_more).matches("exists ").count(),
+        5,
+        "{}",
+        canvass_tests::stdout(&once_more)
+    );
+
     // The stream in its phases: commands, contacts, the trial's launch, the events.
     let stream = std::fs::read_to_string(example("stream.jsonl")).unwrap();
     let mut phases: Vec<Vec<&str>> = vec![Vec::new()];

@@ -76,7 +76,16 @@ pub fn topic_plan(config: &KafkaConfig, partitions: i32) -> Vec<TopicPlan> {
 }
 
 /// A topic's name, and whether it was created (or why not).
-pub type Created = (String, Result<(), String>);
+pub type Created = (String, Result<(), NotCreated>);
+
+/// Why a topic was not created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotCreated {
+    /// The broker has a topic of that name already.
+    pub exists: bool,
+    /// The broker's reason.
+    pub reason: String,
+}
 
 /// Creates the topics of `plan`; per topic, `Ok` or why not (an existing topic says so).
 ///
@@ -106,7 +115,13 @@ pub fn create_topics(
         .into_iter()
         .map(|r| match r {
             Ok(name) => (name, Ok(())),
-            Err((name, code)) => (name, Err(code.to_string())),
+            Err((name, code)) => (
+                name,
+                Err(NotCreated {
+                    exists: code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                    reason: code.to_string(),
+                }),
+            ),
         })
         .collect())
 }

@@ -372,3 +372,49 @@ async fn campaign_call(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// The engine's gRPC address.
+    #[arg(long, env = "CANVASS_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// The service to ask about (the empty name: the engine as a whole).
+    #[arg(long, default_value = "")]
+    service: String,
+    /// How long to wait for the answer, connection included, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
+    #[command(flatten)]
+    tls: Tls,
+}
+
+/// `canvass health`: asks a running engine's standard gRPC health service whether it
+/// serves (exit 0), for container health checks and supervisors; it does not (exit 1), or it
+/// cannot be reached (exit 3).
+pub fn health(args: &HealthArgs) -> anyhow::Result<ExitCode> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let limit = std::time::Duration::from_millis(args.timeout_ms);
+    block_on(async {
+        let ask = async {
+            let mut client = HealthClient::new(connect(&args.server, &args.tls).await?);
+            let answer = client
+                .check(HealthCheckRequest {
+                    service: args.service.clone(),
+                })
+                .await
+                .map_err(|s| refused(&s))?;
+            anyhow::Ok(answer.into_inner().status())
+        };
+        let status = tokio::time::timeout(limit, ask).await.map_err(|_| {
+            Unavailable(format!("{} did not answer within {limit:?}", args.server))
+        })??;
+        out!("{}", status.as_str_name());
+        Ok(if status == ServingStatus::Serving {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}

@@ -29,6 +29,10 @@ enum KafkaCommand {
         /// Replicas of each partition.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
         replication: i32,
+        /// A topic that exists already is not an error (it is left as it is): for a
+        /// deployment's set-up step that runs at every start.
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Produces a JSON-lines stream of IngestRecords (`{"contact": ...}`, `{"event": ...}`,
     /// `{"command": ...}`, as `run --input` reads): touchpoints keyed by contact id, commands
@@ -51,6 +55,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         KafkaCommand::CreateTopics {
             partitions,
             replication,
+            if_missing,
         } => {
             let plan = tools::topic_plan(&config, *partitions);
             let results = tools::create_topics(&config, &plan, *replication)
@@ -70,9 +75,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                             format!(", {}", settings.join(", "))
                         }
                     ),
+                    Err(why) if why.exists && *if_missing => {
+                        out!("exists {name}: {}, left as it is", p.role);
+                    }
                     Err(why) => {
                         failed = true;
-                        out!("not created {name}: {why}");
+                        out!("not created {name}: {}", why.reason);
                     }
                 }
             }

@@ -88,6 +88,8 @@ enum Command {
     /// Defines and operates campaigns on a running engine over gRPC (token in
     /// CANVASS_TOKEN).
     Campaign(client::CampaignArgs),
+    /// Asks a running engine whether it serves (gRPC health): for health checks.
+    Health(client::HealthArgs),
     /// Bearer-token helpers for the gRPC settings file.
     #[command(subcommand)]
     Token(client::TokenCommand),
@@ -162,6 +164,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Campaign(args) => client::campaign(&args),
         Command::Token(command) => client::token(&command),
+        Command::Health(args) => client::health(&args),
         Command::Graph { spec, format } => graph::run(&spec, format),
     };
     match result {

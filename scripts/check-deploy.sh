@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Validates the deployment files offline, so that a broken one fails the test command: the
+# Kubernetes manifests (deploy/k8s) against the API schemas with kubernetes-validate
+# (--strict: unknown fields are errors too), the compose file against the compose
+# specification's schema with check-jsonschema, and the settings files of both with the
+# engine's own parsers (`canvass run --check-config`). Needs python3 (with venv and pip);
+# the checkers' venv lives under target/deploy-check, its packages pinned in
+# deploy/requirements-check.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=target/deploy-check
+command -v python3 >/dev/null || { echo "python3 is needed to check deploy/" >&2; exit 1; }
+if [ ! -x "$root/venv/bin/python" ]; then
+  python3 -m venv "$root/venv"
+fi
+"$root/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+  -r deploy/requirements-check.txt >&2
+
+echo "== deploy/k8s: Kubernetes manifests"
+"$root/venv/bin/kubernetes-validate" --strict --quiet deploy/k8s/*.yaml
+echo "== deploy/docker-compose.yml: the compose specification"
+"$root/venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/docker-compose.yml
+echo "deploy/ is valid"
