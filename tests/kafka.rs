@@ -1605,10 +1605,12 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
     let config = topics.config(dir.path(), &broker, &unique("duo"));
     let follow = |name: &str| -> Vec<String> {
         let data = dir.path().join(name);
-        engine_args(&data, &config, "event")
+        let mut args: Vec<String> = engine_args(&data, &config, "event")
             .into_iter()
             .filter(|a| a != "--exit-when-caught-up")
-            .collect()
+            .collect();
+        args.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
+        args
     };
     let mut members = vec![Member::start(&follow("a"))];
     wait_members(
@@ -1657,6 +1659,22 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
         }
     }
     let owners: Vec<usize> = (0..4).map(|p| owner_of(&members, p).unwrap()).collect();
+    // Operators see the split in each engine's metrics.
+    for (i, m) in members.iter().enumerate() {
+        let (scrape, text) = canvass_tests::scrape(m.running.metrics.as_deref().unwrap());
+        for (p, &owner) in owners.iter().enumerate() {
+            let owned = canvass_tests::sample(
+                &scrape,
+                "canvass_kafka_partition_owned",
+                &[("partition", &p.to_string())],
+            );
+            assert_eq!(
+                owned,
+                Some(if owner == i { 1.0 } else { 0.0 }),
+                "engine {i}, partition {p}:\n{text}"
+            );
+        }
+    }
     for m in &mut members {
         assert!(
             m.running

@@ -62,6 +62,8 @@ pub(crate) struct State {
     pub(crate) catching_up: BTreeMap<u32, Option<i64>>,
     /// Records of partitions catching up, in order, applied once they caught up.
     pub(crate) held: Vec<(u32, Sourced)>,
+    /// The control topic, whose offsets are never the group's.
+    pub(crate) control: String,
 }
 
 impl State {
@@ -201,6 +203,7 @@ impl State {
                 .insert((elem.topic().to_string(), elem.partition()), start);
         }
         self.engine.set_owned(owned);
+        note_owned(&self.engine);
         Ok(())
     }
 
@@ -220,6 +223,7 @@ impl State {
             self.held.retain(|(p, _)| *p != partition);
         }
         self.engine.set_owned(owned);
+        note_owned(&self.engine);
         Ok(())
     }
 }
@@ -247,6 +251,21 @@ impl ClientContext for EngineContext {
                 }
             }
         }
+    }
+}
+
+/// Gauge: 1 for a touchpoint partition this engine owns now, 0 for one it does not, by
+/// `partition`: how the group split the partitions among its engines.
+pub const PARTITION_OWNED: &str = "canvass_kafka_partition_owned";
+
+/// Sets [`PARTITION_OWNED`] for every partition of the layout.
+fn note_owned(engine: &Partitions) {
+    for p in 0..engine.layout().partitions {
+        metrics::gauge!(PARTITION_OWNED, "partition" => p.to_string()).set(if engine.owns(p) {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 

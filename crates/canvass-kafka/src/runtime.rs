@@ -134,6 +134,7 @@ pub fn run(
             report: KafkaReport::default(),
             catching_up: std::collections::BTreeMap::new(),
             held: Vec::new(),
+            control: config.topics.control.clone(),
         }),
     };
     // Until the group assigns it partitions, the engine owns none.
@@ -213,12 +214,7 @@ pub fn run(
             std::mem::take(&mut state.to_commit)
         };
         progress.note(&commits, &consumer.context().lock().report);
-        // The control topic is not the group's: each partition holds its own position.
-        let group_commits = commits
-            .into_iter()
-            .filter(|((topic, _), _)| *topic != config.topics.control)
-            .collect();
-        commit_to_kafka(&consumer, &group_commits);
+        commit_to_kafka(&consumer, &commits);
 
         let published = if backoff.ready() {
             let mut state = consumer.context().lock();
@@ -403,19 +399,22 @@ fn take(
     consumer.context().lock().accept(&view, config);
 }
 
-/// Commits next offsets to Kafka: for lag monitoring only, never read back.
+/// Commits the touchpoint partitions' next offsets to the group: for lag monitoring only,
+/// never read back. The control topic is not the group's: each partition holds its own
+/// position there.
 pub(crate) fn commit_to_kafka(
     consumer: &BaseConsumer<EngineContext>,
     offsets: &HashMap<(String, i32), i64>,
 ) {
-    if offsets.is_empty() {
-        return;
-    }
+    let control = consumer.context().lock().control.clone();
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), next) in offsets {
+    for ((topic, partition), next) in offsets.iter().filter(|((t, _), _)| *t != control) {
         if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
             tracing::warn!(topic, partition, error = %e, "kafka: cannot note the offset");
         }
+    }
+    if tpl.count() == 0 {
+        return;
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         tracing::warn!(error = %e, "kafka: committing offsets failed (they serve lag monitoring only)");

@@ -141,9 +141,14 @@ impl Store {
             writes.extend(frames(first, log));
         }
         if !writes.is_empty() {
+            let end = self.shared.log_end.load(Ordering::SeqCst);
+            let (first, last) = match first_seq {
+                Some(first) => (first, first + log_len as u64 - 1),
+                None => (end + 1, end),
+            };
+            self.note_for_shipping(first, last, &writes);
             self.write(writes, flush)?;
-            if let Some(first) = first_seq {
-                let last = first + log_len as u64 - 1;
+            if first_seq.is_some() {
                 self.shared.log_end.store(last, Ordering::SeqCst);
             }
             self.shared.commits_written.fetch_add(1, Ordering::SeqCst);

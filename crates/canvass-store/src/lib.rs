@@ -11,12 +11,14 @@
 //!
 //! Modules, one per table or concern: `log`, `contacts` (states and the group index),
 //! `timers`, `outbox`, `campaigns` (specs, lifecycles, counters, policy, sweeps), `letters`
-//! (dead letters, publications), `commit` (the batch and its durability), `checkpoint`,
+//! (dead letters, publications), `commit` (the batch and its durability), `changelog` (each
+//! commit's writes kept for shipping, and applied on another copy), `checkpoint`,
 //! `keys` (the key layout), `memtable` (the in-memory layers), `backend` (sled or memory),
 //! `layout` (a data directory's partitions).
 
 mod backend;
 mod campaigns;
+mod changelog;
 mod checkpoint;
 mod commit;
 mod contacts;
@@ -191,6 +193,9 @@ struct Shared {
     /// Why a write to sled failed, if one did: from then on nothing is written, and sled is
     /// never dropped (its drop flushes, and on a full disk that flush blocks for good).
     halted: Mutex<Option<String>>,
+    /// The commits not yet shipped to a changelog, when they are kept (see
+    /// [`Store::keep_for_shipping`]).
+    unshipped: Mutex<Option<Vec<canvass_proto::v1::CommitFrame>>>,
 }
 
 /// One write of a batch: a key and its new value, or `None` for a removal.
@@ -301,6 +306,7 @@ impl Store {
                 checkpointer: Mutex::default(),
                 failed: Mutex::default(),
                 halted: Mutex::default(),
+                unshipped: Mutex::default(),
             }),
         };
         if store.options.read_only {

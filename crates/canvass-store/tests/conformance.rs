@@ -469,3 +469,64 @@ fn a_projection_dump_holds_every_table_in_key_order() {
         assert!(dump.windows(2).all(|w| w[0].0 < w[1].0));
     });
 }
+
+#[test]
+fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters() {
+    on_both(&foreground(), |store| {
+        commit(store, 1, |b| b.set_offset("kafka:t/0", 1));
+        // Kept only once asked for.
+        assert!(store.take_unshipped().is_empty());
+        store.keep_for_shipping(true);
+        commit(store, 2, |b| {
+            b.set_offset("kafka:t/0", 2);
+            b.put_dead_letter(
+                1,
+                &v1::DeadLetter {
+                    reason: "not json".into(),
+                    ..Default::default()
+                },
+            );
+            b.put_counters("a", &v1::CampaignCounters::default());
+        });
+        commit(store, 0, |b| {
+            b.put_publication(1, &v1::Publication::default());
+            b.put_publication(2, &v1::Publication::default());
+        });
+        commit(store, 0, |b| b.remove_publication(1));
+        commit(store, 3, |b| b.set_offset("kafka:t/0", 3));
+        let frames = store.take_unshipped();
+        assert_eq!(
+            frames
+                .iter()
+                .map(|f| (f.first_seq, f.last_seq))
+                .collect::<Vec<_>>(),
+            [(2, 2), (3, 2), (3, 2), (3, 3)],
+            "each commit, with the log entries it appended (none: last below first)"
+        );
+        assert!(
+            frames
+                .iter()
+                .flat_map(|f| &f.writes)
+                .all(|w| w.key[0] != b'N'),
+            "projections are not shipped: the log rebuilds them"
+        );
+        assert!(store.take_unshipped().is_empty(), "taken once");
+
+        // A copy that held what the store held before the first frame.
+        let copy = Store::in_memory(foreground());
+        commit(&copy, 1, |b| b.set_offset("kafka:t/0", 1));
+        for frame in &frames {
+            copy.apply_shipped(frame).unwrap();
+        }
+        let log = |s: &Store| s.log_from(1).map(Result::unwrap).collect::<Vec<_>>();
+        assert_eq!(log(&copy), log(store));
+        assert_eq!(copy.last_seq().unwrap(), 3);
+        assert_eq!(copy.offset("kafka:t/0").unwrap(), Some(3));
+        assert_eq!(copy.dead_letters().unwrap(), store.dead_letters().unwrap());
+        assert_eq!(
+            copy.publications(10).unwrap(),
+            store.publications(10).unwrap()
+        );
+        store.keep_for_shipping(false);
+    });
+}
