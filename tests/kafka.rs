@@ -364,6 +364,57 @@ fn assert_reference_outcome(broker: &Broker, topics: &Topics, data: &Path, copie
     expected
 }
 
+/// Runs `stream` from a file on four partitions with the event clock, in `dir`: the data
+/// directory, and the actions it delivered by idempotency key.
+fn file_run_on_four_partitions(
+    dir: &Path,
+    stream: &str,
+) -> (PathBuf, BTreeMap<String, v1::Action>) {
+    let data = dir.join("file");
+    let input = dir.join("stream.jsonl");
+    std::fs::write(&input, stream).unwrap();
+    let actions_file = dir.join("actions.jsonl");
+    let run = canvass_tests::canvass(&[
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--actions",
+        actions_file.to_str().unwrap(),
+        "--clock",
+        "event",
+        "--max-lead-hours",
+        "0",
+        "--partitions",
+        "4",
+    ]);
+    assert!(run.status.success(), "{}", canvass_tests::stderr(&run));
+    let actions = std::fs::read_to_string(&actions_file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let a: v1::Action = json::from_str(l).unwrap();
+            (a.idempotency_key.clone(), a)
+        })
+        .collect();
+    (data, actions)
+}
+
+/// The actions on the actions topic by idempotency key, each key published once.
+fn published_once(broker: &Broker, topics: &Topics) -> BTreeMap<String, v1::Action> {
+    let published = broker.read_all(&topics.actions);
+    let by_key: BTreeMap<String, v1::Action> = published
+        .iter()
+        .map(|r| {
+            let a: v1::Action = json::from_str(&r.text()).unwrap();
+            (a.idempotency_key.clone(), a)
+        })
+        .collect();
+    assert_eq!(by_key.len(), published.len(), "a key was published twice");
+    by_key
+}
+
 /// Feeds the first three phases as [`set_up`] does, touchpoints placed by `partitioner`.
 fn set_up_placed(broker: &Broker, phases: &Phases, args: &[String], partitioner: &str) {
     for phase in [&phases.commands, &phases.contacts, &phases.launch] {
@@ -452,48 +503,8 @@ fn four_touchpoint_partitions_are_four_partitions_of_the_data_directory() {
     drop(stores);
 
     // The same stream from a file, on four partitions: the same report.
-    let file_data = dir.path().join("file");
-    let stream = dir.path().join("stream.jsonl");
-    std::fs::write(&stream, reference_stream(1)).unwrap();
-    let actions_file = dir.path().join("actions.jsonl");
-    let run = canvass_tests::canvass(&[
-        "run",
-        "--data",
-        file_data.to_str().unwrap(),
-        "--input",
-        stream.to_str().unwrap(),
-        "--actions",
-        actions_file.to_str().unwrap(),
-        "--clock",
-        "event",
-        "--max-lead-hours",
-        "0",
-        "--partitions",
-        "4",
-    ]);
-    assert!(run.status.success(), "{}", canvass_tests::stderr(&run));
-    let from_file: BTreeMap<String, v1::Action> =
-        std::fs::read_to_string(dir.path().join("actions.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let a: v1::Action = json::from_str(l).unwrap();
-                (a.idempotency_key.clone(), a)
-            })
-            .collect();
-    let published = broker.read_all(&topics.actions);
-    let from_kafka: BTreeMap<String, v1::Action> = published
-        .iter()
-        .map(|r| {
-            let a: v1::Action = json::from_str(&r.text()).unwrap();
-            (a.idempotency_key.clone(), a)
-        })
-        .collect();
-    assert_eq!(
-        from_kafka.len(),
-        published.len(),
-        "a key was published twice"
-    );
+    let (file_data, from_file) = file_run_on_four_partitions(dir.path(), &reference_stream(1));
+    let from_kafka = published_once(&broker, &topics);
     assert!(from_kafka.len() > 400, "{} actions", from_kafka.len());
     assert_eq!(from_kafka, from_file, "Kafka and file on four partitions");
     let report = |data: &Path| {
@@ -1700,25 +1711,8 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
             lines.push(line);
         }
     }
-    let stream = dir.path().join("stream.jsonl");
-    std::fs::write(&stream, lines.join("\n") + "\n").unwrap();
-    let file_data = dir.path().join("file");
-    let run = canvass_tests::canvass(&[
-        "run",
-        "--data",
-        file_data.to_str().unwrap(),
-        "--input",
-        stream.to_str().unwrap(),
-        "--actions",
-        dir.path().join("actions.jsonl").to_str().unwrap(),
-        "--clock",
-        "event",
-        "--max-lead-hours",
-        "0",
-        "--partitions",
-        "4",
-    ]);
-    assert!(run.status.success(), "{}", canvass_tests::stderr(&run));
+    let (file_data, from_file) =
+        file_run_on_four_partitions(dir.path(), &(lines.join("\n") + "\n"));
 
     let file = canvass_tests::stores(&file_data);
     let engines = [
@@ -1752,28 +1746,7 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
     assert!(enrolled > 250, "{enrolled} contacts");
 
     // Every action once, as the file run has it.
-    let from_file: BTreeMap<String, String> =
-        std::fs::read_to_string(dir.path().join("actions.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let a: v1::Action = json::from_str(l).unwrap();
-                (a.idempotency_key.clone(), json::to_string(&a).unwrap())
-            })
-            .collect();
-    let published = broker.read_all(&topics.actions);
-    let from_kafka: BTreeMap<String, String> = published
-        .iter()
-        .map(|r| {
-            let a: v1::Action = json::from_str(&r.text()).unwrap();
-            (a.idempotency_key.clone(), json::to_string(&a).unwrap())
-        })
-        .collect();
-    assert_eq!(
-        from_kafka.len(),
-        published.len(),
-        "a key was published twice"
-    );
+    let from_kafka = published_once(&broker, &topics);
     assert_eq!(
         from_kafka, from_file,
         "two engines on Kafka and one file run"
