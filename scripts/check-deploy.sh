@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Validates the deployment files offline, so that a broken one fails the test command: the
-# Kubernetes manifests (deploy/k8s) against the API schemas with kubernetes-validate
-# (--strict: unknown fields are errors too), the compose file against the compose
-# specification's schema with check-jsonschema, and the settings files of both with the
-# engine's own parsers (`canvass run --check-config`). Needs python3 (with venv and pip);
-# the checkers' venv lives under target/deploy-check, its packages pinned in
-# deploy/requirements-check.txt.
+# Validates the deployment files against their schemas, so that a broken one fails the test
+# command: the Kubernetes manifests (deploy/k8s) with kubernetes-validate (--strict: unknown
+# fields are errors too) and the compose file against the compose specification with
+# check-jsonschema, both with the schemas they bundle (no network once installed; the
+# settings inside are parsed by tests/deploy.rs). Needs python3 (with venv and pip) and, the
+# first time, PyPI; the checkers' venv lives under target/deploy-check, its packages pinned
+# in deploy/requirements-check.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=target/deploy-check

@@ -109,11 +109,12 @@ fn start_engine(args: &[String]) -> canvass_tests::KillOnDrop {
 
 /// Runs the engine until it has consumed everything and goes idle.
 ///
-/// A known gap of Tansu 0.6 (design.md): a member whose session lapsed while the broker
-/// stalled may never be given partitions again in that group. If the engine is still
-/// running after two minutes with its partitions revoked and not given back, it goes on in
-/// a group of its own (its offsets live in the data directory, so nothing is lost or
-/// applied twice); an engine that holds its partitions and does not end fails the test.
+/// A known gap of Tansu 0.6 (docs/ARCHITECTURE.md, "Broker gaps"): a member whose session
+/// lapsed while the broker stalled may never be given partitions again in that group. If
+/// the engine is still running after two minutes with its partitions revoked and not given
+/// back, it goes on in a group of its own (its offsets live in the data directory, so
+/// nothing is lost or applied twice); an engine that holds its partitions and does not end
+/// fails the test.
 fn run_engine_until_idle(args: &[String]) {
     let mut running = start_ready(args, true);
     let status = match canvass_tests::wait_within(&mut running.child, Duration::from_secs(120)) {
@@ -729,9 +730,9 @@ impl OwnBroker {
 impl OwnBroker {
     /// Waits at most `limit` for `child` to exit, restarting the broker (at most three
     /// times) whenever its storage task died since its last start: a gap of Tansu 0.6 with
-    /// sqlite (design.md: an idempotent producer that produced before the broker's restart
-    /// panics the storage task on its next produce, `lite.rs:503`, "more or less than one
-    /// row", and the broker then fails every request). The engine replaces a producer that
+    /// sqlite (docs/ARCHITECTURE.md, "Broker gaps": an idempotent producer that produced
+    /// before the broker's restart panics the storage task on its next produce,
+    /// `lite.rs:503`, "more or less than one row", and the broker then fails every request). The engine replaces a producer that
     /// keeps failing, so a broker started again serves it.
     fn wait_healthy_for(
         &self,
@@ -748,7 +749,7 @@ impl OwnBroker {
             if log.contains("panicked at") && restarts < 3 {
                 restarts += 1;
                 eprintln!(
-                    "the broker's storage task died (Tansu's gap, see design.md): starting the broker again"
+                    "the broker's storage task died (Tansu's gap, see docs/ARCHITECTURE.md, \"Broker gaps\"): starting the broker again"
                 );
                 self.down();
                 self.up();
@@ -849,8 +850,9 @@ fn the_engine_survives_a_broker_restart() {
     let status = match own.wait_healthy_for(&mut engine.child, Duration::from_secs(180)) {
         Some(status) => status,
         None => {
-            // A known gap of Tansu 0.6 (see design.md): after its own restart, a group may
-            // never rebalance again, so the engine waits for partitions it is never given.
+            // A known gap of Tansu 0.6 (docs/ARCHITECTURE.md, "Broker gaps"): after its own
+            // restart, a group may never rebalance again, so the engine waits for partitions
+            // it is never given.
             // The engine is not at fault then (its partitions were revoked and never given
             // back); a group of its own shows the state it left.
             assert!(
@@ -860,6 +862,8 @@ fn the_engine_survives_a_broker_restart() {
             eprintln!(
                 "the engine did not end within 3 minutes of the broker's restart: going on in a new group (Tansu's group gap)"
             );
+            engine.child.kill().unwrap();
+            engine.child.wait().unwrap();
             let config = topics.config(own.home.path(), &broker, &unique("restart-again"));
             canvass_tests::must_end(
                 &mut start_ready(&engine_args(&data, &config, "event"), true).child,

@@ -92,7 +92,7 @@ pub fn broker() -> Broker {
 /// Held by a test that runs engines it kills, pauses or restarts, or several at once: such
 /// tests take one at a time the two cores they share with the broker, so that a member
 /// starved of CPU does not miss its session timeout and leave a group the broker may never
-/// rebalance again (a Tansu 0.6 gap, see design.md). Lighter tests run beside them.
+/// rebalance again (a Tansu 0.6 gap, see docs/ARCHITECTURE.md, "Broker gaps"). Lighter tests run beside them.
 pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
     HEAVY

@@ -126,6 +126,7 @@ impl Partitions {
             interrupted: None,
             owned: vec![true; n],
         };
+        engine.stores.set_owned(&engine.owned);
         engine.complete_journaled_commands()?;
         Ok(engine)
     }
@@ -160,7 +161,11 @@ impl Partitions {
     fn prune_journal(&mut self) -> Result<()> {
         let marks = self.commit_marks();
         self.wait_durable(&marks)?;
-        let held = self.offset(COMMAND_JOURNAL)?.unwrap_or(0);
+        // Over every partition, owned or not: none may lose a command it lacks.
+        let mut held = u64::MAX;
+        for p in 0..self.parts.len() {
+            held = held.min(self.stored_offset(p, COMMAND_JOURNAL)?.unwrap_or(0));
+        }
         Ok(self.stores.partition(0).prune_journal(held)?)
     }
 
@@ -398,6 +403,30 @@ impl Partitions {
         journal: bool,
         wall_now: UnixMillis,
     ) -> Result<BatchReport> {
+        if journal && self.owned.contains(&false) {
+            // A command without a position of its own must reach every partition, and some
+            // are another engine's: refused before it is journaled (the control topic, which
+            // every engine reads, is the way for it).
+            let layout = self.layout();
+            let outcomes = inputs
+                .iter()
+                .map(|(_, input)| Outcome::Elsewhere {
+                    partition: match &input.incoming {
+                        Incoming::Record(r) => match &r.input {
+                            Some(v1::ingest_record::Input::Command(c)) => {
+                                Placement::home_of(&layout, c)
+                            }
+                            _ => 0,
+                        },
+                        _ => 0,
+                    },
+                })
+                .collect();
+            return Ok(BatchReport {
+                outcomes,
+                ..BatchReport::default()
+            });
+        }
         if journal {
             self.prune_journal()?;
             self.journal_commands(&mut inputs, wall_now)?;

@@ -1020,3 +1020,57 @@ fn a_bad_command_is_a_dead_letter_once_whatever_the_partitions() {
     let parked: u64 = stores.iter().map(|s| s.dead_letter_count().unwrap()).sum();
     assert_eq!(parked, 2, "each parked once, not once per partition");
 }
+
+/// An engine that owns some partitions only (one of several engines of a group): an event
+/// about a contact of another partition is answered `Elsewhere` and logged nowhere; a
+/// command without a position of its own (gRPC) is refused before it is journaled, since it
+/// must reach every partition; a command with a position goes to the owned partitions only,
+/// and a partition taken on later gets it when the source is read again.
+#[test]
+fn a_partition_another_engine_owns_takes_nothing_here() {
+    use canvass_engine::{Partitions, durable::Outcome};
+    use canvass_store::Stores;
+
+    let (layout, wanted) = three_partitions();
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path(), wanted, &StoreOptions::default()).unwrap();
+    let mut engine = Partitions::open(stores.clone(), options(), 1).unwrap();
+    engine.set_owned([0]);
+    assert!(engine.owns(0) && !engine.owns(1) && stores.owns(0) && !stores.owns(2));
+
+    let lines = stream(None);
+    let spec = lines.iter().find(|l| l.contains("\"putSpec\"")).unwrap();
+    let refused = engine.ingest(vec![record(spec)], UnixMillis(0)).unwrap();
+    assert!(
+        matches!(refused.outcomes[0], Outcome::Elsewhere { .. }),
+        "{:?}",
+        refused.outcomes
+    );
+    assert!(
+        stores.partition(0).journal_from(0).unwrap().is_empty(),
+        "refused before it is journaled"
+    );
+
+    let contact = (0..)
+        .map(|i| format!("c-{i}"))
+        .find(|id| layout.partition_of(id) == 1)
+        .unwrap();
+    let event = record(&format!(
+        r#"{{"event": {{"id": "e-1", "type": "email.opened", "contactId": "{contact}", "occurredAt": "2026-03-03T10:00:00Z"}}}}"#
+    ));
+    let report = engine.ingest(vec![event], UnixMillis(0)).unwrap();
+    assert_eq!(report.outcomes, [Outcome::Elsewhere { partition: 1 }]);
+
+    let commands = from_source("kafka:control/0", std::slice::from_ref(spec));
+    engine.ingest(commands.clone(), UnixMillis(0)).unwrap();
+    let logged: Vec<u64> = stores.iter().map(|s| s.last_seq().unwrap()).collect();
+    assert_eq!(logged, [1, 0, 0], "the owned partition only");
+    engine.set_owned([0, 1]);
+    engine.ingest(commands, UnixMillis(0)).unwrap();
+    let logged: Vec<u64> = stores.iter().map(|s| s.last_seq().unwrap()).collect();
+    assert_eq!(
+        logged,
+        [1, 1, 0],
+        "partition 1 takes it, partition 0 holds it already"
+    );
+}

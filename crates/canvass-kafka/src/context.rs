@@ -172,6 +172,9 @@ impl State {
 
     pub(crate) fn on_assign(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
         self.report.rebalances += 1;
+        // Commands read before the assignment go to the partitions owned before it: a new
+        // partition takes the control topic in its order, from its own offset.
+        self.commit_pending()?;
         let mut owned = self.engine.owned();
         for mut elem in tpl.elements() {
             let name = codec::source_name(elem.topic(), elem.partition());

@@ -54,6 +54,16 @@ impl ControlReader {
         Ok(())
     }
 
+    /// The next offset the reader will hand out, once it has handed out one since it was
+    /// placed (librdkafka's position: past control markers too).
+    fn position(&self) -> Option<i64> {
+        let tpl = self.consumer.position().ok()?;
+        match tpl.find_partition(&self.topic, 0)?.offset() {
+            Offset::Offset(n) if self.placed_at.is_some_and(|placed| n > placed) => Some(n),
+            _ => None,
+        }
+    }
+
     /// The control topic's end now.
     fn end(&self) -> Result<i64, KafkaError> {
         let (_, high) = self
@@ -88,6 +98,10 @@ pub(crate) fn catch_up(
             return;
         }
     }
+    // The reader's own position also tells: past the last record there may be markers
+    // (a transactional producer's) that no partition stores an offset for. Everything the
+    // reader consumed was committed before this call.
+    let read_to = reader.position();
     let mut caught_up = Vec::new();
     let targets: Vec<(u32, i64)> = state
         .catching_up
@@ -96,7 +110,10 @@ pub(crate) fn catch_up(
         .collect();
     for (p, target) in targets {
         match state.engine.partition_offset(p, &source) {
-            Ok(held) if held.unwrap_or(0) >= u64::try_from(target).unwrap_or(0) => {
+            Ok(held)
+                if held.unwrap_or(0) >= u64::try_from(target).unwrap_or(0)
+                    || read_to.is_some_and(|r| r >= target) =>
+            {
                 caught_up.push(p);
             }
             Ok(_) => {}
@@ -146,7 +163,9 @@ fn target_new(
     if state.catching_up.values().all(Option::is_some) {
         return Ok(());
     }
-    let end = reader.end()?;
+    // Placed first, before anything can fail: the next control record read must be the one
+    // after what the lowest owned partition holds, never a later one (a partition applies
+    // the control topic in its order).
     let lowest = state
         .engine
         .offset(source)?
@@ -161,6 +180,7 @@ fn target_new(
         state.next.insert((reader.topic.clone(), 0), lowest);
         tracing::info!(offset = lowest, "control topic: reading from the offset");
     }
+    let end = reader.end()?;
     for target in state.catching_up.values_mut() {
         target.get_or_insert(end);
     }

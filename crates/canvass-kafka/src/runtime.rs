@@ -162,7 +162,6 @@ pub fn run(
     let mut last_activity = (0, 0, 0);
     loop {
         let consumed = gather(&control.consumer, &consumer, config);
-        crate::control::catch_up(&mut control, &consumer, config);
         if let Some(intake) = intake {
             let mut state = consumer.context().lock();
             let State {
@@ -189,6 +188,11 @@ pub fn run(
         if consumed > 0 {
             last_input = Instant::now();
         }
+        // The control reader's partition joins `owned` only once it is placed: ends read
+        // before then lack it.
+        if ends_known && owned.keys().any(|k| !ends.contains_key(k)) {
+            ends_known = false;
+        }
         if options.exit_when_caught_up && !ends_known {
             // Retried at the next turn if the broker does not answer.
             match end_offsets(&consumer, &owned) {
@@ -213,6 +217,9 @@ pub fn run(
             }
             std::mem::take(&mut state.to_commit)
         };
+        // After the commit, so that the control records read so far are applied: a partition
+        // catching up is judged on what it holds.
+        crate::control::catch_up(&mut control, &consumer, config);
         progress.note(&commits, &consumer.context().lock().report);
         commit_to_kafka(&consumer, &commits);
 

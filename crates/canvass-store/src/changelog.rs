@@ -34,18 +34,20 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Keeps a commit's writes for shipping, if asked to.
-    pub(crate) fn note_for_shipping(&self, first_seq: u64, last_seq: u64, writes: &[Write]) {
+    /// Whether commits are kept for shipping.
+    pub(crate) fn shipping(&self) -> bool {
+        lock(&self.shared.unshipped).is_some()
+    }
+
+    /// Keeps a commit's writes, once written, for shipping (if asked to).
+    pub(crate) fn note_for_shipping(&self, first_seq: u64, last_seq: u64, writes: Vec<Write>) {
         if let Some(kept) = lock(&self.shared.unshipped).as_mut() {
             kept.push(v1::CommitFrame {
                 first_seq,
                 last_seq,
                 writes: writes
-                    .iter()
-                    .map(|(key, value)| v1::StoreWrite {
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
+                    .into_iter()
+                    .map(|(key, value)| v1::StoreWrite { key, value })
                     .collect(),
             });
         }

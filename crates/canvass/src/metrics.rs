@@ -222,6 +222,14 @@ fn sample(stores: &Stores, first_seen: &mut FirstSeen, count_timers: bool) -> an
     let now = Instant::now();
     for (p, store) in stores.iter().enumerate() {
         let partition = p.to_string();
+        if !stores.owns(p as u32) {
+            // Another engine's now: what this one holds of it is no level of its own.
+            first_seen[p].clear();
+            metrics::gauge!(OUTBOX, "partition" => partition.clone()).set(0.0);
+            metrics::gauge!(OUTBOX_AGE, "partition" => partition.clone()).set(0.0);
+            metrics::gauge!(TIMERS, "partition" => partition).set(0.0);
+            continue;
+        }
         let queued = store.outbox_positions()?;
         metrics::gauge!(OUTBOX, "partition" => partition.clone()).set(queued.len() as f64);
         // Every queued action's first sighting is kept, so the age of the oldest is right

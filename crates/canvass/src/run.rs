@@ -398,6 +398,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // On Kafka the group decides what the engine owns: nothing until it assigns partitions,
+    // so neither the delivery nor the gRPC API acts on a partition another engine may own.
+    if kafka {
+        engine.set_owned([]);
+    }
+
     // A stop signal is graceful in every mode: the batch in hand is committed, the
     // projections checkpointed, and the summary logged.
     let stop = Arc::new(AtomicBool::new(false));
