@@ -375,21 +375,9 @@ fn file_run_on_four_partitions(
     let input = dir.join("stream.jsonl");
     std::fs::write(&input, stream).unwrap();
     let actions_file = dir.join("actions.jsonl");
-    let run = canvass_tests::canvass(&[
-        "run",
-        "--data",
-        data.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--actions",
-        actions_file.to_str().unwrap(),
-        "--clock",
-        "event",
-        "--max-lead-hours",
-        "0",
-        "--partitions",
-        "4",
-    ]);
+    let mut args = canvass_tests::event_clock_run(&data, &input, &actions_file);
+    args.extend(["--max-lead-hours", "0", "--partitions", "4"].map(String::from));
+    let run = canvass_tests::canvass(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(run.status.success(), "{}", canvass_tests::stderr(&run));
     let actions = std::fs::read_to_string(&actions_file)
         .unwrap()
