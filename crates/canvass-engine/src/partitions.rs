@@ -411,15 +411,7 @@ impl Partitions {
             let outcomes = inputs
                 .iter()
                 .map(|(_, input)| Outcome::Elsewhere {
-                    partition: match &input.incoming {
-                        Incoming::Record(r) => match &r.input {
-                            Some(v1::ingest_record::Input::Command(c)) => {
-                                Placement::home_of(&layout, c)
-                            }
-                            _ => 0,
-                        },
-                        _ => 0,
-                    },
+                    partition: home_of(&layout, &input.incoming),
                 })
                 .collect();
             return Ok(BatchReport {
@@ -470,19 +462,12 @@ impl Partitions {
                     }
                 }
                 Route::All => {
-                    let home = match &input.incoming {
-                        Incoming::Record(r) => match &r.input {
-                            Some(v1::ingest_record::Input::Command(c)) => {
-                                Placement::home_of(&layout, c) as usize
-                            }
-                            _ => 0,
-                        },
-                        _ => 0,
-                    };
+                    let home = home_of(&layout, &input.incoming);
                     if !self.owned.contains(&true) {
                         // No partition here to apply it to (the group has not assigned any).
-                        elsewhere.insert(slots.len(), home as u32);
+                        elsewhere.insert(slots.len(), home);
                     }
+                    let home = home as usize;
                     for (p, theirs) in per.iter_mut().enumerate() {
                         if !self.owned[p] || self.holds(p, input.position.as_ref())? {
                             continue;
@@ -796,6 +781,18 @@ fn each_parallel<T: Send, R: Send>(
         .into_iter()
         .map(|r| r.expect("every job ran"))
         .collect()
+}
+
+/// The partition that parks a command's refusal and tells its result (its campaign's, see
+/// [`Placement::home_of`]); partition 0 for anything else.
+fn home_of(layout: &Layout, incoming: &Incoming) -> u32 {
+    match incoming {
+        Incoming::Record(r) => match &r.input {
+            Some(v1::ingest_record::Input::Command(c)) => Placement::home_of(layout, c),
+            _ => 0,
+        },
+        _ => 0,
+    }
 }
 
 /// Splits acknowledgements among the partitions of the contacts they concern.
