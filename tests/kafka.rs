@@ -1639,11 +1639,12 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
     // without a contact (keyless, so on a random partition) are left out.
     let mut p = phases(&topics, 1);
     p.events.retain(|e| e.key.is_some());
-    let mut control_end = 0;
+    // Each partition's end, counted from the broker's acknowledgements.
+    let mut ends = vec![0; 4];
     for phase in [&p.commands, &p.contacts, &p.launch, &p.events] {
-        broker.produce_placed(phase, "murmur2_random");
+        let placed = broker.produce_placed(phase, "murmur2_random");
         if phase[0].topic == topics.control {
-            control_end += i64::try_from(phase.len()).unwrap();
+            let control_end = placed.iter().map(|&(_, offset)| offset + 1).max().unwrap();
             wait_members(&mut members, "both engines to apply the commands", |m| {
                 m.iter().all(|m| {
                     m.assigned
@@ -1652,7 +1653,7 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
                 })
             });
         } else {
-            let ends = broker.ends(&topics.touchpoints, 4);
+            Broker::ends_after(&mut ends, &placed);
             wait_members(&mut members, "the owners to apply the touchpoints", |m| {
                 (0..4).all(|p| {
                     owner_of(m, p)
@@ -1662,6 +1663,21 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
         }
     }
     let owners: Vec<usize> = (0..4).map(|p| owner_of(&members, p).unwrap()).collect();
+    // Actions go out beside the loop: each owner's outbox must be seen empty by a sample
+    // begun after its last input (the sample running at the first scrape may predate it).
+    let samples = |m: &Member| {
+        let (scrape, _) = canvass_tests::scrape(m.running.metrics.as_deref().unwrap());
+        let taken = canvass_tests::sample(&scrape, "canvass_metrics_samples_total", &[]);
+        let queued = canvass_tests::sample_sum(&scrape, "canvass_outbox_actions", &[]);
+        (taken.unwrap_or(0.0), queued)
+    };
+    let before: Vec<f64> = members.iter().map(|m| samples(m).0).collect();
+    wait_members(&mut members, "every outbox to be sampled empty", |m| {
+        m.iter().zip(&before).all(|(m, &before)| {
+            let (taken, queued) = samples(m);
+            taken >= before + 2.0 && queued == 0.0
+        })
+    });
     // Operators see the split in each engine's metrics.
     for (i, m) in members.iter().enumerate() {
         let (scrape, text) = canvass_tests::scrape(m.running.metrics.as_deref().unwrap());
@@ -1724,10 +1740,14 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
         let owner = &engines[owners[part as usize]];
         let other = &engines[1 - owners[part as usize]];
         enrolled += owner.partition(part).contact_ids(0).count();
-        assert_eq!(
-            without_offsets(owner.partition(part)),
-            without_offsets(file.partition(part)),
-            "partition {part}: its owner's state and the file run's"
+        let difference = canvass_tests::dump_difference(
+            &without_offsets(owner.partition(part)),
+            &without_offsets(file.partition(part)),
+        );
+        assert!(
+            difference.is_none(),
+            "partition {part} (owners {owners:?}): its owner's state (left) and the file run's (right): {}",
+            difference.unwrap_or_default()
         );
         assert_eq!(
             other.partition(part).last_seq().unwrap(),

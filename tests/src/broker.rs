@@ -150,6 +150,15 @@ impl Broker {
         self.produce_placed(records, "consistent_random");
     }
 
+    /// Moves `ends` (the end offset of each partition, in partition order) past every
+    /// record `placed` reports (what [`Broker::produce_placed`] returns).
+    pub fn ends_after(ends: &mut [i64], placed: &[(i32, i64)]) {
+        for &(partition, offset) in placed {
+            let end = &mut ends[usize::try_from(partition).expect("a partition")];
+            *end = (*end).max(offset + 1);
+        }
+    }
+
     /// Produces one record to partition `partition`, whatever its key.
     ///
     /// # Panics
@@ -167,11 +176,12 @@ impl Broker {
     }
 
     /// Produces records with librdkafka's `partitioner` (e.g. `murmur2_random`, the Java
-    /// client's choice for keyed records) and waits until the broker acknowledged all.
+    /// client's choice for keyed records) and waits until the broker acknowledged all: the
+    /// partition and offset of each, in order.
     ///
     /// # Panics
     /// If a record is not acknowledged.
-    pub fn produce_placed(&self, records: &[Produce], partitioner: &str) {
+    pub fn produce_placed(&self, records: &[Produce], partitioner: &str) -> Vec<(i32, i64)> {
         let producer: FutureProducer = self
             .config()
             .set("enable.idempotence", "true")
@@ -199,9 +209,13 @@ impl Broker {
             }
             deliveries.push(producer.send_result(record).expect("queued"));
         }
-        for d in futures::executor::block_on(futures::future::join_all(deliveries)) {
-            d.expect("delivery future").expect("acknowledged");
-        }
+        futures::executor::block_on(futures::future::join_all(deliveries))
+            .into_iter()
+            .map(|d| {
+                let delivery = d.expect("delivery future").expect("acknowledged");
+                (delivery.partition, delivery.offset)
+            })
+            .collect()
     }
 
     /// The end offset of each of `topic`'s `partitions` partitions, in partition order.

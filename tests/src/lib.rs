@@ -701,3 +701,37 @@ pub fn sample_sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
 }
+
+/// Where two projection dumps differ, readably (the first few keys only in one, or with
+/// another value); `None` when they are the same.
+#[must_use]
+pub fn dump_difference(
+    left: &[(Vec<u8>, Vec<u8>)],
+    right: &[(Vec<u8>, Vec<u8>)],
+) -> Option<String> {
+    let left: std::collections::BTreeMap<_, _> = left.iter().cloned().collect();
+    let right: std::collections::BTreeMap<_, _> = right.iter().cloned().collect();
+    let shown = |bytes: &[u8]| bytes.escape_ascii().to_string();
+    let mut lines = Vec::new();
+    for (key, value) in &left {
+        match right.get(key) {
+            None => lines.push(format!("only left:  {}", shown(key))),
+            Some(other) if other != value => lines.push(format!(
+                "differs:    {}\n  left:  {}\n  right: {}",
+                shown(key),
+                shown(value),
+                shown(other)
+            )),
+            Some(_) => {}
+        }
+    }
+    lines.extend(
+        right
+            .keys()
+            .filter(|k| !left.contains_key(*k))
+            .map(|k| format!("only right: {}", shown(k))),
+    );
+    let total = lines.len();
+    lines.truncate(8);
+    (total > 0).then(|| format!("{total} keys differ:\n{}", lines.join("\n")))
+}
