@@ -74,6 +74,19 @@ fn the_settings_parse_and_the_compose_and_kubernetes_copies_agree() {
     ] {
         assert_eq!(a, b, "{field}: compose and Kubernetes");
     }
+    // Several engines share the partitions: each partition's state must follow it.
+    assert!(
+        compose_kafka.topics.changelog.is_some(),
+        "config/kafka.toml: a changelog topic"
+    );
+    assert_eq!(
+        compose_kafka.topics.changelog, k8s_kafka.topics.changelog,
+        "topics.changelog: compose and Kubernetes"
+    );
+    assert_eq!(
+        compose_kafka.topics.audit, k8s_kafka.topics.audit,
+        "topics.audit: compose and Kubernetes"
+    );
     assert!(compose_kafka.metrics_addr.is_some() && k8s_kafka.metrics_addr.is_some());
 
     for (text, what) in [

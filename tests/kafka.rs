@@ -27,6 +27,8 @@ struct Topics {
     actions: String,
     audit: String,
     dead_letters: String,
+    /// Only for the tests of partitions moving between engines.
+    changelog: Option<String>,
 }
 
 impl Topics {
@@ -38,6 +40,7 @@ impl Topics {
             actions: name("actions"),
             audit: name("audit"),
             dead_letters: name("dlq"),
+            changelog: None,
         };
         broker.create_topic(&topics.touchpoints, touchpoint_partitions);
         broker.create_topic(&topics.control, 1);
@@ -45,6 +48,14 @@ impl Topics {
         broker.create_topic(&topics.audit, 1);
         broker.create_topic(&topics.dead_letters, 1);
         topics
+    }
+
+    /// The same topics and a changelog of `partitions` partitions.
+    fn with_changelog(mut self, broker: &Broker, partitions: i32) -> Self {
+        let name = unique(&format!("{}.changelog", self.touchpoints));
+        broker.create_topic(&name, partitions);
+        self.changelog = Some(name);
+        self
     }
 
     /// A settings file for the engine.
@@ -64,7 +75,7 @@ control = "{}"
 actions = "{}"
 audit = "{}"
 dead_letters = "{}"
-
+{}
 [consumer]
 # A killed engine's membership lapses quickly, so that its restart is assigned soon (the
 # broker waits up to the rebalance timeout, max.poll.interval.ms, for a member to rejoin).
@@ -77,7 +88,11 @@ dead_letters = "{}"
             self.control,
             self.actions,
             self.audit,
-            self.dead_letters
+            self.dead_letters,
+            self.changelog
+                .as_ref()
+                .map(|c| format!("changelog = \"{c}\"\n"))
+                .unwrap_or_default()
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -782,13 +797,17 @@ struct OwnRun {
     touchpoints: usize,
 }
 
-fn own_run(name: &str, configure: impl FnOnce(String) -> String) -> OwnRun {
+/// Sets up the reference stream on a broker of the test's own (with a changelog if asked).
+fn own_run(name: &str, changelog: bool, configure: impl FnOnce(String) -> String) -> OwnRun {
     // The suite's broker must be there (it installed tansu); the test runs one of its own.
     let _ = broker();
     let own = OwnBroker::start(tempfile::tempdir().unwrap());
     let home = own.home.path().to_path_buf();
     let broker = Broker::at(&format!("127.0.0.1:{}", own.port));
-    let topics = Topics::create(&broker, name, 1);
+    let mut topics = Topics::create(&broker, name, 1);
+    if changelog {
+        topics = topics.with_changelog(&broker, 1);
+    }
     let config = topics.config(&home, &broker, &unique(name));
     std::fs::write(
         &config,
@@ -813,6 +832,9 @@ fn own_run(name: &str, configure: impl FnOnce(String) -> String) -> OwnRun {
     }
 }
 
+/// The broker restarts mid-stream; the engine (shipping each commit to its changelog first,
+/// so its commits wait for the broker) goes on when it is back and ends with the reference
+/// outcome.
 #[test]
 fn the_engine_survives_a_broker_restart() {
     let _heavy = canvass_tests::broker::heavy();
@@ -825,7 +847,7 @@ fn the_engine_survives_a_broker_restart() {
         copies,
         touchpoints,
         ..
-    } = own_run("restart", |text| text);
+    } = own_run("restart", true, |text| text);
     let mut engine = start_ready(&args, true);
     assert!(
         engine.wait_for_event("progress", Duration::from_secs(120)),
@@ -890,7 +912,7 @@ fn a_stop_while_the_broker_is_away_ends_within_the_shutdown_timeout() {
         args,
         copies,
         ..
-    } = own_run("away", |text| {
+    } = own_run("away", false, |text| {
         let text = text.replace("publish_timeout_ms = 5000", "publish_timeout_ms = 120000");
         format!("shutdown_timeout_ms = 3000\n{text}")
     });
@@ -1421,6 +1443,7 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
         actions: name("actions"),
         audit: name("audit"),
         dead_letters: name("dlq"),
+        changelog: Some(name("changelog")),
     };
     let config = topics.config(dir.path(), &broker, &unique("cli"));
     let config_arg = config.to_str().unwrap();
@@ -1436,11 +1459,18 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
         canvass_tests::stderr(&created)
     );
     let said = canvass_tests::stdout(&created);
-    assert_eq!(said.matches("created ").count(), 5, "{said}");
+    assert_eq!(said.matches("created ").count(), 6, "{said}");
     assert!(
         said.contains(&format!("created {}: control", topics.control))
             && said.contains("retention.ms=-1"),
         "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "created {}: changelog",
+            topics.changelog.as_deref().unwrap()
+        )),
+        "the changelog, with as many partitions as the touchpoints: {said}"
     );
     let again = kafka(&["create-topics"]);
     assert_eq!(again.status.code(), Some(2));
@@ -1448,7 +1478,7 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
         canvass_tests::stdout(&again)
             .matches("not created ")
             .count(),
-        5
+        6
     );
     // A set-up step that runs at every start leaves existing topics as they are.
     let once_more = kafka(&["create-topics", "--if-missing"]);
@@ -1459,7 +1489,7 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
     );
     assert_eq!(
         canvass_tests::stdout(&once_more).matches("exists ").count(),
-        5,
+        6,
         "{}",
         canvass_tests::stdout(&once_more)
     );
@@ -1525,6 +1555,8 @@ struct Member {
     running: canvass_tests::Running,
     assigned: BTreeSet<i32>,
     positions: BTreeMap<String, i64>,
+    /// Frames restored from the changelog, by partition, as the engine logged them.
+    restored: BTreeMap<i32, u64>,
 }
 
 impl Member {
@@ -1533,6 +1565,7 @@ impl Member {
             running: start_ready(args, true),
             assigned: BTreeSet::new(),
             positions: BTreeMap::new(),
+            restored: BTreeMap::new(),
         }
     }
 
@@ -1553,6 +1586,15 @@ impl Member {
             } else if message.starts_with("revoked") {
                 if let Some(p) = partition() {
                     self.assigned.remove(&p);
+                }
+            } else if message == "restored from the changelog" {
+                if let (Some(p), Some(frames)) = (
+                    fields["partition"]
+                        .as_i64()
+                        .and_then(|p| i32::try_from(p).ok()),
+                    fields["frames"].as_u64(),
+                ) {
+                    *self.restored.entry(p).or_default() += frames;
                 }
             } else if message == "progress" {
                 for at in fields["positions"].as_str().unwrap_or_default().split(' ') {
@@ -1593,6 +1635,53 @@ fn wait_members(members: &mut [Member], what: &str, done: impl Fn(&[Member]) -> 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until each member's outbox is sampled empty. Actions go out beside the loop: the
+/// sample must have begun after the member's last input (the one running at the first scrape
+/// may predate it).
+fn wait_outboxes_sampled_empty(members: &mut [Member]) {
+    let samples = |m: &Member| {
+        let (scrape, _) = canvass_tests::scrape(m.running.metrics.as_deref().unwrap());
+        let taken = canvass_tests::sample(&scrape, "canvass_metrics_samples_total", &[]);
+        let queued = canvass_tests::sample_sum(&scrape, "canvass_outbox_actions", &[]);
+        (taken.unwrap_or(0.0), queued)
+    };
+    let before: Vec<f64> = members.iter().map(|m| samples(m).0).collect();
+    wait_members(members, "every outbox to be sampled empty", |m| {
+        m.iter().zip(&before).all(|(m, &before)| {
+            let (taken, queued) = samples(m);
+            taken >= before + 2.0 && queued == 0.0
+        })
+    });
+}
+
+/// The lines of `stream` a keyed Kafka run has: events without a contact (keyless, so on a
+/// random partition) are left out.
+fn keyed_lines(stream: &str) -> String {
+    let mut lines = Vec::new();
+    for line in stream.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let keep = v.get("command").is_some()
+            || v.get("contact").is_some()
+            || v["event"]["contactId"].is_string();
+        if keep {
+            lines.push(line);
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+/// A partition's projections without its stored offsets (their keys name the topics).
+fn without_offsets(store: &canvass_store::Store) -> Vec<KeyValue> {
+    store
+        .projection_dump()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k[0] != b'S')
+        .collect()
 }
 
 /// Two engines in one group, each with its own data directory, split a four-partition
@@ -1663,21 +1752,7 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
         }
     }
     let owners: Vec<usize> = (0..4).map(|p| owner_of(&members, p).unwrap()).collect();
-    // Actions go out beside the loop: each owner's outbox must be seen empty by a sample
-    // begun after its last input (the sample running at the first scrape may predate it).
-    let samples = |m: &Member| {
-        let (scrape, _) = canvass_tests::scrape(m.running.metrics.as_deref().unwrap());
-        let taken = canvass_tests::sample(&scrape, "canvass_metrics_samples_total", &[]);
-        let queued = canvass_tests::sample_sum(&scrape, "canvass_outbox_actions", &[]);
-        (taken.unwrap_or(0.0), queued)
-    };
-    let before: Vec<f64> = members.iter().map(|m| samples(m).0).collect();
-    wait_members(&mut members, "every outbox to be sampled empty", |m| {
-        m.iter().zip(&before).all(|(m, &before)| {
-            let (taken, queued) = samples(m);
-            taken >= before + 2.0 && queued == 0.0
-        })
-    });
+    wait_outboxes_sampled_empty(&mut members);
     // Operators see the split in each engine's metrics.
     for (i, m) in members.iter().enumerate() {
         let (scrape, text) = canvass_tests::scrape(m.running.metrics.as_deref().unwrap());
@@ -1706,35 +1781,14 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
     assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
 
     // The same inputs from a file, on four partitions.
-    let mut lines = Vec::new();
-    let whole = reference_stream(1);
-    for line in whole.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let keep = v.get("command").is_some()
-            || v.get("contact").is_some()
-            || v["event"]["contactId"].is_string();
-        if keep {
-            lines.push(line);
-        }
-    }
     let (file_data, from_file) =
-        file_run_on_four_partitions(dir.path(), &(lines.join("\n") + "\n"));
+        file_run_on_four_partitions(dir.path(), &keyed_lines(&reference_stream(1)));
 
     let file = canvass_tests::stores(&file_data);
     let engines = [
         canvass_tests::stores(dir.path().join("a")),
         canvass_tests::stores(dir.path().join("b")),
     ];
-    let without_offsets = |store: &canvass_store::Store| -> Vec<KeyValue> {
-        store
-            .projection_dump()
-            .unwrap()
-            .into_iter()
-            .filter(|(k, _)| k[0] != b'S')
-            .collect()
-    };
     let mut enrolled = 0;
     for part in 0..4u32 {
         let owner = &engines[owners[part as usize]];
@@ -1762,5 +1816,157 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
     assert_eq!(
         from_kafka, from_file,
         "two engines on Kafka and one file run"
+    );
+}
+
+/// Every action of a run on Kafka where partitions moved: each key once or more (an action in
+/// flight when its partition moved goes out again), never two contents under one key.
+fn published_at_least_once(broker: &Broker, topics: &Topics) -> BTreeMap<String, v1::Action> {
+    let mut by_key: BTreeMap<String, v1::Action> = BTreeMap::new();
+    for r in broker.read_all(&topics.actions) {
+        let a: v1::Action = json::from_str(&r.text()).unwrap();
+        if let Some(before) = by_key.get(&a.idempotency_key) {
+            assert_eq!(before, &a, "two different actions under one key");
+        }
+        by_key.insert(a.idempotency_key.clone(), a);
+    }
+    by_key
+}
+
+/// Scale 1 -> 2 -> 1 mid-stream, each engine with its own data directory: the partitions the
+/// second engine is given come with their state from the changelog (shipped by the first),
+/// and when the first stops, the second takes the rest the same way. At the end the second
+/// engine alone holds every partition exactly as a file run on four partitions does, and
+/// every action of that run was published, with its content.
+#[test]
+fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
+    let _heavy = canvass_tests::broker::heavy();
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "handoff", 4).with_changelog(&broker, 4);
+    let config = topics.config(dir.path(), &broker, &unique("handoff"));
+    let follow = |name: &str| -> Vec<String> {
+        let data = dir.path().join(name);
+        let mut args: Vec<String> = engine_args(&data, &config, "event")
+            .into_iter()
+            .filter(|a| a != "--exit-when-caught-up")
+            .collect();
+        args.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
+        args
+    };
+    let mut members = vec![Member::start(&follow("a"))];
+    wait_members(
+        &mut members,
+        "the first engine to take every partition",
+        |m| m[0].assigned.len() == 4,
+    );
+
+    let mut p = phases(&topics, 1);
+    p.events.retain(|e| e.key.is_some());
+    let third = p.events.len() / 3;
+    let events_late = p.events.split_off(2 * third);
+    let events_middle = p.events.split_off(third);
+    let events_early = std::mem::take(&mut p.events);
+    let mut ends = vec![0; 4];
+    let owner_of =
+        |members: &[Member], p: i32| members.iter().position(|m| m.assigned.contains(&p));
+    let mut feed = |members: &mut Vec<Member>, phase: &[Produce]| {
+        let placed = broker.produce_placed(phase, "murmur2_random");
+        if phase[0].topic == topics.control {
+            let control_end = placed.iter().map(|&(_, offset)| offset + 1).max().unwrap();
+            wait_members(members, "every engine to apply the commands", |m| {
+                m.iter()
+                    .all(|m| m.assigned.is_empty() || m.holds(&topics.control, 0, control_end))
+            });
+        } else {
+            Broker::ends_after(&mut ends, &placed);
+            wait_members(members, "the owners to apply the touchpoints", |m| {
+                (0..4).all(|p| {
+                    owner_of(m, p)
+                        .is_some_and(|o| m[o].holds(&topics.touchpoints, p, ends[p as usize]))
+                })
+            });
+        }
+    };
+    for phase in [&p.commands, &p.contacts, &p.launch, &events_early] {
+        feed(&mut members, phase);
+    }
+
+    // 1 -> 2: the second engine, with nothing of its own, is given some partitions.
+    members.push(Member::start(&follow("b")));
+    wait_members(
+        &mut members,
+        "the two engines to split the partitions",
+        |m| {
+            !m[0].assigned.is_empty()
+                && !m[1].assigned.is_empty()
+                && m[0].assigned.is_disjoint(&m[1].assigned)
+                && m[0].assigned.len() + m[1].assigned.len() == 4
+        },
+    );
+    let given: BTreeSet<i32> = members[1].assigned.clone();
+    assert!(
+        given.iter().all(|p| members[1].restored.contains_key(p)),
+        "the second engine restored each partition it was given from the changelog: given {given:?}, restored {:?}",
+        members[1].restored
+    );
+    feed(&mut members, &events_middle);
+
+    // 2 -> 1: the first engine stops; the second takes the rest.
+    let mut first = members.remove(0);
+    assert!(
+        first
+            .running
+            .child
+            .terminate_within(Duration::from_secs(60))
+            .is_some_and(|s| s.success()),
+        "the first engine did not stop cleanly"
+    );
+    wait_members(
+        &mut members,
+        "the second engine to take every partition",
+        |m| m[0].assigned.len() == 4,
+    );
+    assert!(
+        (0..4).all(|p| members[0].restored.contains_key(&p)),
+        "every partition came to the second engine through the changelog: {:?}",
+        members[0].restored
+    );
+    feed(&mut members, &events_late);
+    wait_outboxes_sampled_empty(&mut members);
+    for m in &mut members {
+        assert!(
+            m.running
+                .child
+                .terminate_within(Duration::from_secs(60))
+                .is_some_and(|s| s.success()),
+            "the second engine did not stop cleanly"
+        );
+    }
+
+    let (file_data, from_file) =
+        file_run_on_four_partitions(dir.path(), &keyed_lines(&reference_stream(1)));
+    let file = canvass_tests::stores(&file_data);
+    let last = canvass_tests::stores(dir.path().join("b"));
+    for part in 0..4u32 {
+        let difference = canvass_tests::dump_difference(
+            &without_offsets(last.partition(part)),
+            &without_offsets(file.partition(part)),
+        );
+        assert!(
+            difference.is_none(),
+            "partition {part}: the last engine's state (left) and the file run's (right): {}",
+            difference.unwrap_or_default()
+        );
+    }
+    let from_kafka = published_at_least_once(&broker, &topics);
+    assert_eq!(
+        from_kafka.keys().collect::<Vec<_>>(),
+        from_file.keys().collect::<Vec<_>>(),
+        "the actions' keys on Kafka and in the file run"
+    );
+    assert_eq!(
+        from_kafka, from_file,
+        "the actions on Kafka and in the file run"
     );
 }

@@ -84,6 +84,8 @@ pub struct Partitions {
     /// several (on Kafka, those its consumer group assigned it). A partition it does not own
     /// takes no input, fires no timer and delivers nothing here: another engine owns it.
     owned: Vec<bool>,
+    /// What each partition's engine was opened with (see [`Partitions::reopen`]).
+    options: EngineOptions,
 }
 
 /// Where a partition's outcome for one input sits: (partition, index among its inputs).
@@ -118,6 +120,7 @@ impl Partitions {
         .collect::<Result<Vec<_>>>()?;
         let n = parts.len();
         let mut engine = Self {
+            options,
             offsets: vec![HashMap::new(); parts.len()],
             stores,
             parts,
@@ -218,6 +221,21 @@ impl Partitions {
         )
         .into_iter()
         .sum()
+    }
+
+    /// Opens partition `p`'s engine again from its store, once writes from elsewhere (its
+    /// changelog's frames) were applied to it: the log after what its projections hold is
+    /// applied, as after a crash, and what was cached of its offsets is read again.
+    ///
+    /// # Errors
+    /// Its store or log failed.
+    pub fn reopen(&mut self, p: u32) -> Result<()> {
+        let i = p as usize;
+        let store = self.parts[i].store().clone();
+        let placement = self.parts[i].placement();
+        self.parts[i] = Engine::open_partition(store, self.options.clone(), placement)?;
+        self.offsets[i].clear();
+        Ok(())
     }
 
     /// Sets the partitions this engine owns (see [`Partitions::owns`]); numbers beyond the
@@ -690,7 +708,14 @@ impl Partitions {
     /// # Errors
     /// A store error.
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.each_engine(|engine| engine.checkpoint()).map(|_| ())
+        // Every partition, owned or not: one another engine owns now still holds in memory
+        // what this one applied while it owned it, and the files must have it.
+        each_parallel(self.parts.iter().collect(), self.workers, |e: &Engine| {
+            e.checkpoint()
+        })
+        .into_iter()
+        .collect::<Result<Vec<()>>>()
+        .map(|_| ())
     }
 
     /// Runs `work` on every partition, on the worker threads; the results in partition

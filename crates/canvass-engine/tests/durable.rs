@@ -1074,3 +1074,33 @@ fn a_partition_another_engine_owns_takes_nothing_here() {
         "partition 1 takes it, partition 0 holds it already"
     );
 }
+
+/// A partition another engine took over still holds in memory what this engine applied
+/// while it owned it: a checkpoint (as at a clean stop) writes it to the files all the same.
+#[test]
+fn a_checkpoint_covers_the_partitions_another_engine_owns_now() {
+    use canvass_engine::Partitions;
+    use canvass_store::Stores;
+
+    let (_, wanted) = three_partitions();
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path(), wanted, &StoreOptions::default()).unwrap();
+    let mut engine = Partitions::open(stores.clone(), options(), 1).unwrap();
+    let lines = stream(None);
+    let spec = lines.iter().find(|l| l.contains("\"putSpec\"")).unwrap();
+    engine
+        .ingest(
+            from_source("kafka:control/0", std::slice::from_ref(spec)),
+            UnixMillis(0),
+        )
+        .unwrap();
+    assert!(stores.iter().all(|s| s.checkpoint_seq().unwrap() == 0));
+    engine.set_owned([0]);
+    engine.checkpoint().unwrap();
+    let checkpointed: Vec<u64> = stores.iter().map(|s| s.checkpoint_seq().unwrap()).collect();
+    assert_eq!(
+        checkpointed,
+        [1, 1, 1],
+        "every partition's projections in the files"
+    );
+}

@@ -81,6 +81,10 @@ pub(crate) fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message:
 }
 
 pub(crate) fn client_error(client: &str, error: &KafkaError, reason: &str) {
+    if matches!(error, KafkaError::PartitionEOF(_)) {
+        // Asked for (a restore reads to the end): news, not an error.
+        return;
+    }
     let key = format!("{client} {error}");
     if let Some(held_back) = throttle::WARNINGS.admit(&key, Instant::now()) {
         tracing::warn!(client, %error, held_back, "kafka: {reason}");

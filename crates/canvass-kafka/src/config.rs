@@ -62,6 +62,11 @@ pub struct Topics {
     pub audit: String,
     /// Records that could not be used, unchanged, with the reason in headers (written).
     pub dead_letters: String,
+    /// Each partition's commits, shipped before they are written, for the partition's next
+    /// owner (written and read; as many partitions as the touchpoints topic). Needed to run
+    /// several engines in one group: without it, a partition that moves starts from the new
+    /// owner's own copy (see docs/ARCHITECTURE.md, "Scale-out on Kafka").
+    pub changelog: Option<String>,
 }
 
 impl Default for Topics {
@@ -72,6 +77,7 @@ impl Default for Topics {
             actions: "canvass.actions".into(),
             audit: "canvass.audit".into(),
             dead_letters: "canvass.dead-letters".into(),
+            changelog: None,
         }
     }
 }
@@ -260,6 +266,9 @@ impl KafkaConfig {
                 "TOPIC_ACTIONS" => self.topics.actions = value,
                 "TOPIC_AUDIT" => self.topics.audit = value,
                 "TOPIC_DEAD_LETTERS" => self.topics.dead_letters = value,
+                "TOPIC_CHANGELOG" => {
+                    self.topics.changelog = Some(value).filter(|v| !v.trim().is_empty());
+                }
                 "METRICS_ADDR" => {
                     self.metrics_addr = Some(
                         value
@@ -309,13 +318,16 @@ impl KafkaConfig {
                 ),
             ));
         }
-        let topics = [
+        let mut topics = vec![
             ("topics.touchpoints", &self.topics.touchpoints),
             ("topics.control", &self.topics.control),
             ("topics.actions", &self.topics.actions),
             ("topics.audit", &self.topics.audit),
             ("topics.dead_letters", &self.topics.dead_letters),
         ];
+        if let Some(changelog) = &self.topics.changelog {
+            topics.push(("topics.changelog", changelog));
+        }
         for (i, (field, name)) in topics.iter().enumerate() {
             if !valid_topic(name) {
                 return Err(invalid(

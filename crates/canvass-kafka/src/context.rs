@@ -3,7 +3,7 @@
 //! its offset advanced).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Mutex, MutexGuard, PoisonError},
 };
 
@@ -21,6 +21,7 @@ use rdkafka::{
 };
 
 use crate::{
+    changelog::Changelog,
     codec::{self, RecordView, Role},
     config::KafkaConfig,
 };
@@ -64,11 +65,23 @@ pub(crate) struct State {
     pub(crate) held: Vec<(u32, Sourced)>,
     /// The control topic, whose offsets are never the group's.
     pub(crate) control: String,
+    /// Where the partitions' commits are shipped, and restored from on assignment.
+    pub(crate) changelog: Option<Changelog>,
+    /// Touchpoint partitions assigned whose changelog could not be applied: not served
+    /// here (their records are left for later, their lag grows) until assigned again.
+    pub(crate) unserved: BTreeSet<u32>,
 }
 
 impl State {
     pub(crate) fn accept(&mut self, record: &RecordView<'_>, config: &KafkaConfig) {
         self.report.records += 1;
+        if record.topic != self.control
+            && u32::try_from(record.partition).is_ok_and(|p| self.unserved.contains(&p))
+        {
+            // Not applied, never committed: read again once the partition is served.
+            self.report.skipped += 1;
+            return;
+        }
         let partition = (record.topic.to_string(), record.partition);
         let next = self.next.entry(partition).or_insert(0);
         if record.offset < *next {
@@ -181,9 +194,13 @@ impl State {
             let partition = u32::try_from(elem.partition()).unwrap_or(u32::MAX);
             // A Kafka partition the layout lacks is refused record by record (see `accept`).
             let p = partition.min(self.engine.layout().partitions - 1);
+            let in_layout = partition < self.engine.layout().partitions;
+            if in_layout && !self.restore(partition)? {
+                continue;
+            }
             // The record's own partition holds where its topic partition resumes.
             let stored = self.engine.partition_offset(p, &name)?;
-            if partition < self.engine.layout().partitions {
+            if in_layout {
                 owned.push(partition);
                 self.catching_up.insert(partition, None);
             }
@@ -210,6 +227,52 @@ impl State {
         Ok(())
     }
 
+    /// Gives partition `p`, newly assigned, what its changelog holds beyond its copy here,
+    /// before it takes any input; whether it can be served (if not, it is marked unserved,
+    /// with the reason in the log and a metric).
+    fn restore(&mut self, p: u32) -> Result<bool, EngineError> {
+        self.unserved.remove(&p);
+        let Some(changelog) = &self.changelog else {
+            return Ok(true);
+        };
+        let started = std::time::Instant::now();
+        let store = self.engine.stores().partition(p).clone();
+        let outcome = changelog.restore(&store, p);
+        let served = match outcome {
+            Ok(0) => true,
+            Ok(frames) => {
+                self.engine.reopen(p)?;
+                metrics::counter!(FRAMES_RESTORED, "partition" => p.to_string()).increment(frames);
+                tracing::info!(
+                    partition = p,
+                    frames,
+                    ms = started.elapsed().as_millis() as u64,
+                    changelog = changelog.topic(),
+                    "restored from the changelog"
+                );
+                true
+            }
+            Err(why) => {
+                tracing::error!(
+                    partition = p,
+                    error = %why,
+                    changelog = changelog.topic(),
+                    "the changelog cannot be applied: the partition is not served here"
+                );
+                false
+            }
+        };
+        if !served {
+            self.unserved.insert(p);
+        }
+        metrics::gauge!(PARTITION_UNSERVED, "partition" => p.to_string()).set(if served {
+            0.0
+        } else {
+            1.0
+        });
+        Ok(served)
+    }
+
     pub(crate) fn on_revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
         self.report.rebalances += 1;
         self.commit_pending()?;
@@ -221,6 +284,7 @@ impl State {
                 .remove(&(elem.topic().to_string(), elem.partition()));
             let partition = u32::try_from(elem.partition()).unwrap_or(u32::MAX);
             owned.retain(|&p| p != partition);
+            self.unserved.remove(&partition);
             // Never applied here: the next owner reads them again.
             self.catching_up.remove(&partition);
             self.held.retain(|(p, _)| *p != partition);
@@ -271,6 +335,14 @@ fn note_owned(engine: &Partitions) {
         });
     }
 }
+
+/// Gauge: 1 for a touchpoint partition assigned here whose changelog could not be applied
+/// (it is not served: its lag grows; the log says why), 0 otherwise, by `partition`.
+pub const PARTITION_UNSERVED: &str = "canvass_kafka_partition_unserved";
+
+/// Counter: changelog frames applied to a partition's copy when it was assigned here, by
+/// `partition`.
+pub const FRAMES_RESTORED: &str = "canvass_changelog_frames_restored_total";
 
 /// Gauge: records on a partition not yet consumed (its end less the next offset to read),
 /// by `topic` and `partition`; from librdkafka's statistics, every 5 s by default

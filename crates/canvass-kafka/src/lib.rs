@@ -2,6 +2,7 @@
 //! in full by every engine of it, with exactly-once effect (offsets stored beside the effects), actions, audit records and dead
 //! letters published and removed from the store only once the broker acknowledged them.
 
+mod changelog;
 mod clients;
 pub mod codec;
 pub mod config;

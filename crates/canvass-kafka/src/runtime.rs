@@ -37,6 +37,7 @@ use crate::{
     config::KafkaConfig,
 };
 
+use crate::changelog::Changelog;
 use crate::clients::{Logging, consumer_config};
 use crate::context::{EngineContext, State};
 use crate::control::ControlReader;
@@ -97,6 +98,9 @@ pub enum RunError {
     /// The engine (its store) failed: no more input is accepted.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The changelog topic cannot serve the data directory.
+    #[error("changelog: {0}")]
+    Changelog(String),
 }
 
 impl RunError {
@@ -135,8 +139,26 @@ pub fn run(
             catching_up: std::collections::BTreeMap::new(),
             held: Vec::new(),
             control: config.topics.control.clone(),
+            changelog: None,
+            unserved: std::collections::BTreeSet::new(),
         }),
     };
+    if let Some(changelog) = Changelog::connect(config)? {
+        let layout = context.lock().engine.layout();
+        let topic = changelog.topic().to_string();
+        let partitions = crate::clients::topic_partitions(config, &topic, Duration::from_secs(30))?;
+        if partitions < layout.partitions {
+            return Err(RunError::Changelog(format!(
+                "the changelog topic `{topic}` has {partitions} partitions, the data directory {}: one changelog partition per data partition",
+                layout.partitions
+            )));
+        }
+        let mut state = context.lock();
+        for (p, store) in state.engine.stores().iter().enumerate() {
+            changelog.ship_from(store, u32::try_from(p).unwrap_or(u32::MAX));
+        }
+        state.changelog = Some(changelog);
+    }
     // Until the group assigns it partitions, the engine owns none.
     context.lock().engine.set_owned([]);
     let consumer: BaseConsumer<EngineContext> =

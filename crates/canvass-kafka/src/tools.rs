@@ -30,7 +30,8 @@ pub struct TopicPlan {
     pub settings: Vec<(&'static str, String)>,
 }
 
-/// The five topics of an engine whose touchpoints topic has `partitions` partitions.
+/// The topics of an engine whose touchpoints topic has `partitions` partitions: five, and
+/// the changelog if the settings name one.
 ///
 /// None is compacted: records are keyed by contact (touchpoints, actions) or campaign
 /// (audit), and compaction would keep only the last record of each key. The control topic
@@ -41,7 +42,7 @@ pub struct TopicPlan {
 pub fn topic_plan(config: &KafkaConfig, partitions: i32) -> Vec<TopicPlan> {
     let t = &config.topics;
     let forever = || vec![("retention.ms", "-1".to_string())];
-    vec![
+    let mut plan = vec![
         TopicPlan {
             name: t.touchpoints.clone(),
             role: "touchpoints (contacts and events, keyed by contact id)",
@@ -72,7 +73,21 @@ pub fn topic_plan(config: &KafkaConfig, partitions: i32) -> Vec<TopicPlan> {
             partitions: 1,
             settings: Vec::new(),
         },
-    ]
+    ];
+    if let Some(changelog) = &t.changelog {
+        plan.push(TopicPlan {
+            name: changelog.clone(),
+            role: "changelog (each partition's commits, for its next owner)",
+            partitions,
+            // A new owner rebuilds a partition from its changelog's first frame: kept for
+            // good, never compacted (frames have no key).
+            settings: vec![
+                ("retention.ms", "-1".to_string()),
+                ("cleanup.policy", "delete".to_string()),
+            ],
+        });
+    }
+    plan
 }
 
 /// A topic's name, and whether it was created (or why not).

@@ -146,11 +146,8 @@ impl Store {
                 Some(first) => (first, first + log_len as u64 - 1),
                 None => (end + 1, end),
             };
-            let shipped = self.shipping().then(|| writes.clone());
+            self.ship(first, last, &mut writes)?;
             self.write(writes, flush)?;
-            if let Some(writes) = shipped {
-                self.note_for_shipping(first, last, writes);
-            }
             if first_seq.is_some() {
                 self.shared.log_end.store(last, Ordering::SeqCst);
             }

@@ -39,6 +39,9 @@ pub const CHECKPOINT: u8 = b'K';
 pub const SWEEP: u8 = b'W';
 /// What the engine counts about its inputs: `E` alone.
 pub const INPUTS: u8 = b'E';
+/// The last changelog frame the store holds, and its offset there: `F` alone (see
+/// [`crate::Store::shipped`]).
+pub const SHIPPED: u8 = b'F';
 /// Commands journaled before the partitions apply them: `J` + number (see
 /// [`crate::Store::journal_commands`]).
 pub const JOURNAL: u8 = b'J';

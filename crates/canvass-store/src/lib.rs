@@ -33,6 +33,7 @@ mod outbox;
 mod timers;
 
 use backend::Backend;
+pub use changelog::{Shipped, Shipper};
 pub use commit::WriteBatch;
 pub use keys::EMBEDDED_PARTITION;
 pub use layout::{Layout, Stores, Wanted};
@@ -94,6 +95,10 @@ pub enum Error {
     /// The data directory's partitions are not what was asked, or not readable.
     #[error("{0}")]
     Layout(String),
+    /// The partition's changelog did not take a commit, or what it holds cannot follow
+    /// this copy.
+    #[error("changelog: {0}")]
+    Changelog(String),
 }
 
 impl Error {
@@ -193,9 +198,11 @@ struct Shared {
     /// Why a write to sled failed, if one did: from then on nothing is written, and sled is
     /// never dropped (its drop flushes, and on a full disk that flush blocks for good).
     halted: Mutex<Option<String>>,
-    /// The commits not yet shipped to a changelog, when they are kept (see
-    /// [`Store::keep_for_shipping`]).
-    unshipped: Mutex<Option<Vec<canvass_proto::v1::CommitFrame>>>,
+    /// Where commits are shipped before they are written (see [`changelog`]).
+    shipper: Mutex<Option<Arc<dyn Shipper>>>,
+    /// Why a commit could not be shipped, if one could not: from then on nothing is
+    /// written until the store is opened again.
+    unshipped: Mutex<Option<String>>,
 }
 
 /// One write of a batch: a key and its new value, or `None` for a removal.
@@ -306,6 +313,7 @@ impl Store {
                 checkpointer: Mutex::default(),
                 failed: Mutex::default(),
                 halted: Mutex::default(),
+                shipper: Mutex::default(),
                 unshipped: Mutex::default(),
             }),
         };
@@ -411,8 +419,11 @@ impl Store {
     }
 
     pub(crate) fn check_failed(&self) -> Result<()> {
-        match lock(&self.shared.failed).as_ref() {
-            Some(reason) => Err(Error::CheckpointFailed(reason.clone())),
+        if let Some(reason) = lock(&self.shared.failed).as_ref() {
+            return Err(Error::CheckpointFailed(reason.clone()));
+        }
+        match lock(&self.shared.unshipped).as_ref() {
+            Some(reason) => Err(Error::Changelog(reason.clone())),
             None => Ok(()),
         }
     }

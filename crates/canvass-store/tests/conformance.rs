@@ -6,7 +6,7 @@
 
 use canvass_core::{TimerId, UnixMillis};
 use canvass_proto::v1;
-use canvass_store::{LOG_SCHEMA_VERSION, Store, StoreOptions, WriteBatch};
+use canvass_store::{LOG_SCHEMA_VERSION, Shipped, Shipper, Store, StoreOptions, WriteBatch};
 
 /// Runs `test` on a store in memory and on a sled store in a fresh directory, each with
 /// the given options.
@@ -470,13 +470,36 @@ fn a_projection_dump_holds_every_table_in_key_order() {
     });
 }
 
+/// A changelog in memory: the frames shipped, each at the next offset; refuses while
+/// `refusing` is set.
+#[derive(Debug, Default)]
+struct MemoryChangelog {
+    frames: std::sync::Mutex<Vec<v1::CommitFrame>>,
+    refusing: std::sync::atomic::AtomicBool,
+}
+
+impl Shipper for MemoryChangelog {
+    fn ship(&self, frame: &v1::CommitFrame) -> Result<u64, String> {
+        if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the broker is away".into());
+        }
+        let mut frames = self.frames.lock().unwrap();
+        frames.push(frame.clone());
+        Ok(frames.len() as u64 - 1)
+    }
+}
+
 #[test]
 fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters() {
     on_both(&foreground(), |store| {
         commit(store, 1, |b| b.set_offset("kafka:t/0", 1));
-        // Kept only once asked for.
-        assert!(store.take_unshipped().is_empty());
-        store.keep_for_shipping(true);
+        assert_eq!(
+            store.shipped().unwrap(),
+            None,
+            "nothing shipped without a shipper"
+        );
+        let changelog = std::sync::Arc::new(MemoryChangelog::default());
+        store.ship_to(Some(changelog.clone()));
         commit(store, 2, |b| {
             b.set_offset("kafka:t/0", 2);
             b.put_dead_letter(
@@ -494,14 +517,14 @@ fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters(
         });
         commit(store, 0, |b| b.remove_publication(1));
         commit(store, 3, |b| b.set_offset("kafka:t/0", 3));
-        let frames = store.take_unshipped();
+        let frames = changelog.frames.lock().unwrap().clone();
         assert_eq!(
             frames
                 .iter()
-                .map(|f| (f.first_seq, f.last_seq))
+                .map(|f| (f.number, f.first_seq, f.last_seq))
                 .collect::<Vec<_>>(),
-            [(2, 2), (3, 2), (3, 2), (3, 3)],
-            "each commit, with the log entries it appended (none: last below first)"
+            [(1, 2, 2), (2, 3, 2), (3, 3, 2), (4, 3, 3)],
+            "each commit numbered, with the log entries it appended (none: last below first)"
         );
         assert!(
             frames
@@ -510,14 +533,29 @@ fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters(
                 .all(|w| w.key[0] != b'N'),
             "projections are not shipped: the log rebuilds them"
         );
-        assert!(store.take_unshipped().is_empty(), "taken once");
+        assert_eq!(
+            store.shipped().unwrap(),
+            Some(Shipped {
+                frame: 4,
+                offset: 3
+            }),
+            "the store knows where it stands in its changelog"
+        );
 
         // A copy that held what the store held before the first frame.
         let copy = Store::in_memory(foreground());
         commit(&copy, 1, |b| b.set_offset("kafka:t/0", 1));
-        for frame in &frames {
-            copy.apply_shipped(frame).unwrap();
+        assert!(
+            matches!(
+                copy.apply_shipped(&frames[1], 1),
+                Err(canvass_store::Error::Changelog(_))
+            ),
+            "frame 2 cannot follow nothing"
+        );
+        for (offset, frame) in frames.iter().enumerate() {
+            assert!(copy.apply_shipped(frame, offset as u64).unwrap());
         }
+        assert!(!copy.apply_shipped(&frames[2], 2).unwrap(), "held already");
         let log = |s: &Store| s.log_from(1).map(Result::unwrap).collect::<Vec<_>>();
         assert_eq!(log(&copy), log(store));
         assert_eq!(copy.last_seq().unwrap(), 3);
@@ -527,6 +565,25 @@ fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters(
             copy.publications(10).unwrap(),
             store.publications(10).unwrap()
         );
-        store.keep_for_shipping(false);
+        assert_eq!(copy.shipped().unwrap(), store.shipped().unwrap());
+
+        // A commit the changelog did not take is not written, nor is any after it.
+        changelog
+            .refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut batch = WriteBatch::new();
+        batch.set_offset("kafka:t/0", 4);
+        assert!(matches!(
+            store.commit(batch),
+            Err(canvass_store::Error::Changelog(_))
+        ));
+        changelog
+            .refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut batch = WriteBatch::new();
+        batch.set_offset("kafka:t/0", 5);
+        assert!(store.commit(batch).is_err(), "refused until opened again");
+        assert_eq!(store.offset("kafka:t/0").unwrap(), Some(3));
+        assert_eq!(changelog.frames.lock().unwrap().len(), 4);
     });
 }
