@@ -148,6 +148,10 @@ fn describe() {
             SAMPLES,
             "Rounds of sampling the levels from the store (every 5 s).",
         ),
+        (
+            "canvass_changelog_frames_restored_total",
+            "Changelog frames applied to this engine's copy of a partition when it was assigned here, by partition.",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
@@ -193,6 +197,14 @@ fn describe() {
             "1 while an executor answers, 0 while it cannot be reached.",
         ),
         ("canvass_build_info", "The canvass version, as a label."),
+        (
+            "canvass_kafka_partition_owned",
+            "1 for a touchpoint partition this engine owns now, 0 for one another engine of its group owns.",
+        ),
+        (
+            "canvass_kafka_partition_unserved",
+            "1 for a partition assigned here whose changelog could not be applied (not served; the log says why).",
+        ),
     ] {
         metrics::describe_gauge!(name, help);
     }
