@@ -610,7 +610,12 @@ fn the_reference_campaign_runs_through_kafka_alone() {
 #[test]
 fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
     let _heavy = canvass_tests::broker::heavy();
-    let broker = broker();
+    // A broker of its own: on the suite's, grown by the tests before it, Tansu's sqlite was
+    // seen to take minutes over this test's bursts (thousands of actions, then events),
+    // leaving heartbeats and queries unanswered meanwhile.
+    let _ = broker();
+    let own = OwnBroker::start(tempfile::tempdir().unwrap());
+    let broker = Broker::at(&format!("127.0.0.1:{}", own.port));
     let dir = tempfile::tempdir().unwrap();
 
     // One uninterrupted run, and one killed again and again, on topics of their own.
@@ -633,13 +638,23 @@ fn sigkill_mid_stream_loses_nothing_and_publishes_every_key() {
             // killed member's session to lapse (Tansu 0.6 was seen never to assign a member
             // that joined while a killed one still counted). Offsets live in the data
             // directory, so a group holds nothing the engine needs.
-            let life = topics.config(dir.path(), &broker, &unique(name));
-            let mut running = start_ready(&engine_args(&data, &life, "event"), true);
+            let mut lives = 0;
+            let mut running = loop {
+                let life = topics.config(dir.path(), &broker, &unique(name));
+                let mut running = start_ready(&engine_args(&data, &life, "event"), true);
+                lives += 1;
+                if running.wait_for_event("progress", Duration::from_secs(120)) {
+                    break running;
+                }
+                // A known gap of Tansu 0.6 (docs/ARCHITECTURE.md, "Broker gaps"): after a
+                // member was killed, the broker was seen to leave a new one's requests and
+                // heartbeats unanswered for minutes. Another life, in a group of its own.
+                assert!(lives < 3, "the engine applies no records in {lives} lives");
+                eprintln!("life {k}: no records applied in 120 s: starting it again (Tansu's gap)");
+                running.child.kill().unwrap();
+                running.child.wait().unwrap();
+            };
             // Once it applies records, let it work a moment, then kill it without warning.
-            assert!(
-                running.wait_for_event("progress", Duration::from_secs(120)),
-                "the engine applies no records"
-            );
             let child = &mut running.child;
             std::thread::sleep(Duration::from_millis(50 * k));
             child.kill().unwrap();
@@ -1637,6 +1652,60 @@ fn wait_members(members: &mut [Member], what: &str, done: impl Fn(&[Member]) -> 
     }
 }
 
+/// The arguments of an engine that keeps running (a member of a group), with its data in
+/// `data` and metrics served.
+fn member_args(data: &Path, config: &Path) -> Vec<String> {
+    let mut args: Vec<String> = engine_args(data, config, "event")
+        .into_iter()
+        .filter(|a| a != "--exit-when-caught-up")
+        .collect();
+    args.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
+    args
+}
+
+/// Waits until two members split four partitions between them.
+fn wait_split(members: &mut [Member]) {
+    wait_members(members, "the two engines to split the partitions", |m| {
+        !m[0].assigned.is_empty()
+            && !m[1].assigned.is_empty()
+            && m[0].assigned.is_disjoint(&m[1].assigned)
+            && m[0].assigned.len() + m[1].assigned.len() == 4
+    });
+}
+
+/// The member that owns touchpoint partition `p`, if one does.
+fn owner_of(members: &[Member], p: i32) -> Option<usize> {
+    members.iter().position(|m| m.assigned.contains(&p))
+}
+
+/// Produces a phase (commands, or touchpoints placed as the Java client does) and waits
+/// until the members applied it: every member with partitions holds the control topic's
+/// end, or each touchpoint partition's owner holds its end (`ends`, counted from the
+/// broker's acknowledgements, kept across phases).
+fn feed_members(
+    broker: &Broker,
+    topics: &Topics,
+    members: &mut [Member],
+    ends: &mut [i64],
+    phase: &[Produce],
+) {
+    let placed = broker.produce_placed(phase, "murmur2_random");
+    if phase[0].topic == topics.control {
+        let control_end = placed.iter().map(|&(_, offset)| offset + 1).max().unwrap();
+        wait_members(members, "every engine to apply the commands", |m| {
+            m.iter()
+                .all(|m| m.assigned.is_empty() || m.holds(&topics.control, 0, control_end))
+        });
+    } else {
+        Broker::ends_after(ends, &placed);
+        wait_members(members, "the owners to apply the touchpoints", |m| {
+            (0..4).all(|p| {
+                owner_of(m, p).is_some_and(|o| m[o].holds(&topics.touchpoints, p, ends[p as usize]))
+            })
+        });
+    }
+}
+
 /// Waits until each member's outbox is sampled empty. Actions go out beside the loop: the
 /// sample must have begun after the member's last input (the one running at the first scrape
 /// may predate it).
@@ -1695,15 +1764,7 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::create(&broker, "duo", 4);
     let config = topics.config(dir.path(), &broker, &unique("duo"));
-    let follow = |name: &str| -> Vec<String> {
-        let data = dir.path().join(name);
-        let mut args: Vec<String> = engine_args(&data, &config, "event")
-            .into_iter()
-            .filter(|a| a != "--exit-when-caught-up")
-            .collect();
-        args.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
-        args
-    };
+    let follow = |name: &str| member_args(&dir.path().join(name), &config);
     let mut members = vec![Member::start(&follow("a"))];
     wait_members(
         &mut members,
@@ -1711,45 +1772,15 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
         |m| m[0].assigned.len() == 4,
     );
     members.push(Member::start(&follow("b")));
-    wait_members(
-        &mut members,
-        "the two engines to split the partitions",
-        |m| {
-            !m[0].assigned.is_empty()
-                && !m[1].assigned.is_empty()
-                && m[0].assigned.is_disjoint(&m[1].assigned)
-                && m[0].assigned.len() + m[1].assigned.len() == 4
-        },
-    );
-    let owner_of =
-        |members: &[Member], p: i32| members.iter().position(|m| m.assigned.contains(&p));
+    wait_split(&mut members);
 
     // The reference stream in its phases, each applied before the next is produced; events
     // without a contact (keyless, so on a random partition) are left out.
     let mut p = phases(&topics, 1);
     p.events.retain(|e| e.key.is_some());
-    // Each partition's end, counted from the broker's acknowledgements.
     let mut ends = vec![0; 4];
     for phase in [&p.commands, &p.contacts, &p.launch, &p.events] {
-        let placed = broker.produce_placed(phase, "murmur2_random");
-        if phase[0].topic == topics.control {
-            let control_end = placed.iter().map(|&(_, offset)| offset + 1).max().unwrap();
-            wait_members(&mut members, "both engines to apply the commands", |m| {
-                m.iter().all(|m| {
-                    m.assigned
-                        .iter()
-                        .all(|_| m.holds(&topics.control, 0, control_end))
-                })
-            });
-        } else {
-            Broker::ends_after(&mut ends, &placed);
-            wait_members(&mut members, "the owners to apply the touchpoints", |m| {
-                (0..4).all(|p| {
-                    owner_of(m, p)
-                        .is_some_and(|o| m[o].holds(&topics.touchpoints, p, ends[p as usize]))
-                })
-            });
-        }
+        feed_members(&broker, &topics, &mut members, &mut ends, phase);
     }
     let owners: Vec<usize> = (0..4).map(|p| owner_of(&members, p).unwrap()).collect();
     wait_outboxes_sampled_empty(&mut members);
@@ -1845,15 +1876,7 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::create(&broker, "handoff", 4).with_changelog(&broker, 4);
     let config = topics.config(dir.path(), &broker, &unique("handoff"));
-    let follow = |name: &str| -> Vec<String> {
-        let data = dir.path().join(name);
-        let mut args: Vec<String> = engine_args(&data, &config, "event")
-            .into_iter()
-            .filter(|a| a != "--exit-when-caught-up")
-            .collect();
-        args.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
-        args
-    };
+    let follow = |name: &str| member_args(&dir.path().join(name), &config);
     let mut members = vec![Member::start(&follow("a"))];
     wait_members(
         &mut members,
@@ -1868,25 +1891,8 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
     let events_middle = p.events.split_off(third);
     let events_early = std::mem::take(&mut p.events);
     let mut ends = vec![0; 4];
-    let owner_of =
-        |members: &[Member], p: i32| members.iter().position(|m| m.assigned.contains(&p));
     let mut feed = |members: &mut Vec<Member>, phase: &[Produce]| {
-        let placed = broker.produce_placed(phase, "murmur2_random");
-        if phase[0].topic == topics.control {
-            let control_end = placed.iter().map(|&(_, offset)| offset + 1).max().unwrap();
-            wait_members(members, "every engine to apply the commands", |m| {
-                m.iter()
-                    .all(|m| m.assigned.is_empty() || m.holds(&topics.control, 0, control_end))
-            });
-        } else {
-            Broker::ends_after(&mut ends, &placed);
-            wait_members(members, "the owners to apply the touchpoints", |m| {
-                (0..4).all(|p| {
-                    owner_of(m, p)
-                        .is_some_and(|o| m[o].holds(&topics.touchpoints, p, ends[p as usize]))
-                })
-            });
-        }
+        feed_members(&broker, &topics, members, &mut ends, phase);
     };
     for phase in [&p.commands, &p.contacts, &p.launch, &events_early] {
         feed(&mut members, phase);
@@ -1894,16 +1900,7 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
 
     // 1 -> 2: the second engine, with nothing of its own, is given some partitions.
     members.push(Member::start(&follow("b")));
-    wait_members(
-        &mut members,
-        "the two engines to split the partitions",
-        |m| {
-            !m[0].assigned.is_empty()
-                && !m[1].assigned.is_empty()
-                && m[0].assigned.is_disjoint(&m[1].assigned)
-                && m[0].assigned.len() + m[1].assigned.len() == 4
-        },
-    );
+    wait_split(&mut members);
     let given: BTreeSet<i32> = members[1].assigned.clone();
     assert!(
         given.iter().all(|p| members[1].restored.contains_key(p)),

@@ -150,7 +150,7 @@ impl Changelog {
         let consumer: BaseConsumer<Logging> = settings
             .create_with_context(Logging("changelog"))
             .map_err(|e| e.to_string())?;
-        let (low, high) = consumer
+        let (low, mut high) = consumer
             .fetch_watermarks(&self.topic, p, Duration::from_secs(30))
             .map_err(|e| format!("cannot read the changelog's end: {e}"))?;
         let start = held.map_or(low, |h| i64::try_from(h.offset).unwrap_or(i64::MAX) + 1);
@@ -179,7 +179,17 @@ impl Changelog {
                 // A broker may report as its end the first offset of its last batch
                 // (Tansu 0.6 does): the end is where a fetch past the reported end comes back
                 // empty.
-                Some(Err(KafkaError::PartitionEOF(_))) if next >= high => return Ok(applied),
+                Some(Err(KafkaError::PartitionEOF(_))) if next >= high => {
+                    // Done once the end read again is no further than where the reader
+                    // stands (the end may have been reported short).
+                    let (_, again) = consumer
+                        .fetch_watermarks(&self.topic, p, Duration::from_secs(30))
+                        .map_err(|e| format!("cannot read the changelog's end: {e}"))?;
+                    if again <= next {
+                        return Ok(applied);
+                    }
+                    high = again;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, partition, "changelog: reading failed; retrying")
                 }

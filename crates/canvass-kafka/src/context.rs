@@ -232,16 +232,25 @@ impl State {
     /// with the reason in the log and a metric).
     fn restore(&mut self, p: u32) -> Result<bool, EngineError> {
         self.unserved.remove(&p);
-        let Some(changelog) = &self.changelog else {
+        let Some(changelog) = self.changelog.clone() else {
             return Ok(true);
         };
         let started = std::time::Instant::now();
         let store = self.engine.stores().partition(p).clone();
-        let outcome = changelog.restore(&store, p);
+        let before = store.shipped()?;
+        let mut outcome = changelog.restore(&store, p);
+        // Whatever the outcome, frames applied must reach the partition's engine (a restore
+        // that failed half-way left some in the store).
+        if store.shipped()? != before
+            && let Err(e) = self.engine.reopen(p)
+        {
+            outcome = Err(format!(
+                "the partition does not open on the frames applied: {e}"
+            ));
+        }
         let served = match outcome {
             Ok(0) => true,
             Ok(frames) => {
-                self.engine.reopen(p)?;
                 metrics::counter!(FRAMES_RESTORED, "partition" => p.to_string()).increment(frames);
                 tracing::info!(
                     partition = p,
@@ -257,7 +266,7 @@ impl State {
                     partition = p,
                     error = %why,
                     changelog = changelog.topic(),
-                    "the changelog cannot be applied: the partition is not served here"
+                    "the changelog cannot be applied: the partition is not served here until it is assigned again"
                 );
                 false
             }
@@ -284,7 +293,9 @@ impl State {
                 .remove(&(elem.topic().to_string(), elem.partition()));
             let partition = u32::try_from(elem.partition()).unwrap_or(u32::MAX);
             owned.retain(|&p| p != partition);
-            self.unserved.remove(&partition);
+            if self.unserved.remove(&partition) {
+                metrics::gauge!(PARTITION_UNSERVED, "partition" => partition.to_string()).set(0.0);
+            }
             // Never applied here: the next owner reads them again.
             self.catching_up.remove(&partition);
             self.held.retain(|(p, _)| *p != partition);

@@ -9,8 +9,6 @@
 //! partition paused). The reader is placed at the lowest offset the owned partitions hold;
 //! a partition skips what it already holds.
 
-use std::time::Duration;
-
 use rdkafka::{
     Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -66,9 +64,9 @@ impl ControlReader {
 
     /// The control topic's end now.
     fn end(&self) -> Result<i64, KafkaError> {
-        let (_, high) = self
-            .consumer
-            .fetch_watermarks(&self.topic, 0, Duration::from_secs(5))?;
+        let (_, high) =
+            self.consumer
+                .fetch_watermarks(&self.topic, 0, crate::runtime::BROKER_QUERY_TIMEOUT)?;
         Ok(high)
     }
 }

@@ -198,7 +198,8 @@ pub fn run(
             (
                 state.report.rebalances,
                 state.next.clone(),
-                !state.catching_up.is_empty(),
+                // A partition not served is not caught up either: its records wait.
+                !state.catching_up.is_empty() || !state.unserved.is_empty(),
                 !state.engine.owned().is_empty(),
             )
         };
@@ -341,6 +342,11 @@ fn leave_group(consumer: BaseConsumer<EngineContext>, limit: Duration) {
 }
 
 /// The end (high watermark) of each partition.
+/// Longest the loop waits for the broker's answer to a question it asks between polls (end
+/// offsets): a question unanswered is asked again at the next turn, and the poll loop never
+/// stalls long enough to cost the engine its membership (`max.poll.interval.ms`).
+pub(crate) const BROKER_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn end_offsets(
     consumer: &BaseConsumer<EngineContext>,
     partitions: &HashMap<(String, i32), i64>,
@@ -348,7 +354,7 @@ fn end_offsets(
     partitions
         .keys()
         .map(|(topic, partition)| {
-            let (_, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))?;
+            let (_, high) = consumer.fetch_watermarks(topic, *partition, BROKER_QUERY_TIMEOUT)?;
             Ok(((topic.clone(), *partition), high))
         })
         .collect()

@@ -130,8 +130,9 @@ impl Store {
     /// checkpoint).
     ///
     /// # Errors
-    /// A frame is missing before it (the changelog lost frames, or this copy is not one of
-    /// its prefixes), the store is read-only or its disk failed.
+    /// A frame is missing before it, or its log entries do not follow this copy's log (the
+    /// changelog lost frames, or this copy is not one of its prefixes), the store is
+    /// read-only or its disk failed.
     pub fn apply_shipped(&self, frame: &v1::CommitFrame, offset: u64) -> Result<bool> {
         if self.options.read_only {
             return Err(Error::ReadOnly);
@@ -145,6 +146,13 @@ impl Store {
             return Err(Error::Changelog(format!(
                 "frame {} at offset {offset} follows frame {held}: frames are missing in between",
                 frame.number
+            )));
+        }
+        let log_end = self.shared.log_end.load(Ordering::SeqCst);
+        if frame.last_seq >= frame.first_seq && frame.first_seq != log_end + 1 {
+            return Err(Error::Changelog(format!(
+                "frame {} at offset {offset} holds log entries {} to {}, but this copy's log ends at {log_end}: it is not a prefix of the changelog",
+                frame.number, frame.first_seq, frame.last_seq
             )));
         }
         let mut writes: Vec<Write> = frame

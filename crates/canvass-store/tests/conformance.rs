@@ -556,6 +556,16 @@ fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters(
             assert!(copy.apply_shipped(frame, offset as u64).unwrap());
         }
         assert!(!copy.apply_shipped(&frames[2], 2).unwrap(), "held already");
+        let diverged = Store::in_memory(foreground());
+        commit(&diverged, 1, |b| b.set_offset("kafka:t/0", 1));
+        commit(&diverged, 2, |b| b.set_offset("kafka:t/0", 9));
+        assert!(
+            matches!(
+                diverged.apply_shipped(&frames[0], 0),
+                Err(canvass_store::Error::Changelog(_))
+            ),
+            "a copy whose log went its own way is not patched"
+        );
         let log = |s: &Store| s.log_from(1).map(Result::unwrap).collect::<Vec<_>>();
         assert_eq!(log(&copy), log(store));
         assert_eq!(copy.last_seq().unwrap(), 3);
