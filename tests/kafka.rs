@@ -1743,6 +1743,18 @@ fn keyed_lines(stream: &str) -> String {
     lines.join("\n") + "\n"
 }
 
+/// Asserts that two partitions hold the same projections (stored offsets aside), showing
+/// the keys that differ.
+fn assert_same_state(left: &canvass_store::Store, right: &canvass_store::Store, what: &str) {
+    let difference =
+        canvass_tests::dump_difference(&without_offsets(left), &without_offsets(right));
+    assert!(
+        difference.is_none(),
+        "{what}: {}",
+        difference.unwrap_or_default()
+    );
+}
+
 /// A partition's projections without its stored offsets (their keys name the topics).
 fn without_offsets(store: &canvass_store::Store) -> Vec<KeyValue> {
     store
@@ -1825,14 +1837,12 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
         let owner = &engines[owners[part as usize]];
         let other = &engines[1 - owners[part as usize]];
         enrolled += owner.partition(part).contact_ids(0).count();
-        let difference = canvass_tests::dump_difference(
-            &without_offsets(owner.partition(part)),
-            &without_offsets(file.partition(part)),
-        );
-        assert!(
-            difference.is_none(),
-            "partition {part} (owners {owners:?}): its owner's state (left) and the file run's (right): {}",
-            difference.unwrap_or_default()
+        assert_same_state(
+            owner.partition(part),
+            file.partition(part),
+            &format!(
+                "partition {part} (owners {owners:?}): its owner's state (left) and the file run's (right)"
+            ),
         );
         assert_eq!(
             other.partition(part).last_seq().unwrap(),
@@ -1946,14 +1956,10 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
     let file = canvass_tests::stores(&file_data);
     let last = canvass_tests::stores(dir.path().join("b"));
     for part in 0..4u32 {
-        let difference = canvass_tests::dump_difference(
-            &without_offsets(last.partition(part)),
-            &without_offsets(file.partition(part)),
-        );
-        assert!(
-            difference.is_none(),
-            "partition {part}: the last engine's state (left) and the file run's (right): {}",
-            difference.unwrap_or_default()
+        assert_same_state(
+            last.partition(part),
+            file.partition(part),
+            &format!("partition {part}: the last engine's state (left) and the file run's (right)"),
         );
     }
     let from_kafka = published_at_least_once(&broker, &topics);
