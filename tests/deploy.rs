@@ -83,6 +83,15 @@ fn the_settings_parse_and_the_compose_and_kubernetes_copies_agree() {
         compose_kafka.topics.changelog, k8s_kafka.topics.changelog,
         "topics.changelog: compose and Kubernetes"
     );
+    // ... and come from Kafka without replaying a partition's whole history.
+    assert!(
+        compose_kafka.topics.snapshots.is_some(),
+        "config/kafka.toml: a snapshots topic"
+    );
+    assert_eq!(
+        compose_kafka.topics.snapshots, k8s_kafka.topics.snapshots,
+        "topics.snapshots: compose and Kubernetes"
+    );
     assert_eq!(
         compose_kafka.topics.audit, k8s_kafka.topics.audit,
         "topics.audit: compose and Kubernetes"

@@ -29,6 +29,8 @@ struct Topics {
     dead_letters: String,
     /// Only for the tests of partitions moving between engines.
     changelog: Option<String>,
+    /// With the changelog, where snapshots go, and every how many log entries.
+    snapshots: Option<(String, u64)>,
 }
 
 impl Topics {
@@ -41,6 +43,7 @@ impl Topics {
             audit: name("audit"),
             dead_letters: name("dlq"),
             changelog: None,
+            snapshots: None,
         };
         broker.create_topic(&topics.touchpoints, touchpoint_partitions);
         broker.create_topic(&topics.control, 1);
@@ -58,13 +61,28 @@ impl Topics {
         self
     }
 
+    /// The same topics, with a snapshot of each partition every `entries` log entries.
+    fn with_snapshots(mut self, broker: &Broker, partitions: i32, entries: u64) -> Self {
+        let name = unique(&format!("{}.snapshots", self.touchpoints));
+        broker.create_topic(&name, partitions);
+        self.snapshots = Some((name, entries));
+        self
+    }
+
     /// A settings file for the engine.
     fn config(&self, dir: &Path, broker: &Broker, group: &str) -> PathBuf {
         let path = dir.join(format!("{group}.toml"));
+        let (snapshots, snapshot_entries) = match &self.snapshots {
+            Some((topic, entries)) => (
+                format!("snapshots = \"{topic}\"\n"),
+                format!("snapshot_entries = {entries}\n"),
+            ),
+            None => (String::new(), String::new()),
+        };
         let text = format!(
             r#"brokers = "{}"
 group_id = "{group}"
-max_wait_ms = 5
+{snapshot_entries}max_wait_ms = 5
 # Below max.poll.interval.ms: a publish waiting on a broker that is away must not cost the
 # engine its group membership.
 publish_timeout_ms = 5000
@@ -91,7 +109,7 @@ dead_letters = "{}"
             self.dead_letters,
             self.changelog
                 .as_ref()
-                .map(|c| format!("changelog = \"{c}\"\n"))
+                .map(|c| format!("changelog = \"{c}\"\n{snapshots}"))
                 .unwrap_or_default()
         );
         std::fs::write(&path, text).unwrap();
@@ -1459,6 +1477,7 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
         audit: name("audit"),
         dead_letters: name("dlq"),
         changelog: Some(name("changelog")),
+        snapshots: None,
     };
     let config = topics.config(dir.path(), &broker, &unique("cli"));
     let config_arg = config.to_str().unwrap();
@@ -1572,6 +1591,14 @@ struct Member {
     positions: BTreeMap<String, i64>,
     /// Frames restored from the changelog, by partition, as the engine logged them.
     restored: BTreeMap<i32, u64>,
+    /// Partitions it stopped serving on another engine's claim.
+    fenced: BTreeSet<i32>,
+    /// Restores that rebuilt a copy which had gone its own way, and that began with a
+    /// snapshot.
+    rebuilt: usize,
+    from_snapshot: usize,
+    /// Partitions it wrote a snapshot of.
+    snapshots: BTreeSet<i32>,
 }
 
 impl Member {
@@ -1581,6 +1608,10 @@ impl Member {
             assigned: BTreeSet::new(),
             positions: BTreeMap::new(),
             restored: BTreeMap::new(),
+            fenced: BTreeSet::new(),
+            rebuilt: 0,
+            from_snapshot: 0,
+            snapshots: BTreeSet::new(),
         }
     }
 
@@ -1602,7 +1633,28 @@ impl Member {
                 if let Some(p) = partition() {
                     self.assigned.remove(&p);
                 }
-            } else if message == "restored from the changelog" {
+            } else if message == "another engine claimed the partition: it is no longer served here"
+            {
+                if let Some(p) = fields["partition"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                {
+                    self.fenced.insert(p);
+                }
+            } else if message == "snapshot written" {
+                if let Some(p) = fields["partition"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                {
+                    self.snapshots.insert(p);
+                }
+            } else if message.starts_with("restored from the changelog") {
+                if fields["rebuilt"].as_bool() == Some(true) {
+                    self.rebuilt += 1;
+                }
+                if fields["snapshot_frame"].as_u64().is_some() {
+                    self.from_snapshot += 1;
+                }
                 if let (Some(p), Some(frames)) = (
                     fields["partition"]
                         .as_i64()
@@ -1875,16 +1927,19 @@ fn published_at_least_once(broker: &Broker, topics: &Topics) -> BTreeMap<String,
 }
 
 /// Scale 1 -> 2 -> 1 mid-stream, each engine with its own data directory: the partitions the
-/// second engine is given come with their state from the changelog (shipped by the first),
-/// and when the first stops, the second takes the rest the same way. At the end the second
-/// engine alone holds every partition exactly as a file run on four partitions does, and
-/// every action of that run was published, with its content.
+/// second engine is given come with their state from Kafka (the last snapshot the first
+/// wrote, then the changelog's frames after it), and when the first stops, the second takes
+/// the rest the same way. At the end the second engine alone holds every partition exactly
+/// as a file run on four partitions does, and every action of that run was published, with
+/// its content.
 #[test]
 fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
     let _heavy = canvass_tests::broker::heavy();
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
-    let topics = Topics::create(&broker, "handoff", 4).with_changelog(&broker, 4);
+    let topics = Topics::create(&broker, "handoff", 4)
+        .with_changelog(&broker, 4)
+        .with_snapshots(&broker, 4, 20);
     let config = topics.config(dir.path(), &broker, &unique("handoff"));
     let follow = |name: &str| member_args(&dir.path().join(name), &config);
     let mut members = vec![Member::start(&follow("a"))];
@@ -1907,6 +1962,9 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
     for phase in [&p.commands, &p.contacts, &p.launch, &events_early] {
         feed(&mut members, phase);
     }
+    wait_members(&mut members, "a snapshot of every partition", |m| {
+        m[0].snapshots.len() == 4
+    });
 
     // 1 -> 2: the second engine, with nothing of its own, is given some partitions.
     members.push(Member::start(&follow("b")));
@@ -1938,6 +1996,10 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
         (0..4).all(|p| members[0].restored.contains_key(&p)),
         "every partition came to the second engine through the changelog: {:?}",
         members[0].restored
+    );
+    assert_eq!(
+        members[0].from_snapshot, 4,
+        "each partition came to the second engine, which had nothing of it, as a snapshot and the frames after it"
     );
     feed(&mut members, &events_late);
     wait_outboxes_sampled_empty(&mut members);
@@ -1972,4 +2034,138 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
         from_kafka, from_file,
         "the actions on Kafka and in the file run"
     );
+}
+
+/// Pauses (SIGSTOP) or resumes (SIGCONT) a process.
+fn signal(child: &canvass_tests::KillOnDrop, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {which} failed");
+}
+
+/// A zombie: engine A, paused, keeps its membership (and its four partitions) in its group
+/// while engine B, in another group on the same topics and changelog, takes the partitions
+/// over (as the group of a paused engine does once its session lapses). When A wakes, the
+/// records it reads are not its to apply: B's claims in the changelog tell A the partitions
+/// were taken, and it stops serving them, whatever its group says; frames it shipped before
+/// it noticed count for nobody. B ends exactly as a file run does, every action of that run
+/// was published, never two contents under one key; and A, started again in B's group with
+/// its own directory, rebuilds what went its own way and ends where B did.
+#[test]
+fn an_engine_that_lost_its_partitions_without_noticing_makes_nothing_count() {
+    let _heavy = canvass_tests::broker::heavy();
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "zombie", 4).with_changelog(&broker, 4);
+    let group_b = unique("zombie-b");
+    let config_b = topics.config(dir.path(), &broker, &group_b);
+    // A's session outlasts its pause: its group never moves its partitions.
+    let config_a = topics.config(dir.path(), &broker, &unique("zombie-a"));
+    let text = std::fs::read_to_string(&config_a)
+        .unwrap()
+        .replace("\"6000\"", "\"120000\"")
+        .replace("\"10000\"", "\"240000\"");
+    std::fs::write(&config_a, text).unwrap();
+    let mut a = vec![Member::start(&member_args(
+        &dir.path().join("a"),
+        &config_a,
+    ))];
+    wait_members(&mut a, "engine A to take every partition", |m| {
+        m[0].assigned.len() == 4
+    });
+    let mut p = phases(&topics, 1);
+    p.events.retain(|e| e.key.is_some());
+    let half = p.events.len() / 2;
+    let events_late = p.events.split_off(half);
+    let events_early = std::mem::take(&mut p.events);
+    let mut ends = vec![0; 4];
+    for phase in [&p.commands, &p.contacts, &p.launch, &events_early] {
+        feed_members(&broker, &topics, &mut a, &mut ends, phase);
+    }
+
+    signal(&a[0].running.child, "-STOP");
+    let mut b = vec![Member::start(&member_args(
+        &dir.path().join("b"),
+        &config_b,
+    ))];
+    wait_members(&mut b, "engine B to take every partition over", |m| {
+        m[0].assigned.len() == 4 && (0..4).all(|p| m[0].restored.contains_key(&p))
+    });
+    // What arrives while A sleeps is B's alone.
+    let (late_one, late_two) = events_late.split_at(events_late.len() / 2);
+    feed_members(&broker, &topics, &mut b, &mut ends, late_one);
+    signal(&a[0].running.child, "-CONT");
+    wait_members(
+        &mut a,
+        "engine A to learn the partitions were claimed",
+        |m| m[0].fenced.len() == 4,
+    );
+    assert_eq!(
+        a[0].assigned.len(),
+        4,
+        "A's group still gives it every partition"
+    );
+    feed_members(&broker, &topics, &mut b, &mut ends, late_two);
+    wait_outboxes_sampled_empty(&mut b);
+    for m in a.iter_mut().chain(b.iter_mut()) {
+        assert!(
+            m.running
+                .child
+                .terminate_within(Duration::from_secs(60))
+                .is_some_and(|s| s.success()),
+            "an engine did not stop cleanly"
+        );
+    }
+
+    let (file_data, from_file) =
+        file_run_on_four_partitions(dir.path(), &keyed_lines(&reference_stream(1)));
+    let file = canvass_tests::stores(&file_data);
+    {
+        let taken_over = canvass_tests::stores(dir.path().join("b"));
+        for part in 0..4u32 {
+            assert_same_state(
+                taken_over.partition(part),
+                file.partition(part),
+                &format!("partition {part}: B's state (left) and the file run's (right)"),
+            );
+        }
+    }
+    let from_kafka = published_at_least_once(&broker, &topics);
+    assert_eq!(
+        from_kafka, from_file,
+        "the actions on Kafka (each key at least once, one content) and in the file run"
+    );
+
+    // A again, in B's group, on its own directory.
+    let mut again = vec![Member::start(&member_args(
+        &dir.path().join("a"),
+        &config_b,
+    ))];
+    wait_members(&mut again, "A to take every partition in B's group", |m| {
+        m[0].assigned.len() == 4 && (0..4).all(|p| m[0].restored.contains_key(&p))
+    });
+    eprintln!(
+        "A's copies rebuilt because they went their own way: {}",
+        again[0].rebuilt
+    );
+    assert!(
+        again[0]
+            .running
+            .child
+            .terminate_within(Duration::from_secs(60))
+            .is_some_and(|s| s.success()),
+        "A did not stop cleanly"
+    );
+    let restarted = canvass_tests::stores(dir.path().join("a"));
+    for part in 0..4u32 {
+        assert_same_state(
+            restarted.partition(part),
+            file.partition(part),
+            &format!(
+                "partition {part}: A's state after its restart (left) and the file run's (right)"
+            ),
+        );
+    }
 }

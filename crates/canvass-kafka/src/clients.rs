@@ -81,7 +81,11 @@ pub(crate) fn log_line(client: &str, level: RDKafkaLogLevel, fac: &str, message:
 }
 
 pub(crate) fn client_error(client: &str, error: &KafkaError, reason: &str) {
-    if matches!(error, KafkaError::PartitionEOF(_)) {
+    if matches!(
+        error,
+        KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+    ) {
         // Asked for (a restore reads to the end): news, not an error.
         return;
     }

@@ -67,6 +67,11 @@ pub struct Topics {
     /// several engines in one group: without it, a partition that moves starts from the new
     /// owner's own copy (see docs/ARCHITECTURE.md, "Scale-out on Kafka").
     pub changelog: Option<String>,
+    /// Each partition's snapshots: every key of its store now and then, so that a new owner
+    /// loads the last one and applies only the changelog's frames after it (written and
+    /// read; as many partitions as the touchpoints topic). Only with a changelog; without
+    /// it, a new owner with no copy applies the changelog from its first frame.
+    pub snapshots: Option<String>,
 }
 
 impl Default for Topics {
@@ -78,6 +83,7 @@ impl Default for Topics {
             audit: "canvass.audit".into(),
             dead_letters: "canvass.dead-letters".into(),
             changelog: None,
+            snapshots: None,
         }
     }
 }
@@ -124,6 +130,9 @@ pub struct KafkaConfig {
     pub producer: BTreeMap<String, String>,
     /// Where to serve Prometheus metrics (`host:port`), as `canvass run --metrics-addr`.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Log entries a partition appends between two of its snapshots (with
+    /// `topics.snapshots`): what a new owner applies at most beyond the last one.
+    pub snapshot_entries: u64,
 }
 
 impl Default for KafkaConfig {
@@ -143,6 +152,7 @@ impl Default for KafkaConfig {
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
             metrics_addr: None,
+            snapshot_entries: 100_000,
         }
     }
 }
@@ -269,6 +279,10 @@ impl KafkaConfig {
                 "TOPIC_CHANGELOG" => {
                     self.topics.changelog = Some(value).filter(|v| !v.trim().is_empty());
                 }
+                "TOPIC_SNAPSHOTS" => {
+                    self.topics.snapshots = Some(value).filter(|v| !v.trim().is_empty());
+                }
+                "SNAPSHOT_ENTRIES" => self.snapshot_entries = number(&value)?,
                 "METRICS_ADDR" => {
                     self.metrics_addr = Some(
                         value
@@ -327,6 +341,18 @@ impl KafkaConfig {
         ];
         if let Some(changelog) = &self.topics.changelog {
             topics.push(("topics.changelog", changelog));
+        }
+        if let Some(snapshots) = &self.topics.snapshots {
+            if self.topics.changelog.is_none() {
+                return Err(invalid(
+                    "topics.snapshots",
+                    "snapshots need a changelog (`topics.changelog`): a snapshot is loaded, then the frames after it".into(),
+                ));
+            }
+            if self.snapshot_entries == 0 {
+                return Err(invalid("snapshot_entries", "must be at least 1".into()));
+            }
+            topics.push(("topics.snapshots", snapshots));
         }
         for (i, (field, name)) in topics.iter().enumerate() {
             if !valid_topic(name) {
@@ -463,5 +489,28 @@ mod tests {
             .insert("enable.auto.commit".into(), "true".into());
         let err = config.check().unwrap_err().to_string();
         assert!(err.starts_with("consumer.enable.auto.commit:"), "{err}");
+
+        let mut config = KafkaConfig::default();
+        config
+            .apply_env(env(&[(
+                "CANVASS_KAFKA_TOPIC_SNAPSHOTS",
+                "canvass.snapshots",
+            )]))
+            .unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.starts_with("topics.snapshots:") && err.contains("need a changelog"),
+            "{err}"
+        );
+        config.topics.changelog = Some("canvass.changelog".into());
+        config.check().unwrap();
+        config.snapshot_entries = 0;
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("snapshot_entries:")
+        );
     }
 }

@@ -21,7 +21,7 @@ use rdkafka::{
 };
 
 use crate::{
-    changelog::Changelog,
+    changelog::{Changelog, PARTITIONS_FENCED, RestoreError, Tail},
     codec::{self, RecordView, Role},
     config::KafkaConfig,
 };
@@ -70,6 +70,10 @@ pub(crate) struct State {
     /// Touchpoint partitions assigned whose changelog could not be applied: not served
     /// here (their records are left for later, their lag grows) until assigned again.
     pub(crate) unserved: BTreeSet<u32>,
+    /// Reads the served partitions' changelog back, to learn of another engine's claim.
+    pub(crate) tail: Option<Tail>,
+    /// Another engine of the group runs with another layout (why): this one stops.
+    pub(crate) conflict: Option<String>,
 }
 
 impl State {
@@ -228,8 +232,8 @@ impl State {
     }
 
     /// Gives partition `p`, newly assigned, what its changelog holds beyond its copy here,
-    /// before it takes any input; whether it can be served (if not, it is marked unserved,
-    /// with the reason in the log and a metric).
+    /// and claims it, before it takes any input; whether it can be served (if not, it is
+    /// marked unserved, with the reason in the log and a metric).
     fn restore(&mut self, p: u32) -> Result<bool, EngineError> {
         self.unserved.remove(&p);
         let Some(changelog) = self.changelog.clone() else {
@@ -237,31 +241,50 @@ impl State {
         };
         let started = std::time::Instant::now();
         let store = self.engine.stores().partition(p).clone();
-        let before = store.shipped()?;
+        let before = (store.shipped()?, store.last_seq()?);
         let mut outcome = changelog.restore(&store, p);
-        // Whatever the outcome, frames applied must reach the partition's engine (a restore
-        // that failed half-way left some in the store).
-        if store.shipped()? != before
-            && let Err(e) = self.engine.reopen(p)
-        {
-            outcome = Err(format!(
+        // Whatever the outcome, what was applied must reach the partition's engine (a
+        // restore that failed half-way left some frames in the store).
+        let after = (
+            store.shipped()?.map(|s| (s.frame, s.offset)),
+            store.last_seq()?,
+        );
+        let changed = match &outcome {
+            Ok(r) => r.frames > 0 || r.rebuilt || r.snapshot.is_some(),
+            Err(_) => after != (before.0.map(|s| (s.frame, s.offset)), before.1),
+        };
+        if changed && let Err(e) = self.engine.reopen(p) {
+            outcome = Err(RestoreError::Unserved(format!(
                 "the partition does not open on the frames applied: {e}"
-            ));
+            )));
         }
         let served = match outcome {
-            Ok(0) => true,
-            Ok(frames) => {
-                metrics::counter!(FRAMES_RESTORED, "partition" => p.to_string()).increment(frames);
+            Ok(restored) => {
+                if restored.frames > 0 {
+                    metrics::counter!(FRAMES_RESTORED, "partition" => p.to_string())
+                        .increment(restored.frames);
+                }
                 tracing::info!(
                     partition = p,
-                    frames,
+                    frames = restored.frames,
+                    snapshot_frame = restored.snapshot,
+                    rebuilt = restored.rebuilt,
+                    epoch = restored.epoch,
                     ms = started.elapsed().as_millis() as u64,
                     changelog = changelog.topic(),
-                    "restored from the changelog"
+                    "restored from the changelog and claimed"
                 );
+                if let Some(tail) = self.tail.as_mut() {
+                    tail.watch(p, restored.epoch - 1);
+                }
                 true
             }
-            Err(why) => {
+            Err(RestoreError::Conflict(why)) => {
+                tracing::error!(partition = p, error = %why, "the group's engines disagree on the layout: this engine stops");
+                self.conflict.get_or_insert(why);
+                false
+            }
+            Err(RestoreError::Unserved(why)) => {
                 tracing::error!(
                     partition = p,
                     error = %why,
@@ -282,6 +305,29 @@ impl State {
         Ok(served)
     }
 
+    /// Stops serving partition `p` at once: another engine claimed it at `offset` of its
+    /// changelog (this one lost it without noticing: paused, or cut off from the broker).
+    /// Nothing it does with `p` from here counts, and it does nothing: its records are
+    /// skipped, its timers and outbox left, until the group assigns it here again (its copy
+    /// is then rebuilt from the changelog).
+    pub(crate) fn fence(&mut self, p: u32, offset: u64, claimant: &str) {
+        tracing::error!(
+            partition = p,
+            claim_offset = offset,
+            claimant,
+            "another engine claimed the partition: it is no longer served here"
+        );
+        metrics::counter!(PARTITIONS_FENCED, "partition" => p.to_string()).increment(1);
+        let mut owned = self.engine.owned();
+        owned.retain(|&o| o != p);
+        self.engine.set_owned(owned);
+        note_owned(&self.engine);
+        self.unserved.insert(p);
+        metrics::gauge!(PARTITION_UNSERVED, "partition" => p.to_string()).set(1.0);
+        self.catching_up.remove(&p);
+        self.held.retain(|(q, _)| *q != p);
+    }
+
     pub(crate) fn on_revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), EngineError> {
         self.report.rebalances += 1;
         self.commit_pending()?;
@@ -293,6 +339,9 @@ impl State {
                 .remove(&(elem.topic().to_string(), elem.partition()));
             let partition = u32::try_from(elem.partition()).unwrap_or(u32::MAX);
             owned.retain(|&p| p != partition);
+            if let Some(tail) = self.tail.as_mut() {
+                tail.unwatch(partition);
+            }
             if self.unserved.remove(&partition) {
                 metrics::gauge!(PARTITION_UNSERVED, "partition" => partition.to_string()).set(0.0);
             }

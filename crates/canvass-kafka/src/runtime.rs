@@ -37,7 +37,7 @@ use crate::{
     config::KafkaConfig,
 };
 
-use crate::changelog::Changelog;
+use crate::changelog::{Changelog, Tail};
 use crate::clients::{Logging, consumer_config};
 use crate::context::{EngineContext, State};
 use crate::control::ControlReader;
@@ -141,10 +141,12 @@ pub fn run(
             control: config.topics.control.clone(),
             changelog: None,
             unserved: std::collections::BTreeSet::new(),
+            tail: None,
+            conflict: None,
         }),
     };
-    if let Some(changelog) = Changelog::connect(config)? {
-        let layout = context.lock().engine.layout();
+    let layout = context.lock().engine.layout();
+    if let Some(changelog) = Changelog::connect(config, layout)? {
         let topic = changelog.topic().to_string();
         let partitions = crate::clients::topic_partitions(config, &topic, Duration::from_secs(30))?;
         if partitions < layout.partitions {
@@ -157,6 +159,7 @@ pub fn run(
         for (p, store) in state.engine.stores().iter().enumerate() {
             changelog.ship_from(store, u32::try_from(p).unwrap_or(u32::MAX));
         }
+        state.tail = Some(Tail::new(&changelog, layout.partitions).map_err(RunError::Changelog)?);
         state.changelog = Some(changelog);
     }
     // Until the group assigns it partitions, the engine owns none.
@@ -231,12 +234,24 @@ pub fn run(
             if let Some(e) = state.failure.take() {
                 return Err(e.into());
             }
+            if let Some(why) = state.conflict.take() {
+                return Err(RunError::Changelog(why));
+            }
+            let lost = state.tail.as_mut().map(Tail::poll).unwrap_or_default();
+            for (p, offset, claimant) in lost {
+                state.fence(p, offset, &claimant);
+            }
             let logged = state.report.entries;
             state.commit_pending()?;
             if state.report.entries != logged
                 && let Some(hook) = &options.after_commit
             {
                 (hook.0)();
+            }
+            if let Some(changelog) = state.changelog.clone() {
+                for p in state.engine.owned() {
+                    changelog.maybe_snapshot(state.engine.stores().partition(p), p);
+                }
             }
             std::mem::take(&mut state.to_commit)
         };
@@ -301,8 +316,25 @@ pub fn run(
             let report = {
                 let mut state = consumer.context().lock();
                 state.commit_pending()?;
-                // Not needed for safety; the next start then has no log tail to apply again.
+                // Not needed for safety; the next start then has no log tail to apply again,
+                // and reads back less of its changelog.
                 state.engine.checkpoint()?;
+                if let Some(changelog) = &state.changelog {
+                    changelog
+                        .wait_for_snapshots(Duration::from_millis(config.shutdown_timeout_ms / 4));
+                }
+                let State { tail, engine, .. } = &mut *state;
+                if let Some(tail) = tail.as_mut() {
+                    tail.poll();
+                    for p in engine.owned() {
+                        let verified = tail.verified(p);
+                        engine
+                            .stores()
+                            .partition(p)
+                            .hold_verified(verified)
+                            .map_err(EngineError::from)?;
+                    }
+                }
                 state.report.clone()
             };
             // Half the stop's time: the rest is left for the producer's and sled's close.

@@ -79,10 +79,25 @@ pub fn topic_plan(config: &KafkaConfig, partitions: i32) -> Vec<TopicPlan> {
             name: changelog.clone(),
             role: "changelog (each partition's commits, for its next owner)",
             partitions,
-            // A new owner rebuilds a partition from its changelog's first frame: kept for
-            // good, never compacted (frames have no key).
+            // Without a snapshot, a new owner rebuilds a partition from its changelog's
+            // first frame: kept for good, never compacted (frames have no key).
             settings: vec![
                 ("retention.ms", "-1".to_string()),
+                ("cleanup.policy", "delete".to_string()),
+            ],
+        });
+    }
+    if let Some(snapshots) = &t.snapshots {
+        plan.push(TopicPlan {
+            name: snapshots.clone(),
+            role: "snapshots (each partition's store now and then, for its next owner)",
+            partitions,
+            // Only the last complete snapshot of a partition is read (its first part is the
+            // offset committed for the group `<group>.snapshots`): a week keeps it while
+            // the partition takes input, and an older one is never needed, since the
+            // changelog keeps every frame.
+            settings: vec![
+                ("retention.ms", (7 * 24 * 3600 * 1000u64).to_string()),
                 ("cleanup.policy", "delete".to_string()),
             ],
         });

@@ -8,14 +8,19 @@
 //! in the changelog only, and the next owner (this one again, or another) takes it from
 //! there. Applying the frames in order to a copy that held what the store held before the
 //! first of them gives the copy the store's log, offsets, dead letters and publications byte
-//! for byte. The frame number and the changelog offset of the last frame held are written
-//! with each commit (key `F`), so a copy knows where in the changelog it stands.
+//! for byte. Where the copy stands (the last frame held, its offset, the epoch it was
+//! shipped under, and how far the changelog was read back) is written with each commit
+//! (key `F`), so a copy knows where in the changelog to read on from.
+//!
+//! A snapshot ([`Store::snapshot`], [`Store::load_snapshot`]) is every key of the store once
+//! a checkpoint wrote its projections: loading it and applying the frames after it gives the
+//! same store as applying every frame from the first.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::{Arc, PoisonError, atomic::Ordering};
 
 use canvass_proto::v1;
 
-use crate::{Error, Result, Store, Write, keys, lock};
+use crate::{Error, Result, Store, Write, keys, lock, memtable::Layers};
 
 /// Where a partition's commits go before they are written: its changelog.
 pub trait Shipper: Send + Sync + std::fmt::Debug {
@@ -25,38 +30,75 @@ pub trait Shipper: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The changelog did not take the frame (it may hold it nonetheless).
     fn ship(&self, frame: &v1::CommitFrame) -> std::result::Result<u64, String>;
+
+    /// The epoch frames are shipped under now, and how far the changelog has been read back
+    /// with nothing in it but this owner's frames since its claim.
+    fn standing(&self) -> Standing;
 }
 
-/// The last changelog frame a store holds: its number and where it sits in the changelog.
+/// An owner's standing in its changelog (see [`Shipper::standing`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// The epoch of the owner's claim (0: no claim made).
+    pub epoch: u64,
+    /// The changelog offset read back through.
+    pub verified: u64,
+}
+
+/// Where a store stands in its changelog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shipped {
-    /// Frame number (the first is 1).
+    /// Number of the last frame held (the first is 1; 0: none yet).
     pub frame: u64,
     /// Its offset in the changelog.
     pub offset: u64,
+    /// The epoch under which the store last shipped or applied frames (0: before any
+    /// claim).
+    pub epoch: u64,
+    /// The changelog offset through which this copy is known to follow the changelog's
+    /// claims: a reader starts after it. Below `offset` when frames were shipped and not
+    /// yet read back (they are read again, to tell whether a later claim overtook them).
+    pub verified: u64,
 }
 
 impl Shipped {
     fn encode(self) -> Vec<u8> {
-        let mut v = self.frame.to_be_bytes().to_vec();
-        v.extend_from_slice(&self.offset.to_be_bytes());
-        v
+        [self.frame, self.offset, self.epoch, self.verified]
+            .iter()
+            .flat_map(|n| n.to_be_bytes())
+            .collect()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        let number = |range: std::ops::Range<usize>| {
+        let number = |i: usize| {
             bytes
-                .get(range)
+                .get(i * 8..i * 8 + 8)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
         };
-        match (number(0..8), number(8..16)) {
-            (Some(frame), Some(offset)) if bytes.len() == 16 => Ok(Self { frame, offset }),
+        match (bytes.len(), number(0), number(1), number(2), number(3)) {
+            // Written before epochs: no claim had been made, and nothing was read back.
+            (16, Some(frame), Some(offset), _, _) => Ok(Self {
+                frame,
+                offset,
+                epoch: 0,
+                verified: offset,
+            }),
+            (32, Some(frame), Some(offset), Some(epoch), Some(verified)) => Ok(Self {
+                frame,
+                offset,
+                epoch,
+                verified,
+            }),
             _ => Err(Error::CorruptRecord {
                 what: "changelog position",
-                reason: format!("{} bytes where 16 were expected", bytes.len()),
+                reason: format!("{} bytes where 32 were expected", bytes.len()),
             }),
         }
+    }
+
+    fn write(self) -> Write {
+        (vec![keys::SHIPPED], Some(self.encode()))
     }
 }
 
@@ -95,10 +137,13 @@ impl Store {
         let Some(shipper) = lock(&self.shared.shipper).clone() else {
             return Ok(());
         };
+        let held = self.shipped()?;
+        let standing = shipper.standing();
         let frame = v1::CommitFrame {
             first_seq,
             last_seq,
-            number: self.shipped()?.map_or(1, |s| s.frame + 1),
+            number: held.map_or(1, |s| s.frame + 1),
+            epoch: standing.epoch,
             writes: writes
                 .iter()
                 .map(|(key, value)| v1::StoreWrite {
@@ -112,8 +157,13 @@ impl Store {
                 let at = Shipped {
                     frame: frame.number,
                     offset,
+                    epoch: standing.epoch,
+                    verified: standing
+                        .verified
+                        .max(held.map_or(0, |h| h.verified))
+                        .min(offset),
                 };
-                writes.push((vec![keys::SHIPPED], Some(at.encode())));
+                writes.push(at.write());
                 Ok(())
             }
             Err(why) => {
@@ -160,11 +210,15 @@ impl Store {
             .iter()
             .map(|w| (w.key.clone(), w.value.clone()))
             .collect();
-        let at = Shipped {
-            frame: frame.number,
-            offset,
-        };
-        writes.push((vec![keys::SHIPPED], Some(at.encode())));
+        writes.push(
+            Shipped {
+                frame: frame.number,
+                offset,
+                epoch: frame.epoch,
+                verified: offset,
+            }
+            .write(),
+        );
         self.write(writes, true)?;
         if frame.last_seq >= frame.first_seq {
             self.shared
@@ -174,5 +228,126 @@ impl Store {
         let commits = self.shared.commits_written.fetch_add(1, Ordering::SeqCst) + 1;
         self.mark_durable(self.shared.log_end.load(Ordering::SeqCst), commits);
         Ok(true)
+    }
+
+    /// Records that the changelog was read through `offset`, where a claim of epoch
+    /// `epoch` sits, with every frame before it that counts held here: from now on this
+    /// copy follows that claim.
+    ///
+    /// # Errors
+    /// The store is read-only or failed.
+    pub fn hold_claim(&self, epoch: u64, offset: u64) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.check_failed()?;
+        let held = self.shipped()?;
+        let at = Shipped {
+            frame: held.map_or(0, |h| h.frame),
+            offset: held.map_or(offset, |h| h.offset),
+            epoch,
+            verified: offset,
+        };
+        self.write(vec![at.write()], true)
+    }
+
+    /// Records that the changelog was read back through `verified` with nothing in it but
+    /// this store's frames since its claim (kept with the next commit otherwise; this one is
+    /// for a clean stop).
+    ///
+    /// # Errors
+    /// The store is read-only or failed.
+    pub fn hold_verified(&self, verified: u64) -> Result<()> {
+        let Some(held) = self.shipped()? else {
+            return Ok(());
+        };
+        if verified <= held.verified || self.options.read_only {
+            return Ok(());
+        }
+        self.check_failed()?;
+        let at = Shipped {
+            verified: verified.min(held.offset.max(held.verified)),
+            ..held
+        };
+        self.write(vec![at.write()], true)
+    }
+
+    /// Every key and value of the store, once a checkpoint wrote every projection to sled,
+    /// in key order, for a snapshot; where it stands in its changelog is not among them
+    /// (the snapshot carries it). The caller commits nothing meanwhile.
+    ///
+    /// # Errors
+    /// The checkpoint or a read failed.
+    pub fn snapshot(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.checkpoint()?;
+        let mut out = Vec::new();
+        for kv in self.backend.range(Vec::new(), vec![u8::MAX; 2]) {
+            let (k, v) = kv?;
+            if !matches!(k.first(), Some(&(keys::SHIPPED | keys::CHECKPOINT))) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every key, durably, and forgets what memory held: the store is as new (a
+    /// copy that went its own way, about to be rebuilt from its changelog).
+    ///
+    /// # Errors
+    /// The store is read-only or its disk failed.
+    pub fn reset(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.wait_for_checkpoint()?;
+        *self
+            .shared
+            .layers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Layers::new();
+        loop {
+            let mut removals = Vec::new();
+            for kv in self
+                .backend
+                .range(Vec::new(), vec![u8::MAX; 2])
+                .take(10_000)
+            {
+                removals.push((kv?.0, None));
+            }
+            if removals.is_empty() {
+                break;
+            }
+            self.guarded(|| self.backend.apply(&removals, false))?;
+        }
+        self.guarded(|| self.backend.flush())?;
+        self.shared.log_end.store(0, Ordering::SeqCst);
+        self.shared.durable_end.store(0, Ordering::SeqCst);
+        *lock(&self.shared.unshipped) = None;
+        Ok(())
+    }
+
+    /// Loads a snapshot's `writes` (one part of it; call once per part) into a store that
+    /// [`Store::reset`] emptied, durably.
+    ///
+    /// # Errors
+    /// The store is read-only or its disk failed.
+    pub fn load_snapshot_part(&self, writes: Vec<Write>) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.guarded(|| self.backend.apply(&writes, false))
+    }
+
+    /// Finishes loading a snapshot taken at `at`: makes it durable and takes its log end.
+    /// The partition's engine must be opened again on it.
+    ///
+    /// # Errors
+    /// The store is read-only, its disk failed, or the log loaded does not decode.
+    pub fn finish_snapshot(&self, at: Shipped) -> Result<()> {
+        self.write(vec![at.write()], true)?;
+        let end = self.find_log_end()?;
+        self.shared.log_end.store(end, Ordering::SeqCst);
+        self.shared.durable_end.store(end, Ordering::SeqCst);
+        Ok(())
     }
 }

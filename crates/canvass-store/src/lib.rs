@@ -33,7 +33,7 @@ mod outbox;
 mod timers;
 
 use backend::Backend;
-pub use changelog::{Shipped, Shipper};
+pub use changelog::{Shipped, Shipper, Standing};
 pub use commit::WriteBatch;
 pub use keys::EMBEDDED_PARTITION;
 pub use layout::{Layout, Stores, Wanted};

@@ -6,7 +6,9 @@
 
 use canvass_core::{TimerId, UnixMillis};
 use canvass_proto::v1;
-use canvass_store::{LOG_SCHEMA_VERSION, Shipped, Shipper, Store, StoreOptions, WriteBatch};
+use canvass_store::{
+    LOG_SCHEMA_VERSION, Shipped, Shipper, Standing, Store, StoreOptions, WriteBatch,
+};
 
 /// Runs `test` on a store in memory and on a sled store in a fresh directory, each with
 /// the given options.
@@ -487,6 +489,13 @@ impl Shipper for MemoryChangelog {
         frames.push(frame.clone());
         Ok(frames.len() as u64 - 1)
     }
+
+    fn standing(&self) -> Standing {
+        Standing {
+            epoch: 7,
+            verified: 1,
+        }
+    }
 }
 
 #[test]
@@ -537,9 +546,15 @@ fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters(
             store.shipped().unwrap(),
             Some(Shipped {
                 frame: 4,
-                offset: 3
+                offset: 3,
+                epoch: 7,
+                verified: 1
             }),
-            "the store knows where it stands in its changelog"
+            "the store knows where it stands in its changelog, and how far it was read back"
+        );
+        assert!(
+            frames.iter().all(|f| f.epoch == 7),
+            "frames go under the shipper's epoch"
         );
 
         // A copy that held what the store held before the first frame.
@@ -575,7 +590,12 @@ fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters(
             copy.publications(10).unwrap(),
             store.publications(10).unwrap()
         );
-        assert_eq!(copy.shipped().unwrap(), store.shipped().unwrap());
+        let copied = copy.shipped().unwrap().unwrap();
+        assert_eq!(
+            (copied.frame, copied.offset, copied.epoch, copied.verified),
+            (4, 3, 7, 3),
+            "a copy that applied frames read them: verified through the last"
+        );
 
         // A commit the changelog did not take is not written, nor is any after it.
         changelog
@@ -595,5 +615,65 @@ fn the_commits_shipped_to_another_copy_give_it_the_same_log_offsets_and_letters(
         assert!(store.commit(batch).is_err(), "refused until opened again");
         assert_eq!(store.offset("kafka:t/0").unwrap(), Some(3));
         assert_eq!(changelog.frames.lock().unwrap().len(), 4);
+    });
+}
+
+#[test]
+fn a_snapshot_loaded_into_an_emptied_store_gives_it_the_same_keys_and_log() {
+    on_both(&foreground(), |store| {
+        let changelog = std::sync::Arc::new(MemoryChangelog::default());
+        store.ship_to(Some(changelog.clone()));
+        commit(store, 1, |b| {
+            b.set_offset("kafka:t/0", 1);
+            b.put_counters("a", &v1::CampaignCounters::default());
+        });
+        commit(store, 2, |b| {
+            b.set_offset("kafka:t/0", 2);
+            b.put_dead_letter(1, &v1::DeadLetter::default());
+        });
+        let at = store.shipped().unwrap().unwrap();
+        let keys = store.snapshot().unwrap();
+        assert!(
+            keys.iter().all(|(k, _)| k[0] != b'F' && k[0] != b'K'),
+            "neither the changelog position nor a checkpoint in progress is in a snapshot"
+        );
+
+        let other = Store::in_memory(foreground());
+        commit(&other, 5, |b| b.set_offset("kafka:t/0", 9));
+        other.reset().unwrap();
+        assert_eq!(other.last_seq().unwrap(), 0, "reset: nothing is left");
+        assert_eq!(other.offset("kafka:t/0").unwrap(), None);
+        for part in keys.chunks(2) {
+            other
+                .load_snapshot_part(
+                    part.iter()
+                        .map(|(k, v)| (k.clone(), Some(v.clone())))
+                        .collect(),
+                )
+                .unwrap();
+        }
+        other.finish_snapshot(at).unwrap();
+        let log = |s: &Store| s.log_from(1).map(Result::unwrap).collect::<Vec<_>>();
+        assert_eq!(log(&other), log(store));
+        assert_eq!(other.last_seq().unwrap(), 2);
+        assert_eq!(other.offset("kafka:t/0").unwrap(), Some(2));
+        assert_eq!(
+            other.projection_dump().unwrap(),
+            store.projection_dump().unwrap()
+        );
+        assert_eq!(other.dead_letters().unwrap(), store.dead_letters().unwrap());
+        assert_eq!(other.shipped().unwrap(), Some(at));
+        assert_eq!(
+            other.checkpoint_seq().unwrap(),
+            2,
+            "its projections hold the whole log"
+        );
+
+        // The frames after the snapshot follow it.
+        commit(store, 3, |b| b.set_offset("kafka:t/0", 3));
+        let frames = changelog.frames.lock().unwrap().clone();
+        let last = frames.last().unwrap();
+        assert!(other.apply_shipped(last, 2).unwrap());
+        assert_eq!(log(&other), log(store));
     });
 }

@@ -152,6 +152,14 @@ fn describe() {
             "canvass_changelog_frames_restored_total",
             "Changelog frames applied to this engine's copy of a partition when it was assigned here, by partition.",
         ),
+        (
+            "canvass_changelog_snapshots_written_total",
+            "Snapshots of a partition this engine wrote to the snapshots topic, by partition.",
+        ),
+        (
+            "canvass_changelog_fenced_total",
+            "Times this engine stopped serving a partition because another engine claimed it, by partition.",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
