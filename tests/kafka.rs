@@ -1628,6 +1628,16 @@ impl Member {
                     .and_then(|p| p.parse::<i32>().ok())
             };
             if message.starts_with("assigned") {
+                if let Some(p) = partition() {
+                    self.fenced.remove(&p);
+                }
+                // Where it resumes is what it holds (restored, or its own).
+                if let (Some(source), Some(offset)) =
+                    (fields["source"].as_str(), fields["offset"].as_i64())
+                {
+                    let source = source.strip_prefix("kafka:").unwrap_or(source);
+                    self.positions.insert(source.to_string(), offset);
+                }
                 self.assigned.extend(partition());
             } else if message.starts_with("revoked") {
                 if let Some(p) = partition() {
@@ -2168,4 +2178,228 @@ fn an_engine_that_lost_its_partitions_without_noticing_makes_nothing_count() {
             ),
         );
     }
+}
+
+/// An engine whose partitioner differs from the one its group's claims state refuses to go
+/// on, naming the conflict: it would place contacts on other partitions than its peers.
+#[test]
+fn an_engine_with_another_partitioner_than_its_group_stops_naming_the_conflict() {
+    let _heavy = canvass_tests::broker::heavy();
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "layout", 4).with_changelog(&broker, 4);
+    let group = unique("layout");
+    let config = topics.config(dir.path(), &broker, &group);
+    let mut first = vec![Member::start(&member_args(&dir.path().join("a"), &config))];
+    wait_members(
+        &mut first,
+        "the first engine to claim every partition",
+        |m| m[0].assigned.len() == 4 && m[0].restored.len() == 4,
+    );
+    let other = dir.path().join("consistent.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "max_wait_ms = 5",
+        "partitioner = \"consistent\"\nmax_wait_ms = 5",
+        1,
+    );
+    std::fs::write(&other, text).unwrap();
+    let mut second = start_ready(&member_args(&dir.path().join("b"), &other), true);
+    let status = canvass_tests::wait_within(&mut second.child, Duration::from_secs(120))
+        .expect("the second engine stops once it meets the first engine's claim");
+    assert!(!status.success(), "it stops with an error");
+    let said: Vec<String> = second.lines.try_iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("\"4 murmur2\"")
+            || (l.contains("4 murmur2") && l.contains("4 consistent"))),
+        "the error names both layouts: {said:#?}"
+    );
+    assert!(
+        first[0].running.child.try_wait().unwrap().is_none(),
+        "the first engine goes on"
+    );
+}
+
+/// A small, seeded generator of the chaos test's moments (no dependency needed).
+struct Moments(u64);
+
+impl Moments {
+    fn next(&mut self) -> u64 {
+        // SplitMix64.
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Waits until every touchpoint partition's owner (a member that has it assigned and was
+/// not told another engine claimed it) holds `ends`.
+fn wait_applied(members: &mut [Member], topics: &Topics, ends: &[i64], what: &str) {
+    wait_members(members, what, |m| {
+        (0..4).all(|p| {
+            m.iter().any(|m| {
+                m.assigned.contains(&p)
+                    && !m.fenced.contains(&p)
+                    && m.holds(&topics.touchpoints, p, ends[p as usize])
+            })
+        })
+    });
+}
+
+/// Three engines of the real binary in one group, their partitions moving through the
+/// changelog and snapshots while the test scales them 1 -> 3 -> 1 and, in between, kills
+/// one at a random moment (SIGKILL, then started again on its directory) ten times and
+/// pauses one past its session timeout (SIGSTOP, SIGCONT) twice. The moments come from a
+/// seed, printed (set `CANVASS_TEST_SEED` to replay them). At the end, with the event clock,
+/// every partition's state is the one a file run on four partitions gives it, and every
+/// action of that run was published, never two contents under one key.
+#[test]
+fn three_engines_killed_and_paused_at_random_moments_end_as_one_file_run() {
+    let _heavy = canvass_tests::broker::heavy();
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::env::var("CANVASS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("chaos seed {seed} (CANVASS_TEST_SEED={seed} replays these moments)");
+    let mut moments = Moments(seed);
+    let topics = Topics::create(&broker, "chaos", 4)
+        .with_changelog(&broker, 4)
+        .with_snapshots(&broker, 4, 40);
+    let config = topics.config(dir.path(), &broker, &unique("chaos"));
+    let args = |slot: usize| member_args(&dir.path().join(format!("engine-{slot}")), &config);
+    let mut members = vec![Member::start(&args(0))];
+    wait_members(
+        &mut members,
+        "the first engine to take every partition",
+        |m| m[0].assigned.len() == 4,
+    );
+    let mut p = phases(&topics, 1);
+    p.events.retain(|e| e.key.is_some());
+    let mut ends = vec![0; 4];
+    for phase in [&p.commands, &p.contacts, &p.launch] {
+        feed_members(&broker, &topics, &mut members, &mut ends, phase);
+    }
+
+    // 1 -> 3.
+    members.push(Member::start(&args(1)));
+    members.push(Member::start(&args(2)));
+    wait_members(&mut members, "three engines to share the partitions", |m| {
+        let all: BTreeSet<i32> = m.iter().flat_map(|m| m.assigned.iter().copied()).collect();
+        all.len() == 4
+            && m.iter().map(|m| m.assigned.len()).sum::<usize>() == 4
+            && m.iter().all(|m| !m.assigned.is_empty())
+    });
+
+    // Ten kills and two pauses, in a seeded order, each a moment after a slice of events.
+    let mut disruptions: Vec<&str> = vec!["kill"; 10];
+    disruptions.extend(["pause"; 2]);
+    for i in (1..disruptions.len()).rev() {
+        disruptions.swap(i, moments.below(i as u64 + 1) as usize);
+    }
+    let slices = disruptions.len() + 1;
+    let per_slice = p.events.len().div_ceil(slices);
+    let mut slices: Vec<Vec<Produce>> = p
+        .events
+        .chunks(per_slice)
+        .map(<[Produce]>::to_vec)
+        .collect();
+    let last_slice = slices.pop().unwrap();
+    for (slice, disruption) in slices.iter().zip(&disruptions) {
+        let slot = moments.below(3) as usize;
+        let delay = Duration::from_millis(moments.below(1500));
+        eprintln!(
+            "chaos: {} events, then in {delay:?} {disruption} engine {slot}",
+            slice.len()
+        );
+        let placed = broker.produce_placed(slice, "murmur2_random");
+        Broker::ends_after(&mut ends, &placed);
+        std::thread::sleep(delay);
+        match *disruption {
+            "kill" => {
+                let mut killed = members.remove(slot);
+                killed.running.child.kill().unwrap();
+                let _ = killed.running.child.wait();
+                // Started again once its session lapsed. Tansu 0.6 never evicts a member
+                // whose session lapsed while the others heartbeat (its partitions stay
+                // assigned to nobody alive until the group rebalances for another reason),
+                // and a member that joins before then makes a generation that still holds
+                // the dead one (docs/ARCHITECTURE.md, "Broker gaps").
+                std::thread::sleep(Duration::from_secs(8));
+                members.insert(slot, Member::start(&args(slot)));
+            }
+            _ => {
+                signal(&members[slot].running.child, "-STOP");
+                // Past the session timeout (6 s): the group moves its partitions.
+                std::thread::sleep(Duration::from_secs(9));
+                signal(&members[slot].running.child, "-CONT");
+            }
+        }
+        wait_applied(
+            &mut members,
+            &topics,
+            &ends,
+            "the slice to be applied by the owners",
+        );
+    }
+
+    // 3 -> 1.
+    for slot in [2, 1] {
+        let mut leaving = members.remove(slot);
+        assert!(
+            leaving
+                .running
+                .child
+                .terminate_within(Duration::from_secs(60))
+                .is_some_and(|s| s.success()),
+            "engine {slot} did not stop cleanly"
+        );
+    }
+    wait_members(
+        &mut members,
+        "the first engine to take every partition back",
+        |m| m[0].assigned.len() == 4,
+    );
+    let placed = broker.produce_placed(&last_slice, "murmur2_random");
+    Broker::ends_after(&mut ends, &placed);
+    wait_applied(&mut members, &topics, &ends, "the last slice to be applied");
+    wait_outboxes_sampled_empty(&mut members);
+    assert!(
+        members[0]
+            .running
+            .child
+            .terminate_within(Duration::from_secs(60))
+            .is_some_and(|s| s.success()),
+        "the last engine did not stop cleanly"
+    );
+
+    let (file_data, from_file) =
+        file_run_on_four_partitions(dir.path(), &keyed_lines(&reference_stream(1)));
+    let file = canvass_tests::stores(&file_data);
+    let last = canvass_tests::stores(dir.path().join("engine-0"));
+    for part in 0..4u32 {
+        assert_same_state(
+            last.partition(part),
+            file.partition(part),
+            &format!(
+                "seed {seed}, partition {part}: the last engine's state (left) and the file run's (right)"
+            ),
+        );
+    }
+    let from_kafka = published_at_least_once(&broker, &topics);
+    assert_eq!(
+        from_kafka, from_file,
+        "seed {seed}: the actions on Kafka (each key at least once, one content) and in the file run"
+    );
 }
