@@ -39,3 +39,6 @@ trap 'scripts/kafka.sh stop "$broker_dir"; rm -rf "$broker_dir"' EXIT
 port=$(scripts/kafka.sh free-port 19192)
 TANSU_STORAGE=memory scripts/kafka.sh start "$broker_dir" "$port" >&2
 $bench kafka --broker "127.0.0.1:$port" --events 50000 --runs 3 2> >(grep -v CONFWARN >&2)
+# Scale-out: hand-off of a partition of 100k and 1M contacts, records/s with 1, 2, 3 engines.
+$bench scale --broker "127.0.0.1:$port" --contacts 100000 --events 300000 --runs 3 2> >(grep -v CONFWARN >&2)
+$bench scale --broker "127.0.0.1:$port" --contacts 1000000 --events 300000 --engines 3 --runs 1 2> >(grep -v CONFWARN >&2)

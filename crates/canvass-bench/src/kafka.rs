@@ -20,7 +20,7 @@ use rdkafka::{
 
 use crate::{event, median, settle, setup};
 
-fn unique(role: &str) -> String {
+pub(crate) fn unique(role: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -28,7 +28,7 @@ fn unique(role: &str) -> String {
     format!("bench.{role}-{nanos}")
 }
 
-fn client(broker: &str) -> ClientConfig {
+pub(crate) fn client(broker: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", broker);
     c

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod grpc;
 mod kafka;
+mod scale;
 
 // The same allocator as the `canvass` binary, so the figures are the product's.
 #[global_allocator]
@@ -145,6 +146,34 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Scale-out on Kafka: the time a partition of this many contacts takes to move to a new
+    /// owner (from a snapshot, and from the changelog alone), and records/s with 1, 2 and 3
+    /// engines in one group on this machine (each with the changelog and snapshots on),
+    /// beside one engine without a changelog.
+    Scale {
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        broker: String,
+        /// Contacts of the partition handed over, e.g. `--contacts 100000 --contacts 1000000`.
+        #[arg(long, default_values_t = [100_000])]
+        contacts: Vec<u64>,
+        /// Log entries between two snapshots of the partition handed over (the engine's
+        /// default): a restore applies at most about this many after the snapshot.
+        #[arg(long, default_value_t = 100_000)]
+        snapshot_entries: u64,
+        /// Records on the touchpoints topic for the throughput runs.
+        #[arg(long, default_value_t = 300_000)]
+        events: u64,
+        /// Engine counts for the throughput runs.
+        #[arg(long, default_values_t = [1, 2, 3])]
+        engines: Vec<usize>,
+        /// Partitions of the touchpoints topic for the throughput runs.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Time to reopen a store whose log holds this many events (projections persist, so
     /// nothing is replayed), beside the time to replay the same log.
     Restart {
@@ -192,23 +221,25 @@ fn command(actor: &str, cmd: v1::campaign_command::Command) -> Sourced {
     })
 }
 
-/// Loads, approves and launches the bench campaign.
-fn setup(engine: &mut Partitions) -> anyhow::Result<()> {
+/// The commands that load, approve and launch the bench campaign.
+fn setup_commands() -> anyhow::Result<Vec<Sourced>> {
     use v1::campaign_command::Command as C;
     let spec: v1::CampaignSpec = json::from_str(SPEC).map_err(|e| anyhow::anyhow!("{e}"))?;
     let r = v1::VersionRef {
         campaign_id: "bench".into(),
         version: 1,
     };
-    engine.ingest(
-        vec![
-            command("author", C::PutSpec(spec)),
-            command("author", C::Submit(r.clone())),
-            command("approver", C::Approve(r)),
-            command("ops", C::Launch("bench".into())),
-        ],
-        UnixMillis(T0),
-    )?;
+    Ok(vec![
+        command("author", C::PutSpec(spec)),
+        command("author", C::Submit(r.clone())),
+        command("approver", C::Approve(r)),
+        command("ops", C::Launch("bench".into())),
+    ])
+}
+
+/// Loads, approves and launches the bench campaign.
+fn setup(engine: &mut Partitions) -> anyhow::Result<()> {
+    engine.ingest(setup_commands()?, UnixMillis(T0))?;
     Ok(())
 }
 
@@ -720,6 +751,14 @@ fn restart(events: u64, replay_limit: u64) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     canvass_engine::process::prefer_small_pages();
+    // The engines' warnings and errors (RUST_LOG for more) go to stderr, beside the figures.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().bench {
         Bench::Throughput {
             events,
@@ -767,6 +806,23 @@ fn main() -> anyhow::Result<()> {
             partitions,
             runs,
         } => kafka::kafka(&broker, events, partitions, runs),
+        Bench::Scale {
+            broker,
+            contacts,
+            snapshot_entries,
+            events,
+            engines,
+            partitions,
+            runs,
+        } => scale::scale(
+            &broker,
+            &contacts,
+            snapshot_entries,
+            events,
+            &engines,
+            partitions,
+            runs,
+        ),
         Bench::Restart {
             events,
             replay_limit,

@@ -31,7 +31,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -86,6 +86,8 @@ pub const PARTITIONS_FENCED: &str = "canvass_changelog_fenced_total";
 struct Cell {
     epoch: AtomicU64,
     verified: AtomicU64,
+    /// Another engine claimed the partition (set by the tail, cleared by a restore).
+    lost: AtomicBool,
 }
 
 /// The changelog topic of an engine, for its partitions' shippers and restores.
@@ -103,6 +105,8 @@ pub(crate) struct Changelog {
     cells: Arc<Mutex<HashMap<u32, Arc<Cell>>>>,
     /// Partitions whose snapshot is being written.
     snapshotting: Arc<Mutex<HashSet<u32>>>,
+    /// When a partition's last snapshot failed: the next waits a minute.
+    snapshot_failed: Arc<Mutex<HashMap<u32, Instant>>>,
 }
 
 impl std::fmt::Debug for Changelog {
@@ -159,6 +163,7 @@ impl Changelog {
             owner: format!("{host} pid {}", std::process::id()),
             cells: Arc::default(),
             snapshotting: Arc::default(),
+            snapshot_failed: Arc::default(),
         }))
     }
 
@@ -257,7 +262,12 @@ impl Changelog {
             .set("enable.partition.eof", "true")
             // A restore waits on the changelog's end: the broker answers an empty fetch at
             // once rather than after its default half second.
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            // A restore reads one partition as fast as it can: large fetches, not the
+            // consumer's 1 MiB per partition.
+            .set("max.partition.fetch.bytes", "33554432")
+            .set("fetch.max.bytes", "67108864")
+            .set("receive.message.max.bytes", "68157440");
         settings
             .create_with_context(Logging("changelog"))
             .map_err(|e| e.to_string())
@@ -281,7 +291,13 @@ impl Changelog {
             epoch: 0,
         };
         let held = store.shipped().map_err(|e| e.to_string())?;
+        let rebuilding = store.is_rebuilding().map_err(|e| e.to_string())?;
         let (mut follower, mut start) = match held {
+            // A rebuild a crash interrupted: started again.
+            _ if rebuilding => {
+                restored.rebuilt = true;
+                self.rebuild(store, partition, low, &mut restored)?
+            }
             // The changelog still holds what follows the copy.
             Some(h) if h.verified + 1 >= low => (
                 Follower {
@@ -328,6 +344,7 @@ impl Changelog {
                         let cell = self.cell(partition);
                         cell.epoch.store(restored.epoch, Ordering::SeqCst);
                         cell.verified.store(claim, Ordering::SeqCst);
+                        cell.lost.store(false, Ordering::SeqCst);
                         return Ok(restored);
                     }
                     until = Some(self.claim(p)?);
@@ -380,7 +397,8 @@ impl Changelog {
                 ));
             }
             Ok(None) => {}
-            Err(why) => {
+            Err(conflict @ RestoreError::Conflict(_)) => return Err(conflict),
+            Err(RestoreError::Unserved(why)) => {
                 tracing::warn!(partition, reason = %why, "changelog: the last snapshot cannot be loaded; reading the changelog from its start");
                 store.reset().map_err(|e| e.to_string())?;
             }
@@ -495,7 +513,11 @@ impl Changelog {
 
     /// Loads into `store` (emptied) the last complete snapshot of `partition`, if the
     /// snapshots topic holds one; where it stands.
-    fn load_snapshot(&self, store: &Store, partition: u32) -> Result<Option<Shipped>, String> {
+    fn load_snapshot(
+        &self,
+        store: &Store,
+        partition: u32,
+    ) -> Result<Option<Shipped>, RestoreError> {
         let Some(topic) = self.config.topics.snapshots.as_deref() else {
             return Ok(None);
         };
@@ -553,12 +575,22 @@ impl Changelog {
                         return Err(format!(
                             "snapshot {id} has part {part} where part {} was expected",
                             loaded + 1
-                        ));
+                        )
+                        .into());
                     }
                     let decoded = v1::SnapshotPart::decode(m.payload().unwrap_or_default())
                         .map_err(|e| {
                             format!("part {part} of snapshot {id} does not decode: {e}")
                         })?;
+                    if !decoded.layout.is_empty() && decoded.layout != self.layout_label() {
+                        return Err(RestoreError::Conflict(format!(
+                            "the last snapshot of partition {p} (`{topic}`, offset {}) was written by an engine with the layout `{}` (partitions, partitioner), this engine's is `{}`: every engine of the group `{}` must run with the touchpoints topic's partition count and the same partitioner",
+                            m.offset(),
+                            decoded.layout,
+                            self.layout_label(),
+                            self.config.group_id
+                        )));
+                    }
                     at = Some(Shipped {
                         frame: decoded.frame,
                         offset: decoded.offset,
@@ -583,7 +615,8 @@ impl Changelog {
                 {
                     return Err(format!(
                         "the snapshot at offset {first} ends after {loaded} parts"
-                    ));
+                    )
+                    .into());
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
@@ -595,10 +628,11 @@ impl Changelog {
                 return Err(format!(
                     "the snapshots topic sent nothing for {}s",
                     RESTORE_STALL.as_secs()
-                ));
+                )
+                .into());
             }
         }
-        let at = at.ok_or("a snapshot without parts")?;
+        let at = at.ok_or_else(|| "a snapshot without parts".to_string())?;
         store.finish_snapshot(at).map_err(|e| e.to_string())?;
         let covered = store.last_seq().map_err(|e| e.to_string())?;
         store
@@ -624,12 +658,16 @@ impl Changelog {
             let held = store.shipped()?;
             let cell = self.cell(partition);
             Ok(store.last_seq()? >= covered + self.config.snapshot_entries
-                && held.is_some_and(|h| {
-                    h.epoch == cell.epoch.load(Ordering::SeqCst)
-                        && cell.verified.load(Ordering::SeqCst) >= h.offset
-                }))
+                && !cell.lost.load(Ordering::SeqCst)
+                && held.is_some_and(|h| h.epoch == cell.epoch.load(Ordering::SeqCst)))
         };
-        if !matches!(due(), Ok(true)) {
+        let failed_lately = self
+            .snapshot_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&partition)
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(60));
+        if failed_lately || !matches!(due(), Ok(true)) {
             return;
         }
         if !self
@@ -654,6 +692,10 @@ impl Changelog {
             Ok(taken) => taken,
             Err(e) => {
                 tracing::warn!(partition, error = %e, "snapshot: the store cannot be read");
+                self.snapshot_failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(partition, Instant::now());
                 self.snapshot_done(partition);
                 return;
             }
@@ -663,7 +705,11 @@ impl Changelog {
         let spawned = std::thread::Builder::new()
             .name(format!("snapshot-{partition}"))
             .spawn(move || {
-                let result = changelog.write_snapshot(&topic, partition, keys, at);
+                // Written only once its last frame was read back behind this engine's
+                // claim: a snapshot holds only a state that counts.
+                let result = changelog
+                    .wait_read_back(partition, at)
+                    .and_then(|()| changelog.write_snapshot(&topic, partition, keys, at));
                 match result {
                     Ok((parts, bytes)) => {
                         if let Err(e) = store.put_setting(SNAPSHOT_SEQ, covered) {
@@ -682,7 +728,12 @@ impl Changelog {
                         );
                     }
                     Err(why) => {
-                        tracing::warn!(partition, error = %why, "snapshot: not written; tried again later");
+                        changelog
+                            .snapshot_failed
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(partition, Instant::now());
+                        tracing::warn!(partition, error = %why, "snapshot: not written; tried again in a minute");
                     }
                 }
                 changelog.snapshot_done(partition);
@@ -693,19 +744,38 @@ impl Changelog {
         }
     }
 
-    /// Waits (up to `limit`) for the snapshots being written to be done: a clean stop
-    /// leaves none half-written that it could have finished.
-    pub(crate) fn wait_for_snapshots(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self
+    /// Waits until the tail read partition `partition`'s changelog back through `at`'s frame
+    /// under `at`'s epoch; an error if the partition was claimed by another engine, claimed
+    /// anew, or the tail does not get there within two minutes.
+    fn wait_read_back(&self, partition: u32, at: Shipped) -> Result<(), String> {
+        let cell = self.cell(partition);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if cell.lost.load(Ordering::SeqCst) || cell.epoch.load(Ordering::SeqCst) != at.epoch {
+                return Err("the partition was claimed since: its state may not count".into());
+            }
+            if cell.verified.load(Ordering::SeqCst) >= at.offset
+                && !cell.lost.load(Ordering::SeqCst)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the changelog was not read back to frame {} within two minutes",
+                    at.frame
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether a snapshot is being written.
+    pub(crate) fn is_snapshotting(&self) -> bool {
+        !self
             .snapshotting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_empty()
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     fn snapshot_done(&self, partition: u32) {
@@ -733,6 +803,7 @@ impl Changelog {
                 offset: at.offset,
                 epoch: at.epoch,
                 writes: std::mem::take(writes),
+                layout: self.layout_label(),
             }
             .encode_to_vec()
         };
@@ -768,6 +839,11 @@ impl Changelog {
             .collect();
         let offsets = self.send(topic, &records, p)?;
         let first = *offsets.first().ok_or("no part was acknowledged")?;
+        let cell = self.cell(partition);
+        if cell.lost.load(Ordering::SeqCst) || cell.epoch.load(Ordering::SeqCst) != at.epoch {
+            // The partition moved on meanwhile: its next owner's snapshot is newer.
+            return Err("the partition was claimed while its snapshot was written".into());
+        }
         let consumer = self.reader(&self.snapshot_group())?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(first))
@@ -921,24 +997,31 @@ impl Tail {
     }
 
     /// Reads partition `partition` on from `claim`, this engine's claim on it, as served.
-    pub(crate) fn watch(&mut self, partition: u32, claim: u64) {
+    ///
+    /// # Errors
+    /// The reader cannot be placed after the claim: another engine's claim could then go
+    /// unseen, so the partition must not be served.
+    pub(crate) fn watch(&mut self, partition: u32, claim: u64) -> Result<(), String> {
         let next = i64::try_from(claim).unwrap_or(i64::MAX) + 1;
-        self.watched.insert(partition, (next, claim));
-        let Some(tpl) = self.one(partition) else {
-            return;
-        };
-        let Ok(p) = i32::try_from(partition) else {
-            return;
-        };
-        if let Err(e) =
+        let tpl = self.one(partition).ok_or("no such partition")?;
+        let p = i32::try_from(partition).map_err(|e| e.to_string())?;
+        let mut tries = 0;
+        while let Err(e) =
             self.consumer
                 .seek(&self.topic, p, Offset::Offset(next), Duration::from_secs(5))
         {
-            tracing::warn!(partition, error = %e, "changelog: cannot read it back from the claim");
+            tries += 1;
+            if tries == 3 {
+                return Err(format!(
+                    "the changelog cannot be read back from the claim (offset {claim}): {e}"
+                ));
+            }
         }
-        if let Err(e) = self.consumer.resume(&tpl) {
-            tracing::warn!(partition, error = %e, "changelog: cannot read it back");
-        }
+        self.consumer
+            .resume(&tpl)
+            .map_err(|e| format!("the changelog cannot be read back: {e}"))?;
+        self.watched.insert(partition, (next, claim));
+        Ok(())
     }
 
     /// Stops reading partition `partition`.
@@ -971,14 +1054,33 @@ impl Tail {
             let Some((next, claim)) = self.watched.get_mut(&partition) else {
                 continue;
             };
+            let cell = self.changelog.cell(partition);
+            if cell.lost.load(Ordering::SeqCst) {
+                // Nothing after another engine's claim confirms this engine's standing.
+                continue;
+            }
             let offset = u64::try_from(m.offset()).unwrap_or(0);
             if m.offset() < *next {
                 continue;
             }
+            if m.offset() > *next {
+                // Offsets skipped (the producer is idempotent, without transactions: a
+                // changelog has no gaps): a claim among them would go unseen.
+                cell.lost.store(true, Ordering::SeqCst);
+                lost.push((
+                    partition,
+                    offset,
+                    format!(
+                        "nobody known: the read-back skipped offsets {next} to {}",
+                        offset - 1
+                    ),
+                ));
+                continue;
+            }
             *next = m.offset() + 1;
-            let cell = self.changelog.cell(partition);
             match Record::of(&m) {
                 Ok(Record::Claim { owner, .. }) if offset > *claim => {
+                    cell.lost.store(true, Ordering::SeqCst);
                     lost.push((partition, offset, owner));
                 }
                 Ok(Record::Chunk(chunk)) if chunk.epoch == cell.epoch.load(Ordering::SeqCst) => {
@@ -991,6 +1093,11 @@ impl Tail {
             self.unwatch(p);
         }
         lost
+    }
+
+    /// Whether another engine claimed partition `partition` since this engine did.
+    pub(crate) fn lost(&self, partition: u32) -> bool {
+        self.changelog.cell(partition).lost.load(Ordering::SeqCst)
     }
 
     /// How far partition `partition` was read back (with nothing but this engine's frames).
@@ -1045,7 +1152,7 @@ struct Chunk {
 /// interleave).
 #[derive(Debug, Default)]
 struct Assembly {
-    building: HashMap<u64, (Chunk, Vec<u8>)>,
+    building: HashMap<(u64, u64), (Chunk, Vec<u8>)>,
 }
 
 impl Assembly {
@@ -1056,19 +1163,22 @@ impl Assembly {
         payload: Option<&[u8]>,
         offset: u64,
     ) -> Result<Option<v1::CommitFrame>, String> {
+        let key = (chunk.epoch, chunk.number);
         if chunk.chunk == 1 {
-            // A frame left unfinished before is dropped (see the module's note).
-            self.building.insert(chunk.epoch, (chunk, Vec::new()));
+            // A frame of this number left unfinished before is dropped (see the module's
+            // note); frames of one epoch come in order, so older unfinished ones go too.
+            self.building
+                .retain(|&(epoch, number), _| epoch != chunk.epoch || number > chunk.number);
+            self.building.insert(key, (chunk, Vec::new()));
         }
-        let Some((building, bytes)) = self.building.get_mut(&chunk.epoch) else {
+        let Some((building, bytes)) = self.building.get_mut(&key) else {
             // The rest of a frame whose start is not here: left out as unfinished.
             return Ok(None);
         };
-        if building.number != chunk.number
-            || building.chunks != chunk.chunks
+        if building.chunks != chunk.chunks
             || building.chunk + usize::from(chunk.chunk != 1) != chunk.chunk
         {
-            self.building.remove(&chunk.epoch);
+            self.building.remove(&key);
             return Ok(None);
         }
         building.chunk = chunk.chunk;
@@ -1078,7 +1188,7 @@ impl Assembly {
         }
         let bytes = self
             .building
-            .remove(&chunk.epoch)
+            .remove(&key)
             .map(|(_, b)| b)
             .unwrap_or_default();
         let number = chunk.number;

@@ -258,8 +258,20 @@ impl State {
                 "the partition does not open on the frames applied: {e}"
             )));
         }
+        // A partition is served only if its changelog is read back behind the claim.
+        let outcome = outcome.and_then(|restored| match self.tail.as_mut() {
+            Some(tail) => tail
+                .watch(p, restored.epoch - 1)
+                .map(|()| restored)
+                .map_err(RestoreError::Unserved),
+            None => Ok(restored),
+        });
         let served = match outcome {
             Ok(restored) => {
+                self.report.restores += 1;
+                self.report.snapshots_loaded += u64::from(restored.snapshot.is_some());
+                self.report.frames_restored += restored.frames;
+                self.report.restore_time += started.elapsed();
                 if restored.frames > 0 {
                     metrics::counter!(FRAMES_RESTORED, "partition" => p.to_string())
                         .increment(restored.frames);
@@ -274,9 +286,6 @@ impl State {
                     changelog = changelog.topic(),
                     "restored from the changelog and claimed"
                 );
-                if let Some(tail) = self.tail.as_mut() {
-                    tail.watch(p, restored.epoch - 1);
-                }
                 true
             }
             Err(RestoreError::Conflict(why)) => {

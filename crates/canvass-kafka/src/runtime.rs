@@ -87,6 +87,14 @@ pub struct KafkaReport {
     pub rebalances: u64,
     /// From the first record consumed to the last commit or publication that followed.
     pub busy: Option<Duration>,
+    /// Partitions restored from the changelog on assignment.
+    pub restores: u64,
+    /// Restores that began with a snapshot.
+    pub snapshots_loaded: u64,
+    /// Changelog frames the restores applied.
+    pub frames_restored: u64,
+    /// The time the restores took, in all.
+    pub restore_time: Duration,
 }
 
 /// Why the loop stopped with an error.
@@ -319,14 +327,29 @@ pub fn run(
                 // Not needed for safety; the next start then has no log tail to apply again,
                 // and reads back less of its changelog.
                 state.engine.checkpoint()?;
-                if let Some(changelog) = &state.changelog {
-                    changelog
-                        .wait_for_snapshots(Duration::from_millis(config.shutdown_timeout_ms / 4));
+                // The snapshots being written wait for the read-back, which goes on here.
+                let deadline =
+                    Instant::now() + Duration::from_millis(config.shutdown_timeout_ms / 4);
+                loop {
+                    let lost = state.tail.as_mut().map(Tail::poll).unwrap_or_default();
+                    for (p, offset, claimant) in lost {
+                        state.fence(p, offset, &claimant);
+                    }
+                    let writing = state
+                        .changelog
+                        .as_ref()
+                        .is_some_and(|c| c.is_snapshotting());
+                    if !writing || Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 let State { tail, engine, .. } = &mut *state;
-                if let Some(tail) = tail.as_mut() {
-                    tail.poll();
+                if let Some(tail) = tail.as_ref() {
                     for p in engine.owned() {
+                        if tail.lost(p) {
+                            continue;
+                        }
                         let verified = tail.verified(p);
                         engine
                             .stores()

@@ -248,7 +248,8 @@ impl Store {
             epoch,
             verified: offset,
         };
-        self.write(vec![at.write()], true)
+        // The copy follows its changelog again: a rebuild in progress is over.
+        self.write(vec![at.write(), (keys::meta(REBUILDING), None)], true)
     }
 
     /// Records that the changelog was read back through `verified` with nothing in it but
@@ -283,15 +284,19 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.backend.range(Vec::new(), vec![u8::MAX; 2]) {
             let (k, v) = kv?;
-            if !matches!(k.first(), Some(&(keys::SHIPPED | keys::CHECKPOINT))) {
+            if kept_by_a_snapshot(&k) {
                 out.push((k, v));
             }
         }
         Ok(out)
     }
 
-    /// Removes every key, durably, and forgets what memory held: the store is as new (a
-    /// copy that went its own way, about to be rebuilt from its changelog).
+    /// Removes every key of the partition's state, durably, and forgets what memory held:
+    /// the store is as new (a copy that went its own way, about to be rebuilt from its
+    /// changelog). The engine's command journal stays (it is this engine's, not the
+    /// partition's). A durable mark says a rebuild is in progress until a claim is held
+    /// again ([`Store::hold_claim`]): a crash before then leaves a store that opens empty and
+    /// is rebuilt again, never a half-removed or half-loaded one taken for a copy.
     ///
     /// # Errors
     /// The store is read-only or its disk failed.
@@ -300,19 +305,35 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         self.wait_for_checkpoint()?;
+        self.write(vec![(keys::meta(REBUILDING), Some(vec![1]))], true)?;
+        self.remove_partition_state()
+    }
+
+    /// Whether a rebuild ([`Store::reset`]) is in progress.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn is_rebuilding(&self) -> Result<bool> {
+        Ok(self.backend.get(&keys::meta(REBUILDING))?.is_some())
+    }
+
+    pub(crate) fn remove_partition_state(&self) -> Result<()> {
         *self
             .shared
             .layers
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Layers::new();
+        let mark = keys::meta(REBUILDING);
         loop {
             let mut removals = Vec::new();
-            for kv in self
-                .backend
-                .range(Vec::new(), vec![u8::MAX; 2])
-                .take(10_000)
-            {
-                removals.push((kv?.0, None));
+            for kv in self.backend.range(Vec::new(), vec![u8::MAX; 2]) {
+                let key = kv?.0;
+                if key != mark && key.first() != Some(&keys::JOURNAL) {
+                    removals.push((key, None));
+                    if removals.len() == 10_000 {
+                        break;
+                    }
+                }
             }
             if removals.is_empty() {
                 break;
@@ -350,4 +371,17 @@ impl Store {
         self.shared.durable_end.store(end, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// Metadata marking a rebuild in progress (see [`Store::reset`]).
+pub(crate) const REBUILDING: &str = "rebuilding";
+
+/// Whether a snapshot carries `key`: the partition's state, not where this copy stands in
+/// its changelog, a checkpoint in progress, this engine's command journal, or a rebuild's
+/// mark.
+fn kept_by_a_snapshot(key: &[u8]) -> bool {
+    !matches!(
+        key.first(),
+        Some(&(keys::SHIPPED | keys::CHECKPOINT | keys::JOURNAL))
+    ) && key != keys::meta(REBUILDING).as_slice()
 }

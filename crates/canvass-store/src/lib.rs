@@ -319,6 +319,10 @@ impl Store {
         };
         if store.options.read_only {
             store.read_interrupted_checkpoint()?;
+        } else if store.is_rebuilding()? {
+            // A rebuild a crash interrupted: the store holds part of a state; it opens
+            // empty and its changelog rebuilds it again.
+            store.remove_partition_state()?;
         } else {
             store.guarded(|| store.finish_interrupted_checkpoint())?;
         }

@@ -643,6 +643,7 @@ fn a_snapshot_loaded_into_an_emptied_store_gives_it_the_same_keys_and_log() {
         other.reset().unwrap();
         assert_eq!(other.last_seq().unwrap(), 0, "reset: nothing is left");
         assert_eq!(other.offset("kafka:t/0").unwrap(), None);
+        assert!(other.is_rebuilding().unwrap(), "a rebuild is in progress");
         for part in keys.chunks(2) {
             other
                 .load_snapshot_part(
@@ -675,5 +676,33 @@ fn a_snapshot_loaded_into_an_emptied_store_gives_it_the_same_keys_and_log() {
         let last = frames.last().unwrap();
         assert!(other.apply_shipped(last, 2).unwrap());
         assert_eq!(log(&other), log(store));
+        assert!(
+            other.is_rebuilding().unwrap(),
+            "a rebuild lasts until a claim is held"
+        );
+        other.hold_claim(9, 3).unwrap();
+        assert!(!other.is_rebuilding().unwrap());
     });
+}
+
+#[test]
+fn a_rebuild_a_crash_interrupted_opens_empty_and_still_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), foreground()).unwrap();
+        commit(&store, 3, |b| b.set_offset("kafka:t/0", 3));
+        store.reset().unwrap();
+        // Half a snapshot loaded, then the process dies.
+        let log = vec![(b"L".to_vec(), Some(b"not a frame".to_vec()))];
+        store.load_snapshot_part(log).unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), foreground()).unwrap();
+    assert!(store.is_rebuilding().unwrap(), "the rebuild is still to do");
+    assert_eq!(
+        store.last_seq().unwrap(),
+        0,
+        "nothing half-loaded is taken for a copy"
+    );
+    assert_eq!(store.offset("kafka:t/0").unwrap(), None);
 }
