@@ -218,15 +218,7 @@ fn sigkill_at_random_moments(extra: &[&str]) {
 
     // The same stream, killed again and again. Each life lasts a random share of the clean
     // run's time, small enough that the input is far from consumed after KILLS kills.
-    let seed = std::env::var("CANVASS_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = canvass_tests::seed_from_env("CANVASS_CRASH_SEED");
     eprintln!("crash test seed: CANVASS_CRASH_SEED={seed} (clean run took {clean_time:.1?})");
     let mut rng = Lcg(seed);
     let (crashed, crashed_actions) = (

@@ -1922,6 +1922,38 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
     );
 }
 
+/// Stops every member cleanly (SIGTERM), each within a minute.
+fn stop_members<'a>(members: impl IntoIterator<Item = &'a mut Member>, what: &str) {
+    for m in members {
+        assert!(
+            m.running
+                .child
+                .terminate_within(Duration::from_secs(60))
+                .is_some_and(|s| s.success()),
+            "{what} did not stop cleanly"
+        );
+    }
+}
+
+/// Asserts that the data directory `data` holds, partition by partition, what a file run on
+/// four partitions of the reference stream holds (made in `dir`); the file run's actions.
+fn assert_as_file_run(dir: &Path, data: &Path, what: &str) -> BTreeMap<String, v1::Action> {
+    // A run of its own each time, never one resumed.
+    let run_dir = tempfile::tempdir_in(dir).unwrap();
+    let (file_data, from_file) =
+        file_run_on_four_partitions(run_dir.path(), &keyed_lines(&reference_stream(1)));
+    let file = canvass_tests::stores(&file_data);
+    let stores = canvass_tests::stores(data);
+    for part in 0..4u32 {
+        assert_same_state(
+            stores.partition(part),
+            file.partition(part),
+            &format!("partition {part}: {what} (left) and the file run's (right)"),
+        );
+    }
+    from_file
+}
+
 /// Every action of a run on Kafka where partitions moved: each key once or more (an action in
 /// flight when its partition moved goes out again), never two contents under one key.
 fn published_at_least_once(broker: &Broker, topics: &Topics) -> BTreeMap<String, v1::Action> {
@@ -2013,27 +2045,10 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
     );
     feed(&mut members, &events_late);
     wait_outboxes_sampled_empty(&mut members);
-    for m in &mut members {
-        assert!(
-            m.running
-                .child
-                .terminate_within(Duration::from_secs(60))
-                .is_some_and(|s| s.success()),
-            "the second engine did not stop cleanly"
-        );
-    }
+    stop_members(&mut members, "the second engine");
 
-    let (file_data, from_file) =
-        file_run_on_four_partitions(dir.path(), &keyed_lines(&reference_stream(1)));
-    let file = canvass_tests::stores(&file_data);
-    let last = canvass_tests::stores(dir.path().join("b"));
-    for part in 0..4u32 {
-        assert_same_state(
-            last.partition(part),
-            file.partition(part),
-            &format!("partition {part}: the last engine's state (left) and the file run's (right)"),
-        );
-    }
+    let from_file =
+        assert_as_file_run(dir.path(), &dir.path().join("b"), "the last engine's state");
     let from_kafka = published_at_least_once(&broker, &topics);
     assert_eq!(
         from_kafka.keys().collect::<Vec<_>>(),
@@ -2119,29 +2134,9 @@ fn an_engine_that_lost_its_partitions_without_noticing_makes_nothing_count() {
     );
     feed_members(&broker, &topics, &mut b, &mut ends, late_two);
     wait_outboxes_sampled_empty(&mut b);
-    for m in a.iter_mut().chain(b.iter_mut()) {
-        assert!(
-            m.running
-                .child
-                .terminate_within(Duration::from_secs(60))
-                .is_some_and(|s| s.success()),
-            "an engine did not stop cleanly"
-        );
-    }
+    stop_members(a.iter_mut().chain(b.iter_mut()), "an engine");
 
-    let (file_data, from_file) =
-        file_run_on_four_partitions(dir.path(), &keyed_lines(&reference_stream(1)));
-    let file = canvass_tests::stores(&file_data);
-    {
-        let taken_over = canvass_tests::stores(dir.path().join("b"));
-        for part in 0..4u32 {
-            assert_same_state(
-                taken_over.partition(part),
-                file.partition(part),
-                &format!("partition {part}: B's state (left) and the file run's (right)"),
-            );
-        }
-    }
+    let from_file = assert_as_file_run(dir.path(), &dir.path().join("b"), "B's state");
     let from_kafka = published_at_least_once(&broker, &topics);
     assert_eq!(
         from_kafka, from_file,
@@ -2160,24 +2155,12 @@ fn an_engine_that_lost_its_partitions_without_noticing_makes_nothing_count() {
         "A's copies rebuilt because they went their own way: {}",
         again[0].rebuilt
     );
-    assert!(
-        again[0]
-            .running
-            .child
-            .terminate_within(Duration::from_secs(60))
-            .is_some_and(|s| s.success()),
-        "A did not stop cleanly"
+    stop_members(&mut again, "A");
+    assert_as_file_run(
+        dir.path(),
+        &dir.path().join("a"),
+        "A's state after its restart",
     );
-    let restarted = canvass_tests::stores(dir.path().join("a"));
-    for part in 0..4u32 {
-        assert_same_state(
-            restarted.partition(part),
-            file.partition(part),
-            &format!(
-                "partition {part}: A's state after its restart (left) and the file run's (right)"
-            ),
-        );
-    }
 }
 
 /// An engine whose partitioner differs from the one its group's claims state refuses to go
@@ -2263,15 +2246,7 @@ fn three_engines_killed_and_paused_at_random_moments_end_as_one_file_run() {
     let _heavy = canvass_tests::broker::heavy();
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::env::var("CANVASS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = canvass_tests::seed_from_env("CANVASS_TEST_SEED");
     eprintln!("chaos seed {seed} (CANVASS_TEST_SEED={seed} replays these moments)");
     let mut moments = Moments(seed);
     let topics = Topics::create(&broker, "chaos", 4)
@@ -2375,28 +2350,12 @@ fn three_engines_killed_and_paused_at_random_moments_end_as_one_file_run() {
     Broker::ends_after(&mut ends, &placed);
     wait_applied(&mut members, &topics, &ends, "the last slice to be applied");
     wait_outboxes_sampled_empty(&mut members);
-    assert!(
-        members[0]
-            .running
-            .child
-            .terminate_within(Duration::from_secs(60))
-            .is_some_and(|s| s.success()),
-        "the last engine did not stop cleanly"
+    stop_members(&mut members, "the last engine");
+    let from_file = assert_as_file_run(
+        dir.path(),
+        &dir.path().join("engine-0"),
+        &format!("seed {seed}: the last engine's state"),
     );
-
-    let (file_data, from_file) =
-        file_run_on_four_partitions(dir.path(), &keyed_lines(&reference_stream(1)));
-    let file = canvass_tests::stores(&file_data);
-    let last = canvass_tests::stores(dir.path().join("engine-0"));
-    for part in 0..4u32 {
-        assert_same_state(
-            last.partition(part),
-            file.partition(part),
-            &format!(
-                "seed {seed}, partition {part}: the last engine's state (left) and the file run's (right)"
-            ),
-        );
-    }
     let from_kafka = published_at_least_once(&broker, &topics);
     assert_eq!(
         from_kafka, from_file,

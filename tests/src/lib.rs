@@ -735,3 +735,17 @@ pub fn dump_difference(
     lines.truncate(8);
     (total > 0).then(|| format!("{total} keys differ:\n{}", lines.join("\n")))
 }
+
+/// The seed of a randomised test: the number in the environment variable `name`, to replay
+/// a run, or else one drawn from the clock (the test prints it).
+#[must_use]
+pub fn seed_from_env(name: &str) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        })
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use canvass_engine::{
     Partitions,
-    durable::{ClockMode, EngineOptions, Incoming},
+    durable::{ClockMode, EngineOptions},
 };
 use canvass_kafka::{KafkaConfig, KafkaRunOptions};
 use canvass_store::{StoreOptions, Stores, Wanted};
@@ -15,7 +15,6 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer as _},
-    producer::{FutureProducer, FutureRecord},
 };
 
 use crate::{event, median, settle, setup};
@@ -67,40 +66,8 @@ fn prepare(broker: &str, events: u64, partitions: i32) -> anyhow::Result<KafkaCo
     for r in futures::executor::block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
         r.map_err(|(t, e)| anyhow::anyhow!("cannot create {t}: {e}"))?;
     }
-    let producer: FutureProducer = client(broker)
-        // Keyed by contact as the Java client places keys: where the engine looks for them.
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
-    let mut pending = Vec::new();
-    for i in 0..events {
-        let Incoming::Record(record) = event(i).incoming else {
-            unreachable!("the workload is well-formed")
-        };
-        let Some(canvass_proto::v1::ingest_record::Input::Event(e)) = &record.input else {
-            unreachable!("the workload is events")
-        };
-        let key = e.contact_id.clone();
-        let payload = canvass_proto::json::to_string(record.as_ref())?;
-        pending.push(
-            producer
-                .send_result(
-                    FutureRecord::to(&config.topics.touchpoints)
-                        .key(&key)
-                        .payload(&payload),
-                )
-                .map_err(|(e, _)| e)?,
-        );
-        if pending.len() >= 10_000 {
-            for d in futures::executor::block_on(futures::future::join_all(pending.drain(..))) {
-                d?.map_err(|(e, _)| e)?;
-            }
-        }
-    }
-    for d in futures::executor::block_on(futures::future::join_all(pending)) {
-        d?.map_err(|(e, _)| e)?;
-    }
+    // Keyed by contact as the Java client places keys: where the engine looks for them.
+    crate::scale::fill(&config, (0..events).map(event))?;
     Ok(config)
 }
 

@@ -119,7 +119,7 @@ fn launch(config: &KafkaConfig) -> anyhow::Result<()> {
 
 /// Produces `records` to the touchpoints topic, keyed by contact as the Java client places
 /// keys (not timed).
-fn fill(
+pub(crate) fn fill(
     config: &KafkaConfig,
     records: impl Iterator<Item = Sourced>,
 ) -> anyhow::Result<HashMap<i32, i64>> {
