@@ -31,6 +31,8 @@ struct Topics {
     changelog: Option<String>,
     /// With the changelog, where snapshots go, and every how many log entries.
     snapshots: Option<(String, u64)>,
+    /// The directory of owners, for the tests of one API over several engines.
+    owners: Option<String>,
 }
 
 impl Topics {
@@ -44,6 +46,7 @@ impl Topics {
             dead_letters: name("dlq"),
             changelog: None,
             snapshots: None,
+            owners: None,
         };
         broker.create_topic(&topics.touchpoints, touchpoint_partitions);
         broker.create_topic(&topics.control, 1);
@@ -66,6 +69,14 @@ impl Topics {
         let name = unique(&format!("{}.snapshots", self.touchpoints));
         broker.create_topic(&name, partitions);
         self.snapshots = Some((name, entries));
+        self
+    }
+
+    /// The same topics, with a directory of owners.
+    fn with_owners(mut self, broker: &Broker) -> Self {
+        let name = unique(&format!("{}.owners", self.touchpoints));
+        broker.create_topic(&name, 1);
+        self.owners = Some(name);
         self
     }
 
@@ -93,7 +104,7 @@ control = "{}"
 actions = "{}"
 audit = "{}"
 dead_letters = "{}"
-{}
+{}{}
 [consumer]
 # A killed engine's membership lapses quickly, so that its restart is assigned soon (the
 # broker waits up to the rebalance timeout, max.poll.interval.ms, for a member to rejoin).
@@ -110,6 +121,10 @@ dead_letters = "{}"
             self.changelog
                 .as_ref()
                 .map(|c| format!("changelog = \"{c}\"\n{snapshots}"))
+                .unwrap_or_default(),
+            self.owners
+                .as_ref()
+                .map(|o| format!("owners = \"{o}\"\n"))
                 .unwrap_or_default()
         );
         std::fs::write(&path, text).unwrap();
@@ -1477,6 +1492,7 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
         audit: name("audit"),
         dead_letters: name("dlq"),
         changelog: Some(name("changelog")),
+        owners: Some(name("owners")),
         snapshots: None,
     };
     let config = topics.config(dir.path(), &broker, &unique("cli"));
@@ -2361,4 +2377,296 @@ fn three_engines_killed_and_paused_at_random_moments_end_as_one_file_run() {
         from_kafka, from_file,
         "seed {seed}: the actions on Kafka (each key at least once, one content) and in the file run"
     );
+}
+
+/// One API over two engines: gRPC ingest to one engine reaches the partitions the other owns
+/// (written to the touchpoints topic once the broker acknowledged it), a command sent to one
+/// is applied by both, and either engine's reports, contacts and groups answer for every
+/// partition, as one file run of the same input.
+#[test]
+fn any_engine_of_a_group_answers_for_every_partition() {
+    use canvass_server::api::{
+        campaign_service_client::CampaignServiceClient,
+        contact_service_client::ContactServiceClient, ingest_service_client::IngestServiceClient,
+        report_service_client::ReportServiceClient,
+    };
+    use canvass_tests::api::{OPERATOR, READER, SERVICE, connect, req, settings};
+
+    let _heavy = canvass_tests::broker::heavy();
+    let broker = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&broker, "one-api", 4)
+        .with_changelog(&broker, 4)
+        .with_owners(&broker);
+    let config = topics.config(dir.path(), &broker, &unique("one-api"));
+    let grpc = dir.path().join("grpc.toml");
+    std::fs::write(&grpc, settings()).unwrap();
+    let serving = |name: &str| {
+        let mut args = member_args(&dir.path().join(name), &config);
+        args.extend(["--grpc-config".to_string(), grpc.display().to_string()]);
+        args
+    };
+    let mut members = vec![Member::start(&serving("a"))];
+    wait_members(
+        &mut members,
+        "the first engine to take every partition",
+        |m| m[0].assigned.len() == 4,
+    );
+    members.push(Member::start(&serving("b")));
+    wait_split(&mut members);
+    let owners: Vec<usize> = (0..4).map(|p| owner_of(&members, p).unwrap()).collect();
+    let addresses: Vec<String> = members
+        .iter()
+        .map(|m| m.running.grpc.clone().expect("each engine serves gRPC"))
+        .collect();
+
+    // Commands, contacts and the trial's launch through the topics; the events through
+    // engine a's gRPC API alone, half of them about engine b's partitions.
+    let mut p = phases(&topics, 1);
+    p.events.retain(|e| e.key.is_some());
+    let mut ends = vec![0; 4];
+    for phase in [&p.commands, &p.contacts, &p.launch] {
+        feed_members(&broker, &topics, &mut members, &mut ends, phase);
+    }
+    // Records the API refuses (malformed: the file run parks them as dead letters) go to the
+    // topic as they would from a producer; every other event goes through the API.
+    let mut events = Vec::new();
+    let mut refused = Vec::new();
+    for r in &p.events {
+        let record = std::str::from_utf8(&r.payload)
+            .ok()
+            .and_then(|text| json::from_str::<v1::IngestRecord>(text).ok())
+            .filter(|record| canvass_engine::durable::check_record(record).is_none());
+        match record.and_then(|record| record.input) {
+            Some(v1::ingest_record::Input::Event(e)) => events.push(e),
+            _ => refused.push(r.clone()),
+        }
+    }
+    if !refused.is_empty() {
+        feed_members(&broker, &topics, &mut members, &mut ends, &refused);
+    }
+    let layout = canvass_store::Layout {
+        partitions: 4,
+        partitioner: canvass_core::partition::Partitioner::named("murmur2").unwrap(),
+    };
+    let elsewhere =
+        |e: &v1::TouchpointEvent| owners[layout.partition_of(&e.contact_id) as usize] != 0;
+    assert!(
+        events.iter().any(elsewhere) && !events.iter().all(elsewhere),
+        "the events concern both engines' partitions"
+    );
+    let (streamed, one_by_one) = events.split_at(events.len() / 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let a = connect(&addresses[0]).await;
+        let messages: Vec<_> = streamed
+            .iter()
+            .map(|e| v1::IngestEventsRequest {
+                event: Some(e.clone()),
+            })
+            .collect();
+        let answer = IngestServiceClient::new(a.clone())
+            .ingest_events(req(SERVICE, tokio_stream::iter(messages)))
+            .await
+            .unwrap()
+            .into_inner();
+        let queued = streamed.iter().filter(|e| elsewhere(e)).count() as u64;
+        assert_eq!(answer.queued, queued, "{answer:?}");
+        assert_eq!(
+            answer.accepted + answer.duplicates,
+            streamed.len() as u64 - queued
+        );
+        for e in one_by_one {
+            let answer = IngestServiceClient::new(a.clone())
+                .ingest_event(req(
+                    SERVICE,
+                    v1::IngestEventRequest {
+                        event: Some(e.clone()),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let partition = layout.partition_of(&e.contact_id);
+            match answer.queued {
+                Some(q) => {
+                    assert!(elsewhere(e), "{e:?} is engine a's, yet queued");
+                    assert_eq!(
+                        (q.topic.as_str(), q.partition),
+                        (topics.touchpoints.as_str(), partition)
+                    );
+                }
+                None => assert!(
+                    !elsewhere(e) && (answer.seq > 0 || answer.duplicate),
+                    "{answer:?}"
+                ),
+            }
+        }
+    });
+    // Every event acknowledged is applied by the partition's owner.
+    let written = broker.ends(&topics.touchpoints, 4);
+    wait_members(
+        &mut members,
+        "the owners to apply the events written for them",
+        |m| {
+            (0..4).all(|p| {
+                owner_of(m, p)
+                    .is_some_and(|o| m[o].holds(&topics.touchpoints, p, written[p as usize]))
+            })
+        },
+    );
+    wait_outboxes_sampled_empty(&mut members);
+
+    // Either engine's reports are the file run's.
+    let run_dir = tempfile::tempdir_in(dir.path()).unwrap();
+    let (file_data, _) =
+        file_run_on_four_partitions(run_dir.path(), &keyed_lines(&reference_stream(1)));
+    let offline = |extra: &[&str]| -> Value {
+        let mut args = vec!["report", "--data", file_data.to_str().unwrap(), "--json"];
+        args.extend(extra);
+        let out = canvass_tests::canvass(&args);
+        assert!(out.status.success(), "{}", canvass_tests::stderr(&out));
+        serde_json::from_str(&canvass_tests::stdout(&out)).unwrap()
+    };
+    let (performance, value) = (offline(&[]), offline(&["--value"]));
+    let file = canvass_tests::stores(&file_data);
+    let b_contact = (0..4u32)
+        .filter(|&p| owners[p as usize] == 1)
+        .find_map(|p| file.partition(p).contact_ids(0).next())
+        .unwrap()
+        .unwrap();
+    let holdout_members: BTreeSet<String> = file
+        .iter()
+        .flat_map(|s| {
+            s.group_members("b-trial-invite", "holdout")
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rt.block_on(async {
+        let mut states = Vec::new();
+        for (i, address) in addresses.iter().enumerate() {
+            let channel = connect(address).await;
+            let mut reports = ReportServiceClient::new(channel.clone());
+            let got = reports
+                .get_performance_report(req(READER, v1::GetPerformanceReportRequest::default()))
+                .await
+                .unwrap()
+                .into_inner();
+            let got: Value = serde_json::from_str(&got.report_json).unwrap();
+            assert_eq!(
+                got, performance,
+                "engine {i}'s performance report and the file run's"
+            );
+            let got = reports
+                .get_value_report(req(READER, v1::GetValueReportRequest::default()))
+                .await
+                .unwrap()
+                .into_inner();
+            let got: Value = serde_json::from_str(&got.report_json).unwrap();
+            assert_eq!(got, value, "engine {i}'s value report and the file run's");
+            // A contact of engine b's partitions, from either engine.
+            let state = ContactServiceClient::new(channel.clone())
+                .get_contact(req(
+                    READER,
+                    v1::GetContactRequest {
+                        contact_id: b_contact.clone(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .state
+                .unwrap();
+            states.push(state);
+            // A response group over both engines' partitions.
+            let members = ContactServiceClient::new(channel)
+                .list_group_members(req(
+                    READER,
+                    v1::ListGroupMembersRequest {
+                        campaign_id: "b-trial-invite".into(),
+                        group: "holdout".into(),
+                        page_size: 1000,
+                        page_token: String::new(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let got: BTreeSet<String> = members.contact_ids.into_iter().collect();
+            assert_eq!(got, holdout_members, "engine {i}'s holdout group");
+        }
+        assert_eq!(
+            states[0], states[1],
+            "contact {b_contact} from either engine"
+        );
+        let mut stored = file
+            .of_contact(&b_contact)
+            .contact(0, &b_contact)
+            .unwrap()
+            .unwrap();
+        stored.recent_events.clear();
+        assert_eq!(states[0], stored, "contact {b_contact} and the file run's");
+    });
+    // The same through the CLI, asking engine b.
+    let out = Command::new(canvass_tests::canvass_bin())
+        .args([
+            "report",
+            "--server",
+            &format!("http://{}", addresses[1]),
+            "--json",
+        ])
+        .env("CANVASS_TOKEN", READER)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", canvass_tests::stderr(&out));
+    let got: Value = serde_json::from_str(&canvass_tests::stdout(&out)).unwrap();
+    assert_eq!(got, performance, "`canvass report --server` on engine b");
+
+    // A command sent to engine a reaches both: a owns only some partitions, so it goes to
+    // the control topic every engine reads, and a answers once it applied it.
+    rt.block_on(async {
+        let a = connect(&addresses[0]).await;
+        let paused = CampaignServiceClient::new(a)
+            .pause_campaign(req(
+                OPERATOR,
+                v1::PauseCampaignRequest {
+                    campaign_id: "b-trial-invite".into(),
+                    reason: "one API".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(paused.seq > 0, "{paused:?}");
+        let b = connect(&addresses[1]).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = CampaignServiceClient::new(b.clone())
+                .get_campaign(req(
+                    READER,
+                    v1::GetCampaignRequest {
+                        campaign_id: "b-trial-invite".into(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let lifecycle = got.lifecycle.unwrap();
+            if lifecycle.status() == v1::CampaignStatus::Paused {
+                let last = lifecycle.history.last().unwrap();
+                assert_eq!(
+                    last.actor, "ola",
+                    "the caller sent to engine a is its actor on b"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "engine b never paused: {lifecycle:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    stop_members(&mut members, "an engine");
 }

@@ -102,7 +102,7 @@ fn ingest_over_grpc(events: u64) -> anyhow::Result<f64> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        canvass_server::serve_on(&config, listener, stores, inbox, None, shutdown).await
+        canvass_server::serve_on(&config, listener, stores, inbox, None, None, shutdown).await
     });
     let loop_stop = Arc::clone(&stop);
     let engine_thread = std::thread::spawn(move || {

@@ -125,6 +125,7 @@ fn engine_consume(config: &KafkaConfig, events: u64, partitions: i32) -> anyhow:
             exit_when_caught_up: true,
             stop: None,
             after_commit: None,
+            cluster: None,
         },
         None,
         Some(Box::new(canvass_kafka::ActionTopic::connect(&config)?)),

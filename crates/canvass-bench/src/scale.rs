@@ -204,6 +204,7 @@ fn run_engine(
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .get_or_insert_with(Instant::now);
             }))),
+            cluster: None,
         },
         None,
         Some(Box::new(canvass_kafka::ActionTopic::connect(&config)?)),

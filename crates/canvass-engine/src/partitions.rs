@@ -486,15 +486,23 @@ impl Partitions {
                         elsewhere.insert(slots.len(), home);
                     }
                     let home = home as usize;
+                    // Its outcome is the home partition's, or (another engine owns that one)
+                    // the first partition here that applies it: a command is decided the
+                    // same way in every partition.
+                    let mut applying = Vec::new();
                     for (p, theirs) in per.iter_mut().enumerate() {
                         if !self.owned[p] || self.holds(p, input.position.as_ref())? {
                             continue;
                         }
-                        if p == home {
-                            mine.push((p, theirs.len()));
-                        }
+                        applying.push((p, theirs.len()));
                         theirs.push(input.clone());
                     }
+                    let reporter = if self.owned[home] {
+                        applying.iter().find(|(p, _)| *p == home)
+                    } else {
+                        applying.first()
+                    };
+                    mine.extend(reporter.copied());
                 }
                 Route::Split => {
                     // Acknowledgements of another engine's actions: its outbox keeps them,

@@ -2,11 +2,12 @@
 //! spec and status (the same in every partition: commands are logged in each), its counters
 //! and response-group sizes summed over the partitions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use canvass_core::machine::HOLDOUT_GROUP;
+use canvass_proto::v1;
 use canvass_report::CampaignData;
-use canvass_store::Stores;
+use canvass_store::{Store, Stores};
 
 use crate::durable::Result;
 
@@ -15,10 +16,71 @@ use crate::durable::Result;
 /// # Errors
 /// A store error, or an id no campaign has.
 pub fn campaign_data(stores: &Stores, only: &[String]) -> Result<Vec<CampaignData>, String> {
+    let figures = stores
+        .iter()
+        .enumerate()
+        .map(|(p, store)| partition_figures(store, u32::try_from(p).unwrap_or(u32::MAX)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    campaign_data_over(stores.partition(0), &figures, only)
+}
+
+/// What partition `partition` (its store) adds to the reports: each campaign's counters and
+/// response-group sizes there, its input counters and the time of its last input.
+///
+/// # Errors
+/// A store error.
+pub fn partition_figures(
+    store: &Store,
+    partition: u32,
+) -> Result<v1::PartitionFigures, canvass_store::Error> {
+    let specs = store.specs()?;
+    let mut campaigns = Vec::new();
+    for l in store.lifecycles()? {
+        let versions: Vec<_> = specs.iter().filter(|s| s.id == l.campaign_id).collect();
+        let mut groups: BTreeSet<String> = versions
+            .iter()
+            .flat_map(|s| s.states.iter().map(|st| st.response_group.clone()))
+            .filter(|g| !g.is_empty())
+            .collect();
+        if versions.iter().any(|s| s.split.is_some()) {
+            groups.insert(HOLDOUT_GROUP.to_string());
+        }
+        let groups = groups
+            .into_iter()
+            .map(|group| {
+                let contacts = store.group_members(&l.campaign_id, &group).count() as u64;
+                v1::GroupSize { group, contacts }
+            })
+            .collect();
+        campaigns.push(v1::CampaignFigures {
+            counters: Some(store.counters(&l.campaign_id)?),
+            campaign_id: l.campaign_id,
+            groups,
+        });
+    }
+    Ok(v1::PartitionFigures {
+        partition,
+        campaigns,
+        inputs: Some(store.input_counters()?),
+        last_applied_at: Some(store.last_applied_at()?.to_proto()),
+    })
+}
+
+/// The campaigns `only` names (every campaign when empty) as [`campaign_data`] gives them,
+/// from the specs and lifecycles of `catalog` (every partition logs the same commands) and
+/// the figures of every partition, wherever they were read.
+///
+/// # Errors
+/// A store error, or an id no campaign has.
+pub fn campaign_data_over(
+    catalog: &Store,
+    figures: &[v1::PartitionFigures],
+    only: &[String],
+) -> Result<Vec<CampaignData>, String> {
     let fail = |e: canvass_store::Error| e.to_string();
-    let store = stores.partition(0);
-    let specs = store.specs().map_err(fail)?;
-    let lifecycles = store.lifecycles().map_err(fail)?;
+    let specs = catalog.specs().map_err(fail)?;
+    let lifecycles = catalog.lifecycles().map_err(fail)?;
     for id in only {
         if !lifecycles.iter().any(|l| &l.campaign_id == id) {
             return Err(format!("no campaign `{id}` in this data directory"));
@@ -29,35 +91,45 @@ pub fn campaign_data(stores: &Stores, only: &[String]) -> Result<Vec<CampaignDat
         if !only.is_empty() && !only.contains(&l.campaign_id) {
             continue;
         }
-        let versions: Vec<_> = specs.iter().filter(|s| s.id == l.campaign_id).collect();
-        let mut groups: BTreeSet<String> = versions
+        let mut counters = v1::CampaignCounters::default();
+        let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
+        for c in figures
             .iter()
-            .flat_map(|s| s.states.iter().map(|st| st.response_group.clone()))
-            .filter(|g| !g.is_empty())
-            .collect();
-        if versions.iter().any(|s| s.split.is_some()) {
-            groups.insert(HOLDOUT_GROUP.to_string());
-        }
-        let mut sizes = Vec::new();
-        for g in groups {
-            let n = stores
-                .iter()
-                .map(|s| s.group_members(&l.campaign_id, &g).count() as u64)
-                .sum();
-            sizes.push((g, n));
+            .flat_map(|f| &f.campaigns)
+            .filter(|c| c.campaign_id == l.campaign_id)
+        {
+            if let Some(theirs) = &c.counters {
+                canvass_core::stats::merge(&mut counters, theirs);
+            }
+            for g in &c.groups {
+                *sizes.entry(g.group.clone()).or_default() += g.contacts;
+            }
         }
         out.push(CampaignData {
-            spec: versions
+            spec: specs
                 .iter()
+                .filter(|s| s.id == l.campaign_id)
                 .max_by_key(|s| s.version)
-                .map(|s| (*s).clone()),
+                .cloned(),
             id: l.campaign_id.clone(),
             status: l.status(),
-            counters: counters(stores, &l.campaign_id).map_err(fail)?,
-            groups: sizes,
+            counters,
+            groups: sizes.into_iter().collect(),
         });
     }
     Ok(out)
+}
+
+/// The input counters (late events) of the partitions `figures` tell of, summed.
+#[must_use]
+pub fn input_counters_over(figures: &[v1::PartitionFigures]) -> v1::InputCounters {
+    v1::InputCounters {
+        late_events: figures
+            .iter()
+            .filter_map(|f| f.inputs.as_ref())
+            .map(|i| i.late_events)
+            .sum(),
+    }
 }
 
 /// A campaign's counters, summed over the partitions.
@@ -67,8 +139,8 @@ pub fn campaign_data(stores: &Stores, only: &[String]) -> Result<Vec<CampaignDat
 pub fn counters(
     stores: &Stores,
     campaign: &str,
-) -> Result<canvass_proto::v1::CampaignCounters, canvass_store::Error> {
-    let mut total = canvass_proto::v1::CampaignCounters::default();
+) -> Result<v1::CampaignCounters, canvass_store::Error> {
+    let mut total = v1::CampaignCounters::default();
     for store in stores.iter() {
         canvass_core::stats::merge(&mut total, &store.counters(campaign)?);
     }
@@ -79,10 +151,8 @@ pub fn counters(
 ///
 /// # Errors
 /// A store error.
-pub fn input_counters(
-    stores: &Stores,
-) -> Result<canvass_proto::v1::InputCounters, canvass_store::Error> {
-    let mut total = canvass_proto::v1::InputCounters::default();
+pub fn input_counters(stores: &Stores) -> Result<v1::InputCounters, canvass_store::Error> {
+    let mut total = v1::InputCounters::default();
     for store in stores.iter() {
         total.late_events += store.input_counters()?.late_events;
     }
@@ -104,9 +174,7 @@ pub fn customers(stores: &Stores) -> Result<Vec<canvass_report::value::Customer>
 ///
 /// # Errors
 /// A store error.
-pub fn contact_states(
-    stores: &Stores,
-) -> Result<Vec<(String, canvass_proto::v1::ContactState)>, String> {
+pub fn contact_states(stores: &Stores) -> Result<Vec<(String, v1::ContactState)>, String> {
     let partition = canvass_store::EMBEDDED_PARTITION;
     let mut out = Vec::new();
     for store in stores.iter() {
@@ -128,9 +196,7 @@ pub fn contact_states(
 ///
 /// # Errors
 /// A store error.
-pub fn lifecycles(
-    stores: &Stores,
-) -> Result<Vec<canvass_proto::v1::CampaignLifecycle>, canvass_store::Error> {
+pub fn lifecycles(stores: &Stores) -> Result<Vec<v1::CampaignLifecycle>, canvass_store::Error> {
     let mut all = stores.partition(0).lifecycles()?;
     for store in stores.iter().skip(1) {
         for theirs in store.lifecycles()? {
@@ -149,7 +215,7 @@ pub fn lifecycles(
 pub fn lifecycle(
     stores: &Stores,
     campaign: &str,
-) -> Result<Option<canvass_proto::v1::CampaignLifecycle>, canvass_store::Error> {
+) -> Result<Option<v1::CampaignLifecycle>, canvass_store::Error> {
     let Some(mut l) = stores.partition(0).lifecycle(campaign)? else {
         return Ok(None);
     };
@@ -161,10 +227,7 @@ pub fn lifecycle(
     Ok(Some(l))
 }
 
-fn merge_engine_notes(
-    into: &mut canvass_proto::v1::CampaignLifecycle,
-    other: &canvass_proto::v1::CampaignLifecycle,
-) {
+fn merge_engine_notes(into: &mut v1::CampaignLifecycle, other: &v1::CampaignLifecycle) {
     let notes = other
         .history
         .iter()

@@ -27,6 +27,9 @@ pub const DLQ_OFFSET: &str = "canvass-source-offset";
 pub const DLQ_ACTION: &str = "canvass-action-key";
 /// Audit header: `accepted` or `rejected`.
 pub const AUDIT_RESULT: &str = "canvass-result";
+/// Header naming who sent a record through an engine's API (a forwarded gRPC call): logged
+/// as the input's caller, as it would have been on the engine that owns the partition.
+pub const CALLER: &str = "canvass-caller";
 
 /// What a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +57,8 @@ pub struct RecordView<'a> {
     pub content_type: Option<&'a str>,
     /// The record's timestamp, in milliseconds since the epoch, if it has one.
     pub timestamp: Option<i64>,
+    /// The [`CALLER`] header, if any (lossy UTF-8).
+    pub caller: Option<&'a str>,
 }
 
 /// The name a partition's offset is stored under.
@@ -98,7 +103,7 @@ pub fn decode(
                 ),
             },
             position: Some(position),
-            caller: None,
+            caller: record.caller.map(str::to_string),
         };
     }
     let incoming = match decode_input(record, role, default_format) {
@@ -112,7 +117,7 @@ pub fn decode(
     Sourced {
         incoming,
         position: Some(position),
-        caller: None,
+        caller: record.caller.map(str::to_string),
     }
 }
 
@@ -220,6 +225,73 @@ fn encode<M: prost::Message + serde::Serialize>(
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         Format::Protobuf => Ok(message.encode_to_vec()),
     }
+}
+
+/// A record an engine's API took about a partition another engine owns, for the touchpoints
+/// topic: keyed by its contact (as every touchpoint), its format in `content-type`, its
+/// caller in [`CALLER`].
+///
+/// # Errors
+/// The record holds no event or contact, or cannot be encoded in `format`.
+pub fn touchpoint_record(
+    topic: &str,
+    record: &v1::IngestRecord,
+    caller: &str,
+    format: Format,
+) -> std::io::Result<OutRecord> {
+    use v1::ingest_record::Input;
+    let key = match &record.input {
+        Some(Input::Event(e)) => e.contact_id.clone(),
+        Some(Input::Contact(c)) => c.id.clone(),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "only events and contact upserts go to the touchpoints topic",
+            ));
+        }
+    };
+    Ok(OutRecord {
+        topic: topic.to_string(),
+        key: Some(key.into_bytes()),
+        payload: encode(record, format)?,
+        headers: vec![
+            (CONTENT_TYPE, format.content_type().as_bytes().to_vec()),
+            (CALLER, caller.as_bytes().to_vec()),
+        ],
+    })
+}
+
+/// A command an engine's API took, for the control topic (which every engine reads): the
+/// command, its format in `content-type`, its caller in [`CALLER`]; its time (`at`) goes in
+/// the record's timestamp, which is where the control topic keeps a command's time.
+///
+/// # Errors
+/// The record holds no command, or it cannot be encoded in `format`.
+pub fn control_record(
+    topic: &str,
+    record: &v1::IngestRecord,
+    caller: &str,
+    format: Format,
+) -> std::io::Result<(OutRecord, Option<i64>)> {
+    let Some(v1::ingest_record::Input::Command(command)) = &record.input else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "only commands go to the control topic",
+        ));
+    };
+    let record_time = record.at.as_ref().map(|t| UnixMillis::from_proto(t).0);
+    Ok((
+        OutRecord {
+            topic: topic.to_string(),
+            key: None,
+            payload: encode(command, format)?,
+            headers: vec![
+                (CONTENT_TYPE, format.content_type().as_bytes().to_vec()),
+                (CALLER, caller.as_bytes().to_vec()),
+            ],
+        },
+        record_time,
+    ))
 }
 
 /// An action for the actions topic: keyed by contact, its idempotency key in a header.
@@ -358,7 +430,57 @@ mod tests {
             payload: Some(payload),
             content_type: None,
             timestamp: Some(1_772_442_000_000),
+            caller: None,
         }
+    }
+
+    #[test]
+    fn a_forwarded_record_decodes_as_it_was_taken_with_its_caller() {
+        let event = v1::IngestRecord {
+            input: Some(v1::ingest_record::Input::Event(v1::TouchpointEvent {
+                id: "e1".into(),
+                contact_id: "c1".into(),
+                r#type: "email.opened".into(),
+                occurred_at: Some(UnixMillis(1_772_442_000_000).to_proto()),
+                ..Default::default()
+            })),
+            at: None,
+        };
+        for format in [Format::Json, Format::Protobuf] {
+            let out = touchpoint_record("tp", &event, "ops-team", format).unwrap();
+            assert_eq!(out.key.as_deref(), Some(&b"c1"[..]));
+            let content_type = String::from_utf8(out.headers[0].1.clone()).unwrap();
+            let mut record = view(out.key.as_deref(), &out.payload);
+            record.content_type = Some(&content_type);
+            record.caller = Some("ops-team");
+            let s = super::decode(&record, Role::Touchpoints, Format::Json, 1 << 20);
+            let Incoming::Record(got) = s.incoming else {
+                panic!("{format:?}: not decoded: {:?}", s.incoming)
+            };
+            // A record without its own time takes the record's timestamp, as any touchpoint.
+            assert_eq!(got.input, event.input, "{format:?}");
+            assert_eq!(s.caller.as_deref(), Some("ops-team"));
+        }
+        let command = v1::IngestRecord {
+            input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
+                actor: "alice".into(),
+                reason: "go".into(),
+                command: Some(v1::campaign_command::Command::Launch("welcome".into())),
+            })),
+            at: Some(UnixMillis(1_772_442_123_000).to_proto()),
+        };
+        let (out, timestamp) = control_record("ctl", &command, "alice", Format::Json).unwrap();
+        assert_eq!(timestamp, Some(1_772_442_123_000));
+        let mut record = view(None, &out.payload);
+        record.topic = "ctl";
+        record.timestamp = timestamp;
+        let s = super::decode(&record, Role::Control, Format::Json, 1 << 20);
+        let Incoming::Record(got) = s.incoming else {
+            panic!("not decoded")
+        };
+        assert_eq!(*got, command, "the command and its time, as taken");
+        assert!(touchpoint_record("tp", &command, "x", Format::Json).is_err());
+        assert!(control_record("ctl", &event, "x", Format::Json).is_err());
     }
 
     fn reason(sourced: &Sourced) -> String {

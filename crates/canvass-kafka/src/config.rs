@@ -72,6 +72,12 @@ pub struct Topics {
     /// read; as many partitions as the touchpoints topic). Only with a changelog; without
     /// it, a new owner with no copy applies the changelog from its first frame.
     pub snapshots: Option<String>,
+    /// Who owns each partition now: every engine writes a record here when it claims a
+    /// partition (the partition, its epoch, the gRPC address of `advertise`) and reads the
+    /// topic in full, so that any engine's API answers for every partition: reports gather
+    /// the figures of the partitions other engines own from them, and a call about a contact
+    /// of such a partition goes to its owner (written and read; one partition, compacted).
+    pub owners: Option<String>,
 }
 
 impl Default for Topics {
@@ -84,6 +90,7 @@ impl Default for Topics {
             dead_letters: "canvass.dead-letters".into(),
             changelog: None,
             snapshots: None,
+            owners: None,
         }
     }
 }
@@ -133,6 +140,10 @@ pub struct KafkaConfig {
     /// Log entries a partition appends between two of its snapshots (with
     /// `topics.snapshots`): what a new owner applies at most beyond the last one.
     pub snapshot_entries: u64,
+    /// The gRPC address the other engines of the group reach this one at, as a URL
+    /// (`http://canvass-0.canvass:50051`), written in the owners topic. Unset: the address the
+    /// server listens on, with this host's name if it listens on every interface.
+    pub advertise: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -153,6 +164,7 @@ impl Default for KafkaConfig {
             producer: BTreeMap::new(),
             metrics_addr: None,
             snapshot_entries: 100_000,
+            advertise: None,
         }
     }
 }
@@ -231,7 +243,7 @@ impl KafkaConfig {
     }
 
     /// Applies `CANVASS_KAFKA_*` variables: `BROKERS`, `GROUP_ID`, `FORMAT`, `MAX_BATCH`,
-    /// `MAX_WAIT_MS`, `PUBLISH_TIMEOUT_MS`, `METRICS_ADDR`, `TOPIC_<NAME>` (e.g. `TOPIC_DEAD_LETTERS`), and
+    /// `MAX_WAIT_MS`, `PUBLISH_TIMEOUT_MS`, `METRICS_ADDR`, `ADVERTISE`, `TOPIC_<NAME>` (e.g. `TOPIC_DEAD_LETTERS`), and
     /// `RDKAFKA_<PROPERTY>` for librdkafka, with `_` standing for `.`
     /// (`CANVASS_KAFKA_RDKAFKA_SASL_PASSWORD` sets `sasl.password`), and likewise
     /// `CONSUMER_<PROPERTY>` and `PRODUCER_<PROPERTY>` for one client only.
@@ -282,6 +294,10 @@ impl KafkaConfig {
                 "TOPIC_SNAPSHOTS" => {
                     self.topics.snapshots = Some(value).filter(|v| !v.trim().is_empty());
                 }
+                "TOPIC_OWNERS" => {
+                    self.topics.owners = Some(value).filter(|v| !v.trim().is_empty());
+                }
+                "ADVERTISE" => self.advertise = Some(value).filter(|v| !v.trim().is_empty()),
                 "SNAPSHOT_ENTRIES" => self.snapshot_entries = number(&value)?,
                 "METRICS_ADDR" => {
                     self.metrics_addr = Some(
@@ -353,6 +369,19 @@ impl KafkaConfig {
                 return Err(invalid("snapshot_entries", "must be at least 1".into()));
             }
             topics.push(("topics.snapshots", snapshots));
+        }
+        if let Some(owners) = &self.topics.owners {
+            topics.push(("topics.owners", owners));
+        }
+        if let Some(advertise) = &self.advertise
+            && !(advertise.starts_with("http://") || advertise.starts_with("https://"))
+        {
+            return Err(invalid(
+                "advertise",
+                format!(
+                    "`{advertise}` is not a URL the other engines can call: `http://host:port` or `https://host:port`"
+                ),
+            ));
         }
         for (i, (field, name)) in topics.iter().enumerate() {
             if !valid_topic(name) {

@@ -74,6 +74,8 @@ pub(crate) struct State {
     pub(crate) tail: Option<Tail>,
     /// Another engine of the group runs with another layout (why): this one stops.
     pub(crate) conflict: Option<String>,
+    /// The group as the API sees it, if the API runs.
+    pub(crate) cluster: Option<crate::Cluster>,
 }
 
 impl State {
@@ -151,6 +153,16 @@ impl State {
     /// Commits the pending records (or fires due timers when there are none).
     pub(crate) fn commit_pending(&mut self) -> Result<(), EngineError> {
         let batch = std::mem::take(&mut self.pending);
+        // The control records among them, by index: callers of the API wait on their outcome.
+        let control_source = codec::source_name(&self.control, 0);
+        let commands: Vec<(usize, i64)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let p = s.position.as_ref().filter(|p| p.source == control_source)?;
+                Some((i, i64::try_from(p.offset).ok()?))
+            })
+            .collect();
         for s in &batch {
             if let Some(p) = &s.position
                 && let Some((topic, partition)) = codec::parse_source_name(&p.source)
@@ -181,6 +193,13 @@ impl State {
             r.log_warnings();
         }
         let r = std::mem::take(&mut self.submissions).settle(result)?;
+        if let Some(cluster) = &self.cluster {
+            for (i, offset) in commands {
+                if let Some(outcome) = r.outcomes.get(i) {
+                    cluster.applied(offset, outcome.clone());
+                }
+            }
+        }
         self.report.entries += r.entries;
         self.report.duplicates += r.duplicates;
         self.report.dead_letters += r.dead_letters;
@@ -237,6 +256,9 @@ impl State {
     fn restore(&mut self, p: u32) -> Result<bool, EngineError> {
         self.unserved.remove(&p);
         let Some(changelog) = self.changelog.clone() else {
+            if let Some(cluster) = &self.cluster {
+                cluster.announce(p, 0);
+            }
             return Ok(true);
         };
         let started = std::time::Instant::now();
@@ -286,6 +308,9 @@ impl State {
                     changelog = changelog.topic(),
                     "restored from the changelog and claimed"
                 );
+                if let Some(cluster) = &self.cluster {
+                    cluster.announce(p, restored.epoch);
+                }
                 true
             }
             Err(RestoreError::Conflict(why)) => {

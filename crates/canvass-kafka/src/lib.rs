@@ -4,6 +4,7 @@
 
 mod changelog;
 mod clients;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 mod context;
@@ -13,6 +14,7 @@ pub mod runtime;
 pub mod tools;
 
 pub use clients::{topic_partitions, touchpoint_partitions};
+pub use cluster::Cluster;
 pub use config::{Format, KafkaConfig};
 pub use publisher::ActionTopic;
 pub use runtime::{CommitHook, KafkaReport, KafkaRunOptions, RunError, run};

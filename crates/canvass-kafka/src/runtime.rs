@@ -54,6 +54,9 @@ pub struct KafkaRunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Called after each commit that logged something (to wake a delivery beside the loop).
     pub after_commit: Option<CommitHook>,
+    /// The group as the API sees it: told of each partition this engine claims and of the
+    /// outcome of each control record it applies.
+    pub cluster: Option<crate::Cluster>,
 }
 
 /// A function called after commits.
@@ -151,6 +154,7 @@ pub fn run(
             unserved: std::collections::BTreeSet::new(),
             tail: None,
             conflict: None,
+            cluster: options.cluster.clone(),
         }),
     };
     let layout = context.lock().engine.layout();
@@ -470,13 +474,17 @@ fn take(
     consumer: &BaseConsumer<EngineContext>,
     config: &KafkaConfig,
 ) {
-    let content_type = message.headers().and_then(|headers| {
-        headers
-            .iter()
-            .find(|h| h.key.eq_ignore_ascii_case(CONTENT_TYPE))
-            .and_then(|h| h.value)
-            .map(String::from_utf8_lossy)
-    });
+    let header = |name: &str| {
+        message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key.eq_ignore_ascii_case(name))
+                .and_then(|h| h.value)
+                .map(String::from_utf8_lossy)
+        })
+    };
+    let content_type = header(CONTENT_TYPE);
+    let caller = header(crate::codec::CALLER);
     let view = RecordView {
         topic: message.topic(),
         partition: message.partition(),
@@ -485,6 +493,7 @@ fn take(
         payload: message.payload(),
         content_type: content_type.as_deref(),
         timestamp: message.timestamp().to_millis(),
+        caller: caller.as_deref(),
     };
     consumer.context().lock().accept(&view, config);
 }

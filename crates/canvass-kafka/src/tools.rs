@@ -31,9 +31,9 @@ pub struct TopicPlan {
 }
 
 /// The topics of an engine whose touchpoints topic has `partitions` partitions: five, and
-/// the changelog if the settings name one.
+/// the changelog, snapshots and owners topics if the settings name them.
 ///
-/// None is compacted: records are keyed by contact (touchpoints, actions) or campaign
+/// None but the owners topic is compacted: records are keyed by contact (touchpoints, actions) or campaign
 /// (audit), and compaction would keep only the last record of each key. The control topic
 /// keeps its records for good: a data directory built again reads every command from its
 /// start. Retention of the others is the operator's (a restart resumes from the offsets
@@ -100,6 +100,16 @@ pub fn topic_plan(config: &KafkaConfig, partitions: i32) -> Vec<TopicPlan> {
                 ("retention.ms", (7 * 24 * 3600 * 1000u64).to_string()),
                 ("cleanup.policy", "delete".to_string()),
             ],
+        });
+    }
+    if let Some(owners) = &t.owners {
+        plan.push(TopicPlan {
+            name: owners.clone(),
+            role: "owners (who owns each partition now, for the API of every engine)",
+            partitions: 1,
+            // Keyed by partition, and only a partition's latest claim counts: compaction
+            // keeps the topic as small as the partition count, and read in full at start.
+            settings: vec![("cleanup.policy", "compact".to_string())],
         });
     }
     plan

@@ -70,6 +70,8 @@ pub enum Rpc {
     GetCampaignReport,
     GetPerformanceReport,
     GetValueReport,
+    GetPartitionFigures,
+    ListPartitionContacts,
     SetPolicy,
     GetPolicy,
     GetStatus,
@@ -88,7 +90,7 @@ impl Rpc {
     }
 
     /// Every RPC.
-    pub const ALL: [Rpc; 32] = [
+    pub const ALL: [Rpc; 34] = [
         Rpc::CreateCampaign,
         Rpc::ValidateCampaign,
         Rpc::GetCampaign,
@@ -115,6 +117,8 @@ impl Rpc {
         Rpc::GetCampaignReport,
         Rpc::GetPerformanceReport,
         Rpc::GetValueReport,
+        Rpc::GetPartitionFigures,
+        Rpc::ListPartitionContacts,
         Rpc::SetPolicy,
         Rpc::GetPolicy,
         Rpc::GetStatus,
@@ -154,6 +158,8 @@ impl Rpc {
             | Rpc::GetCampaignReport
             | Rpc::GetPerformanceReport
             | Rpc::GetValueReport
+            | Rpc::GetPartitionFigures
+            | Rpc::ListPartitionContacts
             | Rpc::GetPolicy
             | Rpc::GetStatus
             | Rpc::ListDeadLetters

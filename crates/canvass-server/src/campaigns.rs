@@ -57,7 +57,17 @@ fn checked_spec(
 }
 
 /// The log sequence number of a command the engine logged, or why it did not.
-fn logged(outcome: Outcome) -> Result<u64, Status> {
+fn logged(answer: crate::group::Answer) -> Result<u64, Status> {
+    let outcome = match answer {
+        crate::group::Answer::Engine(outcome) => outcome,
+        crate::group::Answer::Queued(q) => {
+            // gRPC's code for "it may have completed": it will, as the engines read it.
+            return Err(Status::deadline_exceeded(format!(
+                "the command was written to the control topic `{}` (offset {}), which every engine applies in its order, but this engine did not apply it in time to answer with its outcome: do not send it again; the campaign's history and the audit topic show it once applied",
+                q.topic, q.offset
+            )));
+        }
+    };
     match outcome {
         Outcome::Logged { seq } => Ok(seq),
         Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
@@ -233,9 +243,23 @@ impl CampaignService for Campaigns {
         request: Request<v1::GetCampaignRequest>,
     ) -> Result<Response<v1::GetCampaignResponse>, Status> {
         self.0.auth.check(&request, Rpc::GetCampaign)?;
+        let metadata = request.metadata().clone();
         let id = request.into_inner().campaign_id;
         let lifecycle = self.existing(nonempty("campaign_id", &id)?)?;
-        let counters = canvass_engine::reports::counters(&self.0.stores, &id).map_err(storage)?;
+        // Summed over every partition, wherever it is owned.
+        let mut counters = v1::CampaignCounters::default();
+        for c in self
+            .0
+            .figures(&metadata)
+            .await?
+            .iter()
+            .flat_map(|f| &f.campaigns)
+            .filter(|c| c.campaign_id == id)
+        {
+            if let Some(theirs) = &c.counters {
+                canvass_core::stats::merge(&mut counters, theirs);
+            }
+        }
         Ok(Response::new(v1::GetCampaignResponse {
             lifecycle: Some(lifecycle),
             counters: Some(counters),

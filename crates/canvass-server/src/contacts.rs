@@ -6,8 +6,11 @@ use canvass_store::EMBEDDED_PARTITION;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    Shared, api::contact_service_server::ContactService, auth::Rpc, invalid, page_size,
-    record_time, required, storage,
+    Shared,
+    api::{contact_service_client::ContactServiceClient, contact_service_server::ContactService},
+    auth::Rpc,
+    group::{Answer, passed_on},
+    invalid, page_size, record_time, required, storage,
 };
 
 pub(crate) struct Contacts(pub(crate) Shared);
@@ -34,15 +37,66 @@ fn upsert_record(
     Ok(record)
 }
 
-fn logged(outcome: &Outcome) -> Result<u64, Status> {
-    match outcome {
-        Outcome::Logged { seq } => Ok(*seq),
+/// The log entry of an upsert, or 0 when it was queued for another engine (`Ok(None)`).
+fn logged(answer: &Answer) -> Result<Option<u64>, Status> {
+    let outcome = match answer {
+        Answer::Engine(outcome) => outcome,
+        Answer::Queued(_) => return Ok(None),
+    };
+    Ok(Some(match outcome {
+        Outcome::Logged { seq } => *seq,
         Outcome::DeadLetter { reason } | Outcome::Refused { reason } => {
-            Err(Status::invalid_argument(reason.clone()))
+            return Err(Status::invalid_argument(reason.clone()));
         }
-        Outcome::Duplicate => Ok(0),
-        Outcome::Noted => Err(crate::not_an_input()),
-        Outcome::Elsewhere { partition } => Err(crate::elsewhere(*partition)),
+        Outcome::Duplicate => 0,
+        Outcome::Noted => return Err(crate::not_an_input()),
+        Outcome::Elsewhere { partition } => return Err(crate::elsewhere(*partition)),
+    }))
+}
+
+/// Header of a call passed on to another engine: the partitions it answers for (the ones
+/// the caller found it owns), comma-separated.
+const PARTITIONS: &str = "canvass-partitions";
+
+fn partitions_header(partitions: &[u32]) -> String {
+    partitions
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Shared {
+    /// The partitions a call over every partition reads here, and those it asks of their
+    /// owners, by address: a call passed on by another engine names its partitions
+    /// ([`PARTITIONS`]), which must all be this engine's.
+    #[allow(clippy::type_complexity)]
+    fn placed_in(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(Vec<u32>, std::collections::BTreeMap<String, Vec<u32>>), Status> {
+        let Some(named) = metadata.get(PARTITIONS) else {
+            return self.placed(metadata);
+        };
+        let named = named
+            .to_str()
+            .ok()
+            .and_then(|text| {
+                text.split(',')
+                    .map(|p| p.trim().parse::<u32>().ok())
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("header `{PARTITIONS}`: not a list of partitions"))
+            })?;
+        if let Some(&p) = named.iter().find(|&&p| !self.stores.owns(p)) {
+            return Err(crate::group::owned_elsewhere(
+                p,
+                None,
+                "this engine does not own it now",
+            ));
+        }
+        Ok((named, std::collections::BTreeMap::new()))
     }
 }
 
@@ -67,8 +121,13 @@ impl ContactService for Contacts {
         let caller = self.0.auth.check(&request, Rpc::UpsertContact)?;
         let at = record_time(&request)?;
         let record = upsert_record(request.into_inner().contact, at)?;
-        let seq = logged(&self.0.submit_one(record, &caller).await?)?;
-        Ok(Response::new(v1::UpsertContactResponse { seq }))
+        let answer = self.0.submit_one(record, &caller).await?;
+        let seq = logged(&answer)?.unwrap_or(0);
+        let queued = match answer {
+            Answer::Queued(q) => Some(q),
+            Answer::Engine(_) => None,
+        };
+        Ok(Response::new(v1::UpsertContactResponse { seq, queued }))
     }
 
     async fn upsert_contacts(
@@ -77,16 +136,21 @@ impl ContactService for Contacts {
     ) -> Result<Response<v1::UpsertContactsResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::UpsertContacts)?;
         let at = record_time(&request)?;
-        let (mut accepted, mut last_seq) = (0, 0);
+        let (mut accepted, mut last_seq, mut queued) = (0, 0, 0);
         self.0
             .submit_stream(
                 request.into_inner(),
                 &caller,
                 STREAM_CHUNK,
                 |m: v1::UpsertContactsRequest| upsert_record(m.contact, at),
-                |outcome| {
-                    last_seq = logged(&outcome)?.max(last_seq);
-                    accepted += 1;
+                |answer| {
+                    match logged(&answer)? {
+                        Some(seq) => {
+                            last_seq = seq.max(last_seq);
+                            accepted += 1;
+                        }
+                        None => queued += 1,
+                    }
                     Ok(())
                 },
             )
@@ -94,6 +158,7 @@ impl ContactService for Contacts {
         Ok(Response::new(v1::UpsertContactsResponse {
             accepted,
             last_seq,
+            queued,
         }))
     }
 
@@ -102,9 +167,17 @@ impl ContactService for Contacts {
         request: Request<v1::GetContactRequest>,
     ) -> Result<Response<v1::GetContactResponse>, Status> {
         self.0.auth.check(&request, Rpc::GetContact)?;
+        let metadata = request.metadata().clone();
         let id = request.into_inner().contact_id;
         if id.trim().is_empty() {
             return Err(required("contact_id"));
+        }
+        let partition = self.0.stores.layout().partition_of(&id);
+        if let Some(owner) = self.0.owner_for(partition, &metadata)? {
+            let asked = v1::GetContactRequest { contact_id: id };
+            return ContactServiceClient::new(self.0.peers.channel(&owner)?)
+                .get_contact(passed_on(asked, &metadata))
+                .await;
         }
         let mut state = self
             .0
@@ -123,9 +196,16 @@ impl ContactService for Contacts {
         request: Request<v1::GetContactHistoryRequest>,
     ) -> Result<Response<v1::GetContactHistoryResponse>, Status> {
         self.0.auth.check(&request, Rpc::GetContactHistory)?;
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         if r.contact_id.trim().is_empty() {
             return Err(required("contact_id"));
+        }
+        let partition = self.0.stores.layout().partition_of(&r.contact_id);
+        if let Some(owner) = self.0.owner_for(partition, &metadata)? {
+            return ContactServiceClient::new(self.0.peers.channel(&owner)?)
+                .get_contact_history(passed_on(r, &metadata))
+                .await;
         }
         let from = if r.page_token.is_empty() {
             1
@@ -170,6 +250,7 @@ impl ContactService for Contacts {
         request: Request<v1::ListGroupMembersRequest>,
     ) -> Result<Response<v1::ListGroupMembersResponse>, Status> {
         self.0.auth.check(&request, Rpc::ListGroupMembers)?;
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         if r.campaign_id.trim().is_empty() {
             return Err(required("campaign_id"));
@@ -180,15 +261,38 @@ impl ContactService for Contacts {
         let size = page_size(r.page_size);
         let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
         // Each partition's members are in id order: the first page of their union is in
-        // the first pages of each.
+        // the first pages of each. The partitions of other engines are asked of them.
+        let (mine, theirs) = self.0.placed_in(&metadata)?;
         let mut contact_ids = Vec::new();
-        for store in self.0.stores.iter() {
-            let mine = store
+        for p in mine {
+            let found = self
+                .0
+                .stores
+                .partition(p)
                 .group_members_after(&r.campaign_id, &r.group, after)
                 .take(size + 1)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(storage)?;
-            contact_ids.extend(mine);
+            contact_ids.extend(found);
+        }
+        for (owner, partitions) in theirs {
+            let mut asked = passed_on(r.clone(), &metadata);
+            asked.metadata_mut().insert(
+                PARTITIONS,
+                partitions_header(&partitions)
+                    .parse()
+                    .map_err(|_| Status::internal("a partition list that is not a header"))?,
+            );
+            let answer = ContactServiceClient::new(self.0.peers.channel(&owner)?)
+                .list_group_members(asked)
+                .await
+                .map_err(|e| {
+                    Status::unavailable(format!(
+                        "partitions {partitions:?} are owned by the engine at {owner}, which did not answer: {}",
+                        e.message()
+                    ))
+                })?;
+            contact_ids.extend(answer.into_inner().contact_ids);
         }
         contact_ids.sort();
         contact_ids.truncate(size + 1);

@@ -5,7 +5,8 @@ use canvass_proto::v1;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    Shared, api::ingest_service_server::IngestService, auth::Rpc, refused_record, required,
+    Shared, api::ingest_service_server::IngestService, auth::Rpc, group::Answer, refused_record,
+    required,
 };
 
 pub(crate) struct Ingest(pub(crate) Shared);
@@ -34,14 +35,26 @@ impl IngestService for Ingest {
     ) -> Result<Response<v1::IngestEventResponse>, Status> {
         let caller = self.0.auth.check(&request, Rpc::IngestEvent)?;
         let record = event_record(request.into_inner().event)?;
-        let response = match self.0.submit_one(record, &caller).await? {
+        let outcome = match self.0.submit_one(record, &caller).await? {
+            Answer::Engine(outcome) => outcome,
+            Answer::Queued(queued) => {
+                return Ok(Response::new(v1::IngestEventResponse {
+                    seq: 0,
+                    duplicate: false,
+                    queued: Some(queued),
+                }));
+            }
+        };
+        let response = match outcome {
             Outcome::Logged { seq } => v1::IngestEventResponse {
                 seq,
                 duplicate: false,
+                queued: None,
             },
             Outcome::Duplicate => v1::IngestEventResponse {
                 seq: 0,
                 duplicate: true,
+                queued: None,
             },
             Outcome::DeadLetter { reason } | Outcome::Refused { reason } => {
                 return Err(Status::invalid_argument(reason));
@@ -65,7 +78,14 @@ impl IngestService for Ingest {
                 &caller,
                 STREAM_CHUNK,
                 |m: v1::IngestEventsRequest| event_record(m.event),
-                |outcome| {
+                |answer| {
+                    let outcome = match answer {
+                        Answer::Engine(outcome) => outcome,
+                        Answer::Queued(_) => {
+                            response.queued += 1;
+                            return Ok(());
+                        }
+                    };
                     match outcome {
                         Outcome::Logged { seq } => {
                             response.accepted += 1;

@@ -12,6 +12,7 @@ pub mod config;
 mod contacts;
 pub mod delivery;
 mod gate;
+pub mod group;
 mod ingest;
 mod operator;
 mod reports;
@@ -44,6 +45,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub use auth::{Authenticator, Caller, Role, Rpc, hash_token};
 pub use config::GrpcConfig;
 pub use delivery::Delivery;
+pub use group::Group;
+use group::{Answer, Peers, SharedGroup};
 
 /// A record [`check_record`](canvass_engine::durable::check_record) refused, as
 /// `INVALID_ARGUMENT` with the field it names (its reasons read "field `F`: why").
@@ -74,13 +77,16 @@ pub(crate) struct Shared {
     pub(crate) stores: Stores,
     pub(crate) inbox: Inbox,
     pub(crate) auth: Authenticator,
+    /// The other engines of the group, on Kafka.
+    pub(crate) group: Option<SharedGroup>,
+    pub(crate) peers: std::sync::Arc<Peers>,
 }
 
 impl Shared {
     /// The engine-wide tables (specs, lifecycles, policy): every partition logs the same
-    /// commands, so partition 0's are everyone's.
+    /// commands, so those of a partition this engine owns are everyone's.
     pub(crate) fn global(&self) -> &Store {
-        self.stores.partition(0)
+        self.catalog()
     }
 
     /// Submits inputs to the engine and waits until they are durable.
@@ -94,13 +100,17 @@ impl Shared {
         answered(answer).await
     }
 
-    /// Submits one input from `caller` and returns its outcome.
+    /// Submits one input from `caller` and returns what it came to.
     pub(crate) async fn submit_one(
         &self,
         record: v1::IngestRecord,
         caller: &Caller,
-    ) -> Result<Outcome, Status> {
-        first(self.submit(vec![sourced(record, caller)]).await?)
+    ) -> Result<Answer, Status> {
+        self.submit_answered(vec![sourced(record, caller)])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::internal("the engine returned no outcome"))
     }
 }
 
@@ -115,7 +125,7 @@ impl Shared {
         caller: &Caller,
         chunk_size: usize,
         mut record: impl FnMut(M) -> Result<v1::IngestRecord, Status> + Send,
-        mut outcome: impl FnMut(Outcome) -> Result<(), Status> + Send,
+        mut outcome: impl FnMut(Answer) -> Result<(), Status> + Send,
     ) -> Result<(), Status>
     where
         M: Send + 'static,
@@ -133,7 +143,7 @@ impl Shared {
                 index += 1;
             }
             if chunk.len() >= chunk_size || (ended && !chunk.is_empty()) {
-                for o in self.submit(std::mem::take(&mut chunk)).await? {
+                for o in self.submit_answered(std::mem::take(&mut chunk)).await? {
                     outcome(o)?;
                 }
             }
@@ -247,24 +257,28 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    serve_on(config, listener, stores, inbox, delivery, shutdown).await
+    serve_on(config, listener, stores, inbox, delivery, None, shutdown).await
 }
 
 /// Serves on a listener already bound (its address may be port 0, chosen by the system).
 /// Without a delivery (actions go elsewhere, e.g. to a file), `ActionService` answers
-/// `FAILED_PRECONDITION`.
+/// `FAILED_PRECONDITION`. `group`: the other engines of the group on Kafka, which inputs,
+/// reports and contact calls about their partitions go to.
 pub async fn serve_on(
     config: &GrpcConfig,
     listener: tokio::net::TcpListener,
     stores: Stores,
     inbox: Inbox,
     delivery: Option<Delivery>,
+    group: Option<std::sync::Arc<dyn Group>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let shared = Shared {
         stores,
         inbox,
         auth: Authenticator::new(&config.tokens),
+        group,
+        peers: std::sync::Arc::new(Peers::new(config)?),
     };
     let limit = config.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -232,8 +232,18 @@ impl OperatorService for Operator {
                     continue;
                 }
             };
-            let outcome = self.shared.submit_one(record, &caller).await?;
-            note_outcome(&mut result, &outcome);
+            match self.shared.submit_one(record, &caller).await? {
+                crate::group::Answer::Engine(outcome) => note_outcome(&mut result, &outcome),
+                // The letter's partition is another engine's now: its input went to the topic
+                // that engine reads, and it applies it there.
+                crate::group::Answer::Queued(q) => {
+                    result.applied = true;
+                    result.reason = format!(
+                        "written to `{}` (partition {}, offset {}) for the engine that owns the partition now",
+                        q.topic, q.partition, q.offset
+                    );
+                }
+            }
             // Submitted and committed: the letter is marked, whatever became of its input.
             let mark = Sourced {
                 incoming: Incoming::Redriven {

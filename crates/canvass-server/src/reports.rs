@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use canvass_core::UnixMillis;
-use canvass_engine::reports::{campaign_data, customers};
+use canvass_engine::reports::{campaign_data_over, input_counters_over, partition_figures};
 use canvass_proto::v1;
 use canvass_report::{Allocation, Model, Options, svg, value::ValueOptions};
 use rust_decimal::Decimal;
@@ -49,11 +49,13 @@ impl ReportService for Reports {
         request: Request<v1::GetCampaignReportRequest>,
     ) -> Result<Response<v1::GetCampaignReportResponse>, Status> {
         self.0.auth.check(&request, Rpc::GetCampaignReport)?;
+        let figures = self.0.figures(request.metadata()).await?;
         let id = request.into_inner().campaign_id;
         if id.trim().is_empty() {
             return Err(required("campaign_id"));
         }
-        let data = campaign_data(&self.0.stores, std::slice::from_ref(&id)).map_err(unreadable)?;
+        let data = campaign_data_over(self.0.catalog(), &figures, std::slice::from_ref(&id))
+            .map_err(unreadable)?;
         let Some(campaign) = data.into_iter().next() else {
             return Err(Status::not_found(format!("no campaign `{id}`")));
         };
@@ -72,6 +74,7 @@ impl ReportService for Reports {
         request: Request<v1::GetPerformanceReportRequest>,
     ) -> Result<Response<v1::GetPerformanceReportResponse>, Status> {
         self.0.auth.check(&request, Rpc::GetPerformanceReport)?;
+        let figures = self.0.figures(request.metadata()).await?;
         let r = request.into_inner();
         let model = match r.model() {
             v1::AttributionModel::Unspecified | v1::AttributionModel::LastTouch => Model::LastTouch,
@@ -92,7 +95,8 @@ impl ReportService for Reports {
                 )
             })?)
         };
-        let data = campaign_data(&self.0.stores, &r.campaign_ids).map_err(unreadable)?;
+        let data =
+            campaign_data_over(self.0.catalog(), &figures, &r.campaign_ids).map_err(unreadable)?;
         let mut report = canvass_report::build(
             &data,
             &Options {
@@ -102,9 +106,7 @@ impl ReportService for Reports {
             },
         );
         // As `canvass report` counts them: the late events over every partition.
-        report.late_events = canvass_engine::reports::input_counters(&self.0.stores)
-            .map_err(storage)?
-            .late_events;
+        report.late_events = input_counters_over(&figures).late_events;
         let report_json = json(&report)?;
         Ok(Response::new(v1::GetPerformanceReportResponse {
             report: Some(typed(&report_json)?),
@@ -118,6 +120,7 @@ impl ReportService for Reports {
         request: Request<v1::GetValueReportRequest>,
     ) -> Result<Response<v1::GetValueReportResponse>, Status> {
         self.0.auth.check(&request, Rpc::GetValueReport)?;
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let defaults = ValueOptions::default();
         let tier_percents = match r.tier_percents[..] {
@@ -145,13 +148,15 @@ impl ReportService for Reports {
         };
         let as_of = match &r.as_of {
             Some(t) => UnixMillis::from_proto(t),
-            None => {
-                let mut latest = UnixMillis::default();
-                for store in self.0.stores.iter() {
-                    latest = latest.max(store.last_applied_at().map_err(storage)?);
-                }
-                latest
-            }
+            None => self
+                .0
+                .figures(&metadata)
+                .await?
+                .iter()
+                .filter_map(|f| f.last_applied_at.as_ref())
+                .map(UnixMillis::from_proto)
+                .max()
+                .unwrap_or_default(),
         };
         let options = ValueOptions {
             as_of,
@@ -174,7 +179,13 @@ impl ReportService for Reports {
             },
             all_contacts: r.all_contacts,
         };
-        let contacts = customers(&self.0.stores).map_err(unreadable)?;
+        let contacts: Vec<_> = self
+            .0
+            .contact_states(&metadata)
+            .await?
+            .iter()
+            .map(canvass_report::value::Customer::from_state)
+            .collect();
         let report = canvass_report::value::build(&contacts, &options);
         let report_json = json(&report)?;
         Ok(Response::new(v1::GetValueReportResponse {
@@ -183,4 +194,89 @@ impl ReportService for Reports {
             pyramid_svg: svg::tiers(&report),
         }))
     }
+
+    async fn get_partition_figures(
+        &self,
+        request: Request<v1::GetPartitionFiguresRequest>,
+    ) -> Result<Response<v1::GetPartitionFiguresResponse>, Status> {
+        self.0.auth.check(&request, Rpc::GetPartitionFigures)?;
+        let asked = request.into_inner().partitions;
+        let stores = self.0.stores.clone();
+        let partitions = tokio::task::spawn_blocking(move || {
+            owned_of(&stores, &asked)
+                .into_iter()
+                .map(|p| partition_figures(stores.partition(p), p))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(storage)?;
+        Ok(Response::new(v1::GetPartitionFiguresResponse {
+            partitions,
+        }))
+    }
+
+    type ListPartitionContactsStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<v1::ListPartitionContactsResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn list_partition_contacts(
+        &self,
+        request: Request<v1::ListPartitionContactsRequest>,
+    ) -> Result<Response<Self::ListPartitionContactsStream>, Status> {
+        self.0.auth.check(&request, Rpc::ListPartitionContacts)?;
+        let asked = request.into_inner().partitions;
+        let stores = self.0.stores.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // Read off the async workers, a page at a time as the caller takes them.
+        tokio::task::spawn_blocking(move || {
+            for &p in &asked {
+                if !stores.owns(p) {
+                    let _ = tx.blocking_send(Err(crate::group::owned_elsewhere(
+                        p,
+                        None,
+                        "this engine does not own it now",
+                    )));
+                    return;
+                }
+            }
+            for p in asked {
+                let contacts = match crate::group::partition_contacts(stores.partition(p)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(storage(e)));
+                        return;
+                    }
+                };
+                for page in contacts.chunks(CONTACTS_PAGE) {
+                    let page = v1::ListPartitionContactsResponse {
+                        partition: p,
+                        contacts: page.to_vec(),
+                    };
+                    if tx.blocking_send(Ok(page)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Contacts per page of `ListPartitionContacts`.
+const CONTACTS_PAGE: usize = 500;
+
+/// The partitions of `asked` this engine owns now.
+fn owned_of(stores: &canvass_store::Stores, asked: &[u32]) -> Vec<u32> {
+    asked
+        .iter()
+        .copied()
+        .filter(|&p| p < stores.layout().partitions && stores.owns(p))
+        .collect()
 }

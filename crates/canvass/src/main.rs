@@ -20,6 +20,7 @@ macro_rules! out_raw {
 mod client;
 mod deliver;
 mod graph;
+mod group;
 mod input;
 mod kafka;
 mod letters;

@@ -430,6 +430,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         deliver::Started::InLoop(router) => (Some(router), None),
         deliver::Started::Beside(beside) => (None, Some(beside)),
     };
+    // On Kafka, the API reaches the other engines of the group through it.
+    let cluster = match (&kafka_config, &grpc_config) {
+        (Some(k), Some(_)) => Some(
+            canvass_kafka::Cluster::connect(k)
+                .context("cannot create the Kafka clients of the gRPC API")?,
+        ),
+        _ => None,
+    };
     let serving = match (grpc_config, inbox) {
         (Some(config), Some(inbox)) => Some(crate::serve::start(
             config,
@@ -437,6 +445,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             &stop,
             inbox,
             beside.as_ref().map(|b| b.delivery.clone()),
+            cluster.clone(),
         )?),
         _ => None,
     };
@@ -468,7 +477,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let delivery = b.delivery.clone();
             canvass_kafka::CommitHook(Arc::new(move || delivery.committed()))
         });
-        let result = run_kafka(engine, args, &config, &stop, intake.as_ref(), actions, wake);
+        let result = run_kafka(
+            engine,
+            args,
+            &config,
+            &stop,
+            intake.as_ref(),
+            actions,
+            KafkaRunOptions {
+                after_commit: wake,
+                cluster,
+                ..KafkaRunOptions::default()
+            },
+        );
         // Submissions still queued are answered UNAVAILABLE, so that the server's graceful
         // stop does not wait on them.
         drop(intake);
@@ -620,13 +641,13 @@ fn run_kafka(
     stop: &Arc<AtomicBool>,
     intake: Option<&runtime::Intake>,
     actions: Option<Box<dyn runtime::Dispatcher + Send>>,
-    after_commit: Option<canvass_kafka::CommitHook>,
+    hooks: KafkaRunOptions,
 ) -> anyhow::Result<canvass_kafka::KafkaReport> {
     exit_after_stop(stop, Duration::from_millis(config.shutdown_timeout_ms));
     let options = KafkaRunOptions {
         exit_when_caught_up: args.exit_when_caught_up,
         stop: Some(Arc::clone(stop)),
-        after_commit,
+        ..hooks
     };
     tracing::info!(
         touchpoints = %config.topics.touchpoints,

@@ -25,13 +25,15 @@ pub struct Serving {
 
 /// Starts serving with `config` until `stop` is set, submitting to `inbox`. `delivery`:
 /// the delivery beside the engine, whose pullers `ActionService` serves (without one, it
-/// refuses).
+/// refuses). `cluster`: the group on Kafka, told the address the server listens on (what
+/// the other engines call, unless the settings advertise another).
 pub fn start(
     config: GrpcConfig,
     stores: Stores,
     stop: &Arc<AtomicBool>,
     inbox: Inbox,
     delivery: Option<Delivery>,
+    cluster: Option<canvass_kafka::Cluster>,
 ) -> anyhow::Result<Serving> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -42,6 +44,10 @@ pub fn start(
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
+    let group = cluster.map(|cluster| {
+        cluster.advertise_default(crate::group::default_address(address, config.tls.is_some()));
+        Arc::new(crate::group::KafkaGroup(cluster)) as Arc<dyn canvass_server::Group>
+    });
     let watched = Arc::clone(stop);
     let shutdown = async move {
         while !watched.load(Ordering::Relaxed) {
@@ -49,7 +55,7 @@ pub fn start(
         }
     };
     let server = rt.spawn(async move {
-        canvass_server::serve_on(&config, listener, stores, inbox, delivery, shutdown).await
+        canvass_server::serve_on(&config, listener, stores, inbox, delivery, group, shutdown).await
     });
     tracing::info!(%address, "grpc: listening");
     Ok(Serving {
