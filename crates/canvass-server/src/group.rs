@@ -252,7 +252,7 @@ impl Shared {
         &self,
         metadata: &MetadataMap,
     ) -> Result<Vec<v1::PartitionFigures>, Status> {
-        let (mine, theirs) = self.placed(metadata)?;
+        let (mine, theirs, mut missing) = self.placing(metadata);
         let stores = self.stores.clone();
         let mut figures = tokio::task::spawn_blocking(move || {
             mine.into_iter()
@@ -262,7 +262,6 @@ impl Shared {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(crate::storage)?;
-        let mut missing = BTreeMap::new();
         for (address, partitions) in theirs {
             let asked = v1::GetPartitionFiguresRequest {
                 partitions: partitions.clone(),
@@ -305,7 +304,7 @@ impl Shared {
         &self,
         metadata: &MetadataMap,
     ) -> Result<Vec<v1::ContactState>, Status> {
-        let (mine, theirs) = self.placed(metadata)?;
+        let (mine, theirs, mut missing) = self.placing(metadata);
         let stores = self.stores.clone();
         let mut states = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
@@ -317,7 +316,6 @@ impl Shared {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(crate::storage)?;
-        let mut missing = BTreeMap::new();
         for (address, partitions) in theirs {
             let asked = v1::ListPartitionContactsRequest {
                 partitions: partitions.clone(),
@@ -356,6 +354,17 @@ impl Shared {
         &self,
         metadata: &MetadataMap,
     ) -> Result<(Vec<u32>, BTreeMap<String, Vec<u32>>), Status> {
+        let (mine, theirs, missing) = self.placing(metadata);
+        unanswered(missing)?;
+        Ok((mine, theirs))
+    }
+
+    /// [`Shared::placed`], with the partitions nobody is known to own and why.
+    #[allow(clippy::type_complexity)]
+    fn placing(
+        &self,
+        metadata: &MetadataMap,
+    ) -> (Vec<u32>, BTreeMap<String, Vec<u32>>, BTreeMap<u32, String>) {
         let mut mine = Vec::new();
         let mut theirs: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         let mut missing = BTreeMap::new();
@@ -381,8 +390,7 @@ impl Shared {
                 }
             }
         }
-        unanswered(missing)?;
-        Ok((mine, theirs))
+        (mine, theirs, missing)
     }
 
     /// The engine to pass a call about partition `partition` on to, if this engine does not
@@ -449,3 +457,140 @@ fn unanswered(missing: BTreeMap<u32, String>) -> Result<(), Status> {
 
 /// A shared handle on the group.
 pub(crate) type SharedGroup = Arc<dyn Group>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A directory that knows the owners it is given and writes nothing.
+    #[derive(Debug)]
+    struct Directory {
+        owners: BTreeMap<u32, String>,
+        kept: bool,
+    }
+
+    #[tonic::async_trait]
+    impl Group for Directory {
+        async fn forward_record(
+            &self,
+            _: u32,
+            _: &v1::IngestRecord,
+            _: &str,
+        ) -> Result<v1::Queued, String> {
+            Err("not in this test".into())
+        }
+
+        async fn forward_command(
+            &self,
+            _: &v1::IngestRecord,
+            _: &str,
+            _: Duration,
+        ) -> Result<Result<Outcome, v1::Queued>, String> {
+            Err("not in this test".into())
+        }
+
+        fn owner(&self, partition: u32) -> Option<String> {
+            self.owners.get(&partition).cloned()
+        }
+
+        fn has_directory(&self) -> bool {
+            self.kept
+        }
+    }
+
+    /// An engine of four partitions owning 0 and 2, in a group told by `directory`.
+    fn shared(directory: Directory) -> Shared {
+        let layout = canvass_store::Layout {
+            partitions: 4,
+            partitioner: canvass_core::partition::Partitioner::default(),
+        };
+        let stores =
+            canvass_store::Stores::in_memory(layout, &canvass_store::StoreOptions::default());
+        stores.set_owned(&[true, false, true, false]);
+        let (inbox, _intake) = canvass_engine::runtime::channel(4);
+        Shared {
+            stores,
+            inbox,
+            auth: crate::Authenticator::default(),
+            group: Some(Arc::new(directory)),
+            peers: Arc::new(Peers::default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_report_names_every_partition_nobody_is_known_to_own() {
+        let shared = shared(Directory {
+            owners: BTreeMap::from([(1, "http://127.0.0.1:1".to_string())]),
+            kept: true,
+        });
+        let status = shared.figures(&MetadataMap::new()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        // Partition 1's owner is named but does not answer; partition 3 has none.
+        let message = status.message();
+        assert!(message.contains("2 partition(s)"), "{message}");
+        assert!(
+            message.contains("partition 1: the engine at http://127.0.0.1:1"),
+            "{message}"
+        );
+        assert!(
+            message.contains("partition 3: no engine of the group is known to own it"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_directory_a_report_says_what_to_configure() {
+        let shared = shared(Directory {
+            owners: BTreeMap::new(),
+            kept: false,
+        });
+        let status = shared.figures(&MetadataMap::new()).await.unwrap_err();
+        assert!(
+            status.message().contains("`topics.owners`"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn a_call_about_another_engines_partition_goes_to_its_owner_once() {
+        let shared = shared(Directory {
+            owners: BTreeMap::from([(1, "http://b:50051".to_string())]),
+            kept: true,
+        });
+        let fresh = MetadataMap::new();
+        assert_eq!(
+            shared.owner_for(0, &fresh).unwrap(),
+            None,
+            "its own partition"
+        );
+        assert_eq!(
+            shared.owner_for(1, &fresh).unwrap().as_deref(),
+            Some("http://b:50051")
+        );
+        // Passed on already: answered with the owner named, never passed on again.
+        let passed = passed_on((), &fresh);
+        let status = shared.owner_for(1, passed.metadata()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "PARTITION_OWNED_ELSEWHERE");
+        assert_eq!(
+            info.metadata.get("partition").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            info.metadata.get("owner").map(String::as_str),
+            Some("http://b:50051")
+        );
+        // Nobody known: the partition named, no owner.
+        let status = shared.owner_for(3, &fresh).unwrap_err();
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(
+            info.metadata.get("partition").map(String::as_str),
+            Some("3")
+        );
+        assert!(!info.metadata.contains_key("owner"));
+    }
+}
