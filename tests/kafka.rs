@@ -1509,7 +1509,14 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
         canvass_tests::stderr(&created)
     );
     let said = canvass_tests::stdout(&created);
-    assert_eq!(said.matches("created ").count(), 6, "{said}");
+    assert_eq!(said.matches("created ").count(), 7, "{said}");
+    assert!(
+        said.contains(&format!(
+            "created {}: owners",
+            topics.owners.as_deref().unwrap()
+        )) && said.contains("cleanup.policy=compact"),
+        "the owners directory, compacted: {said}"
+    );
     assert!(
         said.contains(&format!("created {}: control", topics.control))
             && said.contains("retention.ms=-1"),
@@ -1528,7 +1535,7 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
         canvass_tests::stdout(&again)
             .matches("not created ")
             .count(),
-        6
+        7
     );
     // A set-up step that runs at every start leaves existing topics as they are.
     let once_more = kafka(&["create-topics", "--if-missing"]);
@@ -1539,7 +1546,7 @@ fn the_cli_creates_the_topics_and_produces_the_reference_stream() {
     );
     assert_eq!(
         canvass_tests::stdout(&once_more).matches("exists ").count(),
-        6,
+        7,
         "{}",
         canvass_tests::stdout(&once_more)
     );

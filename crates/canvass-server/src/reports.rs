@@ -252,13 +252,22 @@ impl ReportService for Reports {
                         return;
                     }
                 };
-                for page in contacts.chunks(CONTACTS_PAGE) {
-                    let page = v1::ListPartitionContactsResponse {
-                        partition: p,
-                        contacts: page.to_vec(),
-                    };
-                    if tx.blocking_send(Ok(page)).is_err() {
-                        return;
+                // Pages bounded in bytes, well under any message limit.
+                let mut page = Vec::new();
+                let mut bytes = 0;
+                let last = contacts.len();
+                for (i, state) in contacts.into_iter().enumerate() {
+                    bytes += prost::Message::encoded_len(&state);
+                    page.push(state);
+                    if bytes >= CONTACTS_PAGE_BYTES || i + 1 == last {
+                        let message = v1::ListPartitionContactsResponse {
+                            partition: p,
+                            contacts: std::mem::take(&mut page),
+                        };
+                        bytes = 0;
+                        if tx.blocking_send(Ok(message)).is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -269,8 +278,9 @@ impl ReportService for Reports {
     }
 }
 
-/// Contacts per page of `ListPartitionContacts`.
-const CONTACTS_PAGE: usize = 500;
+/// Bytes of contact states per page of `ListPartitionContacts` (a page may pass it by one
+/// contact, itself within the message limit).
+const CONTACTS_PAGE_BYTES: usize = 1024 * 1024;
 
 /// The partitions of `asked` this engine owns now.
 fn owned_of(stores: &canvass_store::Stores, asked: &[u32]) -> Vec<u32> {
