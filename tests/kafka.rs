@@ -2276,7 +2276,14 @@ fn three_engines_killed_and_paused_at_random_moments_end_as_one_file_run() {
         .with_changelog(&broker, 4)
         .with_snapshots(&broker, 4, 40);
     let config = topics.config(dir.path(), &broker, &unique("chaos"));
-    let args = |slot: usize| member_args(&dir.path().join(format!("engine-{slot}")), &config);
+    let grpc = dir.path().join("grpc.toml");
+    std::fs::write(&grpc, canvass_tests::api::settings()).unwrap();
+    let args = |slot: usize| {
+        let mut args = member_args(&dir.path().join(format!("engine-{slot}")), &config);
+        args.extend(["--grpc-config".to_string(), grpc.display().to_string()]);
+        args
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let mut members = vec![Member::start(&args(0))];
     wait_members(
         &mut members,
@@ -2317,12 +2324,35 @@ fn three_engines_killed_and_paused_at_random_moments_end_as_one_file_run() {
     for (slice, disruption) in slices.iter().zip(&disruptions) {
         let slot = moments.below(3) as usize;
         let delay = Duration::from_millis(moments.below(1500));
+        // Half the slices through the gRPC API of an engine picked at random: it applies
+        // what it owns and writes the rest to the touchpoints topic for their owners.
+        let through = (moments.below(2) == 0).then(|| moments.below(3) as usize);
         eprintln!(
-            "chaos: {} events, then in {delay:?} {disruption} engine {slot}",
-            slice.len()
+            "chaos: {} events{}, then in {delay:?} {disruption} engine {slot}",
+            slice.len(),
+            through.map_or(String::new(), |e| format!(" through engine {e}'s API"))
         );
-        let placed = broker.produce_placed(slice, "murmur2_random");
-        Broker::ends_after(&mut ends, &placed);
+        match through {
+            None => {
+                let placed = broker.produce_placed(slice, "murmur2_random");
+                Broker::ends_after(&mut ends, &placed);
+            }
+            Some(first) => {
+                let addresses: Vec<String> = members
+                    .iter()
+                    .map(|m| m.running.grpc.clone().unwrap())
+                    .collect();
+                let refused = rt.block_on(ingest_through_api(&addresses, first, slice));
+                if !refused.is_empty() {
+                    let placed = broker.produce_placed(&refused, "murmur2_random");
+                    Broker::ends_after(&mut ends, &placed);
+                }
+                let written = broker.ends(&topics.touchpoints, 4);
+                for (end, now) in ends.iter_mut().zip(written) {
+                    *end = (*end).max(now);
+                }
+            }
+        }
         std::thread::sleep(delay);
         match *disruption {
             "kill" => {
@@ -2384,6 +2414,57 @@ fn three_engines_killed_and_paused_at_random_moments_end_as_one_file_run() {
         from_kafka, from_file,
         "seed {seed}: the actions on Kafka (each key at least once, one content) and in the file run"
     );
+}
+
+/// Sends a slice of touchpoint records as events through the gRPC API of the engine at
+/// `addresses[first]` (the next one if a call fails: event ids dedupe a resent event), each
+/// acknowledged before the next; returns the records the API refuses (malformed), for the
+/// topic.
+async fn ingest_through_api(addresses: &[String], first: usize, slice: &[Produce]) -> Vec<Produce> {
+    use canvass_server::api::ingest_service_client::IngestServiceClient;
+    let mut refused = Vec::new();
+    for r in slice {
+        let event = std::str::from_utf8(&r.payload)
+            .ok()
+            .and_then(|text| json::from_str::<v1::IngestRecord>(text).ok())
+            .filter(|record| canvass_engine::durable::check_record(record).is_none())
+            .and_then(|record| match record.input {
+                Some(v1::ingest_record::Input::Event(e)) => Some(e),
+                _ => None,
+            });
+        let Some(event) = event else {
+            refused.push(r.clone());
+            continue;
+        };
+        let mut tries = 0;
+        loop {
+            let address = &addresses[(first + tries) % addresses.len()];
+            let answer = async {
+                let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                IngestServiceClient::new(channel)
+                    .ingest_event(canvass_tests::api::req(
+                        canvass_tests::api::SERVICE,
+                        v1::IngestEventRequest {
+                            event: Some(event.clone()),
+                        },
+                    ))
+                    .await
+            };
+            match answer.await {
+                Ok(_) => break,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 30, "no engine took event {}: {e}", event.id);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    refused
 }
 
 /// One API over two engines: gRPC ingest to one engine reaches the partitions the other owns
