@@ -254,7 +254,12 @@ impl Cluster {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if let Some(outcome) = lock(&self.inner.applied).get(&offset) {
-                return Ok(Ok(outcome.clone()));
+                return Ok(match outcome {
+                    // Not decided here (this engine lost its partitions meanwhile, or they
+                    // held it already): written all the same, so never "send it again".
+                    Outcome::Elsewhere { .. } | Outcome::Duplicate => Err(written),
+                    decided => Ok(decided.clone()),
+                });
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Ok(Err(written));

@@ -76,6 +76,9 @@ pub(crate) struct State {
     pub(crate) conflict: Option<String>,
     /// The group as the API sees it, if the API runs.
     pub(crate) cluster: Option<crate::Cluster>,
+    /// Partitions claimed (with their epoch) and not yet announced as this engine's: once
+    /// the engine serves them.
+    pub(crate) claimed: Vec<(u32, u64)>,
 }
 
 impl State {
@@ -247,6 +250,12 @@ impl State {
         }
         self.engine.set_owned(owned);
         note_owned(&self.engine);
+        // Announced once served: a call the directory sends here finds them owned.
+        for (p, epoch) in std::mem::take(&mut self.claimed) {
+            if let Some(cluster) = &self.cluster {
+                cluster.announce(p, epoch);
+            }
+        }
         Ok(())
     }
 
@@ -256,9 +265,7 @@ impl State {
     fn restore(&mut self, p: u32) -> Result<bool, EngineError> {
         self.unserved.remove(&p);
         let Some(changelog) = self.changelog.clone() else {
-            if let Some(cluster) = &self.cluster {
-                cluster.announce(p, 0);
-            }
+            self.claimed.push((p, 0));
             return Ok(true);
         };
         let started = std::time::Instant::now();
@@ -308,9 +315,7 @@ impl State {
                     changelog = changelog.topic(),
                     "restored from the changelog and claimed"
                 );
-                if let Some(cluster) = &self.cluster {
-                    cluster.announce(p, restored.epoch);
-                }
+                self.claimed.push((p, restored.epoch));
                 true
             }
             Err(RestoreError::Conflict(why)) => {

@@ -155,6 +155,7 @@ pub fn run(
             tail: None,
             conflict: None,
             cluster: options.cluster.clone(),
+            claimed: Vec::new(),
         }),
     };
     let layout = context.lock().engine.layout();

@@ -264,6 +264,8 @@ impl ContactService for Contacts {
         // the first pages of each. The partitions of other engines are asked of them.
         let (mine, theirs) = self.0.placed_in(&metadata)?;
         let mut contact_ids = Vec::new();
+        // Whether an owner had more than a page: then so does the union.
+        let mut more = false;
         for p in mine {
             let found = self
                 .0
@@ -292,11 +294,13 @@ impl ContactService for Contacts {
                         e.message()
                     ))
                 })?;
-            contact_ids.extend(answer.into_inner().contact_ids);
+            let answer = answer.into_inner();
+            more |= !answer.next_page_token.is_empty();
+            contact_ids.extend(answer.contact_ids);
         }
         contact_ids.sort();
         contact_ids.truncate(size + 1);
-        let next_page_token = if contact_ids.len() > size {
+        let next_page_token = if contact_ids.len() > size || (more && contact_ids.len() == size) {
             contact_ids.truncate(size);
             contact_ids.last().cloned().unwrap_or_default()
         } else {

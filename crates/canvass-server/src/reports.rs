@@ -49,11 +49,11 @@ impl ReportService for Reports {
         request: Request<v1::GetCampaignReportRequest>,
     ) -> Result<Response<v1::GetCampaignReportResponse>, Status> {
         self.0.auth.check(&request, Rpc::GetCampaignReport)?;
-        let figures = self.0.figures(request.metadata()).await?;
-        let id = request.into_inner().campaign_id;
-        if id.trim().is_empty() {
+        if request.get_ref().campaign_id.trim().is_empty() {
             return Err(required("campaign_id"));
         }
+        let figures = self.0.figures(request.metadata()).await?;
+        let id = request.into_inner().campaign_id;
         let data = campaign_data_over(self.0.catalog(), &figures, std::slice::from_ref(&id))
             .map_err(unreadable)?;
         let Some(campaign) = data.into_iter().next() else {
@@ -252,6 +252,15 @@ impl ReportService for Reports {
                         return;
                     }
                 };
+                // Read from a copy this engine may have lost meanwhile: then it is stale.
+                if !stores.owns(p) {
+                    let _ = tx.blocking_send(Err(crate::group::owned_elsewhere(
+                        p,
+                        None,
+                        "this engine lost it while reading it",
+                    )));
+                    return;
+                }
                 // Pages bounded in bytes, well under any message limit.
                 let mut page = Vec::new();
                 let mut bytes = 0;

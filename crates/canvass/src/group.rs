@@ -65,7 +65,12 @@ pub fn default_address(bound: std::net::SocketAddr, tls: bool) -> String {
         let host = std::env::var("HOSTNAME")
             .ok()
             .filter(|h| !h.trim().is_empty())
-            .unwrap_or_else(|| "localhost".into());
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    "the gRPC server listens on every interface and neither `advertise` nor HOSTNAME names this host: the other engines are told `localhost`, which is themselves; set `advertise` (CANVASS_KAFKA_ADVERTISE)"
+                );
+                "localhost".into()
+            });
         format!("{scheme}://{host}:{}", bound.port())
     } else {
         format!("{scheme}://{bound}")
