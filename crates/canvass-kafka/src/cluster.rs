@@ -273,19 +273,7 @@ impl Cluster {
         partition: Option<i32>,
         timestamp: Option<i64>,
     ) -> Result<i64, String> {
-        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len());
-        for (key, value) in &out.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value.as_slice()),
-            });
-        }
-        let mut record = FutureRecord::to(&out.topic)
-            .payload(&out.payload)
-            .headers(headers);
-        if let Some(key) = &out.key {
-            record = record.key(key);
-        }
+        let mut record = crate::publisher::future_record(out);
         if let Some(p) = partition {
             record = record.partition(p);
         }

@@ -71,19 +71,7 @@ impl TopicWriter {
     fn send_once(&self, records: &[OutRecord]) -> std::io::Result<()> {
         let mut deliveries = Vec::with_capacity(records.len());
         for r in records {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (key, value) in &r.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value.as_slice()),
-                });
-            }
-            let mut record = FutureRecord::to(&r.topic)
-                .payload(&r.payload)
-                .headers(headers);
-            if let Some(key) = &r.key {
-                record = record.key(key);
-            }
+            let record = future_record(r);
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((e, _)) => return Err(std::io::Error::other(e)),
@@ -97,6 +85,24 @@ impl TopicWriter {
             }
         }
         Ok(())
+    }
+}
+
+/// A record to send, as the producer takes it: its topic, key, payload and headers.
+pub(crate) fn future_record(r: &OutRecord) -> FutureRecord<'_, Vec<u8>, Vec<u8>> {
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+    for (key, value) in &r.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_slice()),
+        });
+    }
+    let record = FutureRecord::to(&r.topic)
+        .payload(&r.payload)
+        .headers(headers);
+    match &r.key {
+        Some(key) => record.key(key),
+        None => record,
     }
 }
 
