@@ -1748,6 +1748,17 @@ fn member_args(data: &Path, config: &Path) -> Vec<String> {
     args
 }
 
+/// One member, started alone on a group of four partitions, once it owns every one.
+fn start_alone(args: &[String]) -> Vec<Member> {
+    let mut members = vec![Member::start(args)];
+    wait_members(
+        &mut members,
+        "the first engine to take every partition",
+        |m| m[0].assigned.len() == 4,
+    );
+    members
+}
+
 /// Waits until two members split four partitions between them.
 fn wait_split(members: &mut [Member]) {
     wait_members(members, "the two engines to split the partitions", |m| {
@@ -1862,12 +1873,7 @@ fn two_engines_in_one_group_share_the_partitions_and_each_sees_every_command() {
     let topics = Topics::create(&broker, "duo", 4);
     let config = topics.config(dir.path(), &broker, &unique("duo"));
     let follow = |name: &str| member_args(&dir.path().join(name), &config);
-    let mut members = vec![Member::start(&follow("a"))];
-    wait_members(
-        &mut members,
-        "the first engine to take every partition",
-        |m| m[0].assigned.len() == 4,
-    );
+    let mut members = start_alone(&follow("a"));
     members.push(Member::start(&follow("b")));
     wait_split(&mut members);
 
@@ -2007,12 +2013,7 @@ fn partitions_that_move_between_engines_take_their_state_from_the_changelog() {
         .with_snapshots(&broker, 4, 20);
     let config = topics.config(dir.path(), &broker, &unique("handoff"));
     let follow = |name: &str| member_args(&dir.path().join(name), &config);
-    let mut members = vec![Member::start(&follow("a"))];
-    wait_members(
-        &mut members,
-        "the first engine to take every partition",
-        |m| m[0].assigned.len() == 4,
-    );
+    let mut members = start_alone(&follow("a"));
 
     let mut p = phases(&topics, 1);
     p.events.retain(|e| e.key.is_some());
@@ -2284,12 +2285,7 @@ fn three_engines_killed_and_paused_at_random_moments_end_as_one_file_run() {
         args
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut members = vec![Member::start(&args(0))];
-    wait_members(
-        &mut members,
-        "the first engine to take every partition",
-        |m| m[0].assigned.len() == 4,
-    );
+    let mut members = start_alone(&args(0));
     let mut p = phases(&topics, 1);
     p.events.retain(|e| e.key.is_some());
     let mut ends = vec![0; 4];
@@ -2494,12 +2490,7 @@ fn any_engine_of_a_group_answers_for_every_partition() {
         args.extend(["--grpc-config".to_string(), grpc.display().to_string()]);
         args
     };
-    let mut members = vec![Member::start(&serving("a"))];
-    wait_members(
-        &mut members,
-        "the first engine to take every partition",
-        |m| m[0].assigned.len() == 4,
-    );
+    let mut members = start_alone(&serving("a"));
     members.push(Member::start(&serving("b")));
     wait_split(&mut members);
     let owners: Vec<usize> = (0..4).map(|p| owner_of(&members, p).unwrap()).collect();

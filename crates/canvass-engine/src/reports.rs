@@ -91,16 +91,8 @@ pub fn campaign_data_over(
         if !only.is_empty() && !only.contains(&l.campaign_id) {
             continue;
         }
-        let mut counters = v1::CampaignCounters::default();
         let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
-        for c in figures
-            .iter()
-            .flat_map(|f| &f.campaigns)
-            .filter(|c| c.campaign_id == l.campaign_id)
-        {
-            if let Some(theirs) = &c.counters {
-                canvass_core::stats::merge(&mut counters, theirs);
-            }
+        for c in of_campaign(figures, &l.campaign_id) {
             for g in &c.groups {
                 *sizes.entry(g.group.clone()).or_default() += g.contacts;
             }
@@ -113,11 +105,32 @@ pub fn campaign_data_over(
                 .cloned(),
             id: l.campaign_id.clone(),
             status: l.status(),
-            counters,
+            counters: counters_over(figures, &l.campaign_id),
             groups: sizes.into_iter().collect(),
         });
     }
     Ok(out)
+}
+
+/// Campaign `campaign`'s figures in each partition `figures` tell of.
+fn of_campaign<'a>(
+    figures: &'a [v1::PartitionFigures],
+    campaign: &'a str,
+) -> impl Iterator<Item = &'a v1::CampaignFigures> + 'a {
+    figures
+        .iter()
+        .flat_map(|f| &f.campaigns)
+        .filter(move |c| c.campaign_id == campaign)
+}
+
+/// Campaign `campaign`'s counters in the partitions `figures` tell of, summed.
+#[must_use]
+pub fn counters_over(figures: &[v1::PartitionFigures], campaign: &str) -> v1::CampaignCounters {
+    let mut total = v1::CampaignCounters::default();
+    for theirs in of_campaign(figures, campaign).filter_map(|c| c.counters.as_ref()) {
+        canvass_core::stats::merge(&mut total, theirs);
+    }
+    total
 }
 
 /// The input counters (late events) of the partitions `figures` tell of, summed.
@@ -175,18 +188,30 @@ pub fn customers(stores: &Stores) -> Result<Vec<canvass_report::value::Customer>
 /// # Errors
 /// A store error.
 pub fn contact_states(stores: &Stores) -> Result<Vec<(String, v1::ContactState)>, String> {
-    let partition = canvass_store::EMBEDDED_PARTITION;
     let mut out = Vec::new();
     for store in stores.iter() {
-        for id in store.contact_ids(partition) {
-            let id = id.map_err(|e| e.to_string())?;
-            if let Some(state) = store.contact(partition, &id).map_err(|e| e.to_string())? {
-                out.push((id, state));
-            }
-        }
+        out.extend(partition_contact_states(store).map_err(|e| e.to_string())?);
     }
     // One order whatever the partitioning.
     out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Every contact's state in one partition (its store), by id, in id order.
+///
+/// # Errors
+/// A store error.
+pub fn partition_contact_states(
+    store: &Store,
+) -> Result<Vec<(String, v1::ContactState)>, canvass_store::Error> {
+    let partition = canvass_store::EMBEDDED_PARTITION;
+    let mut out = Vec::new();
+    for id in store.contact_ids(partition) {
+        let id = id?;
+        if let Some(state) = store.contact(partition, &id)? {
+            out.push((id, state));
+        }
+    }
     Ok(out)
 }
 

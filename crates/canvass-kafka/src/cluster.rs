@@ -50,17 +50,6 @@ pub struct Owner {
     pub offset: i64,
 }
 
-/// Where an input for another engine's partition was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
-    /// The topic.
-    pub topic: String,
-    /// Its partition.
-    pub partition: u32,
-    /// The record's offset.
-    pub offset: i64,
-}
-
 /// The group as the API sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -208,7 +197,7 @@ impl Cluster {
         partition: u32,
         record: &v1::IngestRecord,
         caller: &str,
-    ) -> Result<Written, String> {
+    ) -> Result<v1::Queued, String> {
         let topic = &self.inner.config.topics.touchpoints;
         let out = codec::touchpoint_record(topic, record, caller, self.inner.config.format)
             .map_err(|e| e.to_string())?;
@@ -219,7 +208,7 @@ impl Cluster {
                 None,
             )
             .await?;
-        Ok(Written {
+        Ok(v1::Queued {
             topic: topic.clone(),
             partition,
             offset,
@@ -237,13 +226,13 @@ impl Cluster {
         record: &v1::IngestRecord,
         caller: &str,
         wait: Duration,
-    ) -> Result<Result<Outcome, Written>, String> {
+    ) -> Result<Result<Outcome, v1::Queued>, String> {
         let topic = &self.inner.config.topics.control;
         let (out, timestamp) =
             codec::control_record(topic, record, caller, self.inner.config.format)
                 .map_err(|e| e.to_string())?;
         let offset = self.send(&out, Some(0), timestamp).await?;
-        let written = Written {
+        let written = v1::Queued {
             topic: topic.clone(),
             partition: 0,
             offset,

@@ -247,19 +247,8 @@ impl CampaignService for Campaigns {
         let id = request.into_inner().campaign_id;
         let lifecycle = self.existing(nonempty("campaign_id", &id)?)?;
         // Summed over every partition, wherever it is owned.
-        let mut counters = v1::CampaignCounters::default();
-        for c in self
-            .0
-            .figures(&metadata)
-            .await?
-            .iter()
-            .flat_map(|f| &f.campaigns)
-            .filter(|c| c.campaign_id == id)
-        {
-            if let Some(theirs) = &c.counters {
-                canvass_core::stats::merge(&mut counters, theirs);
-            }
-        }
+        let figures = self.0.figures(&metadata).await?;
+        let counters = canvass_engine::reports::counters_over(&figures, &id);
         Ok(Response::new(v1::GetCampaignResponse {
             lifecycle: Some(lifecycle),
             counters: Some(counters),

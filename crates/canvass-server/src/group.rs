@@ -287,11 +287,7 @@ impl Shared {
                         }
                     }
                 }
-                Err(e) => {
-                    for p in partitions {
-                        missing.insert(p, format!("the engine at {address}: {}", e.message()));
-                    }
-                }
+                Err(e) => unreached(&mut missing, partitions, &address, &e),
             }
         }
         unanswered(missing)?;
@@ -335,11 +331,7 @@ impl Shared {
             };
             match read.await {
                 Ok(got) => states.extend(got),
-                Err(e) => {
-                    for p in partitions {
-                        missing.insert(p, format!("the engine at {address}: {}", e.message()));
-                    }
-                }
+                Err(e) => unreached(&mut missing, partitions, &address, &e),
             }
         }
         unanswered(missing)?;
@@ -420,19 +412,24 @@ impl Shared {
     }
 }
 
+/// Notes `partitions` as not answered for: their owner at `address` failed with `e`.
+fn unreached(missing: &mut BTreeMap<u32, String>, partitions: Vec<u32>, address: &str, e: &Status) {
+    for p in partitions {
+        missing.insert(p, format!("the engine at {address}: {}", e.message()));
+    }
+}
+
 /// Every contact's state in one partition's store, the dedupe memory left out.
 pub(crate) fn partition_contacts(
     store: &canvass_store::Store,
 ) -> Result<Vec<v1::ContactState>, canvass_store::Error> {
-    let part = canvass_store::EMBEDDED_PARTITION;
-    let mut out = Vec::new();
-    for id in store.contact_ids(part) {
-        if let Some(mut state) = store.contact(part, &id?)? {
+    Ok(canvass_engine::reports::partition_contact_states(store)?
+        .into_iter()
+        .map(|(_, mut state)| {
             state.recent_events.clear();
-            out.push(state);
-        }
-    }
-    Ok(out)
+            state
+        })
+        .collect())
 }
 
 fn contact_id(state: &v1::ContactState) -> &str {

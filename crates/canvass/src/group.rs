@@ -4,20 +4,12 @@
 use std::time::Duration;
 
 use canvass_engine::durable::Outcome;
-use canvass_kafka::{Cluster, cluster::Written};
+use canvass_kafka::Cluster;
 use canvass_proto::v1;
 
 /// [`canvass_server::Group`] over a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct KafkaGroup(pub Cluster);
-
-fn queued(w: Written) -> v1::Queued {
-    v1::Queued {
-        topic: w.topic,
-        partition: w.partition,
-        offset: w.offset,
-    }
-}
 
 #[tonic::async_trait]
 impl canvass_server::Group for KafkaGroup {
@@ -27,10 +19,7 @@ impl canvass_server::Group for KafkaGroup {
         record: &v1::IngestRecord,
         caller: &str,
     ) -> Result<v1::Queued, String> {
-        self.0
-            .forward_record(partition, record, caller)
-            .await
-            .map(queued)
+        self.0.forward_record(partition, record, caller).await
     }
 
     async fn forward_command(
@@ -39,11 +28,7 @@ impl canvass_server::Group for KafkaGroup {
         caller: &str,
         wait: Duration,
     ) -> Result<Result<Outcome, v1::Queued>, String> {
-        Ok(self
-            .0
-            .forward_command(record, caller, wait)
-            .await?
-            .map_err(queued))
+        self.0.forward_command(record, caller, wait).await
     }
 
     fn owner(&self, partition: u32) -> Option<String> {
