@@ -579,7 +579,61 @@ fn the_json_log_is_one_event_per_line_with_the_runs_figures_and_throttled_warnin
     let w = warnings[0];
     assert_eq!(w["fields"]["held_back"], 0, "{w}");
     assert!(w["fields"]["contact"].is_string(), "{w}");
+    assert!(w["fields"]["partition"].is_u64(), "{w}");
     assert!(message(w).contains("guard"), "{w}");
+}
+
+/// Under a debug filter, what the engine logs about one input sits in the spans that say
+/// whose it is: the partition's and the input's, with its contact.
+#[test]
+fn what_the_engine_logs_about_an_input_carries_its_partition_and_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = r#"{"event": {"id": "e1", "type": "signup", "contactId": "c7", "occurredAt": "2026-03-02T09:00:00Z"}}"#;
+    let input_path = dir.path().join("in.jsonl");
+    std::fs::write(&input_path, format!("{event}\n{event}\n")).unwrap();
+    let out = Command::new(canvass_bin())
+        .args([
+            "run",
+            "--partitions",
+            "4",
+            "--clock",
+            "event",
+            "--log-format",
+            "json",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--input")
+        .arg(&input_path)
+        .arg("--actions")
+        .arg(dir.path().join("actions.jsonl"))
+        .env("CANVASS_LOG", "canvass_engine=debug")
+        .output_within(canvass_tests::HUNG)
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let duplicate: serde_json::Value = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("duplicate"))
+        })
+        .unwrap_or_else(|| panic!("the duplicate is logged under debug: {stderr}"));
+    let spans = duplicate["spans"].as_array().expect("the event's spans");
+    let partition = spans
+        .iter()
+        .find(|s| s["name"] == "partition")
+        .unwrap_or_else(|| panic!("in a partition's span: {duplicate}"));
+    let expected = canvass_core::partition::Partitioner::default().partition(b"c7", 4);
+    assert_eq!(partition["partition"], expected, "{duplicate}");
+    let input = spans
+        .iter()
+        .find(|s| s["name"] == "input")
+        .unwrap_or_else(|| panic!("in the input's span: {duplicate}"));
+    assert_eq!(input["contact"], "c7", "{duplicate}");
+    assert_eq!(input["event"], "signup", "{duplicate}");
 }
 
 #[test]

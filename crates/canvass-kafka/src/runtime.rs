@@ -484,6 +484,14 @@ fn take(
                 .map(String::from_utf8_lossy)
         })
     };
+    // What is logged while the record is taken in says where it came from.
+    let _span = tracing::debug_span!(
+        "record",
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset()
+    )
+    .entered();
     let content_type = header(CONTENT_TYPE);
     let caller = header(crate::codec::CALLER);
     let view = RecordView {

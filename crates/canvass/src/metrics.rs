@@ -271,9 +271,20 @@ fn sample(stores: &Stores, first_seen: &mut FirstSeen, count_timers: bool) -> an
             metrics::gauge!(TIMERS, "partition" => partition).set(timers as f64);
         }
     }
+    // Of the partitions this engine owns now: summed over the group's engines, the
+    // group's figures (a stale copy of another engine's partition would count twice).
+    let owned: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .filter(|(p, _)| stores.owns(*p as u32))
+        .map(|(_, store)| store)
+        .collect();
     for lifecycle in canvass_engine::reports::lifecycles(stores)? {
         let campaign = lifecycle.campaign_id;
-        let counters = canvass_engine::reports::counters(stores, &campaign)?;
+        let mut counters = canvass_proto::v1::CampaignCounters::default();
+        for store in &owned {
+            canvass_core::stats::merge(&mut counters, &store.counters(&campaign)?);
+        }
         for (state, c) in &counters.states {
             metrics::gauge!(CONTACTS, "campaign" => campaign.clone(), "state" => state.clone())
                 .set(c.active as f64);

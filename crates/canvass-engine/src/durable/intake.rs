@@ -77,6 +77,21 @@ impl Pending {
             }
             Incoming::Record(r) => *r,
         };
+        // What is logged while the input is applied says whose it is (the partition comes
+        // from the enclosing span).
+        let _span = match &record.input {
+            Some(v1::ingest_record::Input::Event(e)) => tracing::debug_span!(
+                "input",
+                contact = %e.contact_id,
+                campaign = %e.campaign_id,
+                event = %e.r#type
+            ),
+            Some(v1::ingest_record::Input::Contact(c)) => {
+                tracing::debug_span!("input", contact = %c.id)
+            }
+            _ => tracing::debug_span!("input"),
+        }
+        .entered();
         let refusal = match check_record(&record) {
             Some(reason) => Some((reason, "invalid")),
             None => self
@@ -110,6 +125,7 @@ impl Pending {
             Some(R::Event(e)) => {
                 let t = e.occurred_at.as_ref().map(UnixMillis::from_proto);
                 if self.seen(&e.contact_id, &e.id, self.processing_time(t, wall_now))? {
+                    tracing::debug!(event = %e.id, "a duplicate of an event applied before: ignored");
                     self.report.duplicates += 1;
                     self.outcomes.push(Outcome::Duplicate);
                     return Ok(());
@@ -331,6 +347,7 @@ impl Pending {
 
     /// Parks a dead letter; `class`: what kind of refusal it is, for the metrics.
     fn park_letter(&mut self, letter: v1::DeadLetter, class: &'static str) -> v1::DeadLetter {
+        tracing::debug!(number = self.next_dead_letter, class, reason = %letter.reason, "dead letter parked");
         *self.report.dead_letters_by.entry(class).or_default() += 1;
         self.batch.put_dead_letter(self.next_dead_letter, &letter);
         self.next_dead_letter += 1;

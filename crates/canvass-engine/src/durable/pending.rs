@@ -347,6 +347,7 @@ impl Pending {
         };
         self.report.warnings.push(Warning {
             at: now,
+            partition: self.placement.partition,
             contact_id: contact_id.to_string(),
             campaign_id: effect.campaign_id().to_string(),
             kind,

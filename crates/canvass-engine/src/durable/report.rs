@@ -46,6 +46,8 @@ pub enum WarningKind {
 pub struct Warning {
     /// Processing time of the step.
     pub at: UnixMillis,
+    /// The contact's partition.
+    pub partition: u32,
     /// The contact stepped.
     pub contact_id: String,
     /// The campaign concerned.
@@ -116,6 +118,7 @@ impl BatchReport {
                 continue;
             };
             tracing::warn!(
+                partition = w.partition,
                 campaign = %w.campaign_id,
                 contact = %w.contact_id,
                 kind = ?w.kind,

@@ -15,6 +15,7 @@ use std::{
 use canvass_engine::throttle;
 use canvass_proto::v1;
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
 
 use super::{Inner, Position, RetryConfig, ack, given_up, log_results};
 use crate::api::action_executor_client::ActionExecutorClient;
@@ -212,7 +213,15 @@ pub(super) async fn push_loop(
         };
         let executor = executor.clone();
         let inner = Arc::clone(&inner);
-        tokio::spawn(async move {
+        // What is logged about the action says whose it is and where it came from.
+        let span = tracing::debug_span!(
+            "deliver",
+            partition = position.0,
+            campaign = %action.campaign_id,
+            contact = %action.contact_id,
+            key = %action.idempotency_key
+        );
+        let delivery = async move {
             let result = match execute(&inner, &executor, &action).await {
                 Ended::Answered(answer) => {
                     let outcome = v1::ExecutionOutcome::try_from(answer.outcome)
@@ -245,7 +254,8 @@ pub(super) async fn push_loop(
                 ),
             }
             drop(permit);
-        });
+        };
+        tokio::spawn(delivery.instrument(span));
     }
 }
 
