@@ -303,7 +303,7 @@ fn canvass_replay_rebuilds_what_canvass_run_built() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("dead letters:  3"), "{text}");
     assert!(text.contains("approve v1 by manager"), "{text}");
-    assert!(text.contains("campaign b-trial-invite (RUNNING, active v1): 172 enrolled (0 held out), 471 actions (471 delivered, 0 failed), 56 goals"), "{text}");
+    assert!(text.contains("campaign b-trial-invite (RUNNING, active v1): 172 enrolled (0 held out), 471 actions (0 delivered, 471 handed off, 0 failed), 56 goals"), "{text}");
     let out = Command::new(canvass_bin())
         .args([
             "inspect",

@@ -295,10 +295,59 @@ fn every_figure_of_a_hand_worked_fixture() {
         r["channels"],
         json!([{"name": "EMAIL", "currency": "EUR", "cost": "0.25", "revenue": "170.00", "roi": 679.0}])
     );
+    let segments: Vec<(String, u64, u64, Value)> = r["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["density"]["eligible"].as_u64().unwrap(),
+                s["density"]["reached"].as_u64().unwrap(),
+                s["money"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
-        texts(&r["segments"], &["name", "cost", "revenue"]),
-        [["loyal", "0.20", "120.00"], ["new", "0.05", "50.00"]]
+        segments,
+        [
+            (
+                "loyal".to_string(),
+                3,
+                1,
+                json!([{"currency": "EUR", "cost": "0.20", "revenue": "120.00", "roi": 599.0}])
+            ),
+            (
+                "new".to_string(),
+                1,
+                0,
+                json!([{"currency": "EUR", "cost": "0.05", "revenue": "50.00", "roi": 999.0}])
+            )
+        ]
     );
+}
+
+/// A campaign without a budget reports in the currency the others share: one row per
+/// channel and segment, its contacts in the segment's density.
+#[test]
+fn a_campaign_without_a_budget_takes_the_currency_the_others_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spring, mut autumn) = specs();
+    autumn["labels"]["segment"] = json!("loyal");
+    autumn.as_object_mut().unwrap().remove("budget");
+    let text = fixture_input().replace(&specs().1.to_string(), &autumn.to_string());
+    assert!(text.contains(&spring.to_string()) && text.contains(&autumn.to_string()));
+    let data = run_input(dir.path(), &text);
+    let r: Value = serde_json::from_str(&report(&data, &["--json"])).unwrap();
+    assert_eq!(campaign(&r, "autumn")["currency"], "EUR");
+    let channels = texts(&r["channels"], &["name", "currency"]);
+    assert_eq!(channels, [["EMAIL", "EUR"]]);
+    let segments = r["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert_eq!(segments[0]["name"], "loyal");
+    assert_eq!(segments[0]["density"]["eligible"], 4);
+    let money = texts(&segments[0]["money"], &["currency", "revenue"]);
+    assert_eq!(money, [["EUR", "170.00"]]);
 }
 
 #[test]
@@ -336,7 +385,7 @@ fn indirect_cost_is_allocated_by_the_rule_chosen() {
     );
     assert_eq!(campaign(&r, "autumn")["cost"]["total"], "20.05");
     // Segment ROI includes the allocated cost.
-    assert_eq!(r["segments"][0]["cost"], "80.20");
+    assert_eq!(r["segments"][0]["money"][0]["cost"], "80.20");
 }
 
 #[test]
@@ -369,14 +418,14 @@ fn table_csv_and_svg_say_the_same_and_replay_gives_the_same_report() {
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows[0], "campaign,section,item,metric,value");
     for expected in [
-        "spring,campaign,,roi,599",
-        "spring,campaign,,withheld,1",
+        "spring,campaign,,roi,599.0",
+        "spring,budget,,withheld,1",
         "spring,funnel,silent,entries,2",
-        "spring,step,mail>opened,contacts,1",
-        "spring,group,opened,contacts,1",
-        "spring,action,EMAIL,cost,0.20",
+        "spring,steps,mail>opened,contacts,1",
+        "spring,groups,opened,contacts,1",
+        "spring,actions,EMAIL,cost,0.20",
         "autumn,campaign,,revenue,50.00",
-        ",channel,EMAIL EUR,revenue,170.00",
+        ",channels,EMAIL EUR,revenue,170.00",
     ] {
         assert!(rows.contains(&expected), "{expected} not in\n{csv}");
     }
@@ -393,6 +442,145 @@ fn table_csv_and_svg_say_the_same_and_replay_gives_the_same_report() {
     let out = canvass(&["replay", "--data", &data]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(report(&data, &["--json"]), before);
+}
+
+/// The fields that name an element of each list of the reports (the CSV's `item`).
+const IDENTITIES: [(&str, &[&str]); 14] = [
+    ("campaigns", &["id"]),
+    ("top", &["id"]),
+    ("funnel", &["state"]),
+    ("steps", &["from", "to"]),
+    ("groups", &["group"]),
+    ("days", &["day"]),
+    ("actions", &["kind"]),
+    ("arms", &["arm"]),
+    ("channels", &["name", "currency"]),
+    ("segments", &["name"]),
+    ("money", &["currency"]),
+    ("tiers", &["tier"]),
+    ("churn", &["from", "tier"]),
+    ("sources", &["channel"]),
+];
+
+/// Each leaf of a report's JSON as (campaign, field name, value), walked here on its own:
+/// the leaves that name a list's element go to `names` instead.
+fn leaves(
+    v: &Value,
+    campaign: &str,
+    list: &str,
+    key: &str,
+    out: &mut Vec<(String, String, String)>,
+    names: &mut Vec<(String, String)>,
+) {
+    match v {
+        Value::Object(o) => {
+            let campaign = if list == "campaigns" {
+                o["id"].as_str().unwrap()
+            } else {
+                campaign
+            };
+            let identity = IDENTITIES
+                .iter()
+                .find(|(l, _)| *l == list)
+                .map_or(&[][..], |(_, keys)| *keys);
+            for (k, v) in o {
+                if identity.contains(&k.as_str()) {
+                    names.push((campaign.to_string(), v.as_str().unwrap().to_string()));
+                } else {
+                    leaves(v, campaign, "", k, out, names);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                leaves(item, campaign, key, key, out, names);
+            }
+        }
+        Value::String(s) => out.push((campaign.into(), key.into(), s.clone())),
+        other => out.push((campaign.into(), key.into(), other.to_string())),
+    }
+}
+
+/// Asserts that the CSV holds every figure of the JSON, once each, and nothing else.
+fn assert_csv_holds_the_json(json: &str, csv_text: &str, with_campaign: bool) {
+    let json: Value = serde_json::from_str(json).unwrap();
+    let (mut expected, mut names) = (Vec::new(), Vec::new());
+    leaves(&json, "", "", "", &mut expected, &mut names);
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    for record in reader.records() {
+        let r: Vec<String> = record.unwrap().iter().map(str::to_string).collect();
+        let (campaign, rest) = if with_campaign {
+            (r[0].clone(), &r[1..])
+        } else {
+            (String::new(), &r[..])
+        };
+        let metric = rest[2].rsplit('.').next().unwrap().to_string();
+        items.push((campaign.clone(), rest[1].clone()));
+        rows.push((campaign, metric, rest[3].clone()));
+    }
+    expected.sort();
+    rows.sort();
+    assert_eq!(rows, expected, "the CSV's figures and the JSON's");
+    for (campaign, name) in names {
+        assert!(
+            campaign.is_empty() && name.is_empty()
+                || items
+                    .iter()
+                    .any(|(c, item)| *c == campaign && item.contains(&name))
+                || with_campaign && rows.iter().any(|(c, _, _)| *c == name),
+            "no CSV item names {name} (campaign {campaign})"
+        );
+    }
+}
+
+#[test]
+fn the_csv_holds_every_figure_of_the_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_fixture(dir.path());
+    let json = report(&data, &["--json"]);
+    let csv_text = report(&data, &["--csv"]);
+    assert_csv_holds_the_json(&json, &csv_text, true);
+    // Among them, figures the CSV once lacked.
+    let rows: Vec<&str> = csv_text.lines().collect();
+    for expected in [
+        "spring,arms,all,goalRate,",
+        "spring,arms,all,revenuePerContact,",
+        "spring,leads,,reassigned,0",
+        "spring,leads,,lateAcceptances,0",
+        "spring,budget,,exhaustedAt,2026-04-01T09:00:00Z",
+        ",segments,loyal,density.eligible,3",
+        ",segments,loyal,density.reached,1",
+        ",segments,loyal,density.sigmaStatus,measured",
+        ",segments,loyal EUR,cost,",
+    ] {
+        assert!(
+            rows.iter().any(|r| r.starts_with(expected)),
+            "{expected} not in\n{csv_text}"
+        );
+    }
+
+    let value_args = ["--value", "--all-contacts"];
+    let json = report(&data, &[&value_args[..], &["--json"]].concat());
+    let csv_text = report(&data, &[&value_args[..], &["--csv"]].concat());
+    assert_csv_holds_the_json(&json, &csv_text, false);
+    let rows: Vec<&str> = csv_text.lines().collect();
+    for expected in [
+        "top,c1,revenue,120.00",
+        "top,c1,costOfGoods,",
+        "top,c1,marketingCost,0.10",
+        "top,c1,recencyDays,",
+        "top,c1,frequency,1",
+        "top,c1,stage,CUSTOMER",
+        "top,c1,sourceChannel,",
+        "stages,,CUSTOMER,3",
+    ] {
+        assert!(
+            rows.iter().any(|r| r.starts_with(expected)),
+            "{expected} not in\n{csv_text}"
+        );
+    }
 }
 
 #[test]

@@ -106,13 +106,7 @@ pub fn contact_value(
             ("at_ms", at.map_or(Value::Null, |t| Value::Int(t.0))),
         ]));
     }
-    let stage = v1::LifecycleStage::try_from(c.stage)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("LIFECYCLE_STAGE_")
-                .to_string()
-        })
-        .unwrap_or_default();
+    let stage = crate::stage_name(c.stage());
     let mut m: HashMap<String, Value> = HashMap::from([
         ("id".to_string(), string(&c.id)),
         ("attrs".to_string(), struct_value(c.attrs.as_ref())),
@@ -129,7 +123,7 @@ pub fn contact_value(
             "total_spent".to_string(),
             total.to_f64().map_or(Value::Null, Value::Float),
         ),
-        ("stage".to_string(), string(&stage)),
+        ("stage".to_string(), string(stage)),
         ("source_channel".to_string(), string(&c.source_channel)),
     ]);
     if let Some(last) = last {

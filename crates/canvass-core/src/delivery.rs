@@ -20,6 +20,30 @@ pub const FAILED_EVENT: &str = "action.failed";
 /// Event types confirming that one of a campaign's actions reached the contact.
 pub const REACHED_EVENTS: [&str; 2] = [DELIVERED_EVENT, OPPORTUNITY_CREATED_EVENT];
 
+/// The outcome a result touchpoint of `event_type` confirms, if it is one.
+#[must_use]
+pub fn outcome_of(event_type: &str) -> Option<v1::DeliveryOutcome> {
+    match event_type {
+        DELIVERED_EVENT => Some(v1::DeliveryOutcome::Delivered),
+        BOUNCED_EVENT => Some(v1::DeliveryOutcome::Bounced),
+        OPPORTUNITY_CREATED_EVENT => Some(v1::DeliveryOutcome::OpportunityCreated),
+        FAILED_EVENT => Some(v1::DeliveryOutcome::Failed),
+        _ => None,
+    }
+}
+
+/// The action kind a result touchpoint's `kind` attribute names (`EMAIL` or
+/// `ACTION_KIND_EMAIL`), if it names one.
+#[must_use]
+pub fn kind_named(name: &str) -> Option<v1::ActionKind> {
+    let name = name.trim();
+    v1::ActionKind::from_str_name(name)
+        .or_else(|| {
+            v1::ActionKind::from_str_name(&format!("ACTION_KIND_{}", name.to_ascii_uppercase()))
+        })
+        .filter(|k| *k != v1::ActionKind::Unspecified)
+}
+
 /// The event a contact's campaigns see when the service that carried out one of its actions
 /// reports back: `action.delivered`, `action.bounced`, `action.failed` or
 /// `opportunity.created`, with the action's key, campaign, kind, detail and opportunity id

@@ -27,6 +27,20 @@ pub use machine::{
 };
 pub use spec::Campaign;
 pub use time::{SpanMillis, UnixMillis};
+
+/// A lifecycle stage's one name, wherever it is shown (reports, CEL's `contact.stage`,
+/// `inspect`): a contact not identified yet is `TO_BE_IDENTIFIED`.
+#[must_use]
+pub fn stage_name(stage: canvass_proto::v1::LifecycleStage) -> &'static str {
+    use canvass_proto::v1::LifecycleStage as S;
+    match stage {
+        S::Unspecified => "TO_BE_IDENTIFIED",
+        S::Prospect => "PROSPECT",
+        S::Opportunity => "OPPORTUNITY",
+        S::Customer => "CUSTOMER",
+        S::User => "USER",
+    }
+}
 pub use validate::{Issue, SpecErrors, compile};
 
 #[cfg(test)]

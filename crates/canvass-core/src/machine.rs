@@ -55,8 +55,6 @@ pub use types::{
     Transition,
 };
 
-/// Decimals of a linear attribution share.
-pub const LINEAR_SHARE_DECIMALS: u32 = 10;
 /// Most touches kept per contact for attribution.
 pub const MAX_TOUCHES: usize = 64;
 

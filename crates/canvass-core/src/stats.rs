@@ -54,6 +54,26 @@ pub fn add_money(total: &mut String, amount: Decimal) {
     *total = sum.normalize().to_string();
 }
 
+/// Decimals of the minor unit of `currency` (ISO 4217: 2 for EUR, 0 for JPY, 3 for KWD); 2
+/// for a currency not known or not given.
+#[must_use]
+pub fn minor_units(currency: &str) -> u32 {
+    iso_currency::Currency::from_code(currency)
+        .and_then(iso_currency::Currency::exponent)
+        .map_or(2, u32::from)
+}
+
+/// `amount` split into `parts` shares in whole minor units: each share rounded toward zero
+/// to `decimals`, and the remainder of the split (what that rounding left) on the last, so
+/// the shares add up to `amount` exactly.
+#[must_use]
+pub fn split_money(amount: Decimal, parts: usize, decimals: u32) -> (Decimal, Decimal) {
+    let parts = Decimal::from(parts.max(1));
+    let share =
+        (amount / parts).round_dp_with_strategy(decimals, rust_decimal::RoundingStrategy::ToZero);
+    (share, amount - share * (parts - Decimal::ONE))
+}
+
 /// A decimal string as a number (empty or malformed counts as zero).
 #[must_use]
 pub fn money(text: &str) -> Decimal {
@@ -186,13 +206,14 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
                 }
             }
         }
+        Effect::GoalReached { first: false, .. } => {}
         Effect::GoalReached { arm, .. } => {
             c.goals += 1;
             c.arms.entry(arm.clone()).or_default().goals += 1;
             day(c, &cause.day).goals += 1;
         }
         Effect::Completed { state, .. } | Effect::Stopped { state, .. } => {
-            if matches!(effect, Effect::Completed { .. }) {
+            if matches!(effect, Effect::Completed { first: true, .. }) {
                 c.completions += 1;
             }
             leave(c, state);
@@ -236,6 +257,7 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
                 c.budget_exhausted_at = Some(now.to_proto());
             }
         }
+        Effect::Confirmed { kind, outcome, .. } => record_outcome(c, *kind, *outcome, true),
         Effect::Reached { arm, .. } => {
             c.reached += 1;
             c.arms.entry(arm.clone()).or_default().reached += 1;
@@ -298,23 +320,26 @@ pub fn record_outcome(
     outcome: v1::DeliveryOutcome,
     executed: bool,
 ) {
-    let k = c.kinds.entry(kind_name(kind).to_string()).or_default();
+    // An outcome of no known kind counts in the campaign's totals only: no kind row of its own.
+    let mut unnamed = v1::KindCounters::default();
+    let k = if kind == v1::ActionKind::Unspecified {
+        &mut unnamed
+    } else {
+        c.kinds.entry(kind_name(kind).to_string()).or_default()
+    };
     match outcome {
         v1::DeliveryOutcome::Failed => {
-            c.failed += 1;
             k.failed += 1;
+            c.failed += 1;
         }
         v1::DeliveryOutcome::Bounced => {
-            c.failed += 1;
             k.bounced += 1;
+            c.failed += 1;
         }
-        _ if !executed => {
-            c.delivered += 1;
-            k.handed_off += 1;
-        }
+        _ if !executed => k.handed_off += 1,
         _ => {
-            c.delivered += 1;
             k.delivered += 1;
+            c.delivered += 1;
         }
     }
 }

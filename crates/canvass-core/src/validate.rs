@@ -590,8 +590,7 @@ impl Checker {
     }
 
     fn budget(&mut self, b: &v1::Budget) -> Option<spec::Budget> {
-        let currency_ok =
-            b.currency.len() == 3 && b.currency.chars().all(|c| c.is_ascii_uppercase());
+        let currency_ok = iso_currency::Currency::from_code(&b.currency).is_some();
         if !currency_ok {
             self.report(
                 "budget.currency",

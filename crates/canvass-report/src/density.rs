@@ -28,10 +28,27 @@ pub struct Density {
     /// Defects per million opportunities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpmo: Option<f64>,
-    /// Short-term sigma level (yield quantile + 1.5); absent without defects or without
-    /// anyone reached (unbounded), or without eligible contacts.
+    /// Short-term sigma level (yield quantile + 1.5); absent unless `sigma_status` is
+    /// `measured`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sigma: Option<f64>,
+    /// Why the sigma level is what it is, or absent.
+    pub sigma_status: SigmaStatus,
+}
+
+/// What the sigma level says: a number, or why there is none.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum SigmaStatus {
+    /// Some reached, some defects: `sigma` holds the level.
+    Measured,
+    /// Every eligible contact reached: no defects, the level is unbounded above.
+    Unbounded,
+    /// Nobody reached: every opportunity a defect, unbounded below.
+    NoneReached,
+    /// Nobody eligible: nothing to measure.
+    #[default]
+    NoData,
 }
 
 /// The density of `reached` contacts among `eligible` ones.
@@ -41,6 +58,12 @@ pub fn density(eligible: u64, reached: u64) -> Density {
     let defects = eligible - reached;
     let density = crate::ratio(reached, eligible);
     let dpmo = crate::ratio(defects, eligible).map(|d| d * 1_000_000.0);
+    let sigma_status = match (eligible, reached, defects) {
+        (0, _, _) => SigmaStatus::NoData,
+        (_, _, 0) => SigmaStatus::Unbounded,
+        (_, 0, _) => SigmaStatus::NoneReached,
+        _ => SigmaStatus::Measured,
+    };
     Density {
         eligible,
         reached,
@@ -48,6 +71,7 @@ pub fn density(eligible: u64, reached: u64) -> Density {
         density,
         dpmo,
         sigma: dpmo.and_then(sigma_level),
+        sigma_status,
     }
 }
 
@@ -115,12 +139,24 @@ mod tests {
         assert_eq!(d.density, Some(0.75));
         assert_eq!(d.dpmo, Some(250_000.0));
         assert!(close(d.sigma.unwrap(), 2.174, 0.001));
+        assert_eq!(d.sigma_status, SigmaStatus::Measured);
         let none = density(0, 0);
         assert_eq!((none.density, none.dpmo, none.sigma), (None, None, None));
+        assert_eq!(none.sigma_status, SigmaStatus::NoData);
         let all = density(5, 5);
         assert_eq!(
-            (all.density, all.dpmo, all.sigma),
-            (Some(1.0), Some(0.0), None)
+            (all.density, all.dpmo, all.sigma, all.sigma_status),
+            (Some(1.0), Some(0.0), None, SigmaStatus::Unbounded)
         );
+        let nobody = density(5, 0);
+        assert_eq!(
+            (nobody.density, nobody.sigma, nobody.sigma_status),
+            (Some(0.0), None, SigmaStatus::NoneReached)
+        );
+        // The JSON tells the two absent levels apart.
+        let json = |d: &Density| serde_json::to_value(d).unwrap()["sigmaStatus"].clone();
+        assert_eq!(json(&all), "unbounded");
+        assert_eq!(json(&nobody), "noneReached");
+        assert_eq!(json(&none), "noData");
     }
 }

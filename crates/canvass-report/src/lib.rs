@@ -6,6 +6,7 @@
 //! [`Report`] as a table, CSV, JSON or SVG.
 
 pub mod density;
+pub mod flat;
 pub mod leads;
 pub mod render;
 pub mod svg;
@@ -13,7 +14,7 @@ pub mod value;
 
 use std::collections::BTreeMap;
 
-use canvass_core::stats::{latency_quantile, money};
+use canvass_core::stats::{latency_quantile, minor_units, money};
 use canvass_proto::v1;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde::{Deserialize, Serialize};
@@ -97,8 +98,8 @@ pub struct Report {
     pub campaigns: Vec<CampaignReport>,
     /// Per channel (action kind) and currency, all campaigns together.
     pub channels: Vec<RoiRow>,
-    /// Per segment (the campaigns' `segment` label) and currency.
-    pub segments: Vec<RoiRow>,
+    /// Per segment (the campaigns' `segment` label): its density, and its money per currency.
+    pub segments: Vec<SegmentRow>,
     /// The indirect cost and how it was shared, if one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indirect: Option<IndirectCost>,
@@ -107,24 +108,49 @@ pub struct Report {
     pub late_events: u64,
 }
 
-/// Cost, revenue and ROI of a group of campaigns or actions.
+/// Cost, revenue and ROI of a channel's actions in one currency.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RoiRow {
-    /// Channel or segment name.
+    /// Channel (action kind).
     pub name: String,
     /// Currency of the money figures.
     pub currency: String,
-    /// Cost (direct, plus allocated indirect cost for segments).
+    /// Direct cost.
     pub cost: String,
     /// Attributed revenue under the report's model.
     pub revenue: String,
     /// (revenue - cost) / cost; absent when nothing was spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roi: Option<f64>,
-    /// Contacts eligible (segments only).
+}
+
+/// The campaigns of one segment together. Density counts contacts, whatever the currency;
+/// money is never added across currencies.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentRow {
+    /// Segment label.
+    pub name: String,
+    /// Marketing density of its campaigns' contacts.
+    pub density: Density,
+    /// Cost (direct and allocated indirect), revenue and ROI per currency.
+    pub money: Vec<MoneyRow>,
+}
+
+/// Cost, revenue and ROI in one currency.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MoneyRow {
+    /// Currency of the figures.
+    pub currency: String,
+    /// Cost.
+    pub cost: String,
+    /// Attributed revenue under the report's model.
+    pub revenue: String,
+    /// (revenue - cost) / cost; absent when nothing was spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub density: Option<Density>,
+    pub roi: Option<f64>,
 }
 
 /// How the indirect cost was allocated.
@@ -153,7 +179,8 @@ pub struct CampaignReport {
     pub status: String,
     /// Segment label.
     pub segment: String,
-    /// Currency of its budget.
+    /// Currency of its money figures: its budget's, or for a campaign without one the
+    /// currency every other campaign reported shares (empty when they do not share one).
     pub currency: String,
     /// Contacts that entered (re-entries included), holdouts included.
     pub enrolled: u64,
@@ -443,9 +470,10 @@ fn text(d: Decimal) -> String {
 /// Builds the report of `campaigns`.
 #[must_use]
 pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
+    let shared = shared_currency(campaigns);
     let indirect = options
         .indirect_cost
-        .map(|amount| allocate(campaigns, amount, options.allocation));
+        .map(|amount| allocate(campaigns, amount, options.allocation, minor_units(&shared)));
     let reports: Vec<CampaignReport> = campaigns
         .iter()
         .map(|c| {
@@ -453,12 +481,12 @@ pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
                 .as_ref()
                 .and_then(|i| i.shares.get(&c.id))
                 .map_or(Decimal::ZERO, |s| money(s));
-            campaign(c, options.model, share)
+            campaign(c, options.model, share, &shared)
         })
         .collect();
     let mut channels: BTreeMap<(String, String), (Decimal, Decimal)> = BTreeMap::new();
-    let mut segments: BTreeMap<(String, String), (Decimal, Decimal, u64, u64)> = BTreeMap::new();
-    for (data, r) in campaigns.iter().zip(&reports) {
+    let mut segments: BTreeMap<String, SegmentSums> = BTreeMap::new();
+    for r in &reports {
         for k in &r.actions {
             let e = channels
                 .entry((k.kind.clone(), r.currency.clone()))
@@ -466,13 +494,12 @@ pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
             e.0 += money(&k.cost);
             e.1 += money(&k.revenue);
         }
-        let e = segments
-            .entry((r.segment.clone(), r.currency.clone()))
-            .or_default();
-        e.0 += money(&r.cost.total);
-        e.1 += money(&r.revenue);
-        e.2 += r.density.eligible;
-        e.3 += data.counters.reached;
+        let s = segments.entry(r.segment.clone()).or_default();
+        s.eligible += r.density.eligible;
+        s.reached += r.density.reached;
+        let m = s.money.entry(r.currency.clone()).or_default();
+        m.0 += money(&r.cost.total);
+        m.1 += money(&r.revenue);
     }
     Report {
         model: options.model,
@@ -486,29 +513,65 @@ pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
                 cost: text(cost),
                 revenue: text(revenue),
                 roi: roi(revenue, cost),
-                density: None,
             })
             .collect(),
         segments: segments
             .into_iter()
-            .map(
-                |((name, currency), (cost, revenue, eligible, reached))| RoiRow {
-                    name,
-                    currency,
-                    cost: text(cost),
-                    revenue: text(revenue),
-                    roi: roi(revenue, cost),
-                    density: Some(density(eligible, reached)),
-                },
-            )
+            .map(|(name, s)| SegmentRow {
+                name,
+                density: density(s.eligible, s.reached),
+                money: s
+                    .money
+                    .into_iter()
+                    .map(|(currency, (cost, revenue))| MoneyRow {
+                        currency,
+                        cost: text(cost),
+                        revenue: text(revenue),
+                        roi: roi(revenue, cost),
+                    })
+                    .collect(),
+            })
             .collect(),
         indirect,
     }
 }
 
+/// A segment's figures as its campaigns are added up.
+#[derive(Default)]
+struct SegmentSums {
+    eligible: u64,
+    reached: u64,
+    money: BTreeMap<String, (Decimal, Decimal)>,
+}
+
+/// The currency of a campaign's budget, if it names one.
+fn budget_currency(c: &CampaignData) -> Option<&str> {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.budget.as_ref())
+        .map(|b| b.currency.as_str())
+        .filter(|c| !c.is_empty())
+}
+
+/// The one currency the campaigns with a budget currency share, if they share one: a
+/// campaign without a budget reports in it rather than in a currency of its own.
+fn shared_currency(campaigns: &[CampaignData]) -> String {
+    let named: std::collections::BTreeSet<&str> =
+        campaigns.iter().filter_map(budget_currency).collect();
+    match named.len() {
+        1 => named.into_iter().next().unwrap_or_default().to_string(),
+        _ => String::new(),
+    }
+}
+
 /// Shares `amount` among the campaigns by the rule; the last campaign with a weight takes
 /// what rounding left, so the shares add up to the amount exactly.
-fn allocate(campaigns: &[CampaignData], amount: Decimal, rule: Allocation) -> IndirectCost {
+fn allocate(
+    campaigns: &[CampaignData],
+    amount: Decimal,
+    rule: Allocation,
+    decimals: u32,
+) -> IndirectCost {
     let weight = |c: &CampaignData| match rule {
         Allocation::Contacts => {
             Decimal::from(c.counters.enrollments.saturating_sub(c.counters.holdouts))
@@ -528,7 +591,7 @@ fn allocate(campaigns: &[CampaignData], amount: Decimal, rule: Allocation) -> In
             let share = if i + 1 == weighted.len() {
                 unallocated
             } else {
-                (amount * w / total).round_dp(2)
+                (amount * w / total).round_dp(decimals)
             };
             unallocated -= share;
             shares.insert((*id).to_string(), text(share));
@@ -542,7 +605,7 @@ fn allocate(campaigns: &[CampaignData], amount: Decimal, rule: Allocation) -> In
     }
 }
 
-fn campaign(data: &CampaignData, model: Model, indirect: Decimal) -> CampaignReport {
+fn campaign(data: &CampaignData, model: Model, indirect: Decimal, shared: &str) -> CampaignReport {
     let c = &data.counters;
     let spec = data.spec.clone().unwrap_or_default();
     let treated = c.enrollments.saturating_sub(c.holdouts);
@@ -605,11 +668,8 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal) -> CampaignRep
         .as_ref()
         .filter(|b| !b.total.is_empty())
         .map(|b| money(&b.total));
-    let currency = spec
-        .budget
-        .as_ref()
-        .map(|b| b.currency.clone())
-        .unwrap_or_default();
+    let currency = budget_currency(data).unwrap_or(shared).to_string();
+    let decimals = minor_units(&currency);
     let revenue = model.pick(c.attribution.as_ref());
     let total_cost = direct + indirect;
     let attribution = c.attribution.clone().unwrap_or_default();
@@ -673,7 +733,7 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal) -> CampaignRep
         revenue: text(revenue),
         conversions: attribution.conversions,
         roi: roi(revenue, total_cost),
-        arms: arms(c),
+        arms: arms(c, decimals),
         density: density(treated, c.reached),
         sensitivity: Sensitivity {
             actions_timed: c.latency_buckets.iter().sum(),
@@ -708,7 +768,7 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal) -> CampaignRep
 }
 
 /// The arms side by side; each treated arm's conversion rate is compared with the holdout's.
-fn arms(c: &v1::CampaignCounters) -> Vec<ArmRow> {
+fn arms(c: &v1::CampaignCounters, decimals: u32) -> Vec<ArmRow> {
     let holdout_rate = c
         .arms
         .get(canvass_core::machine::HOLDOUT_GROUP)
@@ -738,7 +798,7 @@ fn arms(c: &v1::CampaignCounters) -> Vec<ArmRow> {
                 conversion_rate: rate,
                 revenue: text(revenue),
                 revenue_per_contact: (a.enrolled > 0)
-                    .then(|| text((revenue / Decimal::from(a.enrolled)).round_dp(2))),
+                    .then(|| text((revenue / Decimal::from(a.enrolled)).round_dp(decimals))),
                 uplift_points,
                 relative_uplift,
             }

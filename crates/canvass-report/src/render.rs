@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_BORDERS_ONLY};
 
-use crate::{CampaignReport, Density, Report, RoiRow};
+use crate::{CampaignReport, Density, Report, RoiRow, SegmentRow, density::SigmaStatus};
 
 /// What writing CSV can fail with.
 pub type CsvError = csv::Error;
@@ -31,11 +31,11 @@ fn millis(m: Option<u64>) -> String {
 }
 
 fn sigma(d: &Density) -> String {
-    match (d.sigma, d.defects, d.eligible) {
-        (_, _, 0) => "-".to_string(),
-        (None, 0, _) => "unbounded (no defects)".to_string(),
-        (None, _, _) => "none (nobody reached)".to_string(),
-        (s, _, _) => number(s, 2),
+    match d.sigma_status {
+        SigmaStatus::NoData => "-".to_string(),
+        SigmaStatus::Unbounded => "unbounded (no defects)".to_string(),
+        SigmaStatus::NoneReached => "none (nobody reached)".to_string(),
+        SigmaStatus::Measured => number(d.sigma, 2),
     }
 }
 
@@ -65,11 +65,11 @@ pub fn text(report: &Report) -> String {
     }
     if !report.channels.is_empty() {
         let _ = writeln!(out, "Channels (all campaigns, {model})");
-        let _ = writeln!(out, "{}\n", roi_table(&report.channels, false));
+        let _ = writeln!(out, "{}\n", channel_table(&report.channels));
     }
     if !report.segments.is_empty() {
         let _ = writeln!(out, "Segments ({model})");
-        let _ = writeln!(out, "{}\n", roi_table(&report.segments, true));
+        let _ = writeln!(out, "{}\n", segment_table(&report.segments));
     }
     if report.late_events > 0 {
         let _ = writeln!(
@@ -99,32 +99,57 @@ fn serde_plain<T: serde::Serialize>(value: T) -> String {
         .unwrap_or_default()
 }
 
-fn roi_table(rows: &[RoiRow], with_density: bool) -> Table {
-    let mut header = vec!["name", "currency", "cost", "revenue", "ROI"];
-    if with_density {
-        header.extend(["eligible", "reached", "density", "DPMO", "sigma"]);
-    }
-    let mut t = table(&header);
+fn channel_table(rows: &[RoiRow]) -> Table {
+    let mut t = table(&["name", "currency", "cost", "revenue", "ROI"]);
     for r in rows {
-        let mut row = vec![
+        t.add_row(vec![
             r.name.clone(),
             r.currency.clone(),
             r.cost.clone(),
             r.revenue.clone(),
             percent(r.roi),
-        ];
-        if let Some(d) = r.density.as_ref().filter(|_| with_density) {
-            row.extend([
-                d.eligible.to_string(),
-                d.reached.to_string(),
-                percent(d.density),
-                number(d.dpmo, 0),
-                sigma(d),
-            ]);
-        }
-        t.add_row(row);
+        ]);
     }
     right_align(&mut t, 2);
+    t
+}
+
+/// A segment's density once, beside its first currency; further currencies below it.
+fn segment_table(rows: &[SegmentRow]) -> Table {
+    let mut t = table(&[
+        "name", "eligible", "reached", "density", "DPMO", "sigma", "currency", "cost", "revenue",
+        "ROI",
+    ]);
+    for r in rows {
+        let d = &r.density;
+        let mut head = vec![
+            r.name.clone(),
+            d.eligible.to_string(),
+            d.reached.to_string(),
+            percent(d.density),
+            number(d.dpmo, 0),
+            sigma(d),
+        ];
+        if r.money.is_empty() {
+            head.extend(std::iter::repeat_n(String::new(), 4));
+            t.add_row(std::mem::take(&mut head));
+        }
+        for (i, m) in r.money.iter().enumerate() {
+            let mut row = if i == 0 {
+                std::mem::take(&mut head)
+            } else {
+                vec![String::new(); 6]
+            };
+            row.extend([
+                m.currency.clone(),
+                m.cost.clone(),
+                m.revenue.clone(),
+                percent(m.roi),
+            ]);
+            t.add_row(row);
+        }
+    }
+    right_align(&mut t, 1);
     t
 }
 
@@ -309,139 +334,30 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
     );
 }
 
-/// The report as one long CSV table: `campaign,section,item,metric,value`.
+/// The report as one long CSV table, `campaign,section,item,metric,value`: every figure of
+/// its JSON, one per row ([`crate::flat`]).
 ///
 /// # Errors
 /// Only if the CSV writer fails (it writes to memory).
 pub fn csv(report: &Report) -> Result<String, csv::Error> {
+    long_table(report, "report", true)
+}
+
+/// Writes the figures of `report`'s JSON, with the campaign column or without.
+fn long_table<T: serde::Serialize>(
+    report: &T,
+    top: &str,
+    with_campaign: bool,
+) -> Result<String, csv::Error> {
+    let json =
+        serde_json::to_value(report).map_err(|e| csv::Error::from(std::io::Error::other(e)))?;
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["campaign", "section", "item", "metric", "value"])?;
-    let mut row = |campaign: &str, section: &str, item: &str, metric: &str, value: String| {
-        w.write_record([campaign, section, item, metric, value.as_str()])
-    };
-    let opt = |r: Option<f64>| r.map(|r| r.to_string()).unwrap_or_default();
-    for c in &report.campaigns {
-        let id = c.id.as_str();
-        for (metric, value) in [
-            ("enrolled", c.enrolled.to_string()),
-            ("held_out", c.held_out.to_string()),
-            ("goals", c.goals.to_string()),
-            ("completed", c.completed.to_string()),
-            ("cost_direct", c.cost.direct.clone()),
-            ("cost_indirect", c.cost.indirect.clone()),
-            ("cost_total", c.cost.total.clone()),
-            ("budget", c.budget.total.clone().unwrap_or_default()),
-            (
-                "budget_remaining",
-                c.budget.remaining.clone().unwrap_or_default(),
-            ),
-            ("withheld", c.budget.withheld.to_string()),
-            ("revenue", c.revenue.clone()),
-            ("revenue_last_touch", c.revenue_by_model.last_touch.clone()),
-            (
-                "revenue_first_touch",
-                c.revenue_by_model.first_touch.clone(),
-            ),
-            ("revenue_linear", c.revenue_by_model.linear.clone()),
-            ("conversions", c.conversions.to_string()),
-            ("roi", opt(c.roi)),
-            ("eligible", c.density.eligible.to_string()),
-            ("reached", c.density.reached.to_string()),
-            ("defects", c.density.defects.to_string()),
-            ("density", opt(c.density.density)),
-            ("dpmo", opt(c.density.dpmo)),
-            ("sigma", opt(c.density.sigma)),
-            (
-                "latency_p50_ms",
-                c.sensitivity
-                    .p50_ms
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-            ),
-            (
-                "latency_p99_ms",
-                c.sensitivity
-                    .p99_ms
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-            ),
-            ("leads_opened", c.leads.opened.to_string()),
-            ("leads_accepted", c.leads.accepted.to_string()),
-            ("leads_breached", c.leads.breached.to_string()),
-            ("leads_won", c.leads.won.to_string()),
-            ("leads_lost", c.leads.lost.to_string()),
-            ("leads_won_amount", c.leads.won_amount.clone()),
-            ("capped_deferred", c.capped.deferred.to_string()),
-            ("capped_dropped", c.capped.dropped.to_string()),
-            ("capped_expired", c.capped.expired.to_string()),
-            ("capped_sent_late", c.capped.sent_late.to_string()),
-        ] {
-            row(id, "campaign", "", metric, value)?;
-        }
-        for s in &c.funnel {
-            row(id, "funnel", &s.state, "entries", s.entries.to_string())?;
-            row(id, "funnel", &s.state, "active", s.active.to_string())?;
-            row(
-                id,
-                "funnel",
-                &s.state,
-                "share_of_treated",
-                opt(s.share_of_treated),
-            )?;
-        }
-        for s in &c.steps {
-            let item = format!("{}>{}", s.from, s.to);
-            row(id, "step", &item, "contacts", s.contacts.to_string())?;
-            row(id, "step", &item, "rate", opt(s.rate))?;
-        }
-        for g in &c.groups {
-            row(id, "group", &g.group, "contacts", g.contacts.to_string())?;
-        }
-        for d in &c.days {
-            row(id, "day", &d.day, "enrollments", d.enrollments.to_string())?;
-            row(id, "day", &d.day, "goals", d.goals.to_string())?;
-            row(id, "day", &d.day, "actions", d.actions.to_string())?;
-        }
-        for k in &c.actions {
-            for (metric, value) in [
-                ("emitted", k.emitted.to_string()),
-                ("delivered", k.delivered.to_string()),
-                ("bounced", k.bounced.to_string()),
-                ("failed", k.failed.to_string()),
-                ("handed_off", k.handed_off.to_string()),
-                ("withheld", k.over_budget.to_string()),
-                ("cost", k.cost.clone()),
-                ("revenue", k.revenue.clone()),
-                ("roi", opt(k.roi)),
-            ] {
-                row(id, "action", &k.kind, metric, value)?;
-            }
-        }
-        for a in &c.arms {
-            for (metric, value) in [
-                ("enrolled", a.enrolled.to_string()),
-                ("goals", a.goals.to_string()),
-                ("converted", a.converted.to_string()),
-                ("conversion_rate", opt(a.conversion_rate)),
-                ("revenue", a.revenue.clone()),
-                ("uplift_points", opt(a.uplift_points)),
-                ("relative_uplift", opt(a.relative_uplift)),
-            ] {
-                row(id, "arm", &a.arm, metric, value)?;
-            }
-        }
-    }
-    for (section, rows) in [("channel", &report.channels), ("segment", &report.segments)] {
-        for r in rows {
-            let item = format!("{} {}", r.name, r.currency);
-            row("", section, &item, "cost", r.cost.clone())?;
-            row("", section, &item, "revenue", r.revenue.clone())?;
-            row("", section, &item, "roi", opt(r.roi))?;
-            if let Some(d) = &r.density {
-                row("", section, &item, "density", opt(d.density))?;
-                row("", section, &item, "dpmo", opt(d.dpmo))?;
-            }
-        }
+    let header = ["campaign", "section", "item", "metric", "value"];
+    let skip = usize::from(!with_campaign);
+    w.write_record(&header[skip..])?;
+    for f in crate::flat::figures(&json, top) {
+        let row = [f.campaign, f.section, f.item, f.metric, f.value];
+        w.write_record(&row[skip..])?;
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -567,61 +483,13 @@ pub fn value_text(r: &crate::value::ValueReport) -> String {
     out
 }
 
-/// The customer-value report as CSV: `section,item,metric,value`.
+/// The customer-value report as CSV, `section,item,metric,value`: every figure of its JSON,
+/// one per row ([`crate::flat`]).
 ///
 /// # Errors
 /// Only if the CSV writer fails (it writes to memory).
 pub fn value_csv(r: &crate::value::ValueReport) -> Result<String, csv::Error> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["section", "item", "metric", "value"])?;
-    let opt = |r: Option<f64>| r.map(|r| r.to_string()).unwrap_or_default();
-    for (metric, value) in [
-        ("contacts", r.contacts.to_string()),
-        ("customers", r.customers.to_string()),
-        ("churned", r.churned.to_string()),
-        ("retention_rate", opt(r.retention_rate)),
-        ("total_value", r.total_value.clone()),
-    ] {
-        w.write_record(["summary", "", metric, &value])?;
-    }
-    for t in &r.tiers {
-        for (metric, value) in [
-            ("customers", t.customers.to_string()),
-            ("value", t.value.clone()),
-            ("share_of_value", opt(t.share_of_value)),
-            ("min_value", t.min_value.clone().unwrap_or_default()),
-            ("average_clv", t.average_clv.clone().unwrap_or_default()),
-            ("churned", t.churned.to_string()),
-        ] {
-            w.write_record(["tier", &t.tier, metric, &value])?;
-        }
-    }
-    for c in &r.churn {
-        let item = format!("{} {}", c.from, c.tier);
-        w.write_record(["churn", &item, "active", &c.active.to_string()])?;
-        w.write_record(["churn", &item, "churned", &c.churned.to_string()])?;
-        w.write_record(["churn", &item, "rate", &opt(c.rate)])?;
-    }
-    for (s, n) in &r.stages {
-        w.write_record(["stage", s, "contacts", &n.to_string()])?;
-    }
-    for s in &r.sources {
-        w.write_record(["source", &s.channel, "contacts", &s.contacts.to_string()])?;
-        w.write_record(["source", &s.channel, "revenue", &s.revenue])?;
-    }
-    for c in &r.top {
-        for (metric, value) in [
-            ("tier", c.tier.clone()),
-            ("value", c.value.clone()),
-            ("clv", c.clv.clone()),
-            ("rfm", c.rfm.clone()),
-            ("churned", c.churned.to_string()),
-        ] {
-            w.write_record(["contact", &c.id, metric, &value])?;
-        }
-    }
-    let bytes = w.into_inner().map_err(|e| e.into_error())?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    long_table(r, "summary", false)
 }
 
 /// Leads as a table.

@@ -20,8 +20,10 @@
 //!   expected number of further periods of a geometric lifetime, capped at 100), value alone
 //!   for a churned one; a period is `churn_days` long and the revenue per period is the
 //!   revenue over the periods since the first purchase (at least one);
-//! - *churn rate* of a tier in a period [s, e): of its customers active at s, the share whose
-//!   `churn_days` without purchase ran out within [s, e). Tiers are those at `as_of`.
+//! - *churn rate* of a tier in a period [s, e): of its customers active at s, the share for
+//!   whom a run of `churn_days` without purchase ran out within [s, e) (the inactivity
+//!   threshold definition of non-contractual churn), counted even if they purchased again
+//!   before e (those are also counted as *reactivated*). Tiers are those at `as_of`.
 
 use std::collections::BTreeMap;
 
@@ -136,8 +138,10 @@ pub struct ChurnRow {
     pub tier: String,
     /// Customers active at the start.
     pub active: u64,
-    /// Of them, churned within the period.
+    /// Of them, churned within the period (a churn run ran out in it).
     pub churned: u64,
+    /// Of the churned, those who purchased again before the period's end.
+    pub reactivated: u64,
     /// churned / active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
@@ -214,12 +218,18 @@ impl Customer {
             .filter_map(|p| p.at.as_ref().map(UnixMillis::from_proto))
             .collect();
         purchases.sort_unstable();
+        // One contact, one stage: purchases make a customer, however they arrived (imported
+        // history in the profile included), as the engine itself has it since it applies them.
+        let mut stage = contact.stage();
+        if !purchases.is_empty() && stage < v1::LifecycleStage::Customer {
+            stage = v1::LifecycleStage::Customer;
+        }
         Self {
             revenue: contact.purchases.iter().map(|p| money(&p.amount)).sum(),
             cost_of_goods: contact.purchases.iter().map(|p| money(&p.cost)).sum(),
             marketing_cost: money(&state.marketing_cost),
             purchases,
-            stage: contact.stage(),
+            stage,
             source_channel: contact.source_channel,
             id: contact.id,
         }
@@ -235,6 +245,16 @@ impl Customer {
 
     fn last_purchase_before(&self, t: UnixMillis) -> Option<UnixMillis> {
         self.purchases.iter().rev().find(|p| **p <= t).copied()
+    }
+
+    /// The moments the customer churned: each purchase's `churn` later, unless another
+    /// purchase came by then.
+    fn lapses(&self, churn: i64) -> impl Iterator<Item = i64> + '_ {
+        self.purchases.iter().enumerate().filter_map(move |(i, p)| {
+            let lapse = p.0 + churn;
+            let next = self.purchases.get(i + 1);
+            next.is_none_or(|n| n.0 > lapse).then_some(lapse)
+        })
     }
 
     /// Active at `t`: a purchase in the `churn` before it.
@@ -369,19 +389,21 @@ pub fn build(contacts: &[Customer], options: &ValueOptions) -> ValueReport {
             std::iter::once((usize::MAX, "all")).chain(TIERS.iter().copied().enumerate())
         {
             let members = (0..n).filter(|i| t == usize::MAX || tier_of[*i] == t);
-            let (mut active, mut churned) = (0, 0);
+            let (mut active, mut churned, mut reactivated) = (0, 0, 0);
             for i in members {
                 let c = buyers[i];
                 if !c.active_at(start, churn) {
                     continue;
                 }
                 active += 1;
-                // The churn deadline after the last purchase before the end falls in the period.
-                if let Some(last) = c.last_purchase_before(UnixMillis(end.0 - 1)) {
-                    let deadline = last.0 + churn;
-                    if deadline >= start.0 && deadline < end.0 {
-                        churned += 1;
-                    }
+                // Churned in the period: a run of `churn_days` without a purchase ran out in
+                // it, whatever the customer did afterwards.
+                let Some(lapse) = c.lapses(churn).find(|d| (start.0..end.0).contains(d)) else {
+                    continue;
+                };
+                churned += 1;
+                if c.purchases.iter().any(|p| p.0 > lapse && p.0 < end.0) {
+                    reactivated += 1;
                 }
             }
             churn_rows.push(ChurnRow {
@@ -390,6 +412,7 @@ pub fn build(contacts: &[Customer], options: &ValueOptions) -> ValueReport {
                 tier: name.to_string(),
                 active,
                 churned,
+                reactivated,
                 rate: ratio(churned, active),
             });
         }
@@ -398,13 +421,9 @@ pub fn build(contacts: &[Customer], options: &ValueOptions) -> ValueReport {
     let mut stages: BTreeMap<String, u64> = BTreeMap::new();
     let mut sources: BTreeMap<String, (u64, u64, Decimal)> = BTreeMap::new();
     for c in contacts {
-        let stage = c.stage.as_str_name().trim_start_matches("LIFECYCLE_STAGE_");
-        let stage = if stage == "UNSPECIFIED" {
-            "TO_BE_IDENTIFIED"
-        } else {
-            stage
-        };
-        *stages.entry(stage.to_string()).or_default() += 1;
+        *stages
+            .entry(canvass_core::stage_name(c.stage).to_string())
+            .or_default() += 1;
         let s = sources.entry(c.source_channel.clone()).or_default();
         s.0 += 1;
         if c.is_customer() {
@@ -482,11 +501,7 @@ fn contact_row(
             String::new()
         },
         churned,
-        stage: c
-            .stage
-            .as_str_name()
-            .trim_start_matches("LIFECYCLE_STAGE_")
-            .to_string(),
+        stage: canvass_core::stage_name(c.stage).to_string(),
         source_channel: c.source_channel.clone(),
     }
 }
@@ -643,6 +658,78 @@ mod tests {
             (email.contacts, email.customers, email.revenue.as_str()),
             (2, 1, "800.00")
         );
+    }
+
+    #[test]
+    fn a_customer_who_churns_and_buys_again_in_one_period_counts_as_churned_and_reactivated() {
+        // Bought on day 200, 90 days without purchase run out on day 290, bought again on
+        // day 300: churned in [270, 330) and reactivated; the other never came back.
+        let contacts = vec![
+            contact("back", &[(200, "10", ""), (300, "10", "")], "", ""),
+            contact("gone", &[(195, "10", "")], "", ""),
+            contact(
+                "loyal",
+                &[(200, "10", ""), (260, "10", ""), (320, "10", "")],
+                "",
+                "",
+            ),
+        ];
+        let r = build(
+            &contacts,
+            &ValueOptions {
+                as_of: day(330),
+                period_days: 60,
+                periods: 1,
+                ..ValueOptions::default()
+            },
+        );
+        let all = r.churn.iter().find(|c| c.tier == "all").unwrap();
+        assert_eq!(all.from, day(270).to_string());
+        assert_eq!(
+            (all.active, all.churned, all.reactivated),
+            (3, 2, 1),
+            "{:?}",
+            r.churn
+        );
+    }
+
+    #[test]
+    fn stages_follow_purchases_whichever_way_they_arrived() {
+        // A profile imported with its purchase history but no stage is a customer.
+        let state = v1::ContactState {
+            contact: Some(v1::Contact {
+                id: "imported".into(),
+                purchases: vec![v1::Purchase {
+                    amount: "5".into(),
+                    at: Some(day(10).to_proto()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let unknown = v1::ContactState {
+            contact: Some(v1::Contact {
+                id: "unknown".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = build(
+            &[Customer::from_state(&state), Customer::from_state(&unknown)],
+            &ValueOptions {
+                as_of: day(20),
+                all_contacts: true,
+                ..ValueOptions::default()
+            },
+        );
+        assert_eq!(r.customers, 1);
+        assert_eq!(
+            r.stages,
+            BTreeMap::from([("CUSTOMER".into(), 1), ("TO_BE_IDENTIFIED".into(), 1)])
+        );
+        let stages: Vec<&str> = r.top.iter().map(|c| c.stage.as_str()).collect();
+        assert_eq!(stages, ["CUSTOMER", "TO_BE_IDENTIFIED"]);
     }
 
     #[test]

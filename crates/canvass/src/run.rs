@@ -1073,13 +1073,14 @@ fn print_status(status: &v1::EngineStatus, behind: u64) -> anyhow::Result<()> {
             .as_str_name()
             .trim_start_matches("CAMPAIGN_STATUS_");
         out!(
-            "campaign {} ({state}, active v{}): {} enrolled ({} held out), {} actions ({} delivered, {} failed), {} goals, {} completed, cost {}",
+            "campaign {} ({state}, active v{}): {} enrolled ({} held out), {} actions ({} delivered, {} handed off, {} failed), {} goals, {} completed, cost {}",
             l.campaign_id,
             l.active_version,
             c.enrollments,
             c.holdouts,
             c.actions,
             c.delivered,
+            c.kinds.values().map(|k| k.handed_off).sum::<u64>(),
             c.failed,
             c.goals,
             c.completions,

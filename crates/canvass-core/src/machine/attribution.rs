@@ -9,7 +9,7 @@ use crate::{
     time::{SpanMillis, UnixMillis},
 };
 
-use super::{Effect, LINEAR_SHARE_DECIMALS, MAX_TOUCHES, Run, Shares, arm_of};
+use super::{Effect, MAX_TOUCHES, Run, Shares, arm_of};
 
 impl<'a> Run<'a> {
     /// How long a touch of `campaign_id` can be credited with revenue (unknown campaigns: none).
@@ -68,12 +68,14 @@ impl<'a> Run<'a> {
             .filter(|t| self.credits(t, now))
             .collect();
         if !touches.is_empty() {
-            let count = Decimal::from(touches.len());
-            // Ten decimals: far finer than any currency, and sums of such shares stay exact
-            // (28 significant digits would round when added up). The last touch takes what
-            // rounding left, so the shares add up to the amount.
-            let share = (amount / count).round_dp(LINEAR_SHARE_DECIMALS);
-            let remainder = amount - share * (count - Decimal::ONE);
+            // Whole minor units of the currency of the latest touch's campaign (which takes the
+            // remainder of the split): no fraction of a cent is ever credited.
+            let decimals = touches
+                .last()
+                .and_then(|t| self.catalog.latest(&t.campaign_id))
+                .and_then(|c| c.budget.as_ref())
+                .map_or(2, |b| crate::stats::minor_units(&b.currency));
+            let (share, remainder) = crate::stats::split_money(amount, touches.len(), decimals);
             let mut credits: Vec<(String, Vec<(v1::ActionKind, Shares)>)> = Vec::new();
             let n = touches.len();
             for (i, t) in touches.iter().enumerate() {
@@ -129,6 +131,56 @@ impl<'a> Run<'a> {
                 first,
             });
         }
+    }
+
+    /// Counts what a result touchpoint says became of one of the campaign's actions to the
+    /// contact; one for a campaign the contact never entered is a fault, not counted.
+    pub(super) fn confirmed(&mut self, event: &v1::TouchpointEvent, outcome: v1::DeliveryOutcome) {
+        let campaign_id = event.campaign_id.as_str();
+        if self.journey_index(campaign_id).is_err() {
+            return self.fault(
+                campaign_id,
+                format!(
+                    "`{}` event `{}` for a campaign the contact never entered: not counted",
+                    event.r#type, event.id
+                ),
+            );
+        }
+        let named = super::text_attr(event, "kind");
+        // Without a kind named, the confirmation is of the latest action the campaign sent
+        // the contact; with neither, only the campaign's totals can count it.
+        let latest = || {
+            self.state
+                .touches
+                .iter()
+                .rev()
+                .find(|t| t.campaign_id == campaign_id)
+                .map(v1::Touch::kind)
+        };
+        let kind = match crate::delivery::kind_named(&named) {
+            Some(kind) => kind,
+            None if named.is_empty() && latest().is_some() => latest().unwrap_or_default(),
+            None => {
+                let why = if named.is_empty() {
+                    "names no action kind in `attrs.kind` and the campaign sent the contact no action to confirm".to_string()
+                } else {
+                    format!("names `{named}` in `attrs.kind`, not an action kind")
+                };
+                self.fault(
+                    campaign_id,
+                    format!(
+                        "`{}` event `{}` {why}: counted in the campaign's totals only",
+                        event.r#type, event.id
+                    ),
+                );
+                v1::ActionKind::Unspecified
+            }
+        };
+        self.effects.push(Effect::Confirmed {
+            campaign_id: campaign_id.to_string(),
+            kind,
+            outcome,
+        });
     }
 
     /// Marks the contact's enrollment in `campaign_id` as reached, once.

@@ -76,6 +76,7 @@ impl<'a> Run<'a> {
         journey.enrolled_at.clone_from(&now);
         journey.enrollments += 1;
         journey.goal_reached = false;
+        journey.completed = false;
         journey.exited_at = None;
         journey.response_group.clear();
         journey.state.clear();

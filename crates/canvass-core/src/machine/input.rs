@@ -65,6 +65,11 @@ impl<'a> Run<'a> {
         if event.r#type.starts_with("opportunity.") {
             self.lead_event(event);
         }
+        if !event.campaign_id.is_empty()
+            && let Some(outcome) = crate::delivery::outcome_of(&event.r#type)
+        {
+            self.confirmed(event, outcome);
+        }
         if !event.campaign_id.is_empty() && REACHED_EVENTS.contains(&event.r#type.as_str()) {
             self.reached(&event.campaign_id);
         }
@@ -150,6 +155,11 @@ impl<'a> Run<'a> {
             if c.source_channel.is_empty() {
                 c.source_channel.clone_from(&old.source_channel);
             }
+        }
+        // Imported purchase history makes a customer, as a purchase event does: one contact,
+        // one stage, whichever way its purchases arrived.
+        if !c.purchases.is_empty() && c.stage() < v1::LifecycleStage::Customer {
+            c.set_stage(v1::LifecycleStage::Customer);
         }
         self.state.contact = Some(c);
     }

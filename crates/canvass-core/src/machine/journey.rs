@@ -122,12 +122,14 @@ impl<'a> Run<'a> {
             });
             if state.goal {
                 let journey = &mut self.state.campaigns[j];
+                let first = !journey.goal_reached;
                 journey.goal_reached = true;
                 let arm = journey.variant.clone();
                 self.effects.push(Effect::GoalReached {
                     campaign_id: campaign.id().to_string(),
                     state: state.id.clone(),
                     arm,
+                    first,
                 });
             }
             self.emit_actions(campaign, to, j);
@@ -138,9 +140,12 @@ impl<'a> Run<'a> {
                 let journey = &mut self.state.campaigns[j];
                 journey.set_status(v1::JourneyStatus::Completed);
                 journey.exited_at = Some(self.now.to_proto());
+                let first = !journey.completed;
+                journey.completed = true;
                 self.effects.push(Effect::Completed {
                     campaign_id: campaign.id().to_string(),
                     state: state.id.clone(),
+                    first,
                 });
                 return;
             }

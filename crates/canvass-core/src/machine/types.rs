@@ -279,6 +279,8 @@ pub enum Effect {
         state: String,
         /// The contact's split arm (variant id, empty without a split).
         arm: String,
+        /// The first goal state of this enrollment (what the goal counts count).
+        first: bool,
     },
     /// A cost-bearing action was not emitted: it would have taken the campaign past its budget.
     Withheld {
@@ -294,6 +296,16 @@ pub enum Effect {
         spent: Decimal,
         /// The budget.
         total: Decimal,
+    },
+    /// The service that carried out one of the campaign's actions (or a touchpoint in its
+    /// name) reported what became of it: counted per kind.
+    Confirmed {
+        /// Campaign.
+        campaign_id: String,
+        /// The action's kind (`Unspecified` when the confirmation does not say).
+        kind: v1::ActionKind,
+        /// What became of it.
+        outcome: v1::DeliveryOutcome,
     },
     /// One of the campaign's actions was confirmed delivered to the contact for the first time
     /// in this enrollment.
@@ -352,6 +364,9 @@ pub enum Effect {
         campaign_id: String,
         /// The terminal state.
         state: String,
+        /// The first completion of this enrollment (a journey reopened by an SLA breach can
+        /// complete again; the completion counts count enrollments).
+        first: bool,
     },
     /// The campaign was stopped while the contact was inside.
     Stopped {
@@ -420,6 +435,7 @@ impl Effect {
             | Self::Fault { campaign_id, .. }
             | Self::Withheld { campaign_id, .. }
             | Self::Reached { campaign_id, .. }
+            | Self::Confirmed { campaign_id, .. }
             | Self::Attributed { campaign_id, .. }
             | Self::ArmPurchase { campaign_id, .. }
             | Self::Lead { campaign_id, .. }

@@ -16,9 +16,13 @@ impl Pending {
             .next()
             .unwrap_or_default()
             .to_string();
-        let counters = self.counters(&campaign)?;
-        let outcome = v1::DeliveryOutcome::try_from(ack.outcome).unwrap_or_default();
-        stats::record_outcome(counters, ack.kind(), outcome, ack.executed);
+        // What a service reports back reaches the campaign as a result touchpoint, which the
+        // core counts (as it counts one sent as a touchpoint); the rest is counted here.
+        if !ack.executed {
+            let counters = self.counters(&campaign)?;
+            let outcome = v1::DeliveryOutcome::try_from(ack.outcome).unwrap_or_default();
+            stats::record_outcome(counters, ack.kind(), outcome, false);
+        }
         Ok(())
     }
 }
