@@ -220,7 +220,7 @@ fn an_executor_answering_nonsense_gets_its_actions_given_up_on_as_dead_letters()
     assert!(text.contains("outbox:        0"), "{text}");
     // Counted as failed, and not seen by the campaign as an answer: nobody moved.
     assert!(
-        text.contains("(20 delivered, 0 handed off, 20 failed)"),
+        text.contains("(0 delivered, 20 handed off, 20 failed)"),
         "{text}"
     );
     assert!(group(&data, "reached").is_empty() && group(&data, "bounced").is_empty());
