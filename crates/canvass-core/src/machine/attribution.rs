@@ -157,9 +157,10 @@ impl<'a> Run<'a> {
                 .find(|t| t.campaign_id == campaign_id)
                 .map(v1::Touch::kind)
         };
-        let kind = match crate::delivery::kind_named(&named) {
+        let known = crate::delivery::kind_named(&named)
+            .or_else(|| if named.is_empty() { latest() } else { None });
+        let kind = match known {
             Some(kind) => kind,
-            None if named.is_empty() && latest().is_some() => latest().unwrap_or_default(),
             None => {
                 let why = if named.is_empty() {
                     "names no action kind in `attrs.kind` and the campaign sent the contact no action to confirm".to_string()
