@@ -3,7 +3,7 @@
 # python3: it installs (once, into ~/.cargo/bin) and starts a real Kafka-protocol broker for
 # the Kafka tests, and stops it at the end; the Python client's test and the checks of deploy/
 # set up their own venvs with pinned packages (scripts/python-client.sh,
-# scripts/check-deploy.sh).
+# scripts/check-deploy.sh), and so does the statistics reference (scripts/stats-reference.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,9 @@ scripts/check-deploy.sh
 
 echo "== the Python client (venv, packages, modules generated from proto/)"
 scripts/python-client.sh >/dev/null
+
+echo "== the statistics reference (venv with scipy and statsmodels, pinned)"
+scripts/stats-reference.sh >/dev/null
 
 echo "== cargo test"
 cargo test --workspace --locked

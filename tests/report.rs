@@ -880,3 +880,259 @@ fn leads_follow_their_sla_and_a_staff_change_loses_none() {
     assert_eq!(open, json!([]));
     assert!(report(&data, &["--leads", "--owner", "alice"]).starts_with("0 leads"));
 }
+
+/// What statsmodels and scipy say of each `[arm successes, arm trials, holdout successes,
+/// holdout trials]` (tests/stats/reference.py in the venv of scripts/stats-reference.sh).
+fn reference(tables: &[[u64; 4]]) -> Vec<Value> {
+    use canvass_tests::OutputWithin;
+    let root = canvass_tests::repo_root();
+    let setup = std::process::Command::new(root.join("scripts/stats-reference.sh"))
+        .output_within(canvass_tests::HUNG)
+        .expect("scripts/stats-reference.sh runs");
+    assert!(
+        setup.status.success(),
+        "the statistics reference cannot be set up: {}",
+        stderr(&setup)
+    );
+    let python = stdout(&setup).trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tables.json");
+    std::fs::write(&input, serde_json::to_string(tables).unwrap()).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/stats/reference.py"))
+        .arg(&input)
+        .output_within(canvass_tests::HUNG)
+        .unwrap();
+    assert!(out.status.success(), "reference.py: {}", stderr(&out));
+    serde_json::from_str::<Value>(&stdout(&out))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn near(actual: f64, expected: &Value, what: &str) {
+    let expected = expected.as_f64().unwrap();
+    assert!(
+        (actual - expected).abs() < 1e-9,
+        "{what}: canvass {actual}, reference {expected}"
+    );
+}
+
+#[test]
+fn significance_agrees_with_statsmodels_and_scipy() {
+    use canvass_report::significance::{Proportion, Test, compare, wilson};
+    let tables: [[u64; 4]; 12] = [
+        [120, 1000, 100, 1000],
+        [60, 500, 40, 520],
+        [5, 40, 15, 40],
+        [3, 10, 0, 10],
+        [1, 4, 0, 3],
+        [0, 200, 7, 200],
+        [0, 10, 0, 10],
+        [10, 10, 10, 10],
+        [50, 500, 50, 500],
+        [999, 1000, 990, 1000],
+        [2, 2000, 9, 2100],
+        [30, 30, 0, 1],
+    ];
+    let expected = reference(&tables);
+    for (t, want) in tables.iter().zip(&expected) {
+        let (arm, holdout) = (
+            Proportion {
+                successes: t[0],
+                trials: t[1],
+            },
+            Proportion {
+                successes: t[2],
+                trials: t[3],
+            },
+        );
+        let at = format!("{t:?}");
+        let a = wilson(arm).unwrap();
+        let h = wilson(holdout).unwrap();
+        near(a.low, &want["arm"][0], &format!("{at} arm low"));
+        near(a.high, &want["arm"][1], &format!("{at} arm high"));
+        near(h.low, &want["holdout"][0], &format!("{at} holdout low"));
+        near(h.high, &want["holdout"][1], &format!("{at} holdout high"));
+        let c = compare(arm, holdout).unwrap();
+        near(
+            c.difference.low,
+            &want["difference"][0],
+            &format!("{at} low"),
+        );
+        near(
+            c.difference.high,
+            &want["difference"][1],
+            &format!("{at} high"),
+        );
+        let p = match c.test {
+            Test::FisherExact => &want["fisherP"],
+            Test::TwoProportionZ => &want["zP"],
+        };
+        near(c.p_value, p, &format!("{at} p ({:?})", c.test));
+        assert_eq!(
+            c.needed_per_arm,
+            want["needed"].as_u64(),
+            "{at} needed per arm"
+        );
+    }
+    // Cochran's rule picks the test: every expected count at least 5, or Fisher's.
+    let test = |t: [u64; 4]| {
+        compare(
+            Proportion {
+                successes: t[0],
+                trials: t[1],
+            },
+            Proportion {
+                successes: t[2],
+                trials: t[3],
+            },
+        )
+        .unwrap()
+        .test
+    };
+    assert_eq!(test([120, 1000, 100, 1000]), Test::TwoProportionZ);
+    assert_eq!(test([5, 40, 15, 40]), Test::TwoProportionZ);
+    assert_eq!(test([3, 10, 0, 10]), Test::FisherExact);
+    assert_eq!(test([1, 300, 4, 300]), Test::FisherExact);
+}
+
+/// 400 contacts in "wide" (20 % held out, two variants), the first 24 of them in "pilot"
+/// (half held out): every arm's interval, p-value and sample need as the reference computes
+/// them from the arm's own counts, the small arm warned about, and the table says the same.
+#[test]
+fn every_arm_carries_its_uplift_confidence() {
+    let split = |id: &str, filter: &str, holdout: u32, variants: Value| {
+        json!({
+            "id": id, "version": 1, "initialState": "mail",
+            "audience": {"filter": filter},
+            "split": {"seed": 7, "holdoutBasisPoints": holdout, "variants": variants},
+            "states": [{"id": "mail", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": id}],
+                        "terminal": true}]
+        })
+    };
+    let specs = [
+        split(
+            "wide",
+            "true",
+            2000,
+            json!([{"id": "a", "weight": 1}, {"id": "b", "weight": 1}]),
+        ),
+        split(
+            "pilot",
+            "contact.attrs.batch == 'first'",
+            5000,
+            json!([{"id": "p", "weight": 1}]),
+        ),
+    ];
+    let mut lines = Vec::new();
+    for i in 0..400 {
+        let batch = if i < 24 { "first" } else { "later" };
+        lines
+            .push(json!({"at": T0, "contact": {"id": format!("c{i}"), "attrs": {"batch": batch}}}));
+    }
+    for spec in specs {
+        let v = json!({"campaignId": spec["id"], "version": 1});
+        lines.push(json!({"at": T0, "command": {"actor": "marketer", "putSpec": spec}}));
+        lines.push(json!({"at": T0, "command": {"actor": "marketer", "submit": v}}));
+        lines.push(json!({"at": T0, "command": {"actor": "manager", "approve": v}}));
+        lines.push(json!({"at": T0, "command": {"actor": "ops", "launch": spec["id"]}}));
+    }
+    for i in (0..400u32).filter(|&i| i % 5 == 0 || i % 7 == 0 || (i < 24 && i % 3 == 0)) {
+        lines.push(event(
+            &format!("buy{i}"),
+            "purchase",
+            &format!("c{i}"),
+            &day(2),
+            json!({"attrs": {"product": "B", "amount": "10"}}),
+        ));
+    }
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_input(dir.path(), &text);
+    let r: Value = serde_json::from_str(&report(&data, &["--json"])).unwrap();
+
+    let mut tables = Vec::new();
+    let mut treated = Vec::new();
+    for id in ["wide", "pilot"] {
+        let arms = campaign(&r, id)["arms"].as_array().unwrap();
+        let holdout = arms
+            .iter()
+            .find(|a| a["arm"] == "holdout")
+            .unwrap_or_else(|| panic!("{id} has a holdout: {arms:?}"));
+        assert!(
+            holdout.get("pValue").is_none(),
+            "the holdout has no p-value"
+        );
+        assert!(holdout["conversionInterval"]["low"].is_f64());
+        for arm in arms.iter().filter(|a| a["arm"] != "holdout") {
+            let count = |a: &Value, f: &str| a[f].as_u64().unwrap();
+            tables.push([
+                count(arm, "converted"),
+                count(arm, "enrolled"),
+                count(holdout, "converted"),
+                count(holdout, "enrolled"),
+            ]);
+            treated.push((id, arm.clone()));
+        }
+    }
+    assert_eq!(treated.len(), 3, "a, b and p: {r}");
+    let expected = reference(&tables);
+    for ((id, arm), want) in treated.iter().zip(&expected) {
+        let at = format!("{id}/{}", arm["arm"]);
+        let test = arm["test"].as_str().unwrap();
+        let p = if test == "fisherExact" {
+            &want["fisherP"]
+        } else {
+            assert_eq!(test, "twoProportionZ", "{at}");
+            &want["zP"]
+        };
+        near(arm["pValue"].as_f64().unwrap(), p, &format!("{at} p"));
+        let interval = &arm["upliftInterval"];
+        near(
+            interval["low"].as_f64().unwrap() / 100.0,
+            &want["difference"][0],
+            &format!("{at} uplift low (pp)"),
+        );
+        near(
+            interval["high"].as_f64().unwrap() / 100.0,
+            &want["difference"][1],
+            &format!("{at} uplift high (pp)"),
+        );
+        near(
+            arm["conversionInterval"]["low"].as_f64().unwrap(),
+            &want["arm"][0],
+            &format!("{at} rate low"),
+        );
+        assert_eq!(
+            arm["neededPerArm"].as_u64(),
+            want["needed"].as_u64(),
+            "{at}"
+        );
+        let smallest = arm["enrolled"].as_u64().unwrap().min(
+            tables[treated
+                .iter()
+                .position(|(i, a)| i == id && a == arm)
+                .unwrap()][3],
+        );
+        assert_eq!(
+            arm.get("warning").is_some(),
+            want["needed"].as_u64().is_some_and(|n| smallest < n),
+            "{at}: a warning exactly when a side is smaller than needed: {arm}"
+        );
+    }
+    let pilot = &treated.iter().find(|(id, _)| *id == "pilot").unwrap().1;
+    assert_eq!(pilot["test"], "fisherExact", "12 against 12: {pilot}");
+    assert!(pilot["warning"].as_str().unwrap().contains("per side"));
+
+    let table = report(&data, &[]);
+    assert!(table.contains("95% CI (pp)"), "{table}");
+    assert!(table.contains("Arm p: too few contacts"), "{table}");
+    let csv_text = report(&data, &["--csv"]);
+    assert!(csv_text.contains("wide,arms,a,pValue,"), "{csv_text}");
+    assert!(
+        csv_text.contains("wide,arms,a,upliftInterval.low,"),
+        "{csv_text}"
+    );
+}

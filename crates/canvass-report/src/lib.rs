@@ -9,6 +9,7 @@ pub mod density;
 pub mod flat;
 pub mod leads;
 pub mod render;
+pub mod significance;
 pub mod svg;
 pub mod value;
 
@@ -18,6 +19,7 @@ use canvass_core::stats::{latency_quantile, minor_units, money};
 use canvass_proto::v1;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde::{Deserialize, Serialize};
+use significance::{Interval, Proportion, Test};
 
 pub use density::{Density, density};
 
@@ -426,6 +428,24 @@ pub struct ArmRow {
     /// Conversion rate over the holdout's, minus one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_uplift: Option<f64>,
+    /// Wilson score interval of the conversion rate at 95 %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion_interval: Option<Interval>,
+    /// Newcombe's interval of `uplift_points` at 95 %, in percentage points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplift_interval: Option<Interval>,
+    /// Two-sided p-value of "no uplift".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The test `p_value` comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Test>,
+    /// Contacts each side needs to show this uplift with 80 % power at the 5 % level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_per_arm: Option<u64>,
+    /// Set when the arm or the holdout is smaller than `needed_per_arm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// How fast the engine reacts.
@@ -767,12 +787,18 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal, shared: &str) 
     }
 }
 
-/// The arms side by side; each treated arm's conversion rate is compared with the holdout's.
+/// The arms side by side; each treated arm's conversion rate is compared with the holdout's
+/// (uplift, its interval and p-value, and whether both are big enough to show it).
 fn arms(c: &v1::CampaignCounters, decimals: u32) -> Vec<ArmRow> {
-    let holdout_rate = c
+    let proportion = |a: &v1::ArmCounters| Proportion {
+        successes: a.converted,
+        trials: a.enrolled,
+    };
+    let holdout = c
         .arms
         .get(canvass_core::machine::HOLDOUT_GROUP)
-        .and_then(|h| ratio(h.converted, h.enrolled));
+        .map(&proportion);
+    let holdout_rate = holdout.and_then(|h| ratio(h.successes, h.trials));
     c.arms
         .iter()
         .map(|(arm, a)| {
@@ -784,6 +810,22 @@ fn arms(c: &v1::CampaignCounters, decimals: u32) -> Vec<ArmRow> {
                 }
                 _ => (None, None),
             };
+            let comparison = holdout
+                .filter(|_| !is_holdout)
+                .and_then(|h| significance::compare(proportion(a), h));
+            let warning = comparison.as_ref().and_then(|s| {
+                let needed = s.needed_per_arm?;
+                let holdout = holdout.map_or(0, |h| h.trials);
+                (a.enrolled.min(holdout) < needed).then(|| {
+                    format!(
+                        "too few contacts to show an uplift of {:.1} pp: about {needed} per side \
+                         are needed for 80 % power at the 5 % level ({} in the arm, {holdout} \
+                         in the holdout)",
+                        uplift_points.unwrap_or_default(),
+                        a.enrolled
+                    )
+                })
+            });
             let revenue = money(&a.revenue);
             ArmRow {
                 arm: if arm.is_empty() {
@@ -801,6 +843,15 @@ fn arms(c: &v1::CampaignCounters, decimals: u32) -> Vec<ArmRow> {
                     .then(|| text((revenue / Decimal::from(a.enrolled)).round_dp(decimals))),
                 uplift_points,
                 relative_uplift,
+                conversion_interval: significance::wilson(proportion(a)),
+                uplift_interval: comparison.as_ref().map(|s| Interval {
+                    low: s.difference.low * 100.0,
+                    high: s.difference.high * 100.0,
+                }),
+                p_value: comparison.as_ref().map(|s| s.p_value),
+                test: comparison.as_ref().map(|s| s.test),
+                needed_per_arm: comparison.as_ref().and_then(|s| s.needed_per_arm),
+                warning,
             }
         })
         .collect()

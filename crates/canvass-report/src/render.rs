@@ -272,6 +272,8 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
         "revenue",
         "per contact",
         "uplift (pp)",
+        "95% CI (pp)",
+        "p",
         "relative",
     ]);
     for a in &c.arms {
@@ -285,6 +287,9 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
             a.revenue.clone(),
             a.revenue_per_contact.clone().unwrap_or_else(|| "-".into()),
             number(a.uplift_points, 1),
+            a.uplift_interval
+                .map_or_else(|| "-".into(), |i| format!("{:.1} to {:.1}", i.low, i.high)),
+            p_value(a),
             percent(a.relative_uplift),
         ]);
     }
@@ -293,6 +298,18 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
         out,
         "\nArms (purchases within the attribution window after enrolling)\n{arms}"
     );
+    if c.arms.iter().any(|a| a.p_value.is_some()) {
+        let _ = writeln!(
+            out,
+            "p: two-sided, pooled two-proportion z-test (* Fisher's exact test: an expected \
+             count below 5); intervals: Newcombe's from Wilson scores."
+        );
+    }
+    for a in &c.arms {
+        if let Some(warning) = &a.warning {
+            let _ = writeln!(out, "Arm {}: {warning}.", a.arm);
+        }
+    }
     let l = &c.leads;
     if l.opened > 0 {
         let _ = writeln!(
@@ -554,4 +571,13 @@ pub fn leads_csv(rows: &[crate::leads::LeadRow]) -> Result<String, csv::Error> {
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// An arm's p-value, starred when it comes from Fisher's exact test.
+fn p_value(a: &crate::ArmRow) -> String {
+    match (a.p_value, a.test) {
+        (Some(p), Some(crate::significance::Test::FisherExact)) => format!("{p:.3}*"),
+        (Some(p), _) => format!("{p:.3}"),
+        _ => "-".into(),
+    }
 }
