@@ -445,7 +445,7 @@ fn table_csv_and_svg_say_the_same_and_replay_gives_the_same_report() {
 }
 
 /// The fields that name an element of each list of the reports (the CSV's `item`).
-const IDENTITIES: [(&str, &[&str]); 14] = [
+const IDENTITIES: [(&str, &[&str]); 16] = [
     ("campaigns", &["id"]),
     ("top", &["id"]),
     ("funnel", &["state"]),
@@ -460,6 +460,8 @@ const IDENTITIES: [(&str, &[&str]); 14] = [
     ("tiers", &["tier"]),
     ("churn", &["from", "tier"]),
     ("sources", &["channel"]),
+    ("satisfaction", &["by", "name"]),
+    ("concerns", &["by", "name"]),
 ];
 
 /// Each leaf of a report's JSON as (campaign, field name, value), walked here on its own:
@@ -1135,4 +1137,175 @@ fn every_arm_carries_its_uplift_confidence() {
         csv_text.contains("wide,arms,a,upliftInterval.low,"),
         "{csv_text}"
     );
+}
+
+/// The fixture plus survey answers, complaints and faults, and three malformed ones.
+fn satisfaction_input() -> String {
+    let answer = |id: &str, contact: &str, campaign: &str, score: Value, day_n: u32| {
+        event(
+            id,
+            "survey.answered",
+            contact,
+            &day(day_n),
+            json!({"campaignId": campaign, "attrs": {"score": score}}),
+        )
+    };
+    let concern = |id: &str, kind: &str, contact: &str, extra: Value, day_n: u32| {
+        event(id, kind, contact, &day(day_n), extra)
+    };
+    let lines = [
+        answer("s1", "c1", "spring", json!(10), 1),
+        answer("s2", "c1", "spring", json!(6), 4),
+        answer("s3", "c2", "spring", json!("9"), 2),
+        answer("s4", "c3", "autumn", json!(7), 3),
+        answer("s5", "c3", "spring", json!(3), 3),
+        concern(
+            "k1",
+            "complaint",
+            "c2",
+            json!({"campaignId": "spring", "attrs": {"product": "B"}}),
+            5,
+        ),
+        concern("k2", "complaint", "c2", json!({}), 6),
+        concern(
+            "f1",
+            "fault.reported",
+            "c3",
+            json!({"attrs": {"product": "B"}}),
+            6,
+        ),
+        concern(
+            "f2",
+            "fault.reported",
+            "c1",
+            json!({"attrs": {"product": "Z"}}),
+            7,
+        ),
+        // Refused: a score out of range, an unknown campaign, an answer about no campaign.
+        answer("bad1", "c1", "spring", json!(11), 8),
+        concern(
+            "bad2",
+            "complaint",
+            "c1",
+            json!({"campaignId": "winter"}),
+            8,
+        ),
+        event(
+            "bad3",
+            "survey.answered",
+            "c2",
+            &day(8),
+            json!({"attrs": {"score": 8}}),
+        ),
+    ];
+    let extra: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    fixture_input() + &extra
+}
+
+fn row<'a>(rows: &'a Value, by: &str, name: &str) -> &'a Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["by"] == by && r["name"] == name)
+        .unwrap_or_else(|| panic!("no {by} {name} in {rows}"))
+}
+
+/// Worked by hand. Respondents (a contact's latest answer per campaign): c1/spring 6 (its 10
+/// was replaced), c2/spring 9, c3/autumn 7, c3/spring 3. Tiers (value): c1 A, c3 C, c2 D.
+/// Complaints: c2 twice (one naming spring and product B); faults: c3 on B, c1 on Z (which it
+/// never bought). Segments: loyal (spring: c1, c2, c3), new (autumn: c3).
+#[test]
+fn satisfaction_complaints_and_faults_of_a_hand_worked_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_input(dir.path(), &satisfaction_input());
+    let r: Value = serde_json::from_str(&report(&data, &["--value", "--json"])).unwrap();
+    let s = &r["satisfaction"];
+    // (by, name, respondents, mean, [promoters, passives, detractors], nps)
+    type Expected<'a> = (&'a str, &'a str, u64, f64, [u64; 3], f64);
+    let expected: [Expected; 9] = [
+        ("all", "all", 4, 6.25, [1, 1, 2], -25.0),
+        ("campaign", "spring", 3, 6.0, [1, 0, 2], -100.0 / 3.0),
+        ("campaign", "autumn", 1, 7.0, [0, 1, 0], 0.0),
+        ("segment", "loyal", 3, 6.0, [1, 0, 2], -100.0 / 3.0),
+        ("segment", "new", 1, 7.0, [0, 1, 0], 0.0),
+        ("tier", "A", 1, 6.0, [0, 0, 1], -100.0),
+        ("tier", "C", 2, 5.0, [0, 1, 1], -50.0),
+        ("tier", "D", 1, 9.0, [1, 0, 0], 100.0),
+        ("period", "2026-03-14T09:00:00Z", 4, 6.25, [1, 1, 2], -25.0),
+    ];
+    for (by, name, respondents, mean, [p, n, d], nps) in expected {
+        let got = row(s, by, name);
+        assert_eq!(got["respondents"], respondents, "{by} {name}: {got}");
+        assert!(close(&got["mean"], mean), "{by} {name} mean: {got}");
+        assert_eq!(
+            [&got["promoters"], &got["passives"], &got["detractors"]],
+            [p, n, d],
+            "{by} {name}: {got}"
+        );
+        assert!(close(&got["nps"], nps), "{by} {name} nps: {got}");
+    }
+    assert_eq!(
+        row(s, "all", "all")["distribution"],
+        json!([0, 0, 0, 1, 0, 0, 1, 1, 0, 1, 0])
+    );
+    // An empty tier says "no data", never a division by zero.
+    let b = row(s, "tier", "B");
+    assert_eq!(b["respondents"], 0);
+    assert!(b.get("mean").is_none() && b.get("nps").is_none(), "{b}");
+
+    let c = &r["concerns"];
+    // (by, name, contacts, complaints, complainants, faults, fault reporters)
+    let expected: [(&str, &str, u64, u64, u64, u64, u64); 10] = [
+        ("all", "all", 3, 2, 1, 2, 2),
+        ("segment", "loyal", 3, 2, 1, 2, 2),
+        ("segment", "new", 1, 0, 0, 1, 1),
+        ("tier", "A", 1, 0, 0, 1, 1),
+        ("tier", "B", 0, 0, 0, 0, 0),
+        ("tier", "C", 1, 0, 0, 1, 1),
+        ("tier", "D", 1, 2, 1, 0, 0),
+        ("product", "B", 3, 1, 1, 1, 1),
+        ("product", "Z", 1, 0, 0, 1, 1),
+        ("period", "2026-03-14T09:00:00Z", 3, 2, 1, 2, 2),
+    ];
+    for (by, name, contacts, complaints, complainants, faults, reporters) in expected {
+        let got = row(c, by, name);
+        let counts = [
+            "contacts",
+            "complaints",
+            "complainants",
+            "faults",
+            "faultReporters",
+        ]
+        .map(|f| got[f].as_u64().unwrap());
+        assert_eq!(
+            counts,
+            [contacts, complaints, complainants, faults, reporters],
+            "{by} {name}: {got}"
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let rate = |n: u64| (contacts > 0).then(|| n as f64 / contacts as f64);
+        for (field, n) in [("complaintRate", complainants), ("faultRate", reporters)] {
+            match rate(n) {
+                Some(expected) => {
+                    assert!(close(&got[field], expected), "{by} {name} {field}: {got}")
+                }
+                None => assert!(got.get(field).is_none(), "{by} {name} {field}: {got}"),
+            }
+        }
+    }
+
+    // The malformed ones are parked with their reasons, the rest of the stream applied.
+    let out = canvass(&["dead-letters", "--data", &data, "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let letters = stdout(&out);
+    for reason in [
+        "field `event.attrs.score`: 11 is out of range",
+        "field `event.campaignId`: no campaign `winter`",
+        "field `event.campaignId`: required for a `survey.answered` event",
+    ] {
+        assert!(letters.contains(reason), "{reason} in\n{letters}");
+    }
+    let table = report(&data, &["--value"]);
+    assert!(table.contains("NPS"), "{table}");
+    assert!(table.contains("complaint rate"), "{table}");
 }

@@ -126,6 +126,7 @@ pub fn contact_value(
         ("stage".to_string(), string(stage)),
         ("source_channel".to_string(), string(&c.source_channel)),
     ]);
+    satisfaction_fields(&mut m, c, now);
     if let Some(last) = last {
         m.insert(
             "days_since_last_purchase".to_string(),
@@ -144,6 +145,45 @@ pub fn contact_value(
         Value::Bool(last.is_some_and(|l| now.0 - l.0 > policy.churn.0)),
     );
     Value::from(m)
+}
+
+/// What the contact said (seed 002): `satisfaction` (the latest survey score, absent without
+/// answers), `satisfaction_mean`, `surveys` (answers), `complaints`, `faults`, and
+/// `days_since_last_complaint` (absent without complaints).
+fn satisfaction_fields(m: &mut HashMap<String, Value>, c: &v1::Contact, now: UnixMillis) {
+    let count = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let latest = c
+        .surveys
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, s)| (s.at.as_ref().map(UnixMillis::from_proto), *i))
+        .map(|(_, s)| s.score);
+    if let Some(score) = latest {
+        m.insert("satisfaction".to_string(), Value::Int(i64::from(score)));
+        let sum: u64 = c.surveys.iter().map(|s| u64::from(s.score)).sum();
+        #[allow(clippy::cast_precision_loss)]
+        let mean = sum as f64 / c.surveys.len() as f64;
+        m.insert("satisfaction_mean".to_string(), Value::Float(mean));
+    }
+    m.insert("surveys".to_string(), count(c.surveys.len()));
+    let of = |kind: v1::IssueKind| c.issues.iter().filter(move |i| i.kind() == kind);
+    m.insert(
+        "complaints".to_string(),
+        count(of(v1::IssueKind::Complaint).count()),
+    );
+    m.insert(
+        "faults".to_string(),
+        count(of(v1::IssueKind::Fault).count()),
+    );
+    if let Some(last) = of(v1::IssueKind::Complaint)
+        .filter_map(|i| i.at.as_ref().map(UnixMillis::from_proto))
+        .max()
+    {
+        m.insert(
+            "days_since_last_complaint".to_string(),
+            Value::Int((now.0 - last.0).div_euclid(DAY_MILLIS)),
+        );
+    }
 }
 
 /// The event as CEL sees it.

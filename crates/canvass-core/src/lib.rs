@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod machine;
 pub mod partition;
 pub mod policy;
+pub mod satisfaction;
 pub mod spec;
 pub mod split;
 pub mod stats;

@@ -1691,3 +1691,81 @@ fn timer_name(id: &TimerId) -> String {
     };
     format!("{kind}{}", id.index)
 }
+
+const CARE: &str = r#"{
+  "id": "care", "version": 1, "initialState": "follow_up",
+  "entryTriggers": [
+    {"eventType": "complaint", "guard": "contact.complaints >= 2"},
+    {"eventType": "survey.answered", "guard": "contact.satisfaction <= 6 && contact.surveys > 1"}],
+  "states": [
+    {"id": "follow_up", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "sorry"}], "terminal": true}
+  ]
+}"#;
+
+#[test]
+fn complaints_and_survey_scores_are_in_the_profile_conditions_see() {
+    let mut w = world(&[CARE]);
+    w.contact(r#"{"id": "p1"}"#);
+    let answer = |w: &mut World, id: &str, score: u32, at_hours: i64| {
+        let text = format!(
+            r#"{{"id": "{id}", "type": "survey.answered", "contactId": "p1", "campaignId": "care",
+                "occurredAt": "2026-01-01T00:00:00Z", "attrs": {{"score": {score}}}}}"#
+        );
+        let e: v1::TouchpointEvent = json::from_str(&text).unwrap();
+        w.apply(Input::Event(&e), at_hours)
+    };
+    // One low score is not enough (the guard asks for a second answer), nor one complaint.
+    check(answer(&mut w, "s1", 3, 1), expect![""]);
+    check(w.event(2, "complaint", r#"{"product": "B"}"#), expect![""]);
+    check(
+        w.event(3, "complaint", r#"{"product": "B"}"#),
+        expect![[r#"
+            enrolled care v1 (trigger ev2)
+            care: * -> follow_up (e1)
+            action EMAIL care/v1/e1/a0/p1 template=sorry cause=ev2
+            completed care in follow_up
+        "#]],
+    );
+    check(
+        w.event(4, "fault.reported", r#"{"product": "B"}"#),
+        expect![""],
+    );
+    let contact = w.state.contact.clone().unwrap();
+    assert_eq!(contact.surveys.len(), 1);
+    assert_eq!(
+        (
+            contact.surveys[0].score,
+            contact.surveys[0].campaign_id.as_str()
+        ),
+        (3, "care")
+    );
+    let kinds: Vec<_> = contact
+        .issues
+        .iter()
+        .map(|i| (i.kind(), i.product.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (v1::IssueKind::Complaint, "B"),
+            (v1::IssueKind::Complaint, "B"),
+            (v1::IssueKind::Fault, "B")
+        ]
+    );
+    let fields = canvass_core::bindings::contact_value(
+        &contact,
+        UnixMillis(T0 + 24 * HOUR),
+        &policy::Policy::default(),
+        "0",
+    );
+    let text = format!("{fields:?}");
+    for field in [
+        "satisfaction",
+        "satisfaction_mean",
+        "complaints",
+        "faults",
+        "days_since_last_complaint",
+    ] {
+        assert!(text.contains(field), "{field} in {text}");
+    }
+}

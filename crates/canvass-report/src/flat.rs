@@ -42,6 +42,7 @@ pub fn identity(list: &str) -> (&'static [&'static str], &'static str) {
         "tiers" => (&["tier"], ""),
         "churn" => (&["from", "tier"], " "),
         "sources" => (&["channel"], ""),
+        "satisfaction" | "concerns" => (&["by", "name"], " "),
         _ => (&[], ""),
     }
 }

@@ -9,6 +9,7 @@ pub mod density;
 pub mod flat;
 pub mod leads;
 pub mod render;
+pub mod satisfaction;
 pub mod significance;
 pub mod svg;
 pub mod value;
@@ -462,6 +463,32 @@ pub struct Sensitivity {
     pub p99_ms: Option<u64>,
 }
 
+/// A campaign's segment: its `segment` label, or [`NO_SEGMENT`].
+#[must_use]
+pub fn segment_of(spec: &v1::CampaignSpec) -> String {
+    spec.labels
+        .get(SEGMENT_LABEL)
+        .cloned()
+        .unwrap_or_else(|| NO_SEGMENT.to_string())
+}
+
+/// Each campaign's segment, as its newest version among `specs` says.
+pub fn segments<'a>(
+    specs: impl IntoIterator<Item = &'a v1::CampaignSpec>,
+) -> BTreeMap<String, String> {
+    let mut newest: BTreeMap<&str, &v1::CampaignSpec> = BTreeMap::new();
+    for spec in specs {
+        let entry = newest.entry(&spec.id).or_insert(spec);
+        if spec.version >= entry.version {
+            *entry = spec;
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(id, spec)| (id.to_string(), segment_of(spec)))
+        .collect()
+}
+
 /// A ratio, absent when the denominator is zero.
 #[must_use]
 pub fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
@@ -701,11 +728,7 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal, shared: &str) 
             .as_str_name()
             .trim_start_matches("CAMPAIGN_STATUS_")
             .to_string(),
-        segment: spec
-            .labels
-            .get(SEGMENT_LABEL)
-            .cloned()
-            .unwrap_or_else(|| NO_SEGMENT.to_string()),
+        segment: segment_of(&spec),
         currency,
         enrolled: c.enrollments,
         held_out: c.holdouts,

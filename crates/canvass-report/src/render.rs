@@ -459,6 +459,59 @@ pub fn value_text(r: &crate::value::ValueReport) -> String {
     }
     right_align(&mut sources, 1);
     let _ = writeln!(out, "\n{sources}");
+    let mut satisfaction = table(&[
+        "satisfaction",
+        "",
+        "respondents",
+        "mean (0-10)",
+        "promoters",
+        "passives",
+        "detractors",
+        "NPS",
+    ]);
+    for row in &r.satisfaction {
+        satisfaction.add_row(vec![
+            row.by.clone(),
+            row.name.clone(),
+            row.respondents.to_string(),
+            number(row.mean, 2),
+            row.promoters.to_string(),
+            row.passives.to_string(),
+            row.detractors.to_string(),
+            number(row.nps, 1),
+        ]);
+    }
+    right_align(&mut satisfaction, 2);
+    let _ = writeln!(
+        out,
+        "\nSatisfaction (a contact's latest answer per campaign; NPS = % promoters 9-10 - % detractors 0-6)\n{satisfaction}"
+    );
+    let mut concerns = table(&[
+        "complaints and faults",
+        "",
+        "contacts",
+        "complaints",
+        "complainants",
+        "complaint rate",
+        "faults",
+        "reporters",
+        "fault rate",
+    ]);
+    for row in &r.concerns {
+        concerns.add_row(vec![
+            row.by.clone(),
+            row.name.clone(),
+            row.contacts.to_string(),
+            row.complaints.to_string(),
+            row.complainants.to_string(),
+            percent(row.complaint_rate),
+            row.faults.to_string(),
+            row.fault_reporters.to_string(),
+            percent(row.fault_rate),
+        ]);
+    }
+    right_align(&mut concerns, 2);
+    let _ = writeln!(out, "\n{concerns}");
     let mut top = table(&[
         "contact",
         "tier",

@@ -25,7 +25,7 @@
 //!   threshold definition of non-contractual churn), counted even if they purchased again
 //!   before e (those are also counted as *reactivated*). Tiers are those at `as_of`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use canvass_core::{UnixMillis, stats::money, time::DAY_MILLIS};
 use canvass_proto::v1;
@@ -56,6 +56,8 @@ pub struct ValueOptions {
     pub periods: u32,
     /// List every contact (otherwise the top 10 by value).
     pub all_contacts: bool,
+    /// Each campaign's segment (its `segment` label), for satisfaction and complaints.
+    pub segments: BTreeMap<String, String>,
 }
 
 impl Default for ValueOptions {
@@ -68,6 +70,7 @@ impl Default for ValueOptions {
             period_days: 30,
             periods: 6,
             all_contacts: false,
+            segments: BTreeMap::new(),
         }
     }
 }
@@ -99,6 +102,10 @@ pub struct ValueReport {
     pub stages: BTreeMap<String, u64>,
     /// Contacts, customers and revenue per source channel.
     pub sources: Vec<SourceRow>,
+    /// Satisfaction from survey answers: all, per campaign, segment, tier and period.
+    pub satisfaction: Vec<crate::satisfaction::SatisfactionRow>,
+    /// Complaints and faults: all, per segment, tier, product and period.
+    pub concerns: Vec<crate::satisfaction::ConcernRow>,
     /// The contacts listed (top 10 by value, or all).
     pub top: Vec<ContactValue>,
 }
@@ -197,7 +204,7 @@ pub struct ContactValue {
 /// What one contact contributes, reduced from its state as the contacts are read.
 #[derive(Debug, Clone)]
 pub struct Customer {
-    id: String,
+    pub(crate) id: String,
     revenue: Decimal,
     cost_of_goods: Decimal,
     marketing_cost: Decimal,
@@ -205,6 +212,14 @@ pub struct Customer {
     purchases: Vec<UnixMillis>,
     stage: v1::LifecycleStage,
     source_channel: String,
+    /// Products bought.
+    pub(crate) products: Vec<String>,
+    /// Survey answers.
+    pub(crate) surveys: Vec<v1::SurveyAnswer>,
+    /// Complaints and faults.
+    pub(crate) issues: Vec<v1::Issue>,
+    /// Campaigns it was ever enrolled in.
+    pub(crate) campaigns: Vec<String>,
 }
 
 impl Customer {
@@ -230,6 +245,18 @@ impl Customer {
             marketing_cost: money(&state.marketing_cost),
             purchases,
             stage,
+            products: contact
+                .purchases
+                .iter()
+                .map(|p| p.product.clone())
+                .collect(),
+            campaigns: state
+                .campaigns
+                .iter()
+                .map(|j| j.campaign_id.clone())
+                .collect(),
+            surveys: contact.surveys,
+            issues: contact.issues,
             source_channel: contact.source_channel,
             id: contact.id,
         }
@@ -381,10 +408,15 @@ pub fn build(contacts: &[Customer], options: &ValueOptions) -> ValueReport {
         .collect();
 
     let period = i64::from(options.period_days) * DAY_MILLIS;
+    let periods: Vec<(UnixMillis, UnixMillis)> = (0..i64::from(options.periods))
+        .rev()
+        .map(|k| {
+            let end = UnixMillis(now.0 - k * period);
+            (UnixMillis(end.0 - period), end)
+        })
+        .collect();
     let mut churn_rows = Vec::new();
-    for k in (0..i64::from(options.periods)).rev() {
-        let end = UnixMillis(now.0 - k * period);
-        let start = UnixMillis(end.0 - period);
+    for &(start, end) in &periods {
         for (t, name) in
             std::iter::once((usize::MAX, "all")).chain(TIERS.iter().copied().enumerate())
         {
@@ -417,6 +449,14 @@ pub fn build(contacts: &[Customer], options: &ValueOptions) -> ValueReport {
             });
         }
     }
+
+    let tier_names: HashMap<&str, &str> = (0..n)
+        .map(|i| (buyers[i].id.as_str(), TIERS[tier_of[i]]))
+        .collect();
+    let satisfaction =
+        crate::satisfaction::satisfaction(contacts, &tier_names, &options.segments, now, &periods);
+    let concerns =
+        crate::satisfaction::concerns(contacts, &tier_names, &options.segments, now, &periods);
 
     let mut stages: BTreeMap<String, u64> = BTreeMap::new();
     let mut sources: BTreeMap<String, (u64, u64, Decimal)> = BTreeMap::new();
@@ -473,6 +513,8 @@ pub fn build(contacts: &[Customer], options: &ValueOptions) -> ValueReport {
                 revenue: text(revenue),
             })
             .collect(),
+        satisfaction,
+        concerns,
         top: rows,
     }
 }

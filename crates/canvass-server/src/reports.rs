@@ -178,6 +178,13 @@ impl ReportService for Reports {
                 r.periods
             },
             all_contacts: r.all_contacts,
+            segments: canvass_report::segments(
+                &self
+                    .0
+                    .catalog()
+                    .specs()
+                    .map_err(|e| Status::internal(format!("reading the store failed: {e}")))?,
+            ),
         };
         let contacts: Vec<_> = self
             .0

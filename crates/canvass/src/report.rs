@@ -178,6 +178,7 @@ fn value(args: &Args, engine: &Partitions) -> anyhow::Result<ExitCode> {
         period_days: args.period_days,
         periods: args.periods,
         all_contacts: args.all_contacts,
+        segments: canvass_report::segments(&engine.stores().partition(0).specs()?),
     };
     let customers = customers(engine.stores()).map_err(anyhow::Error::msg)?;
     let report = canvass_report::value::build(&customers, &options);

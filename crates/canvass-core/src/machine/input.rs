@@ -52,6 +52,8 @@ impl<'a> Run<'a> {
             self.advance_stage(v1::LifecycleStage::Customer);
         } else if event.r#type == OPPORTUNITY_WON_EVENT {
             revenue = Some(text_attr(event, "amount"));
+        } else {
+            crate::satisfaction::record(contact, event);
         }
         if let Some(amount) = revenue {
             match amount.parse::<Decimal>() {

@@ -85,7 +85,8 @@ pub fn check_record(record: &v1::IngestRecord) -> Option<String> {
         Some(Input::Event(e)) if e.r#type.trim().is_empty() => missing("event.type"),
         Some(Input::Event(e)) if e.contact_id.trim().is_empty() => missing("event.contactId"),
         Some(Input::Event(e)) if e.occurred_at.is_none() => missing("event.occurredAt"),
-        Some(Input::Event(e)) => out_of_range("event.occurredAt", e.occurred_at.as_ref()),
+        Some(Input::Event(e)) => out_of_range("event.occurredAt", e.occurred_at.as_ref())
+            .or_else(|| canvass_core::satisfaction::problem(e)),
         Some(Input::Command(_)) => None,
     }
 }

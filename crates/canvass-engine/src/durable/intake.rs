@@ -46,6 +46,22 @@ impl Pending {
         })
     }
 
+    /// Why a survey answer, complaint or fault report names a campaign the engine does not
+    /// know, if it does: its figures would belong to no campaign.
+    fn unknown_campaign(&self, record: &v1::IngestRecord) -> Option<String> {
+        let Some(v1::ingest_record::Input::Event(e)) = &record.input else {
+            return None;
+        };
+        (canvass_core::satisfaction::names_campaign(e)
+            && self.core.catalog().latest(&e.campaign_id).is_none())
+        .then(|| {
+            format!(
+                "field `event.campaignId`: no campaign `{}` (a `{}` event must name a campaign the engine knows, or none)",
+                e.campaign_id, e.r#type
+            )
+        })
+    }
+
     pub(super) fn dedupe_cutoff(&self, now: UnixMillis) -> UnixMillis {
         UnixMillis(now.0.saturating_sub(self.options.dedupe_retention.0))
     }
@@ -92,7 +108,7 @@ impl Pending {
             _ => tracing::debug_span!("input"),
         }
         .entered();
-        let refusal = match check_record(&record) {
+        let refusal = match check_record(&record).or_else(|| self.unknown_campaign(&record)) {
             Some(reason) => Some((reason, "invalid")),
             None => self
                 .too_far_ahead(&record, wall_now)
