@@ -445,7 +445,7 @@ fn table_csv_and_svg_say_the_same_and_replay_gives_the_same_report() {
 }
 
 /// The fields that name an element of each list of the reports (the CSV's `item`).
-const IDENTITIES: [(&str, &[&str]); 16] = [
+const IDENTITIES: [(&str, &[&str]); 19] = [
     ("campaigns", &["id"]),
     ("top", &["id"]),
     ("funnel", &["state"]),
@@ -462,6 +462,9 @@ const IDENTITIES: [(&str, &[&str]); 16] = [
     ("sources", &["channel"]),
     ("satisfaction", &["by", "name"]),
     ("concerns", &["by", "name"]),
+    ("materials", &["template"]),
+    ("weeks", &["period"]),
+    ("months", &["period"]),
 ];
 
 /// Each leaf of a report's JSON as (campaign, field name, value), walked here on its own:
@@ -1308,4 +1311,211 @@ fn satisfaction_complaints_and_faults_of_a_hand_worked_fixture() {
     let table = report(&data, &["--value"]);
     assert!(table.contains("NPS"), "{table}");
     assert!(table.contains("complaint rate"), "{table}");
+}
+
+/// "news" mails everyone template news-1, and news-2 a week later (0.10 EUR each).
+/// Day 0: n1, n2, n3 delivered, n4 bounced. Day 1: n1 opens twice and clicks, n2 opens and
+/// reports spam, n3 unsubscribes (all of news-1, the latest message). Day 7: news-2 to all
+/// four. Day 8: n1's news-2 delivered and opened (a new message: unique again); n2 opens
+/// news-1 again, named by its key (not unique). Day 9: n1 buys for 40, credited to news-2.
+fn engagement_input() -> String {
+    let spec = json!({
+        "id": "news", "version": 1, "initialState": "first",
+        "audience": {"filter": "true"},
+        "states": [
+            {"id": "first", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "news-1"}],
+             "transitions": [{"to": "second", "after": "604800s"}]},
+            {"id": "second", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "news-2"}],
+             "terminal": true}
+        ],
+        "budget": {"currency": "EUR", "costPerAction": {"EMAIL": "0.10"}}
+    });
+    let v = json!({"campaignId": "news", "version": 1});
+    let mut lines = Vec::new();
+    for id in ["n1", "n2", "n3", "n4"] {
+        lines.push(json!({"at": T0, "contact": {"id": id}}));
+    }
+    lines.push(json!({"at": T0, "command": {"actor": "marketer", "putSpec": spec}}));
+    lines.push(json!({"at": T0, "command": {"actor": "marketer", "submit": v}}));
+    lines.push(json!({"at": T0, "command": {"actor": "manager", "approve": v}}));
+    lines.push(json!({"at": T0, "command": {"actor": "ops", "launch": "news"}}));
+    let mut n = 0;
+    let mut touch = |kind: &str, contact: &str, day_n: u32, attrs: Value| {
+        n += 1;
+        event(
+            &format!("t{n}"),
+            kind,
+            contact,
+            &day(day_n),
+            json!({"campaignId": "news", "attrs": attrs}),
+        )
+    };
+    for c in ["n1", "n2", "n3"] {
+        lines.push(touch("action.delivered", c, 0, json!({})));
+    }
+    lines.push(touch("action.bounced", "n4", 0, json!({})));
+    lines.push(touch("email.opened", "n1", 1, json!({})));
+    lines.push(touch("email.opened", "n1", 1, json!({})));
+    lines.push(touch("link.clicked", "n1", 1, json!({})));
+    lines.push(touch("email.opened", "n2", 1, json!({})));
+    lines.push(touch("spam.reported", "n2", 1, json!({})));
+    lines.push(touch("unsubscribed", "n3", 1, json!({})));
+    lines.push(touch("action.delivered", "n1", 8, json!({})));
+    lines.push(touch("email.opened", "n1", 8, json!({})));
+    lines.push(touch(
+        "email.opened",
+        "n2",
+        8,
+        json!({"idempotencyKey": "news/v1/e1/a0/n2"}),
+    ));
+    lines.push(event(
+        "buy",
+        "purchase",
+        "n1",
+        &day(9),
+        json!({"attrs": {"product": "B", "amount": "40"}}),
+    ));
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn engagement_and_unit_economics_of_a_hand_worked_campaign() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_input(dir.path(), &engagement_input());
+    let json_text = report(&data, &["--json"]);
+    let r: Value = serde_json::from_str(&json_text).unwrap();
+    let c = campaign(&r, "news");
+    // (opens, unique opens, clicks, unique clicks, unsubscribes, spam) and the rates
+    // (delivery, open, click, click-to-open, unsubscribe, spam).
+    let check = |e: &Value, counts: [u64; 6], rates: [Option<f64>; 6], what: &str| {
+        let got = [
+            "opens",
+            "uniqueOpens",
+            "clicks",
+            "uniqueClicks",
+            "unsubscribes",
+            "spamReports",
+        ]
+        .map(|f| e[f].as_u64().unwrap());
+        assert_eq!(got, counts, "{what}: {e}");
+        for (field, rate) in [
+            "deliveryRate",
+            "openRate",
+            "clickRate",
+            "clickToOpenRate",
+            "unsubscribeRate",
+            "spamRate",
+        ]
+        .iter()
+        .zip(rates)
+        {
+            match rate {
+                Some(rate) => assert!(close(&e[*field], rate), "{what} {field}: {e}"),
+                None => assert!(e.get(*field).is_none(), "{what} {field}: {e}"),
+            }
+        }
+    };
+    let all_rates = [
+        Some(0.5),
+        Some(0.75),
+        Some(0.25),
+        Some(1.0 / 3.0),
+        Some(0.25),
+        Some(0.25),
+    ];
+    check(&c["engagement"], [5, 3, 1, 1, 1, 1], all_rates, "campaign");
+    let email = c["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "EMAIL")
+        .unwrap();
+    check(&email["engagement"], [5, 3, 1, 1, 1, 1], all_rates, "EMAIL");
+    let materials = c["materials"].as_array().unwrap();
+    assert_eq!(
+        texts(&c["materials"], &["template", "cost"]),
+        [["news-1", "0.40"], ["news-2", "0.40"]]
+    );
+    assert_eq!(
+        (&materials[0]["sent"], &materials[0]["delivered"]),
+        (&json!(4), &json!(3))
+    );
+    check(
+        &materials[0]["engagement"],
+        [4, 2, 1, 1, 1, 1],
+        [
+            Some(0.75),
+            Some(2.0 / 3.0),
+            Some(1.0 / 3.0),
+            Some(0.5),
+            Some(1.0 / 3.0),
+            Some(1.0 / 3.0),
+        ],
+        "news-1",
+    );
+    check(
+        &materials[1]["engagement"],
+        [1, 1, 0, 0, 0, 0],
+        [
+            Some(0.25),
+            Some(1.0),
+            Some(0.0),
+            Some(0.0),
+            Some(0.0),
+            Some(0.0),
+        ],
+        "news-2",
+    );
+    let e = &c["economics"];
+    assert_eq!(e["costPerConversion"], "0.80", "{e}");
+    assert!(close(&e["returnOnSpend"], 50.0), "{e}");
+    assert_eq!(e["averageOrderValue"], "40.00", "{e}");
+    assert_eq!(e["revenuePerRecipient"], "10.00", "{e}");
+
+    let weeks = c["weeks"].as_array().unwrap();
+    assert_eq!(
+        texts(&c["weeks"], &["period", "cost", "revenue"]),
+        [["2026-W14", "0.40", "0.00"], ["2026-W15", "0.40", "40.00"]]
+    );
+    let counts = |w: &Value| {
+        [
+            "enrollments",
+            "sent",
+            "delivered",
+            "uniqueOpens",
+            "uniqueClicks",
+            "conversions",
+        ]
+        .map(|f| w[f].as_u64().unwrap())
+    };
+    assert_eq!(counts(&weeks[0]), [4, 4, 3, 2, 1, 0]);
+    assert_eq!(counts(&weeks[1]), [0, 4, 1, 1, 0, 1]);
+    assert_eq!(
+        weeks[0]["change"],
+        json!({}),
+        "the first week has none before it"
+    );
+    let change = &weeks[1]["change"];
+    for (field, expected) in [
+        ("enrollments", -1.0),
+        ("sent", 0.0),
+        ("uniqueOpens", -0.5),
+        ("uniqueClicks", -1.0),
+    ] {
+        assert!(close(&change[field], expected), "{field}: {change}");
+    }
+    // Nothing the week before to compare with: no figure, not an infinity.
+    assert!(change.get("conversions").is_none() && change.get("revenue").is_none());
+    assert_eq!(texts(&c["months"], &["period"]), [["2026-04"]]);
+
+    assert_csv_holds_the_json(&json_text, &report(&data, &["--csv"]), true);
+    let table = report(&data, &[]);
+    for expected in [
+        "click-to-open",
+        "news-2",
+        "2026-W15",
+        "return on spend 50.00x",
+    ] {
+        assert!(table.contains(expected), "{expected} in\n{table}");
+    }
 }

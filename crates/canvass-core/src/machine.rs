@@ -51,8 +51,8 @@ pub use leads::{
 };
 
 pub use types::{
-    Effect, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending, TimerId, TimerKind,
-    Transition,
+    Effect, Engagement, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending, TimerId,
+    TimerKind, Transition,
 };
 
 /// Most touches kept per contact for attribution.

@@ -11,7 +11,7 @@ use canvass_proto::v1;
 use rust_decimal::Decimal;
 
 use crate::{
-    machine::{CapOutcome, Effect, Input, LeadChange, Shares, Spending},
+    machine::{CapOutcome, Effect, Engagement, Input, LeadChange, Shares, Spending},
     time::{DAY_MILLIS, UnixMillis},
     validate::kind_name,
 };
@@ -237,7 +237,12 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
                 .or_default();
             kind.emitted += 1;
             add_money(&mut kind.cost, cost);
-            day(c, &cause.day).actions += 1;
+            let template = c.templates.entry(action.template.clone()).or_default();
+            template.emitted += 1;
+            add_money(&mut template.cost, cost);
+            let today = day(c, &cause.day);
+            today.actions += 1;
+            add_money(&mut today.cost, cost);
             if let Some(event_at) = cause.event_at {
                 let millis = u64::try_from(now.0.saturating_sub(event_at.0)).unwrap_or(0);
                 let bucket = latency_bucket(millis);
@@ -257,7 +262,42 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
                 c.budget_exhausted_at = Some(now.to_proto());
             }
         }
-        Effect::Confirmed { kind, outcome, .. } => record_outcome(c, *kind, *outcome, true),
+        Effect::Confirmed {
+            kind,
+            template,
+            outcome,
+            ..
+        } => {
+            record_outcome(c, *kind, *outcome, true);
+            if *outcome == v1::DeliveryOutcome::Delivered {
+                day(c, &cause.day).delivered += 1;
+                if *kind != v1::ActionKind::Unspecified {
+                    c.templates.entry(template.clone()).or_default().delivered += 1;
+                }
+            }
+        }
+        Effect::Engaged {
+            kind,
+            template,
+            engagement,
+            unique,
+            ..
+        } => {
+            count_engagement(c.engagement.get_or_insert_default(), *engagement, *unique);
+            let today = day(c, &cause.day);
+            count_engagement(
+                today.engagement.get_or_insert_default(),
+                *engagement,
+                *unique,
+            );
+            // Of no known message: the campaign's totals only.
+            if *kind != v1::ActionKind::Unspecified {
+                let k = c.kinds.entry(kind_name(*kind).to_string()).or_default();
+                count_engagement(k.engagement.get_or_insert_default(), *engagement, *unique);
+                let t = c.templates.entry(template.clone()).or_default();
+                count_engagement(t.engagement.get_or_insert_default(), *engagement, *unique);
+            }
+        }
         Effect::Reached { arm, .. } => {
             c.reached += 1;
             c.arms.entry(arm.clone()).or_default().reached += 1;
@@ -267,6 +307,9 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
                 .iter()
                 .fold(Shares::default(), |sum, (_, s)| sum.plus(s));
             add_shares(c.attribution.get_or_insert_default(), &total);
+            let today = day(c, &cause.day);
+            add_money(&mut today.revenue, total.last_touch);
+            today.conversions += 1;
             for (kind, s) in shares {
                 let k = c.kinds.entry(kind_name(*kind).to_string()).or_default();
                 add_shares(k.attribution.get_or_insert_default(), s);
@@ -344,6 +387,37 @@ pub fn record_outcome(
     }
 }
 
+fn count_engagement(e: &mut v1::EngagementCounters, engagement: Engagement, unique: bool) {
+    let unique = u64::from(unique);
+    match engagement {
+        Engagement::Opened => {
+            e.opens += 1;
+            e.unique_opens += unique;
+        }
+        Engagement::Clicked => {
+            e.clicks += 1;
+            e.unique_clicks += unique;
+        }
+        Engagement::Unsubscribed => e.unsubscribes += 1,
+        Engagement::SpamReported => e.spam_reports += 1,
+    }
+}
+
+/// Adds one set of engagement counters to another.
+fn merge_engagement(
+    to: &mut Option<v1::EngagementCounters>,
+    other: Option<&v1::EngagementCounters>,
+) {
+    let Some(o) = other else { return };
+    let to = to.get_or_insert_default();
+    to.opens += o.opens;
+    to.unique_opens += o.unique_opens;
+    to.clicks += o.clicks;
+    to.unique_clicks += o.unique_clicks;
+    to.unsubscribes += o.unsubscribes;
+    to.spam_reports += o.spam_reports;
+}
+
 fn leave(c: &mut v1::CampaignCounters, state: &str) {
     if let Some(s) = c.states.get_mut(state) {
         s.active = s.active.saturating_sub(1);
@@ -374,7 +448,16 @@ pub fn merge(into: &mut v1::CampaignCounters, other: &v1::CampaignCounters) {
         to.over_budget += k.over_budget;
         add_text(&mut to.cost, &k.cost);
         merge_attribution(&mut to.attribution, k.attribution.as_ref());
+        merge_engagement(&mut to.engagement, k.engagement.as_ref());
     }
+    for (template, t) in &other.templates {
+        let to = into.templates.entry(template.clone()).or_default();
+        to.emitted += t.emitted;
+        to.delivered += t.delivered;
+        add_text(&mut to.cost, &t.cost);
+        merge_engagement(&mut to.engagement, t.engagement.as_ref());
+    }
+    merge_engagement(&mut into.engagement, other.engagement.as_ref());
     for (state, s) in &other.states {
         let to = into.states.entry(state.clone()).or_default();
         to.entries += s.entries;
@@ -399,6 +482,11 @@ pub fn merge(into: &mut v1::CampaignCounters, other: &v1::CampaignCounters) {
         }
         to.goals += d.goals;
         to.actions += d.actions;
+        to.delivered += d.delivered;
+        merge_engagement(&mut to.engagement, d.engagement.as_ref());
+        add_text(&mut to.cost, &d.cost);
+        add_text(&mut to.revenue, &d.revenue);
+        to.conversions += d.conversions;
     }
     merge_attribution(&mut into.attribution, other.attribution.as_ref());
     into.reached += other.reached;

@@ -239,13 +239,27 @@ fn render(e: &Effect) -> String {
         Effect::Confirmed {
             campaign_id,
             kind,
+            template,
             outcome,
         } => format!(
-            "confirmed {campaign_id} {} {}",
+            "confirmed {campaign_id} {}{} {}",
             kind.as_str_name().trim_start_matches("ACTION_KIND_"),
+            template_suffix(template),
             outcome
                 .as_str_name()
                 .trim_start_matches("DELIVERY_OUTCOME_")
+        ),
+        Effect::Engaged {
+            campaign_id,
+            kind,
+            template,
+            engagement,
+            unique,
+        } => format!(
+            "engaged {campaign_id} {}{} {engagement:?}{}",
+            kind.as_str_name().trim_start_matches("ACTION_KIND_"),
+            template_suffix(template),
+            if *unique { " (unique)" } else { "" }
         ),
         Effect::Withheld {
             campaign_id,
@@ -342,6 +356,14 @@ fn arm_suffix(arm: &str) -> String {
         String::new()
     } else {
         format!(" arm={arm}")
+    }
+}
+
+fn template_suffix(template: &str) -> String {
+    if template.is_empty() {
+        String::new()
+    } else {
+        format!(" template={template}")
     }
 }
 
@@ -1122,15 +1144,15 @@ fn a_confirmed_delivery_marks_the_contact_reached_once() {
     check(
         w.apply(Input::Event(&delivered(2)), 2),
         expect![[r#"
-            confirmed news EMAIL DELIVERED
+            confirmed news EMAIL template=news DELIVERED
             reached news
         "#]],
     );
     check(
         w.apply(Input::Event(&delivered(3)), 3),
         expect![[r#"
-        confirmed news EMAIL DELIVERED
-    "#]],
+            confirmed news EMAIL template=news DELIVERED
+        "#]],
     );
     assert!(w.journey("news").reached);
     assert_eq!(w.counters("news").reached, 1);
@@ -1167,7 +1189,7 @@ fn confirmations_as_touchpoints_count_per_kind() {
             2,
         ),
         expect![[r#"
-            confirmed news EMAIL BOUNCED
+            confirmed news EMAIL template=news BOUNCED
         "#]],
     );
     check(
@@ -1191,7 +1213,7 @@ fn confirmations_as_touchpoints_count_per_kind() {
             4,
         ),
         expect![[r#"
-            confirmed news EMAIL FAILED
+            confirmed news EMAIL template=news FAILED
         "#]],
     );
     check(

@@ -43,6 +43,8 @@ pub fn identity(list: &str) -> (&'static [&'static str], &'static str) {
         "churn" => (&["from", "tier"], " "),
         "sources" => (&["channel"], ""),
         "satisfaction" | "concerns" => (&["by", "name"], " "),
+        "materials" => (&["template"], ""),
+        "weeks" | "months" => (&["period"], ""),
         _ => (&[], ""),
     }
 }

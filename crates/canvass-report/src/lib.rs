@@ -6,6 +6,7 @@
 //! [`Report`] as a table, CSV, JSON or SVG.
 
 pub mod density;
+pub mod engagement;
 pub mod flat;
 pub mod leads;
 pub mod render;
@@ -226,6 +227,16 @@ pub struct CampaignReport {
     pub leads: LeadsRow,
     /// Actions held back by frequency caps and quiet hours.
     pub capped: CappedRow,
+    /// What contacts did with all of its messages.
+    pub engagement: engagement::EngagementRow,
+    /// Per material (template) sent.
+    pub materials: Vec<engagement::MaterialRow>,
+    /// What a conversion cost and brought, under the report's model.
+    pub economics: engagement::Economics,
+    /// ISO weeks, with the change against the week before.
+    pub weeks: Vec<engagement::PeriodRow>,
+    /// Calendar months, with the change against the month before.
+    pub months: Vec<engagement::PeriodRow>,
 }
 
 /// Leads a campaign handed to sales.
@@ -355,6 +366,8 @@ pub struct KindRow {
     /// (revenue - cost) / cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roi: Option<f64>,
+    /// What contacts did with this channel's messages.
+    pub engagement: engagement::EngagementRow,
 }
 
 /// Spend against the budget.
@@ -706,6 +719,7 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal, shared: &str) 
                 cost: text(cost),
                 revenue: text(revenue),
                 roi: roi(revenue, cost),
+                engagement: engagement::row(k.engagement.as_ref(), k.emitted, k.delivered),
             }
         })
         .collect();
@@ -777,6 +791,17 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal, shared: &str) 
         conversions: attribution.conversions,
         roi: roi(revenue, total_cost),
         arms: arms(c, decimals),
+        engagement: engagement::row(c.engagement.as_ref(), c.actions, c.delivered),
+        materials: engagement::materials(c),
+        economics: engagement::economics(
+            revenue,
+            attribution.conversions,
+            total_cost,
+            treated,
+            decimals,
+        ),
+        weeks: engagement::periods(c, engagement::Rollup::Week),
+        months: engagement::periods(c, engagement::Rollup::Month),
         density: density(treated, c.reached),
         sensitivity: Sensitivity {
             actions_timed: c.latency_buckets.iter().sum(),

@@ -236,6 +236,7 @@ fn campaign_text(out: &mut String, c: &CampaignReport, model: &str) {
     }
     right_align(&mut actions, 1);
     let _ = writeln!(out, "\nActions ({model} revenue)\n{actions}");
+    engagement_text(out, c);
     let b = &c.budget;
     let _ = writeln!(
         out,
@@ -633,4 +634,117 @@ fn p_value(a: &crate::ArmRow) -> String {
         (Some(p), _) => format!("{p:.3}"),
         _ => "-".into(),
     }
+}
+
+/// One engagement row's cells: delivery, opens, clicks, unsubscribes and spam, with rates.
+fn engagement_cells(e: &crate::engagement::EngagementRow) -> Vec<String> {
+    vec![
+        percent(e.delivery_rate),
+        format!("{} ({})", e.unique_opens, percent(e.open_rate)),
+        format!("{} ({})", e.unique_clicks, percent(e.click_rate)),
+        percent(e.click_to_open_rate),
+        format!("{} ({})", e.unsubscribes, percent(e.unsubscribe_rate)),
+        format!("{} ({})", e.spam_reports, percent(e.spam_rate)),
+    ]
+}
+
+const ENGAGEMENT_HEADERS: [&str; 6] = [
+    "delivery rate",
+    "unique opens (rate)",
+    "unique clicks (rate)",
+    "click-to-open",
+    "unsubscribes (rate)",
+    "spam (rate)",
+];
+
+/// Engagement per channel and material, unit economics, and the weeks.
+fn engagement_text(out: &mut String, c: &CampaignReport) {
+    let mut channels = table(&[&["channel"][..], &ENGAGEMENT_HEADERS[..]].concat());
+    channels.add_row([vec!["all".to_string()], engagement_cells(&c.engagement)].concat());
+    for k in &c.actions {
+        channels.add_row([vec![k.kind.clone()], engagement_cells(&k.engagement)].concat());
+    }
+    right_align(&mut channels, 1);
+    let _ = writeln!(out, "\nEngagement\n{channels}");
+    if !c.materials.is_empty() {
+        let mut materials = table(
+            &[
+                &["material (template)", "sent", "delivered", "cost"][..],
+                &ENGAGEMENT_HEADERS[..],
+            ]
+            .concat(),
+        );
+        for m in &c.materials {
+            let name = if m.template.is_empty() {
+                "(none)".to_string()
+            } else {
+                m.template.clone()
+            };
+            materials.add_row(
+                [
+                    vec![
+                        name,
+                        m.sent.to_string(),
+                        m.delivered.to_string(),
+                        m.cost.clone(),
+                    ],
+                    engagement_cells(&m.engagement),
+                ]
+                .concat(),
+            );
+        }
+        right_align(&mut materials, 1);
+        let _ = writeln!(out, "\n{materials}");
+    }
+    let e = &c.economics;
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "Cost per conversion {}, return on spend {}, average order value {}, revenue per recipient {}.",
+        dash(&e.cost_per_conversion),
+        e.return_on_spend
+            .map_or_else(|| "-".into(), |r| format!("{r:.2}x")),
+        dash(&e.average_order_value),
+        dash(&e.revenue_per_recipient),
+    );
+    for (name, rows) in [("Weeks", &c.weeks), ("Months", &c.months)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let mut periods = table(&[
+            "period",
+            "enrolled",
+            "sent",
+            "delivered",
+            "unique opens",
+            "unique clicks",
+            "conversions",
+            "cost",
+            "revenue (last touch)",
+            "sent vs before",
+            "revenue vs before",
+        ]);
+        for p in rows {
+            periods.add_row(vec![
+                p.period.clone(),
+                p.enrollments.to_string(),
+                p.sent.to_string(),
+                p.delivered.to_string(),
+                p.unique_opens.to_string(),
+                p.unique_clicks.to_string(),
+                p.conversions.to_string(),
+                p.cost.clone(),
+                p.revenue.clone(),
+                signed_percent(p.change.sent),
+                signed_percent(p.change.revenue),
+            ]);
+        }
+        right_align(&mut periods, 1);
+        let _ = writeln!(out, "\n{name}\n{periods}");
+    }
+}
+
+/// A change as a signed percentage ("+25.0%"), "-" without one.
+fn signed_percent(change: Option<f64>) -> String {
+    change.map_or_else(|| "-".into(), |c| format!("{:+.1}%", c * 100.0))
 }

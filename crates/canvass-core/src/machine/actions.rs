@@ -100,7 +100,7 @@ impl<'a> Run<'a> {
             _ => self.effects.push(Effect::Action(Box::new(action.clone()))),
         }
         if kind != v1::ActionKind::StartCampaign {
-            self.touch(campaign.id(), kind);
+            self.touch(&action);
         }
         if kind == v1::ActionKind::StartCampaign
             && let Some(target) = self.enrollable(&action.target_campaign)

@@ -9,7 +9,7 @@ use crate::{
     time::{SpanMillis, UnixMillis},
 };
 
-use super::{Effect, MAX_TOUCHES, Run, Shares, arm_of};
+use super::{Effect, Engagement, MAX_TOUCHES, Run, Shares, arm_of};
 
 impl<'a> Run<'a> {
     /// How long a touch of `campaign_id` can be credited with revenue (unknown campaigns: none).
@@ -20,17 +20,68 @@ impl<'a> Run<'a> {
     }
 
     /// Records that the contact received an action, dropping touches no window covers.
-    pub(super) fn touch(&mut self, campaign_id: &str, kind: v1::ActionKind) {
+    pub(super) fn touch(&mut self, action: &v1::Action) {
         self.prune_touches();
         let touches = &mut self.state.touches;
         if touches.len() >= MAX_TOUCHES {
             touches.remove(0);
         }
         touches.push(v1::Touch {
-            campaign_id: campaign_id.to_string(),
-            kind: kind as i32,
+            campaign_id: action.campaign_id.clone(),
+            kind: action.kind,
             at: Some(self.now.to_proto()),
+            template: action.template.clone(),
+            idempotency_key: action.idempotency_key.clone(),
         });
+    }
+
+    /// The message (kind and template) a result or engagement touchpoint of `campaign_id`
+    /// is about: the touch its `attrs.idempotencyKey` names; else the kind its `attrs.kind`
+    /// names, with `attrs.template` or the template of the latest touch of that kind; else
+    /// the latest action the campaign sent the contact. `None` when it names no action kind
+    /// or none was sent, with why.
+    pub(super) fn message_of(
+        &self,
+        event: &v1::TouchpointEvent,
+    ) -> Result<(v1::ActionKind, String), String> {
+        let campaign_id = event.campaign_id.as_str();
+        let ours = || {
+            self.state
+                .touches
+                .iter()
+                .rev()
+                .filter(move |t| t.campaign_id == campaign_id)
+        };
+        let key = super::text_attr(event, "idempotencyKey");
+        if !key.is_empty()
+            && let Some(t) = ours().find(|t| t.idempotency_key == key)
+        {
+            return Ok((t.kind(), t.template.clone()));
+        }
+        let named = super::text_attr(event, "kind");
+        let template = super::text_attr(event, "template");
+        if named.is_empty() {
+            return ours()
+                .next()
+                .map(|t| {
+                    let template = if template.is_empty() { t.template.clone() } else { template };
+                    (t.kind(), template)
+                })
+                .ok_or_else(|| {
+                    "names no action kind in `attrs.kind` and the campaign sent the contact no action it could be about".to_string()
+                });
+        }
+        let kind = crate::delivery::kind_named(&named)
+            .ok_or_else(|| format!("names `{named}` in `attrs.kind`, not an action kind"))?;
+        let template = if template.is_empty() {
+            ours()
+                .find(|t| t.kind() == kind)
+                .map(|t| t.template.clone())
+                .unwrap_or_default()
+        } else {
+            template
+        };
+        Ok((kind, template))
     }
 
     /// Keeps the touches an attribution window or a frequency cap still needs.
@@ -146,42 +197,67 @@ impl<'a> Run<'a> {
                 ),
             );
         }
-        let named = super::text_attr(event, "kind");
-        // Without a kind named, the confirmation is of the latest action the campaign sent
-        // the contact; with neither, only the campaign's totals can count it.
-        let latest = || {
-            self.state
-                .touches
-                .iter()
-                .rev()
-                .find(|t| t.campaign_id == campaign_id)
-                .map(v1::Touch::kind)
+        let (kind, template) = self.message_or_fault(event);
+        self.effects.push(Effect::Confirmed {
+            campaign_id: campaign_id.to_string(),
+            kind,
+            template,
+            outcome,
+        });
+    }
+
+    /// Counts what a contact did with one of the campaign's messages; one for a campaign the
+    /// contact never entered is a fault, not counted.
+    pub(super) fn engaged(&mut self, event: &v1::TouchpointEvent, engagement: Engagement) {
+        let campaign_id = event.campaign_id.as_str();
+        let Ok(j) = self.journey_index(campaign_id) else {
+            return self.fault(
+                campaign_id,
+                format!(
+                    "`{}` event `{}` for a campaign the contact never entered: not counted",
+                    event.r#type, event.id
+                ),
+            );
         };
-        let known = crate::delivery::kind_named(&named)
-            .or_else(|| if named.is_empty() { latest() } else { None });
-        let kind = match known {
-            Some(kind) => kind,
-            None => {
-                let why = if named.is_empty() {
-                    "names no action kind in `attrs.kind` and the campaign sent the contact no action to confirm".to_string()
-                } else {
-                    format!("names `{named}` in `attrs.kind`, not an action kind")
-                };
+        let (kind, template) = self.message_or_fault(event);
+        let marker = format!(
+            "{}/{template}/{}",
+            crate::validate::kind_name(kind),
+            engagement.name()
+        );
+        let engaged = &mut self.state.campaigns[j].engaged;
+        let unique = !engaged.contains(&marker);
+        if unique {
+            engaged.push(marker);
+        }
+        self.effects.push(Effect::Engaged {
+            campaign_id: campaign_id.to_string(),
+            kind,
+            template,
+            engagement,
+            unique,
+        });
+    }
+
+    /// [`Self::message_of`], or a fault and `Unspecified` (counted in the campaign's totals
+    /// only) when the touchpoint says of no known message.
+    pub(super) fn message_or_fault(
+        &mut self,
+        event: &v1::TouchpointEvent,
+    ) -> (v1::ActionKind, String) {
+        match self.message_of(event) {
+            Ok(message) => message,
+            Err(why) => {
                 self.fault(
-                    campaign_id,
+                    &event.campaign_id,
                     format!(
                         "`{}` event `{}` {why}: counted in the campaign's totals only",
                         event.r#type, event.id
                     ),
                 );
-                v1::ActionKind::Unspecified
+                (v1::ActionKind::Unspecified, String::new())
             }
-        };
-        self.effects.push(Effect::Confirmed {
-            campaign_id: campaign_id.to_string(),
-            kind,
-            outcome,
-        });
+        }
     }
 
     /// Marks the contact's enrollment in `campaign_id` as reached, once.

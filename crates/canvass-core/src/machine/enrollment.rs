@@ -83,6 +83,7 @@ impl<'a> Run<'a> {
         journey.state_entered_at = None;
         journey.variant.clear();
         journey.reached = false;
+        journey.engaged.clear();
         journey.converted_at = None;
         self.advance_stage(v1::LifecycleStage::Prospect);
         let journey = &mut self.state.campaigns[j];

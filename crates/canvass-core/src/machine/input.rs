@@ -72,6 +72,11 @@ impl<'a> Run<'a> {
         {
             self.confirmed(event, outcome);
         }
+        if !event.campaign_id.is_empty()
+            && let Some(engagement) = crate::machine::Engagement::of(&event.r#type)
+        {
+            self.engaged(event, engagement);
+        }
         if !event.campaign_id.is_empty() && REACHED_EVENTS.contains(&event.r#type.as_str()) {
             self.reached(&event.campaign_id);
         }

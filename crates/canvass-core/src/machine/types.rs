@@ -204,6 +204,44 @@ pub enum EnrollCause {
     },
 }
 
+/// What a contact did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engagement {
+    /// `email.opened`.
+    Opened,
+    /// `link.clicked`.
+    Clicked,
+    /// `unsubscribed`.
+    Unsubscribed,
+    /// `spam.reported`.
+    SpamReported,
+}
+
+impl Engagement {
+    /// The engagement a touchpoint of `event_type` reports, if it is one.
+    #[must_use]
+    pub fn of(event_type: &str) -> Option<Self> {
+        match event_type {
+            "email.opened" => Some(Self::Opened),
+            "link.clicked" => Some(Self::Clicked),
+            "unsubscribed" => Some(Self::Unsubscribed),
+            "spam.reported" => Some(Self::SpamReported),
+            _ => None,
+        }
+    }
+
+    /// Its name in the contact's `engaged` markers.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Clicked => "clicked",
+            Self::Unsubscribed => "unsubscribed",
+            Self::SpamReported => "spam",
+        }
+    }
+}
+
 /// Why an enrollment did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
@@ -304,8 +342,25 @@ pub enum Effect {
         campaign_id: String,
         /// The action's kind (`Unspecified` when the confirmation does not say).
         kind: v1::ActionKind,
+        /// Its template, if known.
+        template: String,
         /// What became of it.
         outcome: v1::DeliveryOutcome,
+    },
+    /// A contact opened, clicked, unsubscribed from or reported as spam one of the campaign's
+    /// messages (a touchpoint naming the campaign).
+    Engaged {
+        /// Campaign.
+        campaign_id: String,
+        /// The message's kind (`Unspecified` when the touchpoint does not say).
+        kind: v1::ActionKind,
+        /// Its template, if known.
+        template: String,
+        /// What the contact did.
+        engagement: Engagement,
+        /// The first time in this enrollment for this message and engagement (what the
+        /// unique opens and clicks count).
+        unique: bool,
     },
     /// One of the campaign's actions was confirmed delivered to the contact for the first time
     /// in this enrollment.
@@ -436,6 +491,7 @@ impl Effect {
             | Self::Withheld { campaign_id, .. }
             | Self::Reached { campaign_id, .. }
             | Self::Confirmed { campaign_id, .. }
+            | Self::Engaged { campaign_id, .. }
             | Self::Attributed { campaign_id, .. }
             | Self::ArmPurchase { campaign_id, .. }
             | Self::Lead { campaign_id, .. }
