@@ -1317,7 +1317,8 @@ fn satisfaction_complaints_and_faults_of_a_hand_worked_fixture() {
 /// Day 0: n1, n2, n3 delivered, n4 bounced. Day 1: n1 opens twice and clicks, n2 opens and
 /// reports spam, n3 unsubscribes (all of news-1, the latest message). Day 7: news-2 to all
 /// four. Day 8: n1's news-2 delivered and opened (a new message: unique again); n2 opens
-/// news-1 again, named by its key (not unique). Day 9: n1 buys for 40, credited to news-2.
+/// news-1 again, named by its key (not unique). Day 9: n1 buys for 40, credited to news-2
+/// (sent two days before). Day 60: n3 buys for 15, past every window: unattributed.
 fn engagement_input() -> String {
     let spec = json!({
         "id": "news", "version": 1, "initialState": "first",
@@ -1374,6 +1375,14 @@ fn engagement_input() -> String {
         "n1",
         &day(9),
         json!({"attrs": {"product": "B", "amount": "40"}}),
+    ));
+    // Past every window: revenue no campaign is credited with.
+    lines.push(event(
+        "late-buy",
+        "purchase",
+        "n3",
+        "2026-05-31T09:00:00Z",
+        json!({"attrs": {"product": "B", "amount": "15"}}),
     ));
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
@@ -1471,6 +1480,13 @@ fn engagement_and_unit_economics_of_a_hand_worked_campaign() {
     assert!(close(&e["returnOnSpend"], 50.0), "{e}");
     assert_eq!(e["averageOrderValue"], "40.00", "{e}");
     assert_eq!(e["revenuePerRecipient"], "10.00", "{e}");
+    // Two days from news-2 to the purchase: the bucket up to three days.
+    assert_eq!(e["timeToConvertP50Ms"], 259_200_000, "{e}");
+    assert_eq!(
+        r["revenue"],
+        json!({"total": "55.00", "events": 2, "attributed": "40.00", "attributedEvents": 1,
+               "unattributed": "15.00"})
+    );
 
     let weeks = c["weeks"].as_array().unwrap();
     assert_eq!(
@@ -1515,6 +1531,7 @@ fn engagement_and_unit_economics_of_a_hand_worked_campaign() {
         "news-2",
         "2026-W15",
         "return on spend 50.00x",
+        "15.00 unattributed",
     ] {
         assert!(table.contains(expected), "{expected} in\n{table}");
     }

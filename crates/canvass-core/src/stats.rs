@@ -109,6 +109,28 @@ pub fn latency_bucket(millis: u64) -> usize {
 /// fall; `None` without any count, `u64::MAX` when it falls in the open last bucket.
 #[must_use]
 pub fn latency_quantile(buckets: &[u64], quantile: f64) -> Option<u64> {
+    bucket_quantile(buckets, &LATENCY_BOUNDS_MS, quantile)
+}
+
+/// Upper bounds (exclusive, ms) of the buckets of the time from a campaign's last touch to
+/// the conversion credited to it: an hour, six hours, then days 1, 2, 3, 7, 14, 30, 60, 90.
+pub const CONVERSION_BOUNDS_MS: [u64; 10] = [
+    3_600_000,
+    21_600_000,
+    86_400_000,
+    172_800_000,
+    259_200_000,
+    604_800_000,
+    1_209_600_000,
+    2_592_000_000,
+    5_184_000_000,
+    7_776_000_000,
+];
+
+/// The smallest bound of `bounds` at or below which `quantile` (0..=1) of what `buckets`
+/// counted falls; `None` without any count, `u64::MAX` in the open last bucket.
+#[must_use]
+pub fn bucket_quantile(buckets: &[u64], bounds: &[u64], quantile: f64) -> Option<u64> {
     let total: u64 = buckets.iter().sum();
     if total == 0 {
         return None;
@@ -124,7 +146,7 @@ pub fn latency_quantile(buckets: &[u64], quantile: f64) -> Option<u64> {
     for (i, count) in buckets.iter().enumerate() {
         seen += count;
         if seen >= rank {
-            return Some(LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(u64::MAX));
+            return Some(bounds.get(i).copied().unwrap_or(u64::MAX));
         }
     }
     None
@@ -302,7 +324,17 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
             c.reached += 1;
             c.arms.entry(arm.clone()).or_default().reached += 1;
         }
-        Effect::Attributed { shares, .. } => {
+        Effect::Attributed {
+            shares, since_touch, ..
+        } => {
+            let bucket = CONVERSION_BOUNDS_MS
+                .iter()
+                .position(|bound| *since_touch < *bound)
+                .unwrap_or(CONVERSION_BOUNDS_MS.len());
+            if c.conversion_buckets.len() <= CONVERSION_BOUNDS_MS.len() {
+                c.conversion_buckets.resize(CONVERSION_BOUNDS_MS.len() + 1, 0);
+            }
+            c.conversion_buckets[bucket] += 1;
             let total = shares
                 .iter()
                 .fold(Shares::default(), |sum, (_, s)| sum.plus(s));
@@ -352,7 +384,9 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
         Effect::EnrollmentSkipped { .. }
         | Effect::ScheduleTimer { .. }
         | Effect::CancelTimer { .. }
-        | Effect::Fault { .. } => {}
+        | Effect::Fault { .. }
+        // The engine's totals (`InputCounters`), not a campaign's.
+        | Effect::Revenue { .. } => {}
     }
 }
 
@@ -501,6 +535,17 @@ pub fn merge(into: &mut v1::CampaignCounters, other: &v1::CampaignCounters) {
     for (to, n) in into.latency_buckets.iter_mut().zip(&other.latency_buckets) {
         *to += n;
     }
+    if into.conversion_buckets.len() < other.conversion_buckets.len() {
+        into.conversion_buckets
+            .resize(other.conversion_buckets.len(), 0);
+    }
+    for (to, n) in into
+        .conversion_buckets
+        .iter_mut()
+        .zip(&other.conversion_buckets)
+    {
+        *to += n;
+    }
     if let Some(l) = &other.leads {
         let to = into.leads.get_or_insert_default();
         to.opened += l.opened;
@@ -519,6 +564,27 @@ pub fn merge(into: &mut v1::CampaignCounters, other: &v1::CampaignCounters) {
         to.expired += c.expired;
         to.sent_late += c.sent_late;
     }
+}
+
+/// Counts revenue that arrived in the engine's totals, with what campaigns were credited.
+pub fn record_revenue(inputs: &mut v1::InputCounters, amount: Decimal, credited: &Shares) {
+    add_money(&mut inputs.revenue, amount);
+    inputs.revenue_events += 1;
+    let to = inputs.credited.get_or_insert_default();
+    add_money(&mut to.last_touch, credited.last_touch);
+    add_money(&mut to.first_touch, credited.first_touch);
+    add_money(&mut to.linear, credited.linear);
+    if *credited != Shares::default() {
+        to.conversions += 1;
+    }
+}
+
+/// Adds one partition's input counters to those of the others.
+pub fn merge_inputs(into: &mut v1::InputCounters, other: &v1::InputCounters) {
+    into.late_events += other.late_events;
+    add_text(&mut into.revenue, &other.revenue);
+    into.revenue_events += other.revenue_events;
+    merge_attribution(&mut into.credited, other.credited.as_ref());
 }
 
 fn merge_attribution(to: &mut Option<v1::Attribution>, other: Option<&v1::Attribution>) {

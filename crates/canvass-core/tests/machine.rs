@@ -275,12 +275,22 @@ fn render(e: &Effect) -> String {
         Effect::Reached { campaign_id, arm } => {
             format!("reached {campaign_id}{}", arm_suffix(arm))
         }
+        Effect::Revenue { amount, credited } => format!(
+            "revenue {amount} credited last={} first={} linear={}",
+            credited.last_touch,
+            credited.first_touch,
+            credited.linear.round_dp(4)
+        ),
         Effect::Attributed {
             campaign_id,
             amount,
             shares,
+            since_touch,
         } => {
-            let mut s = format!("attributed {campaign_id} of {amount}:");
+            let mut s = format!(
+                "attributed {campaign_id} of {amount} {}h after its touch:",
+                since_touch / 3_600_000
+            );
             for (kind, share) in shares {
                 s.push_str(&format!(
                     " {} last={} first={} linear={}",
@@ -774,7 +784,9 @@ fn purchase_events_extend_the_contact_history_seen_by_conditions() {
     w.contact(r#"{"id": "p1", "purchases": [{"product": "A", "amount": "40", "at": "2025-12-01T00:00:00Z"}]}"#);
     check(
         w.event(0, "purchase", r#"{"product": "B", "amount": 30}"#),
-        expect![""],
+        expect![[r#"
+            revenue 30 credited last=0 first=0 linear=0
+        "#]],
     );
     check(
         w.event(
@@ -783,6 +795,7 @@ fn purchase_events_extend_the_contact_history_seen_by_conditions() {
             r#"{"product": "C", "amount": "35.5", "order_id": "o-3"}"#,
         ),
         expect![[r#"
+            revenue 35.5 credited last=0 first=0 linear=0
             enrolled loyal v1 (trigger ev2)
             loyal: * -> watch (e1)
             loyal: watch -> thank (e2)
@@ -1000,8 +1013,9 @@ fn revenue_is_credited_to_the_touches_within_their_windows_by_each_model() {
     check(
         w.event(100, "purchase", r#"{"product": "A", "amount": "90"}"#),
         expect![[r#"
-            attributed news of 90: EMAIL last=0 first=90 linear=30 POSTAL_MAIL last=0 first=0 linear=30
-            attributed promo of 90: SMS last=90 first=0 linear=30
+            attributed news of 90 52h after its touch: EMAIL last=0 first=90 linear=30 POSTAL_MAIL last=0 first=0 linear=30
+            attributed promo of 90 40h after its touch: SMS last=90 first=0 linear=30
+            revenue 90 credited last=90 first=90 linear=90
             arm purchase news 90 (converted)
             arm purchase promo 90 (converted)
         "#]],
@@ -1010,8 +1024,9 @@ fn revenue_is_credited_to_the_touches_within_their_windows_by_each_model() {
     check(
         w.event(132, "purchase", r#"{"product": "A", "amount": "10"}"#),
         expect![[r#"
-            attributed news of 10: EMAIL last=0 first=10 linear=3.33 POSTAL_MAIL last=0 first=0 linear=3.33
-            attributed promo of 10: SMS last=10 first=0 linear=3.34
+            attributed news of 10 84h after its touch: EMAIL last=0 first=10 linear=3.33 POSTAL_MAIL last=0 first=0 linear=3.33
+            attributed promo of 10 72h after its touch: SMS last=10 first=0 linear=3.34
+            revenue 10 credited last=10 first=10 linear=10.00
             arm purchase news 10
             arm purchase promo 10
         "#]],
@@ -1020,14 +1035,17 @@ fn revenue_is_credited_to_the_touches_within_their_windows_by_each_model() {
     check(
         w.event(133, "purchase", r#"{"product": "A", "amount": 6}"#),
         expect![[r#"
-            attributed news of 6: EMAIL last=0 first=6 linear=3 POSTAL_MAIL last=6 first=0 linear=3
+            attributed news of 6 85h after its touch: EMAIL last=0 first=6 linear=3 POSTAL_MAIL last=6 first=0 linear=3
+            revenue 6 credited last=6 first=6 linear=6
             arm purchase news 6
         "#]],
     );
     // Past news' ten days (48h + 240h) nothing is credited and the touches are dropped.
     check(
         w.event(289, "purchase", r#"{"product": "A", "amount": 1}"#),
-        expect![""],
+        expect![[r#"
+            revenue 1 credited last=0 first=0 linear=0
+        "#]],
     );
     assert!(w.state.touches.is_empty());
 
@@ -1075,7 +1093,8 @@ fn a_revenue_event_without_an_amount_is_reported() {
     check(
         w.event(2, "opportunity.won", r#"{"amount": 1200}"#),
         expect![[r#"
-            attributed news of 1200: EMAIL last=1200 first=1200 linear=1200
+            attributed news of 1200 2h after its touch: EMAIL last=1200 first=1200 linear=1200
+            revenue 1200 credited last=1200 first=1200 linear=1200
             arm purchase news 1200 (converted)
         "#]],
     );
@@ -1267,7 +1286,10 @@ fn split_arms_count_conversions_and_revenue_holdout_included() {
     w.switch_to(r#"{"id": "p2"}"#);
     check(
         w.event(10, "purchase", r#"{"amount": 50}"#),
-        expect!["arm purchase ab arm=holdout 50 (converted)\n"],
+        expect![[r#"
+            revenue 50 credited last=0 first=0 linear=0
+            arm purchase ab arm=holdout 50 (converted)
+        "#]],
     );
     w.switch_to(r#"{"id": "p1"}"#);
     w.event(20, "purchase", r#"{"amount": 20}"#);
@@ -1450,7 +1472,8 @@ fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
     check(
         w.event(20, "opportunity.won", r#"{"amount": "5000"}"#),
         expect![[r#"
-            attributed leads of 5000: EMAIL last=0 first=5000 linear=2500 SALES_HANDOFF last=5000 first=0 linear=2500
+            attributed leads of 5000 19h after its touch: EMAIL last=0 first=5000 linear=2500 SALES_HANDOFF last=5000 first=0 linear=2500
+            revenue 5000 credited last=5000 first=5000 linear=5000
             arm purchase leads 5000 (converted)
             lead leads leads/v1/e2/a0/p1 Won(5000)
         "#]],

@@ -133,16 +133,14 @@ pub fn counters_over(figures: &[v1::PartitionFigures], campaign: &str) -> v1::Ca
     total
 }
 
-/// The input counters (late events) of the partitions `figures` tell of, summed.
+/// The input counters (late events, revenue) of the partitions `figures` tell of, summed.
 #[must_use]
 pub fn input_counters_over(figures: &[v1::PartitionFigures]) -> v1::InputCounters {
-    v1::InputCounters {
-        late_events: figures
-            .iter()
-            .filter_map(|f| f.inputs.as_ref())
-            .map(|i| i.late_events)
-            .sum(),
+    let mut total = v1::InputCounters::default();
+    for inputs in figures.iter().filter_map(|f| f.inputs.as_ref()) {
+        canvass_core::stats::merge_inputs(&mut total, inputs);
     }
+    total
 }
 
 /// A campaign's counters, summed over the partitions.
@@ -160,14 +158,14 @@ pub fn counters(
     Ok(total)
 }
 
-/// The input counters (late events), summed over the partitions.
+/// The input counters (late events, revenue), summed over the partitions.
 ///
 /// # Errors
 /// A store error.
 pub fn input_counters(stores: &Stores) -> Result<v1::InputCounters, canvass_store::Error> {
     let mut total = v1::InputCounters::default();
     for store in stores.iter() {
-        total.late_events += store.input_counters()?.late_events;
+        canvass_core::stats::merge_inputs(&mut total, &store.input_counters()?);
     }
     Ok(total)
 }

@@ -8,7 +8,7 @@
 //! unsubscribe and spam rates = unsubscribes or spam reports / delivered. An open or a click
 //! is *unique* the first time in an enrollment for one message (kind and template).
 
-use canvass_core::stats::money;
+use canvass_core::stats::{CONVERSION_BOUNDS_MS, bucket_quantile, money};
 use canvass_proto::v1;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde::{Deserialize, Serialize};
@@ -118,10 +118,17 @@ pub struct Economics {
     /// Revenue / treated contacts (enrolled, not held out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revenue_per_recipient: Option<String>,
+    /// Median time from the campaign's last touch to a conversion credited to it, as the
+    /// upper bound of its bucket (ms); `u64::MAX` means longer than 90 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_convert_p50_ms: Option<u64>,
+    /// 90th percentile, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_convert_p90_ms: Option<u64>,
 }
 
 /// The unit economics of `revenue` from `conversions` at `cost` over `treated` contacts, in
-/// a currency of `decimals` minor digits.
+/// a currency of `decimals` minor digits, and the time to convert from the counted buckets.
 #[must_use]
 pub fn economics(
     revenue: Decimal,
@@ -129,7 +136,9 @@ pub fn economics(
     cost: Decimal,
     treated: u64,
     decimals: u32,
+    conversion_buckets: &[u64],
 ) -> Economics {
+    let delay = |q| bucket_quantile(conversion_buckets, &CONVERSION_BOUNDS_MS, q);
     let per = |amount: Decimal, n: u64| {
         (n > 0).then(|| text((amount / Decimal::from(n)).round_dp(decimals)))
     };
@@ -140,6 +149,8 @@ pub fn economics(
             .flatten(),
         average_order_value: per(revenue, conversions),
         revenue_per_recipient: per(revenue, treated),
+        time_to_convert_p50_ms: delay(0.5),
+        time_to_convert_p90_ms: delay(0.9),
     }
 }
 
@@ -336,7 +347,7 @@ mod tests {
             (r.delivery_rate, r.open_rate, r.click_to_open_rate),
             (None, None, None)
         );
-        let e = economics(Decimal::ZERO, 0, Decimal::ZERO, 0, 2);
+        let e = economics(Decimal::ZERO, 0, Decimal::ZERO, 0, 2, &[]);
         assert_eq!(e.cost_per_conversion, None);
         assert_eq!(e.return_on_spend, None);
     }

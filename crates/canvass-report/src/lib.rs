@@ -108,8 +108,44 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indirect: Option<IndirectCost>,
     /// Events applied later than the allowed lateness (at the clock's time, not their own):
-    /// set by the caller from the engine's input counters.
+    /// set by the caller from the engine's input counters ([`Report::with_inputs`]).
     pub late_events: u64,
+    /// All revenue the engine saw, and how much of it no campaign was credited with: set
+    /// likewise.
+    pub revenue: RevenueTotals,
+}
+
+/// Every purchase and won opportunity, against what the campaigns were credited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevenueTotals {
+    /// All of it.
+    pub total: String,
+    /// Purchases and won opportunities.
+    pub events: u64,
+    /// Credited to campaigns under the report's model.
+    pub attributed: String,
+    /// Of the events, those credited to a campaign.
+    pub attributed_events: u64,
+    /// total - attributed.
+    pub unattributed: String,
+}
+
+impl Report {
+    /// Completes the report with the engine's input counters, summed over the partitions:
+    /// late events and revenue totals.
+    pub fn with_inputs(&mut self, inputs: &v1::InputCounters) {
+        self.late_events = inputs.late_events;
+        let total = money(&inputs.revenue);
+        let attributed = self.model.pick(inputs.credited.as_ref());
+        self.revenue = RevenueTotals {
+            total: text(total),
+            events: inputs.revenue_events,
+            attributed: text(attributed),
+            attributed_events: inputs.credited.as_ref().map_or(0, |c| c.conversions),
+            unattributed: text(total - attributed),
+        };
+    }
 }
 
 /// Cost, revenue and ROI of a channel's actions in one currency.
@@ -564,6 +600,7 @@ pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
     Report {
         model: options.model,
         late_events: 0,
+        revenue: RevenueTotals::default(),
         campaigns: reports,
         channels: channels
             .into_iter()
@@ -799,6 +836,7 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal, shared: &str) 
             total_cost,
             treated,
             decimals,
+            &c.conversion_buckets,
         ),
         weeks: engagement::periods(c, engagement::Rollup::Week),
         months: engagement::periods(c, engagement::Rollup::Month),

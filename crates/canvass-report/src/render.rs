@@ -71,6 +71,19 @@ pub fn text(report: &Report) -> String {
         let _ = writeln!(out, "Segments ({model})");
         let _ = writeln!(out, "{}\n", segment_table(&report.segments));
     }
+    let r = &report.revenue;
+    if r.events > 0 {
+        let _ = writeln!(
+            out,
+            "Revenue {} from {} purchases and won opportunities: {} credited to campaigns ({} of them, {}), {} unattributed.\n",
+            r.total,
+            r.events,
+            r.attributed,
+            r.attributed_events,
+            serde_plain(report.model),
+            r.unattributed
+        );
+    }
     if report.late_events > 0 {
         let _ = writeln!(
             out,

@@ -105,8 +105,8 @@ impl ReportService for Reports {
                 allocation,
             },
         );
-        // As `canvass report` counts them: the late events over every partition.
-        report.late_events = input_counters_over(&figures).late_events;
+        // As `canvass report` counts them: late events and revenue over every partition.
+        report.with_inputs(&input_counters_over(&figures));
         let report_json = json(&report)?;
         Ok(Response::new(v1::GetPerformanceReportResponse {
             report: Some(typed(&report_json)?),

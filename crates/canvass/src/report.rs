@@ -307,6 +307,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         },
     };
     let mut report = canvass_report::build(&data, &options);
-    report.late_events = canvass_engine::reports::input_counters(engine.stores())?.late_events;
+    report.with_inputs(&canvass_engine::reports::input_counters(engine.stores())?);
     print_as(args, &report, render::csv, render::text, Some(svg::funnel))
 }

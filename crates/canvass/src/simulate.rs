@@ -262,7 +262,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .map(|d| (d.id.clone(), d.counters.clone()))
         .collect();
     let counters = tally.counters;
-    let late_events = canvass_engine::reports::input_counters(store)?.late_events;
+    let input_counters = canvass_engine::reports::input_counters(store)?;
+    let late_events = input_counters.late_events;
     let inputs = InputSummary {
         contacts: counters.contacts_upserted,
         events: counters.events,
@@ -294,7 +295,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     out.summary(&summary)?;
     if args.report {
         let mut report = canvass_report::build(&campaigns, &canvass_report::Options::default());
-        report.late_events = late_events;
+        report.with_inputs(&input_counters);
         if args.json {
             writeln!(out.out, "{}", serde_json::json!({ "report": report }))?;
         } else {

@@ -11,6 +11,10 @@ use crate::{
 
 use super::{Effect, Engagement, MAX_TOUCHES, Run, Shares, arm_of};
 
+/// One campaign's credit for a revenue: the campaign, its credit per kind, and its latest
+/// touch credited.
+type Credit = (String, Vec<(v1::ActionKind, Shares)>, UnixMillis);
+
 impl<'a> Run<'a> {
     /// How long a touch of `campaign_id` can be credited with revenue (unknown campaigns: none).
     pub(super) fn window(&self, campaign_id: &str) -> Option<SpanMillis> {
@@ -127,7 +131,7 @@ impl<'a> Run<'a> {
                 .and_then(|c| c.budget.as_ref())
                 .map_or(2, |b| crate::stats::minor_units(&b.currency));
             let (share, remainder) = crate::stats::split_money(amount, touches.len(), decimals);
-            let mut credits: Vec<(String, Vec<(v1::ActionKind, Shares)>)> = Vec::new();
+            let mut credits: Vec<Credit> = Vec::new();
             let n = touches.len();
             for (i, t) in touches.iter().enumerate() {
                 let is_last = i + 1 == n;
@@ -137,26 +141,39 @@ impl<'a> Run<'a> {
                     linear: if is_last { remainder } else { share },
                 };
                 let kind = t.kind();
-                let at = match credits.iter().position(|(c, _)| *c == t.campaign_id) {
+                let touched = t.at.as_ref().map_or(now, UnixMillis::from_proto);
+                let at = match credits.iter().position(|(c, _, _)| *c == t.campaign_id) {
                     Some(at) => at,
                     None => {
-                        credits.push((t.campaign_id.clone(), Vec::new()));
+                        credits.push((t.campaign_id.clone(), Vec::new(), touched));
                         credits.len() - 1
                     }
                 };
+                credits[at].2 = credits[at].2.max(touched);
                 let kinds = &mut credits[at].1;
                 match kinds.iter_mut().find(|(k, _)| *k == kind) {
                     Some((_, sum)) => *sum = sum.plus(&s),
                     None => kinds.push((kind, s)),
                 }
             }
-            for (campaign_id, shares) in credits {
+            let mut credited = Shares::default();
+            for (campaign_id, shares, touched) in credits {
+                for (_, s) in &shares {
+                    credited = credited.plus(s);
+                }
                 self.effects.push(Effect::Attributed {
                     campaign_id,
                     amount,
                     shares,
+                    since_touch: u64::try_from(now.0 - touched.0).unwrap_or(0),
                 });
             }
+            self.effects.push(Effect::Revenue { amount, credited });
+        } else {
+            self.effects.push(Effect::Revenue {
+                amount,
+                credited: Shares::default(),
+            });
         }
         let now = self.now;
         for j in 0..self.state.campaigns.len() {

@@ -379,6 +379,16 @@ pub enum Effect {
         amount: Decimal,
         /// The campaign's credit per channel (action kind), by model.
         shares: Vec<(v1::ActionKind, Shares)>,
+        /// Milliseconds from the campaign's latest touch credited to the revenue.
+        since_touch: u64,
+    },
+    /// Revenue arrived (a purchase, a won opportunity), whether or not a campaign is
+    /// credited: the engine's totals, beside what the campaigns were credited.
+    Revenue {
+        /// Its amount.
+        amount: Decimal,
+        /// What the campaigns were credited, all together, by model.
+        credited: Shares,
     },
     /// A customer-facing action was held back by a frequency cap or quiet hours, or a
     /// deferred one was finally sent or dropped.
@@ -463,7 +473,8 @@ pub enum Effect {
 
 impl Effect {
     /// Whether the campaign counters count it (`stats::record`): not the bookkeeping of
-    /// timers, a skipped enrollment or a fault, which change no figure.
+    /// timers, a skipped enrollment or a fault, which change no figure, nor the engine's
+    /// revenue totals.
     #[must_use]
     pub fn counted(&self) -> bool {
         !matches!(
@@ -472,6 +483,7 @@ impl Effect {
                 | Self::CancelTimer { .. }
                 | Self::EnrollmentSkipped { .. }
                 | Self::Fault { .. }
+                | Self::Revenue { .. }
         ) && !self.campaign_id().is_empty()
     }
 
@@ -497,6 +509,8 @@ impl Effect {
             | Self::Lead { campaign_id, .. }
             | Self::Capped { campaign_id, .. } => campaign_id,
             Self::Action(a) => &a.campaign_id,
+            // The engine's, not a campaign's.
+            Self::Revenue { .. } => "",
             Self::ScheduleTimer { id, .. } | Self::CancelTimer { id, .. } => &id.campaign_id,
         }
     }

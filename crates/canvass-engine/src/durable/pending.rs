@@ -155,13 +155,7 @@ impl Pending {
         self.action_index = 0;
         self.last_seq = Some(entry.seq);
         if entry.late {
-            // Read once per batch with a late event: most have none.
-            let counters = match self.input_counters.take() {
-                Some(c) => c,
-                None => self.store.input_counters()?,
-            };
-            let counters = self.input_counters.insert(counters);
-            counters.late_events += 1;
+            self.inputs()?.late_events += 1;
             self.report.late_events += 1;
         }
         match &entry.input {
@@ -289,6 +283,15 @@ impl Pending {
         }
     }
 
+    /// The partition's input counters, read once per batch that changes them (most do not).
+    fn inputs(&mut self) -> Result<&mut v1::InputCounters> {
+        let counters = match self.input_counters.take() {
+            Some(c) => c,
+            None => self.store.input_counters()?,
+        };
+        Ok(self.input_counters.insert(counters))
+    }
+
     pub(super) fn counters(&mut self, campaign: &str) -> Result<&mut v1::CampaignCounters> {
         if !self.counters.contains_key(campaign) {
             let stored = self.store.counters(campaign)?;
@@ -313,6 +316,9 @@ impl Pending {
             }
         }
         match effect {
+            Effect::Revenue { amount, credited } => {
+                stats::record_revenue(self.inputs()?, *amount, credited);
+            }
             Effect::Action(action) => {
                 // Numbered per log entry: one entry (a launch) may step many contacts.
                 let position = (seq, self.action_index);
