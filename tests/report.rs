@@ -170,6 +170,25 @@ fn texts(rows: &Value, fields: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The texts of an SVG chart with their `y`, in document order.
+fn svg_texts(svg: &str) -> Vec<(String, f64)> {
+    svg.split("<text ")
+        .skip(1)
+        .filter_map(|t| {
+            let y = t.split("y=\"").nth(1)?.split('"').next()?.parse().ok()?;
+            let text = t.split('>').nth(1)?.split('<').next()?.trim().to_string();
+            Some((text, y))
+        })
+        .collect()
+}
+
+/// A PNG image, 900 pixels wide (its signature and header).
+fn assert_png(bytes: &[u8]) {
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 900);
+}
+
 fn close(v: &Value, expected: f64) -> bool {
     v.as_f64().is_some_and(|v| (v - expected).abs() < 1e-9)
 }
@@ -431,12 +450,39 @@ fn table_csv_and_svg_say_the_same_and_replay_gives_the_same_report() {
     }
 
     let svg = dir.path().join("funnel.svg");
-    report(&data, &["--svg", &svg.display().to_string()]);
+    let png = dir.path().join("funnel.png");
+    report(
+        &data,
+        &[
+            "--svg",
+            &svg.display().to_string(),
+            "--png",
+            &png.display().to_string(),
+        ],
+    );
     let svg = std::fs::read_to_string(svg).unwrap();
-    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
-    for label in [">mail<", ">opened<", ">silent<", "3 (100.0%)", "1 (33.3%)"] {
-        assert!(svg.contains(label), "{label} not in the chart");
+    assert!(svg.starts_with("<svg "), "{svg}");
+    let texts = svg_texts(&svg);
+    let y = |label: &str| {
+        texts
+            .iter()
+            .find(|(t, _)| t == label)
+            .unwrap_or_else(|| panic!("{label} not in the chart: {texts:?}"))
+            .1
+    };
+    // Journey order top to bottom, the goal marked; the date range and the currency shown.
+    assert!(y("mail") < y("opened (goal)") && y("opened (goal)") < y("silent"));
+    for label in ["3 (100.0%)", "1 (33.3%)"] {
+        y(label);
     }
+    assert!(
+        texts.iter().any(
+            |(t, _)| t.starts_with("spring funnel, 2026-04-01 to 2026-04-")
+                && t.ends_with("cost 0.20 EUR")
+        ),
+        "{texts:?}"
+    );
+    assert_png(&std::fs::read(png).unwrap());
 
     // The counters are projections of the log: replay rebuilds the same report.
     let out = canvass(&["replay", "--data", &data]);
@@ -679,12 +725,33 @@ fn customer_value_of_the_fixture() {
     );
 
     let svg = dir.path().join("tiers.svg");
-    report(&data, &["--value", "--svg", &svg.display().to_string()]);
-    let svg = std::fs::read_to_string(svg).unwrap();
-    assert!(
-        svg.contains("Value pyramid") && svg.contains("tier A") && svg.contains("60.0% (119.90)"),
-        "{svg}"
+    let png = dir.path().join("tiers.png");
+    report(
+        &data,
+        &[
+            "--value",
+            "--svg",
+            &svg.display().to_string(),
+            "--png",
+            &png.display().to_string(),
+        ],
     );
+    let texts: Vec<String> = svg_texts(&std::fs::read_to_string(svg).unwrap())
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    for expected in [
+        "tier A",
+        "1 customers, 60.0% of value (119.90), 0 churned",
+        "Satisfaction per period: NPS (-100 to 100) and mean score x 10",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == expected),
+            "{expected} in {texts:?}"
+        );
+    }
+    assert!(texts.iter().any(|t| t.starts_with("Value pyramid as of")));
+    assert_png(&std::fs::read(png).unwrap());
 
     let out = canvass(&["report", "--data", &data, "--value", "--tiers", "50,60,10"]);
     assert!(!out.status.success());

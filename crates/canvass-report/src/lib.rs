@@ -5,6 +5,7 @@
 //! Pure: the caller reads the counters (from the store, or a simulation) and renders the
 //! [`Report`] as a table, CSV, JSON or SVG.
 
+pub mod charts;
 pub mod density;
 pub mod engagement;
 pub mod flat;
@@ -12,7 +13,6 @@ pub mod leads;
 pub mod render;
 pub mod satisfaction;
 pub mod significance;
-pub mod svg;
 pub mod value;
 
 use std::collections::BTreeMap;

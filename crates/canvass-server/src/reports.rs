@@ -6,7 +6,7 @@ use std::str::FromStr;
 use canvass_core::UnixMillis;
 use canvass_engine::reports::{campaign_data_over, input_counters_over, partition_figures};
 use canvass_proto::v1;
-use canvass_report::{Allocation, Model, Options, svg, value::ValueOptions};
+use canvass_report::{Allocation, Model, Options, charts::Format, value::ValueOptions};
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
@@ -36,6 +36,13 @@ fn unreadable(reason: String) -> Status {
 fn typed<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, Status> {
     canvass_proto::json::from_str(json)
         .map_err(|e| Status::internal(format!("the report does not fit its message: {e}")))
+}
+
+/// A chart drawn as SVG, as the message's text.
+fn chart_svg(drawn: Result<Vec<u8>, String>) -> Result<String, Status> {
+    drawn
+        .and_then(|svg| String::from_utf8(svg).map_err(|e| e.to_string()))
+        .map_err(Status::internal)
 }
 
 fn json<T: serde::Serialize>(report: &T) -> Result<String, Status> {
@@ -111,7 +118,7 @@ impl ReportService for Reports {
         Ok(Response::new(v1::GetPerformanceReportResponse {
             report: Some(typed(&report_json)?),
             report_json,
-            funnel_svg: svg::funnel(&report),
+            funnel_svg: chart_svg(canvass_report::charts::performance(&report, Format::Svg))?,
         }))
     }
 
@@ -198,7 +205,7 @@ impl ReportService for Reports {
         Ok(Response::new(v1::GetValueReportResponse {
             report: Some(typed(&report_json)?),
             report_json,
-            pyramid_svg: svg::tiers(&report),
+            pyramid_svg: chart_svg(canvass_report::charts::value(&report, Format::Svg))?,
         }))
     }
 

@@ -8,7 +8,12 @@ use canvass_engine::{
     Partitions,
     reports::{campaign_data, contact_states, customers},
 };
-use canvass_report::{Allocation, Model, Options, render, svg, value::ValueOptions};
+use canvass_report::{
+    Allocation, Model, Options,
+    charts::{self, Format},
+    render,
+    value::ValueOptions,
+};
 use clap::ValueEnum;
 use rust_decimal::Decimal;
 
@@ -55,10 +60,14 @@ pub struct Args {
     /// Print the report as CSV (campaign,section,item,metric,value).
     #[arg(long)]
     csv: bool,
-    /// Also write the report's chart as SVG to this file: the campaigns' funnels, or with
-    /// `--value` the value pyramid.
+    /// Also write the report's chart as SVG to this file: each campaign's funnel and its
+    /// open and click rates per week, or with `--value` the value pyramid and satisfaction
+    /// per period.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Also write the same chart as a PNG image to this file.
+    #[arg(long)]
+    png: Option<PathBuf>,
     /// Report on customers instead of campaigns: value, RFM, CLV, the value pyramid (tiers),
     /// churn per tier and period, lifecycle stages and source channels.
     #[arg(long, conflicts_with_all = ["campaigns", "indirect_cost"])]
@@ -117,14 +126,17 @@ fn leads(args: &Args, engine: &Partitions) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// A report's chart, drawn in a format.
+type Chart<T> = fn(&T, Format) -> Result<Vec<u8>, String>;
+
 /// Prints a report as the flags ask (JSON, CSV or tables) and writes its chart, if any, to
-/// the `--svg` file.
+/// the `--svg` and `--png` files.
 fn print_as<T: serde::Serialize + ?Sized>(
     args: &Args,
     report: &T,
     csv: fn(&T) -> Result<String, render::CsvError>,
     text: fn(&T) -> String,
-    chart: Option<fn(&T) -> String>,
+    chart: Option<Chart<T>>,
 ) -> anyhow::Result<ExitCode> {
     if args.json {
         out!("{}", serde_json::to_string_pretty(report)?);
@@ -133,9 +145,11 @@ fn print_as<T: serde::Serialize + ?Sized>(
     } else {
         out_raw!("{}", text(report));
     }
-    if let (Some(path), Some(chart)) = (&args.svg, chart) {
-        std::fs::write(path, chart(report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    for (path, format) in [(&args.svg, Format::Svg), (&args.png, Format::Png)] {
+        if let (Some(path), Some(chart)) = (path, chart) {
+            std::fs::write(path, chart(report, format).map_err(anyhow::Error::msg)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -203,7 +217,7 @@ fn value(args: &Args, engine: &Partitions) -> anyhow::Result<ExitCode> {
         &report,
         render::value_csv,
         render::value_text,
-        Some(svg::tiers),
+        Some(charts::value),
     )
 }
 
@@ -248,7 +262,7 @@ fn remote(args: &Args, server: &str) -> anyhow::Result<ExitCode> {
             &report,
             render::value_csv,
             render::value_text,
-            Some(svg::tiers),
+            Some(charts::value),
         );
     }
     let request = v1::GetPerformanceReportRequest {
@@ -277,7 +291,13 @@ fn remote(args: &Args, server: &str) -> anyhow::Result<ExitCode> {
     })?;
     let report: canvass_report::Report =
         serde_json::from_str(&json).context("the server's report does not parse")?;
-    print_as(args, &report, render::csv, render::text, Some(svg::funnel))
+    print_as(
+        args,
+        &report,
+        render::csv,
+        render::text,
+        Some(charts::performance),
+    )
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -308,5 +328,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let mut report = canvass_report::build(&data, &options);
     report.with_inputs(&canvass_engine::reports::input_counters(engine.stores())?);
-    print_as(args, &report, render::csv, render::text, Some(svg::funnel))
+    print_as(
+        args,
+        &report,
+        render::csv,
+        render::text,
+        Some(charts::performance),
+    )
 }
