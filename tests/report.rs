@@ -991,9 +991,29 @@ fn near(actual: f64, expected: &Value, what: &str) {
     );
 }
 
+/// `[arm successes, arm trials, holdout successes, holdout trials]` as the two sides.
+fn sides(
+    t: [u64; 4],
+) -> (
+    canvass_report::significance::Proportion,
+    canvass_report::significance::Proportion,
+) {
+    use canvass_report::significance::Proportion;
+    (
+        Proportion {
+            successes: t[0],
+            trials: t[1],
+        },
+        Proportion {
+            successes: t[2],
+            trials: t[3],
+        },
+    )
+}
+
 #[test]
 fn significance_agrees_with_statsmodels_and_scipy() {
-    use canvass_report::significance::{Proportion, Test, compare, wilson};
+    use canvass_report::significance::{Test, compare, wilson};
     let tables: [[u64; 4]; 12] = [
         [120, 1000, 100, 1000],
         [60, 500, 40, 520],
@@ -1010,16 +1030,7 @@ fn significance_agrees_with_statsmodels_and_scipy() {
     ];
     let expected = reference(&tables);
     for (t, want) in tables.iter().zip(&expected) {
-        let (arm, holdout) = (
-            Proportion {
-                successes: t[0],
-                trials: t[1],
-            },
-            Proportion {
-                successes: t[2],
-                trials: t[3],
-            },
-        );
+        let (arm, holdout) = sides(*t);
         let at = format!("{t:?}");
         let a = wilson(arm).unwrap();
         let h = wilson(holdout).unwrap();
@@ -1051,18 +1062,8 @@ fn significance_agrees_with_statsmodels_and_scipy() {
     }
     // Cochran's rule picks the test: every expected count at least 5, or Fisher's.
     let test = |t: [u64; 4]| {
-        compare(
-            Proportion {
-                successes: t[0],
-                trials: t[1],
-            },
-            Proportion {
-                successes: t[2],
-                trials: t[3],
-            },
-        )
-        .unwrap()
-        .test
+        let (arm, holdout) = sides(t);
+        compare(arm, holdout).unwrap().test
     };
     assert_eq!(test([120, 1000, 100, 1000]), Test::TwoProportionZ);
     assert_eq!(test([5, 40, 15, 40]), Test::TwoProportionZ);

@@ -7,7 +7,11 @@
 //! looks the same on every machine whatever fonts it has.
 
 use plotters::{
-    coord::{Shift, types::RangedCoordusize},
+    coord::{
+        Shift,
+        ranged1d::SegmentedCoord,
+        types::{RangedCoordf64, RangedCoordusize},
+    },
     prelude::*,
     style::{
         FontStyle, register_font,
@@ -298,40 +302,15 @@ fn draw_weeks<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &CampaignRep
         .label_style((FAMILY, 12))
         .draw()
         .map_err(fail)?;
-    for (values, name, color) in [
-        (&opens, "open rate", COLORS[0]),
-        (&clicks, "click rate", COLORS[1]),
-    ] {
-        chart
-            .draw_series(LineSeries::new(
-                values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (SegmentValue::CenterOf(i), *v)),
-                color.stroke_width(2),
-            ))
-            .map_err(fail)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| Circle::new((SegmentValue::CenterOf(i), *v), 3, color.filled())),
-            )
-            .map_err(fail)?;
-    }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 12))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(fail)?;
-    Ok(())
+    let points =
+        |values: &[f64]| -> Vec<Option<f64>> { values.iter().copied().map(Some).collect() };
+    lines(
+        &mut chart,
+        [
+            ("open rate", COLORS[0], points(&opens)),
+            ("click rate", COLORS[1], points(&clicks)),
+        ],
+    )
 }
 
 const PYRAMID_HEIGHT: u32 = 330;
@@ -451,8 +430,16 @@ fn draw_satisfaction<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, r: &Valu
             periods.iter().map(|p| p.mean.map(|m| m * 10.0)).collect(),
         ),
     ];
+    lines(&mut chart, series)
+}
+
+/// Line series over the segments of a chart, each with its points marked and its name in
+/// the legend; a `None` value has no point (the line skips it).
+fn lines<'a, DB: DrawingBackend + 'a, const N: usize>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<SegmentedCoord<RangedCoordusize>, RangedCoordf64>>,
+    series: [(&str, RGBColor, Vec<Option<f64>>); N],
+) -> Drawn {
     for (name, color, values) in series {
-        // Periods without respondents have no figure: the line skips them.
         let points: Vec<(SegmentValue<usize>, f64)> = values
             .iter()
             .enumerate()
