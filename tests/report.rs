@@ -1238,6 +1238,8 @@ fn satisfaction_input() -> String {
             5,
         ),
         concern("k2", "complaint", "c2", json!({}), 6),
+        // A CRM sync of c2's profile keeps what c2 said.
+        json!({"at": day(6), "contact": {"id": "c2", "attrs": {"region": "south"}}}),
         concern(
             "f1",
             "fault.reported",
@@ -1268,6 +1270,7 @@ fn satisfaction_input() -> String {
             &day(8),
             json!({"attrs": {"score": 8}}),
         ),
+        json!({"at": day(8), "contact": {"id": "c1", "surveys": [{"campaignId": "spring", "score": 42}]}}),
     ];
     let extra: String = lines.iter().map(|l| format!("{l}\n")).collect();
     fixture_input() + &extra
@@ -1284,7 +1287,8 @@ fn row<'a>(rows: &'a Value, by: &str, name: &str) -> &'a Value {
 /// Worked by hand. Respondents (a contact's latest answer per campaign): c1/spring 6 (its 10
 /// was replaced), c2/spring 9, c3/autumn 7, c3/spring 3. Tiers (value): c1 A, c3 C, c2 D.
 /// Complaints: c2 twice (one naming spring and product B); faults: c3 on B, c1 on Z (which it
-/// never bought). Segments: loyal (spring: c1, c2, c3), new (autumn: c3).
+/// never bought); a later sync of c2's profile keeps them. Segments: loyal (spring: c1, c2,
+/// c3), new (autumn: c3).
 #[test]
 fn satisfaction_complaints_and_faults_of_a_hand_worked_fixture() {
     let dir = tempfile::tempdir().unwrap();
@@ -1373,6 +1377,7 @@ fn satisfaction_complaints_and_faults_of_a_hand_worked_fixture() {
         "field `event.attrs.score`: 11 is out of range",
         "field `event.campaignId`: no campaign `winter`",
         "field `event.campaignId`: required for a `survey.answered` event",
+        "field `contact.surveys[0].score`: 42 is out of range",
     ] {
         assert!(letters.contains(reason), "{reason} in\n{letters}");
     }

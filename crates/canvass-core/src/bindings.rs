@@ -181,7 +181,7 @@ fn satisfaction_fields(m: &mut HashMap<String, Value>, c: &v1::Contact, now: Uni
     {
         m.insert(
             "days_since_last_complaint".to_string(),
-            Value::Int((now.0 - last.0).div_euclid(DAY_MILLIS)),
+            Value::Int(now.0.saturating_sub(last.0).div_euclid(DAY_MILLIS)),
         );
     }
 }

@@ -80,6 +80,14 @@ fn score(event: &v1::TouchpointEvent) -> Result<u32, String> {
     Ok(value as u32)
 }
 
+/// Why a score given in a profile (`field`) is not on the scale, if it is not.
+#[must_use]
+pub fn score_problem(score: u32, field: &str) -> Option<String> {
+    (score > MAX_SCORE).then(|| {
+        format!("field `{field}`: {score} is out of range (a whole number from 0 to {MAX_SCORE})")
+    })
+}
+
 /// Why `event` cannot be taken, if it is one of this module's kinds and malformed (checked
 /// before it is logged, so a bad one is dead-lettered, never half applied).
 #[must_use]

@@ -291,7 +291,11 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
             ..
         } => {
             record_outcome(c, *kind, *outcome, true);
-            if *outcome == v1::DeliveryOutcome::Delivered {
+            // Delivered as `record_outcome` counts it: whatever did not fail or bounce.
+            if !matches!(
+                outcome,
+                v1::DeliveryOutcome::Failed | v1::DeliveryOutcome::Bounced
+            ) {
                 day(c, &cause.day).delivered += 1;
                 if *kind != v1::ActionKind::Unspecified {
                     c.templates.entry(template.clone()).or_default().delivered += 1;

@@ -130,6 +130,13 @@ fn event_strategy(contacts: usize) -> impl Strategy<Value = v1::TouchpointEvent>
         "signup.free",
         "email.opened",
         "purchase",
+        // Naming a campaign: engagement, confirmations and what contacts say, counted per
+        // campaign, channel, template and day.
+        "email.opened.router",
+        "link.clicked.router",
+        "action.delivered.router",
+        "survey.answered.router",
+        "complaint",
     ]);
     // Whole hours: contacts that enter a state in the same hour have timers due in the
     // same millisecond.
@@ -157,7 +164,15 @@ fn event_strategy(contacts: usize) -> impl Strategy<Value = v1::TouchpointEvent>
                     ("amount", wkt::Value::from(20.0)),
                 ]),
             ),
+            "survey.answered.router" => (
+                "survey.answered.router",
+                attrs(&[("score", wkt::Value::from(f64::from(rating * 2)))]),
+            ),
             other => (other, None),
+        };
+        let (kind, campaign_id) = match kind.strip_suffix(".router") {
+            Some(kind) => (kind, "router".to_string()),
+            None => (kind, String::new()),
         };
         v1::TouchpointEvent {
             id: String::new(),
@@ -165,6 +180,7 @@ fn event_strategy(contacts: usize) -> impl Strategy<Value = v1::TouchpointEvent>
             contact_id,
             occurred_at: Some(UnixMillis(T0 + hour * HOUR).to_proto()),
             attrs,
+            campaign_id,
             ..Default::default()
         }
     })

@@ -76,7 +76,12 @@ fn render(height: u32, format: Format, chart: &impl Draw) -> Result<Vec<u8>, Str
             Ok(svg.into_bytes())
         }
         Format::Png => {
-            let mut pixels = vec![0u8; (WIDTH * height * 3) as usize];
+            let size = usize::try_from(WIDTH)
+                .ok()
+                .and_then(|w| w.checked_mul(usize::try_from(height).ok()?))
+                .and_then(|n| n.checked_mul(3))
+                .ok_or_else(|| format!("a chart {height} pixels tall is too big to draw"))?;
+            let mut pixels = vec![0u8; size];
             {
                 let root =
                     BitMapBackend::with_buffer(&mut pixels, (WIDTH, height)).into_drawing_area();

@@ -99,7 +99,8 @@ fn respondents(contacts: &[Customer], from: UnixMillis, to: UnixMillis) -> Vec<R
         let mut latest: BTreeMap<&str, (UnixMillis, usize, u32)> = BTreeMap::new();
         for (i, s) in c.surveys.iter().enumerate() {
             let t = at(s.at.as_ref());
-            if t < from || t > to {
+            // Scores off the scale are refused at intake; one from an older store is skipped.
+            if t < from || t > to || s.score > MAX_SCORE {
                 continue;
             }
             let entry = latest.entry(&s.campaign_id).or_insert((t, i, s.score));
@@ -193,8 +194,13 @@ pub(crate) fn satisfaction(
         ));
     }
     for (start, end) in periods {
-        // Answers in [start, end): the inclusive bound is one millisecond before the end.
-        let within = respondents(contacts, *start, UnixMillis(end.0 - 1));
+        // Answers in [start, end), the last period closed at `as_of` like the `all` rows.
+        let last = if *end >= as_of {
+            *end
+        } else {
+            UnixMillis(end.0 - 1)
+        };
+        let within = respondents(contacts, *start, last);
         rows.push(satisfaction_row(
             "period",
             &start.to_string(),
@@ -329,12 +335,14 @@ pub(crate) fn concerns(
         ));
     }
     for (start, end) in periods {
+        // The last period is closed at `as_of`, like the `all` rows.
+        let end = if *end >= as_of { ever.1 } else { *end };
         rows.push(concern_row(
             "period",
             &start.to_string(),
             count(contacts.len()),
             contacts.iter(),
-            (*start, *end),
+            (*start, end),
             None,
         ));
     }

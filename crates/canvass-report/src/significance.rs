@@ -112,9 +112,9 @@ pub fn compare(arm: Proportion, holdout: Proportion) -> Option<Comparison> {
     let (p_value, test) = if small(arm, holdout) {
         let table = [
             arm.successes,
-            arm.trials - arm.successes,
+            arm.trials.saturating_sub(arm.successes),
             holdout.successes,
-            holdout.trials - holdout.successes,
+            holdout.trials.saturating_sub(holdout.successes),
         ];
         let p = fishers_exact(&table, Alternative::TwoSided).unwrap_or(1.0);
         (p.min(1.0), Test::FisherExact)
@@ -127,7 +127,8 @@ pub fn compare(arm: Proportion, holdout: Proportion) -> Option<Comparison> {
         let se = (pooled * (1.0 - pooled) * (1.0 / arm.n() + 1.0 / holdout.n())).sqrt();
         let z = difference / se;
         (
-            2.0 * (1.0 - standard_normal().cdf(z.abs())),
+            // The upper tail directly: 1 - cdf rounds to 0 far out.
+            2.0 * standard_normal().sf(z.abs()),
             Test::TwoProportionZ,
         )
     };

@@ -149,7 +149,7 @@ impl<'a> Run<'a> {
     }
 
     /// Replaces the profile; what the engine learnt from events (purchases, stage, source
-    /// channel) is kept unless the new profile gives it.
+    /// channel, survey answers, complaints and faults) is kept unless the new profile gives it.
     pub(super) fn upsert(&mut self, contact: &v1::Contact) {
         let mut c = contact.clone();
         if let Some(old) = &self.state.contact {
@@ -161,6 +161,12 @@ impl<'a> Run<'a> {
             }
             if c.source_channel.is_empty() {
                 c.source_channel.clone_from(&old.source_channel);
+            }
+            if c.surveys.is_empty() {
+                c.surveys.clone_from(&old.surveys);
+            }
+            if c.issues.is_empty() {
+                c.issues.clone_from(&old.issues);
             }
         }
         // Imported purchase history makes a customer, as a purchase event does: one contact,

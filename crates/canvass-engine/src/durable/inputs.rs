@@ -76,11 +76,26 @@ pub fn check_record(record: &v1::IngestRecord) -> Option<String> {
     match &record.input {
         None => Some("the record holds none of `contact`, `event`, `command`".into()),
         Some(Input::Contact(c)) if c.id.trim().is_empty() => missing("contact.id"),
-        Some(Input::Contact(c)) => {
-            c.purchases.iter().enumerate().find_map(|(i, p)| {
-                out_of_range(&format!("contact.purchases[{i}].at"), p.at.as_ref())
+        Some(Input::Contact(c)) => c
+            .purchases
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| out_of_range(&format!("contact.purchases[{i}].at"), p.at.as_ref()))
+            .or_else(|| {
+                c.surveys.iter().enumerate().find_map(|(i, s)| {
+                    out_of_range(&format!("contact.surveys[{i}].at"), s.at.as_ref()).or_else(|| {
+                        canvass_core::satisfaction::score_problem(
+                            s.score,
+                            &format!("contact.surveys[{i}].score"),
+                        )
+                    })
+                })
             })
-        }
+            .or_else(|| {
+                c.issues.iter().enumerate().find_map(|(i, issue)| {
+                    out_of_range(&format!("contact.issues[{i}].at"), issue.at.as_ref())
+                })
+            }),
         Some(Input::Event(e)) if e.id.trim().is_empty() => missing("event.id"),
         Some(Input::Event(e)) if e.r#type.trim().is_empty() => missing("event.type"),
         Some(Input::Event(e)) if e.contact_id.trim().is_empty() => missing("event.contactId"),
