@@ -9,12 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=target/deploy-check
-command -v python3 >/dev/null || { echo "python3 is needed to check deploy/" >&2; exit 1; }
-if [ ! -x "$root/venv/bin/python" ]; then
-  python3 -m venv "$root/venv"
-fi
-"$root/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -r deploy/requirements-check.txt >&2
+scripts/venv.sh "$root/venv" deploy/requirements-check.txt "to check deploy/"
 
 echo "== deploy/k8s: Kubernetes manifests"
 "$root/venv/bin/kubernetes-validate" --strict --quiet deploy/k8s/*.yaml

@@ -5,12 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=target/python
-command -v python3 >/dev/null || { echo "python3 is needed for the Python client" >&2; exit 1; }
-if [ ! -x "$root/venv/bin/python" ]; then
-  python3 -m venv "$root/venv"
-fi
-"$root/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -r examples/python/requirements.txt >&2
+scripts/venv.sh "$root/venv" examples/python/requirements.txt "for the Python client"
 rm -rf "$root/gen"
 mkdir -p "$root/gen"
 "$root/venv/bin/python" -m grpc_tools.protoc -I proto \

@@ -5,10 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=target/stats-reference
-command -v python3 >/dev/null || { echo "python3 is needed for the statistics reference" >&2; exit 1; }
-if [ ! -x "$root/venv/bin/python" ]; then
-  python3 -m venv "$root/venv"
-fi
-"$root/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -r tests/stats/requirements.txt >&2
+scripts/venv.sh "$root/venv" tests/stats/requirements.txt "for the statistics reference"
 echo "$PWD/$root/venv/bin/python"

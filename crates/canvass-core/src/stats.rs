@@ -152,11 +152,17 @@ pub fn bucket_quantile(buckets: &[u64], bounds: &[u64], quantile: f64) -> Option
     None
 }
 
+/// Adds a credit by model to `to` and counts it as a conversion.
 fn add_shares(to: &mut v1::Attribution, shares: &Shares) {
+    add_credit(to, shares);
+    to.conversions += 1;
+}
+
+/// Adds a credit by model to `to`, counting no conversion.
+fn add_credit(to: &mut v1::Attribution, shares: &Shares) {
     add_money(&mut to.last_touch, shares.last_touch);
     add_money(&mut to.first_touch, shares.first_touch);
     add_money(&mut to.linear, shares.linear);
-    to.conversions += 1;
 }
 
 /// The step whose effects are recorded: what caused it and when it was applied.
@@ -575,11 +581,10 @@ pub fn record_revenue(inputs: &mut v1::InputCounters, amount: Decimal, credited:
     add_money(&mut inputs.revenue, amount);
     inputs.revenue_events += 1;
     let to = inputs.credited.get_or_insert_default();
-    add_money(&mut to.last_touch, credited.last_touch);
-    add_money(&mut to.first_touch, credited.first_touch);
-    add_money(&mut to.linear, credited.linear);
-    if *credited != Shares::default() {
-        to.conversions += 1;
+    if *credited == Shares::default() {
+        add_credit(to, credited);
+    } else {
+        add_shares(to, credited);
     }
 }
 
