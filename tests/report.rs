@@ -120,21 +120,29 @@ fn run_fixture(dir: &std::path::Path) -> String {
 }
 
 fn run_input(dir: &std::path::Path, text: &str) -> String {
+    run_input_with(dir, text, &[])
+}
+
+/// [`run_input`] with more arguments for `canvass run`.
+fn run_input_with(dir: &std::path::Path, text: &str, extra: &[&str]) -> String {
     let input = dir.join("input.jsonl");
     std::fs::write(&input, text).unwrap();
     let data = dir.join("data").display().to_string();
     let actions = dir.join("actions.jsonl").display().to_string();
-    let out = canvass(&[
+    let input = input.display().to_string();
+    let mut args = vec![
         "run",
         "--data",
         &data,
         "--input",
-        &input.display().to_string(),
+        &input,
         "--actions",
         &actions,
         "--clock",
         "event",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = canvass(&args);
     assert!(out.status.success(), "run failed: {}", stderr(&out));
     data
 }
@@ -912,7 +920,15 @@ fn leads_follow_their_sla_and_a_staff_change_loses_none() {
     assert_eq!(
         d["leads"],
         json!({"opened": 3, "accepted": 1, "breached": 1, "withinSla": 0.5, "won": 1, "lost": 1,
-               "winRate": 0.5, "wonAmount": "900.00", "reassigned": 3, "lateAcceptances": 0})
+        "winRate": 0.5, "wonAmount": "900.00", "reassigned": 3, "lateAcceptances": 0,
+        "owners": [
+          {"owner": "alice", "assigned": 3, "reassignedIn": 0, "reassignedOut": 3,
+           "open": 0, "accepted": 0, "breached": 0, "won": 0, "lost": 0,
+           "wonAmount": "0.00"},
+          {"owner": "bob", "assigned": 0, "reassignedIn": 3, "reassignedOut": 0,
+           "open": 0, "accepted": 1, "breached": 1, "withinSla": 0.5, "won": 1,
+           "lost": 1, "winRate": 0.5, "wonAmount": "900.00"}
+        ]})
     );
     // The win is revenue: last touch the hand-off, first touch the email, half each linearly.
     let kinds = texts(&d["actions"], &["kind", "revenue"]);
@@ -951,6 +967,216 @@ fn leads_follow_their_sla_and_a_staff_change_loses_none() {
         serde_json::from_str(&report(&data, &["--leads", "--json", "--open"])).unwrap();
     assert_eq!(open, json!([]));
     assert!(report(&data, &["--leads", "--owner", "alice"]).starts_with("0 leads"));
+}
+
+/// Leads of seven contacts routed by rules: north in turn (ann, ben), south by least load
+/// (dan, eve), enterprise to kim (the policy's rule), the rest to the policy's fallback desk.
+/// s1 is accepted by dan on day 1; dan then leaves the south team and his open leads follow
+/// the rules. n1 is won (500) and s2 lost on day 2; the others' two days run out on day 3.
+/// Each partition's clock follows its own contacts: all are seen again on day 5.
+fn routed_input() -> String {
+    let spec = json!({
+        "id": "routed", "version": 1, "initialState": "nurture",
+        "audience": {"filter": "true"},
+        "states": [
+            {"id": "nurture", "transitions": [{"to": "handoff", "onEvent": {"type": "demo.requested"}}]},
+            {"id": "handoff", "terminal": true,
+             "actions": [{"kind": "ACTION_KIND_SALES_HANDOFF", "sla": "172800s"}]}
+        ],
+        "assignment": {"rules": [
+            {"name": "north-turns", "when": "contact.attrs.region == 'north'", "team": "north"},
+            {"name": "south-load", "when": "contact.attrs.region == 'south'", "team": "south",
+             "strategy": "ASSIGNMENT_STRATEGY_LEAST_LOAD"}
+        ]}
+    });
+    let policy = |south: Value| {
+        json!({
+            "teams": [{"name": "north", "members": ["ann", "ben"]},
+                      {"name": "south", "members": south}],
+            "assignment": {
+                "rules": [{"name": "key-accounts", "owner": "kim",
+                           "when": "has(contact.attrs.size) && contact.attrs.size == 'enterprise'"}],
+                "fallbackOwner": "desk"
+            }
+        })
+    };
+    let v = json!({"campaignId": "routed", "version": 1});
+    let mut lines = vec![
+        // Refused: a team with nobody in it; a campaign naming a team the policy lacks.
+        json!({"at": T0, "command": {"actor": "ops", "setPolicy": {
+            "teams": [{"name": "empty", "members": []}]}}}),
+        json!({"at": T0, "command": {"actor": "marketer", "putSpec": spec}}),
+        json!({"at": T0, "command": {"actor": "ops", "setPolicy": policy(json!(["dan", "eve"]))}}),
+        json!({"at": T0, "command": {"actor": "marketer", "putSpec": spec}}),
+        json!({"at": T0, "command": {"actor": "marketer", "submit": v}}),
+        json!({"at": T0, "command": {"actor": "manager", "approve": v}}),
+    ];
+    let contacts = [
+        ("n1", json!({"region": "north"})),
+        ("n2", json!({"region": "north"})),
+        ("s1", json!({"region": "south"})),
+        ("n3", json!({"region": "north"})),
+        ("s2", json!({"region": "south"})),
+        ("e1", json!({"size": "enterprise"})),
+        ("w1", json!({"region": "west"})),
+    ];
+    for (id, attrs) in &contacts {
+        lines.push(json!({"at": T0, "contact": {"id": id, "attrs": attrs}}));
+    }
+    lines.push(json!({"at": T0, "command": {"actor": "ops", "launch": "routed"}}));
+    for (id, _) in &contacts {
+        lines.push(event(
+            &format!("r-{id}"),
+            "demo.requested",
+            id,
+            &day(1),
+            json!({}),
+        ));
+    }
+    lines.push(event(
+        "a-s1",
+        "opportunity.accepted",
+        "s1",
+        &day(1),
+        json!({}),
+    ));
+    lines.push(
+        json!({"at": day(1), "command": {"actor": "ops", "setPolicy": policy(json!(["eve"]))}}),
+    );
+    lines.push(
+        json!({"at": day(1), "command": {"actor": "ops", "reason": "dan left",
+        "reassignLeads": {"fromOwner": "dan"}}}),
+    );
+    lines.push(event(
+        "w-n1",
+        "opportunity.won",
+        "n1",
+        &day(2),
+        json!({"attrs": {"amount": "500"}}),
+    ));
+    lines.push(event("l-s2", "opportunity.lost", "s2", &day(2), json!({})));
+    // Every contact is seen on day 5: each partition's clock passes the deadlines.
+    for (id, _) in &contacts {
+        lines.push(event(
+            &format!("v-{id}"),
+            "page.viewed",
+            id,
+            &day(5),
+            json!({}),
+        ));
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn assignment_rules_route_leads_and_a_leaving_owner_s_leads_follow_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_input_with(dir.path(), &routed_input(), &["--partitions", "1"]);
+    let r: Value = serde_json::from_str(&report(&data, &["--json"])).unwrap();
+    let row = |owner: &str, n: [u64; 8], sla: Option<f64>, win: Option<f64>, amount: &str| {
+        let mut o = json!({"owner": owner, "assigned": n[0], "reassignedIn": n[1],
+            "reassignedOut": n[2], "open": n[3], "accepted": n[4], "breached": n[5],
+            "won": n[6], "lost": n[7], "wonAmount": amount});
+        if let Some(s) = sla {
+            o["withinSla"] = json!(s);
+        }
+        if let Some(w) = win {
+            o["winRate"] = json!(w);
+        }
+        o
+    };
+    // [assigned, in, out, open, accepted, breached, won, lost], worked by hand.
+    let expected = json!([
+        row(
+            "ann",
+            [2, 0, 0, 0, 0, 1, 1, 0],
+            Some(0.0),
+            Some(1.0),
+            "500.00"
+        ),
+        row("ben", [1, 0, 0, 0, 0, 1, 0, 0], Some(0.0), None, "0.00"),
+        row("dan", [1, 0, 1, 0, 1, 0, 0, 0], Some(1.0), None, "0.00"),
+        row("desk", [1, 0, 0, 0, 0, 1, 0, 0], Some(0.0), None, "0.00"),
+        row("eve", [1, 1, 0, 1, 0, 0, 0, 1], None, Some(0.0), "0.00"),
+        row("kim", [1, 0, 0, 0, 0, 1, 0, 0], Some(0.0), None, "0.00"),
+    ]);
+    assert_eq!(r["owners"], expected, "{}", r["owners"]);
+    assert_eq!(campaign(&r, "routed")["leads"]["owners"], expected);
+    let table = report(&data, &[]);
+    assert!(table.contains("Sales owners (all campaigns)"), "{table}");
+
+    // Each lead says who has it and which rule chose them; so does each hand-off action.
+    let rows: Value = serde_json::from_str(&report(&data, &["--leads", "--json"])).unwrap();
+    let mut leads = texts(&rows, &["contactId", "owner", "assignedBy", "status"]);
+    leads.sort();
+    assert_eq!(
+        leads,
+        [
+            ["e1", "kim", "key-accounts", "BREACHED"],
+            ["n1", "ann", "north-turns", "WON"],
+            ["n2", "ben", "north-turns", "BREACHED"],
+            ["n3", "ann", "north-turns", "BREACHED"],
+            ["s1", "eve", "south-load", "ACCEPTED"],
+            ["s2", "eve", "south-load", "LOST"],
+            ["w1", "desk", "fallback", "BREACHED"],
+        ]
+    );
+    let actions = std::fs::read_to_string(dir.path().join("actions.jsonl")).unwrap();
+    let handoff = actions
+        .lines()
+        .find(|l| l.contains("ACTION_KIND_SALES_HANDOFF") && l.contains(r#""contactId":"s2""#))
+        .expect("s2's hand-off");
+    assert!(
+        handoff.contains(r#""owner":"eve""#) && handoff.contains(r#""assigned_by":"south-load""#),
+        "{handoff}"
+    );
+    let s1 = canvass_tests::store(std::path::Path::new(&data))
+        .contact(canvass_store::EMBEDDED_PARTITION, "s1")
+        .unwrap()
+        .expect("s1's state");
+    let history: Vec<(&str, &str)> = s1.opportunities[0]
+        .assignments
+        .iter()
+        .map(|a| (a.owner.as_str(), a.rule.as_str()))
+        .collect();
+    assert_eq!(history, [("dan", "south-load"), ("eve", "south-load")]);
+
+    // The refused commands are parked with the field and the reason.
+    let out = canvass(&["dead-letters", "--data", &data, "list"]);
+    let letters = stdout(&out);
+    for reason in [
+        "teams[0].members: team `empty` has nobody in it",
+        "assignment.rules[0].team: team `north` is not in the policy (teams)",
+    ] {
+        assert!(letters.contains(reason), "{reason} in\n{letters}");
+    }
+
+    // Over four partitions each partition balances its own leads: fixed rules and fallbacks
+    // choose the same, team leads stay in their team, and the totals are the same.
+    let four = tempfile::tempdir().unwrap();
+    let data = run_input_with(four.path(), &routed_input(), &["--partitions", "4"]);
+    let r4: Value = serde_json::from_str(&report(&data, &["--json"])).unwrap();
+    let total = |r: &Value, field: &str| -> u64 {
+        r["owners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o[field].as_u64().unwrap())
+            .sum()
+    };
+    for field in ["assigned", "open", "accepted", "breached", "won", "lost"] {
+        assert_eq!(total(&r4, field), total(&r, field), "{field}");
+    }
+    let rows: Value = serde_json::from_str(&report(&data, &["--leads", "--json"])).unwrap();
+    for lead in texts(&rows, &["contactId", "owner"]) {
+        let allowed: &[&str] = match lead[0].chars().next() {
+            Some('n') => &["ann", "ben"],
+            Some('s') => &["dan", "eve"],
+            Some('e') => &["kim"],
+            _ => &["desk"],
+        };
+        assert!(allowed.contains(&lead[1].as_str()), "{lead:?}");
+    }
 }
 
 /// What statsmodels and scipy say of each `[arm successes, arm trials, holdout successes,

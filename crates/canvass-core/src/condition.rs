@@ -6,7 +6,8 @@ mod shape;
 
 use std::{fmt, sync::Arc};
 
-use cel::{Context, Env, IdedExpr, Value};
+pub use cel::Env;
+use cel::{Context, IdedExpr, Value};
 
 pub use shape::{ShapeError, ShapeLimits};
 
@@ -136,6 +137,13 @@ pub struct Condition {
     /// The scope variables the expression names: only those are built and bound when it
     /// runs (building the contact's CEL value costs more than most guards).
     uses: Vec<&'static str>,
+}
+
+/// Two conditions are the same when written the same (they compile the same).
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
 impl fmt::Debug for Condition {

@@ -5,6 +5,7 @@
 //! test command checks this with `cargo tree`). Time arrives as an argument; effects leave
 //! as data ([`Effect`]) for the runtime to carry out.
 
+pub mod assignment;
 pub mod bindings;
 pub mod catalog;
 pub mod condition;

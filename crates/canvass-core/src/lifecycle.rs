@@ -11,8 +11,7 @@ use canvass_proto::v1::{
 use rust_decimal::Decimal;
 
 use crate::{
-    Catalog, UnixMillis,
-    condition::CelLimits,
+    Catalog, UnixMillis, assignment,
     validate::{compile_stored, compile_with},
 };
 
@@ -37,13 +36,15 @@ fn name(status: S) -> &'static str {
 }
 
 /// Whether `command` may be accepted given the campaign's lifecycle (`None`: unknown
-/// campaign) and the CEL limits of the policy in force (a new spec's conditions must stay
-/// within them). The error says why not, for the dead-letter record.
+/// campaign) and the catalog in force: a new spec's conditions must stay within the policy's
+/// CEL limits and its rules name teams the policy has; a new policy keeps the teams the
+/// campaigns' rules name. The error says why not, for the dead-letter record.
 pub fn check(
     command: &v1::CampaignCommand,
     lifecycle: Option<&v1::CampaignLifecycle>,
-    limits: &CelLimits,
+    catalog: &Catalog,
 ) -> Result<(), String> {
+    let limits = &catalog.policy().cel;
     if command.actor.trim().is_empty() {
         return Err("field `actor`: required".into());
     }
@@ -54,24 +55,39 @@ pub fn check(
         if r.from_owner.trim().is_empty() {
             return Err("field `fromOwner`: required".into());
         }
-        if r.to_owner.trim().is_empty() {
-            return Err("field `toOwner`: required".into());
-        }
         if r.from_owner == r.to_owner {
             return Err(format!("`{}` would take over their own leads", r.to_owner));
         }
         return Ok(());
     }
+    let listed = |what: &str, issues: Vec<crate::Issue>| {
+        let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        format!("{what}: {}", issues.join("; "))
+    };
     if let Command::SetPolicy(policy) = cmd {
-        return crate::policy::compile(policy)
-            .map(|_| ())
-            .map_err(|issues| {
-                let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
-                format!("invalid policy: {}", issues.join("; "))
-            });
+        let compiled =
+            crate::policy::compile(policy).map_err(|issues| listed("invalid policy", issues))?;
+        let orphaned: Vec<crate::Issue> = catalog
+            .latest_all()
+            .flat_map(|c| {
+                let prefix = format!("campaign `{}` v{}: ", c.id(), c.version());
+                assignment::missing_teams(&c.assignment, &compiled.teams, &prefix)
+            })
+            .collect();
+        if !orphaned.is_empty() {
+            return Err(listed(
+                "the policy would drop teams campaigns name",
+                orphaned,
+            ));
+        }
+        return Ok(());
     }
     if let Command::PutSpec(spec) = cmd {
-        compile_with(spec, limits).map_err(|e| e.to_string())?;
+        let compiled = compile_with(spec, limits).map_err(|e| e.to_string())?;
+        let missing = assignment::missing_teams(&compiled.assignment, &catalog.policy().teams, "");
+        if !missing.is_empty() {
+            return Err(listed(&format!("campaign `{}`", spec.id), missing));
+        }
         if let Some(l) = lifecycle {
             let newest = l.versions.iter().map(|v| v.version).max().unwrap_or(0);
             if spec.version <= newest {
@@ -351,22 +367,54 @@ mod tests {
     }
 
     #[test]
-    fn a_lead_reassignment_needs_two_different_owners() {
+    fn a_lead_reassignment_names_the_owner_leaving() {
+        let catalog = Catalog::new();
+        assert_eq!(check(&reassign("alice", "bob"), None, &catalog), Ok(()));
         assert_eq!(
-            check(&reassign("alice", "bob"), None, &CelLimits::DEFAULT),
-            Ok(())
-        );
-        assert_eq!(
-            check(&reassign("", "bob"), None, &CelLimits::DEFAULT),
+            check(&reassign("", "bob"), None, &catalog),
             Err("field `fromOwner`: required".into())
         );
+        // No new owner: the assignment rules choose one for each lead.
+        assert_eq!(check(&reassign("alice", " "), None, &catalog), Ok(()));
         assert_eq!(
-            check(&reassign("alice", " "), None, &CelLimits::DEFAULT),
-            Err("field `toOwner`: required".into())
-        );
-        assert_eq!(
-            check(&reassign("bob", "bob"), None, &CelLimits::DEFAULT),
+            check(&reassign("bob", "bob"), None, &catalog),
             Err("`bob` would take over their own leads".into())
+        );
+    }
+
+    #[test]
+    fn rules_must_name_teams_the_policy_has_and_a_policy_keeps_them() {
+        let routed: v1::CampaignSpec = canvass_proto::json::from_str(
+            r#"{"id": "routed", "version": 1, "initialState": "a", "states": [{"id": "a", "terminal": true}],
+                "assignment": {"rules": [{"name": "r", "team": "north"}]}}"#,
+        )
+        .unwrap();
+        let command = |c: Command| v1::CampaignCommand {
+            actor: "ops".into(),
+            reason: String::new(),
+            command: Some(c),
+        };
+        let mut catalog = Catalog::new();
+        assert_eq!(
+            check(&command(Command::PutSpec(routed.clone())), None, &catalog),
+            Err("campaign `routed`: assignment.rules[0].team: team `north` is not in the policy (teams)".into())
+        );
+        let staffed = v1::Policy {
+            teams: vec![v1::Team {
+                name: "north".into(),
+                members: vec!["ann".into()],
+            }],
+            ..Default::default()
+        };
+        catalog.set_policy(crate::policy::compile(&staffed).unwrap());
+        assert_eq!(
+            check(&command(Command::PutSpec(routed.clone())), None, &catalog),
+            Ok(())
+        );
+        catalog.insert(compile_stored(&routed).unwrap()).unwrap();
+        assert_eq!(
+            check(&command(Command::SetPolicy(v1::Policy::default())), None, &catalog),
+            Err("the policy would drop teams campaigns name: campaign `routed` v1: assignment.rules[0].team: team `north` is not in the policy (teams)".into())
         );
     }
 }

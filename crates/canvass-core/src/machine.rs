@@ -27,6 +27,7 @@ use cel::Value;
 use rust_decimal::Decimal;
 
 use crate::{
+    assignment::{BY_COMMAND, Workload},
     bindings,
     catalog::Catalog,
     condition::{Bindings, Condition},
@@ -51,8 +52,8 @@ pub use leads::{
 };
 
 pub use types::{
-    Effect, Engagement, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending, TimerId,
-    TimerKind, Transition,
+    Assigned, Effect, Engagement, EnrollCause, Input, LeadChange, Shares, SkipReason, Spending,
+    TimerId, TimerKind, Transition,
 };
 
 /// Most touches kept per contact for attribution.
@@ -96,7 +97,8 @@ impl Core {
     }
 
     /// Applies one input to one contact's state at processing time `now`; `spending` says
-    /// what each campaign has spent before this step (budgets).
+    /// what each campaign has spent before this step (budgets), `workload` what the
+    /// partition's sales owners hold (assignment rules).
     #[must_use]
     pub fn step(
         &self,
@@ -104,11 +106,13 @@ impl Core {
         input: &Input<'_>,
         now: UnixMillis,
         spending: &dyn Spending,
+        workload: &dyn Workload,
     ) -> Transition {
         let mut run = Run {
             catalog: &self.catalog,
             share: self.share,
             spending,
+            workload,
             spent_here: Vec::new(),
             state,
             effects: Vec::new(),
@@ -129,7 +133,8 @@ impl Core {
                     Kind::Stop(campaign_id) => run.stop(campaign_id),
                     Kind::Migrate(campaign_id) => run.migrate(campaign_id),
                     Kind::ReassignLeads(r) => {
-                        run.reassign(&r.to_owner, &r.from_owner, &r.campaign_id, "");
+                        let to = (!r.to_owner.trim().is_empty()).then_some(r.to_owner.as_str());
+                        run.reassign(to, &r.from_owner, &r.campaign_id, "", BY_COMMAND);
                     }
                 }
             }
@@ -146,6 +151,7 @@ struct Run<'a> {
     catalog: &'a Catalog,
     share: crate::partition::Share,
     spending: &'a dyn Spending,
+    workload: &'a dyn Workload,
     /// Cost of the actions emitted in this step, per campaign.
     spent_here: Vec<(String, Decimal)>,
     state: v1::ContactState,

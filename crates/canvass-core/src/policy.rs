@@ -1,8 +1,8 @@
 //! The engine-wide policy: when a customer is churned, the value thresholds of the tiers,
-//! frequency caps across campaigns and quiet hours. Set by a logged command, so replay
-//! applies the same policy at the same point of the log.
+//! frequency caps across campaigns, quiet hours, sales teams and assignment rules. Set by a
+//! logged command, so replay applies the same policy at the same point of the log.
 
-use std::str::FromStr;
+use std::{collections::BTreeMap, str::FromStr};
 
 use canvass_proto::v1;
 use chrono::{NaiveTime, TimeZone, Timelike};
@@ -10,7 +10,8 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use crate::{
-    condition::CelLimits,
+    assignment::{self, Rules},
+    condition::{CelLimits, standard_env},
     time::{DAY_MILLIS, SpanMillis, UnixMillis},
     validate::{Issue, kind_name},
 };
@@ -70,6 +71,10 @@ pub struct Policy {
     pub quiet: Option<Quiet>,
     /// Bounds on CEL conditions.
     pub cel: CelLimits,
+    /// Sales teams by name, members in round-robin order.
+    pub teams: BTreeMap<String, Vec<String>>,
+    /// Assignment rules for every campaign's leads.
+    pub assignment: Rules,
 }
 
 impl Default for Policy {
@@ -81,6 +86,8 @@ impl Default for Policy {
             caps: Vec::new(),
             quiet: None,
             cel: CelLimits::DEFAULT,
+            teams: BTreeMap::new(),
+            assignment: Rules::default(),
         }
     }
 }
@@ -204,6 +211,11 @@ pub fn compile(spec: &v1::Policy) -> Result<Policy, Vec<Issue>> {
         })
     });
     let cel = cel_limits(spec.cel_limits.as_ref(), &mut report);
+    let teams = assignment::teams(&spec.teams, &mut issues);
+    let assignment = spec.assignment.as_ref().map_or_else(Rules::default, |a| {
+        assignment::compile(a, "assignment", &standard_env(), &cel, &mut issues)
+    });
+    issues.extend(assignment::missing_teams(&assignment, &teams, ""));
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -214,6 +226,8 @@ pub fn compile(spec: &v1::Policy) -> Result<Policy, Vec<Issue>> {
         caps,
         quiet,
         cel,
+        teams,
+        assignment,
     })
 }
 

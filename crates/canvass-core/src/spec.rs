@@ -32,6 +32,8 @@ pub struct Campaign {
     pub split: Option<Split>,
     /// Spend limits and action costs.
     pub budget: Option<Budget>,
+    /// Who takes the leads it hands over (before the policy's rules).
+    pub assignment: crate::assignment::Rules,
     pub(crate) state_index: HashMap<String, StateIdx>,
     /// `campaign` as CEL sees it; it never changes, so it is built once.
     pub(crate) cel_value: cel::Value,

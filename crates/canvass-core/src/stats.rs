@@ -366,20 +366,40 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
                 CapOutcome::SentLate => k.sent_late += 1,
             }
         }
-        Effect::Lead { change, .. } => {
+        Effect::Lead { owner, change, .. } => {
             let l = c.leads.get_or_insert_default();
+            let mut mine = std::mem::take(l.owners.entry(owner.clone()).or_default());
             match change {
-                LeadChange::Opened => l.opened += 1,
-                LeadChange::Accepted => l.accepted += 1,
-                LeadChange::Breached => l.breached += 1,
+                LeadChange::Opened(_) => {
+                    l.opened += 1;
+                    mine.assigned += 1;
+                }
+                LeadChange::Accepted => {
+                    l.accepted += 1;
+                    mine.accepted += 1;
+                }
+                LeadChange::Breached => {
+                    l.breached += 1;
+                    mine.breached += 1;
+                }
                 LeadChange::Won(amount) => {
                     l.won += 1;
                     add_money(&mut l.won_amount, *amount);
+                    mine.won += 1;
+                    add_money(&mut mine.won_amount, *amount);
                 }
-                LeadChange::Lost => l.lost += 1,
-                LeadChange::Reassigned { .. } => l.reassigned += 1,
+                LeadChange::Lost => {
+                    l.lost += 1;
+                    mine.lost += 1;
+                }
+                LeadChange::Reassigned { from, .. } => {
+                    l.reassigned += 1;
+                    mine.reassigned_in += 1;
+                    l.owners.entry(from.clone()).or_default().reassigned_out += 1;
+                }
                 LeadChange::LateAcceptance => l.late_acceptances += 1,
             }
+            l.owners.insert(owner.clone(), mine);
         }
         Effect::ArmPurchase {
             arm, amount, first, ..
@@ -566,6 +586,7 @@ pub fn merge(into: &mut v1::CampaignCounters, other: &v1::CampaignCounters) {
         add_text(&mut to.won_amount, &l.won_amount);
         to.reassigned += l.reassigned;
         to.late_acceptances += l.late_acceptances;
+        merge_owners(&mut to.owners, &l.owners);
     }
     if let Some(c) = &other.capped {
         let to = into.capped.get_or_insert_default();
@@ -594,6 +615,27 @@ pub fn merge_inputs(into: &mut v1::InputCounters, other: &v1::InputCounters) {
     add_text(&mut into.revenue, &other.revenue);
     into.revenue_events += other.revenue_events;
     merge_attribution(&mut into.credited, other.credited.as_ref());
+    if let Some(w) = &other.workload {
+        crate::assignment::merge(into.workload.get_or_insert_default(), w);
+    }
+}
+
+/// Adds one set of per-owner lead counters to another (partitions, or campaigns).
+pub fn merge_owners(
+    into: &mut BTreeMap<String, v1::OwnerLeads>,
+    other: &BTreeMap<String, v1::OwnerLeads>,
+) {
+    for (owner, o) in other {
+        let mine = into.entry(owner.clone()).or_default();
+        mine.assigned += o.assigned;
+        mine.reassigned_in += o.reassigned_in;
+        mine.reassigned_out += o.reassigned_out;
+        mine.accepted += o.accepted;
+        mine.breached += o.breached;
+        mine.won += o.won;
+        mine.lost += o.lost;
+        add_text(&mut mine.won_amount, &o.won_amount);
+    }
 }
 
 fn merge_attribution(to: &mut Option<v1::Attribution>, other: Option<&v1::Attribution>) {

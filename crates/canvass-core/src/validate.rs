@@ -257,6 +257,9 @@ impl Checker {
         let split = spec.split.as_ref().map(|s| self.split(s, &lookup));
         self.migrations(spec, &lookup);
         let budget = spec.budget.as_ref().map(|b| self.budget(b));
+        let assignment = spec.assignment.as_ref().map_or_else(Default::default, |a| {
+            crate::assignment::compile(a, "assignment", &self.env, &self.limits, &mut self.issues)
+        });
         if let Some(w) = &spec.attribution_window {
             self.positive_span("attributionWindow", w);
         }
@@ -279,6 +282,7 @@ impl Checker {
             states,
             split,
             budget: budget.flatten(),
+            assignment,
             state_index,
             cel_value: crate::bindings::campaign_value(spec),
         })

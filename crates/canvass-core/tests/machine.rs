@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use canvass_core::{
-    Catalog, Core, Effect, EnrollCause, Input, TimerId, UnixMillis, compile,
+    Catalog, Core, Effect, EnrollCause, Input, TimerId, UnixMillis, assignment, compile,
     machine::CapOutcome,
     policy,
     stats::{self, Cause},
@@ -23,6 +23,7 @@ const HOUR: i64 = 3_600_000;
 struct World {
     core: Core,
     counters: BTreeMap<String, v1::CampaignCounters>,
+    workload: v1::Workload,
     others: BTreeMap<String, v1::ContactState>,
     state: v1::ContactState,
     timers: Vec<(UnixMillis, TimerId)>,
@@ -39,6 +40,7 @@ fn world(specs: &[&str]) -> World {
     World {
         core: Core::new(catalog),
         counters: BTreeMap::new(),
+        workload: v1::Workload::default(),
         others: BTreeMap::new(),
         state: v1::ContactState::default(),
         timers: Vec::new(),
@@ -53,16 +55,28 @@ fn hours(ms: i64) -> String {
 impl World {
     fn apply(&mut self, input: Input<'_>, at_hours: i64) -> String {
         let now = UnixMillis(T0 + at_hours * HOUR);
-        let t = self
-            .core
-            .step(self.state.clone(), &input, now, &self.counters);
+        let t = self.core.step(
+            self.state.clone(),
+            &input,
+            now,
+            &self.counters,
+            &self.workload,
+        );
         // The same input on the same state always gives the same transition.
         assert_eq!(
             t,
-            self.core
-                .step(self.state.clone(), &input, now, &self.counters)
+            self.core.step(
+                self.state.clone(),
+                &input,
+                now,
+                &self.counters,
+                &self.workload
+            )
         );
         stats::record_all(&mut self.counters, &t.effects, &Cause::of(&input, now));
+        for e in &t.effects {
+            assignment::record(&mut self.workload, e);
+        }
         self.state = t.state;
         let mut out = String::new();
         for e in &t.effects {
@@ -305,8 +319,9 @@ fn render(e: &Effect) -> String {
         Effect::Lead {
             campaign_id,
             opportunity_id,
+            owner,
             change,
-        } => format!("lead {campaign_id} {opportunity_id} {change:?}"),
+        } => format!("lead {campaign_id} {opportunity_id} {owner} {change:?}"),
         Effect::Capped {
             idempotency_key,
             outcome,
@@ -505,7 +520,7 @@ fn guards_choose_the_first_matching_transition() {
             goal trial high
             action SALES_HANDOFF trial/v1/e3/a0/p1 respond_by=+98h cost=25.00 EUR cause=ev2
             timer trial e3 sla0 due +98h
-            lead trial trial/v1/e3/a0/p1 Opened
+            lead trial trial/v1/e3/a0/p1 sales Opened(Assigned { rule: "default", round_robin: None })
             completed trial in high
         "#]],
     );
@@ -1395,7 +1410,7 @@ fn a_lead_not_accepted_in_time_returns_to_marketing_with_a_notification() {
             leads: nurture -> handoff (e2)
             action SALES_HANDOFF leads/v1/e2/a0/p1 respond_by=+49h cause=ev1
             timer leads e2 sla0 due +49h
-            lead leads leads/v1/e2/a0/p1 Opened
+            lead leads leads/v1/e2/a0/p1 alice Opened(Assigned { rule: "param", round_robin: None })
             completed leads in handoff
         "#]],
     );
@@ -1404,7 +1419,7 @@ fn a_lead_not_accepted_in_time_returns_to_marketing_with_a_notification() {
         w.fire_next(),
         expect![[r#"
             @+49h
-            lead leads leads/v1/e2/a0/p1 Breached
+            lead leads leads/v1/e2/a0/p1 alice Breached
             action NOTIFICATION leads/v1/e2/a0/p1/sla-breach template=sla-breach
             leads: handoff -> nurture (e3)
             action EMAIL leads/v1/e3/a0/p1 template=nurture
@@ -1415,7 +1430,9 @@ fn a_lead_not_accepted_in_time_returns_to_marketing_with_a_notification() {
     // Sales waking up now is too late.
     check(
         w.event(50, "opportunity.accepted", "{}"),
-        expect!["lead leads leads/v1/e2/a0/p1 LateAcceptance\n"],
+        expect![[r#"
+            lead leads leads/v1/e2/a0/p1 alice LateAcceptance
+        "#]],
     );
     let o = &w.state.opportunities[0];
     assert_eq!(
@@ -1441,7 +1458,7 @@ fn a_journey_reopened_by_a_breach_and_completed_again_counts_once() {
             leads: nurture -> handoff (e4)
             action SALES_HANDOFF leads/v1/e4/a0/p1 respond_by=+108h cause=ev2
             timer leads e4 sla0 due +108h
-            lead leads leads/v1/e4/a0/p1 Opened
+            lead leads leads/v1/e4/a0/p1 alice Opened(Assigned { rule: "param", round_robin: None })
             completed leads in handoff (again)
         "#]],
     );
@@ -1464,7 +1481,7 @@ fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
         ),
         expect![[r#"
             cancel timer leads e2 sla0
-            lead leads leads/v1/e2/a0/p1 Accepted
+            lead leads leads/v1/e2/a0/p1 alice Accepted
         "#]],
     );
     assert!(w.timers.is_empty(), "the deadline is disarmed");
@@ -1475,7 +1492,7 @@ fn a_lead_accepted_in_time_stays_with_sales_and_its_win_is_revenue() {
             attributed leads of 5000 19h after its touch: EMAIL last=0 first=5000 linear=2500 SALES_HANDOFF last=5000 first=0 linear=2500
             revenue 5000 credited last=5000 first=5000 linear=5000
             arm purchase leads 5000 (converted)
-            lead leads leads/v1/e2/a0/p1 Won(5000)
+            lead leads leads/v1/e2/a0/p1 alice Won(5000)
         "#]],
     );
     assert_eq!(stage(&w), v1::LifecycleStage::Customer);
@@ -1510,22 +1527,34 @@ fn open_leads_move_to_another_owner_without_being_lost() {
             r#"{"owner": "bob", "fromOwner": "alice"}"#,
         ),
         expect![[r#"
-            lead leads leads/v1/e2/a0/p1 Reassigned { from: "alice", to: "bob" }
+            lead leads leads/v1/e2/a0/p1 bob Reassigned { from: "alice", by: Assigned { rule: "event", round_robin: None } }
         "#]],
     );
+    // Without an owner the rules choose again, the current owner left out: this campaign
+    // and the policy have none, so the lead goes to the default owner.
     check(
         w.event(4, "opportunity.reassigned", "{}"),
         expect![[r#"
-            fault : opportunity.reassigned event `ev4` has no `owner`
+            lead leads leads/v1/e2/a0/p1 sales Reassigned { from: "bob", by: Assigned { rule: "default", round_robin: None } }
         "#]],
     );
-    // Still open, with its deadline: bob must accept in time.
-    assert_eq!(w.state.opportunities[0].owner, "bob");
+    // Still open, with its deadline: the new owner must accept in time.
+    let o = &w.state.opportunities[0];
+    assert_eq!(o.owner, "sales");
+    let history: Vec<(&str, &str)> = o
+        .assignments
+        .iter()
+        .map(|a| (a.owner.as_str(), a.rule.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        [("alice", "param"), ("bob", "event"), ("sales", "default")]
+    );
     check(
         w.event(5, "opportunity.lost", "{}"),
         expect![[r#"
             cancel timer leads e2 sla0
-            lead leads leads/v1/e2/a0/p1 Lost
+            lead leads leads/v1/e2/a0/p1 sales Lost
         "#]],
     );
     assert_eq!(stage(&w), v1::LifecycleStage::Prospect);
@@ -1714,7 +1743,7 @@ fn a_staff_change_moves_every_open_lead_of_the_owner() {
     check(
         w.apply(Input::FollowUp(&change("alice", "bob")), 3),
         expect![[r#"
-            lead leads leads/v1/e2/a0/p1 Reassigned { from: "alice", to: "bob" }
+            lead leads leads/v1/e2/a0/p1 bob Reassigned { from: "alice", by: Assigned { rule: "command", round_robin: None } }
         "#]],
     );
     // Closed leads stay with whoever closed them.
@@ -1813,4 +1842,229 @@ fn complaints_and_survey_scores_are_in_the_profile_conditions_see() {
     ] {
         assert!(text.contains(field), "{field} in {text}");
     }
+}
+
+/// Hands leads over without naming an owner: the rules choose.
+const ROUTED: &str = r#"{
+  "id": "routed", "version": 1, "initialState": "nurture",
+  "audience": {"filter": "true"},
+  "states": [
+    {"id": "nurture", "transitions": [{"to": "handoff", "onEvent": {"type": "demo.requested"}}]},
+    {"id": "handoff", "terminal": true,
+     "actions": [{"kind": "ACTION_KIND_SALES_HANDOFF", "sla": "172800s"}]}
+  ],
+  "assignment": {"rules": [
+    {"name": "north-turns", "when": "contact.attrs.region == 'north'", "team": "north"},
+    {"name": "south-load", "when": "contact.attrs.region == 'south'", "team": "south",
+     "strategy": "ASSIGNMENT_STRATEGY_LEAST_LOAD"}
+  ]}
+}"#;
+
+const STAFF: &str = r#"{
+  "teams": [{"name": "north", "members": ["ann", "ben", "cat"]},
+            {"name": "south", "members": ["dan", "eve"]}],
+  "assignment": {
+    "rules": [{"name": "key-accounts", "when": "has(contact.attrs.size) && contact.attrs.size == 'enterprise'", "owner": "kim"}],
+    "fallbackOwner": "desk"
+  }
+}"#;
+
+/// The owner and rule of each contact's lead, handing one over per contact in turn.
+fn hand_over(w: &mut World, contacts: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, attrs) in contacts {
+        w.switch_to(&format!(r#"{{"id": "{id}", "attrs": {attrs}}}"#));
+        w.launch("routed");
+        w.event(1, "demo.requested", "{}");
+        let o = w.state.opportunities.last().expect("a lead");
+        out.push(format!("{id} {} {}", o.owner, o.assignments[0].rule));
+    }
+    out
+}
+
+#[test]
+fn assignment_rules_choose_by_territory_in_turn_by_load_and_fall_back() {
+    let mut w = world(&[ROUTED]);
+    set_policy(&mut w, STAFF);
+    let north = r#"{"region": "north"}"#;
+    let south = r#"{"region": "south"}"#;
+    let owners = hand_over(
+        &mut w,
+        &[
+            ("n1", north),
+            ("n2", north),
+            ("s1", south),
+            ("n3", north),
+            ("n4", north),
+            ("s2", south),
+            ("s3", south),
+            ("e1", r#"{"size": "enterprise"}"#),
+            ("x1", r#"{"region": "west"}"#),
+        ],
+    );
+    // North in turn; south to the least loaded (ties: first listed); the policy's rule
+    // after the campaign's; the policy's fallback last.
+    assert_eq!(
+        owners,
+        [
+            "n1 ann north-turns",
+            "n2 ben north-turns",
+            "s1 dan south-load",
+            "n3 cat north-turns",
+            "n4 ann north-turns",
+            "s2 eve south-load",
+            "s3 dan south-load",
+            "e1 kim key-accounts",
+            "x1 desk fallback",
+        ]
+    );
+    // The sales system learns the owner and the rule from the action.
+    check(
+        w.switch_to(r#"{"id": "s4", "attrs": {"region": "south"}}"#) + &w.launch("routed"),
+        expect![[r#"
+            enrolled routed v1 (launch)
+            routed: * -> nurture (e1)
+        "#]],
+    );
+    let step = w
+        .core
+        .step(
+            w.state.clone(),
+            &Input::Event(
+                &json::from_str(
+                    r#"{"id": "evs4", "type": "demo.requested", "contactId": "s4", "occurredAt": "2026-01-01T00:00:00Z"}"#,
+                )
+                .unwrap(),
+            ),
+            UnixMillis(T0 + HOUR),
+            &w.counters,
+            &w.workload,
+        );
+    let action = step
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Action(a) => Some(a),
+            _ => None,
+        })
+        .expect("the hand-off");
+    assert_eq!(
+        (
+            action.params["owner"].as_str(),
+            action.params["assigned_by"].as_str()
+        ),
+        ("eve", "south-load")
+    );
+    // Each owner's figures, per campaign.
+    let leads = w.counters("routed").leads.clone().unwrap();
+    let assigned: Vec<(&str, u64)> = leads
+        .owners
+        .iter()
+        .map(|(o, l)| (o.as_str(), l.assigned))
+        .collect();
+    assert_eq!(
+        assigned,
+        [
+            ("ann", 2),
+            ("ben", 1),
+            ("cat", 1),
+            ("dan", 2),
+            ("desk", 1),
+            ("eve", 1),
+            ("kim", 1)
+        ]
+    );
+}
+
+#[test]
+fn a_staff_change_moves_open_leads_by_the_rules_and_balances_as_it_goes() {
+    let mut w = world(&[ROUTED]);
+    set_policy(&mut w, STAFF);
+    let south = r#"{"region": "south"}"#;
+    hand_over(&mut w, &[("s1", south), ("s2", south), ("s3", south)]);
+    // dan holds s1 and s3, eve s2. dan leaves: his leads go by the same rules, dan left out.
+    let leaving = Kind::ReassignLeads(v1::LeadReassignment {
+        from_owner: "dan".into(),
+        to_owner: String::new(),
+        campaign_id: String::new(),
+    });
+    let mut moved = String::new();
+    for id in ["s1", "s2", "s3"] {
+        w.switch_to(&format!(r#"{{"id": "{id}", "attrs": {south}}}"#));
+        moved += &w.apply(Input::FollowUp(&leaving), 2);
+    }
+    check(
+        moved,
+        expect![[r#"
+            lead routed routed/v1/e2/a0/s1 eve Reassigned { from: "dan", by: Assigned { rule: "south-load", round_robin: None } }
+            lead routed routed/v1/e2/a0/s3 eve Reassigned { from: "dan", by: Assigned { rule: "south-load", round_robin: None } }
+        "#]],
+    );
+    assert_eq!(
+        w.workload.open_leads,
+        BTreeMap::from([("eve".to_string(), 3)])
+    );
+    // dan is gone from the team too; then eve leaves: nobody is left in the south team, so
+    // the rule is skipped, said so, and the policy's fallback takes the lead.
+    set_policy(&mut w, &STAFF.replace(r#"["dan", "eve"]"#, r#"["eve"]"#));
+    check(
+        w.apply(
+            Input::FollowUp(&Kind::ReassignLeads(v1::LeadReassignment {
+                from_owner: "eve".into(),
+                to_owner: String::new(),
+                campaign_id: String::new(),
+            })),
+            3,
+        ),
+        expect![[r#"
+            fault routed: assignment.rules[1]: team `south` has nobody to take the lead; the next rule decides
+            lead routed routed/v1/e2/a0/s3 desk Reassigned { from: "eve", by: Assigned { rule: "fallback", round_robin: None } }
+        "#]],
+    );
+    assert_eq!(w.state.opportunities[0].owner, "desk");
+    // Closing a lead frees its owner's load.
+    w.event(4, "opportunity.lost", "{}");
+    let leads = w.counters("routed").leads.clone().unwrap();
+    let eve = &leads.owners["eve"];
+    assert_eq!(
+        (eve.assigned, eve.reassigned_in, eve.reassigned_out),
+        (1, 2, 1)
+    );
+    assert_eq!(leads.owners["dan"].reassigned_out, 2);
+    assert_eq!(leads.owners["desk"].lost, 1);
+    assert_eq!(
+        w.workload.open_leads,
+        BTreeMap::from([("eve".to_string(), 2)])
+    );
+}
+
+#[test]
+fn assignment_rules_and_teams_are_checked_with_their_paths() {
+    let bad = r#"{
+      "teams": [{"name": "north", "members": []}, {"name": "south", "members": ["dan", "dan"]}],
+      "assignment": {"rules": [
+        {"name": "a", "team": "west"},
+        {"name": "a", "owner": "kim", "team": "south"},
+        {"name": "", "owner": "kim", "strategy": "ASSIGNMENT_STRATEGY_LEAST_LOAD"},
+        {"name": "c", "when": "contact.nope(", "owner": "kim"}
+      ]}
+    }"#;
+    let spec: v1::Policy = json::from_str(bad).unwrap();
+    let issues: Vec<String> = policy::compile(&spec)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    check(
+        issues.join("\n"),
+        expect![[r#"
+            teams[0].members: team `north` has nobody in it
+            teams[1].members[1]: `dan` is in team `south` twice
+            assignment.rules[1].name: `a` names another rule too
+            assignment.rules[1]: give an `owner` or a `team`, not both
+            assignment.rules[2].name: required
+            assignment.rules[2].strategy: only a `team` rule chooses by a strategy
+            assignment.rules[3].when: invalid CEL: line 1 column 14: Syntax error: mismatched input '<EOF>'
+            assignment.rules[0].team: team `west` is not in the policy (teams)"#]],
+    );
 }

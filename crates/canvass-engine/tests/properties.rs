@@ -45,16 +45,26 @@ const ROUTER: &str = r#"{
     {"id": "sort", "transitions": [
       {"to": "vip", "immediately": {"guard": "contact.attrs.tier == 'A'"}},
       {"to": "nudge", "immediately": {}}]},
-    {"id": "vip", "responseGroup": "vip", "actions": [{"kind": "ACTION_KIND_PHONE_CALL", "template": "call"}],
+    {"id": "vip", "responseGroup": "vip", "actions": [{"kind": "ACTION_KIND_PHONE_CALL", "template": "call"}, {"kind": "ACTION_KIND_SALES_HANDOFF", "sla": "86400s"}],
      "transitions": [{"to": "done", "onEvent": {"type": "purchase"}}, {"to": "nudge", "after": "172800s"}]},
-    {"id": "nudge", "responseGroup": "nudged", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "nudge"}],
+    {"id": "nudge", "responseGroup": "nudged", "actions": [{"kind": "ACTION_KIND_EMAIL", "template": "nudge"}, {"kind": "ACTION_KIND_SALES_HANDOFF", "sla": "43200s"}],
      "transitions": [
        {"to": "done", "onEvent": {"type": "purchase", "guard": "contact.purchase_count >= 1"}},
        {"to": "nudge", "onEvent": {"type": "email.opened", "guard": "state.entry_seq < 6"}},
        {"to": "gave_up", "after": "259200s"}]},
     {"id": "done", "responseGroup": "bought", "goal": true, "terminal": true},
     {"id": "gave_up", "terminal": true}
-  ]
+  ],
+  "assignment": {"rules": [{"name": "repeat", "when": "contact.purchase_count >= 2", "owner": "closer"}]}
+}"#;
+
+/// Sales teams and rules that balance leads: the partition's workload decides.
+const STAFF: &str = r#"{
+  "teams": [{"name": "desk", "members": ["ann", "ben", "cat"]}],
+  "assignment": {"rules": [
+    {"name": "buyers", "when": "contact.purchase_count >= 1", "team": "desk"},
+    {"name": "load", "team": "desk", "strategy": "ASSIGNMENT_STRATEGY_LEAST_LOAD"}
+  ]}
 }"#;
 
 fn specs() -> Vec<v1::CampaignSpec> {
@@ -92,6 +102,8 @@ struct Scenario {
     contacts: Vec<v1::Contact>,
     /// In arrival order: mostly by time, some late, some redelivered.
     events: Vec<v1::TouchpointEvent>,
+    /// With the policy's sales teams, whose balancing is per partition.
+    staffed: bool,
 }
 
 fn contact_strategy(i: usize) -> impl Strategy<Value = v1::Contact> {
@@ -137,6 +149,10 @@ fn event_strategy(contacts: usize) -> impl Strategy<Value = v1::TouchpointEvent>
         "action.delivered.router",
         "survey.answered.router",
         "complaint",
+        // Sales on the leads of the router's vip and nudge states.
+        "opportunity.accepted",
+        "opportunity.won",
+        "opportunity.reassigned",
     ]);
     // Whole hours: contacts that enter a state in the same hour have timers due in the
     // same millisecond.
@@ -163,6 +179,10 @@ fn event_strategy(contacts: usize) -> impl Strategy<Value = v1::TouchpointEvent>
                     ("product", wkt::Value::from("B".to_string())),
                     ("amount", wkt::Value::from(20.0)),
                 ]),
+            ),
+            "opportunity.won" => (
+                "opportunity.won",
+                attrs(&[("amount", wkt::Value::from(50.0))]),
             ),
             "survey.answered.router" => (
                 "survey.answered.router",
@@ -247,7 +267,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 let at = i + 1 + at.index(events.len() - i);
                 events.insert(at, copy);
             }
-            Scenario { contacts, events }
+            Scenario {
+                contacts,
+                events,
+                staffed: true,
+            }
         })
 }
 
@@ -255,7 +279,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 /// then the events in arrival order.
 fn stream(s: &Scenario) -> Vec<v1::IngestRecord> {
     let t0 = UnixMillis(T0);
-    let mut out = simulate::load_commands(&specs(), t0);
+    let mut out = Vec::new();
+    if s.staffed {
+        out.push(simulate::policy_command(json::from_str(STAFF).unwrap(), t0));
+    }
+    out.extend(simulate::load_commands(&specs(), t0));
     out.extend(
         s.contacts
             .iter()
@@ -529,6 +557,8 @@ proptest! {
     ) {
         let mut s = s;
         s.events.sort_by_key(|e| UnixMillis::from_proto(e.occurred_at.as_ref().unwrap()));
+        // Team rules balance per partition (documented): the rest must be the same.
+        s.staffed = false;
         let (_, one) = simulated(&s, options());
         let spread = Layout {
             partitions,

@@ -45,6 +45,7 @@ pub fn identity(list: &str) -> (&'static [&'static str], &'static str) {
         "satisfaction" | "concerns" => (&["by", "name"], " "),
         "materials" => (&["template"], ""),
         "weeks" | "months" => (&["period"], ""),
+        "owners" => (&["owner"], ""),
         _ => (&[], ""),
     }
 }

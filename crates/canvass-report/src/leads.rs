@@ -16,6 +16,9 @@ pub struct LeadRow {
     pub campaign_id: String,
     /// Its owner in sales.
     pub owner: String,
+    /// What chose that owner: an assignment rule's name, `param`, `fallback`, `default`,
+    /// `command` or `event`.
+    pub assigned_by: String,
     /// OPEN, ACCEPTED, BREACHED, WON or LOST.
     pub status: String,
     /// When it was handed over.
@@ -54,6 +57,11 @@ pub fn build<'a>(
             opportunity_id: o.id.clone(),
             campaign_id: o.campaign_id.clone(),
             owner: o.owner.clone(),
+            assigned_by: o
+                .assignments
+                .last()
+                .map(|a| a.rule.clone())
+                .unwrap_or_default(),
             status: o
                 .status()
                 .as_str_name()

@@ -113,6 +113,8 @@ pub struct Report {
     /// All revenue the engine saw, and how much of it no campaign was credited with: set
     /// likewise.
     pub revenue: RevenueTotals,
+    /// Each sales owner's leads, all campaigns of the report together.
+    pub owners: Vec<OwnerRow>,
 }
 
 /// Every purchase and won opportunity, against what the campaigns were credited.
@@ -301,6 +303,63 @@ pub struct LeadsRow {
     pub reassigned: u64,
     /// Acceptances after a breach.
     pub late_acceptances: u64,
+    /// Per owner, by name.
+    pub owners: Vec<OwnerRow>,
+}
+
+/// One sales owner's leads: their load now and their SLA record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerRow {
+    /// The owner.
+    pub owner: String,
+    /// Assigned to them when handed over.
+    pub assigned: u64,
+    /// Moved to them from another owner.
+    pub reassigned_in: u64,
+    /// Moved from them to another owner.
+    pub reassigned_out: u64,
+    /// Their load now: leads open or accepted, not yet won, lost or breached
+    /// (assigned + reassignedIn - reassignedOut - breached - won - lost).
+    pub open: u64,
+    /// Accepted within the SLA while theirs.
+    pub accepted: u64,
+    /// Breached while theirs.
+    pub breached: u64,
+    /// accepted / (accepted + breached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_sla: Option<f64>,
+    /// Won while theirs.
+    pub won: u64,
+    /// Lost while theirs.
+    pub lost: u64,
+    /// won / (won + lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win_rate: Option<f64>,
+    /// Won amount.
+    pub won_amount: String,
+}
+
+/// The owners' rows of per-owner lead counters.
+fn owner_rows(owners: &BTreeMap<String, v1::OwnerLeads>) -> Vec<OwnerRow> {
+    owners
+        .iter()
+        .map(|(owner, o)| OwnerRow {
+            owner: owner.clone(),
+            assigned: o.assigned,
+            reassigned_in: o.reassigned_in,
+            reassigned_out: o.reassigned_out,
+            open: (o.assigned + o.reassigned_in)
+                .saturating_sub(o.reassigned_out + o.breached + o.won + o.lost),
+            accepted: o.accepted,
+            breached: o.breached,
+            within_sla: ratio(o.accepted, o.accepted + o.breached),
+            won: o.won,
+            lost: o.lost,
+            win_rate: ratio(o.won, o.won + o.lost),
+            won_amount: text(money(&o.won_amount)),
+        })
+        .collect()
 }
 
 /// What caps and quiet hours did.
@@ -597,10 +656,15 @@ pub fn build(campaigns: &[CampaignData], options: &Options) -> Report {
         m.0 += money(&r.cost.total);
         m.1 += money(&r.revenue);
     }
+    let mut owners = BTreeMap::new();
+    for l in campaigns.iter().filter_map(|c| c.counters.leads.as_ref()) {
+        canvass_core::stats::merge_owners(&mut owners, &l.owners);
+    }
     Report {
         model: options.model,
         late_events: 0,
         revenue: RevenueTotals::default(),
+        owners: owner_rows(&owners),
         campaigns: reports,
         channels: channels
             .into_iter()
@@ -859,6 +923,7 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal, shared: &str) 
                 won_amount: text(money(&l.won_amount)),
                 reassigned: l.reassigned,
                 late_acceptances: l.late_acceptances,
+                owners: owner_rows(&l.owners),
             }
         },
         capped: {

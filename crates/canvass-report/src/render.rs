@@ -71,6 +71,10 @@ pub fn text(report: &Report) -> String {
         let _ = writeln!(out, "Segments ({model})");
         let _ = writeln!(out, "{}\n", segment_table(&report.segments));
     }
+    if !report.owners.is_empty() {
+        let _ = writeln!(out, "Sales owners (all campaigns): load and SLA record");
+        let _ = writeln!(out, "{}\n", owner_table(&report.owners));
+    }
     let r = &report.revenue;
     if r.events > 0 {
         let _ = writeln!(
@@ -110,6 +114,41 @@ fn serde_plain<T: serde::Serialize>(value: T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+fn owner_table(rows: &[crate::OwnerRow]) -> Table {
+    let mut t = table(&[
+        "owner",
+        "open",
+        "assigned",
+        "moved in",
+        "moved out",
+        "accepted",
+        "breached",
+        "within SLA",
+        "won",
+        "lost",
+        "win rate",
+        "won amount",
+    ]);
+    for r in rows {
+        t.add_row(vec![
+            r.owner.clone(),
+            r.open.to_string(),
+            r.assigned.to_string(),
+            r.reassigned_in.to_string(),
+            r.reassigned_out.to_string(),
+            r.accepted.to_string(),
+            r.breached.to_string(),
+            percent(r.within_sla),
+            r.won.to_string(),
+            r.lost.to_string(),
+            percent(r.win_rate),
+            r.won_amount.clone(),
+        ]);
+    }
+    right_align(&mut t, 1);
+    t
 }
 
 fn channel_table(rows: &[RoiRow]) -> Table {
@@ -581,6 +620,7 @@ pub fn value_csv(r: &crate::value::ValueReport) -> Result<String, csv::Error> {
 pub fn leads_text(rows: &[crate::leads::LeadRow]) -> String {
     let mut t = table(&[
         "owner",
+        "assigned by",
         "status",
         "contact",
         "campaign",
@@ -593,6 +633,7 @@ pub fn leads_text(rows: &[crate::leads::LeadRow]) -> String {
     for r in rows {
         t.add_row(vec![
             r.owner.clone(),
+            r.assigned_by.clone(),
             r.status.clone(),
             r.contact_id.clone(),
             r.campaign_id.clone(),
@@ -614,6 +655,7 @@ pub fn leads_csv(rows: &[crate::leads::LeadRow]) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "owner",
+        "assigned_by",
         "status",
         "contact",
         "campaign",
@@ -626,6 +668,7 @@ pub fn leads_csv(rows: &[crate::leads::LeadRow]) -> Result<String, csv::Error> {
     for r in rows {
         w.write_record([
             &r.owner,
+            &r.assigned_by,
             &r.status,
             &r.contact_id,
             &r.campaign_id,

@@ -94,8 +94,13 @@ impl<'a> Run<'a> {
         }
         match (kind, spec) {
             (v1::ActionKind::SalesHandoff, Some(spec)) => {
+                let param = spec.params.get("owner").map(String::as_str);
+                let (owner, by) = self.choose_owner(campaign, param, None);
+                // The sales system learns the owner, and why, from the action itself.
+                action.params.insert("owner".into(), owner.clone());
+                action.params.insert("assigned_by".into(), by.rule.clone());
                 self.effects.push(Effect::Action(Box::new(action.clone())));
-                self.open_opportunity(campaign, spec, &action, entry_seq);
+                self.open_opportunity(campaign, spec, &action, entry_seq, (owner, by));
             }
             _ => self.effects.push(Effect::Action(Box::new(action.clone()))),
         }

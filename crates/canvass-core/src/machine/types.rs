@@ -11,8 +11,8 @@ use super::CapOutcome;
 /// What happened to an opportunity handed to sales.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeadChange {
-    /// Handed over.
-    Opened,
+    /// Handed over to the effect's owner.
+    Opened(Assigned),
     /// Accepted within the SLA.
     Accepted,
     /// Not accepted in time.
@@ -21,15 +21,35 @@ pub enum LeadChange {
     Won(Decimal),
     /// Lost.
     Lost,
-    /// Moved to another owner.
+    /// Moved from another owner to the effect's owner.
     Reassigned {
         /// Previous owner.
         from: String,
-        /// New owner.
-        to: String,
+        /// What chose the new owner.
+        by: Assigned,
     },
     /// Accepted after the breach: too late, ignored.
     LateAcceptance,
+}
+
+/// What chose a lead's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The rule's name, or what chose the owner without a rule (see [`crate::assignment`]).
+    pub rule: String,
+    /// The team whose round-robin took a turn, if one did.
+    pub round_robin: Option<String>,
+}
+
+impl Assigned {
+    /// Chosen by `rule` without a turn of a round-robin.
+    #[must_use]
+    pub fn by(rule: &str) -> Self {
+        Self {
+            rule: rule.to_string(),
+            round_robin: None,
+        }
+    }
 }
 
 /// What each campaign has spent so far, as the runtime has counted it from the log. The core
@@ -408,6 +428,8 @@ pub enum Effect {
         campaign_id: String,
         /// The opportunity (its hand-off's idempotency key).
         opportunity_id: String,
+        /// Its owner after the change (the one whose figures the change counts for).
+        owner: String,
         /// What happened.
         change: LeadChange,
     },

@@ -17,8 +17,7 @@ impl Pending {
             return Ok(Err("the command is empty".into()));
         };
         let current = self.lifecycle(lifecycle::campaign_of(cmd))?;
-        let limits = self.core.catalog().policy().cel;
-        Ok(lifecycle::check(c, current.as_ref(), &limits))
+        Ok(lifecycle::check(c, current.as_ref(), self.core.catalog()))
     }
 
     /// A campaign's lifecycle as this batch sees it.

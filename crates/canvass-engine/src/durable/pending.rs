@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use canvass_core::{
     Core, Effect, Input, TimerId, UnixMillis,
+    assignment::{self, Workload},
     stats::{self, Cause},
 };
 use canvass_proto::v1::{self, log_entry};
@@ -259,8 +260,17 @@ impl Pending {
         for campaign in &unloaded {
             self.counters(campaign)?;
         }
+        // Assignment rules that balance a team read the partition's workload.
+        if !self.core.catalog().policy().teams.is_empty() {
+            self.inputs()?;
+        }
+        let workload = self
+            .input_counters
+            .as_ref()
+            .and_then(|c| c.workload.as_ref());
+        let workload: &dyn Workload = workload.map_or(&(), |w| w);
         let groups_before = groups(&before);
-        let mut transition = self.core.step(before, input, now, &self.counters);
+        let mut transition = self.core.step(before, input, now, &self.counters, workload);
         let cause = Cause::of(input, now);
         for effect in &transition.effects {
             self.effect(effect, seq, &cause)?;
@@ -316,6 +326,9 @@ impl Pending {
             }
         }
         match effect {
+            Effect::Lead { .. } => {
+                assignment::record(self.inputs()?.workload.get_or_insert_default(), effect)
+            }
             Effect::Revenue { amount, credited } => {
                 stats::record_revenue(self.inputs()?, *amount, credited);
             }
