@@ -403,6 +403,7 @@ fn allowed(rpc: &str, role: &str) -> bool {
         "GetPerformanceReport",
         "GetValueReport",
         "GetPolicy",
+        "ListMaterials",
         "GetStatus",
         "ListDeadLetters",
         "GetDeadLetter",
@@ -411,8 +412,8 @@ fn allowed(rpc: &str, role: &str) -> bool {
         return true;
     }
     let owner = match rpc {
-        "CreateCampaign" | "NewCampaignVersion" | "SubmitCampaign" => "marketer",
-        "ApproveCampaign" | "RejectCampaign" => "approver",
+        "CreateCampaign" | "NewCampaignVersion" | "SubmitCampaign" | "PutMaterial" => "marketer",
+        "ApproveCampaign" | "RejectCampaign" | "ApproveMaterial" | "RetireMaterial" => "approver",
         "LaunchCampaign" | "PauseCampaign" | "ResumeCampaign" | "CompleteCampaign"
         | "StopCampaign" | "SetPolicy" | "RedriveDeadLetters" => "operator",
         "UpsertContact" | "UpsertContacts" | "IngestEvent" | "IngestEvents" | "StreamActions"
@@ -451,6 +452,10 @@ const RPCS: &[&str] = &[
     "GetValueReport",
     "SetPolicy",
     "GetPolicy",
+    "PutMaterial",
+    "ApproveMaterial",
+    "RetireMaterial",
+    "ListMaterials",
     "GetStatus",
     "ListDeadLetters",
     "GetDeadLetter",
@@ -612,6 +617,14 @@ async fn call(channel: &Channel, rpc: &str, token: Option<&str>) -> Code {
         // Without a policy: an operator's call is refused for that, not for who it is.
         "SetPolicy" => go!(c.set_policy(r(token, v1::SetPolicyRequest::default()))),
         "GetPolicy" => go!(c.get_policy(r(token, v1::GetPolicyRequest::default()))),
+        "PutMaterial" => go!(c.put_material(r(token, v1::PutMaterialRequest::default()))),
+        "ApproveMaterial" => {
+            go!(c.approve_material(r(token, v1::MaterialVersionRequest::default())))
+        }
+        "RetireMaterial" => {
+            go!(c.retire_material(r(token, v1::MaterialVersionRequest::default())))
+        }
+        "ListMaterials" => go!(c.list_materials(r(token, v1::ListMaterialsRequest::default()))),
         "GetStatus" => go!(o.get_status(r(token, v1::GetStatusRequest::default()))),
         "ListDeadLetters" => {
             go!(o.list_dead_letters(r(token, v1::ListDeadLettersRequest::default())))
@@ -1042,6 +1055,61 @@ fn the_cli_operates_a_running_engine() {
         text.contains("InvalidArgument") && text.contains("initialState"),
         "{text}"
     );
+    // The catalog of materials: put by a marketer, approved by an approver (not the
+    // author), then named by campaigns.
+    let draft = dir.path().join("material.json");
+    std::fs::write(
+        &draft,
+        r#"{"materialId": "welcome-mail", "version": 1, "channel": "ACTION_KIND_EMAIL", "contentRef": "cms://mails/welcome/1"}"#,
+    )
+    .unwrap();
+    let put: Value = serde_json::from_str(&ok(cli(
+        MARKETER,
+        &["put-material", draft.to_str().unwrap()],
+    )))
+    .unwrap();
+    assert_eq!(
+        put["material"]["versions"][0]["status"],
+        "MATERIAL_STATUS_DRAFT"
+    );
+    let denied = cli(MARKETER, &["approve-material", "welcome-mail", "1"]);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    ok(cli(APPROVER, &["approve-material", "welcome-mail", "1"]));
+    let again = cli(APPROVER, &["approve-material", "welcome-mail", "1"]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not a draft"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let listed: Value = serde_json::from_str(&ok(cli(READER, &["materials"]))).unwrap();
+    let v = &listed["materials"][0]["versions"][0];
+    assert_eq!(v["status"], "MATERIAL_STATUS_APPROVED");
+    assert_eq!(v["contentRef"], "cms://mails/welcome/1");
+    assert!(
+        v["author"] != v["approver"] && v["approver"].is_string(),
+        "{listed}"
+    );
+    ok(cli(APPROVER, &["retire-material", "welcome-mail", "1"]));
+    // A campaign naming a retired material is refused, naming the field.
+    let naming = dir.path().join("naming.json");
+    let mut spec = self::spec("survey.json");
+    spec.id = "welcome".into();
+    let action = &mut spec.states[0].actions[0];
+    action.template = String::new();
+    action.material = "welcome-mail".into();
+    action.kind = v1::ActionKind::Email as i32;
+    std::fs::write(&naming, json::to_string(&spec).unwrap()).unwrap();
+    let refused = cli(MARKETER, &["create", naming.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && text.contains("material `welcome-mail` is retired"),
+        "{text}"
+    );
+
     // No token: a clear error before any call.
     let none = Command::new(canvass_tests::canvass_bin())
         .args(["campaign", "--server", server.as_str(), "list"])

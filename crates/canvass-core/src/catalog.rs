@@ -3,9 +3,9 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use canvass_proto::v1::CampaignStatus;
+use canvass_proto::v1::{self, CampaignStatus};
 
-use crate::{policy::Policy, spec::Campaign, validate::Issue};
+use crate::{materials::Materials, policy::Policy, spec::Campaign, validate::Issue};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -19,6 +19,7 @@ struct Entry {
 pub struct Catalog {
     campaigns: BTreeMap<String, Entry>,
     policy: Arc<Policy>,
+    materials: Arc<Materials>,
 }
 
 /// Why a campaign could not be added.
@@ -50,6 +51,28 @@ impl Catalog {
     /// Replaces the engine-wide policy.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = Arc::new(policy);
+    }
+
+    /// The materials of the catalog, by id.
+    #[must_use]
+    pub fn materials(&self) -> &Materials {
+        &self.materials
+    }
+
+    /// Adds or replaces a material.
+    pub fn put_material(&mut self, material: v1::Material) {
+        Arc::make_mut(&mut self.materials).insert(material.id.clone(), material);
+    }
+
+    /// The specs of the campaigns that send (running or paused): every version, since
+    /// contacts may be on any. A version not launched yet is checked again at its launch.
+    #[must_use]
+    pub fn sending_specs(&self) -> Vec<&v1::CampaignSpec> {
+        self.campaigns
+            .values()
+            .filter(|e| matches!(e.status, CampaignStatus::Running | CampaignStatus::Paused))
+            .flat_map(|e| e.versions.values().map(|c| &c.spec))
+            .collect()
     }
 
     /// Adds a compiled campaign version. A new campaign starts as a draft.

@@ -14,6 +14,7 @@ pub mod graph;
 pub mod key;
 pub mod lifecycle;
 pub mod machine;
+pub mod materials;
 pub mod partition;
 pub mod policy;
 pub mod satisfaction;

@@ -11,7 +11,7 @@ use canvass_proto::v1::{
 use rust_decimal::Decimal;
 
 use crate::{
-    Catalog, UnixMillis, assignment,
+    Catalog, UnixMillis, assignment, materials,
     validate::{compile_stored, compile_with},
 };
 
@@ -51,6 +51,9 @@ pub fn check(
     let Some(cmd) = &command.command else {
         return Err("the command is empty".into());
     };
+    if materials::command_target(cmd).is_some() {
+        return materials::check(command, catalog.materials(), &catalog.sending_specs());
+    }
     if let Command::ReassignLeads(r) = cmd {
         if r.from_owner.trim().is_empty() {
             return Err("field `fromOwner`: required".into());
@@ -84,7 +87,9 @@ pub fn check(
     }
     if let Command::PutSpec(spec) = cmd {
         let compiled = compile_with(spec, limits).map_err(|e| e.to_string())?;
-        let missing = assignment::missing_teams(&compiled.assignment, &catalog.policy().teams, "");
+        let mut missing =
+            assignment::missing_teams(&compiled.assignment, &catalog.policy().teams, "");
+        missing.extend(materials::spec_problems(spec, catalog.materials(), false));
         if !missing.is_empty() {
             return Err(listed(&format!("campaign `{}`", spec.id), missing));
         }
@@ -118,7 +123,12 @@ pub fn check(
         }
     };
     match cmd {
-        Command::PutSpec(_) | Command::SetPolicy(_) | Command::ReassignLeads(_) => Ok(()),
+        Command::PutSpec(_)
+        | Command::SetPolicy(_)
+        | Command::ReassignLeads(_)
+        | Command::PutMaterial(_)
+        | Command::ApproveMaterial(_)
+        | Command::RetireMaterial(_) => Ok(()),
         Command::Submit(r) | Command::Approve(r) | Command::Reject(r) => {
             let Some(v) = version(l, r.version) else {
                 return Err(format!("campaign `{id}` has no version {}", r.version));
@@ -142,13 +152,14 @@ pub fn check(
                 Command::Reject(_) if command.reason.trim().is_empty() => {
                     Err("field `reason`: required to reject".into())
                 }
+                Command::Approve(_) => sendable(catalog, id, r.version),
                 _ => Ok(()),
             }
         }
         Command::Launch(_) => {
             need(!matches!(status, S::Stopped | S::Completed), "launch")?;
             match newest_approved(l) {
-                Some(_) => Ok(()),
+                Some(v) => sendable(catalog, id, v),
                 None => Err(format!("campaign `{id}` has no approved version to launch")),
             }
         }
@@ -160,6 +171,20 @@ pub fn check(
             "stop",
         ),
     }
+}
+
+/// Whether version `v` of campaign `id` has an approved version of every material it
+/// names, and none retired (approval and launch).
+fn sendable(catalog: &Catalog, id: &str, v: u32) -> Result<(), String> {
+    let Some(spec) = catalog.get(id, v).map(|c| &c.spec) else {
+        return Ok(());
+    };
+    let problems = materials::spec_problems(spec, catalog.materials(), true);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Err(format!("campaign `{id}` v{v}: {}", problems.join("; ")))
 }
 
 /// The campaign a command is about.
@@ -175,7 +200,10 @@ pub fn campaign_of(cmd: &Command) -> &str {
         | Command::Stop(id) => id,
         Command::ReassignLeads(r) => &r.campaign_id,
         // Not about one campaign.
-        Command::SetPolicy(_) => "",
+        Command::SetPolicy(_)
+        | Command::PutMaterial(_)
+        | Command::ApproveMaterial(_)
+        | Command::RetireMaterial(_) => "",
     }
 }
 
@@ -198,6 +226,13 @@ pub fn apply(
     }
     if let Command::ReassignLeads(r) = cmd {
         return Some(Kind::ReassignLeads(r.clone()));
+    }
+    if materials::command_target(cmd).is_some() {
+        let mut all = catalog.materials().clone();
+        if let Some(m) = materials::apply(command, &mut all, now) {
+            catalog.put_material(m);
+        }
+        return None;
     }
     let id = campaign_of(cmd).to_string();
     lifecycle.campaign_id.clone_from(&id);
@@ -284,7 +319,10 @@ pub fn apply(
             ("stop".to_string(), Some(Kind::Stop(id.clone())))
         }
         // Applied above, before any campaign's record.
-        Command::SetPolicy(_) => return None,
+        Command::SetPolicy(_)
+        | Command::PutMaterial(_)
+        | Command::ApproveMaterial(_)
+        | Command::RetireMaterial(_) => return None,
         Command::ReassignLeads(r) => return Some(Kind::ReassignLeads(r.clone())),
     };
     catalog.set_status(&id, lifecycle.status());
@@ -416,5 +454,83 @@ mod tests {
             check(&command(Command::SetPolicy(v1::Policy::default())), None, &catalog),
             Err("the policy would drop teams campaigns name: campaign `routed` v1: assignment.rules[0].team: team `north` is not in the policy (teams)".into())
         );
+    }
+
+    #[test]
+    fn a_material_must_be_approved_to_send_and_may_not_be_retired_from_under_a_campaign() {
+        let command = |actor: &str, c: Command| v1::CampaignCommand {
+            actor: actor.into(),
+            reason: String::new(),
+            command: Some(c),
+        };
+        let mut catalog = Catalog::new();
+        let apply_ok = |catalog: &mut Catalog, actor: &str, c: Command| {
+            let cmd = command(actor, c);
+            assert_eq!(check(&cmd, None, catalog), Ok(()), "{cmd:?}");
+            apply(
+                &cmd,
+                &mut v1::CampaignLifecycle::default(),
+                catalog,
+                UnixMillis(0),
+            );
+        };
+        let reference = |version: u32| v1::MaterialRef {
+            material_id: "mail".into(),
+            version,
+        };
+        apply_ok(
+            &mut catalog,
+            "designer",
+            Command::PutMaterial(v1::MaterialDraft {
+                material_id: "mail".into(),
+                version: 1,
+                channel: v1::ActionKind::Email as i32,
+                content_ref: "cms://mail/1".into(),
+                description: String::new(),
+            }),
+        );
+        // A draft: a campaign may name it, not be approved with it.
+        let spec: v1::CampaignSpec = canvass_proto::json::from_str(
+            r#"{"id": "news", "version": 1, "initialState": "a",
+                "states": [{"id": "a", "terminal": true,
+                  "actions": [{"kind": "ACTION_KIND_EMAIL", "material": "mail"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            check(
+                &command("m", Command::PutSpec(spec.clone())),
+                None,
+                &catalog
+            ),
+            Ok(())
+        );
+        catalog.insert(compile_stored(&spec).unwrap()).unwrap();
+        assert_eq!(
+            sendable(&catalog, "news", 1),
+            Err("campaign `news` v1: states[0].actions[0].material: material `mail` has no approved version yet".into())
+        );
+        apply_ok(
+            &mut catalog,
+            "manager",
+            Command::ApproveMaterial(reference(1)),
+        );
+        assert_eq!(sendable(&catalog, "news", 1), Ok(()));
+        // Running with only v1 approved: v1 may not be retired.
+        catalog.set_status("news", S::Running);
+        let retire = command("manager", Command::RetireMaterial(reference(1)));
+        let refused = check(&retire, None, &catalog).unwrap_err();
+        assert!(
+            refused.contains("campaign `news` v1 still sends it"),
+            "{refused}"
+        );
+        // Once the campaign is stopped it may.
+        catalog.set_status("news", S::Stopped);
+        assert_eq!(check(&retire, None, &catalog), Ok(()));
+        // Made for another channel: refused.
+        let mut sms = spec.clone();
+        sms.id = "sms".into();
+        sms.states[0].actions[0].kind = v1::ActionKind::Sms as i32;
+        let refused = check(&command("m", Command::PutSpec(sms)), None, &catalog).unwrap_err();
+        assert!(refused.contains("is made for EMAIL, not SMS"), "{refused}");
     }
 }

@@ -265,7 +265,10 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
                 .or_default();
             kind.emitted += 1;
             add_money(&mut kind.cost, cost);
-            let template = c.templates.entry(action.template.clone()).or_default();
+            let template = c
+                .templates
+                .entry(crate::materials::counted_as(action))
+                .or_default();
             template.emitted += 1;
             add_money(&mut template.cost, cost);
             let today = day(c, &cause.day);
@@ -335,7 +338,10 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
             c.arms.entry(arm.clone()).or_default().reached += 1;
         }
         Effect::Attributed {
-            shares, since_touch, ..
+            shares,
+            templates,
+            since_touch,
+            ..
         } => {
             let bucket = CONVERSION_BOUNDS_MS
                 .iter()
@@ -355,6 +361,10 @@ pub fn record(c: &mut v1::CampaignCounters, effect: &Effect, cause: &Cause) {
             for (kind, s) in shares {
                 let k = c.kinds.entry(kind_name(*kind).to_string()).or_default();
                 add_shares(k.attribution.get_or_insert_default(), s);
+            }
+            for (template, s) in templates {
+                let t = c.templates.entry(template.clone()).or_default();
+                add_shares(t.attribution.get_or_insert_default(), s);
             }
         }
         Effect::Capped { outcome, .. } => {
@@ -516,6 +526,7 @@ pub fn merge(into: &mut v1::CampaignCounters, other: &v1::CampaignCounters) {
     }
     for (template, t) in &other.templates {
         let to = into.templates.entry(template.clone()).or_default();
+        merge_attribution(&mut to.attribution, t.attribution.as_ref());
         to.emitted += t.emitted;
         to.delivered += t.delivered;
         add_text(&mut to.cost, &t.cost);

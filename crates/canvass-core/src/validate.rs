@@ -454,10 +454,28 @@ impl Checker {
         if kind == K::Unspecified {
             self.report(format!("{path}.kind"), "required");
         }
-        if needs_template && a.template.trim().is_empty() {
+        if needs_template && a.template.trim().is_empty() && a.material.trim().is_empty() {
             self.report(
                 format!("{path}.template"),
-                format!("required for {}", kind_name(kind)),
+                format!(
+                    "required for {} (or a `material` of the catalog)",
+                    kind_name(kind)
+                ),
+            );
+        }
+        if !a.material.is_empty() && !a.template.is_empty() && a.template != a.material {
+            self.report(
+                format!("{path}.template"),
+                format!(
+                    "`{}` differs from the material `{}` it sends: give one",
+                    a.template, a.material
+                ),
+            );
+        }
+        if a.material.is_empty() && a.material_version > 0 {
+            self.report(
+                format!("{path}.materialVersion"),
+                "needs a `material`".to_string(),
             );
         }
         if let Some(param) = needs_param

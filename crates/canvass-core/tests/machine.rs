@@ -300,6 +300,7 @@ fn render(e: &Effect) -> String {
             amount,
             shares,
             since_touch,
+            ..
         } => {
             let mut s = format!(
                 "attributed {campaign_id} of {amount} {}h after its touch:",

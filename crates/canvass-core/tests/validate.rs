@@ -177,8 +177,8 @@ fn actions_need_their_required_parameters() {
                   "terminal": true}}]}}"#
         ),
         expect![[r#"
-            states.a.actions[0].template: required for EMAIL
-            states.a.actions[1].template: required for POSTAL_MAIL
+            states.a.actions[0].template: required for EMAIL (or a `material` of the catalog)
+            states.a.actions[1].template: required for POSTAL_MAIL (or a `material` of the catalog)
             states.a.actions[2].params.product: required for TRIAL_OFFER
             states.a.actions[3].sla: required for SALES_HANDOFF
             states.a.actions[4].targetCampaign: required for START_CAMPAIGN

@@ -71,12 +71,17 @@ pub fn row(e: Option<&v1::EngagementCounters>, sent: u64, delivered: u64) -> Eng
     }
 }
 
-/// One material (template) of a campaign.
+/// One material (template, or one version of a catalog material) of a campaign.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MaterialRow {
-    /// The template ("" for actions without one).
+    /// What the row counts: the template, or `id@vN` for a catalog material's version.
+    pub material: String,
+    /// The template ("" for actions without one); a catalog material's id.
     pub template: String,
+    /// The catalog material's version sent; none for a template outside the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// Actions sent with it.
     pub sent: u64,
     /// Confirmed delivered.
@@ -85,19 +90,30 @@ pub struct MaterialRow {
     pub cost: String,
     /// What contacts did with it.
     pub engagement: EngagementRow,
+    /// Purchases and won opportunities its actions were credited with (any model).
+    pub conversions: u64,
+    /// Revenue credited to its actions under the report's model.
+    pub revenue: String,
 }
 
-/// The campaign's materials, by template.
+/// The campaign's materials, by template and version; revenue under `model`.
 #[must_use]
-pub fn materials(c: &v1::CampaignCounters) -> Vec<MaterialRow> {
+pub fn materials(c: &v1::CampaignCounters, model: crate::Model) -> Vec<MaterialRow> {
     c.templates
         .iter()
-        .map(|(template, t)| MaterialRow {
-            template: template.clone(),
-            sent: t.emitted,
-            delivered: t.delivered,
-            cost: text(money(&t.cost)),
-            engagement: row(t.engagement.as_ref(), t.emitted, t.delivered),
+        .map(|(key, t)| {
+            let (template, version) = canvass_core::materials::parse_counted(key);
+            MaterialRow {
+                material: key.clone(),
+                template: template.to_string(),
+                version,
+                sent: t.emitted,
+                delivered: t.delivered,
+                cost: text(money(&t.cost)),
+                engagement: row(t.engagement.as_ref(), t.emitted, t.delivered),
+                conversions: t.attribution.as_ref().map_or(0, |a| a.conversions),
+                revenue: text(model.pick(t.attribution.as_ref())),
+            }
         })
         .collect()
 }

@@ -43,7 +43,7 @@ pub fn identity(list: &str) -> (&'static [&'static str], &'static str) {
         "churn" => (&["from", "tier"], " "),
         "sources" => (&["channel"], ""),
         "satisfaction" | "concerns" => (&["by", "name"], " "),
-        "materials" => (&["template"], ""),
+        "materials" => (&["material"], ""),
         "weeks" | "months" => (&["period"], ""),
         "owners" => (&["owner"], ""),
         _ => (&[], ""),

@@ -44,7 +44,7 @@ pub enum Model {
 }
 
 impl Model {
-    fn pick(self, a: Option<&v1::Attribution>) -> Decimal {
+    pub(crate) fn pick(self, a: Option<&v1::Attribution>) -> Decimal {
         a.map_or(Decimal::ZERO, |a| {
             money(match self {
                 Self::LastTouch => &a.last_touch,
@@ -893,7 +893,7 @@ fn campaign(data: &CampaignData, model: Model, indirect: Decimal, shared: &str) 
         roi: roi(revenue, total_cost),
         arms: arms(c, decimals),
         engagement: engagement::row(c.engagement.as_ref(), c.actions, c.delivered),
-        materials: engagement::materials(c),
+        materials: engagement::materials(c, model),
         economics: engagement::economics(
             revenue,
             attribution.conversions,

@@ -725,8 +725,15 @@ fn engagement_text(out: &mut String, c: &CampaignReport) {
     if !c.materials.is_empty() {
         let mut materials = table(
             &[
-                &["material (template)", "sent", "delivered", "cost"][..],
+                &[
+                    "material (template)",
+                    "version",
+                    "sent",
+                    "delivered",
+                    "cost",
+                ][..],
                 &ENGAGEMENT_HEADERS[..],
+                &["conversions", "revenue"][..],
             ]
             .concat(),
         );
@@ -740,11 +747,13 @@ fn engagement_text(out: &mut String, c: &CampaignReport) {
                 [
                     vec![
                         name,
+                        m.version.map_or_else(|| "-".into(), |v| format!("v{v}")),
                         m.sent.to_string(),
                         m.delivered.to_string(),
                         m.cost.clone(),
                     ],
                     engagement_cells(&m.engagement),
+                    vec![m.conversions.to_string(), m.revenue.clone()],
                 ]
                 .concat(),
             );

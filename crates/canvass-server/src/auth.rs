@@ -74,6 +74,10 @@ pub enum Rpc {
     ListPartitionContacts,
     SetPolicy,
     GetPolicy,
+    PutMaterial,
+    ApproveMaterial,
+    RetireMaterial,
+    ListMaterials,
     GetStatus,
     ListDeadLetters,
     GetDeadLetter,
@@ -90,7 +94,7 @@ impl Rpc {
     }
 
     /// Every RPC.
-    pub const ALL: [Rpc; 34] = [
+    pub const ALL: [Rpc; 38] = [
         Rpc::CreateCampaign,
         Rpc::ValidateCampaign,
         Rpc::GetCampaign,
@@ -121,6 +125,10 @@ impl Rpc {
         Rpc::ListPartitionContacts,
         Rpc::SetPolicy,
         Rpc::GetPolicy,
+        Rpc::PutMaterial,
+        Rpc::ApproveMaterial,
+        Rpc::RetireMaterial,
+        Rpc::ListMaterials,
         Rpc::GetStatus,
         Rpc::ListDeadLetters,
         Rpc::GetDeadLetter,
@@ -133,8 +141,15 @@ impl Rpc {
     pub fn allowed(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Rpc::CreateCampaign | Rpc::NewCampaignVersion | Rpc::SubmitCampaign => &[Marketer],
-            Rpc::ApproveCampaign | Rpc::RejectCampaign => &[Approver],
+            Rpc::CreateCampaign
+            | Rpc::NewCampaignVersion
+            | Rpc::SubmitCampaign
+            | Rpc::PutMaterial => &[Marketer],
+            // Withdrawing a material is a review decision, like approving it.
+            Rpc::ApproveCampaign
+            | Rpc::RejectCampaign
+            | Rpc::ApproveMaterial
+            | Rpc::RetireMaterial => &[Approver],
             Rpc::LaunchCampaign
             | Rpc::PauseCampaign
             | Rpc::ResumeCampaign
@@ -161,6 +176,7 @@ impl Rpc {
             | Rpc::GetPartitionFigures
             | Rpc::ListPartitionContacts
             | Rpc::GetPolicy
+            | Rpc::ListMaterials
             | Rpc::GetStatus
             | Rpc::ListDeadLetters
             | Rpc::GetDeadLetter => &Role::ALL,

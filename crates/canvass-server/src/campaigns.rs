@@ -465,4 +465,83 @@ impl CampaignService for Campaigns {
             policy: self.0.global().policy().map_err(storage)?,
         }))
     }
+
+    async fn put_material(
+        &self,
+        request: Request<v1::PutMaterialRequest>,
+    ) -> Result<Response<v1::MaterialResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::PutMaterial)?;
+        let at = record_time(&request)?;
+        let r = request.into_inner();
+        let draft = r.material.ok_or_else(|| required("material"))?;
+        let id = nonempty("material.material_id", &draft.material_id)?.to_string();
+        self.material_command(&caller, at, r.reason, Command::PutMaterial(draft), &id)
+            .await
+    }
+
+    async fn approve_material(
+        &self,
+        request: Request<v1::MaterialVersionRequest>,
+    ) -> Result<Response<v1::MaterialResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::ApproveMaterial)?;
+        let at = record_time(&request)?;
+        let r = request.into_inner();
+        let which = r.material.ok_or_else(|| required("material"))?;
+        let id = nonempty("material.material_id", &which.material_id)?.to_string();
+        self.material_command(&caller, at, r.reason, Command::ApproveMaterial(which), &id)
+            .await
+    }
+
+    async fn retire_material(
+        &self,
+        request: Request<v1::MaterialVersionRequest>,
+    ) -> Result<Response<v1::MaterialResponse>, Status> {
+        let caller = self.0.auth.check(&request, Rpc::RetireMaterial)?;
+        let at = record_time(&request)?;
+        let r = request.into_inner();
+        let which = r.material.ok_or_else(|| required("material"))?;
+        let id = nonempty("material.material_id", &which.material_id)?.to_string();
+        self.material_command(&caller, at, r.reason, Command::RetireMaterial(which), &id)
+            .await
+    }
+
+    async fn list_materials(
+        &self,
+        request: Request<v1::ListMaterialsRequest>,
+    ) -> Result<Response<v1::ListMaterialsResponse>, Status> {
+        self.0.auth.check(&request, Rpc::ListMaterials)?;
+        Ok(Response::new(v1::ListMaterialsResponse {
+            materials: self.0.global().materials().map_err(storage)?,
+        }))
+    }
+}
+
+impl Campaigns {
+    /// Logs a material command as the caller's and answers with the material as it is now.
+    async fn material_command(
+        &self,
+        caller: &crate::Caller,
+        at: Option<canvass_proto::wkt::Timestamp>,
+        reason: String,
+        command: Command,
+        id: &str,
+    ) -> Result<Response<v1::MaterialResponse>, Status> {
+        let record = v1::IngestRecord {
+            input: Some(v1::ingest_record::Input::Command(v1::CampaignCommand {
+                actor: caller.identity.clone(),
+                reason,
+                command: Some(command),
+            })),
+            at,
+        };
+        let seq = logged(self.0.submit_one(record, caller).await?)?;
+        let material = self
+            .0
+            .global()
+            .materials()
+            .map_err(storage)?
+            .into_iter()
+            .find(|m| m.id == id);
+        Ok(Response::new(v1::MaterialResponse { seq, material }))
+    }
 }

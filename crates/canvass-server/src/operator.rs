@@ -39,6 +39,9 @@ fn rpc_of(command: &v1::campaign_command::Command) -> Rpc {
         C::Complete(_) => Rpc::CompleteCampaign,
         C::Stop(_) => Rpc::StopCampaign,
         C::SetPolicy(_) | C::ReassignLeads(_) => Rpc::SetPolicy,
+        C::PutMaterial(_) => Rpc::PutMaterial,
+        C::ApproveMaterial(_) => Rpc::ApproveMaterial,
+        C::RetireMaterial(_) => Rpc::RetireMaterial,
     }
 }
 

@@ -39,6 +39,13 @@ impl Store {
             .collect()
     }
 
+    /// The catalog of marketing materials, by id.
+    pub fn materials(&self) -> Result<Vec<v1::Material>> {
+        self.scan_prefix(vec![keys::MATERIAL])
+            .map(|kv| decode("material", &kv?.1))
+            .collect()
+    }
+
     /// Every campaign's lifecycle, by campaign id.
     pub fn lifecycles(&self) -> Result<Vec<v1::CampaignLifecycle>> {
         self.scan_prefix(vec![keys::LIFECYCLE])

@@ -330,6 +330,11 @@ impl WriteBatch {
         self.put(vec![keys::INPUTS], counters.encode_to_vec());
     }
 
+    /// Stores a material with all its versions.
+    pub fn put_material(&mut self, material: &v1::Material) {
+        self.put(keys::material(&material.id), material.encode_to_vec());
+    }
+
     /// Replaces the engine-wide policy.
     pub fn put_policy(&mut self, policy: &v1::Policy) {
         self.put(vec![keys::POLICY], policy.encode_to_vec());

@@ -26,6 +26,8 @@ pub const SPEC: u8 = b'P';
 pub const LIFECYCLE: u8 = b'Q';
 /// The engine-wide policy: `Y` alone.
 pub const POLICY: u8 = b'Y';
+/// The catalog of marketing materials: `A` + material id.
+pub const MATERIAL: u8 = b'A';
 /// Dead letters: `X` + number.
 pub const DEAD_LETTER: u8 = b'X';
 /// Publications waiting for a broker: `U` + number.
@@ -50,8 +52,8 @@ pub const JOURNAL: u8 = b'J';
 /// source offsets are not: offsets are written with each commit's log frame, in the same
 /// atomic batch, including those of inputs never logged (duplicates, dead letters), so the
 /// log holds inputs only and a replay leaves the offsets as they are.
-pub const PROJECTIONS: [u8; 10] = [
-    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, SPEC, LIFECYCLE, POLICY, SWEEP, INPUTS,
+pub const PROJECTIONS: [u8; 11] = [
+    CONTACT, GROUP, COUNTERS, TIMER, OUTBOX, SPEC, LIFECYCLE, POLICY, MATERIAL, SWEEP, INPUTS,
 ];
 
 /// The namespaces written at every commit, straight to sled; the other projections wait
@@ -65,6 +67,12 @@ pub fn written_at_commit(key: &[u8]) -> bool {
 
 /// Partition of the embedded sources: one engine owns everything.
 pub const EMBEDDED_PARTITION: u16 = 0;
+
+pub fn material(id: &str) -> Vec<u8> {
+    let mut k = vec![MATERIAL];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
 
 pub fn sweep(command_seq: u64) -> Vec<u8> {
     let mut k = vec![SWEEP];

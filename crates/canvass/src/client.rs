@@ -136,6 +136,30 @@ enum CampaignCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Puts a new version of a marketing material as a draft (you are its author).
+    PutMaterial {
+        /// A `MaterialDraft` as canonical JSON (`materialId`, `version`, `channel`,
+        /// `contentRef`, `description`).
+        draft: PathBuf,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Approves a draft version of a material (someone other than its author).
+    ApproveMaterial {
+        material: String,
+        version: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Retires a version of a material.
+    RetireMaterial {
+        material: String,
+        version: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// The catalog of materials.
+    Materials,
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,7 +268,38 @@ async fn campaign_call(args: &CampaignArgs) -> anyhow::Result<ExitCode> {
             print(response.get_ref())?;
         }};
     }
+    let material_ref = |material: &str, version: u32, reason: &str| v1::MaterialVersionRequest {
+        material: Some(v1::MaterialRef {
+            material_id: material.to_string(),
+            version,
+        }),
+        reason: reason.to_string(),
+    };
     match &args.command {
+        C::PutMaterial { draft, reason } => {
+            let text = std::fs::read_to_string(draft)
+                .with_context(|| format!("cannot read {}", draft.display()))?;
+            let draft: v1::MaterialDraft = json::from_str(&text)
+                .with_context(|| format!("{}: not a material draft", draft.display()))?;
+            call!(
+                put_material,
+                v1::PutMaterialRequest {
+                    material: Some(draft),
+                    reason: reason.clone(),
+                }
+            )
+        }
+        C::ApproveMaterial {
+            material,
+            version,
+            reason,
+        } => call!(approve_material, material_ref(material, *version, reason)),
+        C::RetireMaterial {
+            material,
+            version,
+            reason,
+        } => call!(retire_material, material_ref(material, *version, reason)),
+        C::Materials => call!(list_materials, v1::ListMaterialsRequest::default()),
         C::Create { spec, reason } => call!(
             create_campaign,
             v1::CreateCampaignRequest {

@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 
 use crate::{
     key::idempotency_key,
+    materials,
     spec::{Campaign, StateIdx},
     time::SpanMillis,
 };
@@ -49,7 +50,28 @@ impl<'a> Run<'a> {
                 currency: String::new(),
                 variant: journey.variant.clone(),
                 cause_event_id: self.cause_event.map(|e| e.id.clone()).unwrap_or_default(),
+                material_version: 0,
             };
+            let mut action = action;
+            if !spec.material.is_empty() {
+                // The version sent is decided now: the pinned one, else the newest approved.
+                let Some(v) = materials::sendable(
+                    self.catalog.materials(),
+                    &spec.material,
+                    spec.material_version,
+                ) else {
+                    self.fault(
+                        campaign.id(),
+                        format!(
+                            "{}: material `{}` has no approved version to send; the action is not sent",
+                            state.id, spec.material
+                        ),
+                    );
+                    continue;
+                };
+                action.template.clone_from(&spec.material);
+                action.material_version = v;
+            }
             if self.held_back(&action, entry_seq) {
                 continue;
             }

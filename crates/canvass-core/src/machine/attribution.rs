@@ -13,7 +13,12 @@ use super::{Effect, Engagement, MAX_TOUCHES, Run, Shares, arm_of};
 
 /// One campaign's credit for a revenue: the campaign, its credit per kind, and its latest
 /// touch credited.
-type Credit = (String, Vec<(v1::ActionKind, Shares)>, UnixMillis);
+type Credit = (
+    String,
+    Vec<(v1::ActionKind, Shares)>,
+    UnixMillis,
+    Vec<(String, Shares)>,
+);
 
 impl<'a> Run<'a> {
     /// How long a touch of `campaign_id` can be credited with revenue (unknown campaigns: none).
@@ -34,7 +39,7 @@ impl<'a> Run<'a> {
             campaign_id: action.campaign_id.clone(),
             kind: action.kind,
             at: Some(self.now.to_proto()),
-            template: action.template.clone(),
+            template: crate::materials::counted_as(action),
             idempotency_key: action.idempotency_key.clone(),
         });
     }
@@ -63,7 +68,13 @@ impl<'a> Run<'a> {
             return Ok((t.kind(), t.template.clone()));
         }
         let named = super::text_attr(event, "kind");
-        let template = super::text_attr(event, "template");
+        let mut template = super::text_attr(event, "template");
+        // A catalog material is counted per version: the version the contact was sent.
+        if let Some(t) = ours().find(|t| {
+            !template.is_empty() && crate::materials::parse_counted(&t.template).0 == template
+        }) {
+            template.clone_from(&t.template);
+        }
         if named.is_empty() {
             return ours()
                 .next()
@@ -142,10 +153,10 @@ impl<'a> Run<'a> {
                 };
                 let kind = t.kind();
                 let touched = t.at.as_ref().map_or(now, UnixMillis::from_proto);
-                let at = match credits.iter().position(|(c, _, _)| *c == t.campaign_id) {
+                let at = match credits.iter().position(|(c, ..)| *c == t.campaign_id) {
                     Some(at) => at,
                     None => {
-                        credits.push((t.campaign_id.clone(), Vec::new(), touched));
+                        credits.push((t.campaign_id.clone(), Vec::new(), touched, Vec::new()));
                         credits.len() - 1
                     }
                 };
@@ -155,9 +166,14 @@ impl<'a> Run<'a> {
                     Some((_, sum)) => *sum = sum.plus(&s),
                     None => kinds.push((kind, s)),
                 }
+                let templates = &mut credits[at].3;
+                match templates.iter_mut().find(|(m, _)| *m == t.template) {
+                    Some((_, sum)) => *sum = sum.plus(&s),
+                    None => templates.push((t.template.clone(), s)),
+                }
             }
             let mut credited = Shares::default();
-            for (campaign_id, shares, touched) in credits {
+            for (campaign_id, shares, touched, templates) in credits {
                 for (_, s) in &shares {
                     credited = credited.plus(s);
                 }
@@ -165,6 +181,7 @@ impl<'a> Run<'a> {
                     campaign_id,
                     amount,
                     shares,
+                    templates,
                     since_touch: u64::try_from(now.0 - touched.0).unwrap_or(0),
                 });
             }

@@ -399,6 +399,8 @@ pub enum Effect {
         amount: Decimal,
         /// The campaign's credit per channel (action kind), by model.
         shares: Vec<(v1::ActionKind, Shares)>,
+        /// The same per material (template, a catalog material's version apart).
+        templates: Vec<(String, Shares)>,
         /// Milliseconds from the campaign's latest touch credited to the revenue.
         since_touch: u64,
     },

@@ -40,6 +40,15 @@ impl Pending {
         if let v1::campaign_command::Command::ReassignLeads(r) = cmd {
             return self.step_everyone(&Kind::ReassignLeads(r.clone()), now, seq);
         }
+        if let Some((id, _)) = canvass_core::materials::command_target(cmd) {
+            let mut catalog = self.core.catalog().clone();
+            lifecycle::apply(c, &mut v1::CampaignLifecycle::default(), &mut catalog, now);
+            if let Some(material) = catalog.materials().get(id) {
+                self.batch.put_material(material);
+            }
+            self.core = Core::new(catalog).with_share(self.core.share());
+            return Ok(());
+        }
         if let v1::campaign_command::Command::SetPolicy(policy) = cmd {
             let mut catalog = self.core.catalog().clone();
             lifecycle::apply(c, &mut v1::CampaignLifecycle::default(), &mut catalog, now);

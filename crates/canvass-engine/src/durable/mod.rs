@@ -556,6 +556,9 @@ fn load_catalog(store: &Store) -> Result<Catalog> {
             version: 0,
             reason: e.to_string(),
         })?;
+    for material in store.materials()? {
+        catalog.put_material(material);
+    }
     if let Some(policy) = store.policy()? {
         // It was checked before it was logged.
         if let Ok(p) = canvass_core::policy::compile(&policy) {
