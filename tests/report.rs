@@ -499,7 +499,7 @@ fn table_csv_and_svg_say_the_same_and_replay_gives_the_same_report() {
 }
 
 /// The fields that name an element of each list of the reports (the CSV's `item`).
-const IDENTITIES: [(&str, &[&str]); 19] = [
+const IDENTITIES: [(&str, &[&str]); 20] = [
     ("campaigns", &["id"]),
     ("top", &["id"]),
     ("funnel", &["state"]),
@@ -516,7 +516,8 @@ const IDENTITIES: [(&str, &[&str]); 19] = [
     ("sources", &["channel"]),
     ("satisfaction", &["by", "name"]),
     ("concerns", &["by", "name"]),
-    ("materials", &["template"]),
+    ("materials", &["material"]),
+    ("owners", &["owner"]),
     ("weeks", &["period"]),
     ("months", &["period"]),
 ];
@@ -1104,6 +1105,11 @@ fn assignment_rules_route_leads_and_a_leaving_owner_s_leads_follow_them() {
     assert_eq!(campaign(&r, "routed")["leads"]["owners"], expected);
     let table = report(&data, &[]);
     assert!(table.contains("Sales owners (all campaigns)"), "{table}");
+    assert_csv_holds_the_json(
+        &report(&data, &["--json"]),
+        &report(&data, &["--csv"]),
+        true,
+    );
 
     // Each lead says who has it and which rule chose them; so does each hand-off action.
     let rows: Value = serde_json::from_str(&report(&data, &["--leads", "--json"])).unwrap();
@@ -1332,6 +1338,11 @@ fn each_material_version_is_reported_apart_and_the_catalog_guards_campaigns() {
     assert!(
         table.contains("spring-mail") && table.contains("v2"),
         "{table}"
+    );
+    assert_csv_holds_the_json(
+        &report(&data, &["--json"]),
+        &report(&data, &["--csv"]),
+        true,
     );
 
     let out = canvass(&["dead-letters", "--data", &data, "list"]);
