@@ -483,12 +483,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::MaterialVersionRequest>,
     ) -> Result<Response<v1::MaterialResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::ApproveMaterial)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let which = r.material.ok_or_else(|| required("material"))?;
-        let id = nonempty("material.material_id", &which.material_id)?.to_string();
-        self.material_command(&caller, at, r.reason, Command::ApproveMaterial(which), &id)
+        self.material_version_command(request, Rpc::ApproveMaterial, Command::ApproveMaterial)
             .await
     }
 
@@ -496,12 +491,7 @@ impl CampaignService for Campaigns {
         &self,
         request: Request<v1::MaterialVersionRequest>,
     ) -> Result<Response<v1::MaterialResponse>, Status> {
-        let caller = self.0.auth.check(&request, Rpc::RetireMaterial)?;
-        let at = record_time(&request)?;
-        let r = request.into_inner();
-        let which = r.material.ok_or_else(|| required("material"))?;
-        let id = nonempty("material.material_id", &which.material_id)?.to_string();
-        self.material_command(&caller, at, r.reason, Command::RetireMaterial(which), &id)
+        self.material_version_command(request, Rpc::RetireMaterial, Command::RetireMaterial)
             .await
     }
 
@@ -517,6 +507,22 @@ impl CampaignService for Campaigns {
 }
 
 impl Campaigns {
+    /// A command on one version of a material (approve, retire), by a caller `rpc` admits.
+    async fn material_version_command(
+        &self,
+        request: Request<v1::MaterialVersionRequest>,
+        rpc: Rpc,
+        command: fn(v1::MaterialRef) -> Command,
+    ) -> Result<Response<v1::MaterialResponse>, Status> {
+        let caller = self.0.auth.check(&request, rpc)?;
+        let at = record_time(&request)?;
+        let r = request.into_inner();
+        let which = r.material.ok_or_else(|| required("material"))?;
+        let id = nonempty("material.material_id", &which.material_id)?.to_string();
+        self.material_command(&caller, at, r.reason, command(which), &id)
+            .await
+    }
+
     /// Logs a material command as the caller's and answers with the material as it is now.
     async fn material_command(
         &self,
