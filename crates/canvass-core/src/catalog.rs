@@ -64,15 +64,31 @@ impl Catalog {
         Arc::make_mut(&mut self.materials).insert(material.id.clone(), material);
     }
 
-    /// The specs of the campaigns that send (running or paused): every version, since
-    /// contacts may be on any. A version not launched yet is checked again at its launch.
-    #[must_use]
-    pub fn sending_specs(&self) -> Vec<&v1::CampaignSpec> {
+    /// Every version of every campaign whose status `keep` accepts (contacts may be on any
+    /// version), ordered by id then version.
+    pub fn versions_where(
+        &self,
+        keep: impl Fn(CampaignStatus) -> bool,
+    ) -> impl Iterator<Item = &Campaign> {
         self.campaigns
             .values()
-            .filter(|e| matches!(e.status, CampaignStatus::Running | CampaignStatus::Paused))
-            .flat_map(|e| e.versions.values().map(|c| &c.spec))
-            .collect()
+            .filter(move |e| keep(e.status))
+            .flat_map(|e| e.versions.values().map(Arc::as_ref))
+    }
+
+    /// The specs of the campaigns that send: running, paused, or completed (contacts inside
+    /// still move and receive actions). A version not launched yet is checked again at its
+    /// launch.
+    #[must_use]
+    pub fn sending_specs(&self) -> Vec<&v1::CampaignSpec> {
+        self.versions_where(|s| {
+            matches!(
+                s,
+                CampaignStatus::Running | CampaignStatus::Paused | CampaignStatus::Completed
+            )
+        })
+        .map(|c| &c.spec)
+        .collect()
     }
 
     /// Adds a compiled campaign version. A new campaign starts as a draft.

@@ -70,8 +70,9 @@ pub fn check(
     if let Command::SetPolicy(policy) = cmd {
         let compiled =
             crate::policy::compile(policy).map_err(|issues| listed("invalid policy", issues))?;
+        // Every version contacts may be on, of every campaign not stopped.
         let orphaned: Vec<crate::Issue> = catalog
-            .latest_all()
+            .versions_where(|s| s != S::Stopped)
             .flat_map(|c| {
                 let prefix = format!("campaign `{}` v{}: ", c.id(), c.version());
                 assignment::missing_teams(&c.assignment, &compiled.teams, &prefix)
@@ -523,9 +524,25 @@ mod tests {
             refused.contains("campaign `news` v1 still sends it"),
             "{refused}"
         );
+        // Completed, it still drains: contacts inside still receive its actions.
+        catalog.set_status("news", S::Completed);
+        assert!(check(&retire, None, &catalog).is_err());
         // Once the campaign is stopped it may.
         catalog.set_status("news", S::Stopped);
         assert_eq!(check(&retire, None, &catalog), Ok(()));
+        // One channel per material: a version for SMS is refused.
+        let sms_version = command(
+            "designer",
+            Command::PutMaterial(v1::MaterialDraft {
+                material_id: "mail".into(),
+                version: 2,
+                channel: v1::ActionKind::Sms as i32,
+                content_ref: "cms://mail/2".into(),
+                description: String::new(),
+            }),
+        );
+        let refused = check(&sms_version, None, &catalog).unwrap_err();
+        assert!(refused.contains("needs a material of its own"), "{refused}");
         // Made for another channel: refused.
         let mut sms = spec.clone();
         sms.id = "sms".into();

@@ -133,8 +133,8 @@ impl Core {
                     Kind::Stop(campaign_id) => run.stop(campaign_id),
                     Kind::Migrate(campaign_id) => run.migrate(campaign_id),
                     Kind::ReassignLeads(r) => {
-                        let to = (!r.to_owner.trim().is_empty()).then_some(r.to_owner.as_str());
-                        run.reassign(to, &r.from_owner, &r.campaign_id, "", BY_COMMAND);
+                        let to = Some(r.to_owner.trim()).filter(|o| !o.is_empty());
+                        run.reassign(to, r.from_owner.trim(), &r.campaign_id, "", BY_COMMAND);
                     }
                 }
             }

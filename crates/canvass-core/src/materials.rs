@@ -136,8 +136,7 @@ pub fn command_target(cmd: &v1::campaign_command::Command) -> Option<(&str, u32)
 }
 
 /// Whether a material command may be accepted: `in_use` are the specs of campaigns still
-/// sending (running, paused or approved to launch), which a retirement must leave a version
-/// to send.
+/// sending (running, paused or completed), which a retirement must leave a version to send.
 ///
 /// # Errors
 /// Why not, naming the field.
@@ -164,9 +163,20 @@ pub fn check(
             if d.content_ref.trim().is_empty() {
                 return Err("field `contentRef`: required (where its content lives)".into());
             }
-            let newest = materials
-                .get(&d.material_id)
-                .and_then(|m| m.versions.iter().map(|v| v.version).max());
+            let existing = materials.get(&d.material_id);
+            // One channel per material: an action naming it unpinned sends the newest version.
+            if let Some(other) = existing
+                .and_then(|m| m.versions.first())
+                .filter(|v| v.channel != d.channel)
+            {
+                return Err(format!(
+                    "field `channel`: material `{}` is made for {}; a version for {} needs a material of its own",
+                    d.material_id,
+                    kind_name(other.channel()),
+                    kind_name(d.channel())
+                ));
+            }
+            let newest = existing.and_then(|m| m.versions.iter().map(|v| v.version).max());
             if let Some(newest) = newest.filter(|n| d.version <= *n) {
                 return Err(format!(
                     "material `{}` already has version {newest}: a new version must be higher",
